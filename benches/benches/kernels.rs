@@ -1,0 +1,208 @@
+//! Kernel throughput in operations per second (criterion's elem/s = ops/s; 2 ops per
+//! multiply-add), read against the instruction peak measured in the same run:
+//! - `peak/*`: the multiply-accumulate instruction alone, on registers, single-threaded.
+//! - `gemm_256x1024x1024/*`: each available family, int8 and fp32, prepacked weights,
+//!   single-threaded, beside rten-gemm's int8 and fp32 GEMM (the Rust peer).
+//! - `layers/*`: the MNIST MLP's layer shapes at batch 1 and 16 on the default thread pool,
+//!   int8 beside fp32 for the detected family.
+//!
+//! Run: `cargo bench -p mf-benches --bench kernels` (add `-- gemm_256` to filter).
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use mf_kernels::{
+    Activation, Input, Isa, Output, PackedF32, PackedI8, QuantParams, gemm_f32, gemm_i8,
+};
+use rten_gemm::{GemmExecutor, GemmInputA, GemmInputB, GemmOptions};
+use rten_tensor::NdTensorView;
+use std::hint::black_box;
+
+/// Deterministic pseudo-random values in [-1, 1).
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn single_thread() -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("a one-thread pool")
+}
+
+fn available() -> Vec<Isa> {
+    Isa::ALL
+        .into_iter()
+        .filter(|isa| isa.is_available())
+        .collect()
+}
+
+fn peak(c: &mut Criterion) {
+    let mut group = c.benchmark_group("peak");
+    const ITERS: u64 = 10_000;
+    for isa in available() {
+        if let Some(ops) = mf_kernels::peak::i8_ops(isa, 1) {
+            group.throughput(Throughput::Elements(ops * ITERS));
+            group.bench_function(BenchmarkId::new("int8", isa), |b| {
+                b.iter(|| mf_kernels::peak::i8_ops(isa, black_box(ITERS)))
+            });
+        }
+        if let Some(flops) = mf_kernels::peak::f32_flops(isa, 1) {
+            group.throughput(Throughput::Elements(flops * ITERS));
+            group.bench_function(BenchmarkId::new("fp32", isa), |b| {
+                b.iter(|| mf_kernels::peak::f32_flops(isa, black_box(ITERS)))
+            });
+        }
+    }
+    group.finish();
+}
+
+/// One layer's data at one shape, packed for int8 and fp32 with the same weights.
+struct Problem {
+    m: usize,
+    n: usize,
+    k: usize,
+    x: Vec<f32>,
+    codes: Vec<u8>,
+    w: Vec<f32>,
+    bias: Vec<f32>,
+    input: QuantParams,
+}
+
+impl Problem {
+    fn new(m: usize, n: usize, k: usize) -> Self {
+        let x = values(m * k, 1);
+        let input = QuantParams::from_range(-1.0, 1.0);
+        let codes = x.iter().map(|&v| input.quantize(v)).collect();
+        Problem {
+            m,
+            n,
+            k,
+            x,
+            codes,
+            w: values(n * k, 2),
+            bias: values(n, 3),
+            input,
+        }
+    }
+
+    fn ops(&self) -> u64 {
+        2 * (self.m * self.n * self.k) as u64
+    }
+
+    fn int8(&self, isa: Isa) -> PackedI8 {
+        PackedI8::from_f32(
+            isa,
+            &self.w,
+            &self.bias,
+            self.n,
+            self.k,
+            self.input,
+            Activation::None,
+        )
+        .expect("valid int8 layer")
+    }
+
+    fn fp32(&self, isa: Isa) -> PackedF32 {
+        PackedF32::new(isa, &self.w, &self.bias, self.n, self.k, Activation::None)
+            .expect("valid fp32 layer")
+    }
+}
+
+fn gemm_square(c: &mut Criterion) {
+    let p = Problem::new(256, 1024, 1024);
+    let pool = single_thread();
+    let mut group = c.benchmark_group("gemm_256x1024x1024");
+    group.throughput(Throughput::Elements(p.ops()));
+    group.sample_size(20);
+    let mut out = vec![0f32; p.m * p.n];
+    for isa in available() {
+        let packed = p.int8(isa);
+        group.bench_function(BenchmarkId::new("int8", isa), |b| {
+            pool.install(|| {
+                b.iter(|| gemm_i8(&packed, Input::U8(&p.codes), p.m, Output::F32(&mut out)))
+            })
+        });
+        let packed = p.fp32(isa);
+        group.bench_function(BenchmarkId::new("fp32", isa), |b| {
+            pool.install(|| b.iter(|| gemm_f32(&packed, &p.x, p.m, &mut out)))
+        });
+    }
+
+    // rten-gemm computes A[M, K] · B[K, N]: the same weights, transposed.
+    let wq: Vec<i8> = p.w.iter().map(|v| (v * 127.0).round() as i8).collect();
+    let wq_t: Vec<i8> = (0..p.k * p.n)
+        .map(|i| wq[(i % p.n) * p.k + i / p.n])
+        .collect();
+    let w_t: Vec<f32> = (0..p.k * p.n)
+        .map(|i| p.w[(i % p.n) * p.k + i / p.n])
+        .collect();
+    let int8 = GemmExecutor::<u8, i8, i32>::default();
+    let packed = int8.prepack_b(NdTensorView::from_data([p.k, p.n], wq_t.as_slice()));
+    let a = NdTensorView::from_data([p.m, p.k], p.codes.as_slice());
+    let mut out_i32 = vec![0i32; p.m * p.n];
+    group.bench_function(BenchmarkId::new("rten-int8", int8.kernel_name()), |b| {
+        pool.install(|| {
+            b.iter(|| {
+                int8.gemm(
+                    &mut out_i32,
+                    GemmInputA::Unpacked(a),
+                    GemmInputB::Packed(&packed),
+                    GemmOptions::default(),
+                )
+            })
+        })
+    });
+    let fp32 = GemmExecutor::<f32, f32, f32>::default();
+    let packed = fp32.prepack_b(NdTensorView::from_data([p.k, p.n], w_t.as_slice()));
+    let a = NdTensorView::from_data([p.m, p.k], p.x.as_slice());
+    group.bench_function(BenchmarkId::new("rten-fp32", fp32.kernel_name()), |b| {
+        pool.install(|| {
+            b.iter(|| {
+                fp32.gemm(
+                    &mut out,
+                    GemmInputA::Unpacked(a),
+                    GemmInputB::Packed(&packed),
+                    GemmOptions::default(),
+                )
+            })
+        })
+    });
+    group.finish();
+}
+
+/// The MNIST MLP's layers: input (784 + 64 + 64 + 128 → 1024), hidden (1024 → 1024), output
+/// (1024 → 784), at batch 1 and 16, on the default pool.
+fn layers(c: &mut Criterion) {
+    let isa = Isa::select().expect("MF_KERNEL names an available kernel");
+    let mut group = c.benchmark_group("layers");
+    for (name, n, k) in [
+        ("in", 1024, 1040),
+        ("hidden", 1024, 1024),
+        ("out", 784, 1024),
+    ] {
+        for m in [1, 16] {
+            let p = Problem::new(m, n, k);
+            group.throughput(Throughput::Elements(p.ops()));
+            let mut out = vec![0f32; m * n];
+            let packed = p.int8(isa);
+            let id = format!("{name}_{m}x{n}x{k}");
+            group.bench_function(BenchmarkId::new(format!("int8-{isa}"), &id), |b| {
+                b.iter(|| gemm_i8(&packed, Input::F32(&p.x), m, Output::F32(&mut out)))
+            });
+            let packed = p.fp32(isa);
+            group.bench_function(BenchmarkId::new(format!("fp32-{isa}"), &id), |b| {
+                b.iter(|| gemm_f32(&packed, &p.x, m, &mut out))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, peak, gemm_square, layers);
+criterion_main!(benches);

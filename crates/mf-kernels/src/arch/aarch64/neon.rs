@@ -1,0 +1,120 @@
+//! Plain NEON kernels. int8: `smull` + `smlal2` multiply 16 s8 pairs into i16 (|sum of two| ≤
+//! 2·128·127 < 32768, exact), then `sadalp` accumulates them into four i32 lanes; each of the
+//! 4×4 tile's sums is reduced across lanes at the end. fp32: `fmla` on 8×8 tiles.
+use core::arch::aarch64::*;
+
+use crate::arch::{AForm, F32Micro, I8Micro, by_rows};
+use crate::epilogue::epilogue_for;
+
+epilogue_for!("neon");
+
+/// NEON int8 tiles: 4×4, depth unit 16, s8 activations.
+pub(crate) static I8: I8Micro = I8Micro {
+    mr: 4,
+    nr: 4,
+    ku: 16,
+    row_align: 1,
+    a_form: AForm::S8,
+    tile: i8_tile,
+    epilogue: &EPILOGUE,
+};
+
+/// NEON fp32 tiles: 8×8.
+pub(crate) static F32: F32Micro = F32Micro {
+    mr: 8,
+    nr: 8,
+    tile: f32_tile,
+    epilogue: &EPILOGUE,
+};
+
+unsafe fn i8_tile(rows: usize, kb: usize, a: *const u8, lda: usize, b: *const i8, c: *mut i32) {
+    unsafe { by_rows!(rows, i8_rows, (kb, a, lda, b, c), [1, 2, 3, 4]) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn i8_rows<const R: usize>(kb: usize, a: *const u8, lda: usize, b: *const i8, c: *mut i32) {
+    let mut acc = [[vdupq_n_s32(0); 4]; R];
+    let mut ap = a as *const i8;
+    let mut bp = b;
+    for _ in 0..kb {
+        // SAFETY: kb steps of 4 columns; R rows (lda bytes apart) of kb·16 bytes.
+        unsafe {
+            let w = [
+                vld1q_s8(bp),
+                vld1q_s8(bp.add(16)),
+                vld1q_s8(bp.add(32)),
+                vld1q_s8(bp.add(48)),
+            ];
+            for (i, row) in acc.iter_mut().enumerate() {
+                let x = vld1q_s8(ap.add(i * lda));
+                for (j, sum) in row.iter_mut().enumerate() {
+                    let p = vmull_s8(vget_low_s8(x), vget_low_s8(w[j]));
+                    let p = vmlal_high_s8(p, x, w[j]);
+                    *sum = vpadalq_s16(*sum, p);
+                }
+            }
+            ap = ap.add(16);
+            bp = bp.add(64);
+        }
+    }
+    for (i, row) in acc.iter().enumerate() {
+        for (j, sum) in row.iter().enumerate() {
+            // SAFETY: c has room for R rows of 4 i32.
+            unsafe { *c.add(i * 4 + j) = vaddvq_s32(*sum) };
+        }
+    }
+}
+
+unsafe fn f32_tile(rows: usize, k: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32) {
+    unsafe {
+        by_rows!(rows, f32_rows, (k, a, lda, b, c),
+            [1 => 4, 2 => 2, 3 => 2, 4 => 1, 5 => 1, 6 => 1, 7 => 1, 8 => 1])
+    }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn f32_rows<const R: usize, const S: usize>(
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    c: *mut f32,
+) {
+    let mut acc = [[[vdupq_n_f32(0.0); 2]; R]; S];
+    let mut ap = a;
+    let mut bp = b;
+    // SAFETY (both loops): k steps of 8 weights; R rows (lda apart) of k activations.
+    macro_rules! step {
+        ($set:expr) => {
+            unsafe {
+                let b0 = vld1q_f32(bp);
+                let b1 = vld1q_f32(bp.add(4));
+                for i in 0..R {
+                    let x = vld1q_dup_f32(ap.add(i * lda));
+                    $set[i][0] = vfmaq_f32($set[i][0], x, b0);
+                    $set[i][1] = vfmaq_f32($set[i][1], x, b1);
+                }
+                ap = ap.add(1);
+                bp = bp.add(8);
+            }
+        };
+    }
+    for _ in 0..k / S {
+        for set in acc.iter_mut() {
+            step!(set);
+        }
+    }
+    for _ in 0..k % S {
+        step!(acc[0]);
+    }
+    for i in 0..R {
+        for h in 0..2 {
+            let mut sum = acc[0][i][h];
+            for set in &acc[1..] {
+                sum = vaddq_f32(sum, set[i][h]);
+            }
+            // SAFETY: c has room for R rows of 8 f32.
+            unsafe { vst1q_f32(c.add(i * 8 + h * 4), sum) };
+        }
+    }
+}

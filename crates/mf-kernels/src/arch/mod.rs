@@ -1,0 +1,121 @@
+//! Microkernels, one module per instruction set, each described by its tile geometry.
+//!
+//! A microkernel computes one `rows × nr` tile of the product over the whole depth from packed
+//! weights (see `pack.rs` for the layout) and row-major activations, writing i32 (or f32) sums
+//! row-major with stride `nr`. The driver in `gemm.rs` owns blocking, threading and the epilogue, so a kernel is only
+//! its inner loop.
+#![allow(dead_code)] // each target compiles only its own kernels' users
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod aarch64;
+pub(crate) mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_64;
+
+use crate::epilogue::Epilogue;
+use crate::isa::Isa;
+
+/// How a kernel wants the uint8 activation codes stored in its packed A blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AForm {
+    /// The code itself (u8 × s8 kernels); kernel offset 0.
+    U8,
+    /// The code with its sign bit flipped, read as s8 = code − 128 (s8 × s8 kernels).
+    S8,
+    /// The code widened to little-endian i16 (AVX2 `vpmaddwd`); kernel offset 0.
+    I16,
+}
+
+impl AForm {
+    /// Bytes per stored element.
+    pub(crate) fn size(self) -> usize {
+        if self == AForm::I16 { 2 } else { 1 }
+    }
+
+    /// The offset `o` the kernel's sums carry: `Σ (code − o) · w`.
+    pub(crate) fn offset(self) -> i32 {
+        if self == AForm::S8 { 128 } else { 0 }
+    }
+}
+
+/// An int8 tile kernel.
+///
+/// # Safety of `tile`
+/// `a` points at `rows` rows of activations in the kernel's [`AForm`], `lda` bytes apart, each
+/// with `kb · ku` elements readable (`rows` a multiple of `row_align`, at most `mr`); `b` holds
+/// `kb · ku · nr` packed weights; `c` has room for `rows · nr` i32; the CPU has the kernel's
+/// features.
+pub(crate) struct I8Micro {
+    pub mr: usize,
+    pub nr: usize,
+    pub ku: usize,
+    pub row_align: usize,
+    pub a_form: AForm,
+    pub tile:
+        unsafe fn(rows: usize, kb: usize, a: *const u8, lda: usize, b: *const i8, c: *mut i32),
+    pub epilogue: &'static Epilogue,
+}
+
+/// An fp32 tile kernel (`ku` = 1, `row_align` = 1, `lda` in elements); `tile`'s contract as
+/// for [`I8Micro`].
+pub(crate) struct F32Micro {
+    pub mr: usize,
+    pub nr: usize,
+    pub tile:
+        unsafe fn(rows: usize, k: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32),
+    pub epilogue: &'static Epilogue,
+}
+
+/// The largest `mr · nr` of any kernel (the driver's tile buffer).
+pub(crate) const MAX_TILE: usize = 12 * crate::epilogue::MAX_NR;
+
+/// The int8 kernel of a family. The caller has checked availability.
+pub(crate) fn i8_micro(isa: Isa) -> &'static I8Micro {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => &x86_64::avx2::I8,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => &x86_64::avx512::I8,
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => &aarch64::neon::I8,
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonDotprod => &aarch64::dotprod::I8,
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonI8mm => &aarch64::i8mm::I8,
+        _ => &scalar::I8,
+    }
+}
+
+/// The fp32 kernel of a family. The caller has checked availability.
+pub(crate) fn f32_micro(isa: Isa) -> &'static F32Micro {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => &x86_64::avx2::F32,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => &x86_64::avx512::F32,
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon | Isa::NeonDotprod | Isa::NeonI8mm => &aarch64::neon::F32,
+        _ => &scalar::F32,
+    }
+}
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+/// Calls `$kernel::<R>(args)` for the run-time row count `$rows`, or `$kernel::<R, S>(args)`
+/// with the `R => S` pairs listed: `S` is how many independent accumulator sets the kernel interleaves over depth, so
+/// that short tiles (a matrix-vector product) are not bound by the accumulate latency.
+macro_rules! by_rows {
+    ($rows:expr, $kernel:ident, $args:tt, [$($r:literal => $s:literal),*]) => {
+        match $rows {
+            $( $r => $kernel::<$r, $s> $args, )*
+            rows => unreachable!("tile of {rows} rows"),
+        }
+    };
+    ($rows:expr, $kernel:ident, $args:tt, [$($r:literal),*]) => {
+        match $rows {
+            $( $r => $kernel::<$r> $args, )*
+            rows => unreachable!("tile of {rows} rows"),
+        }
+    };
+}
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) use by_rows;

@@ -1,0 +1,76 @@
+//! Portable tile kernels: the scalar twins of the SIMD kernels and the Cortex-M path.
+use super::{AForm, F32Micro, I8Micro};
+use crate::epilogue::{
+    ColumnsI8, Epilogue, TileAt, finish_tile_f32, finish_tile_i8, quantize_slice,
+};
+use crate::{Activation, QuantParams};
+
+/// Scalar int8 tiles: 4×4, depth unit 1, u8 activations.
+pub(crate) static I8: I8Micro = I8Micro {
+    mr: 4,
+    nr: 4,
+    ku: 1,
+    row_align: 1,
+    a_form: AForm::U8,
+    tile: i8_tile,
+    epilogue: &EPILOGUE,
+};
+
+/// Scalar fp32 tiles: 4×4.
+pub(crate) static F32: F32Micro = F32Micro {
+    mr: 4,
+    nr: 4,
+    tile: f32_tile,
+    epilogue: &EPILOGUE,
+};
+
+/// The epilogues without target features.
+static EPILOGUE: Epilogue = Epilogue {
+    quantize,
+    i8: finish_i8,
+    f32: finish_f32,
+};
+
+unsafe fn quantize(x: &[f32], params: QuantParams, codes: &mut [u8]) {
+    quantize_slice(x, params, codes)
+}
+
+unsafe fn finish_i8(acc: &[i32], at: &TileAt<'_>, cols: &ColumnsI8<'_>, act: Activation) {
+    unsafe { finish_tile_i8(acc, at, cols, act) }
+}
+
+unsafe fn finish_f32(acc: &[f32], at: &TileAt<'_>, bias: &[f32], act: Activation) {
+    unsafe { finish_tile_f32(acc, at, bias, act) }
+}
+
+unsafe fn i8_tile(rows: usize, kb: usize, a: *const u8, lda: usize, b: *const i8, c: *mut i32) {
+    const NR: usize = 4;
+    let a = unsafe { core::slice::from_raw_parts(a, (rows - 1) * lda + kb) };
+    let b = unsafe { core::slice::from_raw_parts(b, kb * NR) };
+    let c = unsafe { core::slice::from_raw_parts_mut(c, rows * NR) };
+    c.fill(0);
+    for i in 0..rows {
+        for p in 0..kb {
+            let x = a[i * lda + p] as i32;
+            for j in 0..NR {
+                c[i * NR + j] = c[i * NR + j].wrapping_add(x * b[p * NR + j] as i32);
+            }
+        }
+    }
+}
+
+unsafe fn f32_tile(rows: usize, k: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32) {
+    const NR: usize = 4;
+    let a = unsafe { core::slice::from_raw_parts(a, (rows - 1) * lda + k) };
+    let b = unsafe { core::slice::from_raw_parts(b, k * NR) };
+    let c = unsafe { core::slice::from_raw_parts_mut(c, rows * NR) };
+    c.fill(0.0);
+    for i in 0..rows {
+        for p in 0..k {
+            let x = a[i * lda + p];
+            for j in 0..NR {
+                c[i * NR + j] += x * b[p * NR + j];
+            }
+        }
+    }
+}

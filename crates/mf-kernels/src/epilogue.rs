@@ -1,0 +1,254 @@
+//! The epilogue applied to each row of a finished tile: scale, bias and activation, then f32 or
+//! requantized uint8 output. Written as straight loops over slices so that each ISA module can
+//! compile it under its own target features (see `epilogue_for!`), where LLVM vectorizes it.
+//! Vectorized or not, each element goes through the same IEEE operations as
+//! [`crate::reference::finish_i8`], so every kernel's output stays bit-identical.
+use crate::activation::Activation;
+use crate::quant::QuantParams;
+use crate::reference::{finish_f32, finish_i8};
+
+/// The longest tile row (`nr`) of any kernel.
+pub(crate) const MAX_NR: usize = 32;
+
+/// Where a finished tile row goes.
+pub(crate) enum RowOut<'a> {
+    /// f32 values.
+    F32(&'a mut [f32]),
+    /// uint8 codes for the next layer.
+    U8(&'a mut [u8], QuantParams),
+}
+
+/// The whole `[m, n]` output as raw parts, so threads can write their disjoint tiles.
+pub(crate) struct Sink {
+    f32: *mut f32,
+    u8: *mut u8,
+    params: QuantParams,
+    ldc: usize,
+}
+
+// SAFETY: every thread writes a disjoint set of tiles, and the buffer outlives the scoped
+// threads that write it.
+unsafe impl Send for Sink {}
+unsafe impl Sync for Sink {}
+
+impl Sink {
+    /// Takes the output apart; `ldc` is its row length `n`.
+    pub(crate) fn new(out: crate::reference::Output<'_>, ldc: usize) -> Self {
+        use crate::reference::Output;
+        let null = (core::ptr::null_mut(), core::ptr::null_mut());
+        let ((f32, u8), params) = match out {
+            Output::F32(d) => (
+                (d.as_mut_ptr(), null.1),
+                QuantParams {
+                    scale: 1.0,
+                    zero_point: 0,
+                },
+            ),
+            Output::U8(d, params) => ((null.0, d.as_mut_ptr()), params),
+        };
+        Sink {
+            f32,
+            u8,
+            params,
+            ldc,
+        }
+    }
+
+    /// The `len` outputs of `row` from column `col`.
+    ///
+    /// # Safety
+    /// The segment is in bounds and no other thread touches it while the row lives.
+    #[inline(always)]
+    unsafe fn row(&self, row: usize, col: usize, len: usize) -> RowOut<'_> {
+        let start = row * self.ldc + col;
+        unsafe {
+            if self.u8.is_null() {
+                RowOut::F32(core::slice::from_raw_parts_mut(self.f32.add(start), len))
+            } else {
+                RowOut::U8(
+                    core::slice::from_raw_parts_mut(self.u8.add(start), len),
+                    self.params,
+                )
+            }
+        }
+    }
+}
+
+/// Where a finished tile goes: `rows × cols` outputs from `(row0, col0)`; its sums are
+/// row-major with stride `nr`.
+pub(crate) struct TileAt<'a> {
+    pub sink: &'a Sink,
+    pub row0: usize,
+    pub col0: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub nr: usize,
+}
+
+/// Finishes a whole int8 tile, row by row.
+///
+/// # Safety
+/// The tile's outputs are in bounds and owned by the caller's thread.
+#[inline(always)]
+pub(crate) unsafe fn finish_tile_i8(
+    acc: &[i32],
+    at: &TileAt<'_>,
+    cols: &ColumnsI8<'_>,
+    act: Activation,
+) {
+    for (i, sums) in acc.chunks_exact(at.nr).take(at.rows).enumerate() {
+        let out = unsafe { at.sink.row(at.row0 + i, at.col0, at.cols) };
+        finish_row_i8(&sums[..at.cols], cols, act, out);
+    }
+}
+
+/// Finishes a whole fp32 tile, row by row.
+///
+/// # Safety
+/// As for [`finish_tile_i8`].
+#[inline(always)]
+pub(crate) unsafe fn finish_tile_f32(acc: &[f32], at: &TileAt<'_>, bias: &[f32], act: Activation) {
+    for (i, sums) in acc.chunks_exact(at.nr).take(at.rows).enumerate() {
+        let out = unsafe { at.sink.row(at.row0 + i, at.col0, at.cols) };
+        finish_row_f32(&sums[..at.cols], bias, act, out);
+    }
+}
+
+/// Per-column parameters of an int8 layer, sliced to the tile's columns.
+pub(crate) struct ColumnsI8<'a> {
+    pub corr: &'a [i32],
+    pub scale: &'a [f32],
+    pub bias: &'a [f32],
+}
+
+/// Finishes one int8 tile row: `act(f32(acc + corr) · scale + bias)`.
+#[inline(always)]
+pub(crate) fn finish_row_i8(acc: &[i32], cols: &ColumnsI8<'_>, act: Activation, out: RowOut<'_>) {
+    let n = acc.len();
+    let (corr, scale, bias) = (&cols.corr[..n], &cols.scale[..n], &cols.bias[..n]);
+    let mut tmp = [0f32; MAX_NR];
+    let (dst, requantize) = split_out(out, &mut tmp, n);
+    // Plain indexed loops with the activation hoisted: closures would not inherit the
+    // caller's target features and would block vectorization.
+    match act {
+        Activation::None => {
+            for j in 0..n {
+                dst[j] = finish_i8(
+                    acc[j].wrapping_add(corr[j]),
+                    scale[j],
+                    bias[j],
+                    Activation::None,
+                );
+            }
+        }
+        Activation::Silu => {
+            for j in 0..n {
+                dst[j] = finish_i8(
+                    acc[j].wrapping_add(corr[j]),
+                    scale[j],
+                    bias[j],
+                    Activation::Silu,
+                );
+            }
+        }
+    }
+    if let Some((codes, params)) = requantize {
+        quantize_slice(dst, params, codes);
+    }
+}
+
+/// Finishes one fp32 tile row: `act(acc + bias)`.
+#[inline(always)]
+pub(crate) fn finish_row_f32(acc: &[f32], bias: &[f32], act: Activation, out: RowOut<'_>) {
+    let n = acc.len();
+    let bias = &bias[..n];
+    let mut tmp = [0f32; MAX_NR];
+    let (dst, requantize) = split_out(out, &mut tmp, n);
+    match act {
+        Activation::None => {
+            for j in 0..n {
+                dst[j] = finish_f32(acc[j], bias[j], Activation::None);
+            }
+        }
+        Activation::Silu => {
+            for j in 0..n {
+                dst[j] = finish_f32(acc[j], bias[j], Activation::Silu);
+            }
+        }
+    }
+    if let Some((codes, params)) = requantize {
+        quantize_slice(dst, params, codes);
+    }
+}
+
+/// Where the f32 values of a row go first: straight to f32 output, or to `tmp` when they are
+/// to be requantized (returned with the codes' destination).
+#[inline(always)]
+fn split_out<'a>(
+    out: RowOut<'a>,
+    tmp: &'a mut [f32; MAX_NR],
+    n: usize,
+) -> (&'a mut [f32], Option<(&'a mut [u8], QuantParams)>) {
+    match out {
+        RowOut::F32(dst) => (&mut dst[..n], None),
+        RowOut::U8(codes, params) => (&mut tmp[..n], Some((&mut codes[..n], params))),
+    }
+}
+
+/// Quantizes a slice of f32 to uint8 codes (the input side of an int8 layer).
+#[inline(always)]
+pub(crate) fn quantize_slice(x: &[f32], params: QuantParams, codes: &mut [u8]) {
+    for (q, &v) in codes.iter_mut().zip(x) {
+        *q = params.quantize(v);
+    }
+}
+
+/// The element-wise entry points a kernel family provides, compiled for its features.
+pub(crate) struct Epilogue {
+    /// Quantizes activations on the way into an int8 layer.
+    pub quantize: unsafe fn(&[f32], QuantParams, &mut [u8]),
+    /// Finishes an int8 tile.
+    pub i8: unsafe fn(&[i32], &TileAt<'_>, &ColumnsI8<'_>, Activation),
+    /// Finishes an fp32 tile.
+    pub f32: unsafe fn(&[f32], &TileAt<'_>, &[f32], Activation),
+}
+
+/// Defines `pub(crate) static EPILOGUE` with the element-wise loops compiled for `$features`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+macro_rules! epilogue_for {
+    ($features:literal) => {
+        #[target_feature(enable = $features)]
+        unsafe fn finish_i8_tile(
+            acc: &[i32],
+            at: &$crate::epilogue::TileAt<'_>,
+            cols: &$crate::epilogue::ColumnsI8<'_>,
+            act: $crate::Activation,
+        ) {
+            unsafe { $crate::epilogue::finish_tile_i8(acc, at, cols, act) }
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn finish_f32_tile(
+            acc: &[f32],
+            at: &$crate::epilogue::TileAt<'_>,
+            bias: &[f32],
+            act: $crate::Activation,
+        ) {
+            unsafe { $crate::epilogue::finish_tile_f32(acc, at, bias, act) }
+        }
+
+        #[target_feature(enable = $features)]
+        fn quantize(x: &[f32], params: $crate::QuantParams, codes: &mut [u8]) {
+            $crate::epilogue::quantize_slice(x, params, codes)
+        }
+
+        /// This family's element-wise loops, vectorized for its features.
+        pub(crate) static EPILOGUE: $crate::epilogue::Epilogue = $crate::epilogue::Epilogue {
+            quantize,
+            i8: finish_i8_tile,
+            f32: finish_f32_tile,
+        };
+    };
+}
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) use epilogue_for;

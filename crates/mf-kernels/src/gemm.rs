@@ -1,0 +1,179 @@
+//! The blocked GEMM driver shared by every kernel: packs the activations, walks the tiles
+//! (column panel outer, so a weight panel stays in L1 while activation blocks stream), splits
+//! them across threads, and finishes each tile with the epilogue.
+use alloc::vec::Vec;
+
+use crate::arch::MAX_TILE;
+use crate::epilogue::{ColumnsI8, Sink, TileAt};
+use crate::error::{KernelError, check_len};
+pub use crate::pack::Input;
+use crate::pack::{PackedF32, PackedI8, prepare_a};
+pub use crate::reference::Output;
+
+/// `out = act(dequant(input) · Wᵀ + b)` for `m` rows: the int8 layer.
+pub fn gemm_i8(
+    w: &PackedI8,
+    input: Input<'_>,
+    m: usize,
+    out: Output<'_>,
+) -> Result<(), KernelError> {
+    let (n, k) = (w.n, w.k);
+    out.check(m, n)?;
+    let micro = w.micro;
+    let mut scratch = Vec::new();
+    let (a, lda) = prepare_a(micro, input, m, k, w.input, &mut scratch)?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let b_panel = w.steps * micro.ku * micro.nr;
+    let grid = Grid {
+        m,
+        n,
+        mr: micro.mr,
+        nr: micro.nr,
+    };
+    let sink = Sink::new(out, n);
+    grid.run(m * n * k, [0i32; MAX_TILE], |tile, row0, rows, col0| {
+        let block = &a[row0 * lda..];
+        let panel = &w.panels[col0 / micro.nr * b_panel..];
+        let padded = rows.next_multiple_of(micro.row_align);
+        // SAFETY: prepare_a gave `padded` rows of w.steps depth steps from row0, the panel holds
+        // w.steps steps of `nr` columns, the tile has room for padded·nr sums, and `w.isa` was
+        // checked available.
+        unsafe {
+            (micro.tile)(
+                padded,
+                w.steps,
+                block.as_ptr(),
+                lda,
+                panel.as_ptr(),
+                tile.as_mut_ptr(),
+            )
+        };
+        let cols = micro.nr.min(n - col0);
+        let columns = ColumnsI8 {
+            corr: &w.corr[col0..col0 + cols],
+            scale: &w.scale[col0..col0 + cols],
+            bias: &w.bias[col0..col0 + cols],
+        };
+        let at = TileAt {
+            sink: &sink,
+            row0,
+            col0,
+            rows,
+            cols,
+            nr: micro.nr,
+        };
+        // SAFETY: the tile is inside [m, n] and owned by this thread alone; the epilogue's
+        // features are the kernel's, which were checked available.
+        unsafe { (micro.epilogue.i8)(tile, &at, &columns, w.activation) };
+    });
+    Ok(())
+}
+
+/// `out = act(a · Wᵀ + b)` for `m` rows: the fp32 layer.
+pub fn gemm_f32(w: &PackedF32, a: &[f32], m: usize, out: &mut [f32]) -> Result<(), KernelError> {
+    let (n, k) = (w.n, w.k);
+    check_len("input", m * k, a.len())?;
+    check_len("output", m * n, out.len())?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let micro = w.micro;
+    let grid = Grid {
+        m,
+        n,
+        mr: micro.mr,
+        nr: micro.nr,
+    };
+    let sink = Sink::new(Output::F32(out), n);
+    grid.run(m * n * k, [0f32; MAX_TILE], |tile, row0, rows, col0| {
+        let block = &a[row0 * k..];
+        let panel = &w.panels[col0 / micro.nr * k * micro.nr..];
+        // SAFETY: as in gemm_i8, with rows of k f32.
+        unsafe {
+            (micro.tile)(
+                rows,
+                k,
+                block.as_ptr(),
+                k,
+                panel.as_ptr(),
+                tile.as_mut_ptr(),
+            )
+        };
+        let cols = micro.nr.min(n - col0);
+        let at = TileAt {
+            sink: &sink,
+            row0,
+            col0,
+            rows,
+            cols,
+            nr: micro.nr,
+        };
+        // SAFETY: as in gemm_i8.
+        unsafe { (micro.epilogue.f32)(tile, &at, &w.bias[col0..col0 + cols], w.activation) };
+    });
+    Ok(())
+}
+
+/// The tiles of an `[m, n]` output: column panels of `nr`, row blocks of `mr`.
+struct Grid {
+    m: usize,
+    n: usize,
+    mr: usize,
+    nr: usize,
+}
+
+/// Below this many multiply-adds a product runs on the calling thread.
+#[cfg(feature = "std")]
+const PARALLEL_MACS: usize = 1 << 16;
+
+impl Grid {
+    fn tiles(&self) -> usize {
+        self.m.div_ceil(self.mr) * self.n.div_ceil(self.nr)
+    }
+
+    /// Runs `f(tile, row0, rows, col0)` over tiles `range`, panel-major, with one tile buffer.
+    fn run_range<T: Copy>(
+        &self,
+        range: core::ops::Range<usize>,
+        mut tile: T,
+        f: &(impl Fn(&mut T, usize, usize, usize) + Sync),
+    ) {
+        let blocks = self.m.div_ceil(self.mr);
+        for t in range {
+            let (panel, block) = (t / blocks, t % blocks);
+            let row0 = block * self.mr;
+            f(&mut tile, row0, self.mr.min(self.m - row0), panel * self.nr);
+        }
+    }
+
+    /// Runs every tile, split into one contiguous range per thread when the product is large;
+    /// each thread works in its own copy of the `tile` buffer.
+    fn run<T: Copy + Send + Sync>(
+        &self,
+        macs: usize,
+        tile: T,
+        f: impl Fn(&mut T, usize, usize, usize) + Sync,
+    ) {
+        let tiles = self.tiles();
+        #[cfg(feature = "std")]
+        {
+            let threads = rayon::current_num_threads().min(tiles);
+            if threads > 1 && macs >= PARALLEL_MACS {
+                let chunks: Vec<_> = (0..threads)
+                    .map(|t| tiles * t / threads..tiles * (t + 1) / threads)
+                    .collect();
+                rayon::scope(|s| {
+                    for range in chunks {
+                        let f = &f;
+                        s.spawn(move |_| self.run_range(range, tile, f));
+                    }
+                });
+                return;
+            }
+        }
+        let _ = macs;
+        self.run_range(0..tiles, tile, &f);
+    }
+}

@@ -1,0 +1,60 @@
+//! Int8 and fp32 matrix kernels for MeanFlow Edge: the only crate with SIMD `unsafe`.
+//!
+//! # What it computes
+//! A dense layer `y = act(x · Wᵀ + b)` with `x` of shape `[M, K]` (activations, one row per
+//! sample), `W` of shape `[N, K]` (PyTorch layout `[out, in]`) and `b` of length `N`.
+//!
+//! # The quantization convention (shared with mf-export's ONNX QDQ graphs)
+//! - **Weights**: int8, symmetric, one scale per output channel: `W[n, k] ≈ s_w[n] · q_w[n, k]`,
+//!   `q_w ∈ [-127, 127]`, zero point 0 (ONNX `DequantizeLinear` with `axis = 0` on `[N, K]`).
+//! - **Activations**: uint8, asymmetric, one scale and zero point per tensor, calibrated ahead
+//!   of time: `q_a = clamp(round_half_even(x / s_a) + zp_a, 0, 255)` (ONNX `QuantizeLinear`).
+//! - **Accumulation** is exact in i32: `acc[m, n] = Σ_k (q_a[m, k] − zp_a) · q_w[n, k]`.
+//!   Kernels compute `Σ_k (q_a − o) · q_w` with a kernel offset `o` (0 for the u8×s8 x86 kernels,
+//!   128 for the s8×s8 ARM kernels, which flip the sign bit of `q_a`); the zero point is folded
+//!   at pack time into one i32 per column, `corr[n] = (o − zp_a) · Σ_k q_w[n, k]`, which the
+//!   epilogue adds back. Every kernel therefore yields the same integers, bit for bit.
+//! - **Epilogue**: `y = f32(acc) · (s_a · s_w[n]) + b[n]` as one f32 multiply then one f32 add
+//!   (never fused), then the activation ([`activation`]), then either f32 output or a
+//!   requantized uint8 for the next layer with that layer's input parameters. The combined scale
+//!   `s_a · s_w[n]` is rounded to f32 once, at pack time.
+//!
+//! The fp32 path packs weights the same way and shares the epilogue (`y = acc + b[n]`), so the
+//! float and int8 models are measured with the same machinery.
+//!
+//! # Kernels and dispatch
+//! [`Isa`] names each kernel family; [`Isa::detect`] picks the best one the CPU has and
+//! [`Isa::select`] honours the `MF_KERNEL` environment variable (`scalar`, `avx2`,
+//! `avx512vnni`, `neon`, `dotprod`, `i8mm`). Every SIMD kernel has the scalar kernel as its twin
+//! and [`reference`] as the truth the tests hold it to.
+#![no_std]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod activation;
+#[cfg(feature = "alloc")]
+mod arch;
+#[cfg(feature = "alloc")]
+mod epilogue;
+mod error;
+#[cfg(feature = "alloc")]
+mod gemm;
+mod isa;
+#[cfg(feature = "alloc")]
+mod pack;
+#[cfg(feature = "std")]
+pub mod peak;
+pub mod quant;
+pub mod reference;
+
+pub use activation::Activation;
+pub use error::KernelError;
+#[cfg(feature = "alloc")]
+pub use gemm::{Input, Output, gemm_f32, gemm_i8};
+pub use isa::Isa;
+#[cfg(feature = "alloc")]
+pub use pack::{PackedF32, PackedI8};
+pub use quant::QuantParams;

@@ -1,0 +1,274 @@
+//! Packing: weights once at load time; activations, when needed, once per call.
+//!
+//! Weights `[N, K]` become panels of `nr` columns; inside a panel the depth advances in steps
+//! of the kernel's depth unit `ku`, each step holding `ku` consecutive depths of every column:
+//! `panel[p][step][col][u] = W[p·nr + col][step·ku + u]`, zero beyond N and K. The layout is the
+//! one every kernel reads: VNNI and `sdot` load 4 depths per column, `smmla` 8 per column of a
+//! pair, NEON 16, AVX2 2, the scalar kernel 1. Activations stay row-major: a kernel reads `ku`
+//! consecutive depths of a row per step, so only their element form may need converting.
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::activation::Activation;
+use crate::arch::{AForm, F32Micro, I8Micro, f32_micro, i8_micro};
+use crate::error::{KernelError, check_len, check_scale};
+use crate::isa::Isa;
+use crate::quant::{QuantParams, quantize_weights_symmetric};
+use crate::reference::QuantizedLayer;
+
+/// A quantized dense layer packed for one kernel family, with its zero-point correction,
+/// combined scales, bias and activation: everything the int8 epilogue needs.
+pub struct PackedI8 {
+    pub(crate) isa: Isa,
+    pub(crate) micro: &'static I8Micro,
+    pub(crate) n: usize,
+    pub(crate) k: usize,
+    pub(crate) steps: usize,
+    pub(crate) panels: Vec<i8>,
+    pub(crate) corr: Vec<i32>,
+    pub(crate) scale: Vec<f32>,
+    pub(crate) bias: Vec<f32>,
+    pub(crate) input: QuantParams,
+    pub(crate) activation: Activation,
+}
+
+impl PackedI8 {
+    /// Packs a quantized layer for `isa` (which must be available).
+    pub fn new(isa: Isa, layer: &QuantizedLayer<'_>) -> Result<Self, KernelError> {
+        let isa = isa.require()?;
+        layer.check()?;
+        let micro = i8_micro(isa);
+        let (n, k) = (layer.n, layer.k);
+        let steps = k.div_ceil(micro.ku);
+        let offset = micro.a_form.offset() - layer.input.zero_point as i32;
+        let corr = (0..n)
+            .map(|col| {
+                let sum: i32 = layer.weights[col * k..(col + 1) * k]
+                    .iter()
+                    .map(|&w| w as i32)
+                    .sum();
+                offset * sum
+            })
+            .collect();
+        Ok(PackedI8 {
+            isa,
+            micro,
+            n,
+            k,
+            steps,
+            panels: pack_panels(layer.weights, n, k, micro.nr, micro.ku),
+            corr,
+            scale: (0..n).map(|col| layer.combined_scale(col)).collect(),
+            bias: layer.bias.to_vec(),
+            input: layer.input,
+            activation: layer.activation,
+        })
+    }
+
+    /// Quantizes f32 weights `[N, K]` symmetrically per output channel, then packs them.
+    pub fn from_f32(
+        isa: Isa,
+        weights: &[f32],
+        bias: &[f32],
+        n: usize,
+        k: usize,
+        input: QuantParams,
+        activation: Activation,
+    ) -> Result<Self, KernelError> {
+        let mut codes = vec![0i8; n * k];
+        let mut scales = vec![0f32; n];
+        quantize_weights_symmetric(weights, n, k, &mut codes, &mut scales)?;
+        let layer = QuantizedLayer {
+            weights: &codes,
+            weight_scales: &scales,
+            bias,
+            input,
+            activation,
+            n,
+            k,
+        };
+        PackedI8::new(isa, &layer)
+    }
+
+    /// Output features.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+    /// Input features.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+    /// The kernel family it was packed for.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+    /// Quantization of the layer's input.
+    pub fn input(&self) -> QuantParams {
+        self.input
+    }
+    /// Bytes of packed weights (padding included).
+    pub fn weight_bytes(&self) -> usize {
+        self.panels.len()
+    }
+}
+
+/// An fp32 dense layer packed for one kernel family.
+pub struct PackedF32 {
+    pub(crate) isa: Isa,
+    pub(crate) micro: &'static F32Micro,
+    pub(crate) n: usize,
+    pub(crate) k: usize,
+    pub(crate) panels: Vec<f32>,
+    pub(crate) bias: Vec<f32>,
+    pub(crate) activation: Activation,
+}
+
+impl PackedF32 {
+    /// Packs f32 weights `[N, K]` and bias `[N]` for `isa` (which must be available).
+    pub fn new(
+        isa: Isa,
+        weights: &[f32],
+        bias: &[f32],
+        n: usize,
+        k: usize,
+        activation: Activation,
+    ) -> Result<Self, KernelError> {
+        let isa = isa.require()?;
+        check_len("weights", n * k, weights.len())?;
+        check_len("bias", n, bias.len())?;
+        let micro = f32_micro(isa);
+        Ok(PackedF32 {
+            isa,
+            micro,
+            n,
+            k,
+            panels: pack_panels(weights, n, k, micro.nr, 1),
+            bias: bias.to_vec(),
+            activation,
+        })
+    }
+
+    /// Output features.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+    /// Input features.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+    /// The kernel family it was packed for.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+    /// Bytes of packed weights (padding included).
+    pub fn weight_bytes(&self) -> usize {
+        self.panels.len() * 4
+    }
+}
+
+/// `[N, K]` row-major → panels of `nr` columns in steps of `ku` depths, zero padded.
+fn pack_panels<T: Copy + Default>(w: &[T], n: usize, k: usize, nr: usize, ku: usize) -> Vec<T> {
+    let steps = k.div_ceil(ku);
+    let panels = n.div_ceil(nr);
+    let mut out = vec![T::default(); panels * steps * nr * ku];
+    for (p, panel) in out.chunks_exact_mut(steps * nr * ku).enumerate() {
+        for (s, step) in panel.chunks_exact_mut(nr * ku).enumerate() {
+            for (j, dst) in step.chunks_exact_mut(ku).enumerate() {
+                let col = p * nr + j;
+                if col >= n {
+                    break;
+                }
+                let depth = s * ku;
+                let len = ku.min(k - depth);
+                dst[..len].copy_from_slice(&w[col * k + depth..col * k + depth + len]);
+            }
+        }
+    }
+    out
+}
+
+/// The activations fed to an int8 layer.
+pub enum Input<'a> {
+    /// f32 values `[M, K]`, quantized with the layer's input parameters on the way in.
+    F32(&'a [f32]),
+    /// uint8 codes `[M, K]` already quantized with the layer's input parameters.
+    U8(&'a [u8]),
+}
+
+/// Activation rows as a kernel reads them: row-major in the kernel's [`AForm`], each row padded
+/// to whole depth steps, and the row count to the kernel's row alignment. Uint8 codes already in
+/// that shape are used in place; anything else is converted once into `scratch`.
+/// Returns the rows and their stride in bytes.
+pub(crate) fn prepare_a<'a>(
+    micro: &I8Micro,
+    input: Input<'a>,
+    m: usize,
+    k: usize,
+    params: QuantParams,
+    scratch: &'a mut Vec<u8>,
+) -> Result<(&'a [u8], usize), KernelError> {
+    let form = micro.a_form;
+    match input {
+        Input::U8(codes) => {
+            check_len("input", m * k, codes.len())?;
+            if form == AForm::U8 && k.is_multiple_of(micro.ku) && micro.row_align == 1 {
+                return Ok((codes, k));
+            }
+        }
+        Input::F32(x) => {
+            check_len("input", m * k, x.len())?;
+            check_scale("input", params.scale)?;
+        }
+    }
+    let stride = k.next_multiple_of(micro.ku) * form.size();
+    scratch.clear();
+    scratch.resize(m.next_multiple_of(micro.row_align) * stride, 0);
+    let mut row_codes = vec![0u8; if form == AForm::U8 { 0 } else { k }];
+    for (r, dst) in scratch.chunks_exact_mut(stride).take(m).enumerate() {
+        match input {
+            Input::U8(codes) => convert_codes(form, &codes[r * k..(r + 1) * k], dst),
+            Input::F32(x) => {
+                let src = &x[r * k..(r + 1) * k];
+                let quantize = micro.epilogue.quantize;
+                // SAFETY: the epilogue belongs to a family checked available at pack time.
+                if form == AForm::U8 {
+                    unsafe { quantize(src, params, &mut dst[..k]) };
+                } else {
+                    unsafe { quantize(src, params, &mut row_codes) };
+                    convert_codes(form, &row_codes, dst);
+                }
+            }
+        }
+    }
+    Ok((scratch, stride))
+}
+
+/// Writes uint8 codes into the start of `dst` in the kernel's element form.
+fn convert_codes(form: AForm, codes: &[u8], dst: &mut [u8]) {
+    match form {
+        AForm::U8 => dst[..codes.len()].copy_from_slice(codes),
+        AForm::S8 => dst.iter_mut().zip(codes).for_each(|(d, &q)| *d = q ^ 0x80),
+        AForm::I16 => dst
+            .chunks_exact_mut(2)
+            .zip(codes)
+            .for_each(|(d, &q)| d.copy_from_slice(&(q as i16).to_le_bytes())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panels_pad_columns_and_depth_with_zeros() {
+        // 3 columns, depth 3, panels of 2 columns, depth unit 2.
+        let w: Vec<i8> = (1..=9).collect();
+        let p = pack_panels(&w, 3, 3, 2, 2);
+        #[rustfmt::skip]
+        let want: Vec<i8> = vec![
+            1, 2, 4, 5,   3, 0, 6, 0,   // panel 0: columns 0, 1
+            7, 8, 0, 0,   9, 0, 0, 0,   // panel 1: column 2 and padding
+        ];
+        assert_eq!(p, want);
+    }
+}
