@@ -1,0 +1,186 @@
+//! Training data: image sets (MNIST, Fashion-MNIST, a folder per class) and toy 2-D sets.
+//! Pixels map to [-1, 1] as `p / 127.5 − 1`.
+mod folder;
+mod idx;
+mod toy;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use rand::RngExt;
+
+use crate::config::DataConfig;
+use crate::rng::Rng;
+
+pub use idx::{read_idx_images, read_idx_labels};
+pub use toy::Toy;
+
+/// A batch of samples, flattened row-major: `x` is `[n, dims...]`, `labels` has `n` entries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// Sample values in [-1, 1] (images) or data units (toy sets).
+    pub x: Vec<f32>,
+    /// Class labels (0 for unconditional sets).
+    pub labels: Vec<i64>,
+}
+
+/// Decoded images of one size with class labels.
+#[derive(Debug, Clone)]
+pub struct ImageSet {
+    /// Pixels, `[n, channels, height, width]`, 0..=255.
+    pub pixels: Vec<u8>,
+    /// One label per image, each below `class_names.len()`.
+    pub labels: Vec<u8>,
+    /// Channels per image (1 or 3).
+    pub channels: usize,
+    /// Image height and width.
+    pub size: usize,
+    /// Class names, indexed by label.
+    pub class_names: Vec<String>,
+}
+
+impl ImageSet {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether the set holds no image.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Values per image.
+    pub fn dims(&self) -> usize {
+        self.channels * self.size * self.size
+    }
+
+    /// Image `i` mapped to [-1, 1].
+    pub fn image(&self, i: usize) -> impl Iterator<Item = f32> + '_ {
+        self.pixels[i * self.dims()..(i + 1) * self.dims()]
+            .iter()
+            .map(|&p| p as f32 / 127.5 - 1.0)
+    }
+}
+
+/// A training set.
+#[derive(Debug, Clone)]
+pub enum Dataset {
+    /// Images with labels.
+    Images(ImageSet),
+    /// A 2-D distribution sampled afresh for every batch (unconditional).
+    Toy(Toy),
+}
+
+/// The Fashion-MNIST class names, by label.
+pub const FASHION_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
+
+impl Dataset {
+    /// Opens the training split the config names.
+    pub fn open(config: &DataConfig) -> anyhow::Result<Dataset> {
+        Dataset::open_split(config, Split::Train)
+    }
+
+    /// Opens a split of the dataset the config names (toy sets have no split).
+    pub fn open_split(config: &DataConfig, split: Split) -> anyhow::Result<Dataset> {
+        let name = config.dataset.as_str();
+        if let Some(toy) = Toy::from_name(name) {
+            return Ok(Dataset::Toy(toy));
+        }
+        let root = config.root.clone().unwrap_or_else(|| default_root(name));
+        match name {
+            "mnist" => {
+                let names = (0..10).map(|d| d.to_string()).collect();
+                Ok(Dataset::Images(idx::open(&root, split, names)?))
+            }
+            "fashion-mnist" => {
+                let names = FASHION_CLASSES.iter().map(|s| s.to_string()).collect();
+                Ok(Dataset::Images(idx::open(&root, split, names)?))
+            }
+            "folder" => {
+                let size = config
+                    .image_size
+                    .context("data.image_size is required for a folder dataset")?;
+                let channels = config.channels.unwrap_or(3);
+                Ok(Dataset::Images(folder::open(&root, size, channels)?))
+            }
+            other => bail!(
+                "unknown dataset {other:?}; accepted: mnist, fashion-mnist, folder, checkerboard, moons, gaussians8"
+            ),
+        }
+    }
+
+    /// Shape of one sample: `[channels, size, size]` or `[2]`.
+    pub fn sample_shape(&self) -> Vec<usize> {
+        match self {
+            Dataset::Images(set) => vec![set.channels, set.size, set.size],
+            Dataset::Toy(_) => vec![2],
+        }
+    }
+
+    /// Values per sample.
+    pub fn dims(&self) -> usize {
+        self.sample_shape().iter().product()
+    }
+
+    /// Class names (empty for unconditional sets).
+    pub fn class_names(&self) -> Vec<String> {
+        match self {
+            Dataset::Images(set) => set.class_names.clone(),
+            Dataset::Toy(_) => Vec::new(),
+        }
+    }
+
+    /// Number of classes (0 for unconditional sets).
+    pub fn classes(&self) -> usize {
+        self.class_names().len()
+    }
+
+    /// Draws `n` samples (images with replacement, toy points afresh).
+    pub fn batch(&self, rng: &mut Rng, n: usize) -> Batch {
+        match self {
+            Dataset::Images(set) => {
+                let mut x = Vec::with_capacity(n * set.dims());
+                let mut labels = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let i = rng.random_range(0..set.len());
+                    x.extend(set.image(i));
+                    labels.push(set.labels[i] as i64);
+                }
+                Batch { x, labels }
+            }
+            Dataset::Toy(toy) => Batch {
+                x: toy.sample(rng, n),
+                labels: vec![0; n],
+            },
+        }
+    }
+}
+
+/// Which part of a dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// The training images.
+    Train,
+    /// The held-out test images.
+    Test,
+}
+
+/// `$MF_DATA_DIR/<name>`, else `<repo>/data/<name>`.
+pub fn default_root(name: &str) -> PathBuf {
+    let base = std::env::var_os("MF_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data"));
+    base.join(name)
+}

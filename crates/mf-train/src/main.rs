@@ -1,0 +1,181 @@
+//! `mf-train`: train MeanFlow models and sample from them.
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use mf_train::checkpoint;
+use mf_train::config::Config;
+use mf_train::data::Dataset;
+use mf_train::eval::{toy_distance, toy_floor};
+use mf_train::train::{DeviceKind, FitOptions, fit};
+use mf_train::{plot, sample};
+
+/// Train one-step MeanFlow generators.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model (or resume a run).
+    Fit {
+        /// The TOML config (ignored with --resume, which uses the run's own).
+        #[arg(long, required_unless_present = "resume")]
+        config: Option<PathBuf>,
+        /// The run folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Where to train.
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: DeviceKind,
+        /// Continue the run in --out from its checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// Stop after this many minutes (a checkpoint is written).
+        #[arg(long)]
+        max_minutes: Option<f64>,
+    },
+    /// Sample a grid from a run's EMA weights.
+    Sample {
+        /// The run folder.
+        #[arg(long)]
+        run: PathBuf,
+        /// Class index (all classes, one row each, when absent).
+        #[arg(long)]
+        class: Option<usize>,
+        /// Network evaluations per sample.
+        #[arg(long, default_value_t = 1)]
+        steps: usize,
+        /// Samples per class.
+        #[arg(long, default_value_t = 16)]
+        count: usize,
+        /// Noise seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// The PNG to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Measure one- and few-step sample quality of a run's EMA weights.
+    Eval {
+        /// The run folder.
+        #[arg(long)]
+        run: PathBuf,
+        /// Samples to draw (toy sets: compared with as many fresh true samples).
+        #[arg(long, default_value_t = 4000)]
+        count: usize,
+        /// Network evaluations per sample (comma separated).
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        steps: Vec<usize>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Fit {
+            config,
+            out,
+            device,
+            resume,
+            max_minutes,
+        } => {
+            if device == DeviceKind::Cpu && std::env::var_os("BURN_DEVICE").is_none() {
+                // Burn materializes restored optimizer state on its default device, which is the
+                // GPU when one is compiled in; pin it to the CPU backend for CPU runs.
+                // SAFETY: no other thread exists yet.
+                unsafe { std::env::set_var("BURN_DEVICE", "flex") };
+            }
+            let config = match (&config, resume) {
+                (_, true) => checkpoint::read_state(&out)?.config,
+                (Some(path), false) => Config::load(path)?,
+                (None, false) => bail!("--config is required unless --resume"),
+            };
+            if !resume && checkpoint::dir(&out).exists() {
+                bail!(
+                    "{} already holds a run: pass --resume to continue it, or choose another --out",
+                    out.display()
+                );
+            }
+            let report = fit(&FitOptions {
+                config,
+                out: out.clone(),
+                device,
+                resume,
+                max_minutes,
+                progress: true,
+            })?;
+            println!(
+                "{} steps in {:.0} s ({:.0} samples/s this session), last mse {:.4}; run in {}",
+                report.step,
+                report.elapsed_s,
+                report.samples_per_s,
+                report.last_mse,
+                out.display()
+            );
+        }
+        Command::Sample {
+            run,
+            class,
+            steps,
+            count,
+            seed,
+            out,
+        } => {
+            let state = checkpoint::read_state(&run)?;
+            let device = burn::prelude::Device::flex();
+            let ema = checkpoint::load_safetensors(
+                &state.spec,
+                &checkpoint::dir(&run).join("ema.safetensors"),
+                &device,
+            )?;
+            let spec = &ema.spec;
+            let classes: Vec<usize> = match class {
+                Some(c) if c >= spec.classes.max(1) => {
+                    bail!(
+                        "class {c} out of range: the model has classes 0..{}",
+                        spec.classes
+                    )
+                }
+                Some(c) => vec![c],
+                None => (0..spec.classes.max(1)).collect(),
+            };
+            let labels = sample::grid_labels(&ema, &classes, count);
+            let x = sample::sample(&ema, &labels, steps, seed, &device);
+            if spec.sample_shape.len() == 3 {
+                plot::image_grid(&out, &x, &spec.sample_shape, count, 2)
+            } else {
+                plot::scatter(&out, &x, 3.0)
+            }
+            .with_context(|| format!("cannot write {}", out.display()))?;
+            println!("wrote {}", out.display());
+        }
+        Command::Eval { run, count, steps } => {
+            let state = checkpoint::read_state(&run)?;
+            let device = burn::prelude::Device::flex();
+            let ema = checkpoint::load_safetensors(
+                &state.spec,
+                &checkpoint::dir(&run).join("ema.safetensors"),
+                &device,
+            )?;
+            let Dataset::Toy(toy) = Dataset::open(&state.config.data)? else {
+                bail!("eval of image models is not implemented yet; toy sets only");
+            };
+            let floor = toy_floor(toy, count);
+            println!(
+                "floor (two true sets): sliced Wasserstein {:.4}, MMD² {:.5}",
+                floor.sliced_wasserstein, floor.mmd
+            );
+            for s in steps {
+                let d = toy_distance(&ema, toy, count, s, &device);
+                println!(
+                    "{s} step(s): sliced Wasserstein {:.4}, MMD² {:.5}",
+                    d.sliced_wasserstein, d.mmd
+                );
+            }
+        }
+    }
+    Ok(())
+}

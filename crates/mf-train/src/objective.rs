@@ -1,0 +1,212 @@
+//! The training objectives. MeanFlow, step by step as the reference implementations run it:
+//! (t, r) from a sorted logit-normal pair with a fraction forced to r = t; z_t = (1 − t)x + tε,
+//! v = ε − x; classifier-free guidance folded into the target; the JVP of u along (v_g, 0, 1);
+//! u_tgt = v_g − clip(t − r, 0, 1)·du/dt under stop-gradient; per-sample squared error summed
+//! over dimensions and divided by sg((L + c)^p). Flow matching (the baseline) regresses
+//! u(z_t, t, t) onto v with the same weighting.
+use burn::prelude::*;
+use rand::RngExt;
+use rand_distr::StandardNormal;
+
+use crate::config::{ObjectiveConfig, ObjectiveKind};
+use crate::data::{Batch, Dataset};
+use crate::model::{Dual, VelocityNet};
+use crate::rng::Rng;
+
+/// The host-side random draws of one training step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Draws {
+    /// Samples `[n, dims]`.
+    pub x: Vec<f32>,
+    /// Labels after dropping, the null class for dropped ones.
+    pub labels: Vec<i64>,
+    /// Which labels were dropped (those samples keep v_g = v).
+    pub dropped: Vec<bool>,
+    /// Noise ε `[n, dims]`.
+    pub noise: Vec<f32>,
+    /// Times t ≥ r.
+    pub t: Vec<f32>,
+    /// Times r.
+    pub r: Vec<f32>,
+}
+
+/// Draws a batch, label drops, noise and (t, r) for `n` samples.
+pub fn draw(
+    dataset: &Dataset,
+    rng: &mut Rng,
+    n: usize,
+    obj: &ObjectiveConfig,
+    null_class: usize,
+) -> Draws {
+    let Batch { x, labels } = dataset.batch(rng, n);
+    let conditional = dataset.classes() > 0;
+    let dropped: Vec<bool> = (0..n)
+        .map(|_| !conditional || rng.random::<f64>() < obj.label_drop)
+        .collect();
+    let labels = labels
+        .iter()
+        .zip(&dropped)
+        .map(|(&l, &d)| if d { null_class as i64 } else { l })
+        .collect();
+    let noise = (0..x.len())
+        .map(|_| rng.sample::<f32, _>(StandardNormal))
+        .collect();
+    let (mut t, mut r) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for _ in 0..n {
+        let mut logit_normal = || {
+            let g: f64 = rng.sample(StandardNormal);
+            1.0 / (1.0 + (-(obj.t_mu + obj.t_sigma * g)).exp())
+        };
+        let (a, b) = (logit_normal(), logit_normal());
+        let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
+        let equal = rng.random::<f64>() >= obj.ratio_r_neq_t;
+        t.push(hi as f32);
+        r.push(if equal { hi } else { lo } as f32);
+    }
+    Draws {
+        x,
+        labels,
+        dropped,
+        noise,
+        t,
+        r,
+    }
+}
+
+/// The loss of one step and what to log about it.
+pub struct StepLoss {
+    /// The adaptively weighted loss to differentiate (on the model's device).
+    pub loss: Tensor<1>,
+    /// Mean over the batch of the unweighted per-sample squared error (detached).
+    pub mse: Tensor<1>,
+}
+
+/// A step's draws as tensors on one device, with z_t = (1 − t)·x + t·ε and v = ε − x.
+pub struct Inputs {
+    /// Noisy samples z_t `[n, dims]`.
+    pub z: Tensor<2>,
+    /// Conditional velocities v `[n, dims]`.
+    pub v: Tensor<2>,
+    /// Times t `[n]`.
+    pub t: Tensor<1>,
+    /// Times r `[n]`.
+    pub r: Tensor<1>,
+    /// Labels `[n]` (null class where dropped).
+    pub labels: Tensor<1, Int>,
+}
+
+impl Inputs {
+    /// Uploads the draws to `device` and forms z_t and v.
+    pub fn new(draws: &Draws, device: &Device) -> Self {
+        let n = draws.t.len();
+        let dims = draws.x.len() / n;
+        let matrix =
+            |v: &[f32]| Tensor::<2>::from_data(TensorData::new(v.to_vec(), [n, dims]), device);
+        let vector = |v: &[f32]| Tensor::<1>::from_data(TensorData::new(v.to_vec(), [n]), device);
+        let (x, e) = (matrix(&draws.x), matrix(&draws.noise));
+        let (t, r) = (vector(&draws.t), vector(&draws.r));
+        let labels =
+            Tensor::<1, Int>::from_data(TensorData::new(draws.labels.clone(), [n]), device);
+        let tc = t.clone().reshape([n, 1]);
+        let z = x.clone() * (tc.clone().neg() + 1.0) + e.clone() * tc;
+        Inputs {
+            z,
+            v: e - x,
+            t,
+            r,
+            labels,
+        }
+    }
+}
+
+/// The training loss of `model` (on an autodiff device) for one step's draws, as the config's
+/// objective defines it.
+pub fn loss(model: &VelocityNet, draws: &Draws, obj: &ObjectiveConfig) -> StepLoss {
+    let device = model.device();
+    let inputs = Inputs::new(draws, &device);
+    let (u, target) = match obj.kind {
+        ObjectiveKind::MeanFlow => {
+            let vg = if guided(obj) {
+                let inner = Inputs::new(draws, &device.clone().inner());
+                Tensor::from_inner(guided_velocity(&model.valid(), draws, obj, &inner))
+            } else {
+                inputs.v.clone()
+            };
+            u_and_target(model, &inputs, vg)
+        }
+        ObjectiveKind::FlowMatching => {
+            let u = model.u(inputs.z, inputs.t.clone(), inputs.t, inputs.labels);
+            (u, inputs.v)
+        }
+    };
+    let n = draws.t.len();
+    let err = (u - target).square().sum_dim(1).reshape([n]);
+    let detached = err.clone().detach();
+    let weight = (detached.clone() + obj.c).powf_scalar(-obj.p);
+    StepLoss {
+        loss: (err * weight).mean(),
+        mse: detached.mean(),
+    }
+}
+
+/// One dual forward of `model` at (z, r, t) along (v_g, 0, 1): u (with its gradient graph on an
+/// autodiff device) and the target u_tgt = v_g − clip(t − r, 0, 1)·du/dt (a constant).
+pub fn u_and_target(model: &VelocityNet, inputs: &Inputs, vg: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+    let (t, r) = (inputs.t.clone(), inputs.r.clone());
+    let out = model.forward(
+        Dual::new(inputs.z.clone(), vg.clone()),
+        Dual::new(t.clone(), t.ones_like()),
+        Dual::new(r.clone(), r.zeros_like()),
+        inputs.labels.clone(),
+    );
+    let dudt = out.tangent.expect("the JVP carries a tangent");
+    let n = inputs.t.dims()[0];
+    let span = (t - r).clamp(0.0, 1.0).reshape([n, 1]);
+    (out.value, (vg - span * dudt).detach())
+}
+
+/// The MeanFlow target for a model without autodiff (what the tests check against finite
+/// differences): guidance, then [`u_and_target`].
+pub fn target(net: &VelocityNet, draws: &Draws, obj: &ObjectiveConfig) -> Tensor<2> {
+    let inputs = Inputs::new(draws, &net.device());
+    let vg = if guided(obj) {
+        guided_velocity(net, draws, obj, &inputs)
+    } else {
+        inputs.v.clone()
+    };
+    u_and_target(net, &inputs, vg).1
+}
+
+/// Whether the config folds guidance into the target.
+fn guided(obj: &ObjectiveConfig) -> bool {
+    obj.omega != 1.0 || obj.kappa != 0.0
+}
+
+/// v_g = ω·v + (1 − ω − κ)·u(z, t, t | ∅) + κ·u(z, t, t | c) inside the guidance interval for
+/// samples that kept their label, plain v elsewhere; computed by `net` without gradients.
+fn guided_velocity(
+    net: &VelocityNet,
+    draws: &Draws,
+    obj: &ObjectiveConfig,
+    inputs: &Inputs,
+) -> Tensor<2> {
+    let Inputs {
+        z, v, t, labels, ..
+    } = inputs;
+    let n = draws.t.len();
+    let null = labels.full_like(net.spec.null_class() as i64);
+    let u_null = net.u(z.clone(), t.clone(), t.clone(), null);
+    let mut guided = v.clone() * obj.omega + u_null * (1.0 - obj.omega - obj.kappa);
+    if obj.kappa != 0.0 {
+        guided = guided + net.u(z.clone(), t.clone(), t.clone(), labels.clone()) * obj.kappa;
+    }
+    let [lo, hi] = obj.guidance_interval;
+    let mask: Vec<f32> = draws
+        .t
+        .iter()
+        .zip(&draws.dropped)
+        .map(|(&t, &dropped)| (!dropped && (t as f64) >= lo && (t as f64) <= hi) as u8 as f32)
+        .collect();
+    let mask = Tensor::<2>::from_data(TensorData::new(mask, [n, 1]), &z.device());
+    guided * mask.clone() + v.clone() * (mask.neg() + 1.0)
+}

@@ -1,0 +1,345 @@
+//! The training loop: MeanFlow steps with Adam and EMA, a loss curve, sample grids and
+//! checkpoints, with an indicatif progress bar.
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+
+use crate::checkpoint::{self, RunState};
+use crate::config::Config;
+use crate::data::Dataset;
+use crate::model::{NetSpec, VelocityNet};
+use crate::objective::{Draws, StepLoss, draw, loss as objective_loss};
+use crate::rng::{Rng, RngState};
+use crate::{ema, plot, sample};
+
+/// Where training runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceKind {
+    /// Burn's flex backend (pure Rust, all cores).
+    Cpu,
+    /// wgpu (Vulkan, Metal, DX12, or a software Vulkan such as lavapipe).
+    Wgpu,
+    /// CUDA (build with the `cuda` feature).
+    Cuda,
+}
+
+impl DeviceKind {
+    /// The Burn device (without autodiff).
+    pub fn device(self) -> anyhow::Result<Device> {
+        match self {
+            DeviceKind::Cpu => Ok(Device::flex()),
+            #[cfg(feature = "wgpu")]
+            DeviceKind::Wgpu => Ok(Device::wgpu(Default::default())),
+            #[cfg(not(feature = "wgpu"))]
+            DeviceKind::Wgpu => {
+                bail!("this build has no wgpu support: rebuild with --features wgpu")
+            }
+            #[cfg(feature = "cuda")]
+            DeviceKind::Cuda => Ok(Device::cuda(0)),
+            #[cfg(not(feature = "cuda"))]
+            DeviceKind::Cuda => {
+                bail!("this build has no CUDA support: rebuild with --features cuda")
+            }
+        }
+    }
+}
+
+/// How to run `fit`.
+#[derive(Debug, Clone)]
+pub struct FitOptions {
+    /// The run's config.
+    pub config: Config,
+    /// The run folder (checkpoint, loss curve, samples).
+    pub out: PathBuf,
+    /// Where to train.
+    pub device: DeviceKind,
+    /// Continue from the run folder's checkpoint.
+    pub resume: bool,
+    /// Stop (with a checkpoint) after this many minutes of training.
+    pub max_minutes: Option<f64>,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+/// What a finished `fit` reports.
+#[derive(Debug, Clone)]
+pub struct FitReport {
+    /// Steps done in total.
+    pub step: u64,
+    /// Training seconds in total.
+    pub elapsed_s: f64,
+    /// Mean per-sample squared error over the last logging window.
+    pub last_mse: f64,
+    /// Samples per second over this invocation.
+    pub samples_per_s: f64,
+}
+
+/// Trains (or resumes) a run.
+pub fn fit(opts: &FitOptions) -> anyhow::Result<FitReport> {
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("cannot create {}", opts.out.display()))?;
+    let base = opts.device.device()?;
+    let device = base.clone().autodiff();
+    let (config, dataset, mut model, mut ema, mut optim, mut rng, mut state) = if opts.resume {
+        let loaded = checkpoint::load(&opts.out, &device)?;
+        let config = loaded.state.config.clone();
+        let dataset = Dataset::open(&config.data)?;
+        let optim = adam(&config)
+            .init()
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(loaded.optimizer))
+            .map_err(|e| anyhow::anyhow!("cannot restore the optimizer state: {e:?}"))?;
+        let rng = loaded.state.rng.restore();
+        (
+            config,
+            dataset,
+            loaded.model,
+            loaded.ema,
+            optim,
+            rng,
+            loaded.state,
+        )
+    } else {
+        let config = opts.config.clone();
+        let dataset = Dataset::open(&config.data)?;
+        let spec = NetSpec::new(
+            &config.model,
+            config.objective.kind,
+            dataset.sample_shape(),
+            dataset.classes(),
+        )?;
+        base.seed(config.train.seed);
+        let model = VelocityNet::new(&spec, &device);
+        let ema = model.valid();
+        let rng = Rng::seed_from_u64(config.train.seed);
+        let state = RunState {
+            step: 0,
+            rng: RngState::capture(config.train.seed, &rng),
+            elapsed_s: 0.0,
+            spec,
+            config_hash: config.hash(),
+            config: config.clone(),
+        };
+        std::fs::write(opts.out.join("config.toml"), toml::to_string(&config)?)?;
+        let optim = adam(&config).init();
+        (config, dataset, model, ema, optim, rng, state)
+    };
+    let (obj, train) = (&config.objective, &config.train);
+    let null = state.spec.null_class();
+    let mut log = LossLog::open(&opts.out, state.step)?;
+    let bar = progress(opts.progress, train.steps, state.step);
+    let started = Instant::now();
+    let start_step = state.step;
+    let (mut window_loss, mut window_mse, mut window_n) = (0.0, 0.0, 0u64);
+    let mut last_mse = f64::NAN;
+
+    while state.step < train.steps {
+        if let Some(limit) = opts.max_minutes
+            && started.elapsed().as_secs_f64() >= limit * 60.0
+        {
+            break;
+        }
+        let draws = draw(&dataset, &mut rng, train.batch, obj, null);
+        let stats;
+        (model, stats) = step(model, &mut optim, &draws, &config)?;
+        if !(stats.loss.is_finite() && stats.mse.is_finite()) {
+            bail!(
+                "the loss is {} at step {}: training stopped; the last good checkpoint in {} is intact",
+                stats.loss,
+                state.step + 1,
+                checkpoint::dir(&opts.out).display()
+            );
+        }
+        ema = ema::update(ema, &model, config.optim.ema_decay);
+        state.step += 1;
+        (window_loss, window_mse, window_n) = (
+            window_loss + stats.loss,
+            window_mse + stats.mse,
+            window_n + 1,
+        );
+
+        let done = state.step == train.steps;
+        if state.step % train.log_every == 0 || done {
+            let elapsed = state.elapsed_s + started.elapsed().as_secs_f64();
+            last_mse = window_mse / window_n as f64;
+            log.row(state.step, window_loss / window_n as f64, last_mse, elapsed)?;
+            bar.set_message(format!(
+                "mse {last_mse:.4}  {:.0} samples/s",
+                (state.step - start_step) as f64 * train.batch as f64
+                    / started.elapsed().as_secs_f64()
+            ));
+            (window_loss, window_mse, window_n) = (0.0, 0.0, 0);
+        }
+        bar.set_position(state.step);
+        if train.sample_every > 0 && state.step % train.sample_every == 0 && !done {
+            write_samples(
+                &ema,
+                &opts
+                    .out
+                    .join("samples")
+                    .join(format!("step_{:07}.png", state.step)),
+            )?;
+        }
+        if train.checkpoint_every > 0 && state.step % train.checkpoint_every == 0 && !done {
+            save_checkpoint(&opts.out, &model, &ema, &optim, &mut state, &rng, &started)?;
+        }
+    }
+    bar.finish();
+    let report = FitReport {
+        step: state.step,
+        elapsed_s: state.elapsed_s + started.elapsed().as_secs_f64(),
+        last_mse,
+        samples_per_s: (state.step - start_step) as f64 * train.batch as f64
+            / started.elapsed().as_secs_f64(),
+    };
+    save_checkpoint(&opts.out, &model, &ema, &optim, &mut state, &rng, &started)?;
+    write_samples(&ema, &opts.out.join("samples.png"))?;
+    plot::curve(&opts.out.join("loss.png"), &log.mse_history()?)?;
+    Ok(report)
+}
+
+/// The numbers one step reports.
+#[derive(Debug, Clone, Copy)]
+pub struct StepStats {
+    /// The weighted loss that was differentiated.
+    pub loss: f64,
+    /// The batch's mean per-sample squared error.
+    pub mse: f64,
+}
+
+/// One optimizer step on one step's draws: loss, gradients, Adam. Returns the updated model.
+pub fn step(
+    model: VelocityNet,
+    optim: &mut ModuleOptimizer,
+    draws: &Draws,
+    config: &Config,
+) -> anyhow::Result<(VelocityNet, StepStats)> {
+    let StepLoss { loss, mse } = objective_loss(&model, draws, &config.objective);
+    let stats = Tensor::cat(vec![loss.clone().detach().inner(), mse.inner()], 0)
+        .into_data()
+        .convert::<f64>()
+        .try_into_vec::<f64>()
+        .map_err(|e| anyhow::anyhow!("cannot read the loss: {e:?}"))?;
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let model = optim.step(config.optim.lr, model, grads);
+    Ok((
+        model,
+        StepStats {
+            loss: stats[0],
+            mse: stats[1],
+        },
+    ))
+}
+
+/// Adam with the config's betas and ε.
+pub fn adam(config: &Config) -> AdamConfig {
+    AdamConfig::new()
+        .with_beta_1(config.optim.beta1)
+        .with_beta_2(config.optim.beta2)
+        .with_epsilon(config.optim.eps)
+}
+
+fn save_checkpoint(
+    out: &Path,
+    model: &VelocityNet,
+    ema: &VelocityNet,
+    optim: &ModuleOptimizer,
+    state: &mut RunState,
+    rng: &Rng,
+    started: &Instant,
+) -> anyhow::Result<()> {
+    let snapshot = RunState {
+        rng: RngState::capture(state.rng.seed, rng),
+        elapsed_s: state.elapsed_s + started.elapsed().as_secs_f64(),
+        ..state.clone()
+    };
+    let bytes = optim
+        .into_bytes()
+        .map_err(|e| anyhow::anyhow!("cannot serialize the optimizer: {e:?}"))?;
+    checkpoint::save(out, model, ema, &bytes, &snapshot)
+}
+
+/// A sample grid (images: one row per class) or scatter plot (toy data) from the EMA weights.
+pub fn write_samples(ema: &VelocityNet, path: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let device = ema.device();
+    let spec = &ema.spec;
+    if spec.sample_shape.len() == 3 {
+        let classes: Vec<usize> = (0..spec.classes.max(1)).collect();
+        let labels = sample::grid_labels(ema, &classes, 10);
+        let x = sample::sample(ema, &labels, 1, 0, &device);
+        plot::image_grid(path, &x, &spec.sample_shape, 10, 2)
+    } else {
+        let labels = sample::grid_labels(ema, &[], 4000);
+        let x = sample::sample(ema, &labels, 1, 0, &device);
+        plot::scatter(path, &x, 3.0)
+    }
+}
+
+/// `loss.csv`: one row per logging window.
+struct LossLog {
+    path: PathBuf,
+}
+
+impl LossLog {
+    /// Opens the log, dropping rows past `step` (left by a run that crashed after its last
+    /// checkpoint), or starts it with a header.
+    fn open(run: &Path, step: u64) -> anyhow::Result<Self> {
+        let path = run.join("loss.csv");
+        let header = "step,loss,mse,elapsed_s";
+        let kept: Vec<String> = match std::fs::read_to_string(&path) {
+            Ok(text) => text
+                .lines()
+                .skip(1)
+                .filter(|l| {
+                    l.split(',')
+                        .next()
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .is_some_and(|s| s <= step)
+                })
+                .map(str::to_string)
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let mut text = format!("{header}\n");
+        kept.iter().for_each(|l| text.push_str(&format!("{l}\n")));
+        std::fs::write(&path, text)?;
+        Ok(LossLog { path })
+    }
+
+    fn row(&mut self, step: u64, loss: f64, mse: f64, elapsed: f64) -> anyhow::Result<()> {
+        let mut file = std::fs::OpenOptions::new().append(true).open(&self.path)?;
+        writeln!(file, "{step},{loss:.6},{mse:.6},{elapsed:.1}")?;
+        Ok(())
+    }
+
+    fn mse_history(&self) -> anyhow::Result<Vec<f64>> {
+        let text = std::fs::read_to_string(&self.path)?;
+        Ok(text
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split(',').nth(2)?.parse().ok())
+            .collect())
+    }
+}
+
+fn progress(show: bool, steps: u64, at: u64) -> ProgressBar {
+    let bar = if show {
+        ProgressBar::new(steps)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
+            .expect("a valid template"),
+    );
+    bar.set_position(at);
+    bar
+}

@@ -1,0 +1,338 @@
+//! The dual forward against finite differences and reverse-mode Jacobians, in f64 on flex.
+//!
+//! Every layer's tangent must match a central difference (relative error ≤ 1e-7), and the
+//! whole network's JVP must match the Jacobian rows that Burn's reverse mode computes.
+use burn::module::{ModuleMapper, Param};
+use burn::prelude::*;
+use burn::tensor::{Distribution, FloatDType};
+use mf_train::model::dual::{self, Dual};
+use mf_train::model::{NetSpec, Prediction, VelocityNet};
+
+/// The flex device in f64 (configured once for this test binary).
+fn device() -> Device {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let mut device = Device::flex();
+    ONCE.call_once(|| {
+        device
+            .configure(FloatDType::F64)
+            .expect("flex supports f64")
+    });
+    device
+}
+
+fn randn<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f64> {
+    t.into_data()
+        .convert::<f64>()
+        .try_into_vec::<f64>()
+        .unwrap()
+}
+
+/// max |a − b| / max(max |b|, 1e-12)
+fn rel_err(a: &[f64], b: &[f64]) -> f64 {
+    let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-12);
+    a.iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
+        / scale
+}
+
+/// The finite-difference step. The time embedding's frequencies reach 1000 rad per unit of t,
+/// so a step of 1e-6 would leave a truncation error of order (1e-3)²; at 1e-8 it is far below
+/// the bar while round-off stays near 1e-16 / 1e-8 of the derivative's scale.
+const EPS: f64 = 1e-8;
+
+/// Checks `f`'s tangent at x along d against (f(x + εd) − f(x − εd)) / 2ε.
+fn check_layer<const D: usize, const E: usize>(
+    name: &str,
+    x: Tensor<D>,
+    d: Tensor<D>,
+    f: impl Fn(Dual<D>) -> Dual<E>,
+) {
+    let tangent = f(Dual::new(x.clone(), d.clone()))
+        .tangent
+        .expect("a tangent");
+    let plus = f(Dual::primal(x.clone() + d.clone() * EPS)).value;
+    let minus = f(Dual::primal(x - d * EPS)).value;
+    let fd = (plus - minus) / (2.0 * EPS);
+    let err = rel_err(&values(tangent), &values(fd));
+    assert!(err <= 1e-7, "{name}: relative error {err:e}");
+}
+
+#[test]
+fn silu_matches_finite_differences() {
+    let dev = device();
+    check_layer(
+        "silu",
+        randn([7, 9], &dev) * 3.0,
+        randn([7, 9], &dev),
+        |x| x.silu(),
+    );
+}
+
+#[test]
+fn linear_matches_finite_differences() {
+    let dev = device();
+    let layer = burn::nn::LinearConfig::new(9, 5).init(&dev);
+    check_layer("linear", randn([4, 9], &dev), randn([4, 9], &dev), |x| {
+        dual::linear(x, &layer)
+    });
+}
+
+#[test]
+fn sinusoidal_embedding_matches_finite_differences() {
+    let dev = device();
+    let t = Tensor::<1>::random([6], Distribution::Uniform(0.0, 1.0), &dev);
+    check_layer("sinusoidal", t, randn([6], &dev), |t| {
+        dual::sinusoidal(t, 16, 1000.0)
+    });
+}
+
+#[test]
+fn products_sums_and_concatenation_match_finite_differences() {
+    let dev = device();
+    let constant = randn([3, 4], &dev);
+    // Both operands come from the input, so the finite difference moves them together.
+    check_layer(
+        "mul/sub/cat",
+        randn([3, 8], &dev),
+        randn([3, 8], &dev),
+        |x| {
+            let a = x.clone().map_linear(|v| v.slice([0..3, 0..4]));
+            let b = x.map_linear(|v| v.slice([0..3, 4..8]));
+            let prod = a.clone() * b.clone() - a.clone();
+            Dual::cat(vec![prod, a + b, Dual::primal(constant.clone())], 1)
+        },
+    );
+}
+
+/// Replaces every weight with N(0, 0.5²) so that no layer is trivially zero.
+struct Randomize;
+
+impl ModuleMapper for Randomize {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        param.map(|t| Tensor::random(t.shape(), Distribution::Normal(0.0, 0.5), &t.device()))
+    }
+}
+
+fn small_net(prediction: Prediction, device: &Device) -> VelocityNet {
+    let spec = NetSpec {
+        arch: "mlp".into(),
+        sample_shape: vec![6],
+        classes: 3,
+        width: 16,
+        depth: 3,
+        time_dim: 8,
+        time_scale: 1000.0,
+        class_dim: 4,
+        prediction,
+        objective: mf_train::config::ObjectiveKind::MeanFlow,
+    };
+    VelocityNet::new(&spec, device).map(&mut Randomize)
+}
+
+/// The network's inputs: z `[4, 6]`, t in (0.1, 1), r ≤ t, classes with the null class.
+fn inputs(device: &Device) -> (Tensor<2>, Tensor<1>, Tensor<1>, Tensor<1, Int>) {
+    let z = randn([4, 6], device);
+    let t = Tensor::<1>::from_data(TensorData::from([0.9f64, 0.6, 0.35, 0.12]), device);
+    let r = Tensor::<1>::from_data(TensorData::from([0.1f64, 0.6, 0.2, 0.01]), device);
+    let class = Tensor::<1, Int>::from_data(TensorData::from([0i64, 3, 1, 2]), device);
+    (z, t, r, class)
+}
+
+#[test]
+fn whole_network_matches_finite_differences() {
+    let dev = device();
+    for prediction in [Prediction::U, Prediction::X] {
+        let net = small_net(prediction, &dev);
+        let (z, t, r, class) = inputs(&dev);
+        let dz = randn([4, 6], &dev);
+        // The MeanFlow tangent: (v, dr = 0, dt = 1).
+        let jvp = net
+            .forward(
+                Dual::new(z.clone(), dz.clone()),
+                Dual::new(t.clone(), t.ones_like()),
+                Dual::new(r.clone(), r.zeros_like()),
+                class.clone(),
+            )
+            .tangent
+            .unwrap();
+        let at = |s: f64| {
+            net.u(
+                z.clone() + dz.clone() * s,
+                t.clone() + s,
+                r.clone(),
+                class.clone(),
+            )
+        };
+        let fd = (at(EPS) - at(-EPS)) / (2.0 * EPS);
+        let err = rel_err(&values(jvp), &values(fd));
+        assert!(err <= 1e-7, "{prediction:?}: relative error {err:e}");
+    }
+}
+
+#[test]
+fn whole_network_matches_reverse_mode_jacobian_rows() {
+    let dev = device();
+    let ad = dev.clone().autodiff();
+    for prediction in [Prediction::U, Prediction::X] {
+        let net = small_net(prediction, &dev);
+        let (z, t, r, class) = inputs(&dev);
+        let (dz, dt, dr) = (randn([4, 6], &dev), randn([4], &dev), randn([4], &dev));
+        let jvp = net
+            .forward(
+                Dual::new(z.clone(), dz.clone()),
+                Dual::new(t.clone(), dt.clone()),
+                Dual::new(r.clone(), dr.clone()),
+                class.clone(),
+            )
+            .tangent
+            .unwrap();
+        let jvp = values(jvp);
+
+        // Row (sample i, output j) of the Jacobian, dotted with the tangent, by reverse mode.
+        let net_ad = net.clone().fork(&ad);
+        for (i, j) in [(0usize, 0usize), (1, 3), (2, 5), (3, 2)] {
+            let z_ad = Tensor::<2>::from_inner(z.clone()).require_grad();
+            let t_ad = Tensor::<1>::from_inner(t.clone()).require_grad();
+            let r_ad = Tensor::<1>::from_inner(r.clone()).require_grad();
+            let class_ad = Tensor::<1, Int>::from_inner(class.clone());
+            let u = net_ad.u(z_ad.clone(), t_ad.clone(), r_ad.clone(), class_ad);
+            let grads = u.slice([i..i + 1, j..j + 1]).sum().backward();
+            let gz = values(z_ad.grad(&grads).unwrap());
+            let gt = values(t_ad.grad(&grads).unwrap());
+            let gr = values(r_ad.grad(&grads).unwrap());
+            let (dzv, dtv, drv) = (values(dz.clone()), values(dt.clone()), values(dr.clone()));
+            let row: f64 = gz.iter().zip(&dzv).map(|(a, b)| a * b).sum::<f64>()
+                + gt.iter().zip(&dtv).map(|(a, b)| a * b).sum::<f64>()
+                + gr.iter().zip(&drv).map(|(a, b)| a * b).sum::<f64>();
+            let want = jvp[i * 6 + j];
+            let err = (row - want).abs() / want.abs().max(1e-12);
+            assert!(
+                err <= 1e-9,
+                "{prediction:?} row ({i}, {j}): reverse {row} vs dual {want}"
+            );
+        }
+    }
+}
+
+/// The objective's target, u_tgt = v_g − (t − r)·du/dt, against a finite difference of u along
+/// (z + s·v_g, r, t + s): the JVP is taken along the right tangent with the right inputs.
+#[test]
+fn meanflow_target_matches_finite_differences_along_the_flow() {
+    use mf_train::config::ObjectiveConfig;
+    use mf_train::objective::{Draws, target};
+    let dev = device();
+    for omega in [1.0, 2.0] {
+        let net = small_net(Prediction::U, &dev);
+        let draws = Draws {
+            x: values(randn([4, 6], &dev))
+                .iter()
+                .map(|&v| v as f32)
+                .collect(),
+            labels: vec![0, 3, 1, 2],
+            dropped: vec![false, true, false, false],
+            noise: values(randn([4, 6], &dev))
+                .iter()
+                .map(|&v| v as f32)
+                .collect(),
+            t: vec![0.9, 0.6, 0.35, 0.12],
+            r: vec![0.1, 0.6, 0.2, 0.01],
+        };
+        let obj = ObjectiveConfig {
+            omega,
+            ..ObjectiveConfig::default()
+        };
+        let got = values(target(&net, &draws, &obj));
+
+        // The same quantities computed independently from the draws.
+        let tensor = |v: &[f32], shape: [usize; 2]| {
+            Tensor::<2>::from_data(
+                TensorData::new(v.iter().map(|&x| x as f64).collect::<Vec<_>>(), shape),
+                &dev,
+            )
+        };
+        let x = tensor(&draws.x, [4, 6]);
+        let e = tensor(&draws.noise, [4, 6]);
+        let t = Tensor::<1>::from_data(
+            TensorData::new(draws.t.iter().map(|&v| v as f64).collect::<Vec<_>>(), [4]),
+            &dev,
+        );
+        let r = Tensor::<1>::from_data(
+            TensorData::new(draws.r.iter().map(|&v| v as f64).collect::<Vec<_>>(), [4]),
+            &dev,
+        );
+        let class = Tensor::<1, Int>::from_data(TensorData::from([0i64, 3, 1, 2]), &dev);
+        let tc = t.clone().reshape([4, 1]);
+        let z = x.clone() * (tc.clone().neg() + 1.0) + e.clone() * tc;
+        let v = e - x;
+        let vg = if omega == 1.0 {
+            v
+        } else {
+            let u_null = net.u(z.clone(), t.clone(), t.clone(), class.full_like(3));
+            let guided = v.clone() * omega + u_null * (1.0 - omega);
+            let keep =
+                Tensor::<2>::from_data(TensorData::from([[1.0f64], [0.0], [1.0], [1.0]]), &dev);
+            guided * keep.clone() + v * (keep.neg() + 1.0)
+        };
+        let at = |s: f64| {
+            net.u(
+                z.clone() + vg.clone() * s,
+                t.clone() + s,
+                r.clone(),
+                class.clone(),
+            )
+        };
+        let dudt = (at(EPS) - at(-EPS)) / (2.0 * EPS);
+        let want = vg - (t - r).reshape([4, 1]) * dudt;
+        let err = rel_err(&got, &values(want));
+        assert!(err <= 1e-7, "omega {omega}: relative error {err:e}");
+    }
+}
+
+/// The training loss shares one dual forward between u and the JVP on the autodiff device:
+/// its gradient must equal that of the same loss with the target computed separately as a
+/// constant (the reference formulation with a stop-gradient target).
+#[test]
+fn shared_forward_loss_has_the_stop_gradient_gradient() {
+    use mf_train::config::ObjectiveConfig;
+    use mf_train::objective::{Draws, Inputs, loss, target};
+    let dev = device();
+    let ad = dev.clone().autodiff();
+    let net = small_net(Prediction::X, &dev).fork(&ad).train();
+    let draws = Draws {
+        x: values(randn([4, 6], &dev))
+            .iter()
+            .map(|&v| v as f32)
+            .collect(),
+        labels: vec![0, 3, 1, 2],
+        dropped: vec![false, true, false, false],
+        noise: values(randn([4, 6], &dev))
+            .iter()
+            .map(|&v| v as f32)
+            .collect(),
+        t: vec![0.9, 0.6, 0.35, 0.12],
+        r: vec![0.1, 0.6, 0.2, 0.01],
+    };
+    let obj = ObjectiveConfig {
+        omega: 1.5,
+        ..ObjectiveConfig::default()
+    };
+    let first_layer_grad = |l: Tensor<1>| {
+        let grads = l.backward();
+        values(net.body.layers[0].weight.val().grad(&grads).unwrap())
+    };
+    let shared = first_layer_grad(loss(&net, &draws, &obj).loss);
+
+    let constant = Tensor::<2>::from_inner(target(&net.valid(), &draws, &obj));
+    let inputs = Inputs::new(&draws, &ad);
+    let u = net.u(inputs.z, inputs.t, inputs.r, inputs.labels);
+    let err = (u - constant).square().sum_dim(1).reshape([4]);
+    let weight = (err.clone().detach() + obj.c).powf_scalar(-obj.p);
+    let reference = first_layer_grad((err * weight).mean());
+    let diff = rel_err(&shared, &reference);
+    assert!(diff <= 1e-10, "gradients differ: relative {diff:e}");
+}

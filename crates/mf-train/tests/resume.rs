@@ -1,0 +1,151 @@
+//! Checkpoints and resume: N steps in one go equal N/2 steps, a resume and N/2 more, bit for
+//! bit (weights, EMA, optimizer state, random stream).
+use std::path::Path;
+
+use mf_train::checkpoint;
+use mf_train::config::Config;
+use mf_train::train::{DeviceKind, FitOptions, fit};
+
+const TOY: &str = r#"
+[data]
+dataset = "moons"
+[model]
+arch = "mlp"
+width = 32
+depth = 2
+time_dim = 8
+class_dim = 4
+[train]
+steps = 20
+batch = 64
+seed = 3
+log_every = 5
+"#;
+
+fn options(config: &Config, out: &Path, resume: bool) -> FitOptions {
+    FitOptions {
+        config: config.clone(),
+        out: out.to_path_buf(),
+        device: DeviceKind::Cpu,
+        resume,
+        max_minutes: None,
+        progress: false,
+    }
+}
+
+/// A checkpoint file's tensors by name (the header's metadata order is not deterministic, the
+/// tensors are).
+fn tensors(run: &Path, file: &str) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(checkpoint::dir(run).join(file)).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut all: Vec<_> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| (name, t.data().to_vec()))
+        .collect();
+    all.sort();
+    all
+}
+
+#[test]
+fn resumed_run_is_bit_identical_to_an_uninterrupted_one() {
+    let config = Config::parse(TOY).unwrap();
+    let whole = tempfile::tempdir().unwrap();
+    fit(&options(&config, whole.path(), false)).unwrap();
+
+    let split = tempfile::tempdir().unwrap();
+    let mut half = config.clone();
+    half.train.steps = 10;
+    fit(&options(&half, split.path(), false)).unwrap();
+    assert_eq!(checkpoint::read_state(split.path()).unwrap().step, 10);
+    // Resuming continues with the stored config's schedule, extended to the full length.
+    let mut state = checkpoint::read_state(split.path()).unwrap();
+    state.config.train.steps = 20;
+    std::fs::write(
+        checkpoint::dir(split.path()).join("state.json"),
+        serde_json::to_vec(&state).unwrap(),
+    )
+    .unwrap();
+    fit(&options(&state.config, split.path(), true)).unwrap();
+
+    // The optimizer state is checked through its effect: any difference in Adam's moments or
+    // step count would change the weights of the second half.
+    for file in ["model.safetensors", "ema.safetensors"] {
+        assert!(
+            tensors(whole.path(), file) == tensors(split.path(), file),
+            "{file} differs after resume"
+        );
+    }
+    let (a, b) = (
+        checkpoint::read_state(whole.path()).unwrap(),
+        checkpoint::read_state(split.path()).unwrap(),
+    );
+    assert_eq!((a.step, a.rng), (b.step, b.rng));
+    let loss = |run: &Path| std::fs::read_to_string(run.join("loss.csv")).unwrap();
+    let rows = |text: String| {
+        text.lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        rows(loss(whole.path())),
+        rows(loss(split.path())),
+        "loss curves differ"
+    );
+}
+
+#[test]
+fn a_nan_loss_stops_training_and_keeps_the_last_checkpoint() {
+    let mut config = Config::parse(TOY).unwrap();
+    config.train.steps = 4;
+    let run = tempfile::tempdir().unwrap();
+    fit(&options(&config, run.path(), false)).unwrap();
+    let good = tensors(run.path(), "model.safetensors");
+
+    // Resume with an absurd learning rate: the weights blow up and the loss turns non-finite.
+    let mut state = checkpoint::read_state(run.path()).unwrap();
+    state.config.train.steps = 200;
+    state.config.optim.lr = 1e30;
+    std::fs::write(
+        checkpoint::dir(run.path()).join("state.json"),
+        serde_json::to_vec(&state).unwrap(),
+    )
+    .unwrap();
+    let err = fit(&options(&state.config, run.path(), true))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("training stopped") && err.contains("intact"),
+        "{err}"
+    );
+    assert_eq!(checkpoint::read_state(run.path()).unwrap().step, 4);
+    assert!(
+        tensors(run.path(), "model.safetensors") == good,
+        "the checkpoint changed"
+    );
+    assert!(!run.path().join("checkpoint.tmp").exists());
+}
+
+#[test]
+fn missing_dataset_names_the_fetch_script() {
+    let text = TOY.replace(
+        "dataset = \"moons\"",
+        "dataset = \"mnist\"\nroot = \"/nonexistent/mnist\"",
+    );
+    let config = Config::parse(&text).unwrap();
+    let run = tempfile::tempdir().unwrap();
+    let err = fit(&options(&config, run.path(), false))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tools/fetch-data"), "{err}");
+}
+
+#[test]
+fn resume_without_checkpoint_is_a_clear_error() {
+    let config = Config::parse(TOY).unwrap();
+    let run = tempfile::tempdir().unwrap();
+    let err = fit(&options(&config, run.path(), true))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no checkpoint"), "{err}");
+}
