@@ -1,16 +1,323 @@
-//! `mf-edge`: the on-device runtime's command line.
-use clap::Parser;
+//! `mf-edge`: generate images with a one-step MeanFlow model on this device.
+use std::path::PathBuf;
+
+use anyhow::{Context, bail, ensure};
+use clap::{Args, Parser, Subcommand};
+use mf_edge::backends::{self, BackendKind, BackendOptions, Device};
+use mf_edge::bench::{self, measure_here};
+use mf_edge::model::Model;
+use mf_edge::{DEFAULT_MODEL, images, sampler};
 
 /// One-step image generation with MeanFlow models on small devices.
 #[derive(Parser)]
 #[command(version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where and how the model runs.
+#[derive(Args, Clone)]
+struct Run {
+    /// The ONNX model (default: the shipped MNIST int8 model embedded in this binary).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// The backend.
+    #[arg(long, value_enum, default_value = "native")]
+    backend: BackendKind,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// ONNX Runtime's execution device (with --backend ort).
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: Device,
+    /// ONNX Runtime's library (default: $ORT_DYLIB_PATH).
+    #[arg(long)]
+    ort_lib: Option<PathBuf>,
+}
+
+impl Run {
+    fn model(&self) -> anyhow::Result<Model> {
+        match &self.model {
+            Some(path) => Model::open(path),
+            None => Model::from_bytes(DEFAULT_MODEL.to_vec()).context("the embedded default model"),
+        }
+    }
+
+    fn options(&self) -> BackendOptions {
+        BackendOptions {
+            threads: self.threads,
+            device: self.device,
+            ort_lib: self.ort_lib.clone(),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate images of a class in one network evaluation.
+    Generate {
+        /// Class index or name (required for class-conditional models).
+        #[arg(long)]
+        class: Option<String>,
+        /// Images to generate.
+        #[arg(long, default_value_t = 16)]
+        count: usize,
+        /// Noise seed: the same seed gives the same images.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Network evaluations per image.
+        #[arg(long, default_value_t = 1)]
+        steps: usize,
+        /// Pixel scale of the written images.
+        #[arg(long, default_value_t = 4)]
+        zoom: u32,
+        /// The PNG grid to write.
+        #[arg(long, default_value = "out.png", conflicts_with = "out_dir")]
+        out: PathBuf,
+        /// Write one PNG per image into this folder instead of a grid.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+        #[command(flatten)]
+        run: Run,
+    },
+    /// Turn a photo into one-step art: noise it to t = strength, map it back in one step.
+    Paint {
+        /// A PNG or JPEG file, or - for standard input.
+        #[arg(long)]
+        input: PathBuf,
+        /// Class index or name to steer toward (required for class-conditional models).
+        #[arg(long)]
+        class: Option<String>,
+        /// How far toward noise the photo goes before the step back (0, 1].
+        #[arg(long, default_value_t = 0.6)]
+        strength: f32,
+        /// Noise seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Pixel scale of the written image.
+        #[arg(long, default_value_t = 8)]
+        zoom: u32,
+        /// The PNG to write.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        run: Run,
+    },
+    /// Latency, throughput and memory per backend, precision and batch size.
+    Bench {
+        /// Models to compare (default: models/mnist-{fp32,fp16,int8}.onnx).
+        #[arg(long = "model")]
+        models: Vec<PathBuf>,
+        /// Backends to compare.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "native,tract,ort"
+        )]
+        backends: Vec<BackendKind>,
+        /// Batch sizes.
+        #[arg(long, value_delimiter = ',', default_value = "1,16")]
+        batch: Vec<usize>,
+        /// Timed generations per case.
+        #[arg(long, default_value_t = 50)]
+        iters: usize,
+        /// Threads per backend (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// ONNX Runtime's library (default: $ORT_DYLIB_PATH).
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One benchmark case in this process (used by `bench`), as JSON.
+    #[command(hide = true)]
+    BenchCase {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, value_enum)]
+        backend: BackendKind,
+        #[arg(long)]
+        batch: usize,
+        #[arg(long)]
+        iters: usize,
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+    },
+    /// Show a model's card, ops, parameters and precision.
+    Info {
+        /// The ONNX model (default: the embedded one).
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+}
 
 fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    println!(
-        "mf-kernels picks {} on this CPU",
-        mf_kernels::Isa::select()?
-    );
+    match Cli::parse().command {
+        Command::Generate {
+            class,
+            count,
+            seed,
+            steps,
+            zoom,
+            out,
+            out_dir,
+            run,
+        } => {
+            let model = run.model()?;
+            let class = resolve_class(&model, class.as_deref())?;
+            let mut backend = backends::open(run.backend, &model, &run.options())?;
+            let samples =
+                sampler::generate(backend.as_mut(), &model.card, class, count, seed, steps)?;
+            let shape = &model.card.sample_shape;
+            match out_dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(&dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                    let per = model.card.dims();
+                    for (i, sample) in samples.chunks(per).enumerate() {
+                        let path = dir.join(format!("{i:04}.png"));
+                        images::save_png(&images::grid(sample, shape, 1, zoom)?, &path)?;
+                    }
+                    println!(
+                        "wrote {count} images to {} ({})",
+                        dir.display(),
+                        backend.describe()
+                    );
+                }
+                None => {
+                    let cols = (count as f64).sqrt().ceil() as usize;
+                    images::save_png(&images::grid(&samples, shape, cols, zoom)?, &out)?;
+                    println!(
+                        "wrote {} ({count} images, {})",
+                        out.display(),
+                        backend.describe()
+                    );
+                }
+            }
+        }
+        Command::Paint {
+            input,
+            class,
+            strength,
+            seed,
+            zoom,
+            out,
+            run,
+        } => {
+            let model = run.model()?;
+            let class = resolve_class(&model, class.as_deref())?;
+            let photo = images::read_photo(&input, &model.card.sample_shape)?;
+            let mut backend = backends::open(run.backend, &model, &run.options())?;
+            let art = sampler::paint(backend.as_mut(), &model.card, &photo, class, strength, seed)?;
+            images::save_png(
+                &images::grid(&art, &model.card.sample_shape, 1, zoom)?,
+                &out,
+            )?;
+            println!("wrote {}", out.display());
+        }
+        Command::Bench {
+            models,
+            backends,
+            batch,
+            iters,
+            threads,
+            ort_lib,
+            json,
+        } => {
+            let models = if models.is_empty() {
+                default_bench_models()?
+            } else {
+                models
+            };
+            let opts = BackendOptions {
+                threads,
+                device: Device::Cpu,
+                ort_lib,
+            };
+            let rows = bench::run_all(&models, &backends, &batch, iters, &opts)?;
+            if json {
+                let values: Vec<_> = rows
+                    .iter()
+                    .map(|r| match r {
+                        Ok(m) => serde_json::to_value(m).expect("serializable"),
+                        Err(e) => serde_json::json!({ "error": e }),
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&values)?);
+            } else {
+                print!("{}", bench::table(&rows));
+            }
+        }
+        Command::BenchCase {
+            model,
+            backend,
+            batch,
+            iters,
+            threads,
+            ort_lib,
+        } => {
+            let opts = BackendOptions {
+                threads,
+                device: Device::Cpu,
+                ort_lib,
+            };
+            let m = measure_here(&model, backend, &opts, batch, iters)?;
+            println!("{}", serde_json::to_string(&m)?);
+        }
+        Command::Info { model } => {
+            let model = match model {
+                Some(path) => Model::open(&path)?,
+                None => Model::from_bytes(DEFAULT_MODEL.to_vec())?,
+            };
+            let card = &model.card;
+            println!("{}", serde_json::to_string_pretty(card)?);
+            println!("parameters: {}", card.parameters);
+            println!(
+                "precision: {} ({} MB of weights)",
+                card.precision,
+                model.weight_bytes() as f64 / 1e6
+            );
+            println!("ops:");
+            for (op, n) in model.op_counts() {
+                println!("  {op:<18} {n}");
+            }
+        }
+    }
     Ok(())
+}
+
+/// The class a user asked for, checked against the model.
+fn resolve_class(model: &Model, class: Option<&str>) -> anyhow::Result<Option<usize>> {
+    let card = &model.card;
+    match class {
+        Some(c) => Ok(Some(card.class_id(c).map_err(anyhow::Error::msg)?)),
+        None if card.class_names.is_empty() => Ok(None),
+        None => bail!(
+            "this model is class-conditional: pass --class with an index 0..{} or one of {}",
+            card.classes(),
+            card.class_names.join(", ")
+        ),
+    }
+}
+
+/// The shipped models next to the workspace, for `bench` without `--model`.
+fn default_bench_models() -> anyhow::Result<Vec<PathBuf>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    let found: Vec<PathBuf> = ["mnist-fp32.onnx", "mnist-fp16.onnx", "mnist-int8.onnx"]
+        .iter()
+        .map(|f| dir.join(f))
+        .filter(|p| p.exists())
+        .collect();
+    ensure!(
+        !found.is_empty(),
+        "no models in {}: pass --model",
+        dir.display()
+    );
+    Ok(found)
 }

@@ -4,6 +4,8 @@
 //! 2025) on Burn, on CPU (flex) and GPU (wgpu; CUDA behind a feature). The target
 //! `u_tgt = v_g − (t − r)·(v_g·∂_z u + ∂_t u)` needs a Jacobian-vector product, which Burn
 //! cannot take: [`model::dual`] computes it exactly with a hand-written dual forward.
+pub use burn;
+
 pub mod checkpoint;
 pub mod config;
 pub mod data;

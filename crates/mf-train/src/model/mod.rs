@@ -126,6 +126,31 @@ impl VelocityNet {
         self.body.layers[0].weight.val().device()
     }
 
+    /// The input of every linear layer for plain u(z, r, t | class), in layer order.
+    pub fn layer_inputs(
+        &self,
+        z: Tensor<2>,
+        t: Tensor<1>,
+        r: Tensor<1>,
+        class: Tensor<1, Int>,
+    ) -> Vec<Tensor<2>> {
+        let mut record = Vec::new();
+        let h = Dual::primal(t.clone() - r);
+        self.body.forward_recording(
+            Dual::primal(z),
+            Dual::primal(t),
+            h,
+            class,
+            Some(&mut record),
+        );
+        record
+    }
+
+    /// Trainable parameters.
+    pub fn parameters(&self) -> usize {
+        self.num_params()
+    }
+
     /// Plain u(z, r, t | class) without tangents.
     pub fn u(&self, z: Tensor<2>, t: Tensor<1>, r: Tensor<1>, class: Tensor<1, Int>) -> Tensor<2> {
         self.forward(Dual::primal(z), Dual::primal(t), Dual::primal(r), class)

@@ -1,0 +1,176 @@
+//! `mf-edge bench`: latency percentiles, throughput and peak memory of one-step generation per
+//! model, backend and batch size. Each case runs in a child process of its own, so that its
+//! peak resident memory is its own.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, ensure};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::backends::{self, BackendKind, BackendOptions};
+use crate::model::Model;
+use crate::sampler::generate;
+
+/// The result of one case.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Measurement {
+    /// Model file.
+    pub model: String,
+    /// Its precision (from the card).
+    pub precision: String,
+    /// Backend, with kernel or device.
+    pub backend: String,
+    /// Images per network evaluation.
+    pub batch: usize,
+    /// Median latency of a one-step generation of the batch, in ms.
+    pub p50_ms: f64,
+    /// 95th-percentile latency, in ms.
+    pub p95_ms: f64,
+    /// Images per second at that batch size.
+    pub images_per_s: f64,
+    /// Peak resident memory of the process running the case, in MB.
+    pub peak_rss_mb: f64,
+}
+
+/// Runs one case in this process: `warmup` untimed generations, then `iters` timed ones.
+pub fn measure_here(
+    model_path: &Path,
+    kind: BackendKind,
+    opts: &BackendOptions,
+    batch: usize,
+    iters: usize,
+) -> anyhow::Result<Measurement> {
+    ensure!(
+        batch > 0 && iters > 0,
+        "batch and iterations must be positive"
+    );
+    let model = Model::open(model_path)?;
+    let mut backend = backends::open(kind, &model, opts)?;
+    let class = (!model.card.class_names.is_empty()).then_some(0);
+    for seed in 0..3 {
+        generate(backend.as_mut(), &model.card, class, batch, seed, 1)?;
+    }
+    let mut times = Vec::with_capacity(iters);
+    for seed in 0..iters as u64 {
+        let start = Instant::now();
+        generate(backend.as_mut(), &model.card, class, batch, seed, 1)?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let pct = |p: f64| times[((p / 100.0) * (times.len() - 1) as f64).round() as usize];
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    Ok(Measurement {
+        model: model_path.display().to_string(),
+        precision: model.card.precision.clone(),
+        backend: backend.describe(),
+        batch,
+        p50_ms: pct(50.0),
+        p95_ms: pct(95.0),
+        images_per_s: batch as f64 / (mean / 1e3),
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+/// This process's peak resident set size in MB.
+fn peak_rss_mb() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0;
+    if ok {
+        usage.ru_maxrss as f64 / 1024.0
+    } else {
+        f64::NAN
+    }
+}
+
+/// One row of a bench: a case or the error that stopped it.
+pub type Row = Result<Measurement, String>;
+
+/// Runs every (model, backend, batch) case in a child `mf-edge bench-case` process.
+pub fn run_all(
+    models: &[PathBuf],
+    kinds: &[BackendKind],
+    batches: &[usize],
+    iters: usize,
+    opts: &BackendOptions,
+) -> anyhow::Result<Vec<Row>> {
+    let exe = std::env::current_exe().context("cannot find the mf-edge executable")?;
+    let total = (models.len() * kinds.len() * batches.len()) as u64;
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template("benchmarking {bar:30} {pos}/{len} {msg}")
+            .expect("a valid template"),
+    );
+    let mut rows = Vec::new();
+    for model in models {
+        for &kind in kinds {
+            for &batch in batches {
+                bar.set_message(format!("{} {kind:?} batch {batch}", model.display()));
+                let mut cmd = Command::new(&exe);
+                cmd.arg("bench-case")
+                    .arg("--model")
+                    .arg(model)
+                    .arg("--backend")
+                    .arg(format!("{kind:?}").to_lowercase())
+                    .arg("--batch")
+                    .arg(batch.to_string())
+                    .arg("--iters")
+                    .arg(iters.to_string());
+                if let Some(n) = opts.threads {
+                    cmd.arg("--threads").arg(n.to_string());
+                }
+                if let Some(lib) = &opts.ort_lib {
+                    cmd.arg("--ort-lib").arg(lib);
+                }
+                let out = cmd.output().context("cannot start a benchmark process")?;
+                let row = if out.status.success() {
+                    serde_json::from_slice::<Measurement>(&out.stdout)
+                        .map_err(|e| format!("bad report: {e}"))
+                } else {
+                    let err = String::from_utf8_lossy(&out.stderr);
+                    Err(format!(
+                        "{} {kind:?} batch {batch}: {}",
+                        model.display(),
+                        err.lines().next().unwrap_or("failed")
+                    ))
+                };
+                rows.push(row);
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(rows)
+}
+
+/// Formats rows as a table.
+pub fn table(rows: &[Row]) -> String {
+    let mut s = format!(
+        "{:<28} {:<6} {:<44} {:>5} {:>9} {:>9} {:>10} {:>9}\n",
+        "model", "prec", "backend", "batch", "p50 ms", "p95 ms", "images/s", "peak MB"
+    );
+    for row in rows {
+        match row {
+            Ok(m) => {
+                let name = Path::new(&m.model)
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                s.push_str(&format!(
+                    "{:<28} {:<6} {:<44} {:>5} {:>9.3} {:>9.3} {:>10.0} {:>9.1}\n",
+                    name,
+                    m.precision,
+                    m.backend,
+                    m.batch,
+                    m.p50_ms,
+                    m.p95_ms,
+                    m.images_per_s,
+                    m.peak_rss_mb
+                ));
+            }
+            Err(e) => s.push_str(&format!("error: {e}\n")),
+        }
+    }
+    s
+}

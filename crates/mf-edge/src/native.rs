@@ -1,0 +1,426 @@
+//! The native engine: runs the graphs mf-export writes with `mf-kernels`.
+//!
+//! At load, every `MatMul` with constant weights becomes one fused dense step: a QDQ-wrapped
+//! MatMul (`QuantizeLinear → DequantizeLinear → MatMul ← DequantizeLinear(int8)`) becomes an
+//! int8 GEMM that quantizes its input, multiplies in integers and applies scales, bias and SiLU
+//! in its epilogue; a float MatMul becomes the fp32 GEMM with the same epilogue. The following
+//! `Add` (bias) and `Sigmoid` + `Mul` (SiLU) are folded in. Weights are packed once, here.
+//! Everything else runs through [`crate::ops`]. float16 graphs run in f32 arithmetic.
+use std::collections::{HashMap, HashSet};
+
+use anyhow::{Context, bail, ensure};
+use mf_kernels::reference::QuantizedLayer;
+use mf_kernels::{
+    Activation, Input, Isa, Output, PackedF32, PackedI8, QuantParams, gemm_f32, gemm_i8,
+};
+use tract_onnx::pb;
+
+use crate::model::Model;
+use crate::ops;
+use crate::tensor::Value;
+
+/// A dense layer packed for the kernels.
+enum Packed {
+    F32(PackedF32),
+    I8(PackedI8),
+}
+
+/// One step of the plan.
+enum Step {
+    /// A fused MatMul (+ bias) (+ SiLU).
+    Dense {
+        input: String,
+        output: String,
+        packed: Packed,
+    },
+    /// Any other node.
+    Op(pb::NodeProto),
+}
+
+/// A compiled model.
+pub struct NativeEngine {
+    steps: Vec<Step>,
+    constants: HashMap<String, Value>,
+    output: String,
+    isa: Isa,
+}
+
+/// Fused dense layers of each kind, for reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanSummary {
+    /// int8 GEMM steps.
+    pub int8_layers: usize,
+    /// fp32 GEMM steps.
+    pub f32_layers: usize,
+    /// Other nodes.
+    pub other_ops: usize,
+}
+
+impl NativeEngine {
+    /// Compiles a model for the kernel family `isa`.
+    pub fn new(model: &Model, isa: Isa) -> anyhow::Result<NativeEngine> {
+        let graph = model.graph();
+        let mut constants = HashMap::new();
+        for t in &graph.initializer {
+            constants.insert(t.name.clone(), Value::from_proto(t)?);
+        }
+        let producer: HashMap<&str, usize> = graph
+            .node
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
+            .collect();
+        let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, n) in graph.node.iter().enumerate() {
+            for input in &n.input {
+                consumers.entry(input.as_str()).or_default().push(i);
+            }
+        }
+        let plan = Planner {
+            graph,
+            producer,
+            consumers,
+            constants: &constants,
+            isa,
+        };
+        // First fuse every MatMul with constant weights (their QDQ and weight nodes come
+        // earlier in the graph), then emit steps in graph order.
+        let mut absorbed = HashSet::new();
+        let mut fused_at = HashMap::new();
+        for (i, node) in graph.node.iter().enumerate() {
+            if node.op_type == "MatMul"
+                && let Some(fused) = plan.dense(i, &mut absorbed)?
+            {
+                fused_at.insert(i, fused);
+            }
+        }
+        let mut steps = Vec::new();
+        let mut packed_weights = Vec::new();
+        for (i, node) in graph.node.iter().enumerate() {
+            if let Some(fused) = fused_at.remove(&i) {
+                packed_weights.extend(fused.weights);
+                steps.push(fused.step);
+                continue;
+            }
+            if absorbed.contains(&i) {
+                continue;
+            }
+            ensure!(
+                ops::SUPPORTED.contains(&node.op_type.as_str()),
+                "unsupported op {} (node {:?}): the native engine runs the graphs mf-export writes; \
+                 try --backend tract",
+                node.op_type,
+                node.name
+            );
+            ensure!(
+                !node.output.is_empty(),
+                "node {:?} has no output",
+                node.name
+            );
+            steps.push(Step::Op(node.clone()));
+        }
+        for name in packed_weights {
+            constants.remove(&name);
+        }
+        let output = graph.output[0].name.clone();
+        Ok(NativeEngine {
+            steps,
+            constants,
+            output,
+            isa,
+        })
+    }
+
+    /// The kernel family it runs on.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// What the plan holds.
+    pub fn summary(&self) -> PlanSummary {
+        let mut s = PlanSummary::default();
+        for step in &self.steps {
+            match step {
+                Step::Dense {
+                    packed: Packed::I8(_),
+                    ..
+                } => s.int8_layers += 1,
+                Step::Dense {
+                    packed: Packed::F32(_),
+                    ..
+                } => s.f32_layers += 1,
+                Step::Op(_) => s.other_ops += 1,
+            }
+        }
+        s
+    }
+
+    /// Runs the graph on named inputs and returns the output.
+    pub fn run(&self, inputs: Vec<(&str, Value)>) -> anyhow::Result<Value> {
+        let mut env: HashMap<String, Value> = inputs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        for step in &self.steps {
+            match step {
+                Step::Dense {
+                    input,
+                    output,
+                    packed,
+                } => {
+                    let value = lookup(&env, &self.constants, input)?;
+                    let (x, shape) = value.f32("dense layer input")?;
+                    ensure!(shape.len() == 2, "dense layer input of shape {shape:?}");
+                    let m = shape[0];
+                    let out = match packed {
+                        Packed::F32(p) => {
+                            let mut out = vec![0f32; m * p.n()];
+                            gemm_f32(p, x, m, &mut out)?;
+                            Value::F32(out, vec![m, p.n()])
+                        }
+                        Packed::I8(p) => {
+                            let mut out = vec![0f32; m * p.n()];
+                            gemm_i8(p, Input::F32(x), m, Output::F32(&mut out))?;
+                            Value::F32(out, vec![m, p.n()])
+                        }
+                    };
+                    env.insert(output.clone(), out);
+                }
+                Step::Op(node) => {
+                    let args = node
+                        .input
+                        .iter()
+                        .filter(|n| !n.is_empty())
+                        .map(|n| lookup(&env, &self.constants, n))
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    let out = ops::run(node, &args)
+                        .with_context(|| format!("{} node {:?}", node.op_type, node.name))?;
+                    env.insert(node.output[0].clone(), out);
+                }
+            }
+        }
+        env.remove(&self.output)
+            .with_context(|| format!("the graph never computed its output {}", self.output))
+    }
+}
+
+fn lookup<'a>(
+    env: &'a HashMap<String, Value>,
+    constants: &'a HashMap<String, Value>,
+    name: &str,
+) -> anyhow::Result<&'a Value> {
+    env.get(name)
+        .or_else(|| constants.get(name))
+        .with_context(|| format!("value {name:?} is used before it is computed"))
+}
+
+/// A fused dense step and the initializers its packing replaced.
+struct Fused {
+    step: Step,
+    weights: Vec<String>,
+}
+
+/// Pattern matching over the graph.
+struct Planner<'g> {
+    graph: &'g pb::GraphProto,
+    producer: HashMap<&'g str, usize>,
+    consumers: HashMap<&'g str, Vec<usize>>,
+    constants: &'g HashMap<String, Value>,
+    isa: Isa,
+}
+
+impl<'g> Planner<'g> {
+    fn node(&self, i: usize) -> &'g pb::NodeProto {
+        &self.graph.node[i]
+    }
+
+    /// The node producing `value` if it is `op` and `value` has exactly `uses` consumers.
+    fn sole_producer(&self, value: &str, op: &str, uses: usize) -> Option<usize> {
+        let i = *self.producer.get(value)?;
+        let used = self.consumers.get(value).map_or(0, Vec::len);
+        (self.node(i).op_type == op && used == uses).then_some(i)
+    }
+
+    /// The only consumer of `value`, if it is `op`.
+    fn sole_consumer(&self, value: &str, op: &str) -> Option<usize> {
+        match self.consumers.get(value).map(Vec::as_slice) {
+            Some(&[i]) if self.node(i).op_type == op => Some(i),
+            _ => None,
+        }
+    }
+
+    /// Fuses the MatMul at `i` if its weights are constant.
+    fn dense(&self, i: usize, absorbed: &mut HashSet<usize>) -> anyhow::Result<Option<Fused>> {
+        let matmul = self.node(i);
+        if matmul.input.len() != 2 || matmul.output.is_empty() {
+            return Ok(None);
+        }
+        let mut taken = vec![i];
+        let mut weight_names = Vec::new();
+        // Weights: a float initializer [K, N], or DequantizeLinear of an int8 one.
+        enum W {
+            Float(Vec<f32>),
+            Int8 { codes: Vec<i8>, scales: Vec<f32> },
+        }
+        let (weights, k, n) = if let Some(Value::F32(w, s)) = self.constants.get(&matmul.input[1]) {
+            ensure!(s.len() == 2, "MatMul weights of shape {s:?}");
+            weight_names.push(matmul.input[1].clone());
+            (W::Float(transpose(w, s[0], s[1])), s[0], s[1])
+        } else if let Some(dq) = self.sole_producer(&matmul.input[1], "DequantizeLinear", 1) {
+            let node = self.node(dq);
+            let (Some(Value::I8(codes, s)), Some(Value::F32(scales, _))) = (
+                node.input.first().and_then(|n| self.constants.get(n)),
+                node.input.get(1).and_then(|n| self.constants.get(n)),
+            ) else {
+                return Ok(None);
+            };
+            let zero = node.input.get(2).and_then(|n| self.constants.get(n));
+            let zero_ok = match zero {
+                None => true,
+                Some(Value::I8(z, _)) => z.iter().all(|&v| v == 0),
+                _ => false,
+            };
+            ensure!(
+                s.len() == 2
+                    && zero_ok
+                    && scales.len() == s[1]
+                    && ops::int_attr(node, "axis", 1) == 1,
+                "int8 weights of {:?} must be symmetric and per output channel",
+                node.name
+            );
+            taken.push(dq);
+            weight_names.push(node.input[0].clone());
+            let codes_t: Vec<i8> = (0..s[0] * s[1])
+                .map(|j| codes[(j % s[0]) * s[1] + j / s[0]])
+                .collect();
+            (
+                W::Int8 {
+                    codes: codes_t,
+                    scales: scales.clone(),
+                },
+                s[0],
+                s[1],
+            )
+        } else {
+            return Ok(None);
+        };
+
+        // Activation input: for int8 weights, the QuantizeLinear → DequantizeLinear pair.
+        let (input, quant) = match &weights {
+            W::Float(_) => (matmul.input[0].clone(), None),
+            W::Int8 { .. } => {
+                let Some(dq) = self.sole_producer(&matmul.input[0], "DequantizeLinear", 1) else {
+                    bail!(
+                        "int8 MatMul {:?} without a QuantizeLinear/DequantizeLinear input",
+                        matmul.name
+                    )
+                };
+                let dq_node = self.node(dq);
+                let Some(q) = dq_node
+                    .input
+                    .first()
+                    .and_then(|v| self.sole_producer(v, "QuantizeLinear", 1))
+                else {
+                    bail!(
+                        "int8 MatMul {:?}: its input DequantizeLinear is not fed by QuantizeLinear",
+                        matmul.name
+                    )
+                };
+                let q_node = self.node(q);
+                ensure!(
+                    q_node.input.len() == 3
+                        && dq_node.input.len() == 3
+                        && q_node.input[1..] == dq_node.input[1..],
+                    "QuantizeLinear/DequantizeLinear pair of {:?} must share scale and zero point",
+                    matmul.name
+                );
+                let scale = self
+                    .constants
+                    .get(&q_node.input[1])
+                    .context("activation scale must be constant")?;
+                let zero = self
+                    .constants
+                    .get(&q_node.input[2])
+                    .context("activation zero point must be constant")?;
+                let Value::U8(..) = zero else {
+                    bail!("activation zero point of {:?} must be uint8", matmul.name)
+                };
+                let params = QuantParams::new(
+                    scale.scalar("activation scale")? as f32,
+                    zero.scalar("zero point")? as u8,
+                )?;
+                taken.extend([q, dq]);
+                (q_node.input[0].clone(), Some(params))
+            }
+        };
+
+        // Bias, then SiLU.
+        let mut output = matmul.output[0].clone();
+        let mut bias = vec![0f32; n];
+        if let Some(add) = self.sole_consumer(&output, "Add") {
+            let node = self.node(add);
+            let other = node.input.iter().find(|v| **v != output);
+            if let Some(Value::F32(b, s)) = other.and_then(|v| self.constants.get(v))
+                && b.len() == n
+                && s.len() == 1
+            {
+                bias = b.clone();
+                weight_names.push(other.expect("found above").clone());
+                taken.push(add);
+                output = node.output[0].clone();
+            }
+        }
+        let mut activation = Activation::None;
+        if let Some(silu) = self.silu(&output) {
+            taken.extend([silu.0, silu.1]);
+            output = self.node(silu.1).output[0].clone();
+            activation = Activation::Silu;
+        }
+
+        let packed = match weights {
+            W::Float(w) => Packed::F32(PackedF32::new(self.isa, &w, &bias, n, k, activation)?),
+            W::Int8 { codes, scales } => {
+                let layer = QuantizedLayer {
+                    weights: &codes,
+                    weight_scales: &scales,
+                    bias: &bias,
+                    input: quant.expect("set for int8"),
+                    activation,
+                    n,
+                    k,
+                };
+                Packed::I8(PackedI8::new(self.isa, &layer)?)
+            }
+        };
+        absorbed.extend(taken);
+        Ok(Some(Fused {
+            step: Step::Dense {
+                input,
+                output,
+                packed,
+            },
+            weights: weight_names,
+        }))
+    }
+
+    /// `y → Sigmoid(y) → Mul(y, s)` with `y` used by exactly these two nodes.
+    fn silu(&self, y: &str) -> Option<(usize, usize)> {
+        let users = self.consumers.get(y)?;
+        if users.len() != 2 {
+            return None;
+        }
+        let sig = *users.iter().find(|&&u| self.node(u).op_type == "Sigmoid")?;
+        let mul = *users.iter().find(|&&u| self.node(u).op_type == "Mul")?;
+        let s = self.node(sig).output.first()?;
+        let mul_node = self.node(mul);
+        let inputs_ok = mul_node.input.len() == 2
+            && mul_node.input.contains(s)
+            && mul_node.input.iter().any(|v| v == y);
+        (inputs_ok && self.consumers.get(s.as_str())?.len() == 1).then_some((sig, mul))
+    }
+}
+
+/// `[k, n]` → `[n, k]`.
+fn transpose(w: &[f32], k: usize, n: usize) -> Vec<f32> {
+    (0..k * n).map(|j| w[(j % k) * n + j / k]).collect()
+}

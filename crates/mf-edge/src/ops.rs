@@ -1,0 +1,370 @@
+//! Reference implementations of every ONNX op the exported graphs use, over [`Value`]s. The
+//! native engine runs them for everything it does not fuse into a dense kernel.
+use anyhow::{Context, bail, ensure};
+use tract_onnx::pb;
+
+use crate::tensor::Value;
+
+/// The ops this runtime executes (the native engine fuses MatMul/Add/SiLU chains itself).
+pub const SUPPORTED: [&str; 17] = [
+    "Identity",
+    "Reshape",
+    "Unsqueeze",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Max",
+    "Sin",
+    "Cos",
+    "Sigmoid",
+    "Concat",
+    "Gather",
+    "MatMul",
+    "Cast",
+    "QuantizeLinear",
+    "DequantizeLinear",
+];
+
+/// An integer attribute of a node, or `default`.
+pub fn int_attr(node: &pb::NodeProto, name: &str, default: i64) -> i64 {
+    node.attribute
+        .iter()
+        .find(|a| a.name == name)
+        .map(|a| a.i)
+        .unwrap_or(default)
+}
+
+/// Runs one node on its input values.
+pub fn run(node: &pb::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
+    let op = node.op_type.as_str();
+    let what = |i: usize| format!("{op} node {:?} input {i}", node.name);
+    let need = |n: usize| -> anyhow::Result<()> {
+        ensure!(
+            inputs.len() >= n,
+            "{op} node {:?} has {} inputs, needs {n}",
+            node.name,
+            inputs.len()
+        );
+        Ok(())
+    };
+    need(1)?;
+    Ok(match op {
+        "Identity" => inputs[0].clone(),
+        "Cast" => match int_attr(node, "to", 1) {
+            // float16 is computed in f32 by this runtime.
+            1 | 10 => Value::F32(
+                inputs[0].f32(&what(0))?.0.to_vec(),
+                inputs[0].shape().to_vec(),
+            ),
+            to => bail!("Cast to type {to} is not supported (float and float16 are)"),
+        },
+        "Reshape" => {
+            need(2)?;
+            let (target, _) = inputs[1].i64(&what(1))?;
+            let shape = reshape(inputs[0].shape(), target)?;
+            with_shape(inputs[0].clone(), shape)
+        }
+        "Unsqueeze" => {
+            need(2)?;
+            let (axes, _) = inputs[1].i64(&what(1))?;
+            let mut shape = inputs[0].shape().to_vec();
+            let rank = shape.len() + axes.len();
+            let mut axes: Vec<usize> = axes
+                .iter()
+                .map(|&a| {
+                    if a < 0 {
+                        (a + rank as i64) as usize
+                    } else {
+                        a as usize
+                    }
+                })
+                .collect();
+            axes.sort();
+            for a in axes {
+                ensure!(a <= shape.len(), "Unsqueeze axis {a} out of range");
+                shape.insert(a, 1);
+            }
+            with_shape(inputs[0].clone(), shape)
+        }
+        "Add" | "Sub" | "Mul" | "Div" | "Max" => {
+            need(2)?;
+            let f: fn(f32, f32) -> f32 = match op {
+                "Add" => |a, b| a + b,
+                "Sub" => |a, b| a - b,
+                "Mul" => |a, b| a * b,
+                "Div" => |a, b| a / b,
+                _ => f32::max,
+            };
+            let (a, sa) = inputs[0].f32(&what(0))?;
+            let (b, sb) = inputs[1].f32(&what(1))?;
+            broadcast(a, sa, b, sb, f)?
+        }
+        "Sin" | "Cos" | "Sigmoid" => {
+            let f: fn(f32) -> f32 = match op {
+                "Sin" => f32::sin,
+                "Cos" => f32::cos,
+                _ => |x| 1.0 / (1.0 + (-x).exp()),
+            };
+            let (a, s) = inputs[0].f32(&what(0))?;
+            Value::F32(a.iter().map(|&x| f(x)).collect(), s.to_vec())
+        }
+        "Concat" => concat(inputs, int_attr(node, "axis", 0))?,
+        "Gather" => {
+            need(2)?;
+            ensure!(
+                int_attr(node, "axis", 0) == 0,
+                "Gather is supported on axis 0 only"
+            );
+            let (table, shape) = inputs[0].f32(&what(0))?;
+            let (ids, id_shape) = inputs[1].i64(&what(1))?;
+            let row: usize = shape[1..].iter().product();
+            let mut out = Vec::with_capacity(ids.len() * row);
+            for &id in ids {
+                let i = usize::try_from(id)
+                    .ok()
+                    .filter(|&i| i < shape[0])
+                    .with_context(|| {
+                        format!("class {id} out of range: the model has ids 0..{}", shape[0])
+                    })?;
+                out.extend_from_slice(&table[i * row..(i + 1) * row]);
+            }
+            Value::F32(out, id_shape.iter().chain(&shape[1..]).copied().collect())
+        }
+        "MatMul" => {
+            need(2)?;
+            let (a, sa) = inputs[0].f32(&what(0))?;
+            let (b, sb) = inputs[1].f32(&what(1))?;
+            ensure!(
+                sa.len() == 2 && sb.len() == 2 && sa[1] == sb[0],
+                "MatMul of {sa:?} by {sb:?}"
+            );
+            let (m, k, n) = (sa[0], sa[1], sb[1]);
+            let mut out = vec![0f32; m * n];
+            for i in 0..m {
+                for p in 0..k {
+                    let x = a[i * k + p];
+                    for j in 0..n {
+                        out[i * n + j] += x * b[p * n + j];
+                    }
+                }
+            }
+            Value::F32(out, vec![m, n])
+        }
+        "QuantizeLinear" => {
+            need(3)?;
+            let (x, s) = inputs[0].f32(&what(0))?;
+            let params = mf_kernels::QuantParams::new(
+                inputs[1].scalar(&what(1))? as f32,
+                inputs[2].scalar(&what(2))? as u8,
+            )?;
+            Value::U8(x.iter().map(|&v| params.quantize(v)).collect(), s.to_vec())
+        }
+        "DequantizeLinear" => dequantize(node, inputs)?,
+        other => bail!("unsupported op {other}"),
+    })
+}
+
+fn with_shape(v: Value, shape: Vec<usize>) -> Value {
+    match v {
+        Value::F32(d, _) => Value::F32(d, shape),
+        Value::I64(d, _) => Value::I64(d, shape),
+        Value::I8(d, _) => Value::I8(d, shape),
+        Value::U8(d, _) => Value::U8(d, shape),
+    }
+}
+
+/// ONNX Reshape target resolution (`0` keeps a dimension, one `-1` is inferred).
+fn reshape(from: &[usize], target: &[i64]) -> anyhow::Result<Vec<usize>> {
+    let total: usize = from.iter().product();
+    let mut shape: Vec<usize> = target
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| {
+            if d == 0 {
+                from.get(i).copied().unwrap_or(0)
+            } else {
+                d.max(0) as usize
+            }
+        })
+        .collect();
+    if let Some(pos) = target.iter().position(|&d| d == -1) {
+        let known: usize = shape
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != pos)
+            .map(|(_, &d)| d)
+            .product();
+        ensure!(
+            known > 0 && total.is_multiple_of(known),
+            "cannot reshape {from:?} to {target:?}"
+        );
+        shape[pos] = total / known;
+    }
+    ensure!(
+        shape.iter().product::<usize>() == total,
+        "cannot reshape {from:?} to {target:?}"
+    );
+    Ok(shape)
+}
+
+/// Element-wise `f(a, b)` with NumPy broadcasting.
+fn broadcast(
+    a: &[f32],
+    sa: &[usize],
+    b: &[f32],
+    sb: &[usize],
+    f: fn(f32, f32) -> f32,
+) -> anyhow::Result<Value> {
+    if sa == sb {
+        return Ok(Value::F32(
+            a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect(),
+            sa.to_vec(),
+        ));
+    }
+    let rank = sa.len().max(sb.len());
+    let pad = |s: &[usize]| -> Vec<usize> {
+        std::iter::repeat_n(1, rank - s.len())
+            .chain(s.iter().copied())
+            .collect()
+    };
+    let (pa, pb) = (pad(sa), pad(sb));
+    let mut out_shape = Vec::with_capacity(rank);
+    for (&x, &y) in pa.iter().zip(&pb) {
+        ensure!(
+            x == y || x == 1 || y == 1,
+            "shapes {sa:?} and {sb:?} do not broadcast"
+        );
+        out_shape.push(x.max(y));
+    }
+    let strides = |s: &[usize]| -> Vec<usize> {
+        let mut st = vec![0; rank];
+        let mut acc = 1;
+        for i in (0..rank).rev() {
+            st[i] = if s[i] == 1 { 0 } else { acc };
+            acc *= s[i];
+        }
+        st
+    };
+    let (st_a, st_b) = (strides(&pa), strides(&pb));
+    let total: usize = out_shape.iter().product();
+    let mut out = Vec::with_capacity(total);
+    let mut idx = vec![0usize; rank];
+    for _ in 0..total {
+        let ia: usize = idx.iter().zip(&st_a).map(|(i, s)| i * s).sum();
+        let ib: usize = idx.iter().zip(&st_b).map(|(i, s)| i * s).sum();
+        out.push(f(a[ia], b[ib]));
+        for d in (0..rank).rev() {
+            idx[d] += 1;
+            if idx[d] < out_shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    Ok(Value::F32(out, out_shape))
+}
+
+fn concat(inputs: &[&Value], axis: i64) -> anyhow::Result<Value> {
+    let rank = inputs[0].shape().len();
+    let axis = if axis < 0 {
+        (axis + rank as i64) as usize
+    } else {
+        axis as usize
+    };
+    ensure!(
+        axis < rank,
+        "Concat axis {axis} out of range for rank {rank}"
+    );
+    let outer: usize = inputs[0].shape()[..axis].iter().product();
+    let mut out_shape = inputs[0].shape().to_vec();
+    out_shape[axis] = 0;
+    let mut parts = Vec::new();
+    for v in inputs {
+        let (d, s) = v.f32("Concat input")?;
+        ensure!(
+            s.len() == rank
+                && s[..axis] == out_shape[..axis]
+                && s[axis + 1..] == out_shape[axis + 1..],
+            "Concat of incompatible shapes"
+        );
+        out_shape[axis] += s[axis];
+        parts.push((d, s[axis..].iter().product::<usize>()));
+    }
+    let mut out = Vec::with_capacity(out_shape.iter().product());
+    for o in 0..outer {
+        for (d, chunk) in &parts {
+            out.extend_from_slice(&d[o * chunk..(o + 1) * chunk]);
+        }
+    }
+    Ok(Value::F32(out, out_shape))
+}
+
+/// `(x − zero_point) · scale`, per tensor or along `axis`.
+fn dequantize(node: &pb::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
+    ensure!(inputs.len() >= 2, "DequantizeLinear needs a scale");
+    let (codes, shape): (Vec<f32>, Vec<usize>) = match inputs[0] {
+        Value::I8(d, s) => (d.iter().map(|&v| v as f32).collect(), s.clone()),
+        Value::U8(d, s) => (d.iter().map(|&v| v as f32).collect(), s.clone()),
+        other => bail!("DequantizeLinear of {} data", other.type_name()),
+    };
+    let (scales, _) = inputs[1].f32("DequantizeLinear scale")?;
+    let zeros: Vec<f32> = match inputs.get(2) {
+        Some(Value::I8(d, _)) => d.iter().map(|&v| v as f32).collect(),
+        Some(Value::U8(d, _)) => d.iter().map(|&v| v as f32).collect(),
+        _ => vec![0.0; scales.len()],
+    };
+    let (inner, channels) = if scales.len() == 1 {
+        (codes.len(), 1)
+    } else {
+        let axis = int_attr(node, "axis", 1);
+        let axis = if axis < 0 {
+            (axis + shape.len() as i64) as usize
+        } else {
+            axis as usize
+        };
+        ensure!(
+            shape.get(axis) == Some(&scales.len()),
+            "DequantizeLinear: {} scales for axis {axis} of {shape:?}",
+            scales.len()
+        );
+        (shape[axis + 1..].iter().product(), scales.len())
+    };
+    let out = codes
+        .iter()
+        .enumerate()
+        .map(|(i, &q)| {
+            let c = (i / inner) % channels;
+            (q - zeros[c]) * scales[c]
+        })
+        .collect();
+    Ok(Value::F32(out, shape))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcasting_matches_numpy() {
+        let v = broadcast(
+            &[1.0, 2.0],
+            &[2, 1],
+            &[10.0, 20.0, 30.0],
+            &[1, 3],
+            |a, b| a + b,
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            Value::F32(vec![11.0, 21.0, 31.0, 12.0, 22.0, 32.0], vec![2, 3])
+        );
+        assert!(broadcast(&[1.0, 2.0], &[2], &[1.0, 2.0, 3.0], &[3], |a, b| a + b).is_err());
+    }
+
+    #[test]
+    fn reshape_infers_minus_one() {
+        assert_eq!(reshape(&[4, 1, 2, 3], &[-1, 6]).unwrap(), vec![4, 6]);
+        assert!(reshape(&[4, 5], &[-1, 3]).is_err());
+    }
+}

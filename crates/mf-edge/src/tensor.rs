@@ -1,0 +1,141 @@
+//! Tensors of the runtime: row-major data with a shape, in the few element types the
+//! exported graphs use.
+use anyhow::{bail, ensure};
+use half::f16;
+use tract_onnx::pb;
+use tract_onnx::pb::tensor_proto::DataType;
+
+/// A tensor value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// float32 (float16 data is widened to f32 on load).
+    F32(Vec<f32>, Vec<usize>),
+    /// int64
+    I64(Vec<i64>, Vec<usize>),
+    /// int8
+    I8(Vec<i8>, Vec<usize>),
+    /// uint8
+    U8(Vec<u8>, Vec<usize>),
+}
+
+impl Value {
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Value::F32(_, s) | Value::I64(_, s) | Value::I8(_, s) | Value::U8(_, s) => s,
+        }
+    }
+
+    /// The f32 data and shape, or an error naming `what`.
+    pub fn f32(&self, what: &str) -> anyhow::Result<(&[f32], &[usize])> {
+        match self {
+            Value::F32(d, s) => Ok((d, s)),
+            other => bail!("{what}: expected float data, found {}", other.type_name()),
+        }
+    }
+
+    /// The i64 data and shape, or an error naming `what`.
+    pub fn i64(&self, what: &str) -> anyhow::Result<(&[i64], &[usize])> {
+        match self {
+            Value::I64(d, s) => Ok((d, s)),
+            other => bail!("{what}: expected int64 data, found {}", other.type_name()),
+        }
+    }
+
+    /// The element type's name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::F32(..) => "float",
+            Value::I64(..) => "int64",
+            Value::I8(..) => "int8",
+            Value::U8(..) => "uint8",
+        }
+    }
+
+    /// A single number of a scalar or one-element tensor, as f64.
+    pub fn scalar(&self, what: &str) -> anyhow::Result<f64> {
+        let v = match self {
+            Value::F32(d, _) if d.len() == 1 => d[0] as f64,
+            Value::I64(d, _) if d.len() == 1 => d[0] as f64,
+            Value::I8(d, _) if d.len() == 1 => d[0] as f64,
+            Value::U8(d, _) if d.len() == 1 => d[0] as f64,
+            _ => bail!("{what}: expected a scalar"),
+        };
+        Ok(v)
+    }
+
+    /// Decodes an ONNX initializer.
+    pub fn from_proto(t: &pb::TensorProto) -> anyhow::Result<Value> {
+        let shape: Vec<usize> = t
+            .dims
+            .iter()
+            .map(|&d| usize::try_from(d))
+            .collect::<Result<_, _>>()
+            .map_err(|_| anyhow::anyhow!("initializer {} has a negative dimension", t.name))?;
+        let count: usize = shape.iter().product();
+        let raw = &t.raw_data;
+        let from_raw = |size: usize| -> anyhow::Result<()> {
+            ensure!(
+                raw.len() == count * size,
+                "initializer {}: {} bytes of data for {count} elements",
+                t.name,
+                raw.len()
+            );
+            Ok(())
+        };
+        let value = match DataType::try_from(t.data_type).unwrap_or(DataType::Undefined) {
+            DataType::Float if raw.is_empty() => {
+                ensure!(
+                    t.float_data.len() == count,
+                    "initializer {}: wrong element count",
+                    t.name
+                );
+                Value::F32(t.float_data.clone(), shape)
+            }
+            DataType::Float => {
+                from_raw(4)?;
+                Value::F32(
+                    raw.chunks_exact(4)
+                        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                        .collect(),
+                    shape,
+                )
+            }
+            DataType::Float16 => {
+                from_raw(2)?;
+                let data = raw
+                    .chunks_exact(2)
+                    .map(|b| f16::from_le_bytes(b.try_into().unwrap()).to_f32())
+                    .collect();
+                Value::F32(data, shape)
+            }
+            DataType::Int64 if raw.is_empty() => {
+                ensure!(
+                    t.int64_data.len() == count,
+                    "initializer {}: wrong element count",
+                    t.name
+                );
+                Value::I64(t.int64_data.clone(), shape)
+            }
+            DataType::Int64 => {
+                from_raw(8)?;
+                Value::I64(
+                    raw.chunks_exact(8)
+                        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+                        .collect(),
+                    shape,
+                )
+            }
+            DataType::Int8 => {
+                from_raw(1)?;
+                Value::I8(raw.iter().map(|&b| b as i8).collect(), shape)
+            }
+            DataType::Uint8 => {
+                from_raw(1)?;
+                Value::U8(raw.clone(), shape)
+            }
+            other => bail!("initializer {} has unsupported type {other:?}", t.name),
+        };
+        Ok(value)
+    }
+}

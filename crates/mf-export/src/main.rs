@@ -1,0 +1,56 @@
+//! `mf-export`: an mf-train run → ONNX (fp32, fp16, int8 QDQ) with its model card.
+use std::path::PathBuf;
+
+use clap::Parser;
+use mf_export::calibrate::Rule;
+use mf_export::{ExportOptions, FloatLayers, Target, export};
+
+/// Export a trained MeanFlow network to ONNX.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The mf-train run folder.
+    #[arg(long)]
+    run: PathBuf,
+    /// Precision of the exported graph.
+    #[arg(long, value_enum)]
+    precision: Target,
+    /// Export the raw weights instead of the EMA weights.
+    #[arg(long)]
+    raw_weights: bool,
+    /// Training samples run through the network to calibrate int8 activations.
+    #[arg(long, default_value_t = 512)]
+    calib_samples: usize,
+    /// Activation range rule: minmax, or percentile:<p> (e.g. percentile:99.99).
+    #[arg(long, default_value = "minmax")]
+    calibration: String,
+    /// Layers an int8 export keeps in float.
+    #[arg(long, value_enum, default_value = "auto")]
+    float_layers: FloatLayers,
+    /// The ONNX file to write.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let report = export(&ExportOptions {
+        run: cli.run,
+        target: cli.precision,
+        raw_weights: cli.raw_weights,
+        calib_samples: cli.calib_samples,
+        calibration: Rule::parse(&cli.calibration)?,
+        float_layers: cli.float_layers,
+        out: cli.out.clone(),
+    })?;
+    for line in &report.lines {
+        println!("{line}");
+    }
+    println!(
+        "wrote {} ({:.1} MB, {})",
+        cli.out.display(),
+        report.bytes as f64 / 1e6,
+        report.card.precision
+    );
+    Ok(())
+}
