@@ -1,0 +1,180 @@
+//! The `mf-edge` command line on the shipped default model: it generates with nothing else on
+//! disk, and bad input is a clear error with a non-zero exit and no partial file.
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn mf_edge(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mf-edge"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn generate_with_the_embedded_model_writes_a_png() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("seven.png");
+    let out = mf_edge(&[
+        "generate",
+        "--class",
+        "7",
+        "--count",
+        "4",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let img = image::open(&png).unwrap();
+    assert!(img.width() > 28 && img.height() > 28);
+    // Same seed, same file.
+    let again = dir.path().join("again.png");
+    assert!(
+        mf_edge(&[
+            "generate",
+            "--class",
+            "7",
+            "--count",
+            "4",
+            "--out",
+            again.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    assert_eq!(std::fs::read(&png).unwrap(), std::fs::read(&again).unwrap());
+}
+
+#[test]
+fn out_dir_writes_one_png_per_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = mf_edge(&[
+        "generate",
+        "--class",
+        "2",
+        "--count",
+        "3",
+        "--out-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+}
+
+#[test]
+fn class_out_of_range_lists_the_valid_classes() {
+    let out = mf_edge(&["generate", "--class", "10"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("0..10") && err.contains("9"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn unwritable_output_is_an_error_without_partial_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("missing-folder").join("x.png");
+    let out = mf_edge(&[
+        "generate",
+        "--class",
+        "1",
+        "--out",
+        target.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("cannot write"), "{}", stderr(&out));
+    assert!(!target.exists());
+}
+
+#[test]
+fn garbled_model_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("bad.onnx");
+    std::fs::write(&model, b"this is not a model").unwrap();
+    let out = mf_edge(&[
+        "generate",
+        "--class",
+        "1",
+        "--model",
+        model.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("not an ONNX model") && !err.contains("panicked"),
+        "{err}"
+    );
+}
+
+#[test]
+fn paint_reads_a_photo_from_standard_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo = image::RgbImage::from_fn(64, 48, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 5) as u8, 90])
+    });
+    let mut png = Vec::new();
+    photo
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let art = dir.path().join("art.png");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mf-edge"))
+        .args([
+            "paint",
+            "--input",
+            "-",
+            "--class",
+            "3",
+            "--strength",
+            "0.6",
+            "--out",
+            art.to_str().unwrap(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&png).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(image::open(&art).is_ok());
+}
+
+#[test]
+fn undecodable_photo_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("photo.jpg");
+    std::fs::write(&bad, b"\xff\xd8 broken").unwrap();
+    let art = dir.path().join("art.png");
+    let out = mf_edge(&[
+        "paint",
+        "--input",
+        bad.to_str().unwrap(),
+        "--class",
+        "3",
+        "--out",
+        art.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cannot decode image"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!art.exists());
+}
+
+#[test]
+fn info_shows_the_card_and_ops() {
+    let out = mf_edge(&["info"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\"precision\": \"int8\"") && text.contains("QuantizeLinear"),
+        "{text}"
+    );
+}

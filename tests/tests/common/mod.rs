@@ -1,0 +1,107 @@
+//! A tiny MNIST run, trained once per test binary and exported in every precision.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use mf_export::calibrate::Rule;
+use mf_export::{ExportOptions, FloatLayers, Target, export};
+use mf_train::config::Config;
+use mf_train::train::{DeviceKind, FitOptions, fit};
+
+/// A small class-conditional MNIST MLP with guidance and x-prediction: every graph feature.
+pub const CONFIG: &str = r#"
+[data]
+dataset = "mnist"
+[model]
+arch = "mlp"
+width = 96
+depth = 3
+time_dim = 16
+class_dim = 8
+prediction = "x"
+[objective]
+omega = 1.5
+[train]
+steps = 40
+batch = 64
+seed = 11
+"#;
+
+/// The fixture: the run folder and its exported models.
+pub struct Fixture {
+    _dir: tempfile::TempDir,
+    /// The mf-train run.
+    pub run: PathBuf,
+    /// fp32, fp16 and int8 ONNX files.
+    pub fp32: PathBuf,
+    /// The fp16 export.
+    pub fp16: PathBuf,
+    /// The int8 export (every layer int8).
+    pub int8: PathBuf,
+}
+
+/// Trains and exports once.
+pub fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        fit(&FitOptions {
+            config: Config::parse(CONFIG).unwrap(),
+            out: run.clone(),
+            device: DeviceKind::Cpu,
+            resume: false,
+            max_minutes: None,
+            progress: false,
+        })
+        .unwrap();
+        let out = |name: &str| dir.path().join(name);
+        for (target, name) in [
+            (Target::Fp32, "m-fp32.onnx"),
+            (Target::Fp16, "m-fp16.onnx"),
+            (Target::Int8, "m-int8.onnx"),
+        ] {
+            export(&options(&run, target, &out(name))).unwrap();
+        }
+        Fixture {
+            fp32: out("m-fp32.onnx"),
+            fp16: out("m-fp16.onnx"),
+            int8: out("m-int8.onnx"),
+            run,
+            _dir: dir,
+        }
+    })
+}
+
+/// Export options with the defaults the CLI uses (all layers int8).
+pub fn options(run: &Path, target: Target, out: &Path) -> ExportOptions {
+    ExportOptions {
+        run: run.to_path_buf(),
+        target,
+        raw_weights: false,
+        calib_samples: 128,
+        calibration: Rule::MinMax,
+        float_layers: FloatLayers::None,
+        out: out.to_path_buf(),
+    }
+}
+
+/// ORT_DYLIB_PATH, or the library tools/fetch-onnxruntime put in the repository.
+pub fn ort_library() -> PathBuf {
+    std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ort");
+            std::fs::read_dir(&dir)
+                .ok()
+                .and_then(|mut entries| {
+                    entries.find_map(|e| {
+                        e.ok()
+                            .map(|e| e.path())
+                            .filter(|p| p.to_string_lossy().contains("libonnxruntime.so"))
+                    })
+                })
+                .unwrap_or_else(|| panic!("no ONNX Runtime library: run tools/fetch-onnxruntime"))
+        })
+}

@@ -1,0 +1,190 @@
+//! mf-export end to end: each precision is checked against mf-train inside the exporter; here
+//! the files must also load and agree in ONNX Runtime, keep the QDQ pattern, carry their card,
+//! and bad input must leave no file behind.
+mod common;
+
+use mf_core::card::{CARD_KEY, ModelCard};
+use mf_edge::backends::{self, BackendKind, BackendOptions, Inputs};
+use mf_edge::model::Model;
+use mf_export::{Target, export};
+use prost::Message;
+use tract_onnx::pb;
+
+fn batch(model: &Model) -> Inputs {
+    let card = &model.card;
+    let n = 6;
+    let mut z = vec![0f32; n * card.dims()];
+    mf_core::noise::Noise::new(5).fill(&mut z);
+    Inputs {
+        z,
+        sample_shape: card.sample_shape.clone(),
+        t: vec![1.0, 1.0, 0.5, 0.8, 0.3, 1.0],
+        r: vec![0.0, 0.5, 0.0, 0.1, 0.3, 0.0],
+        class: vec![0, 3, 7, 10, 9, 2],
+    }
+}
+
+fn max_rel(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+#[test]
+fn every_precision_runs_in_onnx_runtime_and_agrees_with_tract() {
+    let f = common::fixture();
+    let opts = BackendOptions {
+        ort_lib: Some(common::ort_library()),
+        ..Default::default()
+    };
+    for (path, tol) in [(&f.fp32, 1e-5), (&f.fp16, 1e-2), (&f.int8, 1e-3)] {
+        let model = Model::open(path).unwrap();
+        let inputs = batch(&model);
+        let tract = backends::open(BackendKind::Tract, &model, &opts)
+            .unwrap()
+            .run(&inputs)
+            .unwrap();
+        let ort = backends::open(BackendKind::Ort, &model, &opts)
+            .unwrap()
+            .run(&inputs)
+            .unwrap();
+        let err = max_rel(&ort, &tract);
+        assert!(
+            err <= tol,
+            "{}: ORT vs tract relative error {err:e}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn int8_file_keeps_the_qdq_pattern_and_its_card() {
+    let f = common::fixture();
+    let proto = pb::ModelProto::decode(std::fs::read(&f.int8).unwrap().as_slice()).unwrap();
+    let graph = proto.graph.as_ref().unwrap();
+    let matmuls: Vec<_> = graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "MatMul")
+        .collect();
+    assert_eq!(matmuls.len(), 4);
+    let producer = |name: &str| {
+        graph
+            .node
+            .iter()
+            .find(|n| n.output.iter().any(|o| o == name))
+            .unwrap()
+    };
+    for mm in matmuls {
+        let x = producer(&mm.input[0]);
+        let w = producer(&mm.input[1]);
+        assert_eq!(x.op_type, "DequantizeLinear");
+        assert_eq!(producer(&x.input[0]).op_type, "QuantizeLinear");
+        assert_eq!(w.op_type, "DequantizeLinear");
+        let weights = graph
+            .initializer
+            .iter()
+            .find(|t| t.name == w.input[0])
+            .unwrap();
+        assert_eq!(weights.data_type, pb::tensor_proto::DataType::Int8 as i32);
+    }
+    let card = proto
+        .metadata_props
+        .iter()
+        .find(|p| p.key == CARD_KEY)
+        .unwrap();
+    let card = ModelCard::from_json(&card.value).unwrap();
+    assert_eq!(card.precision, "int8");
+    assert_eq!(card.null_class, 10);
+    assert_eq!(card.sample_shape, vec![1, 28, 28]);
+    assert_eq!(card.guidance.omega, 1.5);
+    let q = card.quantization.unwrap();
+    assert!(q.psnr_db.is_finite() && q.float_layers.is_empty());
+}
+
+#[test]
+fn fp16_weights_are_half_precision() {
+    let f = common::fixture();
+    let proto = pb::ModelProto::decode(std::fs::read(&f.fp16).unwrap().as_slice()).unwrap();
+    let graph = proto.graph.unwrap();
+    let half = graph
+        .initializer
+        .iter()
+        .filter(|t| t.data_type == pb::tensor_proto::DataType::Float16 as i32)
+        .count();
+    assert_eq!(half, 8, "4 weight matrices and 4 biases in float16");
+    assert!(
+        std::fs::metadata(&f.fp16).unwrap().len()
+            < std::fs::metadata(&f.fp32).unwrap().len() * 6 / 10
+    );
+}
+
+#[test]
+fn bad_runs_are_clear_errors_and_write_nothing() {
+    let f = common::fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.onnx");
+
+    let err = export(&common::options(
+        &dir.path().join("missing"),
+        Target::Fp32,
+        &out,
+    ))
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("no checkpoint"), "{err:#}");
+
+    // A copy of the run with corrupt weights.
+    let copy = dir.path().join("run");
+    std::fs::create_dir_all(copy.join("checkpoint")).unwrap();
+    for file in std::fs::read_dir(f.run.join("checkpoint")).unwrap() {
+        let file = file.unwrap().path();
+        std::fs::copy(
+            &file,
+            copy.join("checkpoint").join(file.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    std::fs::write(copy.join("checkpoint/ema.safetensors"), b"garbage").unwrap();
+    let err = export(&common::options(&copy, Target::Fp32, &out)).unwrap_err();
+    assert!(format!("{err:#}").contains("ema.safetensors"), "{err:#}");
+
+    // Unknown architecture.
+    let state_path = copy.join("checkpoint/state.json");
+    let state = std::fs::read_to_string(&state_path).unwrap();
+    std::fs::write(
+        &state_path,
+        state
+            .replace("\"arch\":\"mlp\"", "\"arch\":\"transformer\"")
+            .replace("\"arch\": \"mlp\"", "\"arch\": \"transformer\""),
+    )
+    .unwrap();
+    let err = export(&common::options(&copy, Target::Fp32, &out)).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("unknown architecture"),
+        "{err:#}"
+    );
+
+    // Missing calibration data.
+    std::fs::write(
+        &state_path,
+        state
+            .replace("\"root\":null", "\"root\":\"/nonexistent\"")
+            .replace("\"root\": null", "\"root\": \"/nonexistent\""),
+    )
+    .unwrap();
+    std::fs::copy(
+        f.run.join("checkpoint/ema.safetensors"),
+        copy.join("checkpoint/ema.safetensors"),
+    )
+    .unwrap();
+    let err = export(&common::options(&copy, Target::Int8, &out)).unwrap_err();
+    assert!(format!("{err:#}").contains("tools/fetch-data"), "{err:#}");
+
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".onnx"))
+    );
+    assert!(!dir.path().join(".x.onnx.tmp").exists());
+}
