@@ -1,5 +1,5 @@
-//! Seeded standard-normal noise: SplitMix64 for the bits, Box–Muller in f32 with `libm`'s
-//! software `logf`, `sqrtf`, `sinf` and `cosf`, so x86, ARM and the Cortex-M7 draw the same bits.
+//! Seeded standard-normal noise: SplitMix64 for the bits, Marsaglia's polar method in f32 with
+//! `libm`'s software `logf` and `sqrtf`, so x86, ARM and the Cortex-M7 draw the same bits.
 
 /// A seeded stream of standard-normal f32 values.
 #[derive(Debug, Clone)]
@@ -26,22 +26,26 @@ impl Noise {
         z ^ (z >> 31)
     }
 
-    /// A uniform value in (0, 1]: 24 random bits, never 0 (so its logarithm is finite).
-    fn uniform_open(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 + 1.0) * (1.0 / 16_777_216.0)
+    /// A uniform value in [-1, 1) from 24 random bits (exact in f32).
+    fn uniform_signed(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 * (1.0 / 8_388_608.0) - 1.0
     }
 
-    /// The next standard-normal value (Box–Muller, both values of each pair used).
+    /// The next standard-normal value (polar method, both values of each pair used).
     pub fn gaussian(&mut self) -> f32 {
         if let Some(v) = self.spare.take() {
             return v;
         }
-        let u1 = self.uniform_open();
-        let u2 = self.uniform_open();
-        let radius = libm::sqrtf(-2.0 * libm::logf(u1));
-        let angle = 2.0 * core::f32::consts::PI * u2;
-        self.spare = Some(radius * libm::sinf(angle));
-        radius * libm::cosf(angle)
+        loop {
+            let u = self.uniform_signed();
+            let v = self.uniform_signed();
+            let s = u * u + v * v;
+            if s > 0.0 && s < 1.0 {
+                let m = libm::sqrtf(-2.0 * libm::logf(s) / s);
+                self.spare = Some(v * m);
+                return u * m;
+            }
+        }
     }
 
     /// Fills `out` with standard-normal values.

@@ -25,7 +25,7 @@ enum Packed {
     I8(PackedI8),
 }
 
-/// One step of the plan.
+/// One step of the plan, as the planner builds it (values by name).
 enum Step {
     /// A fused MatMul (+ bias) (+ SiLU).
     Dense {
@@ -37,11 +37,28 @@ enum Step {
     Op(pb::NodeProto),
 }
 
-/// A compiled model.
+/// One step of the compiled plan: values by slot index.
+enum Slotted {
+    /// A fused dense layer.
+    Dense {
+        input: usize,
+        output: usize,
+        packed: Packed,
+    },
+    /// Any other node.
+    Op {
+        node: pb::NodeProto,
+        inputs: Vec<usize>,
+        output: usize,
+    },
+}
+
+/// A compiled model: steps over numbered value slots, constants pre-filled.
 pub struct NativeEngine {
-    steps: Vec<Step>,
-    constants: HashMap<String, Value>,
-    output: String,
+    steps: Vec<Slotted>,
+    constants: Vec<Option<Value>>,
+    inputs: Vec<(String, usize)>,
+    output: usize,
     isa: Isa,
 }
 
@@ -122,10 +139,58 @@ impl NativeEngine {
         for name in packed_weights {
             constants.remove(&name);
         }
-        let output = graph.output[0].name.clone();
+        // Number every value: graph inputs, remaining constants, step outputs.
+        let mut slots: HashMap<String, usize> = HashMap::new();
+        let mut slot = |name: &str| {
+            let next = slots.len();
+            *slots.entry(name.to_string()).or_insert(next)
+        };
+        let inputs: Vec<(String, usize)> = graph
+            .input
+            .iter()
+            .map(|i| (i.name.clone(), slot(&i.name)))
+            .collect();
+        let constant_slots: Vec<(usize, Value)> = constants
+            .into_iter()
+            .map(|(name, v)| (slot(&name), v))
+            .collect();
+        let mut slotted = Vec::with_capacity(steps.len());
+        for step in steps {
+            slotted.push(match step {
+                Step::Dense {
+                    input,
+                    output,
+                    packed,
+                } => Slotted::Dense {
+                    input: slot(&input),
+                    output: slot(&output),
+                    packed,
+                },
+                Step::Op(node) => {
+                    let inputs = node
+                        .input
+                        .iter()
+                        .filter(|n| !n.is_empty())
+                        .map(|n| slot(n))
+                        .collect();
+                    let output = slot(&node.output[0]);
+                    Slotted::Op {
+                        node,
+                        inputs,
+                        output,
+                    }
+                }
+            });
+        }
+        let output = slot(&graph.output[0].name);
+        let mut constants: Vec<Option<Value>> = (0..slots.len()).map(|_| None).collect();
+        for (i, v) in constant_slots {
+            constants[i] = Some(v);
+        }
         Ok(NativeEngine {
-            steps,
+            steps: slotted,
             constants,
+            inputs,
             output,
             isa,
         })
@@ -141,15 +206,15 @@ impl NativeEngine {
         let mut s = PlanSummary::default();
         for step in &self.steps {
             match step {
-                Step::Dense {
+                Slotted::Dense {
                     packed: Packed::I8(_),
                     ..
                 } => s.int8_layers += 1,
-                Step::Dense {
+                Slotted::Dense {
                     packed: Packed::F32(_),
                     ..
                 } => s.f32_layers += 1,
-                Step::Op(_) => s.other_ops += 1,
+                Slotted::Op { .. } => s.other_ops += 1,
             }
         }
         s
@@ -157,18 +222,20 @@ impl NativeEngine {
 
     /// Runs the graph on named inputs and returns the output.
     pub fn run(&self, inputs: Vec<(&str, Value)>) -> anyhow::Result<Value> {
-        let mut env: HashMap<String, Value> = inputs
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
+        let mut env: Vec<Option<Value>> = (0..self.constants.len()).map(|_| None).collect();
+        for (name, value) in inputs {
+            let slot = self.inputs.iter().find(|(n, _)| n == name).map(|&(_, s)| s);
+            let slot = slot.with_context(|| format!("the model has no input {name:?}"))?;
+            env[slot] = Some(value);
+        }
         for step in &self.steps {
             match step {
-                Step::Dense {
+                Slotted::Dense {
                     input,
                     output,
                     packed,
                 } => {
-                    let value = lookup(&env, &self.constants, input)?;
+                    let value = self.lookup(&env, *input)?;
                     let (x, shape) = value.f32("dense layer input")?;
                     ensure!(shape.len() == 2, "dense layer input of shape {shape:?}");
                     let m = shape[0];
@@ -184,34 +251,35 @@ impl NativeEngine {
                             Value::F32(out, vec![m, p.n()])
                         }
                     };
-                    env.insert(output.clone(), out);
+                    env[*output] = Some(out);
                 }
-                Step::Op(node) => {
-                    let args = node
-                        .input
+                Slotted::Op {
+                    node,
+                    inputs,
+                    output,
+                } => {
+                    let args = inputs
                         .iter()
-                        .filter(|n| !n.is_empty())
-                        .map(|n| lookup(&env, &self.constants, n))
+                        .map(|&i| self.lookup(&env, i))
                         .collect::<anyhow::Result<Vec<_>>>()?;
                     let out = ops::run(node, &args)
                         .with_context(|| format!("{} node {:?}", node.op_type, node.name))?;
-                    env.insert(node.output[0].clone(), out);
+                    env[*output] = Some(out);
                 }
             }
         }
-        env.remove(&self.output)
-            .with_context(|| format!("the graph never computed its output {}", self.output))
+        env[self.output]
+            .take()
+            .context("the graph never computed its output")
     }
-}
 
-fn lookup<'a>(
-    env: &'a HashMap<String, Value>,
-    constants: &'a HashMap<String, Value>,
-    name: &str,
-) -> anyhow::Result<&'a Value> {
-    env.get(name)
-        .or_else(|| constants.get(name))
-        .with_context(|| format!("value {name:?} is used before it is computed"))
+    /// The value in a slot: computed this run, or a constant.
+    fn lookup<'a>(&'a self, env: &'a [Option<Value>], slot: usize) -> anyhow::Result<&'a Value> {
+        env[slot]
+            .as_ref()
+            .or(self.constants[slot].as_ref())
+            .context("a value is used before it is computed")
+    }
 }
 
 /// A fused dense step and the initializers its packing replaced.

@@ -101,9 +101,10 @@ pub fn run(node: &pb::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
             broadcast(a, sa, b, sb, f)?
         }
         "Sin" | "Cos" | "Sigmoid" => {
+            // libm's software sinf/cosf: the same bits on every target, the Cortex-M7 included.
             let f: fn(f32) -> f32 = match op {
-                "Sin" => f32::sin,
-                "Cos" => f32::cos,
+                "Sin" => libm::sinf,
+                "Cos" => libm::cosf,
                 _ => |x| 1.0 / (1.0 + (-x).exp()),
             };
             let (a, s) = inputs[0].f32(&what(0))?;
@@ -249,12 +250,15 @@ fn broadcast(
     let (st_a, st_b) = (strides(&pa), strides(&pb));
     let total: usize = out_shape.iter().product();
     let mut out = Vec::with_capacity(total);
-    let mut idx = vec![0usize; rank];
-    for _ in 0..total {
+    // Walk the outer dimensions with an index vector and the last one with plain strides.
+    let inner = out_shape[rank - 1];
+    let (ia_step, ib_step) = (st_a[rank - 1], st_b[rank - 1]);
+    let mut idx = vec![0usize; rank - 1];
+    for _ in 0..total / inner.max(1) {
         let ia: usize = idx.iter().zip(&st_a).map(|(i, s)| i * s).sum();
         let ib: usize = idx.iter().zip(&st_b).map(|(i, s)| i * s).sum();
-        out.push(f(a[ia], b[ib]));
-        for d in (0..rank).rev() {
+        out.extend((0..inner).map(|j| f(a[ia + j * ia_step], b[ib + j * ib_step])));
+        for d in (0..rank - 1).rev() {
             idx[d] += 1;
             if idx[d] < out_shape[d] {
                 break;

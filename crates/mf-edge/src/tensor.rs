@@ -1,6 +1,6 @@
 //! Tensors of the runtime: row-major data with a shape, in the few element types the
 //! exported graphs use.
-use anyhow::{bail, ensure};
+use anyhow::{Context, bail, ensure};
 use half::f16;
 use tract_onnx::pb;
 use tract_onnx::pb::tensor_proto::DataType;
@@ -72,11 +72,14 @@ impl Value {
             .map(|&d| usize::try_from(d))
             .collect::<Result<_, _>>()
             .map_err(|_| anyhow::anyhow!("initializer {} has a negative dimension", t.name))?;
-        let count: usize = shape.iter().product();
+        let count = shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .with_context(|| format!("initializer {} is too large", t.name))?;
         let raw = &t.raw_data;
         let from_raw = |size: usize| -> anyhow::Result<()> {
             ensure!(
-                raw.len() == count * size,
+                count.checked_mul(size) == Some(raw.len()),
                 "initializer {}: {} bytes of data for {count} elements",
                 t.name,
                 raw.len()

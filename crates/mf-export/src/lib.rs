@@ -6,6 +6,7 @@
 //! mf-train's own forward before anything is written.
 pub mod calibrate;
 pub mod check;
+pub mod compact;
 pub mod graph;
 pub mod onnx;
 pub mod weights;
@@ -36,6 +37,8 @@ pub enum Target {
     Fp16,
     /// int8 QDQ.
     Int8,
+    /// The compact all-int8 format the firmware includes (not ONNX).
+    Compact,
 }
 
 /// Which layers an int8 export keeps in float.
@@ -86,7 +89,7 @@ fn tolerance(target: Target) -> Option<f64> {
     match target {
         Target::Fp32 => Some(1e-5),
         Target::Fp16 => Some(1e-2),
-        Target::Int8 => None,
+        Target::Int8 | Target::Compact => None,
     }
 }
 
@@ -119,6 +122,38 @@ pub fn export(opts: &ExportOptions) -> anyhow::Result<ExportReport> {
         Target::Int8 => {
             let (modes, q) = int8_plan(&net, &weights, &state, opts, &mut lines)?;
             (Precision::Int8(modes), Some(q))
+        }
+        Target::Compact => {
+            let all_int8 = ExportOptions {
+                float_layers: FloatLayers::None,
+                ..opts.clone()
+            };
+            let (modes, q) = int8_plan(&net, &weights, &state, &all_int8, &mut lines)?;
+            let inputs: Vec<_> = modes
+                .iter()
+                .map(|m| match m {
+                    LayerMode::Int8(p) => *p,
+                    LayerMode::Float => unreachable!("every layer is int8 in the compact format"),
+                })
+                .collect();
+            let bytes = compact::encode(&weights, &inputs)?;
+            let psnr_db = check_compact(&bytes, &weights)?;
+            lines.push(format!(
+                "compact model: one-step samples PSNR {psnr_db:.1} dB against fp32 (same noise)"
+            ));
+            let card = card(
+                &net,
+                &state,
+                "int8 (compact)",
+                Some(Quantization { psnr_db, ..q }),
+            );
+            write_atomically(&opts.out, &bytes)?;
+            return Ok(ExportReport {
+                card,
+                max_relative_error: f64::NAN,
+                lines,
+                bytes: bytes.len(),
+            });
         }
     };
     let card = card(&net, &state, precision.name(), quantization);
@@ -227,6 +262,43 @@ fn int8_plan(
         psnr_db,
     };
     Ok((modes, q))
+}
+
+/// Parses a compact model back and compares its one-step images (generated the way the
+/// firmware generates them) with the fp32 graph's on the same noise: returns the PSNR.
+fn check_compact(bytes: &[u8], weights: &MlpWeights) -> anyhow::Result<f64> {
+    let model = mf_core::compact::CompactModel::parse(bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let width = model.max_width();
+    let (mut a, mut b, mut codes) = (vec![0f32; width], vec![0f32; width], vec![0u8; width]);
+    let (mut scales, mut bias) = (vec![0f32; width], vec![0f32; width]);
+    let mut ws = mf_core::compact::Workspace {
+        a: &mut a,
+        b: &mut b,
+        codes: &mut codes,
+        scales: &mut scales,
+        bias: &mut bias,
+    };
+    let classes = weights.spec.classes.max(1);
+    let dims = model.dims();
+    let (mut ours, mut noise) = (vec![0f32; classes * dims], vec![0f32; classes * dims]);
+    for c in 0..classes {
+        let seed = 1000 + c as u64;
+        model
+            .generate(c, seed, &mut ws, &mut ours[c * dims..(c + 1) * dims])
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Noise::new(seed).fill(&mut noise[c * dims..(c + 1) * dims]);
+    }
+    let batch = Batch {
+        z_shape: std::iter::once(classes)
+            .chain(weights.spec.sample_shape.iter().copied())
+            .collect(),
+        z: noise,
+        t: vec![1.0; classes],
+        r: vec![0.0; classes],
+        class: (0..classes as i64).collect(),
+    };
+    let reference = one_step(&build(weights, &Precision::Fp32, &[]), &batch)?;
+    Ok(psnr(&ours, &reference))
 }
 
 /// The model card of a network from a run.

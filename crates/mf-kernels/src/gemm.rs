@@ -159,16 +159,10 @@ impl Grid {
         let tiles = self.tiles();
         #[cfg(feature = "std")]
         {
-            let threads = rayon::current_num_threads().min(tiles);
+            let threads = crate::team::threads().min(tiles);
             if threads > 1 && macs >= PARALLEL_MACS {
-                let chunks: Vec<_> = (0..threads)
-                    .map(|t| tiles * t / threads..tiles * (t + 1) / threads)
-                    .collect();
-                rayon::scope(|s| {
-                    for range in chunks {
-                        let f = &f;
-                        s.spawn(move |_| self.run_range(range, tile, f));
-                    }
+                crate::team::run(threads, &|t| {
+                    self.run_range(tiles * t / threads..tiles * (t + 1) / threads, tile, &f)
                 });
                 return;
             }

@@ -49,6 +49,8 @@ mod pack;
 pub mod peak;
 pub mod quant;
 pub mod reference;
+#[cfg(feature = "std")]
+pub mod team;
 
 pub use activation::Activation;
 pub use error::KernelError;

@@ -1,6 +1,6 @@
-//! The native backend: [`NativeEngine`] on the kernel family `Isa::select` picks, in its own
-//! thread pool when a thread count is given.
-use anyhow::Context;
+//! The native backend: [`NativeEngine`] on the kernel family `Isa::select` picks, on the
+//! kernels' thread team (sized by `--threads`, else `MF_THREADS`, else all cores).
+use anyhow::ensure;
 use mf_kernels::Isa;
 
 use super::{Backend, BackendOptions, Inputs};
@@ -10,22 +10,20 @@ use crate::tensor::Value;
 
 pub(super) struct Native {
     engine: NativeEngine,
-    pool: Option<rayon::ThreadPool>,
 }
 
 impl Native {
     pub(super) fn new(model: &Model, opts: &BackendOptions) -> anyhow::Result<Native> {
-        let engine = NativeEngine::new(model, Isa::select()?)?;
-        let pool = match opts.threads {
-            Some(n) => Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(n)
-                    .build()
-                    .context("cannot start threads")?,
-            ),
-            None => None,
-        };
-        Ok(Native { engine, pool })
+        if let Some(n) = opts.threads {
+            ensure!(
+                mf_kernels::team::configure(n) || mf_kernels::team::threads() == n,
+                "the kernel threads already started with {} threads",
+                mf_kernels::team::threads()
+            );
+        }
+        Ok(Native {
+            engine: NativeEngine::new(model, Isa::select()?)?,
+        })
     }
 }
 
@@ -48,11 +46,7 @@ impl Backend for Native {
             ("r", Value::F32(inputs.r.clone(), vec![n])),
             ("class", Value::I64(inputs.class.clone(), vec![n])),
         ];
-        let out = match &self.pool {
-            Some(pool) => pool.install(|| self.engine.run(values))?,
-            None => self.engine.run(values)?,
-        };
-        match out {
+        match self.engine.run(values)? {
             Value::F32(data, _) => Ok(data),
             other => anyhow::bail!(
                 "the model's output is {} data, not float",

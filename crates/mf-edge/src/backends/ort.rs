@@ -43,6 +43,14 @@ impl Ort {
         if let Some(n) = opts.threads {
             builder = builder.with_intra_threads(n).map_err(|e| anyhow!("{e}"))?;
         }
+        if model.card.precision.starts_with("int8") {
+            // ORT's MatMul + Add → Gemm fusion runs first and leaves no QDQ MatMul for its
+            // integer fusion (DQ → MatMul → MatMulIntegerToFloat); without it the weights are
+            // dequantized to float on every run.
+            builder = builder
+                .with_disabled_optimizers("MatMulAddFusion")
+                .map_err(|e| anyhow!("{e}"))?;
+        }
         builder = match opts.device {
             Device::Cpu => builder,
             #[cfg(feature = "ort-cuda")]

@@ -1,0 +1,198 @@
+//! A small persistent thread team for splitting one product across cores with low latency.
+//!
+//! A batch-1 layer takes a few microseconds, the same order as waking a parked thread, so
+//! helpers spin briefly for the next job before they park. The calling thread always takes a
+//! share of the work itself, and returns only when every task is done, which is what lets a
+//! job borrow the caller's data.
+use std::boxed::Box;
+use std::format;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
+
+/// A job as the helpers see it: a task function with its lifetime erased, valid until the
+/// caller of [`run`] returns (it waits for every task).
+#[derive(Clone, Copy)]
+struct Job {
+    f: *const (dyn Fn(usize) + Sync),
+    tasks: usize,
+}
+
+// SAFETY: the pointee is Sync and outlives every use (the caller waits for completion).
+unsafe impl Send for Job {}
+
+struct Shared {
+    /// Bumped for every new job; helpers watch it.
+    epoch: AtomicUsize,
+    job: Mutex<Option<Job>>,
+    wake: Condvar,
+    /// Next task index to claim.
+    next: AtomicUsize,
+    /// Tasks finished.
+    done: AtomicUsize,
+    /// A task panicked.
+    failed: AtomicBool,
+    /// Serializes callers (one job at a time).
+    running: Mutex<()>,
+    helpers: usize,
+}
+
+/// How many spins a helper waits for the next job before it parks.
+const SPINS: usize = 20_000;
+
+fn team() -> &'static Shared {
+    static TEAM: OnceLock<&'static Shared> = OnceLock::new();
+    TEAM.get_or_init(|| {
+        STARTED.store(true, Ordering::Release);
+        let threads = match REQUESTED.load(Ordering::Acquire) {
+            0 => configured_threads(),
+            n => n,
+        };
+        let shared: &'static Shared = Box::leak(Box::new(Shared {
+            epoch: AtomicUsize::new(0),
+            job: Mutex::new(None),
+            wake: Condvar::new(),
+            next: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+            failed: AtomicBool::new(false),
+            running: Mutex::new(()),
+            helpers: threads.saturating_sub(1),
+        }));
+        for i in 0..shared.helpers {
+            std::thread::Builder::new()
+                .name(format!("mf-kernels-{i}"))
+                .spawn(move || helper(shared))
+                .expect("cannot start a kernel thread");
+        }
+        shared
+    })
+}
+
+/// `MF_THREADS` if set, else the cores available (what [`configure`] overrides).
+fn configured_threads() -> usize {
+    std::env::var("MF_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+std::thread_local! {
+    static SOLO: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Threads that share a product: the caller plus the helpers (1 inside [`single_threaded`]).
+pub fn threads() -> usize {
+    if SOLO.with(|s| s.get()) {
+        1
+    } else {
+        team().helpers + 1
+    }
+}
+
+/// Sets the team's size (the caller included) before its first use; returns whether it took
+/// effect (false once the team has started).
+pub fn configure(threads: usize) -> bool {
+    REQUESTED.store(threads.max(1), Ordering::Release);
+    let started = STARTED.load(Ordering::Acquire);
+    !started
+}
+
+/// Runs `f` with every product on the calling thread alone (for measurements).
+pub fn single_threaded<R>(f: impl FnOnce() -> R) -> R {
+    let before = SOLO.with(|s| s.replace(true));
+    let out = f();
+    SOLO.with(|s| s.set(before));
+    out
+}
+
+static REQUESTED: AtomicUsize = AtomicUsize::new(0);
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+fn helper(shared: &'static Shared) {
+    let mut seen = 0;
+    loop {
+        let mut spins = 0;
+        while shared.epoch.load(Ordering::Acquire) == seen {
+            spins += 1;
+            if spins < SPINS {
+                std::hint::spin_loop();
+            } else {
+                let guard = shared.job.lock().unwrap_or_else(|e| e.into_inner());
+                let _guard = shared
+                    .wake
+                    .wait_while(guard, |_| shared.epoch.load(Ordering::Acquire) == seen)
+                    .unwrap_or_else(|e| e.into_inner());
+                break;
+            }
+        }
+        seen = shared.epoch.load(Ordering::Acquire);
+        let job = *shared.job.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(job) = job {
+            work(shared, job);
+        }
+    }
+}
+
+/// Claims and runs tasks until none is left.
+fn work(shared: &Shared, job: Job) {
+    loop {
+        let i = shared.next.fetch_add(1, Ordering::AcqRel);
+        if i >= job.tasks {
+            return;
+        }
+        // SAFETY: the caller of `run` keeps `f` alive until `done` reaches `tasks`.
+        let f = unsafe { &*job.f };
+        if catch_unwind(AssertUnwindSafe(|| f(i))).is_err() {
+            shared.failed.store(true, Ordering::Release);
+        }
+        shared.done.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Runs `f(0..tasks)` on the team (the caller included) and returns when all are done.
+pub fn run(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+    let shared = team();
+    if tasks <= 1 || shared.helpers == 0 || SOLO.with(|s| s.get()) {
+        (0..tasks).for_each(f);
+        return;
+    }
+    let _one_job = shared.running.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY (lifetime erasure): this function does not return before every task has run.
+    let f: *const (dyn Fn(usize) + Sync + '_) = f;
+    let f: *const (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(f) };
+    shared.next.store(0, Ordering::Release);
+    shared.done.store(0, Ordering::Release);
+    shared.failed.store(false, Ordering::Release);
+    {
+        let mut job = shared.job.lock().unwrap_or_else(|e| e.into_inner());
+        *job = Some(Job { f, tasks });
+        shared.epoch.fetch_add(1, Ordering::AcqRel);
+        shared.wake.notify_all();
+    }
+    work(shared, Job { f, tasks });
+    while shared.done.load(Ordering::Acquire) < tasks {
+        std::hint::spin_loop();
+    }
+    *shared.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    assert!(
+        !shared.failed.load(Ordering::Acquire),
+        "a kernel task panicked"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_task_runs_once() {
+        for tasks in [0, 1, 2, 3, 17, 1000] {
+            let counts: Vec<AtomicUsize> = (0..tasks).map(|_| AtomicUsize::new(0)).collect();
+            run(tasks, &|i| {
+                counts[i].fetch_add(1, Ordering::Relaxed);
+            });
+            assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+        }
+    }
+}
