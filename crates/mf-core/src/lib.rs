@@ -15,5 +15,7 @@ extern crate std;
 #[cfg(feature = "std")]
 pub mod card;
 pub mod compact;
+#[cfg(feature = "std")]
+pub mod idx;
 pub mod noise;
 pub mod schedule;

@@ -5,6 +5,7 @@
 //! ONNX Runtime ([`backends`]), and sample images in one network evaluation ([`sampler`]).
 pub mod backends;
 pub mod bench;
+pub mod eval;
 pub mod images;
 pub mod model;
 pub mod native;

@@ -149,6 +149,30 @@ enum Command {
         #[arg(long)]
         ort_lib: Option<PathBuf>,
     },
+    /// Measure one-step quality with the reference classifier: accuracy and Fréchet distance.
+    Eval {
+        /// Models to evaluate (default: the shipped MNIST fp32, fp16, int8 models).
+        #[arg(long = "model")]
+        models: Vec<PathBuf>,
+        /// The reference classifier (default: models/<dataset>-classifier.onnx).
+        #[arg(long)]
+        classifier: Option<PathBuf>,
+        /// The dataset folder with the training split (default: data/<dataset>).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Samples per class.
+        #[arg(long, default_value_t = 100)]
+        per_class: usize,
+        /// Network evaluations per sample (comma separated).
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        steps: Vec<usize>,
+        /// Backends to evaluate on.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "native")]
+        backends: Vec<BackendKind>,
+        /// ONNX Runtime's library (default: $ORT_DYLIB_PATH).
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+    },
     /// Show a model's card, ops, parameters and precision.
     Info {
         /// The ONNX model (default: the embedded one).
@@ -269,6 +293,86 @@ fn main() -> anyhow::Result<()> {
             };
             let m = measure_here(&model, backend, &opts, batch, iters)?;
             println!("{}", serde_json::to_string(&m)?);
+        }
+        Command::Eval {
+            models,
+            classifier,
+            data,
+            per_class,
+            steps,
+            backends,
+            ort_lib,
+        } => {
+            let models = if models.is_empty() {
+                default_bench_models()?
+            } else {
+                models
+            };
+            let first = Model::open(&models[0])?;
+            let dataset = first.card.dataset.clone();
+            let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+            let classifier = classifier
+                .unwrap_or_else(|| repo.join(format!("models/{dataset}-classifier.onnx")));
+            let data = data.unwrap_or_else(|| {
+                std::env::var_os("MF_DATA_DIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| repo.join("data"))
+                    .join(&dataset)
+            });
+            let classifier = mf_edge::eval::Classifier::open(&classifier)?;
+            let real = mf_edge::eval::real_sets(&data, first.card.classes(), per_class)?;
+            let (reference, _) = classifier.classify(&real.reference)?;
+            let (floor_set, floor_pred) = classifier.classify(&real.floor)?;
+            let floor =
+                mf_edge::eval::frechet_distance(&floor_set, &reference, classifier.features());
+            let real_acc = floor_pred
+                .iter()
+                .enumerate()
+                .filter(|&(i, &p)| p == i / per_class)
+                .count() as f64
+                / floor_pred.len() as f64;
+            println!(
+                "{dataset}: {per_class} per class; real vs real Fréchet distance (floor) {floor:.3}, classifier on real \
+                 training images {:.2}%",
+                100.0 * real_acc
+            );
+            println!(
+                "{:<26} {:<6} {:<8} {:>5} {:>9} {:>9} {:>8}",
+                "model", "prec", "backend", "steps", "class %", "Fréchet", "× floor"
+            );
+            let opts = BackendOptions {
+                threads: None,
+                device: Device::Cpu,
+                ort_lib,
+            };
+            for path in &models {
+                let model = Model::open(path)?;
+                for &kind in &backends {
+                    let mut backend = backends::open(kind, &model, &opts)?;
+                    for &s in &steps {
+                        let score = mf_edge::eval::score(
+                            backend.as_mut(),
+                            &model,
+                            &classifier,
+                            &reference,
+                            per_class,
+                            s,
+                        )?;
+                        let name = path
+                            .file_name()
+                            .map(|f| f.to_string_lossy().into_owned())
+                            .unwrap_or_default();
+                        println!(
+                            "{name:<26} {:<6} {:<8} {s:>5} {:>9.2} {:>9.3} {:>8.2}",
+                            model.card.precision,
+                            format!("{kind:?}").to_lowercase(),
+                            100.0 * score.accuracy,
+                            score.frechet,
+                            score.frechet / floor
+                        );
+                    }
+                }
+            }
         }
         Command::Info { model } => {
             let model = match model {

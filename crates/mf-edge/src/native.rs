@@ -76,7 +76,15 @@ pub struct PlanSummary {
 impl NativeEngine {
     /// Compiles a model for the kernel family `isa`.
     pub fn new(model: &Model, isa: Isa) -> anyhow::Result<NativeEngine> {
-        let graph = model.graph();
+        NativeEngine::from_graph(model.graph(), isa)
+    }
+
+    /// Compiles any graph made of the ops mf-export writes (the reference classifier, say).
+    pub fn from_graph(graph: &pb::GraphProto, isa: Isa) -> anyhow::Result<NativeEngine> {
+        ensure!(
+            graph.output.len() == 1,
+            "the native engine runs graphs with one output"
+        );
         let mut constants = HashMap::new();
         for t in &graph.initializer {
             constants.insert(t.name.clone(), Value::from_proto(t)?);

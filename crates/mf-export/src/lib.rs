@@ -6,6 +6,7 @@
 //! mf-train's own forward before anything is written.
 pub mod calibrate;
 pub mod check;
+pub mod classifier;
 pub mod compact;
 pub mod graph;
 pub mod onnx;
@@ -74,8 +75,8 @@ pub struct ExportOptions {
 /// What an export measured.
 #[derive(Debug, Clone)]
 pub struct ExportReport {
-    /// The card written into the model.
-    pub card: ModelCard,
+    /// The card written into the model (none for a classifier).
+    pub card: Option<ModelCard>,
     /// Relative error of the graph (in tract) against mf-train's forward.
     pub max_relative_error: f64,
     /// Human-readable lines: checks and per-layer quantization errors.
@@ -93,8 +94,24 @@ fn tolerance(target: Target) -> Option<f64> {
     }
 }
 
-/// Exports a run; nothing is written unless every check passes.
+/// Exports a run; nothing is written unless every check passes. A classifier run (from
+/// `mf-train classifier`) is written as the fp32 classifier graph `mf-edge eval` uses.
 pub fn export(opts: &ExportOptions) -> anyhow::Result<ExportReport> {
+    if opts.run.join("classifier.json").exists() {
+        ensure!(
+            opts.target == Target::Fp32,
+            "a classifier is exported in fp32 only"
+        );
+        let bytes = classifier::export(&opts.run)?;
+        write_atomically(&opts.out, &bytes)?;
+        let lines = vec!["reference classifier graph (fp32)".to_string()];
+        return Ok(ExportReport {
+            card: None,
+            max_relative_error: f64::NAN,
+            lines,
+            bytes: bytes.len(),
+        });
+    }
     let state = checkpoint::read_state(&opts.run)?;
     if state.spec.arch != "mlp" {
         bail!(
@@ -149,7 +166,7 @@ pub fn export(opts: &ExportOptions) -> anyhow::Result<ExportReport> {
             );
             write_atomically(&opts.out, &bytes)?;
             return Ok(ExportReport {
-                card,
+                card: Some(card),
                 max_relative_error: f64::NAN,
                 lines,
                 bytes: bytes.len(),
@@ -173,7 +190,7 @@ pub fn export(opts: &ExportOptions) -> anyhow::Result<ExportReport> {
     }
     write_atomically(&opts.out, &bytes)?;
     Ok(ExportReport {
-        card,
+        card: Some(card),
         max_relative_error: err,
         lines,
         bytes: bytes.len(),

@@ -46,11 +46,14 @@ fn main() -> anyhow::Result<()> {
     for line in &report.lines {
         println!("{line}");
     }
+    let kind = report
+        .card
+        .as_ref()
+        .map_or("classifier", |c| c.precision.as_str());
     println!(
-        "wrote {} ({:.1} MB, {})",
+        "wrote {} ({:.1} MB, {kind})",
         cli.out.display(),
-        report.bytes as f64 / 1e6,
-        report.card.precision
+        report.bytes as f64 / 1e6
     );
     Ok(())
 }

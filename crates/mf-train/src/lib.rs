@@ -7,6 +7,7 @@
 pub use burn;
 
 pub mod checkpoint;
+pub mod classifier;
 pub mod config;
 pub mod data;
 pub mod ema;

@@ -1,7 +1,7 @@
 //! IDX files (MNIST's format, also what `tools/fetch-data` writes for Fashion-MNIST).
 use std::path::Path;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{bail, ensure};
 
 use super::{ImageSet, Split};
 
@@ -25,10 +25,11 @@ pub(super) fn open(
             );
         }
     }
-    let (pixels, n, height, width) = read_idx_images(&std::fs::read(&images_path)?)
-        .with_context(|| format!("bad IDX image file {}", images_path.display()))?;
-    let labels = read_idx_labels(&std::fs::read(&labels_path)?)
-        .with_context(|| format!("bad IDX label file {}", labels_path.display()))?;
+    let images = mf_core::idx::read_images(&std::fs::read(&images_path)?)
+        .map_err(|e| anyhow::anyhow!("bad IDX image file {}: {e}", images_path.display()))?;
+    let labels = mf_core::idx::read_labels(&std::fs::read(&labels_path)?)
+        .map_err(|e| anyhow::anyhow!("bad IDX label file {}: {e}", labels_path.display()))?;
+    let (pixels, n, height, width) = (images.pixels, images.count, images.rows, images.cols);
     ensure!(
         height == width,
         "images are {height}x{width}; square images expected"
@@ -49,77 +50,9 @@ pub(super) fn open(
     })
 }
 
-/// Parses an IDX3 unsigned-byte image file: pixels, count, rows, columns.
-pub fn read_idx_images(bytes: &[u8]) -> anyhow::Result<(Vec<u8>, usize, usize, usize)> {
-    let dims = header(bytes, 0x0803, 3)?;
-    let (n, rows, cols) = (dims[0], dims[1], dims[2]);
-    let body = &bytes[16..];
-    ensure!(
-        body.len() == n * rows * cols,
-        "expected {n} images of {rows}x{cols} ({} bytes), found {} bytes",
-        n * rows * cols,
-        body.len()
-    );
-    Ok((body.to_vec(), n, rows, cols))
-}
-
-/// Parses an IDX1 unsigned-byte label file.
-pub fn read_idx_labels(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let dims = header(bytes, 0x0801, 1)?;
-    let body = &bytes[8..];
-    ensure!(
-        body.len() == dims[0],
-        "expected {} labels, found {} bytes",
-        dims[0],
-        body.len()
-    );
-    Ok(body.to_vec())
-}
-
-/// Checks the magic number and returns the dimensions.
-fn header(bytes: &[u8], magic: u32, rank: usize) -> anyhow::Result<Vec<usize>> {
-    let need = 4 + 4 * rank;
-    ensure!(
-        bytes.len() >= need,
-        "file of {} bytes is shorter than its header",
-        bytes.len()
-    );
-    let word = |i: usize| u32::from_be_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap());
-    ensure!(
-        word(0) == magic,
-        "magic number {:#x}, expected {magic:#x}",
-        word(0)
-    );
-    Ok((1..=rank).map(|i| word(i) as usize).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn idx(magic: u32, dims: &[u32], body: &[u8]) -> Vec<u8> {
-        let mut v = magic.to_be_bytes().to_vec();
-        dims.iter().for_each(|d| v.extend(d.to_be_bytes()));
-        v.extend(body);
-        v
-    }
-
-    #[test]
-    fn parses_images_and_labels() {
-        let (px, n, r, c) = read_idx_images(&idx(0x803, &[2, 2, 3], &[7; 12])).unwrap();
-        assert_eq!((px.len(), n, r, c), (12, 2, 2, 3));
-        assert_eq!(
-            read_idx_labels(&idx(0x801, &[3], &[1, 2, 3])).unwrap(),
-            vec![1, 2, 3]
-        );
-    }
-
-    #[test]
-    fn truncated_or_foreign_files_are_errors() {
-        assert!(read_idx_images(&idx(0x803, &[2, 2, 3], &[7; 11])).is_err());
-        assert!(read_idx_images(&idx(0x801, &[2, 2, 3], &[7; 12])).is_err());
-        assert!(read_idx_labels(&[0, 0]).is_err());
-    }
 
     #[test]
     fn missing_files_name_the_fetch_script() {

@@ -12,7 +12,6 @@ use rand::RngExt;
 use crate::config::DataConfig;
 use crate::rng::Rng;
 
-pub use idx::{read_idx_images, read_idx_labels};
 pub use toy::Toy;
 
 /// A batch of samples, flattened row-major: `x` is `[n, dims...]`, `labels` has `n` entries.

@@ -1,0 +1,239 @@
+//! `mf-edge eval`: one-step sample quality measured with the project's reference classifier
+//! (trained on the test split): the share of samples classified as the requested class, and
+//! the Fréchet distance of the classifier's penultimate features to real training images with
+//! the same class mix, beside the same distance between two disjoint real sets (the floor).
+use std::path::Path;
+
+use anyhow::{Context, ensure};
+use mf_kernels::Isa;
+use nalgebra::{DMatrix, DVector, SymmetricEigen};
+use prost::Message;
+use serde::Deserialize;
+use tract_onnx::pb;
+
+use crate::backends::Backend;
+use crate::model::Model;
+use crate::native::NativeEngine;
+use crate::sampler::generate;
+use crate::tensor::Value;
+
+/// The metadata key of a classifier graph (written by mf-export).
+pub const CLASSIFIER_KEY: &str = "meanflow.classifier";
+
+#[derive(Deserialize)]
+struct ClassifierMeta {
+    sample_shape: Vec<usize>,
+    class_names: Vec<String>,
+    features: usize,
+}
+
+/// The reference classifier, run by the native engine in fp32.
+pub struct Classifier {
+    engine: NativeEngine,
+    shape: Vec<usize>,
+    classes: usize,
+    features: usize,
+}
+
+impl Classifier {
+    /// Loads a classifier graph written by `mf-export` from an `mf-train classifier` run.
+    pub fn open(path: &Path) -> anyhow::Result<Classifier> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read classifier {}", path.display()))?;
+        let proto = pb::ModelProto::decode(bytes.as_slice())
+            .map_err(|e| anyhow::anyhow!("not an ONNX model: {e}"))?;
+        let meta = proto
+            .metadata_props
+            .iter()
+            .find(|p| p.key == CLASSIFIER_KEY)
+            .with_context(|| {
+                format!(
+                    "{} is not a reference classifier (no {CLASSIFIER_KEY})",
+                    path.display()
+                )
+            })?;
+        let meta: ClassifierMeta = serde_json::from_str(&meta.value)?;
+        let graph = proto
+            .graph
+            .as_ref()
+            .context("the classifier has no graph")?;
+        Ok(Classifier {
+            engine: NativeEngine::from_graph(graph, Isa::select()?)?,
+            shape: meta.sample_shape,
+            classes: meta.class_names.len(),
+            features: meta.features,
+        })
+    }
+
+    /// Size of the feature vector.
+    pub fn features(&self) -> usize {
+        self.features
+    }
+
+    /// Features `[n, features]` and predicted classes of `n` images in model values.
+    pub fn classify(&self, images: &[f32]) -> anyhow::Result<(Vec<f64>, Vec<usize>)> {
+        let dims: usize = self.shape.iter().product();
+        let (mut features, mut predicted) = (Vec::new(), Vec::new());
+        for chunk in images.chunks(500 * dims) {
+            let n = chunk.len() / dims;
+            let shape: Vec<usize> = std::iter::once(n)
+                .chain(self.shape.iter().copied())
+                .collect();
+            let out = self
+                .engine
+                .run(vec![("image", Value::F32(chunk.to_vec(), shape))])?;
+            let (scores, _) = out.f32("classifier scores")?;
+            let width = self.features + self.classes;
+            for row in scores.chunks(width) {
+                features.extend(row[..self.features].iter().map(|&v| v as f64));
+                let logits = &row[self.features..];
+                let best = (0..self.classes)
+                    .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+                    .unwrap_or(0);
+                predicted.push(best);
+            }
+        }
+        Ok((features, predicted))
+    }
+}
+
+/// Real training images: `per_class` of each class for the reference set, and the next
+/// `per_class` for the floor set (disjoint), in model values.
+pub struct RealSets {
+    /// Reference images, class by class.
+    pub reference: Vec<f32>,
+    /// Disjoint images with the same class mix.
+    pub floor: Vec<f32>,
+}
+
+/// Reads the training split of an IDX dataset folder.
+pub fn real_sets(root: &Path, classes: usize, per_class: usize) -> anyhow::Result<RealSets> {
+    let read = |name: &str| {
+        let path = root.join(name);
+        std::fs::read(&path)
+            .with_context(|| format!("missing {}: run tools/fetch-data", path.display()))
+    };
+    let images =
+        mf_core::idx::read_images(&read("train-images-idx3-ubyte")?).map_err(anyhow::Error::msg)?;
+    let labels =
+        mf_core::idx::read_labels(&read("train-labels-idx1-ubyte")?).map_err(anyhow::Error::msg)?;
+    let dims = images.rows * images.cols;
+    let (mut reference, mut floor) = (Vec::new(), Vec::new());
+    for class in 0..classes {
+        let picked: Vec<usize> = (0..labels.len())
+            .filter(|&i| labels[i] as usize == class)
+            .take(2 * per_class)
+            .collect();
+        ensure!(
+            picked.len() == 2 * per_class,
+            "class {class} has fewer than {} training images",
+            2 * per_class
+        );
+        for (j, &i) in picked.iter().enumerate() {
+            let px = images.pixels[i * dims..(i + 1) * dims]
+                .iter()
+                .map(|&p| p as f32 / 127.5 - 1.0);
+            if j < per_class {
+                reference.extend(px)
+            } else {
+                floor.extend(px)
+            }
+        }
+    }
+    Ok(RealSets { reference, floor })
+}
+
+/// Fréchet distance between two feature sets `[n, d]`:
+/// |μ₁ − μ₂|² + Tr(Σ₁ + Σ₂ − 2(Σ₁^½ Σ₂ Σ₁^½)^½).
+pub fn frechet_distance(a: &[f64], b: &[f64], d: usize) -> f64 {
+    let stats = |x: &[f64]| {
+        let n = x.len() / d;
+        let m = DMatrix::from_row_slice(n, d, x);
+        let mean = DVector::from_iterator(d, (0..d).map(|j| m.column(j).mean()));
+        let centered = DMatrix::from_fn(n, d, |i, j| m[(i, j)] - mean[j]);
+        let cov = centered.transpose() * &centered / (n as f64 - 1.0);
+        (mean, cov)
+    };
+    let ((mu1, s1), (mu2, s2)) = (stats(a), stats(b));
+    let sqrt_psd = |m: DMatrix<f64>| {
+        let e = SymmetricEigen::new(m);
+        let root = e.eigenvalues.map(|v| v.max(0.0).sqrt());
+        &e.eigenvectors * DMatrix::from_diagonal(&root) * e.eigenvectors.transpose()
+    };
+    let r1 = sqrt_psd(s1.clone());
+    let inner = &r1 * &s2 * &r1;
+    let inner = (&inner + inner.transpose()) * 0.5;
+    let trace_sqrt: f64 = SymmetricEigen::new(inner)
+        .eigenvalues
+        .iter()
+        .map(|v| v.max(0.0).sqrt())
+        .sum();
+    (mu1 - mu2).norm_squared() + s1.trace() + s2.trace() - 2.0 * trace_sqrt
+}
+
+/// One evaluation result.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Score {
+    /// Share of samples classified as the requested class.
+    pub accuracy: f64,
+    /// Fréchet distance to the reference real set.
+    pub frechet: f64,
+}
+
+/// Generates `per_class` samples of every class with `steps` evaluations (seed = class) and
+/// scores them against the reference set.
+pub fn score(
+    backend: &mut dyn Backend,
+    model: &Model,
+    classifier: &Classifier,
+    reference_features: &[f64],
+    per_class: usize,
+    steps: usize,
+) -> anyhow::Result<Score> {
+    let classes = model.card.classes();
+    ensure!(classes > 0, "eval needs a class-conditional model");
+    let mut samples = Vec::new();
+    for class in 0..classes {
+        let x = generate(
+            backend,
+            &model.card,
+            Some(class),
+            per_class,
+            1000 + class as u64,
+            steps,
+        )?;
+        // Score what a user sees: the 8-bit image, mapped back to model values.
+        samples.extend(
+            x.iter()
+                .map(|&v| mf_core::schedule::to_pixel(v) as f32 / 127.5 - 1.0),
+        );
+    }
+    let (features, predicted) = classifier.classify(&samples)?;
+    let correct = predicted
+        .iter()
+        .enumerate()
+        .filter(|&(i, &p)| p == i / per_class)
+        .count();
+    Ok(Score {
+        accuracy: correct as f64 / predicted.len() as f64,
+        frechet: frechet_distance(&features, reference_features, classifier.features),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frechet_distance_of_shifted_gaussians_is_the_squared_shift() {
+        let mut noise = mf_core::noise::Noise::new(1);
+        let a: Vec<f64> = (0..4000 * 3).map(|_| noise.gaussian() as f64).collect();
+        let b: Vec<f64> = a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v + if i % 3 == 0 { 2.0 } else { 0.0 })
+            .collect();
+        assert!(frechet_distance(&a, &a, 3).abs() < 1e-9);
+        assert!((frechet_distance(&a, &b, 3) - 4.0).abs() < 1e-6);
+    }
+}
