@@ -98,7 +98,7 @@ fn int8_file_keeps_the_qdq_pattern_and_its_card() {
     assert_eq!(card.sample_shape, vec![1, 28, 28]);
     assert_eq!(card.guidance.omega, 1.5);
     let q = card.quantization.unwrap();
-    assert!(q.psnr_db.is_finite() && q.float_layers.is_empty());
+    assert!(q.psnr_db.is_some_and(f64::is_finite) && q.float_layers.is_empty());
 }
 
 #[test]

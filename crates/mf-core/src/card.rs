@@ -72,8 +72,9 @@ pub struct Quantization {
     pub calibration_samples: usize,
     /// Layers kept in float, by name, and why.
     pub float_layers: Vec<String>,
-    /// PSNR (dB) of one-step samples against the fp32 model, same noise and labels.
-    pub psnr_db: f64,
+    /// PSNR (dB) of one-step samples against the fp32 model, same noise and labels; `None`
+    /// when the 8-bit images are identical (infinite PSNR, which JSON cannot hold).
+    pub psnr_db: Option<f64>,
 }
 
 /// Provenance.

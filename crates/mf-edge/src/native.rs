@@ -85,6 +85,14 @@ impl NativeEngine {
             graph.output.len() == 1,
             "the native engine runs graphs with one output"
         );
+        // Every step writes its first output; fusion follows those names.
+        if let Some(node) = graph
+            .node
+            .iter()
+            .find(|n| n.output.first().is_none_or(|o| o.is_empty()))
+        {
+            bail!("node {:?} ({}) has no output", node.name, node.op_type);
+        }
         let mut constants = HashMap::new();
         for t in &graph.initializer {
             constants.insert(t.name.clone(), Value::from_proto(t)?);
@@ -135,11 +143,6 @@ impl NativeEngine {
                 "unsupported op {} (node {:?}): the native engine runs the graphs mf-export writes; \
                  try --backend tract",
                 node.op_type,
-                node.name
-            );
-            ensure!(
-                !node.output.is_empty(),
-                "node {:?} has no output",
                 node.name
             );
             steps.push(Step::Op(node.clone()));

@@ -162,7 +162,10 @@ pub fn export(opts: &ExportOptions) -> anyhow::Result<ExportReport> {
                 &net,
                 &state,
                 "int8 (compact)",
-                Some(Quantization { psnr_db, ..q }),
+                Some(Quantization {
+                    psnr_db: finite(psnr_db),
+                    ..q
+                }),
             );
             write_atomically(&opts.out, &bytes)?;
             return Ok(ExportReport {
@@ -276,9 +279,14 @@ fn int8_plan(
         calibration: opts.calibration.name(),
         calibration_samples: opts.calib_samples,
         float_layers,
-        psnr_db,
+        psnr_db: finite(psnr_db),
     };
     Ok((modes, q))
+}
+
+/// A PSNR for the card: infinite (identical images) becomes `None`.
+fn finite(psnr_db: f64) -> Option<f64> {
+    psnr_db.is_finite().then_some(psnr_db)
 }
 
 /// Parses a compact model back and compares its one-step images (generated the way the
