@@ -208,16 +208,62 @@ pub fn score(
                 .map(|&v| mf_core::schedule::to_pixel(v) as f32 / 127.5 - 1.0),
         );
     }
-    let (features, predicted) = classifier.classify(&samples)?;
-    let correct = predicted
-        .iter()
-        .enumerate()
-        .filter(|&(i, &p)| p == i / per_class)
-        .count();
+    let labels: Vec<usize> = (0..classes * per_class).map(|i| i / per_class).collect();
+    score_samples(classifier, &samples, &labels, reference_features)
+}
+
+/// Scores given samples (model values, `[n, dims]`) labelled with the class each was asked
+/// for, against the reference set: how a generator outside this toolkit is measured.
+pub fn score_samples(
+    classifier: &Classifier,
+    samples: &[f32],
+    labels: &[usize],
+    reference_features: &[f64],
+) -> anyhow::Result<Score> {
+    let (features, predicted) = classifier.classify(samples)?;
+    ensure!(
+        predicted.len() == labels.len(),
+        "{} samples but {} labels",
+        predicted.len(),
+        labels.len()
+    );
+    let correct = predicted.iter().zip(labels).filter(|(p, l)| p == l).count();
     Ok(Score {
         accuracy: correct as f64 / predicted.len() as f64,
         frechet: frechet_distance(&features, reference_features, classifier.features),
     })
+}
+
+/// Reads samples written elsewhere (e.g. by the PyTorch peer, converted with
+/// `tools/npz-to-idx`): a folder with `images-idx3-ubyte` (uint8 pixels) and
+/// `labels-idx1-ubyte` (the class each image was generated for), in model values.
+pub fn read_samples(dir: &Path) -> anyhow::Result<(Vec<f32>, Vec<usize>)> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read(&path).with_context(|| {
+            format!(
+                "cannot read {}: --samples takes a folder with images-idx3-ubyte and labels-idx1-ubyte",
+                path.display()
+            )
+        })
+    };
+    let images =
+        mf_core::idx::read_images(&read("images-idx3-ubyte")?).map_err(anyhow::Error::msg)?;
+    let labels =
+        mf_core::idx::read_labels(&read("labels-idx1-ubyte")?).map_err(anyhow::Error::msg)?;
+    ensure!(
+        images.count == labels.len(),
+        "{}: {} images but {} labels",
+        dir.display(),
+        images.count,
+        labels.len()
+    );
+    let samples = images
+        .pixels
+        .iter()
+        .map(|&p| p as f32 / 127.5 - 1.0)
+        .collect();
+    Ok((samples, labels.iter().map(|&l| l as usize).collect()))
 }
 
 #[cfg(test)]

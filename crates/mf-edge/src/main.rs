@@ -57,10 +57,11 @@ impl Run {
 enum Command {
     /// Generate images of a class in one network evaluation.
     Generate {
-        /// Class index or name (required for class-conditional models).
+        /// Class index or name (required for class-conditional models), or `all` for a grid
+        /// with one row of --count images per class (seed + class for each row).
         #[arg(long)]
         class: Option<String>,
-        /// Images to generate.
+        /// Images to generate (per class with `--class all`).
         #[arg(long, default_value_t = 16)]
         count: usize,
         /// Noise seed: the same seed gives the same images.
@@ -172,6 +173,13 @@ enum Command {
         /// ONNX Runtime's library (default: $ORT_DYLIB_PATH).
         #[arg(long)]
         ort_lib: Option<PathBuf>,
+        /// Also score samples generated elsewhere: a folder with images-idx3-ubyte and
+        /// labels-idx1-ubyte (see tools/npz-to-idx), with the same classifier and real sets.
+        #[arg(long)]
+        samples: Vec<PathBuf>,
+        /// The dataset when only --samples are given.
+        #[arg(long, default_value = "mnist")]
+        dataset: String,
     },
     /// Show a model's card, ops, parameters and precision.
     Info {
@@ -194,10 +202,29 @@ fn main() -> anyhow::Result<()> {
             run,
         } => {
             let model = run.model()?;
-            let class = resolve_class(&model, class.as_deref())?;
+            let all = class.as_deref() == Some("all") && model.card.classes() > 0;
             let mut backend = backends::open(run.backend, &model, &run.options())?;
-            let samples =
-                sampler::generate(backend.as_mut(), &model.card, class, count, seed, steps)?;
+            let (samples, cols) = if all {
+                let mut samples = Vec::new();
+                for c in 0..model.card.classes() {
+                    let row_seed = seed + c as u64;
+                    samples.extend(sampler::generate(
+                        backend.as_mut(),
+                        &model.card,
+                        Some(c),
+                        count,
+                        row_seed,
+                        steps,
+                    )?);
+                }
+                (samples, count)
+            } else {
+                let class = resolve_class(&model, class.as_deref())?;
+                let samples =
+                    sampler::generate(backend.as_mut(), &model.card, class, count, seed, steps)?;
+                (samples, (count as f64).sqrt().ceil() as usize)
+            };
+            let written = samples.len() / model.card.dims();
             let shape = &model.card.sample_shape;
             match out_dir {
                 Some(dir) => {
@@ -209,16 +236,15 @@ fn main() -> anyhow::Result<()> {
                         images::save_png(&images::grid(sample, shape, 1, zoom)?, &path)?;
                     }
                     println!(
-                        "wrote {count} images to {} ({})",
+                        "wrote {written} images to {} ({})",
                         dir.display(),
                         backend.describe()
                     );
                 }
                 None => {
-                    let cols = (count as f64).sqrt().ceil() as usize;
                     images::save_png(&images::grid(&samples, shape, cols, zoom)?, &out)?;
                     println!(
-                        "wrote {} ({count} images, {})",
+                        "wrote {} ({written} images, {})",
                         out.display(),
                         backend.describe()
                     );
@@ -302,14 +328,17 @@ fn main() -> anyhow::Result<()> {
             steps,
             backends,
             ort_lib,
+            samples,
+            dataset,
         } => {
-            let models = if models.is_empty() {
+            let models = if models.is_empty() && samples.is_empty() {
                 default_bench_models()?
             } else {
                 models
             };
-            let first = Model::open(&models[0])?;
-            let dataset = first.card.dataset.clone();
+            let first = models.first().map(|p| Model::open(p)).transpose()?;
+            let dataset = first.as_ref().map_or(dataset, |m| m.card.dataset.clone());
+            let classes = first.as_ref().map_or(10, |m| m.card.classes());
             let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
             let classifier = classifier
                 .unwrap_or_else(|| repo.join(format!("models/{dataset}-classifier.onnx")));
@@ -320,7 +349,7 @@ fn main() -> anyhow::Result<()> {
                     .join(&dataset)
             });
             let classifier = mf_edge::eval::Classifier::open(&classifier)?;
-            let real = mf_edge::eval::real_sets(&data, first.card.classes(), per_class)?;
+            let real = mf_edge::eval::real_sets(&data, classes, per_class)?;
             let (reference, _) = classifier.classify(&real.reference)?;
             let (floor_set, floor_pred) = classifier.classify(&real.floor)?;
             let floor =
@@ -345,6 +374,24 @@ fn main() -> anyhow::Result<()> {
                 device: Device::Cpu,
                 ort_lib,
             };
+            for dir in &samples {
+                let (images, labels) = mf_edge::eval::read_samples(dir)?;
+                let score =
+                    mf_edge::eval::score_samples(&classifier, &images, &labels, &reference)?;
+                let name = dir
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                println!(
+                    "{name:<26} {:<6} {:<8} {:>5} {:>9.2} {:>9.3} {:>8.2}",
+                    "-",
+                    "samples",
+                    "-",
+                    100.0 * score.accuracy,
+                    score.frechet,
+                    score.frechet / floor
+                );
+            }
             for path in &models {
                 let model = Model::open(path)?;
                 for &kind in &backends {

@@ -50,6 +50,37 @@ fn generate_with_the_embedded_model_writes_a_png() {
 }
 
 #[test]
+fn class_all_writes_one_row_per_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("grid.png");
+    let out = mf_edge(&[
+        "generate",
+        "--class",
+        "all",
+        "--count",
+        "3",
+        "--zoom",
+        "1",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let img = image::open(&png).unwrap();
+    // 10 rows of 3 MNIST digits (28 px each, whatever the grid's gaps).
+    assert!(
+        img.height() >= 10 * 28 && img.height() < 12 * 28,
+        "{}",
+        img.height()
+    );
+    assert!(
+        img.width() >= 3 * 28 && img.width() < 4 * 28,
+        "{}",
+        img.width()
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("30 images"));
+}
+
+#[test]
 fn out_dir_writes_one_png_per_image() {
     let dir = tempfile::tempdir().unwrap();
     let out = mf_edge(&[

@@ -188,7 +188,8 @@ mod tests {
     #[test]
     fn every_task_runs_once() {
         for tasks in [0, 1, 2, 3, 17, 1000] {
-            let counts: std::vec::Vec<AtomicUsize> = (0..tasks).map(|_| AtomicUsize::new(0)).collect();
+            let counts: std::vec::Vec<AtomicUsize> =
+                (0..tasks).map(|_| AtomicUsize::new(0)).collect();
             run(tasks, &|i| {
                 counts[i].fetch_add(1, Ordering::Relaxed);
             });

@@ -115,7 +115,8 @@ impl Default for ObjectiveConfig {
 #[serde(rename_all = "kebab-case")]
 pub enum ObjectiveKind {
     /// MeanFlow: regress u(z_t, r, t) onto the JVP target; sampled in one step.
-    #[serde(rename = "meanflow")]
+    /// (`mean-flow`, the name early runs recorded, is read too.)
+    #[serde(rename = "meanflow", alias = "mean-flow")]
     MeanFlow,
     /// Flow matching: regress u(z_t, t, t) onto v; sampled with Euler steps (r = t).
     FlowMatching,

@@ -1,7 +1,7 @@
 //! `mf-train`: train MeanFlow models and sample from them.
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use clap::{Parser, Subcommand};
 use mf_train::checkpoint;
 use mf_train::config::Config;
@@ -37,6 +37,9 @@ enum Command {
         /// Stop after this many minutes (a checkpoint is written).
         #[arg(long)]
         max_minutes: Option<f64>,
+        /// Train to this many steps instead of the config's (with --resume: extend a run).
+        #[arg(long)]
+        steps: Option<u64>,
     },
     /// Sample a grid from a run's EMA weights.
     Sample {
@@ -96,6 +99,7 @@ fn main() -> anyhow::Result<()> {
             device,
             resume,
             max_minutes,
+            steps,
         } => {
             if device == DeviceKind::Cpu && std::env::var_os("BURN_DEVICE").is_none() {
                 // Burn materializes restored optimizer state on its default device, which is the
@@ -103,11 +107,15 @@ fn main() -> anyhow::Result<()> {
                 // SAFETY: no other thread exists yet.
                 unsafe { std::env::set_var("BURN_DEVICE", "flex") };
             }
-            let config = match (&config, resume) {
+            let mut config = match (&config, resume) {
                 (_, true) => checkpoint::read_state(&out)?.config,
                 (Some(path), false) => Config::load(path)?,
                 (None, false) => bail!("--config is required unless --resume"),
             };
+            if let Some(steps) = steps {
+                ensure!(steps > 0, "--steps must be positive");
+                config.train.steps = steps;
+            }
             if !resume && checkpoint::dir(&out).exists() {
                 bail!(
                     "{} already holds a run: pass --resume to continue it, or choose another --out",

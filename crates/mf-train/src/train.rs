@@ -87,7 +87,9 @@ pub fn fit(opts: &FitOptions) -> anyhow::Result<FitReport> {
     let base = opts.device.device()?;
     let device = base.clone().autodiff();
     let (config, dataset, mut model, mut ema, mut optim, mut rng, mut state) = if opts.resume {
-        let loaded = checkpoint::load(&opts.out, &device)?;
+        let mut loaded = checkpoint::load(&opts.out, &device)?;
+        // The run's own config; only the step count may change (extending a run).
+        loaded.state.config.train.steps = opts.config.train.steps;
         let config = loaded.state.config.clone();
         let dataset = Dataset::open(&config.data)?;
         let optim = adam(&config)

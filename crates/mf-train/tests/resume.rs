@@ -58,15 +58,17 @@ fn resumed_run_is_bit_identical_to_an_uninterrupted_one() {
     half.train.steps = 10;
     fit(&options(&half, split.path(), false)).unwrap();
     assert_eq!(checkpoint::read_state(split.path()).unwrap().step, 10);
-    // Resuming continues with the stored config's schedule, extended to the full length.
-    let mut state = checkpoint::read_state(split.path()).unwrap();
-    state.config.train.steps = 20;
-    std::fs::write(
-        checkpoint::dir(split.path()).join("state.json"),
-        serde_json::to_vec(&state).unwrap(),
-    )
-    .unwrap();
-    fit(&options(&state.config, split.path(), true)).unwrap();
+    // Resuming continues with the stored config, extended to the full length (what
+    // `mf-train fit --resume --steps 20` does).
+    fit(&options(&config, split.path(), true)).unwrap();
+    assert_eq!(
+        checkpoint::read_state(split.path())
+            .unwrap()
+            .config
+            .train
+            .steps,
+        20
+    );
 
     // The optimizer state is checked through its effect: any difference in Adam's moments or
     // step count would change the weights of the second half.
