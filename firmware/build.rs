@@ -14,8 +14,13 @@ fn main() {
     }
     let model =
         std::env::var("MF_FIRMWARE_MODEL").unwrap_or_else(|_| "../models/mnist-tiny.mfc".into());
-    let model =
-        std::fs::canonicalize(&model).unwrap_or_else(|_| panic!("compact model {model} not found"));
+    let Ok(model) = std::fs::canonicalize(&model) else {
+        eprintln!(
+            "error: compact model {model} not found: set MF_FIRMWARE_MODEL to a file written by \
+             `mf-export --precision compact` (models/mnist-tiny.mfc is the shipped one)"
+        );
+        std::process::exit(1);
+    };
     std::fs::copy(&model, out.join("model.mfc")).expect("the model is readable");
     println!("cargo:rerun-if-changed={}", model.display());
 }

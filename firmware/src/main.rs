@@ -64,7 +64,9 @@ mod device {
     fn fail(what: &str) -> ! {
         hprintln!("error: {}", what);
         debug::exit(debug::EXIT_FAILURE);
-        loop {}
+        loop {
+            cortex_m::asm::wfi();
+        }
     }
 
     #[entry]
@@ -141,7 +143,9 @@ mod device {
             hprintln!("");
         }
         debug::exit(debug::EXIT_SUCCESS);
-        loop {}
+        loop {
+            cortex_m::asm::wfi();
+        }
     }
 
     #[panic_handler]
