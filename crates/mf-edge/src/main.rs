@@ -1,5 +1,5 @@
 //! `mf-edge`: generate images with a one-step MeanFlow model on this device.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail, ensure};
 use clap::{Args, Parser, Subcommand};
@@ -378,19 +378,7 @@ fn main() -> anyhow::Result<()> {
                 let (images, labels) = mf_edge::eval::read_samples(dir)?;
                 let score =
                     mf_edge::eval::score_samples(&classifier, &images, &labels, &reference)?;
-                let name = dir
-                    .file_name()
-                    .map(|f| f.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                println!(
-                    "{name:<26} {:<6} {:<8} {:>5} {:>9.2} {:>9.3} {:>8.2}",
-                    "-",
-                    "samples",
-                    "-",
-                    100.0 * score.accuracy,
-                    score.frechet,
-                    score.frechet / floor
-                );
+                print_eval_row(dir, "-", "samples", "-", &score, floor);
             }
             for path in &models {
                 let model = Model::open(path)?;
@@ -405,17 +393,15 @@ fn main() -> anyhow::Result<()> {
                             per_class,
                             s,
                         )?;
-                        let name = path
-                            .file_name()
-                            .map(|f| f.to_string_lossy().into_owned())
-                            .unwrap_or_default();
-                        println!(
-                            "{name:<26} {:<6} {:<8} {s:>5} {:>9.2} {:>9.3} {:>8.2}",
-                            model.card.precision,
-                            format!("{kind:?}").to_lowercase(),
-                            100.0 * score.accuracy,
-                            score.frechet,
-                            score.frechet / floor
+                        let backend_name = format!("{kind:?}").to_lowercase();
+                        let steps = s.to_string();
+                        print_eval_row(
+                            path,
+                            &model.card.precision,
+                            &backend_name,
+                            &steps,
+                            &score,
+                            floor,
                         );
                     }
                 }
@@ -441,6 +427,27 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One row of `eval`'s table: what was scored, and its score beside the real floor.
+fn print_eval_row(
+    what: &Path,
+    precision: &str,
+    backend: &str,
+    steps: &str,
+    score: &mf_edge::eval::Score,
+    floor: f64,
+) {
+    let name = what
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    println!(
+        "{name:<26} {precision:<6} {backend:<8} {steps:>5} {:>9.2} {:>9.3} {:>8.2}",
+        100.0 * score.accuracy,
+        score.frechet,
+        score.frechet / floor
+    );
 }
 
 /// The class a user asked for, checked against the model.
