@@ -3,8 +3,9 @@
 //! - `peak/*`: the multiply-accumulate instruction alone, on registers, single-threaded.
 //! - `gemm_256x1024x1024/*`: each available family, int8 and fp32, prepacked weights,
 //!   single-threaded, beside rten-gemm's int8 and fp32 GEMM (the Rust peer).
-//! - `layers/*`: the MNIST MLP's layer shapes at batch 1 and 16 on the default thread pool,
-//!   int8 beside fp32 for the detected family.
+//! - `layers/*`: the MNIST MLP's layers at batch 1 and 16 on the default thread team, as the
+//!   native engine runs them (SiLU epilogues, int8 layers chained through uint8 codes), int8
+//!   beside fp32 for the detected family.
 //!
 //! Run: `cargo bench -p mf-benches --bench kernels` (add `-- gemm_256` to filter).
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -176,26 +177,45 @@ fn gemm_square(c: &mut Criterion) {
     group.finish();
 }
 
-/// The MNIST MLP's layers: input (784 + 64 + 64 + 128 → 1024), hidden (1024 → 1024), output
-/// (1024 → 784), at batch 1 and 16, on the default pool.
+/// The MNIST MLP's layers as the native engine runs them: input (784 + 64 + 64 + 128 → 1024,
+/// f32 in, SiLU, codes out), hidden (1024 → 1024, codes in, SiLU, codes out), output
+/// (1024 → 784, codes in, f32 out), at batch 1 and 16 on the default thread team; fp32 beside
+/// each with the same activation.
 fn layers(c: &mut Criterion) {
     let isa = Isa::select().expect("MF_KERNEL names an available kernel");
     let mut group = c.benchmark_group("layers");
-    for (name, n, k) in [
-        ("in", 1024, 1040),
-        ("hidden", 1024, 1024),
-        ("out", 784, 1024),
+    for (name, n, k, activation) in [
+        ("in", 1024, 1040, Activation::Silu),
+        ("hidden", 1024, 1024, Activation::Silu),
+        ("out", 784, 1024, Activation::None),
     ] {
         for m in [1, 16] {
             let p = Problem::new(m, n, k);
             group.throughput(Throughput::Elements(p.ops()));
-            let mut out = vec![0f32; m * n];
-            let packed = p.int8(isa);
             let id = format!("{name}_{m}x{n}x{k}");
+            let packed = PackedI8::from_f32(isa, &p.w, &p.bias, n, k, p.input, activation)
+                .expect("valid int8 layer");
+            let mut out = vec![0f32; m * n];
+            let mut codes = vec![0u8; m * n];
             group.bench_function(BenchmarkId::new(format!("int8-{isa}"), &id), |b| {
-                b.iter(|| gemm_i8(&packed, Input::F32(&p.x), m, Output::F32(&mut out)))
+                b.iter(|| match name {
+                    "in" => gemm_i8(
+                        &packed,
+                        Input::F32(&p.x),
+                        m,
+                        Output::U8(&mut codes, p.input),
+                    ),
+                    "hidden" => gemm_i8(
+                        &packed,
+                        Input::U8(&p.codes),
+                        m,
+                        Output::U8(&mut codes, p.input),
+                    ),
+                    _ => gemm_i8(&packed, Input::U8(&p.codes), m, Output::F32(&mut out)),
+                })
             });
-            let packed = p.fp32(isa);
+            let packed =
+                PackedF32::new(isa, &p.w, &p.bias, n, k, activation).expect("valid fp32 layer");
             group.bench_function(BenchmarkId::new(format!("fp32-{isa}"), &id), |b| {
                 b.iter(|| gemm_f32(&packed, &p.x, m, &mut out))
             });

@@ -44,6 +44,9 @@ enum Slotted {
         input: usize,
         output: usize,
         packed: Packed,
+        /// Set when the output's only use is an int8 layer: the epilogue then writes that
+        /// layer's uint8 input codes directly (the same bits its QuantizeLinear would give).
+        codes_for: Option<QuantParams>,
     },
     /// Any other node.
     Op {
@@ -176,6 +179,7 @@ impl NativeEngine {
                     input: slot(&input),
                     output: slot(&output),
                     packed,
+                    codes_for: None,
                 },
                 Step::Op(node) => {
                     let inputs = node
@@ -194,6 +198,7 @@ impl NativeEngine {
             });
         }
         let output = slot(&graph.output[0].name);
+        chain_int8_inputs(&mut slotted, output);
         let mut constants: Vec<Option<Value>> = (0..slots.len()).map(|_| None).collect();
         for (i, v) in constant_slots {
             constants[i] = Some(v);
@@ -245,24 +250,10 @@ impl NativeEngine {
                     input,
                     output,
                     packed,
+                    codes_for,
                 } => {
                     let value = self.lookup(&env, *input)?;
-                    let (x, shape) = value.f32("dense layer input")?;
-                    ensure!(shape.len() == 2, "dense layer input of shape {shape:?}");
-                    let m = shape[0];
-                    let out = match packed {
-                        Packed::F32(p) => {
-                            let mut out = vec![0f32; m * p.n()];
-                            gemm_f32(p, x, m, &mut out)?;
-                            Value::F32(out, vec![m, p.n()])
-                        }
-                        Packed::I8(p) => {
-                            let mut out = vec![0f32; m * p.n()];
-                            gemm_i8(p, Input::F32(x), m, Output::F32(&mut out))?;
-                            Value::F32(out, vec![m, p.n()])
-                        }
-                    };
-                    env[*output] = Some(out);
+                    env[*output] = Some(dense(packed, value, *codes_for)?);
                 }
                 Slotted::Op {
                     node,
@@ -290,6 +281,75 @@ impl NativeEngine {
             .as_ref()
             .or(self.constants[slot].as_ref())
             .context("a value is used before it is computed")
+    }
+}
+
+/// Runs one fused dense layer on f32 values (or on uint8 codes an int8 layer before it wrote),
+/// writing f32 values, or uint8 codes with `codes_for`'s parameters.
+fn dense(packed: &Packed, value: &Value, codes_for: Option<QuantParams>) -> anyhow::Result<Value> {
+    let shape = value.shape();
+    ensure!(shape.len() == 2, "dense layer input of shape {shape:?}");
+    let m = shape[0];
+    match packed {
+        Packed::F32(p) => {
+            let (x, _) = value.f32("fp32 dense layer input")?;
+            let mut out = vec![0f32; m * p.n()];
+            gemm_f32(p, x, m, &mut out)?;
+            Ok(Value::F32(out, vec![m, p.n()]))
+        }
+        Packed::I8(p) => {
+            let input = match value {
+                Value::U8(codes, _) => Input::U8(codes),
+                other => Input::F32(other.f32("int8 dense layer input")?.0),
+            };
+            let shape = vec![m, p.n()];
+            match codes_for {
+                Some(params) => {
+                    let mut codes = vec![0u8; m * p.n()];
+                    gemm_i8(p, input, m, Output::U8(&mut codes, params))?;
+                    Ok(Value::U8(codes, shape))
+                }
+                None => {
+                    let mut out = vec![0f32; m * p.n()];
+                    gemm_i8(p, input, m, Output::F32(&mut out))?;
+                    Ok(Value::F32(out, shape))
+                }
+            }
+        }
+    }
+}
+
+/// Lets every int8 layer whose output feeds exactly one int8 layer (and nothing else, not the
+/// graph output) write that layer's input codes instead of f32 values.
+fn chain_int8_inputs(steps: &mut [Slotted], graph_output: usize) {
+    let mut uses: HashMap<usize, usize> = HashMap::from([(graph_output, 1)]);
+    let mut int8_input: HashMap<usize, QuantParams> = HashMap::new();
+    for step in steps.iter() {
+        match step {
+            Slotted::Dense { input, packed, .. } => {
+                *uses.entry(*input).or_default() += 1;
+                if let Packed::I8(p) = packed {
+                    int8_input.insert(*input, p.input());
+                }
+            }
+            Slotted::Op { inputs, .. } => {
+                for i in inputs {
+                    *uses.entry(*i).or_default() += 1;
+                }
+            }
+        }
+    }
+    for step in steps.iter_mut() {
+        if let Slotted::Dense {
+            output,
+            codes_for,
+            packed: Packed::I8(_),
+            ..
+        } = step
+            && uses.get(output) == Some(&1)
+        {
+            *codes_for = int8_input.get(output).copied();
+        }
     }
 }
 
@@ -502,4 +562,64 @@ impl<'g> Planner<'g> {
 /// `[k, n]` → `[n, k]`.
 fn transpose(w: &[f32], k: usize, n: usize) -> Vec<f32> {
     (0..k * n).map(|j| w[(j % k) * n + j / k]).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pseudo-random values in [-1, 1).
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len as u32)
+            .map(|i| {
+                ((i.wrapping_mul(2_654_435_761) ^ seed.wrapping_mul(40_503)) % 2001) as f32 / 1000.0
+                    - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chained_codes_equal_quantizing_the_float_output() {
+        let isa = Isa::select().expect("a kernel family");
+        let (m, n, k) = (5, 37, 70);
+        let input = QuantParams::from_range(-1.0, 1.0);
+        let next = QuantParams::from_range(-0.3, 2.5);
+        let layer = PackedI8::from_f32(
+            isa,
+            &values(n * k, 1),
+            &values(n, 2),
+            n,
+            k,
+            input,
+            Activation::Silu,
+        )
+        .unwrap();
+        let packed = Packed::I8(layer);
+        let x = Value::F32(values(m * k, 3), vec![m, k]);
+        let Value::F32(floats, _) = dense(&packed, &x, None).unwrap() else {
+            panic!("f32 output expected")
+        };
+        let Value::U8(codes, shape) = dense(&packed, &x, Some(next)).unwrap() else {
+            panic!("codes expected")
+        };
+        assert_eq!(shape, vec![m, n]);
+        let want: Vec<u8> = floats.iter().map(|&v| next.quantize(v)).collect();
+        assert_eq!(codes, want);
+        // The codes feed the next int8 layer exactly as quantized floats would.
+        let second = Packed::I8(
+            PackedI8::from_f32(
+                isa,
+                &values(4 * n, 4),
+                &values(4, 5),
+                4,
+                n,
+                next,
+                Activation::None,
+            )
+            .unwrap(),
+        );
+        let from_codes = dense(&second, &Value::U8(codes, vec![m, n]), None).unwrap();
+        let from_floats = dense(&second, &Value::F32(floats, vec![m, n]), None).unwrap();
+        assert_eq!(from_codes, from_floats);
+    }
 }

@@ -89,16 +89,16 @@ pub fn run(node: &pb::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
         }
         "Add" | "Sub" | "Mul" | "Div" | "Max" => {
             need(2)?;
-            let f: fn(f32, f32) -> f32 = match op {
-                "Add" => |a, b| a + b,
-                "Sub" => |a, b| a - b,
-                "Mul" => |a, b| a * b,
-                "Div" => |a, b| a / b,
-                _ => f32::max,
-            };
             let (a, sa) = inputs[0].f32(&what(0))?;
             let (b, sb) = inputs[1].f32(&what(1))?;
-            broadcast(a, sa, b, sb, f)?
+            // One monomorphized loop per op, so that each inlines and vectorizes.
+            match op {
+                "Add" => broadcast(a, sa, b, sb, |x, y| x + y)?,
+                "Sub" => broadcast(a, sa, b, sb, |x, y| x - y)?,
+                "Mul" => broadcast(a, sa, b, sb, |x, y| x * y)?,
+                "Div" => broadcast(a, sa, b, sb, |x, y| x / y)?,
+                _ => broadcast(a, sa, b, sb, f32::max)?,
+            }
         }
         "Sin" | "Cos" | "Sigmoid" => {
             // libm's software sinf/cosf: the same bits on every target, the Cortex-M7 included.
@@ -215,7 +215,7 @@ fn broadcast(
     sa: &[usize],
     b: &[f32],
     sb: &[usize],
-    f: fn(f32, f32) -> f32,
+    f: impl Fn(f32, f32) -> f32,
 ) -> anyhow::Result<Value> {
     if sa == sb {
         return Ok(Value::F32(
@@ -257,7 +257,18 @@ fn broadcast(
     for _ in 0..total / inner.max(1) {
         let ia: usize = idx.iter().zip(&st_a).map(|(i, s)| i * s).sum();
         let ib: usize = idx.iter().zip(&st_b).map(|(i, s)| i * s).sum();
-        out.extend((0..inner).map(|j| f(a[ia + j * ia_step], b[ib + j * ib_step])));
+        // Contiguous rows and scalars get slice loops; other strides the general walk.
+        match (ia_step, ib_step) {
+            (1, 1) => out.extend(
+                a[ia..ia + inner]
+                    .iter()
+                    .zip(&b[ib..ib + inner])
+                    .map(|(&x, &y)| f(x, y)),
+            ),
+            (1, 0) => out.extend(a[ia..ia + inner].iter().map(|&x| f(x, b[ib]))),
+            (0, 1) => out.extend(b[ib..ib + inner].iter().map(|&y| f(a[ia], y))),
+            _ => out.extend((0..inner).map(|j| f(a[ia + j * ia_step], b[ib + j * ib_step]))),
+        }
         for d in (0..rank - 1).rev() {
             idx[d] += 1;
             if idx[d] < out_shape[d] {
@@ -364,6 +375,51 @@ mod tests {
             Value::F32(vec![11.0, 21.0, 31.0, 12.0, 22.0, 32.0], vec![2, 3])
         );
         assert!(broadcast(&[1.0, 2.0], &[2], &[1.0, 2.0, 3.0], &[3], |a, b| a + b).is_err());
+    }
+
+    #[test]
+    fn every_broadcast_path_matches_the_index_formula() {
+        // Row-contiguous both, scalar per row on either side, a broadcast row, and a
+        // middle-axis broadcast (the general strided walk).
+        for (sa, sb) in [
+            (vec![3, 4], vec![3, 4]),
+            (vec![3, 4], vec![3, 1]),
+            (vec![3, 1], vec![3, 4]),
+            (vec![3, 4], vec![4]),
+            (vec![2, 3, 4], vec![2, 1, 4]),
+            (vec![2, 1, 4], vec![3, 1]),
+        ] {
+            let a: Vec<f32> = (0..sa.iter().product::<usize>())
+                .map(|i| i as f32)
+                .collect();
+            let b: Vec<f32> = (0..sb.iter().product::<usize>())
+                .map(|i| 100.0 * i as f32 + 1.0)
+                .collect();
+            let Value::F32(got, shape) = broadcast(&a, &sa, &b, &sb, |x, y| x - y).unwrap() else {
+                panic!("f32 in, f32 out")
+            };
+            let rank = shape.len();
+            let at = |data: &[f32], s: &[usize], idx: &[usize]| {
+                let off = rank - s.len();
+                let flat = s.iter().enumerate().fold(0, |acc, (d, &n)| {
+                    acc * n + if n == 1 { 0 } else { idx[off + d] }
+                });
+                data[flat]
+            };
+            for (flat, &v) in got.iter().enumerate() {
+                let mut idx = vec![0; rank];
+                let mut rest = flat;
+                for d in (0..rank).rev() {
+                    idx[d] = rest % shape[d];
+                    rest /= shape[d];
+                }
+                assert_eq!(
+                    v,
+                    at(&a, &sa, &idx) - at(&b, &sb, &idx),
+                    "{sa:?} - {sb:?} at {idx:?}"
+                );
+            }
+        }
     }
 
     #[test]

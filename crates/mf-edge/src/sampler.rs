@@ -18,10 +18,29 @@ pub fn generate(
     steps: usize,
 ) -> anyhow::Result<Vec<f32>> {
     ensure!(count > 0, "--count must be positive");
-    ensure!(steps > 0, "--steps must be positive");
-    let label = class.unwrap_or(card.null_class) as i64;
     let mut z = vec![0f32; count * card.dims()];
     Noise::new(seed).fill(&mut z);
+    denoise(backend, card, class, z, steps)
+}
+
+/// Maps noise `z` (`[count, dims]` model values, drawn by the caller) to samples in `steps`
+/// network evaluations: the part of [`generate`] that runs the model.
+pub fn denoise(
+    backend: &mut dyn Backend,
+    card: &ModelCard,
+    class: Option<usize>,
+    mut z: Vec<f32>,
+    steps: usize,
+) -> anyhow::Result<Vec<f32>> {
+    ensure!(steps > 0, "--steps must be positive");
+    let dims = card.dims();
+    ensure!(
+        dims > 0 && !z.is_empty() && z.len().is_multiple_of(dims),
+        "noise of {} values for samples of {dims}",
+        z.len()
+    );
+    let count = z.len() / dims;
+    let label = class.unwrap_or(card.null_class) as i64;
     for i in 0..steps {
         let (t, r) = card.sampler.times(i, steps);
         let inputs = Inputs {

@@ -7,7 +7,7 @@
 use std::boxed::Box;
 use std::format;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 
 /// A job as the helpers see it: a task function with its lifetime erased, valid until the
@@ -16,6 +16,8 @@ use std::sync::{Condvar, Mutex, OnceLock};
 struct Job {
     f: *const (dyn Fn(usize) + Sync),
     tasks: usize,
+    /// The job's number in the high half of [`Shared::next`].
+    generation: u64,
 }
 
 // SAFETY: the pointee is Sync and outlives every use (the caller waits for completion).
@@ -26,12 +28,15 @@ struct Shared {
     epoch: AtomicUsize,
     job: Mutex<Option<Job>>,
     wake: Condvar,
-    /// Next task index to claim.
-    next: AtomicUsize,
+    /// The current job's generation (high 32 bits) and next task index to claim (low 32):
+    /// a helper still holding an earlier job cannot claim a task of this one.
+    next: AtomicU64,
     /// Tasks finished.
     done: AtomicUsize,
     /// A task panicked.
     failed: AtomicBool,
+    /// Helpers parked on `wake` (a job is announced with a syscall only when one is).
+    parked: AtomicUsize,
     /// Serializes callers (one job at a time).
     running: Mutex<()>,
     helpers: usize,
@@ -52,9 +57,10 @@ fn team() -> &'static Shared {
             epoch: AtomicUsize::new(0),
             job: Mutex::new(None),
             wake: Condvar::new(),
-            next: AtomicUsize::new(0),
+            next: AtomicU64::new(0),
             done: AtomicUsize::new(0),
             failed: AtomicBool::new(false),
+            parked: AtomicUsize::new(0),
             running: Mutex::new(()),
             helpers: threads.saturating_sub(1),
         }));
@@ -119,10 +125,13 @@ fn helper(shared: &'static Shared) {
                 std::hint::spin_loop();
             } else {
                 let guard = shared.job.lock().unwrap_or_else(|e| e.into_inner());
+                // Counted under the lock, so a caller that announces a job after this sees it.
+                shared.parked.fetch_add(1, Ordering::SeqCst);
                 let _guard = shared
                     .wake
                     .wait_while(guard, |_| shared.epoch.load(Ordering::Acquire) == seen)
                     .unwrap_or_else(|e| e.into_inner());
+                shared.parked.fetch_sub(1, Ordering::SeqCst);
                 break;
             }
         }
@@ -136,11 +145,21 @@ fn helper(shared: &'static Shared) {
 
 /// Claims and runs tasks until none is left.
 fn work(shared: &Shared, job: Job) {
+    let mut claim = shared.next.load(Ordering::Acquire);
     loop {
-        let i = shared.next.fetch_add(1, Ordering::AcqRel);
-        if i >= job.tasks {
+        let i = (claim & u64::from(u32::MAX)) as usize;
+        if claim >> 32 != job.generation || i >= job.tasks {
             return;
         }
+        if let Err(now) =
+            shared
+                .next
+                .compare_exchange_weak(claim, claim + 1, Ordering::AcqRel, Ordering::Acquire)
+        {
+            claim = now;
+            continue;
+        }
+        claim += 1;
         // SAFETY: the caller of `run` keeps `f` alive until `done` reaches `tasks`.
         let f = unsafe { &*job.f };
         if catch_unwind(AssertUnwindSafe(|| f(i))).is_err() {
@@ -161,16 +180,27 @@ pub fn run(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
     // SAFETY (lifetime erasure): this function does not return before every task has run.
     let f: *const (dyn Fn(usize) + Sync + '_) = f;
     let f: *const (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(f) };
-    shared.next.store(0, Ordering::Release);
+    assert!(u32::try_from(tasks).is_ok(), "too many tasks: {tasks}");
+    // The low 32 bits of the epoch this job is announced with.
+    let generation = u64::from((shared.epoch.load(Ordering::Acquire) as u32).wrapping_add(1));
+    let job = Job {
+        f,
+        tasks,
+        generation,
+    };
     shared.done.store(0, Ordering::Release);
     shared.failed.store(false, Ordering::Release);
+    shared.next.store(generation << 32, Ordering::Release);
     {
-        let mut job = shared.job.lock().unwrap_or_else(|e| e.into_inner());
-        *job = Some(Job { f, tasks });
-        shared.epoch.fetch_add(1, Ordering::AcqRel);
-        shared.wake.notify_all();
+        let mut slot = shared.job.lock().unwrap_or_else(|e| e.into_inner());
+        *slot = Some(job);
+        shared.epoch.fetch_add(1, Ordering::SeqCst);
+        // Spinning helpers see the epoch; only parked ones need the (syscall) wake-up.
+        if shared.parked.load(Ordering::SeqCst) > 0 {
+            shared.wake.notify_all();
+        }
     }
-    work(shared, Job { f, tasks });
+    work(shared, job);
     while shared.done.load(Ordering::Acquire) < tasks {
         std::hint::spin_loop();
     }
@@ -194,6 +224,24 @@ mod tests {
                 counts[i].fetch_add(1, Ordering::Relaxed);
             });
             assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+        }
+    }
+
+    #[test]
+    fn back_to_back_jobs_each_run_their_own_tasks() {
+        // Many short jobs in a row, some after a pause long enough for helpers to park:
+        // exercises the spin, park and wake paths and the per-job claim generations.
+        for round in 0..2_000usize {
+            if round % 500 == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            let tasks = 1 + round % 5;
+            let sum = AtomicUsize::new(0);
+            run(tasks, &|i| {
+                sum.fetch_add(round * 10 + i, Ordering::Relaxed);
+            });
+            let want: usize = (0..tasks).map(|i| round * 10 + i).sum();
+            assert_eq!(sum.load(Ordering::Relaxed), want, "round {round}");
         }
     }
 }
