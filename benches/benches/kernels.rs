@@ -9,6 +9,7 @@
 //!
 //! Run: `cargo bench -p mf-benches --bench kernels` (add `-- gemm_256` to filter).
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use mf_kernels::team::single_threaded;
 use mf_kernels::{
     Activation, Input, Isa, Output, PackedF32, PackedI8, QuantParams, gemm_f32, gemm_i8,
 };
@@ -29,6 +30,8 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// A one-thread rayon pool for rten-gemm (ours runs on the calling thread alone inside
+/// [`single_threaded`]).
 fn single_thread() -> rayon::ThreadPool {
     rayon::ThreadPoolBuilder::new()
         .num_threads(1)
@@ -125,13 +128,13 @@ fn gemm_square(c: &mut Criterion) {
     for isa in available() {
         let packed = p.int8(isa);
         group.bench_function(BenchmarkId::new("int8", isa), |b| {
-            pool.install(|| {
+            single_threaded(|| {
                 b.iter(|| gemm_i8(&packed, Input::U8(&p.codes), p.m, Output::F32(&mut out)))
             })
         });
         let packed = p.fp32(isa);
         group.bench_function(BenchmarkId::new("fp32", isa), |b| {
-            pool.install(|| b.iter(|| gemm_f32(&packed, &p.x, p.m, &mut out)))
+            single_threaded(|| b.iter(|| gemm_f32(&packed, &p.x, p.m, &mut out)))
         });
     }
 
