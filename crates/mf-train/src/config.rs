@@ -136,6 +136,27 @@ pub struct OptimConfig {
     pub eps: f32,
     /// EMA decay per step.
     pub ema_decay: f64,
+    /// Fraction of the run's final steps over which the learning rate falls linearly to 0
+    /// (0: constant; left out of the config hash when 0, so older runs keep theirs).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cooldown: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
+impl OptimConfig {
+    /// The learning rate of step `step` (0-based) of a run of `steps`.
+    pub fn lr_at(&self, step: u64, steps: u64) -> f64 {
+        let span = self.cooldown * steps as f64;
+        let left = steps.saturating_sub(step) as f64;
+        if span > 0.0 && left < span {
+            self.lr * left / span
+        } else {
+            self.lr
+        }
+    }
 }
 
 impl Default for OptimConfig {
@@ -146,6 +167,7 @@ impl Default for OptimConfig {
             beta2: 0.95,
             eps: 1e-8,
             ema_decay: 0.999,
+            cooldown: 0.0,
         }
     }
 }
@@ -226,6 +248,12 @@ impl Config {
         if !(0.0..1.0).contains(&self.optim.ema_decay) || self.optim.lr <= 0.0 {
             bail!("optim.ema_decay must be in [0, 1) and optim.lr positive");
         }
+        if !(0.0..=1.0).contains(&self.optim.cooldown) {
+            bail!(
+                "optim.cooldown must be a fraction of the run in [0, 1], not {}",
+                self.optim.cooldown
+            );
+        }
         Ok(())
     }
 
@@ -263,6 +291,20 @@ mod tests {
         assert_eq!(c.objective.c, 1e-3);
         assert_eq!(c.optim.beta2, 0.95);
         assert_eq!(c.hash().len(), 12);
+    }
+
+    #[test]
+    fn cooldown_falls_linearly_to_zero_and_is_off_by_default() {
+        let mut optim = OptimConfig::default();
+        assert_eq!(optim.lr_at(999, 1000), optim.lr);
+        optim.cooldown = 0.25;
+        assert_eq!(optim.lr_at(0, 1000), optim.lr);
+        assert_eq!(optim.lr_at(750, 1000), optim.lr);
+        assert!((optim.lr_at(875, 1000) - optim.lr * 0.5).abs() < 1e-15);
+        assert!(optim.lr_at(999, 1000) > 0.0);
+        // Off, it stays out of the config's JSON, so the hashes of older runs hold.
+        let json = serde_json::to_string(&OptimConfig::default()).unwrap();
+        assert!(!json.contains("cooldown"), "{json}");
     }
 
     #[test]

@@ -148,7 +148,8 @@ pub fn fit(opts: &FitOptions) -> anyhow::Result<FitReport> {
         }
         let draws = draw(&dataset, &mut rng, train.batch, obj, null);
         let stats;
-        (model, stats) = step(model, &mut optim, &draws, &config)?;
+        let lr = config.optim.lr_at(state.step, train.steps);
+        (model, stats) = step(model, &mut optim, &draws, &config, lr)?;
         if !(stats.loss.is_finite() && stats.mse.is_finite()) {
             bail!(
                 "the loss is {} at step {}: training stopped; the last good checkpoint in {} is intact",
@@ -214,12 +215,14 @@ pub struct StepStats {
     pub mse: f64,
 }
 
-/// One optimizer step on one step's draws: loss, gradients, Adam. Returns the updated model.
+/// One optimizer step on one step's draws: loss, gradients, Adam at learning rate `lr`.
+/// Returns the updated model.
 pub fn step(
     model: VelocityNet,
     optim: &mut ModuleOptimizer,
     draws: &Draws,
     config: &Config,
+    lr: f64,
 ) -> anyhow::Result<(VelocityNet, StepStats)> {
     let StepLoss { loss, mse } = objective_loss(&model, draws, &config.objective);
     let stats = Tensor::cat(vec![loss.clone().detach().inner(), mse.inner()], 0)
@@ -228,7 +231,7 @@ pub fn step(
         .try_into_vec::<f64>()
         .map_err(|e| anyhow::anyhow!("cannot read the loss: {e:?}"))?;
     let grads = GradientsParams::from_grads(loss.backward(), &model);
-    let model = optim.step(config.optim.lr, model, grads);
+    let model = optim.step(lr, model, grads);
     Ok((
         model,
         StepStats {

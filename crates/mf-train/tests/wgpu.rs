@@ -79,7 +79,7 @@ fn one_wgpu_step_matches_the_flex_step() {
     for device in [Device::flex(), Device::wgpu(Default::default())] {
         let model = load_safetensors(&spec, &path, &device.clone().autodiff()).unwrap();
         let mut optim = adam(&config).init();
-        let (model, stats) = step(model, &mut optim, &draws, &config).unwrap();
+        let (model, stats) = step(model, &mut optim, &draws, &config, config.optim.lr).unwrap();
         results.push((stats, weights(&model)));
     }
     let ((flex_stats, flex_w), (gpu_stats, gpu_w)) = (&results[0], &results[1]);
