@@ -4,18 +4,18 @@
 mod common;
 
 use mf_core::card::{CARD_KEY, ModelCard};
-use mf_edge::backends::{self, BackendKind, BackendOptions, Inputs};
+use mf_edge::backends::{self, BackendKind, BackendOptions, Batch};
 use mf_edge::model::Model;
 use mf_export::{Target, export};
 use prost::Message;
 use tract_onnx::pb;
 
-fn batch(model: &Model) -> Inputs {
+fn batch(model: &Model) -> Batch {
     let card = &model.card;
     let n = 6;
     let mut z = vec![0f32; n * card.dims()];
     mf_core::noise::Noise::new(5).fill(&mut z);
-    Inputs {
+    Batch {
         z,
         sample_shape: card.sample_shape.clone(),
         t: vec![1.0, 1.0, 0.5, 0.8, 0.3, 1.0],

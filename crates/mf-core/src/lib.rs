@@ -6,16 +6,25 @@
 //! - [`compact`]: the compact all-int8 model format the firmware runs, with its allocation-free
 //!   one-step generation;
 //! - [`schedule`]: the sampling schedules (one-step MeanFlow and its multi-step form, Euler
-//!   for flow-matching baselines).
+//!   for flow-matching baselines);
+//! - [`batch`] (std): one batch of network inputs; [`tract`] (feature `tract`): an exported
+//!   model run by tract, for the exporter's checks and mf-edge's tract backend;
+//! - [`images`] (feature `images`): sample grids and atomic PNG writes.
 #![no_std]
 
 #[cfg(feature = "std")]
 extern crate std;
 
 #[cfg(feature = "std")]
+pub mod batch;
+#[cfg(feature = "std")]
 pub mod card;
 pub mod compact;
 #[cfg(feature = "std")]
 pub mod idx;
+#[cfg(feature = "images")]
+pub mod images;
 pub mod noise;
 pub mod schedule;
+#[cfg(feature = "tract")]
+pub mod tract;

@@ -5,7 +5,7 @@ use mf_core::card::ModelCard;
 use mf_core::noise::Noise;
 use mf_core::schedule::step;
 
-use crate::backends::{Backend, Inputs};
+use crate::backends::{Backend, Batch};
 
 /// Generates `count` samples of `class` (None for unconditional models) from the noise seeded
 /// with `seed`, in `steps` network evaluations. Returns `[count, dims]` model values.
@@ -43,7 +43,7 @@ pub fn denoise(
     let label = class.unwrap_or(card.null_class) as i64;
     for i in 0..steps {
         let (t, r) = card.sampler.times(i, steps);
-        let inputs = Inputs {
+        let inputs = Batch {
             z: z.clone(),
             sample_shape: card.sample_shape.clone(),
             t: vec![t; count],
@@ -89,7 +89,7 @@ pub fn paint(
         .zip(&eps)
         .map(|(&x, &e)| (1.0 - strength) * x + strength * e)
         .collect();
-    let inputs = Inputs {
+    let inputs = Batch {
         z: z.clone(),
         sample_shape: card.sample_shape.clone(),
         t: vec![strength],

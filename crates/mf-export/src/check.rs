@@ -1,58 +1,17 @@
 //! Checks built into the exporter: run the exported graph in tract and compare it with
 //! mf-train's forward; PSNR of one-step samples; per-layer int8 error.
-use std::io::Cursor;
-
-use anyhow::Context;
+use mf_core::batch::Batch;
 use mf_core::schedule::to_pixel;
+use mf_core::tract::TractPlan;
 use mf_kernels::reference::{self, Output, QuantizedLayer};
 use mf_kernels::{Activation, QuantParams};
-use tract_onnx::prelude::*;
 
 use crate::graph::quantize_layer;
 use crate::weights::Dense;
 
-/// The network's inputs for one batch.
-#[derive(Debug, Clone)]
-pub struct Batch {
-    /// Shape of z, batch first.
-    pub z_shape: Vec<usize>,
-    /// z, row-major.
-    pub z: Vec<f32>,
-    /// t per sample.
-    pub t: Vec<f32>,
-    /// r per sample.
-    pub r: Vec<f32>,
-    /// Class per sample.
-    pub class: Vec<i64>,
-}
-
 /// Runs an ONNX model in tract on one batch and returns `u`, flattened.
 pub fn run_tract(model: &[u8], batch: &Batch) -> anyhow::Result<Vec<f32>> {
-    let n = batch.t.len();
-    let model = tract_onnx::onnx()
-        .model_for_read(&mut Cursor::new(model))
-        .context("tract cannot read the model")?
-        .with_input_fact(0, f32::fact(&batch.z_shape).into())?
-        .with_input_fact(1, f32::fact([n]).into())?
-        .with_input_fact(2, f32::fact([n]).into())?
-        .with_input_fact(3, i64::fact([n]).into())?
-        .into_optimized()?
-        .into_runnable()?;
-    let z = tract_ndarray::ArrayD::from_shape_vec(batch.z_shape.clone(), batch.z.clone())?;
-    let t = tract_ndarray::Array1::from_vec(batch.t.clone());
-    let r = tract_ndarray::Array1::from_vec(batch.r.clone());
-    let class = tract_ndarray::Array1::from_vec(batch.class.clone());
-    let out = model.run(tvec!(
-        z.into_tensor().into(),
-        t.into_tensor().into(),
-        r.into_tensor().into(),
-        class.into_tensor().into()
-    ))?;
-    Ok(out[0]
-        .to_plain_array_view::<f32>()?
-        .iter()
-        .copied()
-        .collect())
+    TractPlan::new(model, batch.len(), &batch.sample_shape)?.run(batch)
 }
 
 /// max |a − b| / max |b|.

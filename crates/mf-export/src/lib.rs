@@ -25,9 +25,10 @@ use mf_train::data::Dataset;
 use mf_train::model::{Prediction, VelocityNet};
 
 use crate::calibrate::Rule;
-use crate::check::{Batch, layer_error, one_step, psnr, relative_error, run_tract};
+use crate::check::{layer_error, one_step, psnr, relative_error, run_tract};
 use crate::graph::{LayerMode, Precision, build};
 use crate::weights::MlpWeights;
+use mf_core::batch::Batch;
 
 /// The precision to export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -314,9 +315,7 @@ fn check_compact(bytes: &[u8], weights: &MlpWeights) -> anyhow::Result<f64> {
         Noise::new(seed).fill(&mut noise[c * dims..(c + 1) * dims]);
     }
     let batch = Batch {
-        z_shape: std::iter::once(classes)
-            .chain(weights.spec.sample_shape.iter().copied())
-            .collect(),
+        sample_shape: weights.spec.sample_shape.clone(),
         z: noise,
         t: vec![1.0; classes],
         r: vec![0.0; classes],
@@ -387,9 +386,7 @@ fn check_batch(net: &VelocityNet) -> Batch {
     noise.fill(&mut z);
     let points = [(1.0, 0.0), (1.0, 0.5), (0.5, 0.0), (0.7, 0.2)];
     Batch {
-        z_shape: std::iter::once(n)
-            .chain(spec.sample_shape.iter().copied())
-            .collect(),
+        sample_shape: spec.sample_shape.clone(),
         z,
         t: (0..n).map(|i| points[i % 4].0).collect(),
         r: (0..n).map(|i| points[i % 4].1).collect(),
@@ -411,9 +408,7 @@ fn noise_batch(net: &VelocityNet) -> Batch {
         (0..n).map(|i| (i / per_class) as i64).collect()
     };
     Batch {
-        z_shape: std::iter::once(n)
-            .chain(spec.sample_shape.iter().copied())
-            .collect(),
+        sample_shape: spec.sample_shape.clone(),
         z,
         t: vec![1.0; n],
         r: vec![0.0; n],

@@ -1,8 +1,8 @@
 //! Small PNG renderings: image grids, 2-D scatter plots and the loss curve.
 use std::path::Path;
 
-use anyhow::Context;
 use image::{ImageBuffer, Rgb, RgbImage};
+use mf_core::images::{grid, save_png};
 
 /// Writes `images` (`[n, c, s, s]` values in [-1, 1]) as a grid of `cols` columns, each image
 /// scaled up by `zoom`. Written to a temp file, then renamed.
@@ -13,37 +13,7 @@ pub fn image_grid(
     cols: usize,
     zoom: u32,
 ) -> anyhow::Result<()> {
-    let (c, h, w) = (shape[0], shape[1], shape[2]);
-    let n = images.len() / (c * h * w);
-    let rows = n.div_ceil(cols);
-    let (cw, ch) = (w as u32 * zoom + 2, h as u32 * zoom + 2);
-    let mut img = RgbImage::from_pixel(cols as u32 * cw, rows as u32 * ch, Rgb([40, 40, 40]));
-    for k in 0..n {
-        let (gx, gy) = ((k % cols) as u32 * cw + 1, (k / cols) as u32 * ch + 1);
-        let px = |ch_i: usize, y: usize, x: usize| {
-            let v = images[k * c * h * w + ch_i * h * w + y * w + x];
-            ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8
-        };
-        for y in 0..h {
-            for x in 0..w {
-                let rgb = if c == 1 {
-                    [px(0, y, x); 3]
-                } else {
-                    [px(0, y, x), px(1, y, x), px(2, y, x)]
-                };
-                for dy in 0..zoom {
-                    for dx in 0..zoom {
-                        img.put_pixel(
-                            gx + x as u32 * zoom + dx,
-                            gy + y as u32 * zoom + dy,
-                            Rgb(rgb),
-                        );
-                    }
-                }
-            }
-        }
-    }
-    save(img, path)
+    save_png(&grid(images, shape, cols, zoom)?, path)
 }
 
 /// Writes 2-D points (`[n, 2]`, within [-lim, lim]²) as a 512×512 scatter plot.
@@ -57,7 +27,7 @@ pub fn scatter(path: &Path, points: &[f32], lim: f32) -> anyhow::Result<()> {
             img.put_pixel(x as u32, y as u32, Rgb([20, 60, 160]));
         }
     }
-    save(img, path)
+    save_png(&img, path)
 }
 
 /// Writes a line plot of `values` (log scale, min to max) as a 640×320 PNG with a frame.
@@ -97,13 +67,5 @@ pub fn curve(path: &Path, values: &[f64]) -> anyhow::Result<()> {
             }
         }
     }
-    save(img, path)
-}
-
-/// Saves a PNG through a temp file and a rename.
-fn save(img: RgbImage, path: &Path) -> anyhow::Result<()> {
-    let tmp = path.with_extension("png.tmp");
-    img.save_with_format(&tmp, image::ImageFormat::Png)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    save_png(&img, path)
 }

@@ -8,46 +8,14 @@ use anyhow::bail;
 
 use crate::model::Model;
 
-/// One batch of network inputs.
-#[derive(Debug, Clone)]
-pub struct Inputs {
-    /// Samples `[n, dims...]`, row-major.
-    pub z: Vec<f32>,
-    /// Shape of one sample.
-    pub sample_shape: Vec<usize>,
-    /// t per sample.
-    pub t: Vec<f32>,
-    /// r per sample.
-    pub r: Vec<f32>,
-    /// Class per sample.
-    pub class: Vec<i64>,
-}
-
-impl Inputs {
-    /// Batch size.
-    pub fn len(&self) -> usize {
-        self.t.len()
-    }
-
-    /// Whether the batch is empty.
-    pub fn is_empty(&self) -> bool {
-        self.t.is_empty()
-    }
-
-    /// Shape of z with the batch first.
-    pub fn z_shape(&self) -> Vec<usize> {
-        std::iter::once(self.len())
-            .chain(self.sample_shape.iter().copied())
-            .collect()
-    }
-}
+pub use mf_core::batch::Batch;
 
 /// Runs a model: u(z, r, t | class).
 pub trait Backend {
     /// A short description (backend and device or kernel).
     fn describe(&self) -> String;
     /// u for a batch, flattened like z.
-    fn run(&mut self, inputs: &Inputs) -> anyhow::Result<Vec<f32>>;
+    fn run(&mut self, inputs: &Batch) -> anyhow::Result<Vec<f32>>;
 }
 
 /// Which backend.

@@ -3,7 +3,7 @@
 use anyhow::ensure;
 use mf_kernels::Isa;
 
-use super::{Backend, BackendOptions, Inputs};
+use super::{Backend, BackendOptions, Batch};
 use crate::model::Model;
 use crate::native::NativeEngine;
 use crate::tensor::Value;
@@ -38,7 +38,7 @@ impl Backend for Native {
         )
     }
 
-    fn run(&mut self, inputs: &Inputs) -> anyhow::Result<Vec<f32>> {
+    fn run(&mut self, inputs: &Batch) -> anyhow::Result<Vec<f32>> {
         let n = inputs.len();
         let values = vec![
             ("z", Value::F32(inputs.z.clone(), inputs.z_shape())),

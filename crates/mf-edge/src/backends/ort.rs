@@ -9,7 +9,7 @@ use ort::environment::Environment;
 use ort::session::Session;
 use ort::value::Tensor;
 
-use super::{Backend, BackendOptions, Device, Inputs};
+use super::{Backend, BackendOptions, Batch, Device};
 use crate::model::Model;
 
 pub(super) struct Ort {
@@ -79,7 +79,7 @@ impl Backend for Ort {
         format!("ort ({:?})", self.device).to_lowercase()
     }
 
-    fn run(&mut self, inputs: &Inputs) -> anyhow::Result<Vec<f32>> {
+    fn run(&mut self, inputs: &Batch) -> anyhow::Result<Vec<f32>> {
         let n = inputs.len() as i64;
         let z_shape: Vec<i64> = inputs.z_shape().iter().map(|&d| d as i64).collect();
         let z = Tensor::from_array((z_shape, inputs.z.clone())).map_err(|e| anyhow!("{e}"))?;
