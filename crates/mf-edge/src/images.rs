@@ -5,8 +5,8 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, bail, ensure};
-use image::imageops::FilterType;
 use image::DynamicImage;
+use image::imageops::FilterType;
 pub use mf_core::images::{grid, save_png};
 
 /// Reads a PNG or JPEG (`-` for standard input) and fits it to `[C, H, W]` model values:

@@ -47,8 +47,11 @@ pub fn one_step(model: &[u8], noise: &Batch) -> anyhow::Result<Vec<f32>> {
     Ok(noise.z.iter().zip(&u).map(|(z, u)| z - u).collect())
 }
 
-/// Relative RMS error of a layer's int8 output against its f32 output on recorded inputs
-/// `[rows, k]`, computed with the kernels' reference (the runtime's exact arithmetic).
+/// RMS error of a layer's int8 output against its f32 output on recorded inputs `[rows, k]`,
+/// as a fraction of the f32 output's range (max − min; one uint8 step is 1/255 of a range),
+/// computed with the kernels' reference (the runtime's exact arithmetic). Relative to the
+/// output's range rather than its RMS, so that a layer whose outputs sit near zero does not
+/// read as broken.
 pub fn layer_error(layer: &Dense, input: QuantParams, x: &[f32], rows: usize) -> f64 {
     let (n, k) = (layer.n, layer.k);
     let (codes, scales) = quantize_layer(layer);
@@ -81,6 +84,11 @@ pub fn layer_error(layer: &Dense, input: QuantParams, x: &[f32], rows: usize) ->
         .zip(&want)
         .map(|(a, b)| ((a - b) as f64).powi(2))
         .sum();
-    let norm: f64 = want.iter().map(|&b| (b as f64).powi(2)).sum();
-    (err / norm.max(1e-30)).sqrt()
+    let (lo, hi) = want
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    let rms = (err / want.len().max(1) as f64).sqrt();
+    rms / ((hi - lo) as f64).max(1e-30)
 }

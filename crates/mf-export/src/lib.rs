@@ -225,7 +225,7 @@ fn int8_plan(
     for (i, layer) in weights.layers.iter().enumerate() {
         let err = layer_error(layer, params[i], &recording.inputs[i], rows);
         lines.push(format!(
-            "{:<22} input scale {:.5} zero point {:>3}  int8 output error (relative RMS) {:.2}%",
+            "{:<22} input scale {:.5} zero point {:>3}  int8 output error (RMS, of its range) {:.2}%",
             weights.layer_name(i),
             params[i].scale,
             params[i].zero_point,
