@@ -106,6 +106,34 @@ fn class_out_of_range_lists_the_valid_classes() {
 }
 
 #[test]
+fn a_gpu_provider_this_build_lacks_is_an_error_not_a_cpu_fallback() {
+    // Needs the ONNX Runtime library (tools/test sets ORT_DYLIB_PATH); CI always has it.
+    if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+        eprintln!("ORT_DYLIB_PATH unset: run through tools/test");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("gpu.png");
+    for device in ["cuda", "tensorrt"] {
+        let out = mf_edge(&[
+            "generate",
+            "--class",
+            "2",
+            "--backend",
+            "ort",
+            "--device",
+            device,
+            "--out",
+            png.to_str().unwrap(),
+        ]);
+        assert!(!out.status.success(), "--device {device} ran");
+        let err = stderr(&out);
+        assert!(err.contains(&format!("ort-{device} feature")), "{err}");
+        assert!(!png.exists());
+    }
+}
+
+#[test]
 fn unwritable_output_is_an_error_without_partial_file() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("missing-folder").join("x.png");

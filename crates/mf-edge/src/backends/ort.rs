@@ -62,7 +62,14 @@ impl Ort {
                 .with_execution_providers([ort::ep::TensorRT::default().build().error_on_failure()])
                 .map_err(|e| anyhow!("the TensorRT execution provider cannot start: {e}"))?,
             #[allow(unreachable_patterns)]
-            other => bail!("--device {other:?} needs mf-edge built with the ort-{other:?} feature"),
+            other => {
+                let name = format!("{other:?}").to_lowercase();
+                bail!(
+                    "--device {name} needs mf-edge built with the ort-{name} feature \
+                     (cargo build --release -p mf-edge --features ort-{name}); this build runs \
+                     ONNX Runtime on the CPU only"
+                )
+            }
         };
         let session = builder
             .commit_from_memory(&model.bytes)
