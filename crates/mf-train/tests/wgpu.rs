@@ -86,14 +86,21 @@ fn one_wgpu_step_matches_the_flex_step() {
     println!("flex {flex_stats:?}\nwgpu {gpu_stats:?}");
     assert!((flex_stats.mse - gpu_stats.mse).abs() <= 1e-4 * flex_stats.mse.abs().max(1.0));
     assert!((flex_stats.loss - gpu_stats.loss).abs() <= 1e-4);
-    let worst = flex_w
+    let mut diffs: Vec<f32> = flex_w
         .iter()
         .zip(gpu_w)
         .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    // Adam moves each weight by about lr = 1e-3; the two backends agree far below that.
+        .collect();
+    diffs.sort_by(f32::total_cmp);
+    let p99 = diffs[diffs.len() * 99 / 100];
+    let worst = diffs[diffs.len() - 1];
+    println!("weight differences: 99th percentile {p99:e}, largest {worst:e}");
+    // Adam's first step moves each weight by about lr = 1e-3 times g / (|g| + ε): for the few
+    // weights whose gradient is near zero that ratio is sensitive to the last bits of g, so
+    // the largest difference is held to a tenth of a step and the bulk far below it.
+    assert!(p99 <= 1e-6, "99% of weights within 1e-6, got {p99:e}");
     assert!(
-        worst <= 1e-5,
+        worst <= 1e-4,
         "largest weight difference after the step: {worst:e}"
     );
 }
