@@ -4,7 +4,7 @@ use anyhow::{bail, ensure};
 use indicatif::{ProgressBar, ProgressStyle};
 use mf_kernels::QuantParams;
 use mf_train::burn::prelude::*;
-use mf_train::data::Dataset;
+use mf_train::datasets::Dataset;
 use mf_train::model::VelocityNet;
 use rand::{RngExt, SeedableRng};
 use rand_distr::StandardNormal;

@@ -21,7 +21,7 @@ use mf_core::schedule::Sampler;
 use mf_train::burn::prelude::*;
 use mf_train::checkpoint::{self, RunState};
 use mf_train::config::ObjectiveKind;
-use mf_train::data::Dataset;
+use mf_train::datasets::Dataset;
 use mf_train::model::{Prediction, VelocityNet};
 
 use crate::calibrate::Rule;

@@ -14,7 +14,7 @@ use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::config::DataConfig;
-use crate::data::{Dataset, ImageSet, Split};
+use crate::datasets::{Dataset, ImageSet, Split};
 use crate::rng::Rng;
 
 /// Hidden widths: the last one is the feature size.

@@ -2,7 +2,7 @@
 use burn::prelude::*;
 use rand::SeedableRng;
 
-use crate::data::Toy;
+use crate::datasets::Toy;
 use crate::metrics::{mmd_rbf, sliced_wasserstein};
 use crate::model::VelocityNet;
 use crate::rng::Rng;

@@ -9,7 +9,7 @@ pub use burn;
 pub mod checkpoint;
 pub mod classifier;
 pub mod config;
-pub mod data;
+pub mod datasets;
 pub mod ema;
 pub mod eval;
 pub mod metrics;

@@ -5,7 +5,7 @@ use anyhow::{Context, bail, ensure};
 use clap::{Parser, Subcommand};
 use mf_train::checkpoint;
 use mf_train::config::Config;
-use mf_train::data::Dataset;
+use mf_train::datasets::Dataset;
 use mf_train::eval::{toy_distance, toy_floor};
 use mf_train::train::{DeviceKind, FitOptions, fit};
 use mf_train::{plot, sample};

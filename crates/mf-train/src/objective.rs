@@ -9,7 +9,7 @@ use rand::RngExt;
 use rand_distr::StandardNormal;
 
 use crate::config::{ObjectiveConfig, ObjectiveKind};
-use crate::data::{Batch, Dataset};
+use crate::datasets::{Batch, Dataset};
 use crate::model::{Dual, VelocityNet};
 use crate::rng::Rng;
 

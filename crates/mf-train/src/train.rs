@@ -12,7 +12,7 @@ use rand::SeedableRng;
 
 use crate::checkpoint::{self, RunState};
 use crate::config::Config;
-use crate::data::Dataset;
+use crate::datasets::Dataset;
 use crate::model::{NetSpec, VelocityNet};
 use crate::objective::{Draws, StepLoss, draw, loss as objective_loss};
 use crate::rng::{Rng, RngState};

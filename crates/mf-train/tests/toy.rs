@@ -6,7 +6,7 @@ use std::path::Path;
 use burn::prelude::*;
 use mf_train::checkpoint;
 use mf_train::config::Config;
-use mf_train::data::Toy;
+use mf_train::datasets::Toy;
 use mf_train::eval::toy_distance;
 use mf_train::model::{NetSpec, VelocityNet};
 use mf_train::train::{DeviceKind, FitOptions, fit};

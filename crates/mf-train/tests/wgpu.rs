@@ -5,7 +5,7 @@
 use burn::prelude::*;
 use mf_train::checkpoint::{load_safetensors, save_safetensors};
 use mf_train::config::Config;
-use mf_train::data::Dataset;
+use mf_train::datasets::Dataset;
 use mf_train::model::{NetSpec, VelocityNet};
 use mf_train::objective::draw;
 use mf_train::train::{adam, step};
