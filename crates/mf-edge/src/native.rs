@@ -143,8 +143,8 @@ impl NativeEngine {
             }
             ensure!(
                 ops::SUPPORTED.contains(&node.op_type.as_str()),
-                "unsupported op {} (node {:?}): the native engine runs the graphs mf-export writes; \
-                 try --backend tract",
+                "unsupported op {} (node {:?}): the native engine runs mf-export's MLP graphs \
+                 (MatMul layers); run this model with --backend tract or --backend ort",
                 node.op_type,
                 node.name
             );

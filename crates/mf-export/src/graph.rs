@@ -140,7 +140,7 @@ pub fn build(weights: &MlpWeights, precision: &Precision, metadata: &[(&str, Str
 }
 
 /// `[sin(x·ω) | cos(x·ω)]` for a column `x` `[N, 1]` and frequencies `[1, half]`.
-fn embedding(g: &mut Graph, x: &str, freqs: &str, stem: &str) -> String {
+pub(crate) fn embedding(g: &mut Graph, x: &str, freqs: &str, stem: &str) -> String {
     let a = g.node("Mul", &[x, freqs], &format!("{stem}.angle"), &[]);
     let s = g.node("Sin", &[&a], &format!("{stem}.sin"), &[]);
     let c = g.node("Cos", &[&a], &format!("{stem}.cos"), &[]);

@@ -10,6 +10,7 @@ pub mod classifier;
 pub mod compact;
 pub mod graph;
 pub mod onnx;
+pub mod unet;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use mf_train::model::{Prediction, VelocityNet};
 use crate::calibrate::Rule;
 use crate::check::{layer_error, one_step, psnr, relative_error, run_tract};
 use crate::graph::{LayerMode, Precision, build};
+use crate::unet::UnetWeights;
 use crate::weights::MlpWeights;
 use mf_core::batch::Batch;
 
@@ -114,9 +116,9 @@ pub fn export(opts: &ExportOptions) -> anyhow::Result<ExportReport> {
         });
     }
     let state = checkpoint::read_state(&opts.run)?;
-    if state.spec.arch != "mlp" {
+    if !["mlp", "unet"].contains(&state.spec.arch.as_str()) {
         bail!(
-            "unknown architecture {:?}: mf-export writes mlp networks",
+            "unknown architecture {:?}: mf-export writes mlp and unet networks",
             state.spec.arch
         );
     }
@@ -129,10 +131,12 @@ pub fn export(opts: &ExportOptions) -> anyhow::Result<ExportReport> {
     let net =
         checkpoint::load_safetensors(&state.spec, &checkpoint::dir(&opts.run).join(file), &device)
             .with_context(|| format!("cannot load the run in {}", opts.run.display()))?;
-    let weights = MlpWeights::from_net(&net);
     let check = check_batch(&net);
     let reference = net_u(&net, &check, &device);
     let mut lines = Vec::new();
+    let Some(weights) = MlpWeights::from_net(&net) else {
+        return export_unet(&net, &state, opts, &check, &reference);
+    };
 
     let (precision, quantization) = match opts.target {
         Target::Fp32 => (Precision::Fp32, None),
@@ -179,17 +183,57 @@ pub fn export(opts: &ExportOptions) -> anyhow::Result<ExportReport> {
     };
     let card = card(&net, &state, precision.name(), quantization);
     let bytes = build(&weights, &precision, &[(CARD_KEY, card.to_json())]);
-    let got = run_tract(&bytes, &check)?;
-    let err = relative_error(&got, &reference);
+    check_and_write(bytes, card, opts, &check, &reference, lines)
+}
+
+/// Exports a U-Net run: fp32, or fp16 weights (see [`unet`]); int8 forms take MLPs only.
+fn export_unet(
+    net: &VelocityNet,
+    state: &RunState,
+    opts: &ExportOptions,
+    check: &Batch,
+    reference: &[f32],
+) -> anyhow::Result<ExportReport> {
+    let fp16 = match opts.target {
+        Target::Fp32 => false,
+        Target::Fp16 => true,
+        Target::Int8 | Target::Compact => bail!(
+            "--precision {}: int8 and compact exports take mlp networks; a unet exports as \
+             --precision fp32 or fp16",
+            if opts.target == Target::Int8 {
+                "int8"
+            } else {
+                "compact"
+            }
+        ),
+    };
+    let weights = UnetWeights::from_net(net).context("the run's network is not a unet")?;
+    let card = card(net, state, if fp16 { "fp16" } else { "fp32" }, None);
+    let bytes = unet::build(&weights, fp16, &[(CARD_KEY, card.to_json())]);
+    check_and_write(bytes, card, opts, check, reference, Vec::new())
+}
+
+/// Runs the graph in tract against mf-train's forward, then writes it if within the
+/// precision's tolerance.
+fn check_and_write(
+    bytes: Vec<u8>,
+    card: ModelCard,
+    opts: &ExportOptions,
+    check: &Batch,
+    reference: &[f32],
+    mut lines: Vec<String>,
+) -> anyhow::Result<ExportReport> {
+    let got = run_tract(&bytes, check)?;
+    let err = relative_error(&got, reference);
     lines.push(format!(
         "{} graph in tract vs mf-train forward: max relative error {err:.2e}",
-        precision.name()
+        card.precision
     ));
     if let Some(tol) = tolerance(opts.target) {
         ensure!(
             err <= tol,
             "exported {} graph differs from mf-train by {err:.2e} (> {tol:e}); nothing written",
-            precision.name()
+            card.precision
         );
     }
     write_atomically(&opts.out, &bytes)?;
@@ -367,6 +411,9 @@ fn card(
         guidance: Guidance { omega: o.omega, kappa: o.kappa, interval: o.guidance_interval },
         precision: precision.into(),
         io: match precision {
+            "fp16" if spec.arch == "unet" => "inputs and outputs float32 (class int64); conv and linear weights stored \
+                                              as float16 and cast to float32 in the graph; arithmetic float32"
+                .into(),
             "fp16" => "inputs and outputs float32 (class int64); Cast to float16 after the embeddings and back before \
                        the output; layer weights and arithmetic float16, time embedding and x-prediction in float32"
                 .into(),

@@ -61,6 +61,8 @@ pub enum Attr {
     Int(i64),
     /// A single float.
     Float(f32),
+    /// A list of integers.
+    Ints(Vec<i64>),
 }
 
 impl Graph {
@@ -212,6 +214,10 @@ fn attribute(name: &str, value: &Attr) -> pb::AttributeProto {
         Attr::Float(f) => {
             a.f = *f;
             a.r#type = AttributeType::Float as i32;
+        }
+        Attr::Ints(v) => {
+            a.ints = v.clone();
+            a.r#type = AttributeType::Ints as i32;
         }
     }
     a

@@ -29,45 +29,46 @@ pub struct MlpWeights {
     pub layers: Vec<Dense>,
 }
 
-fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+/// A tensor's values as f32, row-major.
+pub(crate) fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data()
         .convert::<f32>()
         .try_into_vec::<f32>()
         .expect("f32 weights")
 }
 
+impl Dense {
+    /// Reads a Burn linear layer (Burn stores `[in, out]`; PyTorch and the kernels `[out, in]`).
+    pub fn from_linear(layer: &mf_train::burn::nn::Linear) -> Self {
+        let w = layer.weight.val();
+        let [k, n] = w.dims();
+        Dense {
+            weight: floats(w.transpose()),
+            bias: layer
+                .bias
+                .as_ref()
+                .map(|b| floats(b.val()))
+                .unwrap_or_else(|| vec![0.0; n]),
+            n,
+            k,
+        }
+    }
+}
+
 impl MlpWeights {
-    /// Reads the weights of a network (any device).
-    pub fn from_net(net: &VelocityNet) -> Self {
-        let layers = net
-            .body
-            .layers
-            .iter()
-            .map(|layer| {
-                // Burn stores [in, out]; PyTorch and the kernels use [out, in].
-                let w = layer.weight.val();
-                let [k, n] = w.dims();
-                Dense {
-                    weight: floats(w.transpose()),
-                    bias: layer
-                        .bias
-                        .as_ref()
-                        .map(|b| floats(b.val()))
-                        .unwrap_or_else(|| vec![0.0; n]),
-                    n,
-                    k,
-                }
-            })
-            .collect();
-        MlpWeights {
+    /// Reads the weights of an MLP network (any device); `None` for other architectures.
+    pub fn from_net(net: &VelocityNet) -> Option<Self> {
+        let mlp = net.mlp()?;
+        let layers = mlp.layers.iter().map(Dense::from_linear).collect();
+        Some(MlpWeights {
             spec: net.spec.clone(),
-            class_table: floats(net.body.class_embed.weight.val()),
+            class_table: floats(mlp.class_embed.weight.val()),
             frequencies: embedding_frequencies(net.spec.time_dim, net.spec.time_scale)
                 .iter()
                 .map(|&f| f as f32)
                 .collect(),
             layers,
-        }
+        })
     }
 
     /// Layer names as the card and reports use them.

@@ -109,6 +109,59 @@ fn products_sums_and_concatenation_match_finite_differences() {
     );
 }
 
+#[test]
+fn conv2d_matches_finite_differences() {
+    let dev = device();
+    let conv = burn::nn::conv::Conv2dConfig::new([3, 5], [3, 3]).init(&dev);
+    for (stride, padding) in [(1, 1), (2, 1), (1, 0)] {
+        check_layer(
+            &format!("conv2d stride {stride} padding {padding}"),
+            randn([2, 3, 6, 6], &dev),
+            randn([2, 3, 6, 6], &dev),
+            |x| dual::conv2d(x, &conv, stride, padding),
+        );
+    }
+}
+
+#[test]
+fn group_norm_matches_finite_differences() {
+    let dev = device();
+    let norm = burn::nn::GroupNormConfig::new(2, 6)
+        .init(&dev)
+        .map(&mut Randomize);
+    check_layer(
+        "group_norm",
+        randn([3, 6, 4, 5], &dev) * 2.0 + 0.5,
+        randn([3, 6, 4, 5], &dev),
+        |x| dual::group_norm(x, &norm),
+    );
+}
+
+#[test]
+fn upsampling_and_per_channel_shift_match_finite_differences() {
+    let dev = device();
+    check_layer(
+        "upsample2",
+        randn([2, 3, 4, 5], &dev),
+        randn([2, 3, 4, 5], &dev),
+        dual::upsample2,
+    );
+    // The [N, C] shift comes from the same input (its first spatial column), so both
+    // operands move together.
+    check_layer(
+        "add_per_channel",
+        randn([2, 3, 4, 5], &dev),
+        randn([2, 3, 4, 5], &dev),
+        |x| {
+            let shift = x
+                .clone()
+                .map_linear(|v| v.slice([0..2, 0..3, 0..1, 0..1]).reshape([2, 3]))
+                .silu();
+            dual::add_per_channel(x, shift)
+        },
+    );
+}
+
 /// Replaces every weight with N(0, 0.5²) so that no layer is trivially zero.
 struct Randomize;
 
@@ -119,12 +172,23 @@ impl ModuleMapper for Randomize {
 }
 
 fn small_net(prediction: Prediction, device: &Device) -> VelocityNet {
+    small_net_of("mlp", vec![6], prediction, device)
+}
+
+/// A random network of `arch` for samples of `sample_shape` (3 classes).
+fn small_net_of(
+    arch: &str,
+    sample_shape: Vec<usize>,
+    prediction: Prediction,
+    device: &Device,
+) -> VelocityNet {
+    let unet = arch == "unet";
     let spec = NetSpec {
-        arch: "mlp".into(),
-        sample_shape: vec![6],
+        arch: arch.into(),
+        sample_shape,
         classes: 3,
-        width: 16,
-        depth: 3,
+        width: if unet { 8 } else { 16 },
+        depth: if unet { 2 } else { 3 },
         time_dim: 8,
         time_scale: 1000.0,
         class_dim: 4,
@@ -134,9 +198,18 @@ fn small_net(prediction: Prediction, device: &Device) -> VelocityNet {
     VelocityNet::new(&spec, device).map(&mut Randomize)
 }
 
-/// The network's inputs: z `[4, 6]`, t in (0.1, 1), r ≤ t, classes with the null class.
-fn inputs(device: &Device) -> (Tensor<2>, Tensor<1>, Tensor<1>, Tensor<1, Int>) {
-    let z = randn([4, 6], device);
+/// The architectures the whole-network tests run: an MLP on 6 values and a two-level U-Net on
+/// 2×4×6 images.
+fn small_nets(prediction: Prediction, device: &Device) -> Vec<(VelocityNet, usize)> {
+    vec![
+        (small_net(prediction, device), 6),
+        (small_net_of("unet", vec![2, 4, 6], prediction, device), 48),
+    ]
+}
+
+/// The network's inputs: z `[4, dims]`, t in (0.1, 1), r ≤ t, classes with the null class.
+fn inputs_of(dims: usize, device: &Device) -> (Tensor<2>, Tensor<1>, Tensor<1>, Tensor<1, Int>) {
+    let z = randn([4, dims], device);
     let t = Tensor::<1>::from_data(TensorData::from([0.9f64, 0.6, 0.35, 0.12]), device);
     let r = Tensor::<1>::from_data(TensorData::from([0.1f64, 0.6, 0.2, 0.01]), device);
     let class = Tensor::<1, Int>::from_data(TensorData::from([0i64, 3, 1, 2]), device);
@@ -146,10 +219,13 @@ fn inputs(device: &Device) -> (Tensor<2>, Tensor<1>, Tensor<1>, Tensor<1, Int>) 
 #[test]
 fn whole_network_matches_finite_differences() {
     let dev = device();
-    for prediction in [Prediction::U, Prediction::X] {
-        let net = small_net(prediction, &dev);
-        let (z, t, r, class) = inputs(&dev);
-        let dz = randn([4, 6], &dev);
+    for (prediction, (net, dims)) in [Prediction::U, Prediction::X]
+        .into_iter()
+        .flat_map(|p| small_nets(p, &dev).into_iter().map(move |n| (p, n)))
+    {
+        let arch = net.spec.arch.clone();
+        let (z, t, r, class) = inputs_of(dims, &dev);
+        let dz = randn([4, dims], &dev);
         // The MeanFlow tangent: (v, dr = 0, dt = 1).
         let jvp = net
             .forward(
@@ -170,7 +246,7 @@ fn whole_network_matches_finite_differences() {
         };
         let fd = (at(EPS) - at(-EPS)) / (2.0 * EPS);
         let err = rel_err(&values(jvp), &values(fd));
-        assert!(err <= 1e-7, "{prediction:?}: relative error {err:e}");
+        assert!(err <= 1e-7, "{arch} {prediction:?}: relative error {err:e}");
     }
 }
 
@@ -178,10 +254,13 @@ fn whole_network_matches_finite_differences() {
 fn whole_network_matches_reverse_mode_jacobian_rows() {
     let dev = device();
     let ad = dev.clone().autodiff();
-    for prediction in [Prediction::U, Prediction::X] {
-        let net = small_net(prediction, &dev);
-        let (z, t, r, class) = inputs(&dev);
-        let (dz, dt, dr) = (randn([4, 6], &dev), randn([4], &dev), randn([4], &dev));
+    for (prediction, (net, dims)) in [Prediction::U, Prediction::X]
+        .into_iter()
+        .flat_map(|p| small_nets(p, &dev).into_iter().map(move |n| (p, n)))
+    {
+        let arch = net.spec.arch.clone();
+        let (z, t, r, class) = inputs_of(dims, &dev);
+        let (dz, dt, dr) = (randn([4, dims], &dev), randn([4], &dev), randn([4], &dev));
         let jvp = net
             .forward(
                 Dual::new(z.clone(), dz.clone()),
@@ -195,7 +274,7 @@ fn whole_network_matches_reverse_mode_jacobian_rows() {
 
         // Row (sample i, output j) of the Jacobian, dotted with the tangent, by reverse mode.
         let net_ad = net.clone().fork(&ad);
-        for (i, j) in [(0usize, 0usize), (1, 3), (2, 5), (3, 2)] {
+        for (i, j) in [(0usize, 0usize), (1, 3), (2, dims - 1), (3, dims / 2)] {
             let z_ad = Tensor::<2>::from_inner(z.clone()).require_grad();
             let t_ad = Tensor::<1>::from_inner(t.clone()).require_grad();
             let r_ad = Tensor::<1>::from_inner(r.clone()).require_grad();
@@ -209,11 +288,11 @@ fn whole_network_matches_reverse_mode_jacobian_rows() {
             let row: f64 = gz.iter().zip(&dzv).map(|(a, b)| a * b).sum::<f64>()
                 + gt.iter().zip(&dtv).map(|(a, b)| a * b).sum::<f64>()
                 + gr.iter().zip(&drv).map(|(a, b)| a * b).sum::<f64>();
-            let want = jvp[i * 6 + j];
+            let want = jvp[i * dims + j];
             let err = (row - want).abs() / want.abs().max(1e-12);
             assert!(
                 err <= 1e-9,
-                "{prediction:?} row ({i}, {j}): reverse {row} vs dual {want}"
+                "{arch} {prediction:?} row ({i}, {j}): reverse {row} vs dual {want}"
             );
         }
     }
@@ -323,7 +402,13 @@ fn shared_forward_loss_has_the_stop_gradient_gradient() {
     };
     let first_layer_grad = |l: Tensor<1>| {
         let grads = l.backward();
-        values(net.body.layers[0].weight.val().grad(&grads).unwrap())
+        values(
+            net.mlp().unwrap().layers[0]
+                .weight
+                .val()
+                .grad(&grads)
+                .unwrap(),
+        )
     };
     let shared = first_layer_grad(loss(&net, &draws, &obj).loss);
 

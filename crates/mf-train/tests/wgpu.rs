@@ -28,7 +28,8 @@ seed = 5
 "#;
 
 fn weights(net: &VelocityNet) -> Vec<f32> {
-    net.body
+    net.mlp()
+        .expect("an MLP")
         .layers
         .iter()
         .flat_map(|l| {
@@ -56,11 +57,11 @@ fn one_wgpu_step_matches_the_flex_step() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("init.safetensors");
     // Random (not zero) output weights, so the step moves every layer.
-    let init = VelocityNet::new(&spec, &Device::flex());
-    let mut init = init;
-    let last = init.body.layers.len() - 1;
-    let shape = init.body.layers[last].weight.val().shape();
-    init.body.layers[last].weight = burn::module::Param::from_tensor(Tensor::random(
+    let mut init = VelocityNet::new(&spec, &Device::flex());
+    let mlp = init.body.as_mut().expect("an MLP");
+    let last = mlp.layers.len() - 1;
+    let shape = mlp.layers[last].weight.val().shape();
+    mlp.layers[last].weight = burn::module::Param::from_tensor(Tensor::random(
         shape,
         burn::tensor::Distribution::Normal(0.0, 0.1),
         &Device::flex(),

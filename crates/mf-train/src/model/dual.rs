@@ -183,3 +183,73 @@ pub fn sinusoidal(t: Dual<1>, dim: usize, scale: f64) -> Dual<2> {
         tangent,
     }
 }
+
+/// A 2-D convolution `y = W ⋆ x + b` with square stride and padding: dy = W ⋆ dx.
+pub fn conv2d(x: Dual<4>, conv: &burn::nn::conv::Conv2d, stride: usize, padding: usize) -> Dual<4> {
+    let options =
+        || burn::tensor::ops::ConvOptions::new([stride; 2], [padding; 2], [1, 1], conv.groups);
+    let tangent = x
+        .tangent
+        .map(|dx| burn::tensor::module::conv2d(dx, conv.weight.val().detach(), None, options()));
+    let value = burn::tensor::module::conv2d(
+        x.value,
+        conv.weight.val(),
+        conv.bias.as_ref().map(|b| b.val()),
+        options(),
+    );
+    Dual { value, tangent }
+}
+
+/// Group normalization over `[N, C, H, W]` with a per-channel affine map. Per group of
+/// `C / G · H · W` values, x̂ = (x − μ)/σ with σ = √(var + ε), and
+/// dx̂ = (dx − mean(dx) − x̂·mean(x̂·dx))/σ; then y = γ·x̂ + β, dy = γ·dx̂.
+pub fn group_norm(x: Dual<4>, norm: &burn::nn::GroupNorm) -> Dual<4> {
+    let [n, c, h, w] = x.value.dims();
+    let groups = norm.num_groups;
+    let grouped = [n, groups, c / groups * h * w];
+    let xr = x.value.reshape(grouped);
+    let centered = xr.clone() - xr.mean_dim(2);
+    let inv = (centered.clone().square().mean_dim(2) + norm.epsilon)
+        .sqrt()
+        .recip();
+    let xhat = centered * inv.clone();
+    let gamma = norm.gamma.as_ref().map(|g| g.val().reshape([1, c, 1, 1]));
+    let beta = norm.beta.as_ref().map(|b| b.val().reshape([1, c, 1, 1]));
+    let tangent = x.tangent.map(|dx| {
+        let (xhat, inv) = (xhat.clone().detach(), inv.detach());
+        let dxr = dx.reshape(grouped);
+        let projection = (xhat.clone() * dxr.clone()).mean_dim(2);
+        let dxhat = (dxr.clone() - dxr.mean_dim(2) - xhat * projection) * inv;
+        let dxhat = dxhat.reshape([n, c, h, w]);
+        match &gamma {
+            Some(g) => dxhat * g.clone().detach(),
+            None => dxhat,
+        }
+    });
+    let mut value = xhat.reshape([n, c, h, w]);
+    if let Some(g) = gamma {
+        value = value * g;
+    }
+    if let Some(b) = beta {
+        value = value + b;
+    }
+    Dual { value, tangent }
+}
+
+/// Nearest-neighbour upsampling by 2, `[N, C, H, W] → [N, C, 2H, 2W]` (linear: the tangent
+/// is upsampled alike).
+pub fn upsample2(x: Dual<4>) -> Dual<4> {
+    x.map_linear(|t| {
+        let [n, c, h, w] = t.dims();
+        t.reshape([n, c, h, 1, w, 1])
+            .expand([n, c, h, 2, w, 2])
+            .reshape([n, c, 2 * h, 2 * w])
+    })
+}
+
+/// Adds a per-sample, per-channel vector `[N, C]` to every position of `[N, C, H, W]`.
+pub fn add_per_channel(x: Dual<4>, v: Dual<2>) -> Dual<4> {
+    let [n, c, h, w] = x.value.dims();
+    let spread = |t: Tensor<2>| t.reshape([n, c, 1, 1]).expand([n, c, h, w]);
+    x + v.map_linear(spread)
+}

@@ -2,6 +2,7 @@
 //! (value, tangent) forward that gives the exact JVP MeanFlow's target needs.
 pub mod dual;
 mod mlp;
+pub mod unet;
 
 use anyhow::bail;
 use burn::prelude::*;
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ModelConfig, ObjectiveKind};
 pub use dual::Dual;
 pub use mlp::Mlp;
+pub use unet::Unet;
 
 /// What the network's raw output means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,7 +29,7 @@ pub const T_FLOOR: f64 = 0.05;
 /// Everything about a network that is not a weight: enough to rebuild it and to export it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NetSpec {
-    /// `mlp` (or `unet`).
+    /// `mlp` or `unet`.
     pub arch: String,
     /// Shape of one sample, `[2]` or `[C, H, W]`.
     pub sample_shape: Vec<usize>,
@@ -62,8 +64,10 @@ impl NetSpec {
             "x" => Prediction::X,
             other => bail!("model.prediction {other:?}: expected \"u\" or \"x\""),
         };
-        if config.arch != "mlp" {
-            bail!("unknown model.arch {:?}; accepted: mlp", config.arch);
+        match config.arch.as_str() {
+            "mlp" => {}
+            "unet" => check_unet(config, &sample_shape)?,
+            other => bail!("unknown model.arch {other:?}; accepted: mlp, unet"),
         }
         Ok(NetSpec {
             arch: config.arch.clone(),
@@ -90,11 +94,45 @@ impl NetSpec {
     }
 }
 
-/// An average-velocity network.
+/// Checks that a U-Net fits the data: images `[C, H, W]` whose sides halve `depth − 1` times,
+/// and channel counts that GroupNorm's groups divide.
+fn check_unet(config: &ModelConfig, sample_shape: &[usize]) -> anyhow::Result<()> {
+    let &[_, h, w] = sample_shape else {
+        bail!(
+            "model.arch \"unet\" needs images [C, H, W]; this dataset's samples are {sample_shape:?} (use arch = \"mlp\")"
+        );
+    };
+    if !(1..=4).contains(&config.depth) {
+        bail!(
+            "model.depth {} for a unet: expected 1 to 4 levels",
+            config.depth
+        );
+    }
+    let step = 1 << (config.depth - 1);
+    if !h.is_multiple_of(step) || !w.is_multiple_of(step) {
+        bail!(
+            "a unet of depth {} halves the image {} times: {h}x{w} is not divisible by {step} (28x28 takes depth ≤ 3, 32x32 depth ≤ 4)",
+            config.depth,
+            config.depth - 1
+        );
+    }
+    if config.width == 0 || !config.width.is_multiple_of(unet::GROUPS) {
+        bail!(
+            "model.width {} for a unet: expected a positive multiple of {} (GroupNorm groups)",
+            config.width,
+            unet::GROUPS
+        );
+    }
+    Ok(())
+}
+
+/// An average-velocity network: exactly one of the bodies is present, as `spec.arch` says.
 #[derive(Module, Debug)]
 pub struct VelocityNet {
-    /// The layers.
-    pub body: Mlp,
+    /// The MLP body (named `body` so that checkpoints of MLP runs keep their keys).
+    pub body: Option<Mlp>,
+    /// The U-Net body.
+    pub unet: Option<Unet>,
     /// Its description.
     #[module(skip)]
     pub spec: NetSpec,
@@ -103,9 +141,10 @@ pub struct VelocityNet {
 impl VelocityNet {
     /// A freshly initialized network on `device`.
     pub fn new(spec: &NetSpec, device: &Device) -> Self {
-        let body = Mlp::new(spec, device);
+        let unet = spec.arch == "unet";
         VelocityNet {
-            body,
+            body: (!unet).then(|| Mlp::new(spec, device)),
+            unet: unet.then(|| Unet::new(spec, device)),
             spec: spec.clone(),
         }
     }
@@ -114,7 +153,11 @@ impl VelocityNet {
     /// `t` and `h = t − r`; the tangents of `z`, `t` and `r` propagate to u's tangent.
     pub fn forward(&self, z: Dual<2>, t: Dual<1>, r: Dual<1>, class: Tensor<1, Int>) -> Dual<2> {
         let h = t.clone() - r;
-        let raw = self.body.forward(z.clone(), t.clone(), h, class);
+        let raw = match (&self.body, &self.unet) {
+            (Some(mlp), _) => mlp.forward(z.clone(), t.clone(), h, class),
+            (None, Some(unet)) => unet.forward(z.clone(), t.clone(), h, class),
+            (None, None) => unreachable!("VelocityNet::new builds one body"),
+        };
         match self.spec.prediction {
             Prediction::U => raw,
             Prediction::X => x_to_u(z, raw, t),
@@ -123,10 +166,16 @@ impl VelocityNet {
 
     /// The device its weights live on.
     pub fn device(&self) -> Device {
-        self.body.layers[0].weight.val().device()
+        self.devices()[0].clone()
     }
 
-    /// The input of every linear layer for plain u(z, r, t | class), in layer order.
+    /// The MLP body, if this is an MLP.
+    pub fn mlp(&self) -> Option<&Mlp> {
+        self.body.as_ref()
+    }
+
+    /// The input of every linear layer of an MLP for plain u(z, r, t | class), in layer order
+    /// (empty for other architectures).
     pub fn layer_inputs(
         &self,
         z: Tensor<2>,
@@ -135,8 +184,11 @@ impl VelocityNet {
         class: Tensor<1, Int>,
     ) -> Vec<Tensor<2>> {
         let mut record = Vec::new();
+        let Some(mlp) = &self.body else {
+            return record;
+        };
         let h = Dual::primal(t.clone() - r);
-        self.body.forward_recording(
+        mlp.forward_recording(
             Dual::primal(z),
             Dual::primal(t),
             h,
@@ -184,4 +236,58 @@ fn x_to_u(z: Dual<2>, xhat: Dual<2>, t: Dual<1>) -> Dual<2> {
         }
     };
     Dual { value, tangent }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unet(width: usize, depth: usize) -> ModelConfig {
+        ModelConfig {
+            arch: "unet".into(),
+            width,
+            depth,
+            time_dim: 16,
+            time_scale: 1000.0,
+            class_dim: 8,
+            prediction: "x".into(),
+        }
+    }
+
+    fn spec_error(config: &ModelConfig, shape: Vec<usize>) -> String {
+        let err = NetSpec::new(config, ObjectiveKind::MeanFlow, shape, 10).unwrap_err();
+        format!("{err:#}")
+    }
+
+    #[test]
+    fn unet_specs_that_cannot_run_are_clear_errors() {
+        let e = spec_error(&unet(16, 2), vec![2]);
+        assert!(e.contains("needs images [C, H, W]"), "{e}");
+        let e = spec_error(&unet(16, 4), vec![1, 28, 28]);
+        assert!(e.contains("not divisible by 8"), "{e}");
+        let e = spec_error(&unet(12, 2), vec![1, 28, 28]);
+        assert!(e.contains("multiple of 8"), "{e}");
+        let e = spec_error(&unet(16, 0), vec![1, 28, 28]);
+        assert!(e.contains("1 to 4 levels"), "{e}");
+        let mut odd = unet(16, 2);
+        odd.arch = "dit".into();
+        let e = spec_error(&odd, vec![1, 28, 28]);
+        assert!(e.contains("accepted: mlp, unet"), "{e}");
+    }
+
+    #[test]
+    fn unets_run_on_28_and_32_pixel_images() {
+        let device = Device::flex();
+        for (shape, depth) in [(vec![1, 28, 28], 3), (vec![3, 32, 32], 4)] {
+            let spec =
+                NetSpec::new(&unet(8, depth), ObjectiveKind::MeanFlow, shape.clone(), 10).unwrap();
+            let net = VelocityNet::new(&spec, &device);
+            let dims: usize = shape.iter().product();
+            let z = Tensor::<2>::zeros([2, dims], &device);
+            let t = Tensor::<1>::ones([2], &device);
+            let r = Tensor::<1>::zeros([2], &device);
+            let class = Tensor::<1, Int>::from_data(TensorData::from([3i64, 10]), &device);
+            assert_eq!(net.u(z, t, r, class).dims(), [2, dims]);
+        }
+    }
 }

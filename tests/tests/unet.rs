@@ -1,0 +1,148 @@
+//! The U-Net end to end: a short mf-train run, exported in fp32 and fp16 (each checked against
+//! mf-train's forward inside the exporter), run in tract and ONNX Runtime through mf-edge, and
+//! sampled in one step; int8 forms and the native engine refuse it with a clear error.
+mod common;
+
+use mf_core::card::CARD_KEY;
+use mf_edge::backends::{self, BackendKind, BackendOptions, Batch};
+use mf_edge::model::Model;
+use mf_export::{Target, export};
+use mf_train::config::Config;
+use mf_train::train::{DeviceKind, FitOptions, fit};
+use prost::Message;
+use tract_onnx::pb;
+
+/// A two-level U-Net of 8 and 16 channels on MNIST, with guidance and x-prediction.
+const CONFIG: &str = r#"
+[data]
+dataset = "mnist"
+[model]
+arch = "unet"
+width = 8
+depth = 2
+time_dim = 16
+class_dim = 8
+prediction = "x"
+[objective]
+omega = 1.5
+[train]
+steps = 6
+batch = 8
+seed = 3
+"#;
+
+fn max_rel(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+#[test]
+fn a_trained_unet_exports_runs_in_tract_and_onnx_runtime_and_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let report = fit(&FitOptions {
+        config: Config::parse(CONFIG).unwrap(),
+        out: run.clone(),
+        device: DeviceKind::Cpu,
+        resume: false,
+        max_minutes: None,
+        progress: false,
+    })
+    .unwrap();
+    assert!(report.last_mse.is_finite());
+
+    let (fp32, fp16) = (dir.path().join("u32.onnx"), dir.path().join("u16.onnx"));
+    let r32 = export(&common::options(&run, Target::Fp32, &fp32)).unwrap();
+    let r16 = export(&common::options(&run, Target::Fp16, &fp16)).unwrap();
+    assert!(r32.max_relative_error <= 1e-5, "{}", r32.max_relative_error);
+    assert!(r16.max_relative_error <= 1e-2, "{}", r16.max_relative_error);
+    let (s32, s16) = (
+        std::fs::metadata(&fp32).unwrap().len(),
+        std::fs::metadata(&fp16).unwrap().len(),
+    );
+    // Embedding tables, biases and norms stay float32: a bit over half the size at this width.
+    assert!(s16 < s32 * 3 / 4, "fp16 {s16} B vs fp32 {s32} B");
+    let half = pb::ModelProto::decode(std::fs::read(&fp16).unwrap().as_slice()).unwrap();
+    let half = half.graph.unwrap();
+    let weighted = half
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Conv" || n.op_type == "MatMul")
+        .count();
+    let f16 = half
+        .initializer
+        .iter()
+        .filter(|t| t.data_type == pb::tensor_proto::DataType::Float16 as i32)
+        .count();
+    assert_eq!(f16, weighted, "one float16 weight per Conv and MatMul");
+
+    // The graph uses the ops the module docs name, and carries its card.
+    let proto = pb::ModelProto::decode(std::fs::read(&fp32).unwrap().as_slice()).unwrap();
+    let ops: std::collections::BTreeSet<_> = proto
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .map(|n| n.op_type.as_str())
+        .collect();
+    for op in [
+        "Conv",
+        "InstanceNormalization",
+        "Expand",
+        "Concat",
+        "Sigmoid",
+    ] {
+        assert!(ops.contains(op), "no {op} in {ops:?}");
+    }
+    assert!(proto.metadata_props.iter().any(|p| p.key == CARD_KEY));
+
+    let opts = BackendOptions {
+        ort_lib: Some(common::ort_library()),
+        ..Default::default()
+    };
+    for path in [&fp32, &fp16] {
+        let model = Model::open(path).unwrap();
+        assert_eq!(model.card.architecture, "unet");
+        let n = 5;
+        let mut z = vec![0f32; n * model.card.dims()];
+        mf_core::noise::Noise::new(9).fill(&mut z);
+        let batch = Batch {
+            z,
+            sample_shape: model.card.sample_shape.clone(),
+            t: vec![1.0, 0.5, 0.8, 0.3, 1.0],
+            r: vec![0.0, 0.0, 0.1, 0.3, 0.5],
+            class: vec![0, 3, 7, 10, 9],
+        };
+        let tract = backends::open(BackendKind::Tract, &model, &opts)
+            .unwrap()
+            .run(&batch)
+            .unwrap();
+        let ort = backends::open(BackendKind::Ort, &model, &opts)
+            .unwrap()
+            .run(&batch)
+            .unwrap();
+        let err = max_rel(&ort, &tract);
+        assert!(err <= 1e-4, "{}: ORT vs tract {err:e}", path.display());
+
+        let mut backend = backends::open(BackendKind::Tract, &model, &opts).unwrap();
+        let images =
+            mf_edge::sampler::generate(backend.as_mut(), &model.card, Some(4), 3, 1, 1).unwrap();
+        assert_eq!(images.len(), 3 * 784);
+        assert!(images.iter().all(|v| v.is_finite()));
+
+        let native = backends::open(BackendKind::Native, &model, &opts).map(|_| ());
+        let err = format!("{:#}", native.unwrap_err());
+        assert!(
+            err.contains("Conv") && err.contains("--backend tract"),
+            "{err}"
+        );
+    }
+
+    for target in [Target::Int8, Target::Compact] {
+        let out = dir.path().join("no.onnx");
+        let err = export(&common::options(&run, target, &out)).unwrap_err();
+        assert!(format!("{err:#}").contains("fp32 or fp16"), "{err:#}");
+        assert!(!out.exists());
+    }
+}
