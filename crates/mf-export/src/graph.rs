@@ -9,7 +9,7 @@
 //! convention of `mf-kernels`, and the pattern ONNX Runtime fuses into integer kernels.
 use mf_kernels::QuantParams;
 use mf_kernels::quant::quantize_weights_symmetric;
-use mf_train::model::{Prediction, T_FLOOR};
+use mf_train::model::{NetSpec, Prediction, T_FLOOR};
 
 use crate::onnx::{Attr, Dim, Elem, Graph};
 use crate::weights::{Dense, MlpWeights};
@@ -54,34 +54,20 @@ pub fn build(weights: &MlpWeights, precision: &Precision, metadata: &[(&str, Str
     let spec = &weights.spec;
     let dims = spec.dims();
     let mut g = Graph::default();
-    let z_dims: Vec<Dim> = std::iter::once(Dim::Batch)
-        .chain(spec.sample_shape.iter().map(|&d| Dim::Fixed(d)))
-        .collect();
-    let z = g.input("z", Elem::F32, &z_dims);
-    let t = g.input("t", Elem::F32, &[Dim::Batch]);
-    let r = g.input("r", Elem::F32, &[Dim::Batch]);
-    let class = g.input("class", Elem::I64, &[Dim::Batch]);
-
+    let inputs = declare_inputs(&mut g, spec);
     let flat_shape = g.i64s("flat_shape", &[2], &[-1, dims as i64]);
-    let z_flat = g.node("Reshape", &[&z, &flat_shape], "z_flat", &[]);
-    let axes = g.i64s("axis1", &[1], &[1]);
-    let t_col = g.node("Unsqueeze", &[&t, &axes], "t_col", &[]);
-    let h = g.node("Sub", &[&t, &r], "h", &[]);
-    let h_col = g.node("Unsqueeze", &[&h, &axes], "h_col", &[]);
-    let half = weights.frequencies.len();
-    let freqs = g.f32s("time_frequencies", &[1, half], &weights.frequencies);
-    let emb_t = embedding(&mut g, &t_col, &freqs, "emb_t");
-    let emb_h = embedding(&mut g, &h_col, &freqs, "emb_h");
-    let table = g.f32s(
-        "class_table",
-        &[spec.classes + 1, spec.class_dim],
+    let z_flat = g.node("Reshape", &[&inputs.z, &flat_shape], "z_flat", &[]);
+    let Conditioning {
+        t_col,
+        emb_t,
+        emb_h,
+        class_emb: cls,
+    } = conditioning(
+        &mut g,
+        &inputs,
+        spec,
+        &weights.frequencies,
         &weights.class_table,
-    );
-    let cls = g.node(
-        "Gather",
-        &[&table, &class],
-        "class_emb",
-        &[("axis", Attr::Int(0))],
     );
     let mut x = g.node(
         "Concat",
@@ -123,24 +109,102 @@ pub fn build(weights: &MlpWeights, precision: &Precision, metadata: &[(&str, Str
     }
     let u_flat = match spec.prediction {
         Prediction::U => x,
-        Prediction::X => {
-            let floor = g.f32s("t_floor", &[1], &[T_FLOOR as f32]);
-            let tau = g.node("Max", &[&t_col, &floor], "tau", &[]);
-            let diff = g.node("Sub", &[&z_flat, &x], "z_minus_x", &[]);
-            g.node("Div", &[&diff, &tau], "u_flat", &[])
-        }
+        Prediction::X => x_to_u(&mut g, &z_flat, &x, &t_col),
     };
     let out_shape: Vec<i64> = std::iter::once(-1)
         .chain(spec.sample_shape.iter().map(|&d| d as i64))
         .collect();
     let out_shape = g.i64s("out_shape", &[out_shape.len()], &out_shape);
     let u = g.node("Reshape", &[&u_flat, &out_shape], "u_shaped", &[]);
-    g.output(&u, "u", Elem::F32, &z_dims);
+    g.output(&u, "u", Elem::F32, &inputs.z_dims);
     g.encode("meanflow", metadata)
 }
 
+/// The graph inputs every velocity network takes.
+pub(crate) struct Inputs {
+    /// `z`, float `[N, sample_shape…]`.
+    pub z: String,
+    /// `z`'s dimensions (also the output's).
+    pub z_dims: Vec<Dim>,
+    /// `t`, float `[N]`.
+    t: String,
+    /// `r`, float `[N]`.
+    r: String,
+    /// `class`, int64 `[N]`.
+    class: String,
+}
+
+/// Declares `z`, `t`, `r` and `class`.
+pub(crate) fn declare_inputs(g: &mut Graph, spec: &NetSpec) -> Inputs {
+    let z_dims: Vec<Dim> = std::iter::once(Dim::Batch)
+        .chain(spec.sample_shape.iter().map(|&d| Dim::Fixed(d)))
+        .collect();
+    Inputs {
+        z: g.input("z", Elem::F32, &z_dims),
+        z_dims,
+        t: g.input("t", Elem::F32, &[Dim::Batch]),
+        r: g.input("r", Elem::F32, &[Dim::Batch]),
+        class: g.input("class", Elem::I64, &[Dim::Batch]),
+    }
+}
+
+/// What the network is conditioned on, as graph values.
+pub(crate) struct Conditioning {
+    /// `t` as a column `[N, 1]`.
+    pub t_col: String,
+    /// Sinusoidal embedding of t `[N, time_dim]`.
+    pub emb_t: String,
+    /// Sinusoidal embedding of h = t − r `[N, time_dim]`.
+    pub emb_h: String,
+    /// The class's row of the embedding table `[N, class_dim]`.
+    pub class_emb: String,
+}
+
+/// The time embeddings (`frequencies`, `time_dim / 2` of them) and the class embedding
+/// (`class_table`, `[classes + 1, class_dim]`).
+pub(crate) fn conditioning(
+    g: &mut Graph,
+    inputs: &Inputs,
+    spec: &NetSpec,
+    frequencies: &[f32],
+    class_table: &[f32],
+) -> Conditioning {
+    let axes = g.i64s("axis1", &[1], &[1]);
+    let t_col = g.node("Unsqueeze", &[&inputs.t, &axes], "t_col", &[]);
+    let h = g.node("Sub", &[&inputs.t, &inputs.r], "h", &[]);
+    let h_col = g.node("Unsqueeze", &[&h, &axes], "h_col", &[]);
+    let freqs = g.f32s("time_frequencies", &[1, frequencies.len()], frequencies);
+    let emb_t = embedding(g, &t_col, &freqs, "emb_t");
+    let emb_h = embedding(g, &h_col, &freqs, "emb_h");
+    let table = g.f32s(
+        "class_table",
+        &[spec.classes + 1, spec.class_dim],
+        class_table,
+    );
+    let class_emb = g.node(
+        "Gather",
+        &[&table, &inputs.class],
+        "class_emb",
+        &[("axis", Attr::Int(0))],
+    );
+    Conditioning {
+        t_col,
+        emb_t,
+        emb_h,
+        class_emb,
+    }
+}
+
+/// x-prediction's output: u = (z − x̂) / max(t, T_FLOOR) on flattened `[N, dims]` values.
+pub(crate) fn x_to_u(g: &mut Graph, z_flat: &str, xhat_flat: &str, t_col: &str) -> String {
+    let floor = g.f32s("t_floor", &[1], &[T_FLOOR as f32]);
+    let tau = g.node("Max", &[t_col, &floor], "tau", &[]);
+    let diff = g.node("Sub", &[z_flat, xhat_flat], "z_minus_x", &[]);
+    g.node("Div", &[&diff, &tau], "u_flat", &[])
+}
+
 /// `[sin(x·ω) | cos(x·ω)]` for a column `x` `[N, 1]` and frequencies `[1, half]`.
-pub(crate) fn embedding(g: &mut Graph, x: &str, freqs: &str, stem: &str) -> String {
+fn embedding(g: &mut Graph, x: &str, freqs: &str, stem: &str) -> String {
     let a = g.node("Mul", &[x, freqs], &format!("{stem}.angle"), &[]);
     let s = g.node("Sin", &[&a], &format!("{stem}.sin"), &[]);
     let c = g.node("Cos", &[&a], &format!("{stem}.cos"), &[]);

@@ -12,10 +12,10 @@ use mf_train::burn::nn::GroupNorm;
 use mf_train::burn::nn::conv::Conv2d;
 use mf_train::model::dual::embedding_frequencies;
 use mf_train::model::unet::{ResBlock, level_channels};
-use mf_train::model::{NetSpec, Prediction, T_FLOOR, VelocityNet};
+use mf_train::model::{NetSpec, Prediction, VelocityNet};
 
-use crate::graph::embedding;
-use crate::onnx::{Attr, Dim, Elem, Graph};
+use crate::graph::{Conditioning, conditioning, declare_inputs, x_to_u};
+use crate::onnx::{Attr, Elem, Graph};
 use crate::weights::{Dense, floats};
 
 /// ONNX `Cast` target code for float32.
@@ -158,44 +158,24 @@ pub fn build(weights: &UnetWeights, fp16: bool, metadata: &[(&str, String)]) -> 
         g: Graph::default(),
         fp16,
     };
-    let z_dims: Vec<Dim> = std::iter::once(Dim::Batch)
-        .chain(spec.sample_shape.iter().map(|&d| Dim::Fixed(d)))
-        .collect();
     let g = &mut b.g;
-    let z = g.input("z", Elem::F32, &z_dims);
-    let t = g.input("t", Elem::F32, &[Dim::Batch]);
-    let r = g.input("r", Elem::F32, &[Dim::Batch]);
-    let class = g.input("class", Elem::I64, &[Dim::Batch]);
-
-    let axes = g.i64s("axis1", &[1], &[1]);
-    let t_col = g.node("Unsqueeze", &[&t, &axes], "t_col", &[]);
-    let h = g.node("Sub", &[&t, &r], "h", &[]);
-    let h_col = g.node("Unsqueeze", &[&h, &axes], "h_col", &[]);
-    let half = weights.frequencies.len();
-    let freqs = g.f32s("time_frequencies", &[1, half], &weights.frequencies);
-    let emb_t = embedding(g, &t_col, &freqs, "emb_t");
-    let emb_h = embedding(g, &h_col, &freqs, "emb_h");
-    let table = g.f32s(
-        "class_table",
-        &[spec.classes + 1, spec.class_dim],
-        &weights.class_table,
-    );
-    let cls = g.node(
-        "Gather",
-        &[&table, &class],
-        "class_emb",
-        &[("axis", Attr::Int(0))],
-    );
+    let inputs = declare_inputs(g, spec);
+    let Conditioning {
+        t_col,
+        emb_t,
+        emb_h,
+        class_emb,
+    } = conditioning(g, &inputs, spec, &weights.frequencies, &weights.class_table);
     let features = g.node(
         "Concat",
-        &[&emb_t, &emb_h, &cls],
+        &[&emb_t, &emb_h, &class_emb],
         "cond_features",
         &[("axis", Attr::Int(1))],
     );
     let cond = b.linear(&features, &weights.cond, "cond");
     let cond = b.silu(&cond, "cond");
 
-    let mut x = b.conv(&z, &weights.stem, 1, "stem");
+    let mut x = b.conv(&inputs.z, &weights.stem, 1, "stem");
     let mut skips = Vec::new();
     let levels = weights.down.len();
     for (level, block) in weights.down.iter().enumerate() {
@@ -237,12 +217,9 @@ pub fn build(weights: &UnetWeights, fp16: bool, metadata: &[(&str, String)]) -> 
         Prediction::U => x,
         Prediction::X => {
             let flat = g.i64s("flat_shape", &[2], &[-1, dims as i64]);
-            let z_flat = g.node("Reshape", &[&z, &flat], "z_flat", &[]);
+            let z_flat = g.node("Reshape", &[&inputs.z, &flat], "z_flat", &[]);
             let x_flat = g.node("Reshape", &[&x, &flat], "xhat_flat", &[]);
-            let floor = g.f32s("t_floor", &[1], &[T_FLOOR as f32]);
-            let tau = g.node("Max", &[&t_col, &floor], "tau", &[]);
-            let diff = g.node("Sub", &[&z_flat, &x_flat], "z_minus_x", &[]);
-            let u_flat = g.node("Div", &[&diff, &tau], "u_flat", &[]);
+            let u_flat = x_to_u(g, &z_flat, &x_flat, &t_col);
             let shape = g.i64s(
                 "out_shape",
                 &[4],
@@ -251,7 +228,7 @@ pub fn build(weights: &UnetWeights, fp16: bool, metadata: &[(&str, String)]) -> 
             g.node("Reshape", &[&u_flat, &shape], "u_shaped", &[])
         }
     };
-    g.output(&u, "u", Elem::F32, &z_dims);
+    g.output(&u, "u", Elem::F32, &inputs.z_dims);
     b.g.encode("meanflow", metadata)
 }
 
