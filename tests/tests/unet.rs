@@ -7,8 +7,6 @@ use mf_core::card::CARD_KEY;
 use mf_edge::backends::{self, BackendKind, BackendOptions, Batch};
 use mf_edge::model::Model;
 use mf_export::{Target, export};
-use mf_train::config::Config;
-use mf_train::train::{DeviceKind, FitOptions, fit};
 use prost::Message;
 use tract_onnx::pb;
 
@@ -40,16 +38,7 @@ fn max_rel(a: &[f32], b: &[f32]) -> f32 {
 fn a_trained_unet_exports_runs_in_tract_and_onnx_runtime_and_samples() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let report = fit(&FitOptions {
-        config: Config::parse(CONFIG).unwrap(),
-        out: run.clone(),
-        device: DeviceKind::Cpu,
-        resume: false,
-        max_minutes: None,
-        progress: false,
-    })
-    .unwrap();
-    assert!(report.last_mse.is_finite());
+    assert!(common::train(CONFIG, &run).is_finite());
 
     let (fp32, fp16) = (dir.path().join("u32.onnx"), dir.path().join("u16.onnx"));
     let r32 = export(&common::options(&run, Target::Fp32, &fp32)).unwrap();

@@ -47,15 +47,7 @@ pub fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("run");
-        fit(&FitOptions {
-            config: Config::parse(CONFIG).unwrap(),
-            out: run.clone(),
-            device: DeviceKind::Cpu,
-            resume: false,
-            max_minutes: None,
-            progress: false,
-        })
-        .unwrap();
+        train(CONFIG, &run);
         let out = |name: &str| dir.path().join(name);
         for (target, name) in [
             (Target::Fp32, "m-fp32.onnx"),
@@ -72,6 +64,20 @@ pub fn fixture() -> &'static Fixture {
             _dir: dir,
         }
     })
+}
+
+/// Trains `config` (TOML) on the CPU into the run folder `run`; returns the last step's MSE.
+pub fn train(config: &str, run: &Path) -> f64 {
+    fit(&FitOptions {
+        config: Config::parse(config).unwrap(),
+        out: run.to_path_buf(),
+        device: DeviceKind::Cpu,
+        resume: false,
+        max_minutes: None,
+        progress: false,
+    })
+    .unwrap()
+    .last_mse
 }
 
 /// Export options with the defaults the CLI uses (all layers int8).
