@@ -26,9 +26,10 @@ pub(crate) struct Sink {
     ldc: usize,
 }
 
-// SAFETY: every thread writes a disjoint set of tiles, and the buffer outlives the scoped
-// threads that write it.
+// SAFETY: every thread writes a disjoint set of tiles, and the buffer outlives the team's job
+// that writes it (`team::run` returns only when every task is done).
 unsafe impl Send for Sink {}
+// SAFETY: as for Send: shared references only hand out disjoint rows (`row`'s contract).
 unsafe impl Sync for Sink {}
 
 impl Sink {
@@ -61,6 +62,8 @@ impl Sink {
     #[inline(always)]
     unsafe fn row(&self, row: usize, col: usize, len: usize) -> RowOut<'_> {
         let start = row * self.ldc + col;
+        // SAFETY: the caller promises that `start..start + len` lies inside the output and that no
+        // other thread touches it: in bounds of the pointer `new` took apart, and unaliased.
         unsafe {
             if self.u8.is_null() {
                 RowOut::F32(core::slice::from_raw_parts_mut(self.f32.add(start), len))
@@ -97,6 +100,8 @@ pub(crate) unsafe fn finish_tile_i8(
     act: Activation,
 ) {
     for (i, sums) in acc.chunks_exact(at.nr).take(at.rows).enumerate() {
+        // SAFETY: rows row0..row0+rows and columns col0..col0+cols lie inside the output (the
+        // caller's contract), and this thread alone writes this tile.
         let out = unsafe { at.sink.row(at.row0 + i, at.col0, at.cols) };
         finish_row_i8(&sums[..at.cols], cols, act, out);
     }
@@ -109,6 +114,8 @@ pub(crate) unsafe fn finish_tile_i8(
 #[inline(always)]
 pub(crate) unsafe fn finish_tile_f32(acc: &[f32], at: &TileAt<'_>, bias: &[f32], act: Activation) {
     for (i, sums) in acc.chunks_exact(at.nr).take(at.rows).enumerate() {
+        // SAFETY: rows row0..row0+rows and columns col0..col0+cols lie inside the output (the
+        // caller's contract), and this thread alone writes this tile.
         let out = unsafe { at.sink.row(at.row0 + i, at.col0, at.cols) };
         finish_row_f32(&sums[..at.cols], bias, act, out);
     }
@@ -224,6 +231,8 @@ macro_rules! epilogue_for {
             cols: &$crate::epilogue::ColumnsI8<'_>,
             act: $crate::Activation,
         ) {
+            // SAFETY: the caller holds this function's contract, which is `finish_tile_*`'s (the tile's
+            // outputs are in bounds and owned by this thread).
             unsafe { $crate::epilogue::finish_tile_i8(acc, at, cols, act) }
         }
 
@@ -234,6 +243,8 @@ macro_rules! epilogue_for {
             bias: &[f32],
             act: $crate::Activation,
         ) {
+            // SAFETY: the caller holds this function's contract, which is `finish_tile_*`'s (the tile's
+            // outputs are in bounds and owned by this thread).
             unsafe { $crate::epilogue::finish_tile_f32(acc, at, bias, act) }
         }
 

@@ -6,7 +6,9 @@
 //!
 //! # The quantization convention (shared with mf-export's ONNX QDQ graphs)
 //! - **Weights**: int8, symmetric, one scale per output channel: `W[n, k] ≈ s_w[n] · q_w[n, k]`,
-//!   `q_w ∈ [-127, 127]`, zero point 0 (ONNX `DequantizeLinear` with `axis = 0` on `[N, K]`).
+//!   zero point 0 (ONNX `DequantizeLinear` with `axis = 0` on `[N, K]`). mf-export writes
+//!   `q_w ∈ [-127, 127]`; every kernel is exact over the whole range `[-128, 127]`, since QDQ
+//!   files from other quantizers hold −128.
 //! - **Activations**: uint8, asymmetric, one scale and zero point per tensor, calibrated ahead
 //!   of time: `q_a = clamp(round_half_even(x / s_a) + zp_a, 0, 255)` (ONNX `QuantizeLinear`).
 //! - **Accumulation** is exact in i32: `acc[m, n] = Σ_k (q_a[m, k] − zp_a) · q_w[n, k]`.
@@ -28,6 +30,7 @@
 //! `avx512vnni`, `neon`, `dotprod`, `i8mm`). Every SIMD kernel has the scalar kernel as its twin
 //! and [`reference`] as the truth the tests hold it to.
 #![no_std]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 #[cfg(feature = "alloc")]
 extern crate alloc;

@@ -230,10 +230,11 @@ pub(crate) fn prepare_a<'a>(
             Input::F32(x) => {
                 let src = &x[r * k..(r + 1) * k];
                 let quantize = micro.epilogue.quantize;
-                // SAFETY: the epilogue belongs to a family checked available at pack time.
                 if form == AForm::U8 {
+                    // SAFETY: the epilogue belongs to a family checked available at pack time.
                     unsafe { quantize(src, params, &mut dst[..k]) };
                 } else {
+                    // SAFETY: the epilogue belongs to a family checked available at pack time.
                     unsafe { quantize(src, params, &mut row_codes) };
                     convert_codes(form, &row_codes, dst);
                 }

@@ -14,6 +14,7 @@ pub fn i8_ops(isa: Isa, iters: u64) -> Option<u64> {
         // SAFETY: availability was checked above.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => Some(unsafe { crate::arch::x86_64::avx512::peak_i8(iters) }),
+        // SAFETY: availability was checked above.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => Some(unsafe { crate::arch::x86_64::avx2::peak_i8(iters) }),
         _ => {
@@ -32,6 +33,7 @@ pub fn f32_flops(isa: Isa, iters: u64) -> Option<u64> {
         // SAFETY: availability was checked above.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => Some(unsafe { crate::arch::x86_64::avx512::peak_f32(iters) }),
+        // SAFETY: availability was checked above.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => Some(unsafe { crate::arch::x86_64::avx2::peak_f32(iters) }),
         _ => {

@@ -4,6 +4,10 @@
 //! helpers spin briefly for the next job before they park. The calling thread always takes a
 //! share of the work itself, and returns only when every task is done, which is what lets a
 //! job borrow the caller's data.
+//!
+//! The team never has more threads than the cores available (spinning threads beyond them
+//! only take time from the ones doing the work); a task that itself calls [`run`] runs its
+//! inner tasks on its own thread; a caller that waits long for the last task yields its core.
 use std::boxed::Box;
 use std::format;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -52,7 +56,8 @@ fn team() -> &'static Shared {
         let threads = match REQUESTED.load(Ordering::Acquire) {
             0 => configured_threads(),
             n => n,
-        };
+        }
+        .min(cores());
         let shared: &'static Shared = Box::leak(Box::new(Shared {
             epoch: AtomicUsize::new(0),
             job: Mutex::new(None),
@@ -80,11 +85,42 @@ fn configured_threads() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .unwrap_or_else(cores)
+}
+
+/// The cores this process may run on: the most threads the team will have.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 std::thread_local! {
+    /// Inside [`single_threaded`].
     static SOLO: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Running a task of a job (on a helper, or on the caller of [`run`]).
+    static IN_TASK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Sets a thread-local flag for as long as it lives, and restores the previous value when
+/// dropped, on unwinding too.
+struct FlagGuard {
+    flag: &'static std::thread::LocalKey<std::cell::Cell<bool>>,
+    before: bool,
+}
+
+impl FlagGuard {
+    fn set(flag: &'static std::thread::LocalKey<std::cell::Cell<bool>>) -> FlagGuard {
+        FlagGuard {
+            flag,
+            before: flag.with(|f| f.replace(true)),
+        }
+    }
+}
+
+impl Drop for FlagGuard {
+    fn drop(&mut self) {
+        let before = self.before;
+        self.flag.with(|f| f.set(before));
+    }
 }
 
 /// Threads that share a product: the caller plus the helpers (1 inside [`single_threaded`]).
@@ -96,20 +132,19 @@ pub fn threads() -> usize {
     }
 }
 
-/// Sets the team's size (the caller included) before its first use; returns whether it took
-/// effect (false once the team has started).
+/// Sets the team's size (the caller included, at most [`cores`]) before its first use; returns
+/// whether it took effect (false once the team has started).
 pub fn configure(threads: usize) -> bool {
     REQUESTED.store(threads.max(1), Ordering::Release);
     let started = STARTED.load(Ordering::Acquire);
     !started
 }
 
-/// Runs `f` with every product on the calling thread alone (for measurements).
+/// Runs `f` with every product on the calling thread alone (for measurements); the thread's
+/// previous setting comes back when `f` returns or panics.
 pub fn single_threaded<R>(f: impl FnOnce() -> R) -> R {
-    let before = SOLO.with(|s| s.replace(true));
-    let out = f();
-    SOLO.with(|s| s.set(before));
-    out
+    let _solo = FlagGuard::set(&SOLO);
+    f()
 }
 
 static REQUESTED: AtomicUsize = AtomicUsize::new(0);
@@ -138,6 +173,7 @@ fn helper(shared: &'static Shared) {
         seen = shared.epoch.load(Ordering::Acquire);
         let job = *shared.job.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(job) = job {
+            let _in_task = FlagGuard::set(&IN_TASK);
             work(shared, job);
         }
     }
@@ -169,16 +205,20 @@ fn work(shared: &Shared, job: Job) {
     }
 }
 
-/// Runs `f(0..tasks)` on the team (the caller included) and returns when all are done.
+/// Runs `f(0..tasks)` on the team (the caller included) and returns when all are done. Called
+/// from inside a task, it runs the inner tasks on the calling thread (the team is busy with the
+/// outer job).
 pub fn run(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
     let shared = team();
-    if tasks <= 1 || shared.helpers == 0 || SOLO.with(|s| s.get()) {
+    if tasks <= 1 || shared.helpers == 0 || SOLO.with(|s| s.get()) || IN_TASK.with(|s| s.get()) {
         (0..tasks).for_each(f);
         return;
     }
     let _one_job = shared.running.lock().unwrap_or_else(|e| e.into_inner());
     // SAFETY (lifetime erasure): this function does not return before every task has run.
     let f: *const (dyn Fn(usize) + Sync + '_) = f;
+    // SAFETY: only the lifetime is erased: this function does not return before every task
+    // has run, so `f` outlives every use a helper makes of it.
     let f: *const (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(f) };
     assert!(u32::try_from(tasks).is_ok(), "too many tasks: {tasks}");
     // The low 32 bits of the epoch this job is announced with.
@@ -200,9 +240,19 @@ pub fn run(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
             shared.wake.notify_all();
         }
     }
-    work(shared, job);
+    {
+        let _in_task = FlagGuard::set(&IN_TASK);
+        work(shared, job);
+    }
+    // The last tasks run on helpers: spin briefly, then give the core to them.
+    let mut spins = 0;
     while shared.done.load(Ordering::Acquire) < tasks {
-        std::hint::spin_loop();
+        spins += 1;
+        if spins < SPINS {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
     }
     *shared.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
     assert!(
@@ -225,6 +275,26 @@ mod tests {
             });
             assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1));
         }
+    }
+
+    #[test]
+    fn a_task_that_runs_a_job_finishes() {
+        // Before: the inner run waited forever on the mutex that the outer run holds.
+        let counts: std::vec::Vec<AtomicUsize> = (0..12).map(|_| AtomicUsize::new(0)).collect();
+        run(3, &|outer| {
+            run(4, &|inner| {
+                counts[outer * 4 + inner].fetch_add(1, Ordering::Relaxed);
+            });
+        });
+        assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+    }
+
+    #[test]
+    fn single_threaded_restores_its_flag_after_a_panic() {
+        let outside = threads();
+        let caught = catch_unwind(|| single_threaded(|| panic!("inside single_threaded")));
+        assert!(caught.is_err());
+        assert_eq!(threads(), outside, "the thread stayed single-threaded");
     }
 
     #[test]

@@ -25,7 +25,8 @@ fn activation() -> impl Strategy<Value = Activation> {
     prop_oneof![Just(Activation::None), Just(Activation::Silu)]
 }
 
-/// Codes drawn uniformly, or pinned to an extreme so that every product is at its largest.
+/// Codes drawn uniformly, or pinned to an extreme so that every product is at its largest
+/// (code 0 is −128 for the s8×s8 ARM kernels, which flip the sign bit).
 fn codes(len: usize) -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         prop::collection::vec(any::<u8>(), len),
@@ -34,9 +35,11 @@ fn codes(len: usize) -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// Weights over the whole int8 range: −128 is legal in QDQ files that other quantizers write.
 fn weights(len: usize) -> impl Strategy<Value = Vec<i8>> {
     prop_oneof![
-        prop::collection::vec(-127i8..=127, len),
+        prop::collection::vec(any::<i8>(), len),
+        Just(vec![-128i8; len]),
         Just(vec![-127i8; len]),
         Just(vec![127i8; len]),
     ]
@@ -172,6 +175,41 @@ proptest! {
                 prop_assert!((g - r).abs() <= tol, "{} at {}: {} vs {} (tol {})", isa, i, g, r, tol);
             }
         }
+    }
+}
+
+/// The products at the edge of the int8 range: every weight −128 and every activation at the
+/// code that the s8×s8 ARM kernels read as −128 (code 0) or at 255, with zero points that put
+/// the dequantized values at both ends, at depths that fill whole kernel units and leave tails.
+#[test]
+fn weights_of_minus_128_are_exact_in_every_kernel() {
+    for (k, code, zp) in [(64, 0u8, 255u8), (64, 255, 0), (37, 0, 128), (300, 0, 0)] {
+        let (m, n) = (5, 9);
+        let case = I8Case {
+            m,
+            n,
+            k,
+            codes: vec![code; m * k],
+            weights: vec![-128i8; n * k],
+            w_scales: vec![1e-3; n],
+            bias: vec![0.25; n],
+            input: QuantParams::new(0.01, zp).unwrap(),
+            activation: Activation::None,
+        };
+        for isa in available() {
+            case.check(isa).unwrap();
+        }
+        // The exact sum, so that a kernel and the reference cannot agree on a wrong answer.
+        let layer = case.layer();
+        let mut want = vec![0f32; m * n];
+        reference::gemm_i8(&layer, &case.codes, m, Output::F32(&mut want)).unwrap();
+        let acc = (i32::from(code) - i32::from(zp)) * -128 * k as i32;
+        let scale = 0.01f32 * 1e-3;
+        assert_eq!(
+            want[0],
+            acc as f32 * scale + 0.25,
+            "k {k} code {code} zp {zp}"
+        );
     }
 }
 

@@ -119,3 +119,31 @@ macro_rules! by_rows {
 }
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) use by_rows;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The driver hands every kernel a buffer of MAX_TILE sums and the epilogue a row of
+    /// MAX_NR: each kernel's tile must fit both.
+    #[test]
+    fn every_tile_fits_the_drivers_buffers() {
+        for isa in Isa::ALL {
+            let i8 = i8_micro(isa);
+            assert!(
+                i8.mr * i8.nr <= MAX_TILE,
+                "{isa} int8 tile {}x{}",
+                i8.mr,
+                i8.nr
+            );
+            assert!(i8.nr <= crate::epilogue::MAX_NR, "{isa} int8 nr {}", i8.nr);
+            assert!(
+                i8.mr.is_multiple_of(i8.row_align),
+                "{isa} int8 row alignment"
+            );
+            let f = f32_micro(isa);
+            assert!(f.mr * f.nr <= MAX_TILE, "{isa} fp32 tile {}x{}", f.mr, f.nr);
+            assert!(f.nr <= crate::epilogue::MAX_NR, "{isa} fp32 nr {}", f.nr);
+        }
+    }
+}

@@ -36,17 +36,25 @@ unsafe fn quantize(x: &[f32], params: QuantParams, codes: &mut [u8]) {
 }
 
 unsafe fn finish_i8(acc: &[i32], at: &TileAt<'_>, cols: &ColumnsI8<'_>, act: Activation) {
+    // SAFETY: the caller holds this function's contract, which is `finish_tile_*`'s (the tile's
+    // outputs are in bounds and owned by this thread).
     unsafe { finish_tile_i8(acc, at, cols, act) }
 }
 
 unsafe fn finish_f32(acc: &[f32], at: &TileAt<'_>, bias: &[f32], act: Activation) {
+    // SAFETY: the caller holds this function's contract, which is `finish_tile_*`'s (the tile's
+    // outputs are in bounds and owned by this thread).
     unsafe { finish_tile_f32(acc, at, bias, act) }
 }
 
 unsafe fn i8_tile(rows: usize, kb: usize, a: *const u8, lda: usize, b: *const i8, c: *mut i32) {
     const NR: usize = 4;
+    // SAFETY: the tile contract gives `rows` rows `lda` apart with `kb` (or `k`) elements each:
+    // (rows − 1)·lda + kb elements from `a`.
     let a = unsafe { core::slice::from_raw_parts(a, (rows - 1) * lda + kb) };
+    // SAFETY: the tile contract gives kb depth steps of NR packed weights (the depth unit is 1).
     let b = unsafe { core::slice::from_raw_parts(b, kb * NR) };
+    // SAFETY: the tile contract gives room for rows·NR sums in `c`, written by this call alone.
     let c = unsafe { core::slice::from_raw_parts_mut(c, rows * NR) };
     c.fill(0);
     for i in 0..rows {
@@ -61,8 +69,12 @@ unsafe fn i8_tile(rows: usize, kb: usize, a: *const u8, lda: usize, b: *const i8
 
 unsafe fn f32_tile(rows: usize, k: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32) {
     const NR: usize = 4;
+    // SAFETY: the tile contract gives `rows` rows `lda` apart with `kb` (or `k`) elements each:
+    // (rows − 1)·lda + kb elements from `a`.
     let a = unsafe { core::slice::from_raw_parts(a, (rows - 1) * lda + k) };
+    // SAFETY: the tile contract gives kb depth steps of NR packed weights (the depth unit is 1).
     let b = unsafe { core::slice::from_raw_parts(b, k * NR) };
+    // SAFETY: the tile contract gives room for rows·NR sums in `c`, written by this call alone.
     let c = unsafe { core::slice::from_raw_parts_mut(c, rows * NR) };
     c.fill(0.0);
     for i in 0..rows {

@@ -33,6 +33,8 @@ fn sdot(acc: int32x4_t, w: int8x16_t, x: int8x16_t) -> int32x4_t {
 }
 
 unsafe fn i8_tile(rows: usize, kb: usize, a: *const u8, lda: usize, b: *const i8, c: *mut i32) {
+    // SAFETY: the caller holds `I8Micro`'s tile contract; `by_rows!` passes it on unchanged to the
+    // kernel instance for exactly `rows` rows, and every row count up to `mr` has an instance.
     unsafe {
         by_rows!(rows, i8_rows, (kb, a, lda, b, c),
             [1 => 4, 2 => 2, 3 => 2, 4 => 1, 5 => 1, 6 => 1, 7 => 1, 8 => 1])
@@ -53,6 +55,8 @@ unsafe fn i8_rows<const R: usize, const S: usize>(
     // SAFETY (both loops): kb steps of 32 weight bytes; R rows (lda bytes apart) of kb dwords.
     macro_rules! step {
         ($set:expr) => {
+            // SAFETY: as stated above `step!`: the loads stay inside the packed panel and the R rows
+            // of activations that the tile contract promises.
             unsafe {
                 let w0 = vld1q_s8(bp);
                 let w1 = vld1q_s8(bp.add(16));

@@ -34,6 +34,8 @@ fn smmla(acc: int32x4_t, x: int8x16_t, w: int8x16_t) -> int32x4_t {
 }
 
 unsafe fn i8_tile(rows: usize, kb: usize, a: *const u8, lda: usize, b: *const i8, c: *mut i32) {
+    // SAFETY: the caller holds `I8Micro`'s tile contract; `by_rows!` passes it on unchanged to the
+    // kernel instance for exactly `rows` rows, and every row count up to `mr` has an instance.
     unsafe { by_rows!(rows / 2, i8_pairs, (kb, a, lda, b, c), [1, 2, 3, 4]) }
 }
 

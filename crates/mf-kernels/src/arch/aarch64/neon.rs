@@ -1,6 +1,8 @@
-//! Plain NEON kernels. int8: `smull` + `smlal2` multiply 16 s8 pairs into i16 (|sum of two| ≤
-//! 2·128·127 < 32768, exact), then `sadalp` accumulates them into four i32 lanes; each of the
-//! 4×4 tile's sums is reduced across lanes at the end. fp32: `fmla` on 8×8 tiles.
+//! Plain NEON kernels. int8: `smull` and `smull2` multiply 16 s8 pairs into two vectors of i16
+//! products (each |product| ≤ 128·128 = 16384, exact for every code, −128 included), and a
+//! `sadalp` per vector accumulates them into four i32 lanes; each of the 4×4 tile's sums is
+//! reduced across lanes at the end. (Adding two products in one i16 lane first, `smlal2`,
+//! would overflow at (−128)·(−128) + (−128)·(−128) = 32768.) fp32: `fmla` on 8×8 tiles.
 use core::arch::aarch64::*;
 
 use crate::arch::{AForm, F32Micro, I8Micro, by_rows};
@@ -28,6 +30,8 @@ pub(crate) static F32: F32Micro = F32Micro {
 };
 
 unsafe fn i8_tile(rows: usize, kb: usize, a: *const u8, lda: usize, b: *const i8, c: *mut i32) {
+    // SAFETY: the caller holds `I8Micro`'s tile contract; `by_rows!` passes it on unchanged to the
+    // kernel instance for exactly `rows` rows, and every row count up to `mr` has an instance.
     unsafe { by_rows!(rows, i8_rows, (kb, a, lda, b, c), [1, 2, 3, 4]) }
 }
 
@@ -48,9 +52,9 @@ unsafe fn i8_rows<const R: usize>(kb: usize, a: *const u8, lda: usize, b: *const
             for (i, row) in acc.iter_mut().enumerate() {
                 let x = vld1q_s8(ap.add(i * lda));
                 for (j, sum) in row.iter_mut().enumerate() {
-                    let p = vmull_s8(vget_low_s8(x), vget_low_s8(w[j]));
-                    let p = vmlal_high_s8(p, x, w[j]);
-                    *sum = vpadalq_s16(*sum, p);
+                    let lo = vmull_s8(vget_low_s8(x), vget_low_s8(w[j]));
+                    let hi = vmull_high_s8(x, w[j]);
+                    *sum = vpadalq_s16(vpadalq_s16(*sum, lo), hi);
                 }
             }
             ap = ap.add(16);
@@ -66,6 +70,8 @@ unsafe fn i8_rows<const R: usize>(kb: usize, a: *const u8, lda: usize, b: *const
 }
 
 unsafe fn f32_tile(rows: usize, k: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32) {
+    // SAFETY: the caller holds `F32Micro`'s tile contract; `by_rows!` passes it on unchanged to the
+    // kernel instance for exactly `rows` rows, and every row count up to `mr` has an instance.
     unsafe {
         by_rows!(rows, f32_rows, (k, a, lda, b, c),
             [1 => 4, 2 => 2, 3 => 2, 4 => 1, 5 => 1, 6 => 1, 7 => 1, 8 => 1])
@@ -86,6 +92,8 @@ unsafe fn f32_rows<const R: usize, const S: usize>(
     // SAFETY (both loops): k steps of 8 weights; R rows (lda apart) of k activations.
     macro_rules! step {
         ($set:expr) => {
+            // SAFETY: as stated above `step!`: the loads stay inside the packed panel and the R rows
+            // of activations that the tile contract promises.
             unsafe {
                 let b0 = vld1q_f32(bp);
                 let b1 = vld1q_f32(bp.add(4));

@@ -29,6 +29,8 @@ pub(crate) static F32: F32Micro = F32Micro {
 };
 
 unsafe fn i8_tile(rows: usize, kb: usize, a: *const u8, lda: usize, b: *const i8, c: *mut i32) {
+    // SAFETY: the caller holds `I8Micro`'s tile contract; `by_rows!` passes it on unchanged to the
+    // kernel instance for exactly `rows` rows, and every row count up to `mr` has an instance.
     unsafe {
         by_rows!(rows, i8_rows, (kb, a, lda, b, c), [1 => 4, 2 => 2, 3 => 1, 4 => 1, 5 => 1, 6 => 1])
     }
@@ -48,6 +50,8 @@ unsafe fn i8_rows<const R: usize, const S: usize>(
     // SAFETY (both loops): kb steps of 32 weight bytes; R rows (lda bytes apart) of kb i16 pairs.
     macro_rules! step {
         ($set:expr) => {
+            // SAFETY: as stated above `step!`: the loads stay inside the packed panel and the R rows
+            // of activations that the tile contract promises.
             unsafe {
                 let b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp));
                 let b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp.add(1)));
@@ -82,6 +86,8 @@ unsafe fn i8_rows<const R: usize, const S: usize>(
 }
 
 unsafe fn f32_tile(rows: usize, k: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32) {
+    // SAFETY: the caller holds `F32Micro`'s tile contract; `by_rows!` passes it on unchanged to the
+    // kernel instance for exactly `rows` rows, and every row count up to `mr` has an instance.
     unsafe {
         by_rows!(rows, f32_rows, (k, a, lda, b, c), [1 => 4, 2 => 2, 3 => 2, 4 => 1, 5 => 1, 6 => 1])
     }
@@ -101,6 +107,8 @@ unsafe fn f32_rows<const R: usize, const S: usize>(
     // SAFETY (both loops): k steps of 16 weights; R rows (lda apart) of k activations.
     macro_rules! step {
         ($set:expr) => {
+            // SAFETY: as stated above `step!`: the loads stay inside the packed panel and the R rows
+            // of activations that the tile contract promises.
             unsafe {
                 let b0 = _mm256_loadu_ps(bp);
                 let b1 = _mm256_loadu_ps(bp.add(8));

@@ -30,6 +30,8 @@ pub(crate) static F32: F32Micro = F32Micro {
 };
 
 unsafe fn i8_tile(rows: usize, kb: usize, a: *const u8, lda: usize, b: *const i8, c: *mut i32) {
+    // SAFETY: the caller holds `I8Micro`'s tile contract; `by_rows!` passes it on unchanged to the
+    // kernel instance for exactly `rows` rows, and every row count up to `mr` has an instance.
     unsafe {
         by_rows!(rows, i8_rows, (kb, a, lda, b, c),
             [1 => 6, 2 => 3, 3 => 2, 4 => 2, 5 => 1, 6 => 1, 7 => 1, 8 => 1, 9 => 1, 10 => 1, 11 => 1, 12 => 1])
@@ -51,6 +53,8 @@ unsafe fn i8_rows<const R: usize, const S: usize>(
     // bytes apart) kb dwords.
     macro_rules! step {
         ($set:expr) => {
+            // SAFETY: as stated above `step!`: the loads stay inside the packed panel and the R rows
+            // of activations that the tile contract promises.
             unsafe {
                 let b0 = _mm512_loadu_si512(bp);
                 let b1 = _mm512_loadu_si512(bp.add(1));
@@ -85,6 +89,8 @@ unsafe fn i8_rows<const R: usize, const S: usize>(
 }
 
 unsafe fn f32_tile(rows: usize, k: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32) {
+    // SAFETY: the caller holds `F32Micro`'s tile contract; `by_rows!` passes it on unchanged to the
+    // kernel instance for exactly `rows` rows, and every row count up to `mr` has an instance.
     unsafe {
         by_rows!(rows, f32_rows, (k, a, lda, b, c),
             [1 => 6, 2 => 3, 3 => 2, 4 => 2, 5 => 1, 6 => 1, 7 => 1, 8 => 1, 9 => 1, 10 => 1, 11 => 1, 12 => 1])
@@ -106,6 +112,8 @@ unsafe fn f32_rows<const R: usize, const S: usize>(
     // apart) k activations.
     macro_rules! step {
         ($set:expr) => {
+            // SAFETY: as stated above `step!`: the loads stay inside the packed panel and the R rows
+            // of activations that the tile contract promises.
             unsafe {
                 let b0 = _mm512_loadu_ps(bp);
                 let b1 = _mm512_loadu_ps(bp.add(16));
