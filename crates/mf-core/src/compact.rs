@@ -213,8 +213,19 @@ impl<'a> CompactModel<'a> {
                 "prediction, sampler or layer count",
             ));
         }
+        // Sizes from the header are checked before any arithmetic trusts them (usize is 32
+        // bits on the firmware).
+        let features = shape[0]
+            .checked_mul(shape[1])
+            .and_then(|d| d.checked_mul(shape[2]))
+            .and_then(|d| d.checked_add(half.checked_mul(4)?))
+            .and_then(|d| d.checked_add(class_dim))
+            .ok_or(CompactError::Inconsistent("sample shape overflows"))?;
+        let table = (classes + 1)
+            .checked_mul(class_dim)
+            .ok_or(CompactError::Inconsistent("class table overflows"))?;
         let frequencies = r.f32s(half)?;
-        let class_table = r.f32s((classes + 1) * class_dim)?;
+        let class_table = r.f32s(table)?;
         let layers_start = r.at;
         let model = CompactModel {
             shape,
@@ -229,7 +240,7 @@ impl<'a> CompactModel<'a> {
             count,
         };
         // Walk the layers once: sizes must chain and fill the payload exactly.
-        let mut k_expected = model.dims() + 4 * half + class_dim;
+        let mut k_expected = features;
         let mut walked = 0;
         let mut last_n = 0;
         for layer in model.layers() {
@@ -321,9 +332,9 @@ pub struct Workspace<'b> {
     pub b: &'b mut [f32],
     /// uint8 codes of a layer input, at least [`CompactModel::max_width`] values.
     pub codes: &'b mut [u8],
-    /// Per-layer weight scales and bias, at least the widest layer's `n` values each.
+    /// A layer's weight scales, at least [`CompactModel::max_width`] values.
     pub scales: &'b mut [f32],
-    /// Per-layer bias copy.
+    /// A layer's bias, at least [`CompactModel::max_width`] values.
     pub bias: &'b mut [f32],
 }
 
@@ -338,14 +349,44 @@ impl CompactModel<'_> {
         ws: &mut Workspace<'_>,
         out: &mut [f32],
     ) -> Result<(), CompactError> {
+        self.generate_with(class, seed, ws, out, |layer, codes, y| {
+            mf_kernels::reference::gemm_i8(layer, codes, 1, mf_kernels::reference::Output::F32(y))
+                .map_err(|_| CompactError::Inconsistent("layer shapes"))
+        })
+    }
+
+    /// [`generate`](Self::generate) with each dense layer computed by `dense(layer, codes, y)`
+    /// (one row of uint8 input codes into `layer.n` f32 outputs), so a host can run the same
+    /// model on the SIMD kernels; every kernel must give the reference's values bit for bit.
+    pub fn generate_with<F>(
+        &self,
+        class: usize,
+        seed: u64,
+        ws: &mut Workspace<'_>,
+        out: &mut [f32],
+        mut dense: F,
+    ) -> Result<(), CompactError>
+    where
+        F: FnMut(
+            &mf_kernels::reference::QuantizedLayer<'_>,
+            &[u8],
+            &mut [f32],
+        ) -> Result<(), CompactError>,
+    {
         let dims = self.dims();
         if out.len() != dims {
             return Err(CompactError::Inconsistent("output buffer size"));
         }
         let width = self.max_width();
-        if [ws.a.len(), ws.b.len(), ws.codes.len()]
-            .iter()
-            .any(|&l| l < width)
+        if [
+            ws.a.len(),
+            ws.b.len(),
+            ws.codes.len(),
+            ws.scales.len(),
+            ws.bias.len(),
+        ]
+        .iter()
+        .any(|&l| l < width)
         {
             return Err(CompactError::Inconsistent("workspace too small"));
         }
@@ -394,13 +435,7 @@ impl CompactModel<'_> {
                 n: layer.n,
                 k: layer.k,
             };
-            mf_kernels::reference::gemm_i8(
-                &q,
-                &ws.codes[..width_in],
-                1,
-                mf_kernels::reference::Output::F32(&mut dst[..layer.n]),
-            )
-            .map_err(|_| CompactError::Inconsistent("layer shapes"))?;
+            dense(&q, &ws.codes[..width_in], &mut dst[..layer.n])?;
             core::mem::swap(&mut src, &mut dst);
             width_in = layer.n;
         }
