@@ -7,20 +7,54 @@ use image::{Rgb, RgbImage};
 
 use crate::schedule::to_pixel;
 
-/// Renders `[n, C, H, W]` model values (C = 1 or 3) as an RGB image of `cols` columns, each
-/// sample scaled by `zoom`, with a 1-pixel border.
-pub fn grid(samples: &[f32], shape: &[usize], cols: usize, zoom: u32) -> anyhow::Result<RgbImage> {
+/// The largest grid drawn, in pixels (64 Mi pixels, 192 MiB of RGB).
+pub const MAX_GRID_PIXELS: u64 = 1 << 26;
+
+/// The width and height in pixels of a grid of `n` samples of `shape` in `cols` columns at
+/// `zoom`, or an error naming the size when it is not drawable: a shape that is not `[C, H, W]`
+/// with C = 1 or 3, a zoom of 0, or more than [`MAX_GRID_PIXELS`].
+pub fn grid_size(n: usize, shape: &[usize], cols: usize, zoom: u32) -> anyhow::Result<(u32, u32)> {
     ensure!(
-        shape.len() == 3 && (shape[0] == 1 || shape[0] == 3),
-        "images of shape {shape:?} cannot be drawn"
+        shape.len() == 3 && (shape[0] == 1 || shape[0] == 3) && shape[1] > 0 && shape[2] > 0,
+        "images of shape {shape:?} cannot be drawn ([1 or 3, H, W] can)"
     );
-    let (c, h, w) = (shape[0], shape[1], shape[2]);
-    let per = c * h * w;
+    ensure!(
+        zoom > 0,
+        "a zoom of 0 draws nothing (1 or more is accepted)"
+    );
+    let cols = cols.clamp(1, n.max(1)) as u64;
+    let rows = (n as u64).div_ceil(cols);
+    let cell = |side: usize| (side as u64).checked_mul(u64::from(zoom))?.checked_add(2);
+    let size = cell(shape[2])
+        .zip(cell(shape[1]))
+        .and_then(|(cw, ch)| Some((cols.checked_mul(cw)?, rows.checked_mul(ch)?)));
+    let pixels = size.and_then(|(w, h)| w.checked_mul(h));
+    match (size, pixels) {
+        (Some((w, h)), Some(p)) if p <= MAX_GRID_PIXELS => Ok((w as u32, h as u32)),
+        _ => anyhow::bail!(
+            "a grid of {n} images of {}x{} at zoom {zoom} in {cols} columns is larger than the \
+             {MAX_GRID_PIXELS} pixels drawn at most: lower the count or the zoom",
+            shape[2],
+            shape[1]
+        ),
+    }
+}
+
+/// Renders `[n, C, H, W]` model values (C = 1 or 3) as an RGB image of `cols` columns, each
+/// sample scaled by `zoom`, with a 1-pixel border (at most [`MAX_GRID_PIXELS`]).
+pub fn grid(samples: &[f32], shape: &[usize], cols: usize, zoom: u32) -> anyhow::Result<RgbImage> {
+    let per: usize = shape.iter().product();
+    ensure!(
+        per > 0 && samples.len().is_multiple_of(per),
+        "{} values are not whole images of shape {shape:?}",
+        samples.len()
+    );
     let n = samples.len() / per;
+    let (width, height) = grid_size(n, shape, cols, zoom)?;
+    let (c, h, w) = (shape[0], shape[1], shape[2]);
     let cols = cols.clamp(1, n.max(1));
-    let rows = n.div_ceil(cols);
     let (cw, ch) = (w as u32 * zoom + 2, h as u32 * zoom + 2);
-    let mut img = RgbImage::from_pixel(cols as u32 * cw, rows as u32 * ch, Rgb([40, 40, 40]));
+    let mut img = RgbImage::from_pixel(width, height, Rgb([40, 40, 40]));
     for k in 0..n {
         let (gx, gy) = ((k % cols) as u32 * cw + 1, (k / cols) as u32 * ch + 1);
         let px =
@@ -47,30 +81,11 @@ pub fn grid(samples: &[f32], shape: &[usize], cols: usize, zoom: u32) -> anyhow:
     Ok(img)
 }
 
-/// Writes a PNG through a temp file in the same folder and a rename.
+/// Writes a PNG atomically ([`crate::atomic::write`]): encoded in memory, then written
+/// whole, flushed and renamed into place.
 pub fn save_png(img: &RgbImage, path: &Path) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    ensure!(
-        dir.is_dir(),
-        "cannot write {}: folder {} does not exist",
-        path.display(),
-        dir.display()
-    );
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("out")
-    ));
-    let result = img
-        .save_with_format(&tmp, image::ImageFormat::Png)
-        .with_context(|| format!("cannot write {}", path.display()))
-        .and_then(|_| {
-            std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
-        });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let mut png = std::vec::Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .with_context(|| format!("cannot encode {}", path.display()))?;
+    crate::atomic::write(path, &png)
 }

@@ -1,5 +1,6 @@
 //! What the MeanFlow Edge crates and the firmware share.
 //!
+//! - [`atomic`] (std): the one atomic file write (temp file, fsync, rename);
 //! - [`noise`]: the sampler's Gaussian noise, bit-identical on every target (the firmware's
 //!   pixels are compared with the runtime's);
 //! - [`card`] (std): the model card every exported model carries;
@@ -15,6 +16,8 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(feature = "std")]
+pub mod atomic;
 #[cfg(feature = "std")]
 pub mod batch;
 #[cfg(feature = "std")]

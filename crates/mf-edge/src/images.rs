@@ -7,7 +7,10 @@ use std::path::Path;
 use anyhow::{Context, bail, ensure};
 use image::DynamicImage;
 use image::imageops::FilterType;
-pub use mf_core::images::{grid, save_png};
+pub use mf_core::images::{MAX_GRID_PIXELS, grid, grid_size, save_png};
+
+/// The largest photo file read (256 MiB); decoding is bounded by the `image` crate's limits.
+pub const MAX_PHOTO_BYTES: u64 = 256 << 20;
 
 /// Reads a PNG or JPEG (`-` for standard input) and fits it to `[C, H, W]` model values:
 /// resized (triangle filter), converted to grey or RGB, mapped to [-1, 1].
@@ -16,15 +19,20 @@ pub fn read_photo(path: &Path, shape: &[usize]) -> anyhow::Result<Vec<f32>> {
         shape.len() == 3 && (shape[0] == 1 || shape[0] == 3),
         "the model takes {shape:?} samples, not images"
     );
-    let bytes = if path.as_os_str() == "-" {
-        let mut buf = Vec::new();
+    let mut bytes = Vec::new();
+    let read = if path.as_os_str() == "-" {
         std::io::stdin()
-            .read_to_end(&mut buf)
-            .context("cannot read standard input")?;
-        buf
+            .take(MAX_PHOTO_BYTES + 1)
+            .read_to_end(&mut bytes)
     } else {
-        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
+        std::fs::File::open(path).and_then(|f| f.take(MAX_PHOTO_BYTES + 1).read_to_end(&mut bytes))
     };
+    read.with_context(|| format!("cannot read {}", path.display()))?;
+    ensure!(
+        bytes.len() as u64 <= MAX_PHOTO_BYTES,
+        "{} is larger than the {MAX_PHOTO_BYTES} bytes a photo may have",
+        path.display()
+    );
     let img = image::load_from_memory(&bytes).map_err(|e| {
         anyhow::anyhow!(
             "cannot decode image {}: {e} (PNG and JPEG are accepted)",

@@ -128,9 +128,12 @@ pub fn export(opts: &ExportOptions) -> anyhow::Result<ExportReport> {
     } else {
         "ema.safetensors"
     };
-    let net =
-        checkpoint::load_safetensors(&state.spec, &checkpoint::dir(&opts.run).join(file), &device)
-            .with_context(|| format!("cannot load the run in {}", opts.run.display()))?;
+    let net = checkpoint::load_safetensors(
+        &state.spec,
+        &checkpoint::folder(&opts.run)?.join(file),
+        &device,
+    )
+    .with_context(|| format!("cannot load the run in {}", opts.run.display()))?;
     let check = check_batch(&net);
     let reference = net_u(&net, &check, &device);
     let mut lines = Vec::new();
@@ -477,17 +480,13 @@ fn net_u(net: &VelocityNet, b: &Batch, device: &Device) -> Vec<f32> {
         .expect("f32 output")
 }
 
-/// Writes through a temp file in the same folder, then renames: no partial file on failure.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Creates the output's folder if needed, then writes the file atomically
+/// ([`mf_core::atomic::write`]: temp file, fsync, rename; nothing left behind on failure).
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("out")
-    ));
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    mf_core::atomic::write(path, bytes)
 }

@@ -18,6 +18,8 @@ use burn::store::{
 };
 use serde::{Deserialize, Serialize};
 
+use mf_core::atomic;
+
 use crate::config::Config;
 use crate::model::{NetSpec, VelocityNet};
 use crate::rng::RngState;
@@ -44,7 +46,9 @@ pub fn dir(run: &Path) -> PathBuf {
     run.join("checkpoint")
 }
 
-/// Writes a checkpoint atomically (temp folder, then renames).
+/// Writes a checkpoint atomically: every file is written whole and flushed into
+/// `checkpoint.tmp/`, which is swapped in with renames and synced folders. If anything fails
+/// (a full disk), `checkpoint.tmp/` is removed and the previous checkpoint stays as it was.
 pub fn save(
     run: &Path,
     model: &VelocityNet,
@@ -52,40 +56,74 @@ pub fn save(
     optimizer: &[u8],
     state: &RunState,
 ) -> anyhow::Result<()> {
-    let final_dir = dir(run);
     let tmp = run.join("checkpoint.tmp");
-    let old = run.join("checkpoint.old");
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)?;
+    let result = write_folder(&tmp, model, ema, optimizer, state).and_then(|()| swap_in(run, &tmp));
+    if result.is_err() && tmp.exists() {
+        let _ = std::fs::remove_dir_all(&tmp);
     }
-    std::fs::create_dir_all(&tmp)?;
-    save_safetensors(model, &tmp.join("model.safetensors"))?;
-    save_safetensors(ema, &tmp.join("ema.safetensors"))?;
+    result.with_context(|| format!("cannot write the checkpoint in {}", run.display()))
+}
+
+/// Writes the checkpoint's files into a fresh folder `tmp`.
+fn write_folder(
+    tmp: &Path,
+    model: &VelocityNet,
+    ema: &VelocityNet,
+    optimizer: &[u8],
+    state: &RunState,
+) -> anyhow::Result<()> {
+    if tmp.exists() {
+        std::fs::remove_dir_all(tmp)?;
+    }
+    std::fs::create_dir_all(tmp)?;
+    atomic::write(&tmp.join("model.safetensors"), &safetensors_bytes(model)?)?;
+    atomic::write(&tmp.join("ema.safetensors"), &safetensors_bytes(ema)?)?;
+    let mut burnpack = BurnpackStore::from_bytes(None);
     model
-        .save_into(&mut BurnpackStore::from_file(tmp.join("model.bpk")))
-        .map_err(|e| anyhow::anyhow!("cannot write model.bpk: {e}"))?;
-    std::fs::write(tmp.join("optimizer.bpk"), optimizer)?;
-    std::fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(state)?)?;
+        .save_into(&mut burnpack)
+        .map_err(|e| anyhow::anyhow!("cannot encode model.bpk: {e}"))?;
+    let burnpack = burnpack
+        .get_bytes()
+        .map_err(|e| anyhow::anyhow!("cannot encode model.bpk: {e}"))?;
+    atomic::write(&tmp.join("model.bpk"), &burnpack)?;
+    atomic::write(&tmp.join("optimizer.bpk"), optimizer)?;
+    atomic::write(&tmp.join("state.json"), &serde_json::to_vec_pretty(state)?)
+}
+
+/// Replaces `checkpoint/` by the complete folder `tmp` (through `checkpoint.old/`, which
+/// [`folder`] reads if a crash falls between the two renames).
+fn swap_in(run: &Path, tmp: &Path) -> anyhow::Result<()> {
+    let final_dir = dir(run);
+    let old = run.join("checkpoint.old");
     if final_dir.exists() {
         if old.exists() {
             std::fs::remove_dir_all(&old)?;
         }
         std::fs::rename(&final_dir, &old)?;
     }
-    std::fs::rename(&tmp, &final_dir)?;
+    std::fs::rename(tmp, &final_dir)?;
+    atomic::sync_folder(run)?;
     if old.exists() {
         std::fs::remove_dir_all(&old)?;
     }
     Ok(())
 }
 
-/// Writes a network's weights as PyTorch-layout safetensors with its spec in the metadata.
-pub fn save_safetensors(net: &VelocityNet, path: &Path) -> anyhow::Result<()> {
-    let mut store = SafetensorsStore::from_file(path)
+/// A network's weights as PyTorch-layout safetensors bytes with its spec in the metadata.
+fn safetensors_bytes(net: &VelocityNet) -> anyhow::Result<Vec<u8>> {
+    let mut store = SafetensorsStore::from_bytes(None)
         .with_to_adapter(BurnToPyTorchAdapter)
         .metadata("mf_spec", serde_json::to_string(&net.spec)?);
     net.save_into(&mut store)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+        .map_err(|e| anyhow::anyhow!("cannot encode safetensors: {e}"))?;
+    store
+        .get_bytes()
+        .map_err(|e| anyhow::anyhow!("cannot encode safetensors: {e}"))
+}
+
+/// Writes a network's weights as PyTorch-layout safetensors with its spec in the metadata.
+pub fn save_safetensors(net: &VelocityNet, path: &Path) -> anyhow::Result<()> {
+    atomic::write(path, &safetensors_bytes(net)?)
 }
 
 /// Loads PyTorch-layout safetensors into a network of the given spec.
@@ -122,15 +160,26 @@ pub struct Loaded {
 
 /// Reads a run's state (step, config, spec) without loading weights.
 pub fn read_state(run: &Path) -> anyhow::Result<RunState> {
-    let path = existing(run)?.join("state.json");
+    let path = folder(run)?.join("state.json");
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     serde_json::from_slice(&bytes).with_context(|| format!("corrupt {}", path.display()))
+}
+
+/// The run's state and EMA weights (what sampling, evaluation and export read), from the one
+/// folder [`folder`] picks.
+pub fn load_ema(
+    run: &Path,
+    device: &burn::prelude::Device,
+) -> anyhow::Result<(RunState, VelocityNet)> {
+    let state = read_state(run)?;
+    let ema = load_safetensors(&state.spec, &folder(run)?.join("ema.safetensors"), device)?;
+    Ok((state, ema))
 }
 
 /// Loads the checkpoint of a run for resuming.
 pub fn load(run: &Path, device: &burn::prelude::Device) -> anyhow::Result<Loaded> {
     let state = read_state(run)?;
-    let folder = existing(run)?;
+    let folder = folder(run)?;
     let mut model = VelocityNet::new(&state.spec, device);
     let mut store = BurnpackStore::from_file(folder.join("model.bpk"));
     model
@@ -149,8 +198,8 @@ pub fn load(run: &Path, device: &burn::prelude::Device) -> anyhow::Result<Loaded
 }
 
 /// The checkpoint folder to read: `checkpoint/`, or `checkpoint.old/` if a crash interrupted
-/// the swap between its two renames.
-fn existing(run: &Path) -> anyhow::Result<PathBuf> {
+/// the swap between its two renames. Every reader takes the state and the weights from it.
+pub fn folder(run: &Path) -> anyhow::Result<PathBuf> {
     for candidate in [dir(run), run.join("checkpoint.old")] {
         if candidate.join("state.json").exists() {
             return Ok(candidate);

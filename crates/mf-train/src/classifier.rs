@@ -159,15 +159,17 @@ pub fn train(
         held_out_accuracy: correct as f64 / train.len() as f64,
     };
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let mut store = SafetensorsStore::from_file(out.join("classifier.safetensors"))
-        .with_to_adapter(BurnToPyTorchAdapter)
-        .overwrite(true);
+    let mut store = SafetensorsStore::from_bytes(None).with_to_adapter(BurnToPyTorchAdapter);
     model
         .save_into(&mut store)
-        .map_err(|e| anyhow::anyhow!("cannot write the classifier: {e}"))?;
-    std::fs::write(
-        out.join("classifier.json"),
-        serde_json::to_vec_pretty(&info)?,
+        .map_err(|e| anyhow::anyhow!("cannot encode the classifier: {e}"))?;
+    let weights = store
+        .get_bytes()
+        .map_err(|e| anyhow::anyhow!("cannot encode the classifier: {e}"))?;
+    mf_core::atomic::write(&out.join("classifier.safetensors"), &weights)?;
+    mf_core::atomic::write(
+        &out.join("classifier.json"),
+        &serde_json::to_vec_pretty(&info)?,
     )?;
     Ok(info)
 }

@@ -127,7 +127,10 @@ pub fn fit(opts: &FitOptions) -> anyhow::Result<FitReport> {
             config_hash: config.hash(),
             config: config.clone(),
         };
-        std::fs::write(opts.out.join("config.toml"), toml::to_string(&config)?)?;
+        mf_core::atomic::write(
+            &opts.out.join("config.toml"),
+            toml::to_string(&config)?.as_bytes(),
+        )?;
         let optim = adam(&config).init();
         (config, dataset, model, ema, optim, rng, state)
     };
@@ -278,8 +281,7 @@ pub fn write_samples(ema: &VelocityNet, path: &Path) -> anyhow::Result<()> {
     let spec = &ema.spec;
     if spec.sample_shape.len() == 3 {
         let classes: Vec<usize> = (0..spec.classes.max(1)).collect();
-        let labels = sample::grid_labels(ema, &classes, 10);
-        let x = sample::sample(ema, &labels, 1, 0, &device);
+        let x = sample::sample_grid(ema, &classes, 10, 1, 0, &device);
         plot::image_grid(path, &x, &spec.sample_shape, 10, 2)
     } else {
         let labels = sample::grid_labels(ema, &[], 4000);
@@ -315,7 +317,7 @@ impl LossLog {
         };
         let mut text = format!("{header}\n");
         kept.iter().for_each(|l| text.push_str(&format!("{l}\n")));
-        std::fs::write(&path, text)?;
+        mf_core::atomic::write(&path, text.as_bytes())?;
         Ok(LossLog { path })
     }
 

@@ -29,13 +29,7 @@ fn checkerboard_trains_to_a_good_one_step_sampler() {
     assert_eq!(report.step, config.train.steps);
 
     let device = Device::flex();
-    let state = checkpoint::read_state(run.path()).unwrap();
-    let ema = checkpoint::load_safetensors(
-        &state.spec,
-        &checkpoint::dir(run.path()).join("ema.safetensors"),
-        &device,
-    )
-    .unwrap();
+    let (_, ema) = checkpoint::load_ema(run.path(), &device).unwrap();
     let trained = toy_distance(&ema, Toy::Checkerboard, 4000, 1, &device);
 
     let spec = NetSpec::new(&config.model, config.objective.kind, vec![2], 0).unwrap();
