@@ -8,6 +8,23 @@ use mf_edge::bench::{self, measure_here};
 use mf_edge::model::Model;
 use mf_edge::{DEFAULT_MODEL, images, sampler};
 
+/// The most images one `generate` makes (per class with `--class all`).
+const MAX_COUNT: i64 = 100_000;
+/// The most network evaluations per image.
+const MAX_STEPS: i64 = 1000;
+/// The largest pixel scale.
+const MAX_ZOOM: i64 = 64;
+/// The most threads a backend is asked for.
+const MAX_THREADS: i64 = 1024;
+/// The largest bench batch.
+const MAX_BATCH: i64 = 4096;
+/// The most timed generations per bench case.
+const MAX_ITERS: i64 = 100_000;
+/// The most eval samples per class.
+const MAX_PER_CLASS: i64 = 10_000;
+/// The most model values one `generate` holds in memory (2 GiB of f32).
+const MAX_SAMPLE_VALUES: usize = 1 << 29;
+
 /// One-step image generation with MeanFlow models on small devices.
 #[derive(Parser)]
 #[command(version, about)]
@@ -25,9 +42,9 @@ struct Run {
     /// The backend.
     #[arg(long, value_enum, default_value = "native")]
     backend: BackendKind,
-    /// Threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
+    /// Threads, 1 to 1024; the native engine uses at most one per core (default: all cores).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=MAX_THREADS))]
+    threads: Option<u32>,
     /// ONNX Runtime's execution device (with --backend ort).
     #[arg(long, value_enum, default_value = "cpu")]
     device: Device,
@@ -46,7 +63,7 @@ impl Run {
 
     fn options(&self) -> BackendOptions {
         BackendOptions {
-            threads: self.threads,
+            threads: self.threads.map(|n| n as usize),
             device: self.device,
             ort_lib: self.ort_lib.clone(),
         }
@@ -61,17 +78,17 @@ enum Command {
         /// with one row of --count images per class (seed + class for each row).
         #[arg(long)]
         class: Option<String>,
-        /// Images to generate (per class with `--class all`).
-        #[arg(long, default_value_t = 16)]
-        count: usize,
+        /// Images to generate, 1 to 100000 (per class with `--class all`).
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=MAX_COUNT))]
+        count: u32,
         /// Noise seed: the same seed gives the same images.
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        /// Network evaluations per image.
-        #[arg(long, default_value_t = 1)]
-        steps: usize,
-        /// Pixel scale of the written images.
-        #[arg(long, default_value_t = 4)]
+        /// Network evaluations per image, 1 to 1000.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_STEPS))]
+        steps: u32,
+        /// Pixel scale of the written images, 1 to 64.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=MAX_ZOOM))]
         zoom: u32,
         /// The PNG grid to write.
         #[arg(long, default_value = "out.png", conflicts_with = "out_dir")]
@@ -90,14 +107,14 @@ enum Command {
         /// Class index or name to steer toward (required for class-conditional models).
         #[arg(long)]
         class: Option<String>,
-        /// How far toward noise the photo goes before the step back (0, 1].
-        #[arg(long, default_value_t = 0.6)]
+        /// How far toward noise the photo goes before the step back, in (0, 1].
+        #[arg(long, default_value_t = 0.6, value_parser = strength)]
         strength: f32,
         /// Noise seed.
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        /// Pixel scale of the written image.
-        #[arg(long, default_value_t = 8)]
+        /// Pixel scale of the written image, 1 to 64.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=MAX_ZOOM))]
         zoom: u32,
         /// The PNG to write.
         #[arg(long)]
@@ -118,15 +135,16 @@ enum Command {
             default_value = "native,tract,ort"
         )]
         backends: Vec<BackendKind>,
-        /// Batch sizes.
-        #[arg(long, value_delimiter = ',', default_value = "1,16")]
-        batch: Vec<usize>,
-        /// Timed generations per case.
-        #[arg(long, default_value_t = 50)]
-        iters: usize,
-        /// Threads per backend (default: all cores).
-        #[arg(long)]
-        threads: Option<usize>,
+        /// Batch sizes, each 1 to 4096.
+        #[arg(long, value_delimiter = ',', default_value = "1,16",
+              value_parser = clap::value_parser!(u32).range(1..=MAX_BATCH))]
+        batch: Vec<u32>,
+        /// Timed generations per case, 1 to 100000.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=MAX_ITERS))]
+        iters: u32,
+        /// Threads per backend, 1 to 1024 (default: all cores).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=MAX_THREADS))]
+        threads: Option<u32>,
         /// ONNX Runtime's library (default: $ORT_DYLIB_PATH).
         #[arg(long)]
         ort_lib: Option<PathBuf>,
@@ -141,12 +159,12 @@ enum Command {
         model: PathBuf,
         #[arg(long, value_enum)]
         backend: BackendKind,
-        #[arg(long)]
-        batch: usize,
-        #[arg(long)]
-        iters: usize,
-        #[arg(long)]
-        threads: Option<usize>,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=MAX_BATCH))]
+        batch: u32,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=MAX_ITERS))]
+        iters: u32,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=MAX_THREADS))]
+        threads: Option<u32>,
         #[arg(long)]
         ort_lib: Option<PathBuf>,
     },
@@ -161,12 +179,13 @@ enum Command {
         /// The dataset folder with the training split (default: data/<dataset>).
         #[arg(long)]
         data: Option<PathBuf>,
-        /// Samples per class.
-        #[arg(long, default_value_t = 100)]
-        per_class: usize,
-        /// Network evaluations per sample (comma separated).
-        #[arg(long, value_delimiter = ',', default_value = "1,2")]
-        steps: Vec<usize>,
+        /// Samples per class, 1 to 10000.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=MAX_PER_CLASS))]
+        per_class: u32,
+        /// Network evaluations per sample (comma separated), each 1 to 1000.
+        #[arg(long, value_delimiter = ',', default_value = "1,2",
+              value_parser = clap::value_parser!(u32).range(1..=MAX_STEPS))]
+        steps: Vec<u32>,
         /// Backends to evaluate on.
         #[arg(long, value_enum, value_delimiter = ',', default_value = "native")]
         backends: Vec<BackendKind>,
@@ -202,12 +221,38 @@ fn main() -> anyhow::Result<()> {
             run,
         } => {
             let model = run.model()?;
+            let (count, steps) = (count as usize, steps as usize);
             let all = class.as_deref() == Some("all") && model.card.classes() > 0;
+            let class = if all {
+                None
+            } else {
+                resolve_class(&model, class.as_deref())?
+            };
+            let rows = if all { model.card.classes() } else { 1 };
+            let total = count * rows;
+            let values = total.checked_mul(model.card.dims());
+            ensure!(
+                values.is_some_and(|v| v <= MAX_SAMPLE_VALUES),
+                "{total} images of {} values each exceed the {MAX_SAMPLE_VALUES} values one \
+                 generate holds: lower --count",
+                model.card.dims()
+            );
+            let shape = &model.card.sample_shape;
+            let cols = if all {
+                count
+            } else {
+                (count as f64).sqrt().ceil() as usize
+            };
+            // The canvas is checked before any network runs, so a bad size costs nothing.
+            match &out_dir {
+                Some(_) => images::grid_size(1, shape, 1, zoom)?,
+                None => images::grid_size(total, shape, cols, zoom)?,
+            };
             let mut backend = backends::open(run.backend, &model, &run.options())?;
-            let (samples, cols) = if all {
-                let mut samples = Vec::new();
-                for c in 0..model.card.classes() {
-                    let row_seed = seed + c as u64;
+            let samples = if all {
+                let mut samples = Vec::with_capacity(values.unwrap_or(0));
+                for c in 0..rows {
+                    let row_seed = seed.wrapping_add(c as u64);
                     samples.extend(sampler::generate(
                         backend.as_mut(),
                         &model.card,
@@ -217,15 +262,10 @@ fn main() -> anyhow::Result<()> {
                         steps,
                     )?);
                 }
-                (samples, count)
+                samples
             } else {
-                let class = resolve_class(&model, class.as_deref())?;
-                let samples =
-                    sampler::generate(backend.as_mut(), &model.card, class, count, seed, steps)?;
-                (samples, (count as f64).sqrt().ceil() as usize)
+                sampler::generate(backend.as_mut(), &model.card, class, count, seed, steps)?
             };
-            let written = samples.len() / model.card.dims();
-            let shape = &model.card.sample_shape;
             match out_dir {
                 Some(dir) => {
                     std::fs::create_dir_all(&dir)
@@ -236,7 +276,7 @@ fn main() -> anyhow::Result<()> {
                         images::save_png(&images::grid(sample, shape, 1, zoom)?, &path)?;
                     }
                     println!(
-                        "wrote {written} images to {} ({})",
+                        "wrote {total} images to {} ({})",
                         dir.display(),
                         backend.describe()
                     );
@@ -244,7 +284,7 @@ fn main() -> anyhow::Result<()> {
                 None => {
                     images::save_png(&images::grid(&samples, shape, cols, zoom)?, &out)?;
                     println!(
-                        "wrote {} ({written} images, {})",
+                        "wrote {} ({total} images, {})",
                         out.display(),
                         backend.describe()
                     );
@@ -262,6 +302,7 @@ fn main() -> anyhow::Result<()> {
         } => {
             let model = run.model()?;
             let class = resolve_class(&model, class.as_deref())?;
+            images::grid_size(1, &model.card.sample_shape, 1, zoom)?;
             let photo = images::read_photo(&input, &model.card.sample_shape)?;
             let mut backend = backends::open(run.backend, &model, &run.options())?;
             let art = sampler::paint(backend.as_mut(), &model.card, &photo, class, strength, seed)?;
@@ -286,11 +327,12 @@ fn main() -> anyhow::Result<()> {
                 models
             };
             let opts = BackendOptions {
-                threads,
+                threads: threads.map(|n| n as usize),
                 device: Device::Cpu,
                 ort_lib,
             };
-            let rows = bench::run_all(&models, &backends, &batch, iters, &opts)?;
+            let batch: Vec<usize> = batch.into_iter().map(|b| b as usize).collect();
+            let rows = bench::run_all(&models, &backends, &batch, iters as usize, &opts)?;
             if json {
                 let values: Vec<_> = rows
                     .iter()
@@ -303,6 +345,12 @@ fn main() -> anyhow::Result<()> {
             } else {
                 print!("{}", bench::table(&rows));
             }
+            let failed = rows.iter().filter(|r| r.is_err()).count();
+            ensure!(
+                failed == 0,
+                "{failed} of {} bench cases failed (their errors are in the table)",
+                rows.len()
+            );
         }
         Command::BenchCase {
             model,
@@ -313,11 +361,11 @@ fn main() -> anyhow::Result<()> {
             ort_lib,
         } => {
             let opts = BackendOptions {
-                threads,
+                threads: threads.map(|n| n as usize),
                 device: Device::Cpu,
                 ort_lib,
             };
-            let m = measure_here(&model, backend, &opts, batch, iters)?;
+            let m = measure_here(&model, backend, &opts, batch as usize, iters as usize)?;
             println!("{}", serde_json::to_string(&m)?);
         }
         Command::Eval {
@@ -339,15 +387,26 @@ fn main() -> anyhow::Result<()> {
             let first = models.first().map(|p| Model::open(p)).transpose()?;
             let dataset = first.as_ref().map_or(dataset, |m| m.card.dataset.clone());
             let classes = first.as_ref().map_or(10, |m| m.card.classes());
-            let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-            let classifier = classifier
-                .unwrap_or_else(|| repo.join(format!("models/{dataset}-classifier.onnx")));
-            let data = data.unwrap_or_else(|| {
-                std::env::var_os("MF_DATA_DIR")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| repo.join("data"))
-                    .join(&dataset)
-            });
+            let per_class = per_class as usize;
+            let classifier = match classifier {
+                Some(path) => path,
+                None => in_working_dir(
+                    &PathBuf::from(format!("models/{dataset}-classifier.onnx")),
+                    "the reference classifier",
+                    "--classifier",
+                )?,
+            };
+            let data = match data {
+                Some(path) => path,
+                None => match std::env::var_os("MF_DATA_DIR") {
+                    Some(dir) => PathBuf::from(dir).join(&dataset),
+                    None => in_working_dir(
+                        &Path::new("data").join(&dataset),
+                        "the dataset",
+                        "--data or MF_DATA_DIR",
+                    )?,
+                },
+            };
             let classifier = mf_edge::eval::Classifier::open(&classifier)?;
             let real = mf_edge::eval::real_sets(&data, classes, per_class)?;
             let (reference, _) = classifier.classify(&real.reference)?;
@@ -384,7 +443,7 @@ fn main() -> anyhow::Result<()> {
                 let model = Model::open(path)?;
                 for &kind in &backends {
                     let mut backend = backends::open(kind, &model, &opts)?;
-                    for &s in &steps {
+                    for s in steps.iter().map(|&s| s as usize) {
                         let score = mf_edge::eval::score(
                             backend.as_mut(),
                             &model,
@@ -464,9 +523,10 @@ fn resolve_class(model: &Model, class: Option<&str>) -> anyhow::Result<Option<us
     }
 }
 
-/// The shipped models next to the workspace, for `bench` without `--model`.
+/// The shipped MNIST models in `models/` under the working directory, for `bench` and `eval`
+/// without `--model` (resolved when the command runs, so a copied binary looks where it runs).
 fn default_bench_models() -> anyhow::Result<Vec<PathBuf>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    let dir = in_working_dir(Path::new("models"), "the models folder", "--model")?;
     let found: Vec<PathBuf> = ["mnist-fp32.onnx", "mnist-fp16.onnx", "mnist-int8.onnx"]
         .iter()
         .map(|f| dir.join(f))
@@ -474,8 +534,33 @@ fn default_bench_models() -> anyhow::Result<Vec<PathBuf>> {
         .collect();
     ensure!(
         !found.is_empty(),
-        "no models in {}: pass --model",
+        "no mnist-{{fp32,fp16,int8}}.onnx in {}: pass --model",
         dir.display()
     );
     Ok(found)
+}
+
+/// Parses `--strength`: a number in (0, 1].
+fn strength(text: &str) -> Result<f32, String> {
+    let value: f32 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number (a strength in (0, 1] is accepted)"))?;
+    if value > 0.0 && value <= 1.0 {
+        Ok(value)
+    } else {
+        Err(format!("{text} is outside (0, 1], the strengths accepted"))
+    }
+}
+
+/// A default path relative to the working directory, or an error naming where it was looked
+/// for and the flag that gives it.
+fn in_working_dir(relative: &Path, what: &str, flag: &str) -> anyhow::Result<PathBuf> {
+    let cwd = std::env::current_dir().context("cannot read the working directory")?;
+    let path = cwd.join(relative);
+    ensure!(
+        path.exists(),
+        "{what} is not at {} (defaults are looked for under the working directory): pass {flag}",
+        path.display()
+    );
+    Ok(path)
 }

@@ -3,6 +3,9 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
+/// The shipped default model, by absolute path (the cases run in empty folders).
+const SHIPPED_INT8: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/mnist-int8.onnx");
+
 fn mf_edge(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mf-edge"))
         .args(args)
@@ -236,4 +239,139 @@ fn info_shows_the_card_and_ops() {
         text.contains("\"precision\": \"int8\"") && text.contains("QuantizeLinear"),
         "{text}"
     );
+}
+
+/// Every bad value the CLI takes: a message that names the value and what is accepted, a
+/// non-zero exit, no panic or abort, and nothing written. Each case runs in an empty folder
+/// of its own, which must stay empty.
+#[test]
+fn bad_values_are_named_with_what_is_accepted_and_write_nothing() {
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["generate", "--class", "7", "--count", "2000000000"],
+            &["2000000000", "1..=100000"],
+        ),
+        (
+            &["generate", "--class", "7", "--count", "0"],
+            &["'0'", "1..=100000"],
+        ),
+        (
+            &["generate", "--class", "7", "--zoom", "1000000"],
+            &["1000000", "1..=64"],
+        ),
+        (
+            &["generate", "--class", "7", "--zoom", "0"],
+            &["'0'", "1..=64"],
+        ),
+        (
+            &["generate", "--class", "7", "--threads", "0"],
+            &["'0'", "1..=1024"],
+        ),
+        (
+            &["generate", "--class", "7", "--steps", "0"],
+            &["'0'", "1..=1000"],
+        ),
+        (&["generate", "--class", "7", "--steps", "-3"], &["-3"]),
+        (&["generate", "--class", "seven"], &["\"seven\"", "0..10"]),
+        (
+            &["generate", "--class", "all", "--count", "100000"],
+            &["1000000 images", "lower --count"],
+        ),
+        (
+            &[
+                "generate", "--class", "7", "--count", "100000", "--zoom", "64",
+            ],
+            &["zoom 64", "lower the count or the zoom"],
+        ),
+        (
+            &["paint", "--input", "p.png", "--zoom", "0"],
+            &["'0'", "1..=64"],
+        ),
+        (
+            &[
+                "paint",
+                "--input",
+                "missing.png",
+                "--class",
+                "3",
+                "--out",
+                "a.png",
+            ],
+            &["missing.png"],
+        ),
+        (
+            &[
+                "paint",
+                "--input",
+                "p.png",
+                "--strength",
+                "1.5",
+                "--out",
+                "a.png",
+            ],
+            &["1.5", "(0, 1]"],
+        ),
+        (
+            &[
+                "paint",
+                "--input",
+                "p.png",
+                "--strength",
+                "NaN",
+                "--out",
+                "a.png",
+            ],
+            &["NaN", "(0, 1]"],
+        ),
+        (
+            &[
+                "paint",
+                "--input",
+                "p.png",
+                "--strength",
+                "0",
+                "--out",
+                "a.png",
+            ],
+            &["'0'", "(0, 1]"],
+        ),
+        (&["bench", "--batch", "0"], &["'0'", "1..=4096"]),
+        (&["bench", "--batch", "1,0"], &["'0'", "1..=4096"]),
+        (&["bench", "--iters", "0"], &["'0'", "1..=100000"]),
+        (&["bench"], &["models", "--model"]),
+        (&["eval"], &["models folder is not at", "--model"]),
+        (
+            &["eval", "--model", SHIPPED_INT8],
+            &["reference classifier is not at", "--classifier"],
+        ),
+    ];
+    for (args, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_mf-edge"))
+            .args(*args)
+            .current_dir(dir.path())
+            .env("RUST_BACKTRACE", "0")
+            .env_remove("MF_DATA_DIR")
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        // 2: clap refused the value; 1: the command returned an error. Never a signal.
+        assert!(
+            matches!(out.status.code(), Some(1 | 2)),
+            "{args:?} exited with {:?}: {err}",
+            out.status
+        );
+        for needle in *expected {
+            assert!(
+                err.contains(needle),
+                "{args:?}: expected {needle:?} in: {err}"
+            );
+        }
+        assert!(
+            !err.contains("panicked") && !err.contains("memory allocation"),
+            "{args:?}: {err}"
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{args:?} wrote {left:?}");
+    }
 }

@@ -18,9 +18,9 @@ struct Cli {
     /// Export the raw weights instead of the EMA weights.
     #[arg(long)]
     raw_weights: bool,
-    /// Training samples run through the network to calibrate int8 activations.
-    #[arg(long, default_value_t = 512)]
-    calib_samples: usize,
+    /// Training samples run through the network to calibrate int8 activations, 1 to 65536.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    calib_samples: u32,
     /// Activation range rule: minmax, or percentile:<p> (e.g. percentile:99.99).
     #[arg(long, default_value = "minmax")]
     calibration: String,
@@ -38,7 +38,7 @@ fn main() -> anyhow::Result<()> {
         run: cli.run,
         target: cli.precision,
         raw_weights: cli.raw_weights,
-        calib_samples: cli.calib_samples,
+        calib_samples: cli.calib_samples as usize,
         calibration: Rule::parse(&cli.calibration)?,
         float_layers: cli.float_layers,
         out: cli.out.clone(),

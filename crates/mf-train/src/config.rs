@@ -245,6 +245,9 @@ impl Config {
         if self.train.batch == 0 || self.train.steps == 0 {
             bail!("train.batch and train.steps must be positive");
         }
+        if self.train.log_every == 0 {
+            bail!("train.log_every must be 1 or more steps, not 0 (the default is 50)");
+        }
         if !(0.0..1.0).contains(&self.optim.ema_decay) || self.optim.lr <= 0.0 {
             bail!("optim.ema_decay must be in [0, 1) and optim.lr positive");
         }
@@ -281,6 +284,13 @@ mod tests {
         batch = 8
         seed = 1
     "#;
+
+    #[test]
+    fn a_log_interval_of_zero_is_refused_by_name() {
+        let text = MINIMAL.replace("seed = 1", "seed = 1\nlog_every = 0");
+        let err = Config::parse(&text).unwrap_err();
+        assert!(format!("{err:#}").contains("train.log_every"), "{err:#}");
+    }
 
     #[test]
     fn minimal_config_gets_reference_defaults() {

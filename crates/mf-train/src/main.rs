@@ -34,11 +34,11 @@ enum Command {
         /// Continue the run in --out from its checkpoint.
         #[arg(long)]
         resume: bool,
-        /// Stop after this many minutes (a checkpoint is written).
-        #[arg(long)]
+        /// Stop after this many minutes, a positive number (a checkpoint is written).
+        #[arg(long, value_parser = minutes)]
         max_minutes: Option<f64>,
         /// Train to this many steps instead of the config's (with --resume: extend a run).
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         steps: Option<u64>,
     },
     /// Sample a grid from a run's EMA weights.
@@ -49,14 +49,14 @@ enum Command {
         /// Class index (all classes, one row each, when absent).
         #[arg(long)]
         class: Option<usize>,
-        /// Network evaluations per sample.
-        #[arg(long, default_value_t = 1)]
-        steps: usize,
-        /// Samples per class.
-        #[arg(long, default_value_t = 16)]
-        count: usize,
-        /// Noise seed.
-        #[arg(long, default_value_t = 0)]
+        /// Network evaluations per sample, 1 to 1000.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        steps: u32,
+        /// Samples per class, 1 to 10000.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        count: u32,
+        /// Noise seed: the same seed gives the same images as `mf-edge generate --seed`.
+        #[arg(long, default_value_t = 42)]
         seed: u64,
         /// The PNG to write.
         #[arg(long)]
@@ -67,9 +67,9 @@ enum Command {
         /// mnist or fashion-mnist.
         #[arg(long)]
         dataset: String,
-        /// Epochs over the test split.
-        #[arg(long, default_value_t = 150)]
-        epochs: usize,
+        /// Epochs over the test split, 1 to 100000.
+        #[arg(long, default_value_t = 150, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        epochs: u32,
         /// Seed.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -82,12 +82,13 @@ enum Command {
         /// The run folder.
         #[arg(long)]
         run: PathBuf,
-        /// Samples to draw (toy sets: compared with as many fresh true samples).
-        #[arg(long, default_value_t = 4000)]
-        count: usize,
-        /// Network evaluations per sample (comma separated).
-        #[arg(long, value_delimiter = ',', default_value = "1,2")]
-        steps: Vec<usize>,
+        /// Samples to draw, 1 to 1000000 (toy sets: compared with as many fresh true samples).
+        #[arg(long, default_value_t = 4000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        count: u32,
+        /// Network evaluations per sample (comma separated), each 1 to 1000.
+        #[arg(long, value_delimiter = ',', default_value = "1,2",
+              value_parser = clap::value_parser!(u32).range(1..=1000))]
+        steps: Vec<u32>,
     },
 }
 
@@ -147,13 +148,8 @@ fn main() -> anyhow::Result<()> {
             seed,
             out,
         } => {
-            let state = checkpoint::read_state(&run)?;
             let device = burn::prelude::Device::flex();
-            let ema = checkpoint::load_safetensors(
-                &state.spec,
-                &checkpoint::dir(&run).join("ema.safetensors"),
-                &device,
-            )?;
+            let (_, ema) = checkpoint::load_ema(&run, &device)?;
             let spec = &ema.spec;
             let classes: Vec<usize> = match class {
                 Some(c) if c >= spec.classes.max(1) => {
@@ -165,8 +161,8 @@ fn main() -> anyhow::Result<()> {
                 Some(c) => vec![c],
                 None => (0..spec.classes.max(1)).collect(),
             };
-            let labels = sample::grid_labels(&ema, &classes, count);
-            let x = sample::sample(&ema, &labels, steps, seed, &device);
+            let (count, steps) = (count as usize, steps as usize);
+            let x = sample::sample_grid(&ema, &classes, count, steps, seed, &device);
             if spec.sample_shape.len() == 3 {
                 plot::image_grid(&out, &x, &spec.sample_shape, count, 2)
             } else {
@@ -187,7 +183,7 @@ fn main() -> anyhow::Result<()> {
                 image_size: None,
                 channels: None,
             };
-            let info = mf_train::classifier::train(&data, epochs, seed, &out)?;
+            let info = mf_train::classifier::train(&data, epochs as usize, seed, &out)?;
             println!(
                 "classifier for {} trained on the test split: {:.2}% accuracy on the training split; in {}",
                 info.dataset,
@@ -196,13 +192,9 @@ fn main() -> anyhow::Result<()> {
             );
         }
         Command::Eval { run, count, steps } => {
-            let state = checkpoint::read_state(&run)?;
+            let count = count as usize;
             let device = burn::prelude::Device::flex();
-            let ema = checkpoint::load_safetensors(
-                &state.spec,
-                &checkpoint::dir(&run).join("ema.safetensors"),
-                &device,
-            )?;
+            let (state, ema) = checkpoint::load_ema(&run, &device)?;
             let Dataset::Toy(toy) = Dataset::open(&state.config.data)? else {
                 bail!("eval of image models is not implemented yet; toy sets only");
             };
@@ -211,7 +203,7 @@ fn main() -> anyhow::Result<()> {
                 "floor (two true sets): sliced Wasserstein {:.4}, MMD² {:.5}",
                 floor.sliced_wasserstein, floor.mmd
             );
-            for s in steps {
+            for s in steps.into_iter().map(|s| s as usize) {
                 let d = toy_distance(&ema, toy, count, s, &device);
                 println!(
                     "{s} step(s): sliced Wasserstein {:.4}, MMD² {:.5}",
@@ -221,4 +213,12 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Parses `--max-minutes`: a positive, finite number of minutes.
+fn minutes(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(m) if m > 0.0 && m.is_finite() => Ok(m),
+        _ => Err(format!("{text:?} is not a positive number of minutes")),
+    }
 }

@@ -2,15 +2,16 @@
 //! z_r = z_t − (t − r)·u(z_t, r, t). Flow-matching models (the baseline) take Euler steps with
 //! the instantaneous velocity u(z_t, t, t) instead.
 use burn::prelude::*;
-use rand::{RngExt, SeedableRng};
-use rand_distr::StandardNormal;
+use mf_core::noise::Noise;
+use rand::RngExt;
 
 use crate::config::ObjectiveKind;
 use crate::model::VelocityNet;
 use crate::rng::Rng;
 
 /// Draws `labels.len()` samples from noise seeded with `seed`, in `steps` network evaluations.
-/// Returns `[n, dims]` values (images in [-1, 1] before clipping).
+/// The noise is mf-core's [`Noise`], the stream `mf-edge generate` draws, so one seed gives
+/// one picture in both. Returns `[n, dims]` values (images in [-1, 1] before clipping).
 pub fn sample(
     net: &VelocityNet,
     labels: &[i64],
@@ -20,8 +21,8 @@ pub fn sample(
 ) -> Vec<f32> {
     let n = labels.len();
     let dims = net.spec.dims();
-    let mut rng = Rng::seed_from_u64(seed);
-    let noise: Vec<f32> = (0..n * dims).map(|_| rng.sample(StandardNormal)).collect();
+    let mut noise = vec![0f32; n * dims];
+    Noise::new(seed).fill(&mut noise);
     let mut z = Tensor::<2>::from_data(TensorData::new(noise, [n, dims]), device);
     let class = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [n]), device);
     let steps = steps.max(1);
@@ -40,6 +41,31 @@ pub fn sample(
         .convert::<f32>()
         .try_into_vec::<f32>()
         .expect("f32 samples")
+}
+
+/// A grid with one row of `per_class` samples per class in `classes` (or one row of
+/// unconditional samples when the model has no classes), row `i` drawn from seed `seed + i`:
+/// the rows `mf-edge generate --class all` draws, and with one class its `--class c`.
+pub fn sample_grid(
+    net: &VelocityNet,
+    classes: &[usize],
+    per_class: usize,
+    steps: usize,
+    seed: u64,
+    device: &Device,
+) -> Vec<f32> {
+    let rows: Vec<Vec<i64>> = if net.spec.classes == 0 {
+        vec![grid_labels(net, &[], per_class)]
+    } else {
+        classes
+            .iter()
+            .map(|&c| grid_labels(net, &[c], per_class))
+            .collect()
+    };
+    rows.iter()
+        .enumerate()
+        .flat_map(|(i, labels)| sample(net, labels, steps, seed.wrapping_add(i as u64), device))
+        .collect()
 }
 
 /// Labels for a grid with `per_class` samples of each class in `classes` (row by row), or

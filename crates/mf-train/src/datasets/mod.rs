@@ -4,7 +4,7 @@ mod folder;
 mod idx;
 mod toy;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use rand::RngExt;
@@ -176,10 +176,17 @@ pub enum Split {
     Test,
 }
 
-/// `$MF_DATA_DIR/<name>`, else `<repo>/data/<name>`.
+/// `$MF_DATA_DIR/<name>`, else the first `data/<name>` folder in the working directory or one
+/// above it (so a run from anywhere inside the repository finds `tools/fetch-data`'s folder),
+/// else `data/<name>` under the working directory. Resolved when the program runs: a binary
+/// copied to another machine looks where it runs, never at the build machine's paths.
 pub fn default_root(name: &str) -> PathBuf {
-    let base = std::env::var_os("MF_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data"));
-    base.join(name)
+    if let Some(base) = std::env::var_os("MF_DATA_DIR") {
+        return PathBuf::from(base).join(name);
+    }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    cwd.ancestors()
+        .map(|dir| dir.join("data").join(name))
+        .find(|candidate| candidate.is_dir())
+        .unwrap_or_else(|| cwd.join("data").join(name))
 }

@@ -1,0 +1,151 @@
+//! `mf-train`'s command line refuses bad values before any work starts: a message naming the
+//! value and what is accepted, a non-zero exit, and nothing written.
+use std::process::Command;
+
+#[test]
+fn bad_values_are_named_and_write_nothing() {
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &[
+                "fit",
+                "--config",
+                "c.toml",
+                "--out",
+                "r",
+                "--max-minutes=-1",
+            ],
+            &["\"-1\"", "positive number of minutes"],
+        ),
+        (
+            &[
+                "fit",
+                "--config",
+                "c.toml",
+                "--out",
+                "r",
+                "--max-minutes",
+                "NaN",
+            ],
+            &["NaN", "positive number of minutes"],
+        ),
+        (
+            &["fit", "--config", "c.toml", "--out", "r", "--steps", "0"],
+            &["'0'", "1.."],
+        ),
+        (
+            &["fit", "--config", "missing.toml", "--out", "r"],
+            &["missing.toml"],
+        ),
+        (
+            &["sample", "--run", "r", "--out", "s.png", "--steps", "0"],
+            &["'0'", "1..=1000"],
+        ),
+        (
+            &["sample", "--run", "r", "--out", "s.png", "--count", "0"],
+            &["'0'", "1..=10000"],
+        ),
+        (
+            &["sample", "--run", "r", "--out", "s.png"],
+            &["no checkpoint", "state.json"],
+        ),
+        (
+            &[
+                "classifier",
+                "--dataset",
+                "mnist",
+                "--out",
+                "c",
+                "--epochs",
+                "0",
+            ],
+            &["'0'", "1..=100000"],
+        ),
+        (
+            &["eval", "--run", "r", "--count", "0"],
+            &["'0'", "1..=1000000"],
+        ),
+        (
+            &["eval", "--run", "r", "--steps", "1,0"],
+            &["'0'", "1..=1000"],
+        ),
+    ];
+    for (args, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_mf-train"))
+            .args(*args)
+            .current_dir(dir.path())
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            matches!(out.status.code(), Some(1 | 2)),
+            "{args:?} exited with {:?}: {err}",
+            out.status
+        );
+        for needle in *expected {
+            assert!(
+                err.contains(needle),
+                "{args:?}: expected {needle:?} in: {err}"
+            );
+        }
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{args:?} wrote {left:?}");
+    }
+}
+
+/// A training config with `log_every = 0` is refused by name before the run folder is made.
+#[test]
+fn a_log_interval_of_zero_is_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.toml"),
+        "[data]\ndataset = \"checkerboard\"\n[model]\narch = \"mlp\"\nwidth = 64\ndepth = 2\n\
+         [train]\nsteps = 10\nbatch = 8\nseed = 1\nlog_every = 0\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mf-train"))
+        .args(["fit", "--config", "c.toml", "--out", "run"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("train.log_every"), "{err}");
+    assert!(!dir.path().join("run").exists(), "a run folder was made");
+}
+
+/// After a crash between the checkpoint swap's two renames only `checkpoint.old/` exists:
+/// `eval` and `sample` read the state and the weights from it (they read `checkpoint/`'s
+/// weights before, and failed).
+#[test]
+fn eval_and_sample_read_the_folder_the_state_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.toml"),
+        "[data]\ndataset = \"checkerboard\"\n[model]\narch = \"mlp\"\nwidth = 32\ndepth = 2\n\
+         [train]\nsteps = 5\nbatch = 16\nseed = 2\n",
+    )
+    .unwrap();
+    let mf_train = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mf-train"))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let fit = mf_train(&["fit", "--config", "c.toml", "--out", "run"]);
+    assert!(fit.status.success(), "{}", String::from_utf8_lossy(&fit.stderr));
+    std::fs::rename(
+        dir.path().join("run/checkpoint"),
+        dir.path().join("run/checkpoint.old"),
+    )
+    .unwrap();
+    let eval = mf_train(&["eval", "--run", "run", "--count", "200", "--steps", "1"]);
+    assert!(eval.status.success(), "{}", String::from_utf8_lossy(&eval.stderr));
+    assert!(String::from_utf8_lossy(&eval.stdout).contains("1 step(s)"));
+    let sample = mf_train(&["sample", "--run", "run", "--out", "s.png", "--count", "50"]);
+    assert!(sample.status.success(), "{}", String::from_utf8_lossy(&sample.stderr));
+    assert!(dir.path().join("s.png").is_file());
+}
