@@ -176,3 +176,106 @@ fn class_errors_list_the_valid_range_and_names() {
     let err = card.class_id("12").unwrap_err();
     assert!(err.contains("0..10") && err.contains("0, 1, 2"), "{err}");
 }
+
+/// One seed, one picture: `mf-train sample` and `mf-edge generate` draw the same noise, so the
+/// trained network and its fp32 export give the same samples, for one class and for the
+/// one-row-per-class grid (row c drawn from seed + c), in one and two steps.
+#[test]
+fn mf_train_sample_and_mf_edge_generate_agree_for_one_seed() {
+    use mf_train::burn::prelude::Device;
+    let f = common::fixture();
+    let device = Device::flex();
+    let (_, ema) = mf_train::checkpoint::load_ema(&f.run, &device).unwrap();
+    let model = Model::open(&f.fp32).unwrap();
+    let mut backend = backends::open(BackendKind::Native, &model, &opts()).unwrap();
+    for steps in [1, 2] {
+        let trained = mf_train::sample::sample_grid(&ema, &[3], 4, steps, 42, &device);
+        let edge = generate(backend.as_mut(), &model.card, Some(3), 4, 42, steps).unwrap();
+        let err = max_abs(&trained, &edge);
+        assert!(err <= 1e-4, "class 3, {steps} steps: {err:e}");
+
+        let classes: Vec<usize> = (0..10).collect();
+        let trained = mf_train::sample::sample_grid(&ema, &classes, 2, steps, 9, &device);
+        let edge: Vec<f32> = classes
+            .iter()
+            .flat_map(|&c| {
+                generate(
+                    backend.as_mut(),
+                    &model.card,
+                    Some(c),
+                    2,
+                    9 + c as u64,
+                    steps,
+                )
+                .unwrap()
+            })
+            .collect();
+        let err = max_abs(&trained, &edge);
+        assert!(err <= 1e-4, "all classes, {steps} steps: {err:e}");
+    }
+}
+
+/// A model file whose graph output is not u, or whose u has the wrong size, or whose card
+/// promises an impossible sample: an error naming the problem on load or on run, never a panic.
+#[test]
+fn a_model_with_a_wrong_output_is_an_error_not_a_panic() {
+    let f = common::fixture();
+    let bytes = std::fs::read(&f.fp32).unwrap();
+
+    let mut proto = pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let graph = proto.graph.as_mut().unwrap();
+    let old = graph.output[0].name.clone();
+    graph.output[0].name = "velocity".into();
+    for node in graph.node.iter_mut() {
+        for o in node.output.iter_mut().filter(|o| **o == old) {
+            *o = "velocity".into();
+        }
+    }
+    let err = Model::from_bytes(proto.encode_to_vec()).unwrap_err();
+    assert!(format!("{err:#}").contains("\"velocity\""), "{err:#}");
+
+    // u computed from t: one value per sample instead of 784.
+    let mut proto = pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let graph = proto.graph.as_mut().unwrap();
+    for node in graph.node.iter_mut() {
+        for o in node.output.iter_mut().filter(|o| **o == "u") {
+            *o = "unused".into();
+        }
+    }
+    graph.node.push(pb::NodeProto {
+        op_type: "Identity".into(),
+        name: "short".into(),
+        input: vec!["t".into()],
+        output: vec!["u".into()],
+        ..Default::default()
+    });
+    let model = Model::from_bytes(proto.encode_to_vec()).unwrap();
+    for kind in [BackendKind::Native, BackendKind::Tract, BackendKind::Ort] {
+        let mut backend = backends::open(kind, &model, &opts()).unwrap();
+        let err = generate(backend.as_mut(), &model.card, Some(1), 2, 1, 1).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("returned 2 values"),
+            "{kind:?}: {err:#}"
+        );
+        let photo = vec![0.0; 784];
+        let err = paint(backend.as_mut(), &model.card, &photo, Some(1), 0.5, 1).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("returned 1 values"),
+            "{kind:?}: {err:#}"
+        );
+    }
+
+    // A card whose sample shape overflows.
+    let mut proto = pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let card = proto
+        .metadata_props
+        .iter_mut()
+        .find(|p| p.key == mf_core::card::CARD_KEY)
+        .unwrap();
+    card.value = card.value.replace(
+        "\"sample_shape\":[1,28,28]",
+        "\"sample_shape\":[4294967296,4294967296,16]",
+    );
+    let err = Model::from_bytes(proto.encode_to_vec()).unwrap_err();
+    assert!(format!("{err:#}").contains("sample shape"), "{err:#}");
+}

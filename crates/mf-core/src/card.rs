@@ -10,6 +10,10 @@ use crate::schedule::Sampler;
 /// The `metadata_props` key that holds the card.
 pub const CARD_KEY: &str = "meanflow.card";
 
+/// The most values one sample may have (a 2048×2048 RGBA image): a card asking for more is
+/// refused when read.
+pub const MAX_SAMPLE_VALUES: usize = 1 << 24;
+
 /// The card format this code writes and reads.
 pub const CARD_VERSION: u32 = 1;
 
@@ -104,12 +108,42 @@ impl ModelCard {
                 card.version
             ));
         }
+        card.check()?;
         Ok(card)
     }
 
-    /// Values per sample.
+    /// Checks what a runtime relies on: a sample shape of 1 to 3 positive dimensions holding
+    /// at most [`MAX_SAMPLE_VALUES`] values, and a null class that is a class id or the one
+    /// after the last.
+    pub fn check(&self) -> Result<(), String> {
+        let shape = &self.sample_shape;
+        let values = shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .filter(|&n| n <= MAX_SAMPLE_VALUES);
+        if shape.is_empty() || shape.len() > 3 || shape.contains(&0) || values.is_none() {
+            return Err(std::format!(
+                "the model card's sample shape {shape:?} is not accepted: [D] or [C, H, W] with \
+                 positive sizes and at most {MAX_SAMPLE_VALUES} values"
+            ));
+        }
+        if self.null_class > self.classes() {
+            return Err(std::format!(
+                "the model card's null class {} is past its {} classes (0..={} is accepted)",
+                self.null_class,
+                self.classes(),
+                self.classes()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Values per sample (a checked card's shape; saturates on an unchecked one).
     pub fn dims(&self) -> usize {
-        self.sample_shape.iter().product()
+        self.sample_shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .unwrap_or(usize::MAX)
     }
 
     /// Number of real classes.
@@ -136,5 +170,69 @@ impl ModelCard {
                 self.class_names.join(", ")
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::string::ToString;
+    use std::vec;
+
+    fn card(sample_shape: Vec<usize>, classes: usize, null_class: usize) -> ModelCard {
+        ModelCard {
+            version: CARD_VERSION,
+            architecture: "mlp".to_string(),
+            parameters: 1,
+            dataset: "mnist".to_string(),
+            sample_shape,
+            pixel_mapping: String::new(),
+            class_names: (0..classes).map(|c| c.to_string()).collect(),
+            null_class,
+            time_convention: String::new(),
+            prediction: "u".to_string(),
+            sampler: Sampler::MeanFlow,
+            guidance: Guidance {
+                omega: 1.0,
+                kappa: 0.0,
+                interval: [0.0, 1.0],
+            },
+            precision: "fp32".to_string(),
+            io: String::new(),
+            quantization: None,
+            training: Training {
+                steps: 1,
+                config_hash: String::new(),
+                seconds: 0.0,
+            },
+        }
+    }
+
+    #[test]
+    fn a_good_card_round_trips() {
+        let c = card(vec![1, 28, 28], 10, 10);
+        assert_eq!(ModelCard::from_json(&c.to_json()).unwrap(), c);
+        assert_eq!(c.dims(), 784);
+    }
+
+    #[test]
+    fn an_overflowing_sample_shape_is_refused_by_name() {
+        for shape in [
+            vec![usize::MAX / 2, 4],
+            vec![1 << 20, 1 << 20],
+            vec![],
+            vec![1, 0, 28],
+            vec![1, 1, 1, 1],
+        ] {
+            let err = ModelCard::from_json(&card(shape.clone(), 10, 10).to_json()).unwrap_err();
+            assert!(err.contains("sample shape"), "{shape:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_null_class_past_the_classes_is_refused() {
+        let err = ModelCard::from_json(&card(vec![2], 10, 11).to_json()).unwrap_err();
+        assert!(err.contains("null class 11"), "{err}");
+        assert!(ModelCard::from_json(&card(vec![2], 0, 0).to_json()).is_ok());
     }
 }

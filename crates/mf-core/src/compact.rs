@@ -224,6 +224,12 @@ impl<'a> CompactModel<'a> {
         let table = (classes + 1)
             .checked_mul(class_dim)
             .ok_or(CompactError::Inconsistent("class table overflows"))?;
+        // The tables and layers are read from the payload alone, never from the checksum or
+        // what follows it.
+        let mut r = Reader {
+            bytes: &bytes[..body_end],
+            at: r.at,
+        };
         let frequencies = r.f32s(half)?;
         let class_table = r.f32s(table)?;
         let layers_start = r.at;

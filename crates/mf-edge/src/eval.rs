@@ -27,6 +27,36 @@ struct ClassifierMeta {
     features: usize,
 }
 
+/// The largest feature vector a classifier may declare (its covariance is features² values).
+pub const MAX_FEATURES: usize = 4096;
+
+impl ClassifierMeta {
+    /// What `classify` relies on: an image shape with positive sizes, classes and features.
+    fn check(&self) -> anyhow::Result<()> {
+        let values = self
+            .sample_shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .filter(|&n| n > 0 && n <= mf_core::card::MAX_SAMPLE_VALUES);
+        ensure!(
+            !self.sample_shape.is_empty() && values.is_some(),
+            "sample shape {:?}: positive sizes and at most {} values are accepted",
+            self.sample_shape,
+            mf_core::card::MAX_SAMPLE_VALUES
+        );
+        ensure!(
+            !self.class_names.is_empty(),
+            "no class names: a classifier has at least one class"
+        );
+        ensure!(
+            (1..=MAX_FEATURES).contains(&self.features),
+            "{} features: 1 to {MAX_FEATURES} are accepted",
+            self.features
+        );
+        Ok(())
+    }
+}
+
 /// The reference classifier, run by the native engine in fp32.
 pub struct Classifier {
     engine: NativeEngine,
@@ -52,7 +82,10 @@ impl Classifier {
                     path.display()
                 )
             })?;
-        let meta: ClassifierMeta = serde_json::from_str(&meta.value)?;
+        let meta: ClassifierMeta = serde_json::from_str(&meta.value)
+            .with_context(|| format!("{}: invalid {CLASSIFIER_KEY} metadata", path.display()))?;
+        meta.check()
+            .with_context(|| format!("{}: invalid {CLASSIFIER_KEY} metadata", path.display()))?;
         let graph = proto
             .graph
             .as_ref()
@@ -84,6 +117,14 @@ impl Classifier {
                 .run(vec![("image", Value::F32(chunk.to_vec(), shape))])?;
             let (scores, _) = out.f32("classifier scores")?;
             let width = self.features + self.classes;
+            ensure!(
+                scores.len() == n * width,
+                "the classifier returned {} scores for {n} images; its metadata promises {} \
+                 features and {} classes ({width} per image)",
+                scores.len(),
+                self.features,
+                self.classes
+            );
             for row in scores.chunks(width) {
                 features.extend(row[..self.features].iter().map(|&v| v as f64));
                 let logits = &row[self.features..];

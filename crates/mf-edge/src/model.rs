@@ -21,6 +21,9 @@ pub struct Model {
 /// The graph inputs every MeanFlow model takes, in order.
 pub const INPUTS: [&str; 4] = ["z", "t", "r", "class"];
 
+/// The one output every MeanFlow model has: the average velocity u (or the raw x-prediction).
+pub const OUTPUT: &str = "u";
+
 impl Model {
     /// Reads a model file.
     pub fn open(path: &Path) -> anyhow::Result<Model> {
@@ -42,10 +45,10 @@ impl Model {
             inputs == INPUTS,
             "graph inputs are {inputs:?}; a MeanFlow model takes z, t, r, class (was it written by mf-export?)"
         );
+        let outputs: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
         ensure!(
-            graph.output.len() == 1,
-            "the graph has {} outputs; a MeanFlow model has one, u",
-            graph.output.len()
+            outputs == [OUTPUT],
+            "graph outputs are {outputs:?}; a MeanFlow model has one output, {OUTPUT}"
         );
         let text = proto
             .metadata_props

@@ -3,7 +3,7 @@
 use anyhow::{Context, bail, ensure};
 use tract_onnx::pb;
 
-use crate::tensor::Value;
+use crate::tensor::{Value, element_count};
 
 /// The ops this runtime executes (the native engine fuses MatMul/Add/SiLU chains itself).
 pub const SUPPORTED: [&str; 17] = [
@@ -119,8 +119,13 @@ pub fn run(node: &pb::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
             );
             let (table, shape) = inputs[0].f32(&what(0))?;
             let (ids, id_shape) = inputs[1].i64(&what(1))?;
+            ensure!(
+                !shape.is_empty(),
+                "Gather from a scalar table: the table must have at least one dimension"
+            );
+            let out_shape: Vec<usize> = id_shape.iter().chain(&shape[1..]).copied().collect();
             let row: usize = shape[1..].iter().product();
-            let mut out = Vec::with_capacity(ids.len() * row);
+            let mut out = Vec::with_capacity(element_count(&out_shape)?);
             for &id in ids {
                 let i = usize::try_from(id)
                     .ok()
@@ -130,7 +135,7 @@ pub fn run(node: &pb::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
                     })?;
                 out.extend_from_slice(&table[i * row..(i + 1) * row]);
             }
-            Value::F32(out, id_shape.iter().chain(&shape[1..]).copied().collect())
+            Value::F32(out, out_shape)
         }
         "MatMul" => {
             need(2)?;
@@ -141,7 +146,7 @@ pub fn run(node: &pb::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
                 "MatMul of {sa:?} by {sb:?}"
             );
             let (m, k, n) = (sa[0], sa[1], sb[1]);
-            let mut out = vec![0f32; m * n];
+            let mut out = vec![0f32; element_count(&[m, n])?];
             for i in 0..m {
                 for p in 0..k {
                     let x = a[i * k + p];
@@ -177,35 +182,30 @@ fn with_shape(v: Value, shape: Vec<usize>) -> Value {
 
 /// ONNX Reshape target resolution (`0` keeps a dimension, one `-1` is inferred).
 fn reshape(from: &[usize], target: &[i64]) -> anyhow::Result<Vec<usize>> {
-    let total: usize = from.iter().product();
+    let total = element_count(from)?;
+    let fail = || anyhow::anyhow!("cannot reshape {from:?} to {target:?}");
+    ensure!(
+        target.iter().all(|&d| d >= -1) && target.iter().filter(|&&d| d == -1).count() <= 1,
+        "cannot reshape {from:?} to {target:?}: dimensions are 0 (keep), -1 (once, inferred) or positive"
+    );
     let mut shape: Vec<usize> = target
         .iter()
         .enumerate()
-        .map(|(i, &d)| {
-            if d == 0 {
-                from.get(i).copied().unwrap_or(0)
-            } else {
-                d.max(0) as usize
-            }
+        .map(|(i, &d)| match d {
+            0 => from.get(i).copied().ok_or_else(fail),
+            -1 => Ok(1),
+            d => usize::try_from(d).map_err(|_| fail()),
         })
-        .collect();
-    if let Some(pos) = target.iter().position(|&d| d == -1) {
-        let known: usize = shape
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| i != pos)
-            .map(|(_, &d)| d)
-            .product();
-        ensure!(
-            known > 0 && total.is_multiple_of(known),
-            "cannot reshape {from:?} to {target:?}"
-        );
-        shape[pos] = total / known;
+        .collect::<anyhow::Result<_>>()?;
+    let known = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(fail)?;
+    match target.iter().position(|&d| d == -1) {
+        Some(pos) if known > 0 && total.is_multiple_of(known) => shape[pos] = total / known,
+        None if known == total => {}
+        _ => return Err(fail()),
     }
-    ensure!(
-        shape.iter().product::<usize>() == total,
-        "cannot reshape {from:?} to {target:?}"
-    );
     Ok(shape)
 }
 
@@ -236,7 +236,8 @@ fn broadcast(
             x == y || x == 1 || y == 1,
             "shapes {sa:?} and {sb:?} do not broadcast"
         );
-        out_shape.push(x.max(y));
+        // A size of 1 stretches to the other, 0 included (max would turn [0] × [1] into 1).
+        out_shape.push(if x == 1 { y } else { x });
     }
     let strides = |s: &[usize]| -> Vec<usize> {
         let mut st = vec![0; rank];
@@ -248,7 +249,7 @@ fn broadcast(
         st
     };
     let (st_a, st_b) = (strides(&pa), strides(&pb));
-    let total: usize = out_shape.iter().product();
+    let total = element_count(&out_shape)?;
     let mut out = Vec::with_capacity(total);
     // Walk the outer dimensions with an index vector and the last one with plain strides.
     let inner = out_shape[rank - 1];
@@ -324,11 +325,24 @@ fn dequantize(node: &pb::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> 
         other => bail!("DequantizeLinear of {} data", other.type_name()),
     };
     let (scales, _) = inputs[1].f32("DequantizeLinear scale")?;
+    ensure!(!scales.is_empty(), "DequantizeLinear with no scale");
     let zeros: Vec<f32> = match inputs.get(2) {
         Some(Value::I8(d, _)) => d.iter().map(|&v| v as f32).collect(),
         Some(Value::U8(d, _)) => d.iter().map(|&v| v as f32).collect(),
-        _ => vec![0.0; scales.len()],
+        Some(other) => bail!(
+            "DequantizeLinear zero point of {} data (int8 or uint8 is accepted)",
+            other.type_name()
+        ),
+        None => vec![0.0],
     };
+    // One zero point for every channel (a scalar), or one per scale.
+    ensure!(
+        zeros.len() == 1 || zeros.len() == scales.len(),
+        "DequantizeLinear: {} zero points for {} scales (1 or {} is accepted)",
+        zeros.len(),
+        scales.len(),
+        scales.len()
+    );
     let (inner, channels) = if scales.len() == 1 {
         (codes.len(), 1)
     } else {
@@ -349,8 +363,8 @@ fn dequantize(node: &pb::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> 
         .iter()
         .enumerate()
         .map(|(i, &q)| {
-            let c = (i / inner) % channels;
-            (q - zeros[c]) * scales[c]
+            let c = (i / inner.max(1)) % channels;
+            (q - zeros[c.min(zeros.len() - 1)]) * scales[c]
         })
         .collect();
     Ok(Value::F32(out, shape))
@@ -375,6 +389,26 @@ mod tests {
             Value::F32(vec![11.0, 21.0, 31.0, 12.0, 22.0, 32.0], vec![2, 3])
         );
         assert!(broadcast(&[1.0, 2.0], &[2], &[1.0, 2.0, 3.0], &[3], |a, b| a + b).is_err());
+    }
+
+    /// Fuzz finding (single_op): an empty tensor against a scalar took the broadcast size
+    /// max(0, 1) = 1 and read past the empty data.
+    #[test]
+    fn an_empty_dimension_broadcasts_to_empty() {
+        let empty = Value::F32(vec![], vec![0, 0, 0]);
+        let scalar = Value::F32(vec![2.0], vec![]);
+        let got = run(&node("Div", &[]), &[&empty, &scalar]).unwrap();
+        assert_eq!(got, Value::F32(vec![], vec![0, 0, 0]));
+        let got = run(&node("Add", &[]), &[&scalar, &empty]).unwrap();
+        assert_eq!(got, Value::F32(vec![], vec![0, 0, 0]));
+        let col = Value::F32(vec![1.0, 2.0], vec![2, 1]);
+        let none = Value::F32(vec![], vec![2, 0]);
+        assert_eq!(
+            run(&node("Mul", &[]), &[&col, &none]).unwrap(),
+            Value::F32(vec![], vec![2, 0])
+        );
+        let row = Value::F32(vec![1.0, 2.0], vec![1, 2]);
+        assert!(run(&node("Mul", &[]), &[&row, &none]).is_err());
     }
 
     #[test]
@@ -420,6 +454,67 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn node(op: &str, attrs: &[(&str, i64)]) -> pb::NodeProto {
+        pb::NodeProto {
+            op_type: op.into(),
+            name: "n".into(),
+            output: vec!["y".into()],
+            attribute: attrs
+                .iter()
+                .map(|&(name, i)| pb::AttributeProto {
+                    name: name.into(),
+                    i,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn gather_from_a_scalar_table_is_an_error() {
+        let table = Value::F32(vec![1.0], vec![]);
+        let ids = Value::I64(vec![0], vec![1]);
+        let err = run(&node("Gather", &[]), &[&table, &ids]).unwrap_err();
+        assert!(format!("{err:#}").contains("scalar table"), "{err:#}");
+        let table = Value::F32(vec![1.0, 2.0, 3.0, 4.0], vec![2, 2]);
+        let got = run(&node("Gather", &[]), &[&table, &ids]).unwrap();
+        assert_eq!(got, Value::F32(vec![1.0, 2.0], vec![1, 2]));
+    }
+
+    #[test]
+    fn per_axis_dequantize_takes_a_scalar_or_per_channel_zero_point() {
+        let codes = Value::U8(vec![10, 20, 30, 40], vec![2, 2]);
+        let scales = Value::F32(vec![0.5, 2.0], vec![2]);
+        let dq = node("DequantizeLinear", &[("axis", 0)]);
+        let scalar_zero = Value::U8(vec![10], vec![]);
+        let got = run(&dq, &[&codes, &scales, &scalar_zero]).unwrap();
+        assert_eq!(got, Value::F32(vec![0.0, 5.0, 40.0, 60.0], vec![2, 2]));
+        let per_channel = Value::U8(vec![10, 30], vec![2]);
+        let got = run(&dq, &[&codes, &scales, &per_channel]).unwrap();
+        assert_eq!(got, Value::F32(vec![0.0, 5.0, 0.0, 20.0], vec![2, 2]));
+        let three = Value::U8(vec![1, 2, 3], vec![3]);
+        let err = run(&dq, &[&codes, &scales, &three]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("3 zero points for 2 scales"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn outputs_past_the_element_limit_are_errors_not_allocations() {
+        let a = Value::F32(vec![0.0; 1 << 15], vec![1 << 15, 1]);
+        let b = Value::F32(vec![0.0; 1 << 15], vec![1, 1 << 15]);
+        let err = run(&node("Mul", &[]), &[&a, &b]).unwrap_err();
+        assert!(format!("{err:#}").contains("elements"), "{err:#}");
+        let a = Value::F32(vec![], vec![1 << 20, 0]);
+        let b = Value::F32(vec![], vec![0, 1 << 20]);
+        let err = run(&node("MatMul", &[]), &[&a, &b]).unwrap_err();
+        assert!(format!("{err:#}").contains("elements"), "{err:#}");
+        let err = reshape(&[2, 3], &[i64::MAX, i64::MAX]).unwrap_err();
+        assert!(format!("{err:#}").contains("cannot reshape"), "{err:#}");
     }
 
     #[test]

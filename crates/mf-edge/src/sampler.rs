@@ -97,5 +97,11 @@ pub fn paint(
         class: vec![class.unwrap_or(card.null_class) as i64],
     };
     let u = backend.run(&inputs)?;
+    ensure!(
+        u.len() == z.len(),
+        "the backend returned {} values for an image of {}",
+        u.len(),
+        z.len()
+    );
     Ok(z.iter().zip(&u).map(|(&z, &u)| z - strength * u).collect())
 }

@@ -5,6 +5,23 @@ use half::f16;
 use tract_onnx::pb;
 use tract_onnx::pb::tensor_proto::DataType;
 
+/// The most elements one value may hold (1 GiB of f32): a graph that would compute a larger
+/// one is refused with an error instead of an allocation that aborts the process.
+pub const MAX_ELEMENTS: usize = 1 << 28;
+
+/// The element count of `shape`, or an error when it overflows or exceeds [`MAX_ELEMENTS`].
+pub fn element_count(shape: &[usize]) -> anyhow::Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .with_context(|| {
+            format!(
+                "a value of shape {shape:?} exceeds the {MAX_ELEMENTS} elements one value may hold"
+            )
+        })
+}
+
 /// A tensor value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -72,10 +89,7 @@ impl Value {
             .map(|&d| usize::try_from(d))
             .collect::<Result<_, _>>()
             .map_err(|_| anyhow::anyhow!("initializer {} has a negative dimension", t.name))?;
-        let count = shape
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .with_context(|| format!("initializer {} is too large", t.name))?;
+        let count = element_count(&shape).with_context(|| format!("initializer {}", t.name))?;
         let raw = &t.raw_data;
         let from_raw = |size: usize| -> anyhow::Result<()> {
             ensure!(

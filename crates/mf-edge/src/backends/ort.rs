@@ -10,7 +10,7 @@ use ort::session::Session;
 use ort::value::Tensor;
 
 use super::{Backend, BackendOptions, Batch, Device};
-use crate::model::Model;
+use crate::model::{Model, OUTPUT};
 
 pub(super) struct Ort {
     session: Session,
@@ -98,10 +98,15 @@ impl Backend for Ort {
             .session
             .run(ort::inputs!["z" => z, "t" => t, "r" => r, "class" => class])
             .map_err(|e| anyhow!("ONNX Runtime failed: {e}"))?;
-        let (_, u) = outputs["u"]
+        // The loader checked that the graph's one output is u; ask for it by name without
+        // indexing, so a session that answers differently is an error, not a panic.
+        let u = outputs
+            .get(OUTPUT)
+            .with_context(|| format!("ONNX Runtime returned no output {OUTPUT}"))?;
+        let (_, u) = u
             .try_extract_tensor::<f32>()
             .map_err(|e| anyhow!("{e}"))
-            .context("output u")?;
+            .with_context(|| format!("output {OUTPUT}"))?;
         Ok(u.to_vec())
     }
 }
