@@ -1,6 +1,7 @@
 //! What the MeanFlow Edge crates and the firmware share.
 //!
 //! - [`atomic`] (std): the one atomic file write (temp file, fsync, rename);
+//! - [`cli`] (std): how the command-line tools report an error and exit;
 //! - [`noise`]: the sampler's Gaussian noise, bit-identical on every target (the firmware's
 //!   pixels are compared with the runtime's);
 //! - [`card`] (std): the model card every exported model carries;
@@ -22,6 +23,8 @@ pub mod atomic;
 pub mod batch;
 #[cfg(feature = "std")]
 pub mod card;
+#[cfg(feature = "std")]
+pub mod cli;
 pub mod compact;
 #[cfg(feature = "std")]
 pub mod idx;

@@ -208,7 +208,12 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    mf_core::cli::exit(run())
+}
+
+/// Parses the command line and does the work.
+fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Generate {
             class,

@@ -12,6 +12,9 @@ const SHIPPED: &str = concat!(
     "/../../models/mnist-classifier.onnx"
 );
 
+/// What an error must name, and how the metadata is edited to provoke it.
+type Edit = (&'static str, fn(&mut serde_json::Value));
+
 /// The shipped classifier with its metadata JSON edited by `edit`, written to `dir`.
 fn edited(dir: &Path, edit: impl Fn(&mut serde_json::Value)) -> std::path::PathBuf {
     let bytes = std::fs::read(SHIPPED).unwrap();
@@ -49,7 +52,7 @@ fn metadata_wider_than_the_graph_is_an_error() {
 #[test]
 fn impossible_metadata_is_refused_on_open() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, fn(&mut serde_json::Value)); 4] = [
+    let cases: [Edit; 4] = [
         ("sample shape", |m| {
             m["sample_shape"] = serde_json::json!([0, 28, 28])
         }),

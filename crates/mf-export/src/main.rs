@@ -32,7 +32,12 @@ struct Cli {
     out: PathBuf,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    mf_core::cli::exit(run())
+}
+
+/// Parses the command line and does the work.
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let report = export(&ExportOptions {
         run: cli.run,
