@@ -1,13 +1,19 @@
-//! Replays the `load_model` fuzz corpus (and its seeds) through the loader and the native
-//! engine's compiler, as the fuzz target does: every input gives a model or an error, never a
-//! panic. The seeds are real exported models, so they must also load and compile.
+//! Replays every fuzz target's corpus through the target's own function (`fuzz/harness.rs`,
+//! shared with the fuzzer): every input gives a result or an error, never a panic. The seeds
+//! are real exported models, so they must also load and compile.
 use std::path::{Path, PathBuf};
+
+#[path = "../fuzz/harness.rs"]
+mod harness;
 
 use mf_edge::model::Model;
 use mf_edge::native::NativeEngine;
 use mf_kernels::Isa;
 
 const FUZZ: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz");
+
+/// A fuzz target: its name (the corpus folder) and what it does with one input.
+type Target = (&'static str, fn(&[u8]));
 
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -22,38 +28,44 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn seeds_are_real_models_that_compile() {
     let seeds = files(&Path::new(FUZZ).join("seeds"));
-    assert!(seeds.len() >= 3, "fp32, fp16 and int8 seeds");
-    for path in seeds {
+    let (onnx, compact): (Vec<_>, Vec<_>) = seeds
+        .into_iter()
+        .partition(|p| p.extension().is_some_and(|e| e == "onnx"));
+    assert!(onnx.len() >= 3, "fp32, fp16 and int8 seeds");
+    for path in onnx {
         let model = Model::open(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
         NativeEngine::new(&model, Isa::Scalar)
             .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
     }
+    assert!(!compact.is_empty(), "a compact model seed");
+    for path in compact {
+        let bytes = std::fs::read(&path).unwrap();
+        mf_core::compact::CompactModel::parse(&bytes)
+            .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+    }
 }
 
+/// Each fuzz target's corpus (what the fuzzer kept, and every finding) replayed through the
+/// target's own function; a panic fails the test.
 #[test]
-fn corpus_inputs_give_a_model_or_an_error() {
-    let corpus = files(&Path::new(FUZZ).join("corpus/load_model"));
-    assert!(!corpus.is_empty(), "the corpus is checked in");
-    let (mut loaded, mut rejected) = (0, 0);
-    for path in &corpus {
-        let bytes = std::fs::read(path).unwrap();
-        match Model::from_bytes(bytes) {
-            Ok(model) => {
-                loaded += 1;
-                if let Err(e) = NativeEngine::new(&model, Isa::Scalar) {
-                    assert!(!format!("{e:#}").is_empty(), "{}", path.display());
-                }
-            }
-            Err(e) => {
-                rejected += 1;
-                assert!(!format!("{e:#}").is_empty(), "{}", path.display());
-            }
+fn every_corpus_replays_without_a_panic() {
+    let targets: [Target; 5] = [
+        ("load_model", harness::load_model),
+        ("run_model", harness::run_model),
+        ("single_op", harness::single_op),
+        ("compact", harness::compact),
+        ("card", harness::card),
+    ];
+    for (target, run) in targets {
+        let corpus = files(&Path::new(FUZZ).join("corpus").join(target));
+        assert!(!corpus.is_empty(), "the {target} corpus is checked in");
+        for path in &corpus {
+            let bytes = std::fs::read(path).unwrap();
+            let outcome = std::panic::catch_unwind(|| run(&bytes));
+            assert!(outcome.is_ok(), "{target}: {} panicked", path.display());
         }
+        println!("{target}: {} inputs replayed", corpus.len());
     }
-    println!(
-        "{} corpus inputs: {loaded} loaded, {rejected} rejected with an error",
-        corpus.len()
-    );
 }
 
 /// The first fuzz finding: a node whose output list is empty made the compiler index past
