@@ -136,16 +136,28 @@ fn eval_and_sample_read_the_folder_the_state_came_from() {
             .unwrap()
     };
     let fit = mf_train(&["fit", "--config", "c.toml", "--out", "run"]);
-    assert!(fit.status.success(), "{}", String::from_utf8_lossy(&fit.stderr));
+    assert!(
+        fit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fit.stderr)
+    );
     std::fs::rename(
         dir.path().join("run/checkpoint"),
         dir.path().join("run/checkpoint.old"),
     )
     .unwrap();
     let eval = mf_train(&["eval", "--run", "run", "--count", "200", "--steps", "1"]);
-    assert!(eval.status.success(), "{}", String::from_utf8_lossy(&eval.stderr));
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
     assert!(String::from_utf8_lossy(&eval.stdout).contains("1 step(s)"));
     let sample = mf_train(&["sample", "--run", "run", "--out", "s.png", "--count", "50"]);
-    assert!(sample.status.success(), "{}", String::from_utf8_lossy(&sample.stderr));
+    assert!(
+        sample.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sample.stderr)
+    );
     assert!(dir.path().join("s.png").is_file());
 }
