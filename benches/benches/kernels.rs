@@ -6,6 +6,10 @@
 //! - `layers/*`: the MNIST MLP's layers at batch 1 and 16 on the default thread team, as the
 //!   native engine runs them (SiLU epilogues, int8 layers chained through uint8 codes), int8
 //!   beside fp32 for the detected family.
+//! - `team_vs_rayon/*`: the same MNIST layers cut into one column block per core, each block
+//!   an int8 GEMM on one thread, dispatched by our thread team (`mf_kernels::team::run`) and
+//!   by a rayon pool of the same size, beside the whole layer on one thread: what the team's
+//!   dispatch costs or saves at the model's sizes.
 //!
 //! Run: `cargo bench -p mf-benches --bench kernels` (add `-- gemm_256` to filter).
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -227,5 +231,72 @@ fn layers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, peak, gemm_square, layers);
+/// The MNIST layers split into `threads` column blocks of int8 weights, each run on one thread
+/// by the team and by rayon (the same partition for both), beside the whole layer alone.
+fn team_vs_rayon(c: &mut Criterion) {
+    use rayon::prelude::*;
+    use std::sync::Mutex;
+
+    let isa = Isa::select().expect("MF_KERNEL names an available kernel");
+    let threads = mf_kernels::team::threads();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a rayon pool");
+    let mut group = c.benchmark_group("team_vs_rayon");
+    for (name, n, k) in [
+        ("in", 1024, 1040),
+        ("hidden", 1024, 1024),
+        ("out", 784, 1024),
+    ] {
+        for m in [1, 16] {
+            let p = Problem::new(m, n, k);
+            group.throughput(Throughput::Elements(p.ops()));
+            let id = format!("{name}_{m}x{n}x{k}_{threads}threads_{isa}");
+            let block = |t: usize| n * t / threads..n * (t + 1) / threads;
+            let parts: Vec<PackedI8> = (0..threads)
+                .map(|t| {
+                    let cols = block(t);
+                    PackedI8::from_f32(
+                        isa,
+                        &p.w[cols.start * k..cols.end * k],
+                        &p.bias[cols.clone()],
+                        cols.len(),
+                        k,
+                        p.input,
+                        Activation::Silu,
+                    )
+                    .expect("valid int8 block")
+                })
+                .collect();
+            let outs: Vec<Mutex<Vec<f32>>> = (0..threads)
+                .map(|t| Mutex::new(vec![0f32; m * block(t).len()]))
+                .collect();
+            let task = |t: usize| {
+                let mut out = outs[t].lock().expect("one task per block");
+                single_threaded(|| {
+                    gemm_i8(&parts[t], Input::U8(&p.codes), m, Output::F32(&mut out))
+                })
+                .expect("block GEMM");
+            };
+            group.bench_function(BenchmarkId::new("team", &id), |b| {
+                b.iter(|| mf_kernels::team::run(threads, &task))
+            });
+            group.bench_function(BenchmarkId::new("rayon", &id), |b| {
+                b.iter(|| pool.install(|| (0..threads).into_par_iter().for_each(task)))
+            });
+            let whole = PackedI8::from_f32(isa, &p.w, &p.bias, n, k, p.input, Activation::Silu)
+                .expect("valid int8 layer");
+            let mut out = vec![0f32; m * n];
+            group.bench_function(BenchmarkId::new("one-thread", &id), |b| {
+                single_threaded(|| {
+                    b.iter(|| gemm_i8(&whole, Input::U8(&p.codes), m, Output::F32(&mut out)))
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, peak, gemm_square, layers, team_vs_rayon);
 criterion_main!(benches);
