@@ -344,6 +344,42 @@ pub struct Workspace<'b> {
     pub bias: &'b mut [f32],
 }
 
+/// Heap scratch memory for a host (the firmware uses statics instead): five buffers of one
+/// width, lent out as a [`Workspace`].
+#[cfg(feature = "std")]
+pub struct Scratch {
+    a: std::vec::Vec<f32>,
+    b: std::vec::Vec<f32>,
+    codes: std::vec::Vec<u8>,
+    scales: std::vec::Vec<f32>,
+    bias: std::vec::Vec<f32>,
+}
+
+#[cfg(feature = "std")]
+impl Scratch {
+    /// Buffers of `width` values each ([`CompactModel::max_width`] for a model).
+    pub fn new(width: usize) -> Scratch {
+        Scratch {
+            a: std::vec![0.0; width],
+            b: std::vec![0.0; width],
+            codes: std::vec![0; width],
+            scales: std::vec![0.0; width],
+            bias: std::vec![0.0; width],
+        }
+    }
+
+    /// The workspace that borrows the buffers.
+    pub fn workspace(&mut self) -> Workspace<'_> {
+        Workspace {
+            a: &mut self.a,
+            b: &mut self.b,
+            codes: &mut self.codes,
+            scales: &mut self.scales,
+            bias: &mut self.bias,
+        }
+    }
+}
+
 impl CompactModel<'_> {
     /// One-step generation of one image of `class` from the noise seeded with `seed`:
     /// x = z₁ − u(z₁, 0, 1), exactly as the exported int8 ONNX graph computes it (same noise,

@@ -3,7 +3,7 @@
 //! family this CPU has as on the scalar reference, bit for bit. `tools/cross-test` runs this
 //! under qemu-aarch64 on three CPU models with `MF_EXPECT_DIGEST` set to the x86 digest, so
 //! the pixels are the same on x86 and on every ARM family.
-use mf_core::compact::{CompactModel, Workspace, fnv1a};
+use mf_core::compact::{CompactModel, Scratch, fnv1a};
 use mf_kernels::reference::{Output, QuantizedLayer};
 use mf_kernels::{Input, Isa, PackedI8};
 
@@ -36,16 +36,8 @@ fn images<F>(model: &CompactModel<'_>, mut dense: F) -> Vec<f32>
 where
     F: FnMut(&QuantizedLayer<'_>, &[u8], &mut [f32]),
 {
-    let width = model.max_width();
-    let (mut a, mut b, mut codes) = (vec![0f32; width], vec![0f32; width], vec![0u8; width]);
-    let (mut scales, mut bias) = (vec![0f32; width], vec![0f32; width]);
-    let mut ws = Workspace {
-        a: &mut a,
-        b: &mut b,
-        codes: &mut codes,
-        scales: &mut scales,
-        bias: &mut bias,
-    };
+    let mut scratch = Scratch::new(model.max_width());
+    let mut ws = scratch.workspace();
     let dims = model.dims();
     let mut out = vec![0f32; model.classes * dims];
     for (class, image) in out.chunks_exact_mut(dims).enumerate() {

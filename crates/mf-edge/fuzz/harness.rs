@@ -4,7 +4,7 @@
 //! fuzzer that found it. Every function must return for every input: an `Err` is a fine
 //! answer, a panic, a hang or an out-of-memory is a finding.
 use mf_core::card::ModelCard;
-use mf_core::compact::{CompactModel, HEADER, Workspace, fnv1a};
+use mf_core::compact::{CompactModel, HEADER, Scratch, fnv1a};
 use mf_edge::backends::{self, BackendKind, BackendOptions};
 use mf_edge::model::Model;
 use mf_edge::native::NativeEngine;
@@ -68,16 +68,8 @@ pub fn compact(data: &[u8]) {
     if width > 1 << 16 || model.dims() > MAX_RUN_DIMS {
         return;
     }
-    let (mut a, mut b) = (vec![0f32; width], vec![0f32; width]);
-    let (mut codes, mut scales, mut bias) =
-        (vec![0u8; width], vec![0f32; width], vec![0f32; width]);
-    let mut ws = Workspace {
-        a: &mut a,
-        b: &mut b,
-        codes: &mut codes,
-        scales: &mut scales,
-        bias: &mut bias,
-    };
+    let mut scratch = Scratch::new(width);
+    let mut ws = scratch.workspace();
     let mut out = vec![0f32; model.dims()];
     let class = usize::from(data.get(4).copied().unwrap_or(0));
     let _ = model.generate(class, 1, &mut ws, &mut out);

@@ -3,6 +3,9 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
+#[path = "../../../tests/support/refusal.rs"]
+mod refusal;
+
 /// The shipped default model, by absolute path (the cases run in empty folders).
 const SHIPPED_INT8: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/mnist-int8.onnx");
 
@@ -346,32 +349,6 @@ fn bad_values_are_named_with_what_is_accepted_and_write_nothing() {
         ),
     ];
     for (args, expected) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_mf-edge"))
-            .args(*args)
-            .current_dir(dir.path())
-            .env("RUST_BACKTRACE", "0")
-            .env_remove("MF_DATA_DIR")
-            .output()
-            .unwrap();
-        let err = stderr(&out);
-        // 2: clap refused the value; 1: the command returned an error. Never a signal.
-        assert!(
-            matches!(out.status.code(), Some(1 | 2)),
-            "{args:?} exited with {:?}: {err}",
-            out.status
-        );
-        for needle in *expected {
-            assert!(
-                err.contains(needle),
-                "{args:?}: expected {needle:?} in: {err}"
-            );
-        }
-        assert!(
-            !err.contains("panicked") && !err.contains("memory allocation"),
-            "{args:?}: {err}"
-        );
-        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-        assert!(left.is_empty(), "{args:?} wrote {left:?}");
+        refusal::assert_refused(env!("CARGO_BIN_EXE_mf-edge"), args, expected);
     }
 }

@@ -341,16 +341,8 @@ fn finite(psnr_db: f64) -> Option<f64> {
 /// firmware generates them) with the fp32 graph's on the same noise: returns the PSNR.
 fn check_compact(bytes: &[u8], weights: &MlpWeights) -> anyhow::Result<f64> {
     let model = mf_core::compact::CompactModel::parse(bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let width = model.max_width();
-    let (mut a, mut b, mut codes) = (vec![0f32; width], vec![0f32; width], vec![0u8; width]);
-    let (mut scales, mut bias) = (vec![0f32; width], vec![0f32; width]);
-    let mut ws = mf_core::compact::Workspace {
-        a: &mut a,
-        b: &mut b,
-        codes: &mut codes,
-        scales: &mut scales,
-        bias: &mut bias,
-    };
+    let mut scratch = mf_core::compact::Scratch::new(model.max_width());
+    let mut ws = scratch.workspace();
     let classes = weights.spec.classes.max(1);
     let dims = model.dims();
     let (mut ours, mut noise) = (vec![0f32; classes * dims], vec![0f32; classes * dims]);

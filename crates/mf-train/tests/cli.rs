@@ -2,6 +2,9 @@
 //! value and what is accepted, a non-zero exit, and nothing written.
 use std::process::Command;
 
+#[path = "../../../tests/support/refusal.rs"]
+mod refusal;
+
 #[test]
 fn bad_values_are_named_and_write_nothing() {
     let cases: &[(&[&str], &[&str])] = &[
@@ -70,28 +73,7 @@ fn bad_values_are_named_and_write_nothing() {
         ),
     ];
     for (args, expected) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_mf-train"))
-            .args(*args)
-            .current_dir(dir.path())
-            .env("RUST_BACKTRACE", "0")
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            matches!(out.status.code(), Some(1 | 2)),
-            "{args:?} exited with {:?}: {err}",
-            out.status
-        );
-        for needle in *expected {
-            assert!(
-                err.contains(needle),
-                "{args:?}: expected {needle:?} in: {err}"
-            );
-        }
-        assert!(!err.contains("panicked"), "{args:?}: {err}");
-        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-        assert!(left.is_empty(), "{args:?} wrote {left:?}");
+        refusal::assert_refused(env!("CARGO_BIN_EXE_mf-train"), args, expected);
     }
 }
 
