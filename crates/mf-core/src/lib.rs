@@ -1,6 +1,7 @@
 //! What the MeanFlow Edge crates and the firmware share.
 //!
 //! - [`atomic`] (std): the one atomic file write (temp file, fsync, rename);
+//! - [`bounded`] (std): reading a file whole, up to a limit;
 //! - [`cli`] (std): how the command-line tools report an error and exit;
 //! - [`noise`]: the sampler's Gaussian noise, bit-identical on every target (the firmware's
 //!   pixels are compared with the runtime's);
@@ -21,6 +22,8 @@ extern crate std;
 pub mod atomic;
 #[cfg(feature = "std")]
 pub mod batch;
+#[cfg(feature = "std")]
+pub mod bounded;
 #[cfg(feature = "std")]
 pub mod card;
 #[cfg(feature = "std")]

@@ -27,6 +27,9 @@ struct ClassifierMeta {
     features: usize,
 }
 
+/// The largest IDX file read (1 GiB: MNIST's training images are 47 MB).
+pub const MAX_IDX_BYTES: u64 = 1 << 30;
+
 /// The largest feature vector a classifier may declare (its covariance is features² values).
 pub const MAX_FEATURES: usize = 4096;
 
@@ -68,8 +71,7 @@ pub struct Classifier {
 impl Classifier {
     /// Loads a classifier graph written by `mf-export` from an `mf-train classifier` run.
     pub fn open(path: &Path) -> anyhow::Result<Classifier> {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("cannot read classifier {}", path.display()))?;
+        let bytes = mf_core::bounded::read(path, crate::model::MAX_MODEL_BYTES, "classifier")?;
         let proto = pb::ModelProto::decode(bytes.as_slice())
             .map_err(|e| anyhow::anyhow!("not an ONNX model: {e}"))?;
         let meta = proto
@@ -151,8 +153,12 @@ pub struct RealSets {
 pub fn real_sets(root: &Path, classes: usize, per_class: usize) -> anyhow::Result<RealSets> {
     let read = |name: &str| {
         let path = root.join(name);
-        std::fs::read(&path)
-            .with_context(|| format!("missing {}: run tools/fetch-data", path.display()))
+        mf_core::bounded::read(&path, MAX_IDX_BYTES, "dataset file").with_context(|| {
+            format!(
+                "missing or unreadable {}: run tools/fetch-data",
+                path.display()
+            )
+        })
     };
     let images =
         mf_core::idx::read_images(&read("train-images-idx3-ubyte")?).map_err(anyhow::Error::msg)?;
@@ -281,7 +287,7 @@ pub fn score_samples(
 pub fn read_samples(dir: &Path) -> anyhow::Result<(Vec<f32>, Vec<usize>)> {
     let read = |name: &str| {
         let path = dir.join(name);
-        std::fs::read(&path).with_context(|| {
+        mf_core::bounded::read(&path, MAX_IDX_BYTES, "samples file").with_context(|| {
             format!(
                 "cannot read {}: --samples takes a folder with images-idx3-ubyte and labels-idx1-ubyte",
                 path.display()

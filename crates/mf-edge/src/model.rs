@@ -18,6 +18,9 @@ pub struct Model {
     pub bytes: Vec<u8>,
 }
 
+/// The largest model file read (2 GiB, ONNX's protobuf limit).
+pub const MAX_MODEL_BYTES: u64 = 2 << 30;
+
 /// The graph inputs every MeanFlow model takes, in order.
 pub const INPUTS: [&str; 4] = ["z", "t", "r", "class"];
 
@@ -27,8 +30,7 @@ pub const OUTPUT: &str = "u";
 impl Model {
     /// Reads a model file.
     pub fn open(path: &Path) -> anyhow::Result<Model> {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
+        let bytes = mf_core::bounded::read(path, MAX_MODEL_BYTES, "model")?;
         Model::from_bytes(bytes).with_context(|| format!("cannot load model {}", path.display()))
     }
 

@@ -341,6 +341,22 @@ fn bad_values_are_named_with_what_is_accepted_and_write_nothing() {
         (&["bench", "--batch", "0"], &["'0'", "1..=4096"]),
         (&["bench", "--batch", "1,0"], &["'0'", "1..=4096"]),
         (&["bench", "--iters", "0"], &["'0'", "1..=100000"]),
+        (
+            &["info", "--model", "/dev/zero"],
+            &["model /dev/zero is larger than the 2147483648 bytes"],
+        ),
+        (
+            &[
+                "paint",
+                "--input",
+                "/dev/zero",
+                "--class",
+                "3",
+                "--out",
+                "a.png",
+            ],
+            &["/dev/zero is larger than the 268435456 bytes"],
+        ),
         (&["bench"], &["models", "--model"]),
         (&["eval"], &["models folder is not at", "--model"]),
         (

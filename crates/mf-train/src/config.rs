@@ -212,8 +212,8 @@ fn default_log_every() -> u64 {
 impl Config {
     /// Reads and checks a TOML config file.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config {}", path.display()))?;
+        // A config is a few hundred bytes; 1 MiB is generous and stops `/dev/zero`.
+        let text = mf_core::bounded::read_text(path, 1 << 20, "config")?;
         Config::parse(&text).with_context(|| format!("invalid config {}", path.display()))
     }
 

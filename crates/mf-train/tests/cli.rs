@@ -9,6 +9,10 @@ mod refusal;
 fn bad_values_are_named_and_write_nothing() {
     let cases: &[(&[&str], &[&str])] = &[
         (
+            &["fit", "--config", "/dev/zero", "--out", "r"],
+            &["config /dev/zero is larger than the 1048576 bytes"],
+        ),
+        (
             &[
                 "fit",
                 "--config",
