@@ -50,7 +50,7 @@ pub fn sync_folder(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// The folder a path is written into (`.` for a bare file name).
-fn folder(path: &Path) -> &Path {
+pub fn folder(path: &Path) -> &Path {
     path.parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."))

@@ -50,13 +50,7 @@ pub fn denoise(
             r: vec![r; count],
             class: vec![label; count],
         };
-        let u = backend.run(&inputs)?;
-        ensure!(
-            u.len() == z.len(),
-            "the backend returned {} values for {} inputs",
-            u.len(),
-            z.len()
-        );
+        let u = velocity(backend, &inputs)?;
         step(&mut z, &u, card.sampler.span(i, steps));
     }
     Ok(z)
@@ -96,12 +90,19 @@ pub fn paint(
         r: vec![0.0],
         class: vec![class.unwrap_or(card.null_class) as i64],
     };
-    let u = backend.run(&inputs)?;
-    ensure!(
-        u.len() == z.len(),
-        "the backend returned {} values for an image of {}",
-        u.len(),
-        z.len()
-    );
+    let u = velocity(backend, &inputs)?;
     Ok(z.iter().zip(&u).map(|(&z, &u)| z - strength * u).collect())
+}
+
+/// u for a batch, checked to hold one value per value of z: the model file decides what a
+/// backend returns, so a wrong size is an error here, never an index past the end.
+fn velocity(backend: &mut dyn Backend, inputs: &Batch) -> anyhow::Result<Vec<f32>> {
+    let u = backend.run(inputs)?;
+    ensure!(
+        u.len() == inputs.z.len(),
+        "the backend returned {} values for {} inputs",
+        u.len(),
+        inputs.z.len()
+    );
+    Ok(u)
 }

@@ -475,10 +475,7 @@ fn net_u(net: &VelocityNet, b: &Batch, device: &Device) -> Vec<f32> {
 /// Creates the output's folder if needed, then writes the file atomically
 /// ([`mf_core::atomic::write`]: temp file, fsync, rename; nothing left behind on failure).
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = mf_core::atomic::folder(path);
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     mf_core::atomic::write(path, bytes)
 }
