@@ -12,7 +12,9 @@
 //!   for flow-matching baselines);
 //! - [`batch`] (std): one batch of network inputs; [`tract`] (feature `tract`): an exported
 //!   model run by tract, for the exporter's checks and mf-edge's tract backend;
-//! - [`images`] (feature `images`): sample grids and atomic PNG writes.
+//! - [`images`] (feature `images`): sample grids and atomic PNG writes;
+//! - [`onnx`] (feature `onnx`): the ONNX protobuf messages, so that reading a model needs no
+//!   tract.
 #![no_std]
 
 #[cfg(feature = "std")]
@@ -34,6 +36,8 @@ pub mod idx;
 #[cfg(feature = "images")]
 pub mod images;
 pub mod noise;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 pub mod schedule;
 #[cfg(feature = "tract")]
 pub mod tract;

@@ -5,6 +5,7 @@
 //! answer, a panic, a hang or an out-of-memory is a finding.
 use mf_core::card::ModelCard;
 use mf_core::compact::{CompactModel, HEADER, Scratch, fnv1a};
+use mf_core::onnx;
 use mf_edge::backends::{self, BackendKind, BackendOptions};
 use mf_edge::model::Model;
 use mf_edge::native::NativeEngine;
@@ -12,7 +13,6 @@ use mf_edge::ops;
 use mf_edge::sampler;
 use mf_edge::tensor::Value;
 use mf_kernels::Isa;
-use tract_onnx::pb;
 
 /// The largest sample the execution targets run (the fuzzer wants many runs a second).
 const MAX_RUN_DIMS: usize = 4096;
@@ -106,14 +106,14 @@ pub fn single_op(data: &[u8]) {
     let mut bytes = Bytes(data);
     let op = ops::SUPPORTED[usize::from(bytes.next()) % ops::SUPPORTED.len()];
     let attribute = (0..bytes.next() % 3)
-        .map(|_| pb::AttributeProto {
+        .map(|_| onnx::AttributeProto {
             name: ["axis", "to", "keepdims"][usize::from(bytes.next()) % 3].to_string(),
             i: i64::from(bytes.next() as i8),
             ..Default::default()
         })
         .collect();
     let inputs: Vec<Value> = (0..1 + bytes.next() % 3).map(|_| bytes.value()).collect();
-    let node = pb::NodeProto {
+    let node = onnx::NodeProto {
         op_type: op.to_string(),
         name: "fuzzed".to_string(),
         output: vec!["y".to_string()],

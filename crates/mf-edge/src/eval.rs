@@ -5,11 +5,11 @@
 use std::path::Path;
 
 use anyhow::{Context, ensure};
+use mf_core::onnx;
 use mf_kernels::Isa;
 use nalgebra::{DMatrix, DVector, SymmetricEigen};
 use prost::Message;
 use serde::Deserialize;
-use tract_onnx::pb;
 
 use crate::backends::Backend;
 use crate::model::Model;
@@ -72,7 +72,7 @@ impl Classifier {
     /// Loads a classifier graph written by `mf-export` from an `mf-train classifier` run.
     pub fn open(path: &Path) -> anyhow::Result<Classifier> {
         let bytes = mf_core::bounded::read(path, crate::model::MAX_MODEL_BYTES, "classifier")?;
-        let proto = pb::ModelProto::decode(bytes.as_slice())
+        let proto = onnx::ModelProto::decode(bytes.as_slice())
             .map_err(|e| anyhow::anyhow!("not an ONNX model: {e}"))?;
         let meta = proto
             .metadata_props

@@ -4,14 +4,14 @@ use std::path::Path;
 
 use anyhow::{Context, bail, ensure};
 use mf_core::card::{CARD_KEY, ModelCard};
+use mf_core::onnx;
 use prost::Message;
-use tract_onnx::pb;
 
 /// An ONNX model written by mf-export.
 #[derive(Debug, Clone)]
 pub struct Model {
     /// The decoded protobuf.
-    pub proto: pb::ModelProto,
+    pub proto: onnx::ModelProto,
     /// Its model card.
     pub card: ModelCard,
     /// The encoded file (what tract and ONNX Runtime load).
@@ -37,7 +37,7 @@ impl Model {
     /// Decodes and checks a model: an ONNX graph with inputs z, t, r, class, one output, and
     /// a MeanFlow model card.
     pub fn from_bytes(bytes: Vec<u8>) -> anyhow::Result<Model> {
-        let proto = pb::ModelProto::decode(bytes.as_slice())
+        let proto = onnx::ModelProto::decode(bytes.as_slice())
             .map_err(|e| anyhow::anyhow!("not an ONNX model (protobuf decoding failed: {e})"))?;
         let Some(graph) = &proto.graph else {
             bail!("the ONNX model has no graph")
@@ -71,7 +71,7 @@ impl Model {
     }
 
     /// The graph (checked present at load).
-    pub fn graph(&self) -> &pb::GraphProto {
+    pub fn graph(&self) -> &onnx::GraphProto {
         self.proto.graph.as_ref().expect("checked at load")
     }
 

@@ -9,11 +9,11 @@
 use std::collections::{HashMap, HashSet};
 
 use anyhow::{Context, bail, ensure};
+use mf_core::onnx;
 use mf_kernels::reference::QuantizedLayer;
 use mf_kernels::{
     Activation, Input, Isa, Output, PackedF32, PackedI8, QuantParams, gemm_f32, gemm_i8,
 };
-use tract_onnx::pb;
 
 use crate::model::Model;
 use crate::ops;
@@ -34,7 +34,7 @@ enum Step {
         packed: Packed,
     },
     /// Any other node.
-    Op(pb::NodeProto),
+    Op(onnx::NodeProto),
 }
 
 /// One step of the compiled plan: values by slot index.
@@ -50,7 +50,7 @@ enum Slotted {
     },
     /// Any other node.
     Op {
-        node: pb::NodeProto,
+        node: onnx::NodeProto,
         inputs: Vec<usize>,
         output: usize,
     },
@@ -83,7 +83,7 @@ impl NativeEngine {
     }
 
     /// Compiles any graph made of the ops mf-export writes (the reference classifier, say).
-    pub fn from_graph(graph: &pb::GraphProto, isa: Isa) -> anyhow::Result<NativeEngine> {
+    pub fn from_graph(graph: &onnx::GraphProto, isa: Isa) -> anyhow::Result<NativeEngine> {
         ensure!(
             graph.output.len() == 1,
             "the native engine runs graphs with one output"
@@ -361,7 +361,7 @@ struct Fused {
 
 /// Pattern matching over the graph.
 struct Planner<'g> {
-    graph: &'g pb::GraphProto,
+    graph: &'g onnx::GraphProto,
     producer: HashMap<&'g str, usize>,
     consumers: HashMap<&'g str, Vec<usize>>,
     constants: &'g HashMap<String, Value>,
@@ -369,7 +369,7 @@ struct Planner<'g> {
 }
 
 impl<'g> Planner<'g> {
-    fn node(&self, i: usize) -> &'g pb::NodeProto {
+    fn node(&self, i: usize) -> &'g onnx::NodeProto {
         &self.graph.node[i]
     }
 

@@ -1,7 +1,7 @@
 //! Reference implementations of every ONNX op the exported graphs use, over [`Value`]s. The
 //! native engine runs them for everything it does not fuse into a dense kernel.
 use anyhow::{Context, bail, ensure};
-use tract_onnx::pb;
+use mf_core::onnx;
 
 use crate::tensor::{Value, element_count};
 
@@ -27,7 +27,7 @@ pub const SUPPORTED: [&str; 17] = [
 ];
 
 /// An integer attribute of a node, or `default`.
-pub fn int_attr(node: &pb::NodeProto, name: &str, default: i64) -> i64 {
+pub fn int_attr(node: &onnx::NodeProto, name: &str, default: i64) -> i64 {
     node.attribute
         .iter()
         .find(|a| a.name == name)
@@ -36,7 +36,7 @@ pub fn int_attr(node: &pb::NodeProto, name: &str, default: i64) -> i64 {
 }
 
 /// Runs one node on its input values.
-pub fn run(node: &pb::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
+pub fn run(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
     let op = node.op_type.as_str();
     let what = |i: usize| format!("{op} node {:?} input {i}", node.name);
     let need = |n: usize| -> anyhow::Result<()> {
@@ -317,7 +317,7 @@ fn concat(inputs: &[&Value], axis: i64) -> anyhow::Result<Value> {
 }
 
 /// `(x − zero_point) · scale`, per tensor or along `axis`.
-fn dequantize(node: &pb::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
+fn dequantize(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
     ensure!(inputs.len() >= 2, "DequantizeLinear needs a scale");
     let (codes, shape): (Vec<f32>, Vec<usize>) = match inputs[0] {
         Value::I8(d, s) => (d.iter().map(|&v| v as f32).collect(), s.clone()),
@@ -456,14 +456,14 @@ mod tests {
         }
     }
 
-    fn node(op: &str, attrs: &[(&str, i64)]) -> pb::NodeProto {
-        pb::NodeProto {
+    fn node(op: &str, attrs: &[(&str, i64)]) -> onnx::NodeProto {
+        onnx::NodeProto {
             op_type: op.into(),
             name: "n".into(),
             output: vec!["y".into()],
             attribute: attrs
                 .iter()
-                .map(|&(name, i)| pb::AttributeProto {
+                .map(|&(name, i)| onnx::AttributeProto {
                     name: name.into(),
                     i,
                     ..Default::default()

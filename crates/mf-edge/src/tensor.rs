@@ -2,8 +2,8 @@
 //! exported graphs use.
 use anyhow::{Context, bail, ensure};
 use half::f16;
-use tract_onnx::pb;
-use tract_onnx::pb::tensor_proto::DataType;
+use mf_core::onnx;
+use mf_core::onnx::DataType;
 
 /// The most elements one value may hold (1 GiB of f32): a graph that would compute a larger
 /// one is refused with an error instead of an allocation that aborts the process.
@@ -82,7 +82,7 @@ impl Value {
     }
 
     /// Decodes an ONNX initializer.
-    pub fn from_proto(t: &pb::TensorProto) -> anyhow::Result<Value> {
+    pub fn from_proto(t: &onnx::TensorProto) -> anyhow::Result<Value> {
         let shape: Vec<usize> = t
             .dims
             .iter()

@@ -3,9 +3,9 @@
 //! sizes, is an error naming the mismatch, never a panic.
 use std::path::Path;
 
+use mf_core::onnx as pb;
 use mf_edge::eval::{CLASSIFIER_KEY, Classifier};
 use prost::Message;
-use tract_onnx::pb;
 
 const SHIPPED: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

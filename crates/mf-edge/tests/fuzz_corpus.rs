@@ -72,8 +72,8 @@ fn every_corpus_replays_without_a_panic() {
 /// the end while fusing; now it is an error that names the node.
 #[test]
 fn a_node_without_output_is_named_not_a_panic() {
+    use mf_core::onnx as pb;
     use prost::Message;
-    use tract_onnx::pb;
 
     let bytes = std::fs::read(Path::new(FUZZ).join("seeds/checkerboard-int8.onnx")).unwrap();
     let mut proto = pb::ModelProto::decode(bytes.as_slice()).unwrap();

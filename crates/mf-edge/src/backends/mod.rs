@@ -2,6 +2,7 @@
 mod native;
 #[cfg(feature = "ort")]
 mod ort;
+#[cfg(feature = "tract")]
 mod tract;
 
 use anyhow::bail;
@@ -26,7 +27,7 @@ pub trait Backend {
 pub enum BackendKind {
     /// mf-kernels (int8 and fp32 GEMMs), the default.
     Native,
-    /// tract (pure Rust).
+    /// tract (pure Rust; cargo feature `tract`).
     Tract,
     /// ONNX Runtime (cargo feature `ort`).
     Ort,
@@ -67,6 +68,20 @@ impl Default for BackendOptions {
     }
 }
 
+impl BackendKind {
+    /// The backends this build has, in the order `bench` compares them.
+    pub fn compiled() -> Vec<BackendKind> {
+        let mut kinds = vec![BackendKind::Native];
+        if cfg!(feature = "tract") {
+            kinds.push(BackendKind::Tract);
+        }
+        if cfg!(feature = "ort") {
+            kinds.push(BackendKind::Ort);
+        }
+        kinds
+    }
+}
+
 /// Opens a backend for a model.
 pub fn open(
     kind: BackendKind,
@@ -78,7 +93,12 @@ pub fn open(
     }
     match kind {
         BackendKind::Native => Ok(Box::new(native::Native::new(model, opts)?)),
+        #[cfg(feature = "tract")]
         BackendKind::Tract => Ok(Box::new(tract::Tract::new(model)?)),
+        #[cfg(not(feature = "tract"))]
+        BackendKind::Tract => {
+            bail!("this build has no tract backend: rebuild with --features tract")
+        }
         #[cfg(feature = "ort")]
         BackendKind::Ort => Ok(Box::new(ort::Ort::new(model, opts)?)),
         #[cfg(not(feature = "ort"))]
