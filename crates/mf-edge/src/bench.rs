@@ -1,5 +1,5 @@
 //! `mf-edge bench`: latency percentiles, throughput and peak memory of one-step generation per
-//! model, backend and batch size. Each case runs in a child process of its own, so that its
+//! model, backend and batch size, and the frame rate of `paint --stream` per backend. Each case runs in a child process of its own, so that its
 //! peak resident memory is its own.
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::backends::{self, BackendKind, BackendOptions};
 use crate::model::Model;
 use crate::sampler::denoise;
+use crate::stream::paint_frame;
 use mf_core::noise::Noise;
 
 /// The result of one case.
@@ -34,6 +35,35 @@ pub struct Measurement {
     pub images_per_s: f64,
     /// Peak resident memory of the process running the case, in MB.
     pub peak_rss_mb: f64,
+    /// Frames per second of `paint --stream` on 128x128 grey frames (fit, one network
+    /// evaluation, resize back), measured in batch-1 cases of image models.
+    #[serde(default)]
+    pub paint_fps: Option<f64>,
+}
+
+/// The side of the square grey frames `paint_fps` is measured on.
+pub const PAINT_FRAME_SIDE: u32 = 128;
+
+/// Frames per second of [`paint_frame`] on a 128x128 grey test card, over `iters` frames
+/// after 3 untimed ones.
+fn measure_paint(
+    backend: &mut dyn crate::backends::Backend,
+    card: &mf_core::card::ModelCard,
+    class: Option<usize>,
+    iters: usize,
+) -> anyhow::Result<f64> {
+    let side = PAINT_FRAME_SIDE;
+    let frame = image::DynamicImage::ImageLuma8(image::GrayImage::from_fn(side, side, |x, y| {
+        image::Luma([((x * 2) ^ (y * 3)) as u8])
+    }));
+    for _ in 0..3 {
+        paint_frame(backend, card, &frame, class, 0.6, 0)?;
+    }
+    let start = Instant::now();
+    for _ in 0..iters {
+        paint_frame(backend, card, &frame, class, 0.6, 0)?;
+    }
+    Ok(iters as f64 / start.elapsed().as_secs_f64().max(1e-9))
 }
 
 /// Noise batches drawn before timing and cycled through: drawing standard-normal noise is the
@@ -74,6 +104,12 @@ pub fn measure_here(
         denoise(backend.as_mut(), &model.card, class, z, 1)?;
         times.push(start.elapsed().as_secs_f64() * 1e3);
     }
+    let paints = batch == 1 && crate::images::image_shape(&model.card.sample_shape).is_ok();
+    let paint_fps = if paints {
+        Some(measure_paint(backend.as_mut(), &model.card, class, iters)?)
+    } else {
+        None
+    };
     times.sort_by(f64::total_cmp);
     let pct = |p: f64| times[((p / 100.0) * (times.len() - 1) as f64).round() as usize];
     let mean = times.iter().sum::<f64>() / times.len() as f64;
@@ -86,6 +122,7 @@ pub fn measure_here(
         p95_ms: pct(95.0),
         images_per_s: batch as f64 / (mean / 1e3),
         peak_rss_mb: peak_rss_mb(),
+        paint_fps,
     })
 }
 
@@ -163,8 +200,8 @@ pub fn run_all(
 /// Formats rows as a table.
 pub fn table(rows: &[Row]) -> String {
     let mut s = format!(
-        "{:<28} {:<6} {:<44} {:>5} {:>9} {:>9} {:>10} {:>9}\n",
-        "model", "prec", "backend", "batch", "p50 ms", "p95 ms", "images/s", "peak MB"
+        "{:<28} {:<6} {:<44} {:>5} {:>9} {:>9} {:>10} {:>9} {:>9}\n",
+        "model", "prec", "backend", "batch", "p50 ms", "p95 ms", "images/s", "peak MB", "paint fps"
     );
     for row in rows {
         match row {
@@ -173,8 +210,9 @@ pub fn table(rows: &[Row]) -> String {
                     .file_name()
                     .map(|f| f.to_string_lossy().into_owned())
                     .unwrap_or_default();
+                let paint = m.paint_fps.map_or("-".into(), |f| format!("{f:.0}"));
                 s.push_str(&format!(
-                    "{:<28} {:<6} {:<44} {:>5} {:>9.3} {:>9.3} {:>10.0} {:>9.1}\n",
+                    "{:<28} {:<6} {:<44} {:>5} {:>9.3} {:>9.3} {:>10.0} {:>9.1} {:>9}\n",
                     name,
                     m.precision,
                     m.backend,
@@ -182,7 +220,8 @@ pub fn table(rows: &[Row]) -> String {
                     m.p50_ms,
                     m.p95_ms,
                     m.images_per_s,
-                    m.peak_rss_mb
+                    m.peak_rss_mb,
+                    paint
                 ));
             }
             Err(e) => s.push_str(&format!("error: {e}\n")),

@@ -3,9 +3,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail, ensure};
 use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 use mf_edge::backends::{self, BackendKind, BackendOptions, Device};
 use mf_edge::bench::{self, measure_here};
 use mf_edge::model::Model;
+use mf_edge::stream::{FrameFormat, PixelFormat};
 use mf_edge::{DEFAULT_MODEL, images, sampler};
 
 /// The most images one `generate` makes (per class with `--class all`).
@@ -100,25 +102,37 @@ enum Command {
         run: Run,
     },
     /// Turn a photo into one-step art: noise it to t = strength, map it back in one step.
+    /// With --stream, paint every frame of standard input onto standard output.
     Paint {
         /// A PNG or JPEG file, or - for standard input.
-        #[arg(long)]
-        input: PathBuf,
+        #[arg(long, required_unless_present = "stream", conflicts_with = "stream")]
+        input: Option<PathBuf>,
         /// Class index or name to steer toward (required for class-conditional models).
         #[arg(long)]
         class: Option<String>,
         /// How far toward noise the photo goes before the step back, in (0, 1].
         #[arg(long, default_value_t = 0.6, value_parser = strength)]
         strength: f32,
-        /// Noise seed.
+        /// Noise seed (the same noise for every frame of a stream, so still scenes stay still).
         #[arg(long, default_value_t = 42)]
         seed: u64,
         /// Pixel scale of the written image, 1 to 64.
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=MAX_ZOOM))]
         zoom: u32,
         /// The PNG to write.
-        #[arg(long)]
-        out: PathBuf,
+        #[arg(long, required_unless_present = "stream", conflicts_with = "stream")]
+        out: Option<PathBuf>,
+        /// Read frames from standard input and write art frames to standard output, each at
+        /// its input's size: raw frames with --size (ffmpeg's -f rawvideo), else PNGs back to
+        /// back (ffmpeg's -f image2pipe -c:v png).
+        #[arg(long, conflicts_with = "zoom")]
+        stream: bool,
+        /// Size of raw frames, WxH (e.g. 128x128).
+        #[arg(long, requires = "stream", value_parser = mf_edge::stream::parse_size)]
+        size: Option<(u32, u32)>,
+        /// Pixel format of raw frames (needs --size).
+        #[arg(long, value_enum, requires = "size", default_value = "gray")]
+        pix_fmt: PixelFormat,
         #[command(flatten)]
         run: Run,
     },
@@ -127,13 +141,8 @@ enum Command {
         /// Models to compare (default: models/mnist-{fp32,fp16,int8}.onnx).
         #[arg(long = "model")]
         models: Vec<PathBuf>,
-        /// Backends to compare.
-        #[arg(
-            long,
-            value_enum,
-            value_delimiter = ',',
-            default_value = "native,tract,ort"
-        )]
+        /// Backends to compare (default: every backend this build has).
+        #[arg(long, value_enum, value_delimiter = ',')]
         backends: Vec<BackendKind>,
         /// Batch sizes, each 1 to 4096.
         #[arg(long, value_delimiter = ',', default_value = "1,16",
@@ -303,10 +312,25 @@ fn run() -> anyhow::Result<()> {
             seed,
             zoom,
             out,
+            stream,
+            size,
+            pix_fmt,
             run,
         } => {
             let model = run.model()?;
             let class = resolve_class(&model, class.as_deref())?;
+            if stream {
+                let format = match size {
+                    Some((width, height)) => FrameFormat::Raw {
+                        width,
+                        height,
+                        pixels: pix_fmt,
+                    },
+                    None => FrameFormat::Png,
+                };
+                return paint_stream(&model, &run, format, class, strength, seed);
+            }
+            let (input, out) = input.zip(out).context("--input and --out are required")?;
             images::grid_size(1, &model.card.sample_shape, 1, zoom)?;
             let photo = images::read_photo(&input, &model.card.sample_shape)?;
             let mut backend = backends::open(run.backend, &model, &run.options())?;
@@ -335,6 +359,11 @@ fn run() -> anyhow::Result<()> {
                 threads: threads.map(|n| n as usize),
                 device: Device::Cpu,
                 ort_lib,
+            };
+            let backends = if backends.is_empty() {
+                BackendKind::compiled()
+            } else {
+                backends
             };
             let batch: Vec<usize> = batch.into_iter().map(|b| b as usize).collect();
             let rows = bench::run_all(&models, &backends, &batch, iters as usize, &opts)?;
@@ -490,6 +519,47 @@ fn run() -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `paint --stream`: frames from standard input, art to standard output, progress and the
+/// frame rate on standard error.
+fn paint_stream(
+    model: &Model,
+    run: &Run,
+    format: FrameFormat,
+    class: Option<usize>,
+    strength: f32,
+    seed: u64,
+) -> anyhow::Result<()> {
+    mf_edge::images::image_shape(&model.card.sample_shape)?;
+    let mut backend = backends::open(run.backend, model, &run.options())?;
+    let bar = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("painting {spinner} {pos} frames, {per_sec}")
+            .expect("a valid template"),
+    );
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let report = mf_edge::stream::paint_stream(
+        backend.as_mut(),
+        &model.card,
+        format,
+        std::io::stdin().lock(),
+        &mut out,
+        class,
+        strength,
+        seed,
+        |n| bar.set_position(n as u64),
+    );
+    bar.finish_and_clear();
+    let report = report?;
+    eprintln!(
+        "painted {} frames in {:.2} s ({:.1} frames/s, {})",
+        report.frames,
+        report.elapsed.as_secs_f64(),
+        report.fps(),
+        backend.describe()
+    );
     Ok(())
 }
 
