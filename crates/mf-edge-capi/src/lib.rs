@@ -480,7 +480,8 @@ pub unsafe extern "C" fn mfe_paint(
             Ok(())
         })()
         .map_err(invalid)?;
-        let need = width as usize * height as usize * channels as usize;
+        let need =
+            mf_edge::stream::check_frame_size(width, height, channels as usize).map_err(invalid)?;
         // SAFETY: `pixels` is non-null and the caller promises `need` readable bytes.
         let input = unsafe { std::slice::from_raw_parts(pixels, need) };
         // SAFETY: forwarded from this function's contract.

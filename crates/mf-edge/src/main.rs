@@ -533,6 +533,7 @@ fn paint_stream(
     seed: u64,
 ) -> anyhow::Result<()> {
     mf_edge::images::image_shape(&model.card.sample_shape)?;
+    format.check()?;
     let mut backend = backends::open(run.backend, model, &run.options())?;
     let bar = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("painting {spinner} {pos} frames, {per_sec}")

@@ -68,7 +68,32 @@ pub fn parse_size(text: &str) -> Result<(u32, u32), String> {
     Ok((side(w)?, side(h)?))
 }
 
+/// Checks that a frame of `width × height × channels` bytes is at most [`MAX_PHOTO_BYTES`]
+/// (what a photo may have), before anything of that size is allocated.
+pub fn check_frame_size(width: u32, height: u32, channels: usize) -> anyhow::Result<usize> {
+    let len = width as u64 * height as u64 * channels as u64;
+    ensure!(
+        len <= MAX_PHOTO_BYTES,
+        "a {width}x{height} frame of {channels} channels has {len} bytes; at most \
+         {MAX_PHOTO_BYTES} are accepted"
+    );
+    Ok(len as usize)
+}
+
 impl FrameFormat {
+    /// Checks that frames of this format fit in memory ([`check_frame_size`]).
+    pub fn check(self) -> anyhow::Result<()> {
+        if let FrameFormat::Raw {
+            width,
+            height,
+            pixels,
+        } = self
+        {
+            check_frame_size(width, height, pixels.channels())?;
+        }
+        Ok(())
+    }
+
     /// Bytes of one raw frame (None for PNG streams).
     fn raw_len(self) -> Option<usize> {
         match self {
@@ -247,7 +272,7 @@ pub fn paint_pixels(
     strength: f32,
     seed: u64,
 ) -> anyhow::Result<Vec<u8>> {
-    let len = width as usize * height as usize * format.channels();
+    let len = check_frame_size(width, height, format.channels())?;
     ensure!(
         width > 0 && height > 0 && pixels.len() == len,
         "{} bytes of pixels for a {width}x{height} {format:?} image of {len} bytes",
@@ -325,6 +350,7 @@ pub fn paint_stream(
     mut on_frame: impl FnMut(usize),
 ) -> anyhow::Result<StreamReport> {
     images::image_shape(&card.sample_shape)?;
+    format.check()?;
     let start = Instant::now();
     let mut reader = FrameReader::new(input, format);
     let mut frames = 0;
@@ -352,6 +378,21 @@ mod tests {
             height,
             pixels: PixelFormat::Gray,
         }
+    }
+
+    #[test]
+    fn frames_larger_than_a_photo_are_refused_before_allocation() {
+        let huge = FrameFormat::Raw {
+            width: MAX_SIDE,
+            height: MAX_SIDE,
+            pixels: PixelFormat::Rgb24,
+        };
+        let err = huge.check().unwrap_err().to_string();
+        assert!(
+            err.contains("16384x16384") && err.contains("at most"),
+            "{err}"
+        );
+        assert!(raw(MAX_SIDE, 1024).check().is_ok());
     }
 
     #[test]

@@ -357,6 +357,27 @@ fn bad_values_are_named_with_what_is_accepted_and_write_nothing() {
             ],
             &["/dev/zero is larger than the 268435456 bytes"],
         ),
+        (
+            &["paint", "--stream", "--class", "3", "--size", "12"],
+            &["\"12\" is not a size", "WxH"],
+        ),
+        (
+            &[
+                "paint",
+                "--stream",
+                "--class",
+                "3",
+                "--size",
+                "16384x16384",
+                "--pix-fmt",
+                "rgb24",
+            ],
+            &["16384x16384 frame of 3 channels", "at most 268435456"],
+        ),
+        (
+            &["paint", "--stream", "--class", "3", "--pix-fmt", "rgb24"],
+            &["--size"],
+        ),
         (&["bench"], &["models", "--model"]),
         (&["eval"], &["models folder is not at", "--model"]),
         (

@@ -140,6 +140,8 @@ int main(int argc, char **argv) {
                MFE_STATUS_INVALID_ARGUMENT, "(0, 1]");
   EXPECT_ERROR(mfe_paint(model, card, 0, ph, 3, 3, 0.6f, 7, art, pw * ph * 3),
                MFE_STATUS_INVALID_ARGUMENT, "0x48");
+  EXPECT_ERROR(mfe_paint(model, card, 16384, 16384, 3, 3, 0.6f, 7, art, pw * ph * 3),
+               MFE_STATUS_INVALID_ARGUMENT, "at most");
   EXPECT_ERROR(mfe_paint(model, card, pw, ph, 3, 3, 0.6f, 7, art, 100),
                MFE_STATUS_BUFFER_TOO_SMALL, "9216");
   EXPECT_ERROR(mfe_paint(model, NULL, pw, ph, 3, 3, 0.6f, 7, art, pw * ph * 3),
