@@ -155,3 +155,54 @@ impl Bytes<'_> {
         }
     }
 }
+
+thread_local! {
+    /// The embedded default model on the native backend, opened once per fuzzing thread.
+    static DEFAULT: std::cell::RefCell<Option<(Model, Box<dyn backends::Backend>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `stream`: arbitrary bytes as a `paint --stream` input, painted with the embedded default
+/// model into a sink. Byte 0 picks PNG frames (even) or raw frames (odd) whose size and pixel
+/// format bytes 1 to 3 give (at most 64x64); the rest is the stream.
+pub fn stream(data: &[u8]) {
+    use mf_edge::stream::{FrameFormat, PixelFormat, paint_stream};
+    let Some((head, body)) = data.split_first_chunk::<4>() else {
+        return;
+    };
+    let format = if head[0] % 2 == 0 {
+        FrameFormat::Png
+    } else {
+        FrameFormat::Raw {
+            width: 1 + u32::from(head[1] % 64),
+            height: 1 + u32::from(head[2] % 64),
+            pixels: if head[3] % 2 == 0 {
+                PixelFormat::Gray
+            } else {
+                PixelFormat::Rgb24
+            },
+        }
+    };
+    DEFAULT.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            let model = Model::from_bytes(mf_edge::DEFAULT_MODEL.to_vec()).expect("embedded");
+            let backend = backends::open(BackendKind::Native, &model, &BackendOptions::default())
+                .expect("the default model runs natively");
+            *slot = Some((model, backend));
+        }
+        let (model, backend) = slot.as_mut().expect("opened above");
+        let mut sink = std::io::sink();
+        let _ = paint_stream(
+            backend.as_mut(),
+            &model.card,
+            format,
+            body,
+            &mut sink,
+            Some(3),
+            0.6,
+            7,
+            |_| {},
+        );
+    });
+}

@@ -49,12 +49,13 @@ fn seeds_are_real_models_that_compile() {
 /// target's own function; a panic fails the test.
 #[test]
 fn every_corpus_replays_without_a_panic() {
-    let targets: [Target; 5] = [
+    let targets: [Target; 6] = [
         ("load_model", harness::load_model),
         ("run_model", harness::run_model),
         ("single_op", harness::single_op),
         ("compact", harness::compact),
         ("card", harness::card),
+        ("stream", harness::stream),
     ];
     for (target, run) in targets {
         let corpus = files(&Path::new(FUZZ).join("corpus").join(target));
