@@ -6,7 +6,6 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use image::imageops::FilterType;
 use image::{DynamicImage, GrayImage, RgbImage};
 use mf_core::card::ModelCard;
 
@@ -247,14 +246,22 @@ pub fn paint_frame(
     strength: f32,
     seed: u64,
 ) -> anyhow::Result<DynamicImage> {
+    let (_, h, w) = images::image_shape(&card.sample_shape)?;
     let x = images::fit(frame, &card.sample_shape)?;
     let art = sampler::paint(backend, card, &x, class, strength, seed)?;
     let small = images::to_image(&art, &card.sample_shape)?;
-    let big = small.resize_exact(frame.width(), frame.height(), FilterType::Triangle);
-    Ok(if frame.color().has_color() {
-        DynamicImage::ImageRgb8(big.to_rgb8())
+    let channels = if frame.color().has_color() { 3 } else { 1 };
+    let (width, height) = (frame.width(), frame.height());
+    let big = images::resize_pixels(
+        &images::pixels_of(&small, channels),
+        (w as u32, h as u32),
+        channels,
+        (width, height),
+    )?;
+    Ok(if channels == 3 {
+        DynamicImage::ImageRgb8(RgbImage::from_raw(width, height, big).expect("sized"))
     } else {
-        DynamicImage::ImageLuma8(big.to_luma8())
+        DynamicImage::ImageLuma8(GrayImage::from_raw(width, height, big).expect("sized"))
     })
 }
 
