@@ -185,6 +185,13 @@ pub unsafe extern "C" fn mfe_model_open_bytes(
     guard(|| {
         non_null(bytes, "bytes")?;
         non_null(out, "out")?;
+        let limit = mf_edge::model::MAX_MODEL_BYTES;
+        if len as u64 > limit {
+            return Err(fail(
+                MfeStatus::ModelError,
+                anyhow::anyhow!("{len} bytes: a model may have at most {limit}"),
+            ));
+        }
         // SAFETY: `bytes` is non-null and the caller promises `len` readable bytes.
         let data = unsafe { std::slice::from_raw_parts(bytes, len) }.to_vec();
         let model = Model::from_bytes(data).map_err(|e| fail(MfeStatus::ModelError, e))?;

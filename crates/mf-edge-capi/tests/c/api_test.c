@@ -117,6 +117,8 @@ int main(int argc, char **argv) {
   const unsigned char junk[] = "not an onnx file";
   EXPECT_ERROR(mfe_model_open_bytes(junk, sizeof junk, &none), MFE_STATUS_MODEL_ERROR,
                "ONNX");
+  EXPECT_ERROR(mfe_model_open_bytes(junk, (size_t)1 << 40, &none), MFE_STATUS_MODEL_ERROR,
+               "at most 2147483648");
   EXPECT(none == NULL, "a failed open leaves *out alone");
   EXPECT_ERROR(mfe_generate(NULL, 7, 42, 1, 1, pixels, len), MFE_STATUS_NULL_POINTER, "model");
   EXPECT_ERROR(mfe_generate(model, 7, 42, 1, 1, NULL, len), MFE_STATUS_NULL_POINTER, "pixels");
