@@ -41,13 +41,51 @@ impl DeviceKind {
                 bail!("this build has no wgpu support: rebuild with --features wgpu")
             }
             #[cfg(feature = "cuda")]
-            DeviceKind::Cuda => Ok(Device::cuda(0)),
+            DeviceKind::Cuda => {
+                cuda_libraries_present()?;
+                Ok(Device::cuda(0))
+            }
             #[cfg(not(feature = "cuda"))]
             DeviceKind::Cuda => {
                 bail!("this build has no CUDA support: rebuild with --features cuda")
             }
         }
     }
+}
+
+/// The CUDA driver and NVRTC, as cubecl-cuda loads them at run time.
+#[cfg(feature = "cuda")]
+const CUDA_LIBRARIES: [(&str, &[&str]); 2] = [
+    ("the CUDA driver", &["libcuda.so.1", "libcuda.so"]),
+    (
+        "NVRTC",
+        &[
+            "libnvrtc.so",
+            "libnvrtc.so.13",
+            "libnvrtc.so.12",
+            "libnvrtc.so.11.2",
+        ],
+    ),
+];
+
+/// Checks that the libraries CUDA training loads at run time are there, so that a machine
+/// without them gets an error naming them instead of a panic in the device thread.
+#[cfg(feature = "cuda")]
+fn cuda_libraries_present() -> anyhow::Result<()> {
+    for (what, names) in CUDA_LIBRARIES {
+        // SAFETY: loading runs the library's initializers; these are NVIDIA's driver and
+        // compiler libraries, the ones cubecl-cuda itself loads a moment later.
+        let found = names
+            .iter()
+            .any(|name| unsafe { libloading::Library::new(*name) }.is_ok());
+        anyhow::ensure!(
+            found,
+            "--device cuda needs {what} ({}) on the library path (LD_LIBRARY_PATH); \
+             none was found",
+            names.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// How to run `fit`.
@@ -82,9 +120,10 @@ pub struct FitReport {
 
 /// Trains (or resumes) a run.
 pub fn fit(opts: &FitOptions) -> anyhow::Result<FitReport> {
+    // The device first: a machine that cannot train there gets its error before any folder.
+    let base = opts.device.device()?;
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
-    let base = opts.device.device()?;
     let device = base.clone().autodiff();
     let (config, dataset, mut model, mut ema, mut optim, mut rng, mut state) = if opts.resume {
         let mut loaded = checkpoint::load(&opts.out, &device)?;

@@ -1,0 +1,2 @@
+//! NVPTX: the PTX version table.
+pub mod ptx_version;
