@@ -18,7 +18,7 @@ use std::ffi::{CStr, CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::Context;
 use mf_edge::backends::{self, Backend, BackendKind, BackendOptions};
 use mf_edge::model::Model;
 use mf_edge::stream::PixelFormat;
@@ -93,6 +93,15 @@ fn guard(body: impl FnOnce() -> Result<(), Failure>) -> MfeStatus {
             set_error(format!("internal error (please report it): {what}"));
             MfeStatus::InternalError
         }
+    }
+}
+
+/// An invalid-argument failure with `message` unless `ok`.
+fn require(ok: bool, message: impl FnOnce() -> String) -> Result<(), Failure> {
+    if ok {
+        Ok(())
+    } else {
+        Err(fail(MfeStatus::InvalidArgument, anyhow::anyhow!(message())))
     }
 }
 
@@ -397,28 +406,17 @@ pub unsafe extern "C" fn mfe_generate(
         // SAFETY: forwarded from this function's contract.
         let m = unsafe { handle(model) }?;
         let class = class_of(m, class)?;
-        let invalid = |e: anyhow::Error| fail(MfeStatus::InvalidArgument, e);
-        (|| {
-            ensure!(
-                (1..=MAX_COUNT).contains(&count),
-                "count {count}: 1 to {MAX_COUNT} are accepted"
-            );
-            ensure!(
-                (1..=MAX_STEPS).contains(&steps),
-                "steps {steps}: 1 to {MAX_STEPS} are accepted"
-            );
-            Ok(())
-        })()
-        .map_err(invalid)?;
+        require((1..=MAX_COUNT).contains(&count), || {
+            format!("count {count}: 1 to {MAX_COUNT} are accepted")
+        })?;
+        require((1..=MAX_STEPS).contains(&steps), || {
+            format!("steps {steps}: 1 to {MAX_STEPS} are accepted")
+        })?;
         let (c, h, w) = image_shape(m)?;
-        let values = (count as usize)
-            .checked_mul(c * h * w)
-            .filter(|&v| v <= MAX_VALUES)
-            .ok_or_else(|| {
-                invalid(anyhow::anyhow!(
-                    "{count} images exceed the {MAX_VALUES} values one call holds"
-                ))
-            })?;
+        let values = (count as usize).saturating_mul(c * h * w);
+        require(values <= MAX_VALUES, || {
+            format!("{count} images exceed the {MAX_VALUES} values one call holds")
+        })?;
         // SAFETY: forwarded from this function's contract.
         let out = unsafe { out_buffer(pixels, len, values, "pixels") }?;
         let card = &m.model.card;
@@ -465,30 +463,26 @@ pub unsafe extern "C" fn mfe_paint(
         let m = unsafe { handle(model) }?;
         let class = class_of(m, class)?;
         non_null(pixels, "pixels")?;
-        let invalid = |e: anyhow::Error| fail(MfeStatus::InvalidArgument, e);
         let format = match channels {
             1 => PixelFormat::Gray,
             3 => PixelFormat::Rgb24,
             c => {
-                return Err(invalid(anyhow::anyhow!(
-                    "{c} channels: 1 (grey) or 3 (RGB) are accepted"
-                )));
+                return Err(fail(
+                    MfeStatus::InvalidArgument,
+                    anyhow::anyhow!("{c} channels: 1 (grey) or 3 (RGB) are accepted"),
+                ));
             }
         };
         let side = mf_edge::stream::MAX_SIDE;
-        (|| {
-            ensure!(
-                (1..=side).contains(&width) && (1..=side).contains(&height),
-                "a {width}x{height} image: each side 1 to {side} is accepted"
-            );
-            if !(strength > 0.0 && strength <= 1.0) {
-                bail!("strength {strength}: (0, 1] is accepted");
-            }
-            Ok(())
-        })()
-        .map_err(invalid)?;
-        let need =
-            mf_edge::stream::check_frame_size(width, height, channels as usize).map_err(invalid)?;
+        require(
+            (1..=side).contains(&width) && (1..=side).contains(&height),
+            || format!("a {width}x{height} image: each side 1 to {side} is accepted"),
+        )?;
+        require(strength > 0.0 && strength <= 1.0, || {
+            format!("strength {strength}: (0, 1] is accepted")
+        })?;
+        let need = mf_edge::stream::check_frame_size(width, height, channels as usize)
+            .map_err(|e| fail(MfeStatus::InvalidArgument, e))?;
         // SAFETY: `pixels` is non-null and the caller promises `need` readable bytes.
         let input = unsafe { std::slice::from_raw_parts(pixels, need) };
         // SAFETY: forwarded from this function's contract.
