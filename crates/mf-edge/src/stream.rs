@@ -92,18 +92,6 @@ impl FrameFormat {
         }
         Ok(())
     }
-
-    /// Bytes of one raw frame (None for PNG streams).
-    fn raw_len(self) -> Option<usize> {
-        match self {
-            FrameFormat::Raw {
-                width,
-                height,
-                pixels,
-            } => Some(width as usize * height as usize * pixels.channels()),
-            FrameFormat::Png => None,
-        }
-    }
 }
 
 /// Reads frames one at a time.
@@ -168,7 +156,7 @@ impl<R: Read> FrameReader<R> {
                 height,
                 pixels,
             } => {
-                let len = self.format.raw_len().expect("raw");
+                let len = check_frame_size(width, height, pixels.channels())?;
                 let mut buf = vec![0u8; len];
                 match self.read_full(&mut buf)? {
                     Fill::End => return Ok(None),
