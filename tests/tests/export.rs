@@ -106,12 +106,27 @@ fn fp16_weights_are_half_precision() {
     let f = common::fixture();
     let proto = pb::ModelProto::decode(std::fs::read(&f.fp16).unwrap().as_slice()).unwrap();
     let graph = proto.graph.unwrap();
-    let half = graph
+    let half: Vec<_> = graph
         .initializer
         .iter()
         .filter(|t| t.data_type == pb::tensor_proto::DataType::Float16 as i32)
-        .count();
-    assert_eq!(half, 8, "4 weight matrices and 4 biases in float16");
+        .collect();
+    assert_eq!(half.len(), 4, "the 4 weight matrices in float16");
+    // Each is cast back to float32 right where a MatMul reads it.
+    for t in half {
+        let cast = graph
+            .node
+            .iter()
+            .find(|n| n.input == [t.name.clone()])
+            .unwrap();
+        assert_eq!(cast.op_type, "Cast");
+        let reader = graph
+            .node
+            .iter()
+            .find(|n| n.input.contains(&cast.output[0]))
+            .unwrap();
+        assert_eq!(reader.op_type, "MatMul");
+    }
     assert!(
         std::fs::metadata(&f.fp16).unwrap().len()
             < std::fs::metadata(&f.fp32).unwrap().len() * 6 / 10
@@ -159,7 +174,7 @@ fn bad_runs_are_clear_errors_and_write_nothing() {
     .unwrap();
     let err = export(&common::options(&copy, Target::Fp32, &out)).unwrap_err();
     assert!(
-        format!("{err:#}").contains("unknown architecture"),
+        format!("{err:#}").contains("unknown variant `transformer`, expected `mlp` or `unet`"),
         "{err:#}"
     );
 
@@ -187,4 +202,45 @@ fn bad_runs_are_clear_errors_and_write_nothing() {
             .ends_with(".onnx"))
     );
     assert!(!dir.path().join(".x.onnx.tmp").exists());
+}
+
+#[test]
+fn int8_below_its_floor_fails_naming_the_layer_and_writes_nothing() {
+    let f = common::fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.onnx");
+    let mut opts = common::options(&f.run, Target::Int8, &out);
+    opts.min_psnr_db = 200.0;
+    let err = format!("{:#}", export(&opts).unwrap_err());
+    assert!(err.contains("below the floor of 200 dB"), "{err}");
+    assert!(
+        err.contains("the layer with the largest error is body.layers."),
+        "{err}"
+    );
+    assert!(!out.exists());
+
+    // Layers are kept in float by the names the export lists; a wrong name lists them all.
+    opts.min_psnr_db = 20.0;
+    opts.float_layers = mf_export::FloatLayers::Named(vec!["body.layers.9".into()]);
+    let err = format!("{:#}", export(&opts).unwrap_err());
+    assert!(
+        err.contains("no layer \"body.layers.9\"") && err.contains("body.layers.0, body.layers.1"),
+        "{err}"
+    );
+    opts.float_layers = mf_export::FloatLayers::Named(vec!["body.layers.3".into()]);
+    let report = export(&opts).unwrap();
+    let q = report.card.unwrap().quantization.unwrap();
+    assert_eq!(q.float_layers, ["body.layers.3 (requested)"]);
+    let proto = pb::ModelProto::decode(std::fs::read(&out).unwrap().as_slice()).unwrap();
+    let graph = proto.graph.unwrap();
+    let last = graph
+        .node
+        .iter()
+        .find(|n| n.output[0] == "body.layers.3")
+        .unwrap();
+    assert_eq!(last.op_type, "MatMul");
+    assert!(
+        graph.initializer.iter().any(|t| t.name == last.input[1]),
+        "a float weight"
+    );
 }

@@ -1,6 +1,7 @@
-//! The U-Net end to end: a short mf-train run, exported in fp32 and fp16 (each checked against
-//! mf-train's forward inside the exporter), run in tract and ONNX Runtime through mf-edge, and
-//! sampled in one step; int8 forms and the native engine refuse it with a clear error.
+//! The U-Net end to end: a short mf-train run, exported in fp32, fp16 and int8 through the same
+//! traced path as every network (each checked against mf-train's forward inside the exporter),
+//! run in tract and ONNX Runtime through mf-edge, and sampled in one step; the compact format
+//! and the native engine refuse it with a clear error.
 mod common;
 
 use mf_core::card::CARD_KEY;
@@ -23,8 +24,11 @@ class_dim = 8
 prediction = "x"
 [objective]
 omega = 1.5
+[optim]
+lr = 3e-3
+ema_decay = 0.0
 [train]
-steps = 6
+steps = 16
 batch = 8
 seed = 3
 "#;
@@ -41,10 +45,44 @@ fn a_trained_unet_exports_runs_in_tract_and_onnx_runtime_and_samples() {
     assert!(common::train(CONFIG, &run).is_finite());
 
     let (fp32, fp16) = (dir.path().join("u32.onnx"), dir.path().join("u16.onnx"));
+    let int8 = dir.path().join("u8.onnx");
     let r32 = export(&common::options(&run, Target::Fp32, &fp32)).unwrap();
     let r16 = export(&common::options(&run, Target::Fp16, &fp16)).unwrap();
+    let r8 = export(&common::options(&run, Target::Int8, &int8)).unwrap();
     assert!(r32.max_relative_error <= 1e-5, "{}", r32.max_relative_error);
     assert!(r16.max_relative_error <= 1e-2, "{}", r16.max_relative_error);
+    // The options' floor is 20 dB: the export held it, and the card says what it measured.
+    let psnr = r8.card.unwrap().quantization.unwrap().psnr_db.unwrap();
+    assert!(psnr >= 20.0, "int8 U-Net one-step PSNR {psnr} dB");
+    // QDQ around every Conv and MatMul with constant weights.
+    let q = pb::ModelProto::decode(std::fs::read(&int8).unwrap().as_slice()).unwrap();
+    let q = q.graph.unwrap();
+    let producer = |name: &str| {
+        q.node
+            .iter()
+            .find(|n| n.output.iter().any(|o| o == name))
+            .map(|n| n.op_type.as_str())
+    };
+    let layers: Vec<_> = q
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Conv" || n.op_type == "MatMul")
+        .collect();
+    assert!(layers.len() >= 15, "{} layers", layers.len());
+    for layer in layers {
+        assert_eq!(
+            producer(&layer.input[0]),
+            Some("DequantizeLinear"),
+            "{}",
+            layer.name
+        );
+        assert_eq!(
+            producer(&layer.input[1]),
+            Some("DequantizeLinear"),
+            "{}",
+            layer.name
+        );
+    }
     let (s32, s16) = (
         std::fs::metadata(&fp32).unwrap().len(),
         std::fs::metadata(&fp16).unwrap().len(),
@@ -90,7 +128,9 @@ fn a_trained_unet_exports_runs_in_tract_and_onnx_runtime_and_samples() {
         ort_lib: Some(common::ort_library()),
         ..Default::default()
     };
-    for path in [&fp32, &fp16] {
+    // int8: an activation on a rounding boundary may take the neighbouring code in one runtime
+    // (float sums in another order), which moves the output by a step of that layer's scale.
+    for (path, tol) in [(&fp32, 1e-4), (&fp16, 1e-4), (&int8, 5e-3)] {
         let model = Model::open(path).unwrap();
         assert_eq!(model.card.architecture, "unet");
         let n = 5;
@@ -112,7 +152,14 @@ fn a_trained_unet_exports_runs_in_tract_and_onnx_runtime_and_samples() {
             .run(&batch)
             .unwrap();
         let err = max_rel(&ort, &tract);
-        assert!(err <= 1e-4, "{}: ORT vs tract {err:e}", path.display());
+        assert!(err <= tol, "{}: ORT vs tract {err:e}", path.display());
+        // The network left its initialisation: x̂ = z − t·u is not the zero image that the
+        // zero-initialised output conv gives.
+        let xhat: Vec<f32> = (0..batch.len() * 784)
+            .map(|i| batch.z[i] - batch.t[i / 784] * tract[i])
+            .collect();
+        let rms = (xhat.iter().map(|v| v * v).sum::<f32>() / xhat.len() as f32).sqrt();
+        assert!(rms > 0.05, "{}: x̂ RMS {rms}", path.display());
 
         let mut backend = backends::open(BackendKind::Tract, &model, &opts).unwrap();
         let images =
@@ -128,10 +175,8 @@ fn a_trained_unet_exports_runs_in_tract_and_onnx_runtime_and_samples() {
         );
     }
 
-    for target in [Target::Int8, Target::Compact] {
-        let out = dir.path().join("no.onnx");
-        let err = export(&common::options(&run, target, &out)).unwrap_err();
-        assert!(format!("{err:#}").contains("fp32 or fp16"), "{err:#}");
-        assert!(!out.exists());
-    }
+    let out = dir.path().join("no.mfc");
+    let err = export(&common::options(&run, Target::Compact, &out)).unwrap_err();
+    assert!(format!("{err:#}").contains("Conv"), "{err:#}");
+    assert!(!out.exists());
 }

@@ -96,10 +96,23 @@ impl NativeEngine {
         {
             bail!("node {:?} ({}) has no output", node.name, node.op_type);
         }
+        if let Some(node) = graph
+            .node
+            .iter()
+            .find(|n| !ops::SUPPORTED.contains(&n.op_type.as_str()))
+        {
+            bail!(
+                "unsupported op {} (node {:?}): the native engine runs mf-export's MLP graphs \
+                 (MatMul layers); run this model with --backend tract or --backend ort",
+                node.op_type,
+                node.name
+            );
+        }
         let mut constants = HashMap::new();
         for t in &graph.initializer {
             constants.insert(t.name.clone(), Value::from_proto(t)?);
         }
+        let folded = fold_constant_casts(graph, &mut constants)?;
         let producer: HashMap<&str, usize> = graph
             .node
             .iter()
@@ -121,7 +134,7 @@ impl NativeEngine {
         };
         // First fuse every MatMul with constant weights (their QDQ and weight nodes come
         // earlier in the graph), then emit steps in graph order.
-        let mut absorbed = HashSet::new();
+        let mut absorbed = folded;
         let mut fused_at = HashMap::new();
         for (i, node) in graph.node.iter().enumerate() {
             if node.op_type == "MatMul"
@@ -141,13 +154,6 @@ impl NativeEngine {
             if absorbed.contains(&i) {
                 continue;
             }
-            ensure!(
-                ops::SUPPORTED.contains(&node.op_type.as_str()),
-                "unsupported op {} (node {:?}): the native engine runs mf-export's MLP graphs \
-                 (MatMul layers); run this model with --backend tract or --backend ort",
-                node.op_type,
-                node.name
-            );
             steps.push(Step::Op(node.clone()));
         }
         for name in packed_weights {
@@ -282,6 +288,40 @@ impl NativeEngine {
             .or(self.constants[slot].as_ref())
             .context("a value is used before it is computed")
     }
+}
+
+/// Computes every `Cast` of a constant (an fp16 export's weights) once, here: its output
+/// becomes a constant (so the layer reading it is fused like any float layer) and a source
+/// nothing else reads is dropped. Returns the folded nodes.
+fn fold_constant_casts(
+    graph: &onnx::GraphProto,
+    constants: &mut HashMap<String, Value>,
+) -> anyhow::Result<HashSet<usize>> {
+    let mut folded = HashSet::new();
+    for (i, node) in graph.node.iter().enumerate() {
+        if node.op_type != "Cast" || node.input.len() != 1 {
+            continue;
+        }
+        let Some(source) = constants.get(&node.input[0]) else {
+            continue;
+        };
+        let value =
+            ops::run(node, &[source]).with_context(|| format!("Cast node {:?}", node.name))?;
+        constants.insert(node.output[0].clone(), value);
+        folded.insert(i);
+    }
+    for &i in &folded {
+        let source = &graph.node[i].input[0];
+        let read_elsewhere = graph
+            .node
+            .iter()
+            .enumerate()
+            .any(|(j, n)| !folded.contains(&j) && n.input.contains(source));
+        if !read_elsewhere {
+            constants.remove(source);
+        }
+    }
+    Ok(folded)
 }
 
 /// Runs one fused dense layer on f32 values (or on uint8 codes an int8 layer before it wrote),

@@ -1,11 +1,14 @@
 //! Activation calibration: real training data through the network at the (t, r) points the
 //! samplers use, recording the input of every layer.
+use std::collections::HashMap;
+
 use anyhow::{bail, ensure};
 use indicatif::{ProgressBar, ProgressStyle};
+use mf_core::batch::Batch;
 use mf_kernels::QuantParams;
-use mf_train::burn::prelude::*;
 use mf_train::datasets::Dataset;
-use mf_train::model::VelocityNet;
+
+use crate::Network;
 use rand::{RngExt, SeedableRng};
 use rand_distr::StandardNormal;
 
@@ -51,71 +54,95 @@ impl Rule {
 /// The (t, r) points of the one- and two-step samplers.
 pub const POINTS: [(f32, f32); 3] = [(1.0, 0.0), (1.0, 0.5), (0.5, 0.0)];
 
-/// Recorded inputs of every layer: `[rows, k]` per layer, rows = samples × points.
+/// What every layer read, over all calibration samples and sampler points.
 pub struct Recording {
-    /// One matrix per layer, row-major.
-    pub inputs: Vec<Vec<f32>>,
-    /// Rows recorded.
-    pub rows: usize,
+    /// Per layer (by name): the values read (all, or a strided subsample per traced chunk).
+    pub values: HashMap<String, Vec<f32>>,
+    /// Per layer: the smallest and largest value read.
+    pub range: HashMap<String, (f32, f32)>,
 }
 
+/// Samples per traced forward (bounds the memory of a convolutional network's taps).
+const CHUNK: usize = 64;
+
 /// Runs `samples` training samples (labels kept, 10% dropped to the null class, as in
-/// training) through `net` at each sampler point, with z_t = (1 − t)·x + t·ε.
+/// training) through `net` at each sampler point, with z_t = (1 − t)·x + t·ε, tapping the
+/// input of every layer of the traced graph.
 pub fn record(
-    net: &VelocityNet,
+    net: &dyn Network,
     data: &Dataset,
     samples: usize,
     seed: u64,
 ) -> anyhow::Result<Recording> {
     ensure!(samples > 0, "--calib-samples must be positive");
-    let device = net.device();
+    let spec = net.spec();
     let mut rng = mf_train::rng::Rng::seed_from_u64(seed);
     let batch = data.batch(&mut rng, samples);
-    let dims = net.spec.dims();
+    let dims = spec.dims();
     let labels: Vec<i64> = batch
         .labels
         .iter()
         .map(|&l| {
-            if net.spec.classes == 0 || rng.random::<f64>() < 0.1 {
-                net.spec.null_class() as i64
+            if spec.classes == 0 || rng.random::<f64>() < 0.1 {
+                spec.null_class() as i64
             } else {
                 l
             }
         })
         .collect();
-    let bar = ProgressBar::new(POINTS.len() as u64).with_style(
-        ProgressStyle::with_template("calibrating {bar:30} {pos}/{len} sampler points")
+    let chunks = samples.div_ceil(CHUNK);
+    let bar = ProgressBar::new((POINTS.len() * chunks) as u64).with_style(
+        ProgressStyle::with_template("calibrating {bar:30} {pos}/{len} batches")
             .expect("a valid template"),
     );
-    let mut inputs: Vec<Vec<f32>> = Vec::new();
+    let mut recording = Recording {
+        values: HashMap::new(),
+        range: HashMap::new(),
+    };
     for &(t, r) in &POINTS {
         let z: Vec<f32> = batch
             .x
             .iter()
             .map(|&x| (1.0 - t) * x + t * rng.sample::<f32, _>(StandardNormal))
             .collect();
-        let z = Tensor::<2>::from_data(TensorData::new(z, [samples, dims]), &device);
-        let tt = Tensor::<1>::full([samples], t, &device);
-        let rr = Tensor::<1>::full([samples], r, &device);
-        let class =
-            Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [samples]), &device);
-        let layers = net.layer_inputs(z, tt, rr, class);
-        inputs.resize(layers.len(), Vec::new());
-        for (store, x) in inputs.iter_mut().zip(layers) {
-            store.extend(
-                x.into_data()
-                    .convert::<f32>()
-                    .try_into_vec::<f32>()
-                    .expect("f32 activations"),
-            );
+        for start in (0..samples).step_by(CHUNK) {
+            let n = CHUNK.min(samples - start);
+            let chunk = Batch {
+                sample_shape: spec.sample_shape.clone(),
+                z: z[start * dims..(start + n) * dims].to_vec(),
+                t: vec![t; n],
+                r: vec![r; n],
+                class: labels[start..start + n].to_vec(),
+            };
+            let (traced, _) = net.trace_batch(&chunk, true)?;
+            for tap in traced.taps {
+                let range = recording
+                    .range
+                    .entry(tap.layer.clone())
+                    .or_insert((f32::INFINITY, f32::NEG_INFINITY));
+                *range = (range.0.min(tap.min), range.1.max(tap.max));
+                recording
+                    .values
+                    .entry(tap.layer)
+                    .or_default()
+                    .extend(tap.values);
+            }
+            bar.inc(1);
         }
-        bar.inc(1);
     }
     bar.finish_and_clear();
-    Ok(Recording {
-        inputs,
-        rows: samples * POINTS.len(),
-    })
+    Ok(recording)
+}
+
+impl Recording {
+    /// The uint8 quantization of `layer`'s input under `rule` (none if it was not tapped).
+    pub fn params(&self, layer: &str, rule: Rule) -> Option<QuantParams> {
+        let (lo, hi) = *self.range.get(layer)?;
+        Some(match rule {
+            Rule::MinMax => QuantParams::from_range(lo, hi),
+            Rule::Percentile(_) => params(self.values.get(layer)?, rule),
+        })
+    }
 }
 
 /// The uint8 quantization of one layer input under `rule` (zero always exactly representable).

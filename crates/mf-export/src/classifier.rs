@@ -3,64 +3,29 @@
 //! `[N, features + classes]` (penultimate features, then logits).
 use std::path::Path;
 
+use anyhow::ensure;
+use mf_core::noise::Noise;
+use mf_core::onnx;
 use mf_train::burn::prelude::*;
 use mf_train::classifier::{self, HIDDEN};
+use prost::Message;
 
-use crate::onnx::{Attr, Dim, Elem, Graph};
+use crate::check::relative_error;
 
 /// The metadata key holding the classifier's description (JSON).
 pub const CLASSIFIER_KEY: &str = "meanflow.classifier";
 
-fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32 weights")
-}
-
-/// Builds the classifier graph from a classifier run folder.
+/// Traces the classifier graph from a classifier run folder and checks it in tract against
+/// the classifier's own forward.
 pub fn export(run: &Path) -> anyhow::Result<Vec<u8>> {
-    let (model, info) = classifier::load(run, &Device::flex())?;
+    let device = Device::flex();
+    let (model, info) = classifier::load(run, &device)?;
     let dims: usize = info.sample_shape.iter().product();
-    let mut g = Graph::default();
-    let shape: Vec<Dim> = std::iter::once(Dim::Batch)
-        .chain(info.sample_shape.iter().map(|&d| Dim::Fixed(d)))
-        .collect();
-    let image = g.input("image", Elem::F32, &shape);
-    let flat = g.i64s("flat_shape", &[2], &[-1, dims as i64]);
-    let mut x = g.node("Reshape", &[&image, &flat], "flat", &[]);
-    let mut features = String::new();
-    let last = model.layers.len() - 1;
-    for (i, layer) in model.layers.iter().enumerate() {
-        let w = layer.weight.val();
-        let [k, n] = w.dims();
-        let w = g.f32s(&format!("layers.{i}.weight"), &[k, n], &floats(w));
-        let b = g.f32s(
-            &format!("layers.{i}.bias"),
-            &[n],
-            &floats(layer.bias.as_ref().expect("bias").val()),
-        );
-        let y = g.node("MatMul", &[&x, &w], &format!("layers.{i}.matmul"), &[]);
-        x = g.node("Add", &[&y, &b], &format!("layers.{i}.out"), &[]);
-        if i < last {
-            let s = g.node("Sigmoid", &[&x], &format!("layers.{i}.sigmoid"), &[]);
-            x = g.node("Mul", &[&x, &s], &format!("layers.{i}.silu"), &[]);
-            features = x.clone();
-        }
-    }
-    let scores = g.node(
-        "Concat",
-        &[&features, &x],
-        "scores_out",
-        &[("axis", Attr::Int(1))],
-    );
-    let width = HIDDEN[HIDDEN.len() - 1] + info.class_names.len();
-    g.output(
-        &scores,
-        "scores",
-        Elem::F32,
-        &[Dim::Batch, Dim::Fixed(width)],
-    );
+    let n = 8;
+    let mut x = vec![0f32; n * dims];
+    Noise::new(0xC1A5).fill(&mut x);
+    let image = Tensor::<2>::from_data(TensorData::new(x.clone(), [n, dims]), &device);
+    let mut traced = model.trace(image.clone(), &info.sample_shape)?.model;
     let meta = serde_json::json!({
         "dataset": info.dataset,
         "sample_shape": info.sample_shape,
@@ -68,5 +33,41 @@ pub fn export(run: &Path) -> anyhow::Result<Vec<u8>> {
         "features": HIDDEN[HIDDEN.len() - 1],
         "held_out_accuracy": info.held_out_accuracy,
     });
-    Ok(g.encode("classifier", &[(CLASSIFIER_KEY, meta.to_string())]))
+    traced.metadata_props.push(onnx::StringStringEntryProto {
+        key: CLASSIFIER_KEY.into(),
+        value: meta.to_string(),
+    });
+    traced.producer_name = "mf-export".into();
+    let bytes = traced.encode_to_vec();
+    let (features, logits) = model.forward(image);
+    let want: Vec<f32> = Tensor::cat(vec![features, logits], 1)
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 scores");
+    let got = run_classifier(&bytes, &x, n, &info.sample_shape)?;
+    let err = relative_error(&got, &want);
+    ensure!(
+        err <= 1e-5,
+        "the classifier graph differs from its forward by {err:.2e} (> 1e-5); nothing written"
+    );
+    Ok(bytes)
+}
+
+/// Runs the classifier graph in tract.
+fn run_classifier(bytes: &[u8], x: &[f32], n: usize, shape: &[usize]) -> anyhow::Result<Vec<f32>> {
+    use tract_onnx::prelude::*;
+    let dims: Vec<usize> = std::iter::once(n).chain(shape.iter().copied()).collect();
+    let plan = tract_onnx::onnx()
+        .model_for_read(&mut std::io::Cursor::new(bytes))?
+        .with_input_fact(0, f32::fact(&dims).into())?
+        .into_optimized()?
+        .into_runnable()?;
+    let input = tract_ndarray::ArrayD::from_shape_vec(dims, x.to_vec())?;
+    let out = plan.run(tvec!(Tensor::from(input).into()))?;
+    Ok(out[0]
+        .to_plain_array_view::<f32>()?
+        .iter()
+        .copied()
+        .collect())
 }

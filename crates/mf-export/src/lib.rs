@@ -1,43 +1,43 @@
 //! # mf-export
 //!
 //! Turns an `mf-train` run into the ONNX file every device runs, in fp32, fp16 or int8 QDQ,
-//! with the model card in `metadata_props`. Burn cannot write ONNX, so [`graph`] writes it with
-//! the protobuf types of `tract_onnx::pb`; [`check`] runs the result in tract against
-//! mf-train's own forward before anything is written.
+//! with the model card in `metadata_props`. There is no graph writer per architecture: the
+//! float32 graph is traced from the network's own forward (`mf_train::model::trace`), and
+//! [`passes`] derive fp16 and int8 from it without knowing the architecture. Each export is
+//! checked in tract against mf-train's forward before anything is written: fp32 within 1e-5
+//! (relative), fp16 within 1e-2, int8 one-step samples above a PSNR floor.
 pub mod calibrate;
 pub mod check;
 pub mod classifier;
 pub mod compact;
-pub mod graph;
-pub mod onnx;
-pub mod unet;
-pub mod weights;
+pub mod passes;
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail, ensure};
+use mf_core::batch::Batch;
 use mf_core::card::{CARD_KEY, CARD_VERSION, Guidance, ModelCard, Quantization, Training};
 use mf_core::noise::Noise;
+use mf_core::onnx;
 use mf_core::schedule::Sampler;
+use mf_kernels::QuantParams;
 use mf_train::burn::prelude::*;
 use mf_train::checkpoint::{self, RunState};
 use mf_train::config::ObjectiveKind;
 use mf_train::datasets::Dataset;
-use mf_train::model::{Prediction, VelocityNet};
+use mf_train::model::{NetSpec, Prediction, Traced, VelocityNet};
+use prost::Message;
 
 use crate::calibrate::Rule;
-use crate::check::{layer_error, one_step, psnr, relative_error, run_tract};
-use crate::graph::{LayerMode, Precision, build};
-use crate::unet::UnetWeights;
-use crate::weights::MlpWeights;
-use mf_core::batch::Batch;
+use crate::check::{one_step, psnr, relative_error, run_tract};
 
 /// The precision to export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Target {
     /// float32 everywhere.
     Fp32,
-    /// float16 weights and layer arithmetic.
+    /// float16 weights.
     Fp16,
     /// int8 QDQ.
     Int8,
@@ -46,15 +46,37 @@ pub enum Target {
 }
 
 /// Which layers an int8 export keeps in float.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FloatLayers {
-    /// All int8 when its one-step PSNR against fp32 reaches 30 dB, else first and last float.
+    /// Every layer int8 when its one-step PSNR reaches 30 dB; else the layers that cost most
+    /// alone, one by one, until it does (at most half of them).
     Auto,
     /// Every layer in int8.
     None,
     /// The first and last layers in float.
     FirstLast,
+    /// These layers (by name, as the export lists them) in float.
+    Named(Vec<String>),
 }
+
+impl FloatLayers {
+    /// Parses `auto`, `none`, `first-last` or a comma-separated list of layer names.
+    pub fn parse(text: &str) -> anyhow::Result<FloatLayers> {
+        Ok(match text {
+            "auto" => FloatLayers::Auto,
+            "none" => FloatLayers::None,
+            "first-last" => FloatLayers::FirstLast,
+            "" => bail!("--float-layers: expected auto, none, first-last or layer names"),
+            names => FloatLayers::Named(names.split(',').map(|n| n.trim().to_string()).collect()),
+        })
+    }
+}
+
+/// The default floor on an int8 export's one-step PSNR against fp32, in dB.
+pub const MIN_PSNR_DB: f64 = 25.0;
+
+/// The PSNR above which `--float-layers auto` keeps every layer in int8, in dB.
+const AUTO_PSNR_DB: f64 = 30.0;
 
 /// What to export and how.
 #[derive(Debug, Clone)]
@@ -71,6 +93,8 @@ pub struct ExportOptions {
     pub calibration: Rule,
     /// Float layers (int8).
     pub float_layers: FloatLayers,
+    /// The floor on int8 one-step PSNR against fp32 (dB).
+    pub min_psnr_db: f64,
     /// The ONNX file to write.
     pub out: PathBuf,
 }
@@ -88,13 +112,279 @@ pub struct ExportReport {
     pub bytes: usize,
 }
 
-/// The accepted error of each precision against mf-train's fp32 forward.
-fn tolerance(target: Target) -> Option<f64> {
-    match target {
+/// A network the exporter can trace: its description and a traced forward on a batch.
+pub trait Network {
+    /// The network's description (sample shape, classes, prediction, objective).
+    fn spec(&self) -> &NetSpec;
+    /// The traced float32 graph on `batch` (taps on with `record`) and u on the batch.
+    fn trace_batch(&self, batch: &Batch, record: bool) -> anyhow::Result<(Traced, Vec<f32>)>;
+}
+
+impl Network for VelocityNet {
+    fn spec(&self) -> &NetSpec {
+        &self.spec
+    }
+
+    fn trace_batch(&self, b: &Batch, record: bool) -> anyhow::Result<(Traced, Vec<f32>)> {
+        let device = self.device();
+        let n = b.len();
+        let z =
+            Tensor::<2>::from_data(TensorData::new(b.z.clone(), [n, self.spec.dims()]), &device);
+        let t = Tensor::<1>::from_data(TensorData::new(b.t.clone(), [n]), &device);
+        let r = Tensor::<1>::from_data(TensorData::new(b.r.clone(), [n]), &device);
+        let class = Tensor::<1, Int>::from_data(TensorData::new(b.class.clone(), [n]), &device);
+        let (traced, u) = self.trace(z, t, r, class, record)?;
+        Ok((traced, floats(u)))
+    }
+}
+
+/// The settings of an int8 lowering.
+#[derive(Debug, Clone)]
+pub struct Int8Settings<'a> {
+    /// Real training data for calibration.
+    pub data: &'a Dataset,
+    /// Calibration samples.
+    pub samples: usize,
+    /// Calibration rule.
+    pub rule: Rule,
+    /// Seed of the calibration draw.
+    pub seed: u64,
+    /// Layers kept in float.
+    pub float_layers: FloatLayers,
+    /// The PSNR floor (dB).
+    pub min_psnr_db: f64,
+}
+
+/// A graph lowered to a precision and checked.
+pub struct Lowered {
+    /// The graph (no metadata yet).
+    pub model: onnx::ModelProto,
+    /// Max relative error against the network's forward on the check batch (tract).
+    pub max_relative_error: f64,
+    /// int8 only: the quantization the card records.
+    pub quantization: Option<Quantization>,
+    /// What was measured, for the report.
+    pub lines: Vec<String>,
+}
+
+/// Traces `net` and lowers its graph to `target` (not `Compact`), checking it against the
+/// network's forward; fails, naming the figure and the layer that costs most, when the graph
+/// misses its precision's floor.
+pub fn lower(
+    net: &dyn Network,
+    target: Target,
+    int8: Option<&Int8Settings>,
+) -> anyhow::Result<Lowered> {
+    let check = check_batch(net.spec());
+    let (traced, reference) = net.trace_batch(&check, false)?;
+    let float = traced.model;
+    let mut lines = Vec::new();
+    let (model, quantization) = match target {
+        Target::Fp32 => (float.clone(), None),
+        Target::Fp16 => {
+            let mut m = float.clone();
+            passes::fp16(&mut m, None);
+            (m, None)
+        }
+        Target::Int8 | Target::Compact => {
+            let settings = int8.context("an int8 export needs calibration settings")?;
+            let (m, q) = int8_plan(net, &float, settings, &mut lines)?;
+            (m, Some(q))
+        }
+    };
+    let got = run_tract(&model.encode_to_vec(), &check)?;
+    let err = relative_error(&got, &reference);
+    let name = match target {
+        Target::Fp32 => "fp32",
+        Target::Fp16 => "fp16",
+        Target::Int8 | Target::Compact => "int8",
+    };
+    lines.push(format!(
+        "{name} graph in tract vs mf-train forward: max relative error {err:.2e}"
+    ));
+    let tolerance = match target {
         Target::Fp32 => Some(1e-5),
         Target::Fp16 => Some(1e-2),
         Target::Int8 | Target::Compact => None,
+    };
+    if let Some(tol) = tolerance
+        && (err > tol || err.is_nan())
+    {
+        let worst = if target == Target::Fp16 {
+            worst_fp16_layer(&float, &check, &reference)?
+        } else {
+            "(no precision pass: the traced graph itself)".to_string()
+        };
+        bail!(
+            "exported {name} graph differs from mf-train by {err:.2e} (> {tol:e}); the layer with the largest error: {worst}; nothing written"
+        );
     }
+    Ok(Lowered {
+        model,
+        max_relative_error: err,
+        quantization,
+        lines,
+    })
+}
+
+/// The fp16 layer whose float16 weights alone cost most, with that error.
+fn worst_fp16_layer(
+    float: &onnx::ModelProto,
+    check: &Batch,
+    reference: &[f32],
+) -> anyhow::Result<String> {
+    let mut worst = (String::from("none"), 0.0);
+    for layer in passes::layers(float) {
+        let mut m = float.clone();
+        passes::fp16(&mut m, Some(&HashSet::from([layer.name.clone()])));
+        let err = relative_error(&run_tract(&m.encode_to_vec(), check)?, reference);
+        if err > worst.1 {
+            worst = (layer.name, err);
+        }
+    }
+    Ok(format!(
+        "{} ({:.2e} with only its weights in float16)",
+        worst.0, worst.1
+    ))
+}
+
+/// Calibrates, chooses the float layers, quantizes the rest and holds the PSNR floor.
+fn int8_plan(
+    net: &dyn Network,
+    float: &onnx::ModelProto,
+    s: &Int8Settings,
+    lines: &mut Vec<String>,
+) -> anyhow::Result<(onnx::ModelProto, Quantization)> {
+    let layers = passes::layers(float);
+    ensure!(
+        !layers.is_empty(),
+        "the network has no MatMul or Conv layer to quantize"
+    );
+    let recording = calibrate::record(net, s.data, s.samples, s.seed)?;
+    let mut params: Vec<(String, QuantParams)> = Vec::new();
+    let mut outputs: HashMap<String, QuantParams> = HashMap::new();
+    for l in &layers {
+        let p = recording
+            .params(&l.name, s.rule)
+            .with_context(|| format!("layer {} was not seen by calibration", l.name))?;
+        params.push((l.name.clone(), p));
+        let out = format!("{}.output", l.name);
+        if let Some(p) = recording.params(&out, s.rule) {
+            outputs.insert(out, p);
+        }
+    }
+    let quantized = |float_set: &HashSet<String>| -> anyhow::Result<onnx::ModelProto> {
+        let mut chosen: HashMap<String, QuantParams> = params
+            .iter()
+            .filter(|(n, _)| !float_set.contains(n))
+            .cloned()
+            .collect();
+        for (name, p) in &outputs {
+            let layer = name.strip_suffix(".output").unwrap_or(name);
+            if chosen.contains_key(layer) {
+                chosen.insert(name.clone(), *p);
+            }
+        }
+        let mut m = float.clone();
+        passes::int8(&mut m, &chosen)?;
+        Ok(m)
+    };
+    let noise = noise_batch(net.spec(), 16);
+    let reference = one_step(&float.encode_to_vec(), &noise)?;
+    let measure = |m: &onnx::ModelProto| -> anyhow::Result<f64> {
+        Ok(psnr(&one_step(&m.encode_to_vec(), &noise)?, &reference))
+    };
+    // What each layer costs alone, on fewer samples.
+    let few = noise_batch(net.spec(), 2);
+    let few_reference = one_step(&float.encode_to_vec(), &few)?;
+    let names: HashSet<String> = layers.iter().map(|l| l.name.clone()).collect();
+    let mut alone = Vec::new();
+    for (name, p) in &params {
+        let others: HashSet<String> = names.iter().filter(|n| *n != name).cloned().collect();
+        let db = psnr(
+            &one_step(&quantized(&others)?.encode_to_vec(), &few)?,
+            &few_reference,
+        );
+        lines.push(format!(
+            "{name:<28} input scale {:.5} zero point {:>3}  alone in int8: one-step PSNR {db:.1} dB",
+            p.scale, p.zero_point
+        ));
+        alone.push((name.clone(), db));
+    }
+    alone.sort_by(|a, b| a.1.total_cmp(&b.1));
+
+    let all_int8 = HashSet::new();
+    let psnr_all = measure(&quantized(&all_int8)?)?;
+    lines.push(format!(
+        "one-step samples, all layers int8: PSNR {psnr_all:.1} dB against fp32"
+    ));
+    let (float_set, why) = match &s.float_layers {
+        FloatLayers::None => (all_int8, ""),
+        FloatLayers::Auto if psnr_all >= AUTO_PSNR_DB => (all_int8, ""),
+        FloatLayers::Auto => {
+            let mut set = HashSet::new();
+            for (name, _) in alone.iter().take(layers.len().div_ceil(2)) {
+                set.insert(name.clone());
+                let db = measure(&quantized(&set)?)?;
+                lines.push(format!(
+                    "one-step samples, {} in float: PSNR {db:.1} dB against fp32",
+                    set.len()
+                ));
+                if db >= AUTO_PSNR_DB {
+                    break;
+                }
+            }
+            (set, "all-int8 PSNR below 30 dB")
+        }
+        FloatLayers::FirstLast => (
+            HashSet::from([
+                layers[0].name.clone(),
+                layers[layers.len() - 1].name.clone(),
+            ]),
+            "requested",
+        ),
+        FloatLayers::Named(names) => {
+            passes::check_names(float, names)?;
+            (names.iter().cloned().collect(), "requested")
+        }
+    };
+    let model = quantized(&float_set)?;
+    let psnr_db = if float_set.is_empty() {
+        psnr_all
+    } else {
+        let db = measure(&model)?;
+        lines.push(format!(
+            "one-step samples, {} layer(s) in float: PSNR {db:.1} dB against fp32",
+            float_set.len()
+        ));
+        db
+    };
+    if psnr_db < s.min_psnr_db || psnr_db.is_nan() {
+        let worst = alone
+            .iter()
+            .find(|(n, _)| !float_set.contains(n))
+            .map_or("none".to_string(), |(n, db)| {
+                format!("{n} ({db:.1} dB alone in int8)")
+            });
+        bail!(
+            "int8 one-step PSNR {psnr_db:.1} dB against fp32 is below the floor of {} dB; the layer with the largest error is {worst}: keep it in float (--float-layers) or lower the floor (--min-psnr); nothing written",
+            s.min_psnr_db
+        );
+    }
+    let float_layers = layers
+        .iter()
+        .filter(|l| float_set.contains(&l.name))
+        .map(|l| format!("{} ({why})", l.name))
+        .collect();
+    let q = Quantization {
+        scheme: "QDQ on every MatMul and Conv with constant weights: activations uint8 per tensor (asymmetric, round half to even), weights int8 per output channel (symmetric, zero point 0, codes in [-127, 127]), MatMul bias f32; Conv output uint8 per tensor and bias int32 at input x weight scale; mf-kernels convention"
+            .into(),
+        calibration: s.rule.name(),
+        calibration_samples: s.samples,
+        float_layers,
+        psnr_db: psnr_db.is_finite().then_some(psnr_db),
+    };
+    Ok((model, q))
 }
 
 /// Exports a run; nothing is written unless every check passes. A classifier run (from
@@ -116,12 +406,6 @@ pub fn export(opts: &ExportOptions) -> anyhow::Result<ExportReport> {
         });
     }
     let state = checkpoint::read_state(&opts.run)?;
-    if !["mlp", "unet"].contains(&state.spec.arch.as_str()) {
-        bail!(
-            "unknown architecture {:?}: mf-export writes mlp and unet networks",
-            state.spec.arch
-        );
-    }
     let device = Device::flex();
     let file = if opts.raw_weights {
         "model.safetensors"
@@ -134,216 +418,69 @@ pub fn export(opts: &ExportOptions) -> anyhow::Result<ExportReport> {
         &device,
     )
     .with_context(|| format!("cannot load the run in {}", opts.run.display()))?;
-    let check = check_batch(&net);
-    let reference = net_u(&net, &check, &device);
-    let mut lines = Vec::new();
-    let Some(weights) = MlpWeights::from_net(&net) else {
-        return export_unet(&net, &state, opts, &check, &reference);
-    };
-
-    let (precision, quantization) = match opts.target {
-        Target::Fp32 => (Precision::Fp32, None),
-        Target::Fp16 => (Precision::Fp16, None),
-        Target::Int8 => {
-            let (modes, q) = int8_plan(&net, &weights, &state, opts, &mut lines)?;
-            (Precision::Int8(modes), Some(q))
-        }
-        Target::Compact => {
-            let all_int8 = ExportOptions {
-                float_layers: FloatLayers::None,
-                ..opts.clone()
-            };
-            let (modes, q) = int8_plan(&net, &weights, &state, &all_int8, &mut lines)?;
-            let inputs: Vec<_> = modes
-                .iter()
-                .map(|m| match m {
-                    LayerMode::Int8(p) => *p,
-                    LayerMode::Float => unreachable!("every layer is int8 in the compact format"),
-                })
-                .collect();
-            let bytes = compact::encode(&weights, &inputs)?;
-            let psnr_db = check_compact(&bytes, &weights)?;
-            lines.push(format!(
-                "compact model: one-step samples PSNR {psnr_db:.1} dB against fp32 (same noise)"
-            ));
-            let card = card(
-                &net,
-                &state,
-                "int8 (compact)",
-                Some(Quantization {
-                    psnr_db: finite(psnr_db),
-                    ..q
-                }),
-            );
-            write_atomically(&opts.out, &bytes)?;
-            return Ok(ExportReport {
-                card: Some(card),
-                max_relative_error: f64::NAN,
-                lines,
-                bytes: bytes.len(),
-            });
-        }
-    };
-    let card = card(&net, &state, precision.name(), quantization);
-    let bytes = build(&weights, &precision, &[(CARD_KEY, card.to_json())]);
-    check_and_write(bytes, card, opts, &check, &reference, lines)
-}
-
-/// Exports a U-Net run: fp32, or fp16 weights (see [`unet`]); int8 forms take MLPs only.
-fn export_unet(
-    net: &VelocityNet,
-    state: &RunState,
-    opts: &ExportOptions,
-    check: &Batch,
-    reference: &[f32],
-) -> anyhow::Result<ExportReport> {
-    let fp16 = match opts.target {
-        Target::Fp32 => false,
-        Target::Fp16 => true,
-        Target::Int8 | Target::Compact => bail!(
-            "--precision {}: int8 and compact exports take mlp networks; a unet exports as \
-             --precision fp32 or fp16",
-            if opts.target == Target::Int8 {
-                "int8"
+    let data;
+    let int8 = if matches!(opts.target, Target::Int8 | Target::Compact) {
+        data = Dataset::open(&state.config.data).context("calibration needs the training data")?;
+        Some(Int8Settings {
+            data: &data,
+            samples: opts.calib_samples,
+            rule: opts.calibration,
+            seed: state.config.train.seed ^ 0xCA11,
+            float_layers: if opts.target == Target::Compact {
+                FloatLayers::None
             } else {
-                "compact"
-            }
-        ),
+                opts.float_layers.clone()
+            },
+            min_psnr_db: opts.min_psnr_db,
+        })
+    } else {
+        None
     };
-    let weights = UnetWeights::from_net(net).context("the run's network is not a unet")?;
-    let card = card(net, state, if fp16 { "fp16" } else { "fp32" }, None);
-    let bytes = unet::build(&weights, fp16, &[(CARD_KEY, card.to_json())]);
-    check_and_write(bytes, card, opts, check, reference, Vec::new())
-}
-
-/// Runs the graph in tract against mf-train's forward, then writes it if within the
-/// precision's tolerance.
-fn check_and_write(
-    bytes: Vec<u8>,
-    card: ModelCard,
-    opts: &ExportOptions,
-    check: &Batch,
-    reference: &[f32],
-    mut lines: Vec<String>,
-) -> anyhow::Result<ExportReport> {
-    let got = run_tract(&bytes, check)?;
-    let err = relative_error(&got, reference);
-    lines.push(format!(
-        "{} graph in tract vs mf-train forward: max relative error {err:.2e}",
-        card.precision
-    ));
-    if let Some(tol) = tolerance(opts.target) {
-        ensure!(
-            err <= tol,
-            "exported {} graph differs from mf-train by {err:.2e} (> {tol:e}); nothing written",
-            card.precision
-        );
-    }
+    let mut lowered = lower(&net, opts.target, int8.as_ref())?;
+    let precision = match opts.target {
+        Target::Fp32 => "fp32",
+        Target::Fp16 => "fp16",
+        Target::Int8 => "int8",
+        Target::Compact => "int8 (compact)",
+    };
+    let card = card(&net, &state, precision, lowered.quantization.take());
+    let bytes = if opts.target == Target::Compact {
+        let euler = net.spec.objective == ObjectiveKind::FlowMatching;
+        let bytes = compact::lower(&lowered.model, euler)?;
+        let psnr_db = check_compact(&bytes, &net, &lowered.model)?;
+        lowered.lines.push(format!(
+            "compact model: one-step samples PSNR {psnr_db:.1} dB against the int8 graph (same noise)"
+        ));
+        bytes
+    } else {
+        lowered
+            .model
+            .metadata_props
+            .push(onnx::StringStringEntryProto {
+                key: CARD_KEY.into(),
+                value: card.to_json(),
+            });
+        lowered.model.producer_name = "mf-export".into();
+        lowered.model.encode_to_vec()
+    };
     write_atomically(&opts.out, &bytes)?;
     Ok(ExportReport {
         card: Some(card),
-        max_relative_error: err,
-        lines,
+        max_relative_error: lowered.max_relative_error,
+        lines: lowered.lines,
         bytes: bytes.len(),
     })
 }
 
-/// Chooses per-layer int8 modes from calibration and measures them.
-fn int8_plan(
-    net: &VelocityNet,
-    weights: &MlpWeights,
-    state: &RunState,
-    opts: &ExportOptions,
-    lines: &mut Vec<String>,
-) -> anyhow::Result<(Vec<LayerMode>, Quantization)> {
-    let data = Dataset::open(&state.config.data).context("calibration needs the training data")?;
-    let recording = calibrate::record(
-        net,
-        &data,
-        opts.calib_samples,
-        state.config.train.seed ^ 0xCA11,
-    )?;
-    let params: Vec<_> = recording
-        .inputs
-        .iter()
-        .map(|x| calibrate::params(x, opts.calibration))
-        .collect();
-    let rows = recording.rows.min(512);
-    for (i, layer) in weights.layers.iter().enumerate() {
-        let err = layer_error(layer, params[i], &recording.inputs[i], rows);
-        lines.push(format!(
-            "{:<22} input scale {:.5} zero point {:>3}  int8 output error (RMS, of its range) {:.2}%",
-            weights.layer_name(i),
-            params[i].scale,
-            params[i].zero_point,
-            100.0 * err
-        ));
-    }
-    let all: Vec<LayerMode> = params.iter().map(|&p| LayerMode::Int8(p)).collect();
-    let mut first_last = all.clone();
-    let last = first_last.len() - 1;
-    first_last[0] = LayerMode::Float;
-    first_last[last] = LayerMode::Float;
-
-    let noise = noise_batch(net);
-    let float_samples = one_step(&build(weights, &Precision::Fp32, &[]), &noise)?;
-    let measure = |modes: &[LayerMode]| -> anyhow::Result<f64> {
-        Ok(psnr(
-            &one_step(
-                &build(weights, &Precision::Int8(modes.to_vec()), &[]),
-                &noise,
-            )?,
-            &float_samples,
-        ))
-    };
-    let psnr_all = measure(&all)?;
-    lines.push(format!(
-        "one-step samples, all layers int8: PSNR {psnr_all:.1} dB against fp32"
-    ));
-    let (modes, psnr_db, float_layers) = match opts.float_layers {
-        FloatLayers::None => (all, psnr_all, vec![]),
-        FloatLayers::Auto if psnr_all >= 30.0 => (all, psnr_all, vec![]),
-        FloatLayers::Auto | FloatLayers::FirstLast => {
-            let p = measure(&first_last)?;
-            lines.push(format!(
-                "one-step samples, first and last layers float: PSNR {p:.1} dB against fp32"
-            ));
-            let why = if opts.float_layers == FloatLayers::Auto {
-                "all-int8 PSNR below 30 dB"
-            } else {
-                "requested"
-            };
-            let names = vec![
-                format!("{} ({why})", weights.layer_name(0)),
-                format!("{} ({why})", weights.layer_name(last)),
-            ];
-            (first_last, p, names)
-        }
-    };
-    let q = Quantization {
-        scheme: "QDQ: activations uint8 per tensor (asymmetric, round half to even), weights int8 per output \
-                 channel (symmetric, zero point 0, codes in [-127, 127]), f32 bias; mf-kernels convention"
-            .into(),
-        calibration: opts.calibration.name(),
-        calibration_samples: opts.calib_samples,
-        float_layers,
-        psnr_db: finite(psnr_db),
-    };
-    Ok((modes, q))
-}
-
-/// A PSNR for the card: infinite (identical images) becomes `None`.
-fn finite(psnr_db: f64) -> Option<f64> {
-    psnr_db.is_finite().then_some(psnr_db)
-}
-
-/// Parses a compact model back and compares its one-step images (generated the way the
-/// firmware generates them) with the fp32 graph's on the same noise: returns the PSNR.
-fn check_compact(bytes: &[u8], weights: &MlpWeights) -> anyhow::Result<f64> {
+/// Runs a compact model the way the firmware does (its reader's forward, the one interpreter
+/// the firmware and this check share) and compares its one-step images with the int8 graph's
+/// in tract on the same noise: returns the PSNR. They compute the same integer arithmetic, so
+/// anything but a near-identical image is an error of the lowering.
+fn check_compact(bytes: &[u8], net: &VelocityNet, int8: &onnx::ModelProto) -> anyhow::Result<f64> {
     let model = mf_core::compact::CompactModel::parse(bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut scratch = mf_core::compact::Scratch::new(model.max_width());
     let mut ws = scratch.workspace();
-    let classes = weights.spec.classes.max(1);
+    let classes = net.spec.classes.max(1);
     let dims = model.dims();
     let (mut ours, mut noise) = (vec![0f32; classes * dims], vec![0f32; classes * dims]);
     for c in 0..classes {
@@ -354,14 +491,27 @@ fn check_compact(bytes: &[u8], weights: &MlpWeights) -> anyhow::Result<f64> {
         Noise::new(seed).fill(&mut noise[c * dims..(c + 1) * dims]);
     }
     let batch = Batch {
-        sample_shape: weights.spec.sample_shape.clone(),
+        sample_shape: net.spec.sample_shape.clone(),
         z: noise,
         t: vec![1.0; classes],
         r: vec![0.0; classes],
         class: (0..classes as i64).collect(),
     };
-    let reference = one_step(&build(weights, &Precision::Fp32, &[]), &batch)?;
-    Ok(psnr(&ours, &reference))
+    let reference = one_step(&int8.encode_to_vec(), &batch)?;
+    let db = psnr(&ours, &reference);
+    ensure!(
+        db >= 40.0,
+        "the compact model's one-step images differ from the int8 graph's (PSNR {db:.1} dB): the lowering is wrong; nothing written"
+    );
+    Ok(db)
+}
+
+/// A tensor's values as f32.
+fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 output")
 }
 
 /// The model card of a network from a run.
@@ -379,7 +529,7 @@ fn card(
     let o = &state.config.objective;
     ModelCard {
         version: CARD_VERSION,
-        architecture: spec.arch.clone(),
+        architecture: spec.arch.name().into(),
         parameters: net.parameters(),
         dataset: state.config.data.dataset.clone(),
         sample_shape: spec.sample_shape.clone(),
@@ -406,11 +556,8 @@ fn card(
         guidance: Guidance { omega: o.omega, kappa: o.kappa, interval: o.guidance_interval },
         precision: precision.into(),
         io: match precision {
-            "fp16" if spec.arch == "unet" => "inputs and outputs float32 (class int64); conv and linear weights stored \
-                                              as float16 and cast to float32 in the graph; arithmetic float32"
-                .into(),
-            "fp16" => "inputs and outputs float32 (class int64); Cast to float16 after the embeddings and back before \
-                       the output; layer weights and arithmetic float16, time embedding and x-prediction in float32"
+            "fp16" => "inputs and outputs float32 (class int64); MatMul and Conv weights stored as float16 and cast \
+                       to float32 in the graph; arithmetic float32"
                 .into(),
             _ => "inputs and outputs float32 (class int64)".into(),
         },
@@ -420,8 +567,7 @@ fn card(
 }
 
 /// A fixed batch covering the sampler points and every class.
-fn check_batch(net: &VelocityNet) -> Batch {
-    let spec = &net.spec;
+fn check_batch(spec: &NetSpec) -> Batch {
     let n = 24;
     let mut noise = Noise::new(0xC4EC);
     let mut z = vec![0f32; n * spec.dims()];
@@ -436,10 +582,8 @@ fn check_batch(net: &VelocityNet) -> Batch {
     }
 }
 
-/// Noise at t = 1, r = 0 for one-step samples of every class.
-fn noise_batch(net: &VelocityNet) -> Batch {
-    let spec = &net.spec;
-    let per_class = 16;
+/// Noise at t = 1, r = 0 for `per_class` one-step samples of every class.
+fn noise_batch(spec: &NetSpec, per_class: usize) -> Batch {
     let classes = spec.classes.max(1);
     let n = per_class * classes;
     let mut z = vec![0f32; n * spec.dims()];
@@ -456,20 +600,6 @@ fn noise_batch(net: &VelocityNet) -> Batch {
         r: vec![0.0; n],
         class,
     }
-}
-
-/// mf-train's forward on a batch.
-fn net_u(net: &VelocityNet, b: &Batch, device: &Device) -> Vec<f32> {
-    let n = b.t.len();
-    let z = Tensor::<2>::from_data(TensorData::new(b.z.clone(), [n, net.spec.dims()]), device);
-    let t = Tensor::<1>::from_data(TensorData::new(b.t.clone(), [n]), device);
-    let r = Tensor::<1>::from_data(TensorData::new(b.r.clone(), [n]), device);
-    let class = Tensor::<1, Int>::from_data(TensorData::new(b.class.clone(), [n]), device);
-    net.u(z, t, r, class)
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32 output")
 }
 
 /// Creates the output's folder if needed, then writes the file atomically

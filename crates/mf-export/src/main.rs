@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use mf_export::calibrate::Rule;
-use mf_export::{ExportOptions, FloatLayers, Target, export};
+use mf_export::{ExportOptions, FloatLayers, MIN_PSNR_DB, Target, export};
 
 /// Export a trained MeanFlow network to ONNX.
 #[derive(Parser)]
@@ -24,9 +24,14 @@ struct Cli {
     /// Activation range rule: minmax, or percentile:<p> (e.g. percentile:99.99).
     #[arg(long, default_value = "minmax")]
     calibration: String,
-    /// Layers an int8 export keeps in float.
-    #[arg(long, value_enum, default_value = "auto")]
-    float_layers: FloatLayers,
+    /// Layers an int8 export keeps in float: auto, none, first-last, or layer names separated
+    /// by commas (the export lists every layer's name).
+    #[arg(long, default_value = "auto")]
+    float_layers: String,
+    /// The floor on an int8 export's one-step PSNR against fp32, in dB: below it the export
+    /// fails and writes nothing.
+    #[arg(long, default_value_t = MIN_PSNR_DB)]
+    min_psnr: f64,
     /// The ONNX file to write.
     #[arg(long)]
     out: PathBuf,
@@ -45,7 +50,8 @@ fn run() -> anyhow::Result<()> {
         raw_weights: cli.raw_weights,
         calib_samples: cli.calib_samples as usize,
         calibration: Rule::parse(&cli.calibration)?,
-        float_layers: cli.float_layers,
+        float_layers: FloatLayers::parse(&cli.float_layers)?,
+        min_psnr_db: cli.min_psnr,
         out: cli.out.clone(),
     })?;
     for line in &report.lines {

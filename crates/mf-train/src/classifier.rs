@@ -8,13 +8,14 @@ use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
-use burn::tensor::activation::silu;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::config::DataConfig;
 use crate::datasets::{Dataset, ImageSet, Split};
+use crate::model::dual::linear;
+use crate::model::{Dual, Traced, Tracer};
 use crate::rng::Rng;
 
 /// Hidden widths: the last one is the feature size.
@@ -54,12 +55,29 @@ impl Classifier {
 
     /// Penultimate features `[N, 128]` and logits `[N, classes]`.
     pub fn forward(&self, x: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+        let (features, logits) = self.features_and_logits(Dual::primal(x));
+        (features.value, logits.value)
+    }
+
+    /// [`Classifier::forward`] over dual values (so that it can be traced).
+    pub fn features_and_logits(&self, x: Dual<2>) -> (Dual<2>, Dual<2>) {
         let mut h = x;
         let last = self.layers.len() - 1;
         for layer in &self.layers[..last] {
-            h = silu(layer.forward(h));
+            h = linear(h, layer).silu();
         }
-        (h.clone(), self.layers[last].forward(h))
+        (h.clone(), linear(h, &self.layers[last]))
+    }
+
+    /// Traces the classifier into its float32 graph: input `image` `[N, sample shape…]`,
+    /// output `scores` `[N, features + classes]` (penultimate features, then logits).
+    pub fn trace(&self, image: Tensor<2>, sample_shape: &[usize]) -> anyhow::Result<Traced> {
+        let tracer = Tracer::new(self, false);
+        let (features, logits) =
+            self.features_and_logits(tracer.input("image", sample_shape, image));
+        let scores = Dual::cat(vec![features, logits], 1);
+        let width = scores.value.dims()[1];
+        tracer.finish(scores, "scores", &[width])
     }
 }
 

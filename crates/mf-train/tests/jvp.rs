@@ -6,7 +6,7 @@ use burn::module::{ModuleMapper, Param};
 use burn::prelude::*;
 use burn::tensor::{Distribution, FloatDType};
 use mf_train::model::dual::{self, Dual};
-use mf_train::model::{NetSpec, Prediction, VelocityNet};
+use mf_train::model::{Arch, NetSpec, Prediction, VelocityNet};
 
 /// The flex device in f64 (configured once for this test binary).
 fn device() -> Device {
@@ -172,19 +172,19 @@ impl ModuleMapper for Randomize {
 }
 
 fn small_net(prediction: Prediction, device: &Device) -> VelocityNet {
-    small_net_of("mlp", vec![6], prediction, device)
+    small_net_of(Arch::Mlp, vec![6], prediction, device)
 }
 
 /// A random network of `arch` for samples of `sample_shape` (3 classes).
 fn small_net_of(
-    arch: &str,
+    arch: Arch,
     sample_shape: Vec<usize>,
     prediction: Prediction,
     device: &Device,
 ) -> VelocityNet {
-    let unet = arch == "unet";
+    let unet = arch == Arch::Unet;
     let spec = NetSpec {
-        arch: arch.into(),
+        arch,
         sample_shape,
         classes: 3,
         width: if unet { 8 } else { 16 },
@@ -203,7 +203,10 @@ fn small_net_of(
 fn small_nets(prediction: Prediction, device: &Device) -> Vec<(VelocityNet, usize)> {
     vec![
         (small_net(prediction, device), 6),
-        (small_net_of("unet", vec![2, 4, 6], prediction, device), 48),
+        (
+            small_net_of(Arch::Unet, vec![2, 4, 6], prediction, device),
+            48,
+        ),
     ]
 }
 
@@ -223,7 +226,7 @@ fn whole_network_matches_finite_differences() {
         .into_iter()
         .flat_map(|p| small_nets(p, &dev).into_iter().map(move |n| (p, n)))
     {
-        let arch = net.spec.arch.clone();
+        let arch = net.spec.arch;
         let (z, t, r, class) = inputs_of(dims, &dev);
         let dz = randn([4, dims], &dev);
         // The MeanFlow tangent: (v, dr = 0, dt = 1).
@@ -258,7 +261,7 @@ fn whole_network_matches_reverse_mode_jacobian_rows() {
         .into_iter()
         .flat_map(|p| small_nets(p, &dev).into_iter().map(move |n| (p, n)))
     {
-        let arch = net.spec.arch.clone();
+        let arch = net.spec.arch;
         let (z, t, r, class) = inputs_of(dims, &dev);
         let (dz, dt, dr) = (randn([4, dims], &dev), randn([4], &dev), randn([4], &dev));
         let jvp = net

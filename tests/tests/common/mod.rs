@@ -22,8 +22,11 @@ class_dim = 8
 prediction = "x"
 [objective]
 omega = 1.5
+[optim]
+lr = 3e-3
+ema_decay = 0.0
 [train]
-steps = 40
+steps = 60
 batch = 64
 seed = 11
 "#;
@@ -89,6 +92,7 @@ pub fn options(run: &Path, target: Target, out: &Path) -> ExportOptions {
         calib_samples: 128,
         calibration: Rule::MinMax,
         float_layers: FloatLayers::None,
+        min_psnr_db: 20.0,
         out: out.to_path_buf(),
     }
 }

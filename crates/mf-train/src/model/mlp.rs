@@ -3,7 +3,7 @@ use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 
 use super::NetSpec;
-use super::dual::{Dual, linear, sinusoidal};
+use super::dual::{Dual, Labels, embedding, linear, sinusoidal};
 
 /// A multilayer perceptron over flattened samples.
 #[derive(Module, Debug)]
@@ -45,29 +45,13 @@ impl Mlp {
     }
 
     /// The network's raw output for flattened `z` `[N, dims]`, times `t` and `h = t − r`.
-    pub fn forward(&self, z: Dual<2>, t: Dual<1>, h: Dual<1>, class: Tensor<1, Int>) -> Dual<2> {
-        self.forward_recording(z, t, h, class, None)
-    }
-
-    /// [`Mlp::forward`], pushing the input of every linear layer to `record` when given (what
-    /// int8 calibration measures).
-    pub fn forward_recording(
-        &self,
-        z: Dual<2>,
-        t: Dual<1>,
-        h: Dual<1>,
-        class: Tensor<1, Int>,
-        mut record: Option<&mut Vec<Tensor<2>>>,
-    ) -> Dual<2> {
-        let class = Dual::primal(self.class_embed.weight.val().select(0, class));
+    pub fn forward(&self, z: Dual<2>, t: Dual<1>, h: Dual<1>, class: &Labels) -> Dual<2> {
+        let class = embedding(&self.class_embed, class);
         let emb_t = sinusoidal(t, self.time_dim, self.time_scale);
         let emb_h = sinusoidal(h, self.time_dim, self.time_scale);
         let mut x = Dual::cat(vec![z, emb_t, emb_h, class], 1);
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
-            if let Some(record) = record.as_deref_mut() {
-                record.push(x.value.clone());
-            }
             x = linear(x, layer);
             if i < last {
                 x = x.silu();

@@ -2,6 +2,7 @@
 //! (value, tangent) forward that gives the exact JVP MeanFlow's target needs.
 pub mod dual;
 mod mlp;
+pub mod trace;
 pub mod unet;
 
 use anyhow::bail;
@@ -9,8 +10,9 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ModelConfig, ObjectiveKind};
-pub use dual::Dual;
+pub use dual::{Dual, Labels};
 pub use mlp::Mlp;
+pub use trace::{Tap, Traced, Tracer};
 pub use unet::Unet;
 
 /// What the network's raw output means.
@@ -23,14 +25,40 @@ pub enum Prediction {
     X,
 }
 
+/// The network architectures mf-train builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// [`Mlp`] over flattened samples.
+    Mlp,
+    /// [`Unet`] over `[C, H, W]` images.
+    Unet,
+}
+
+impl Arch {
+    /// The name configs and cards use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Mlp => "mlp",
+            Arch::Unet => "unet",
+        }
+    }
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The floor on t in the x-prediction's division.
 pub const T_FLOOR: f64 = 0.05;
 
 /// Everything about a network that is not a weight: enough to rebuild it and to export it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NetSpec {
-    /// `mlp` or `unet`.
-    pub arch: String,
+    /// The architecture.
+    pub arch: Arch,
     /// Shape of one sample, `[2]` or `[C, H, W]`.
     pub sample_shape: Vec<usize>,
     /// Number of real classes; the null class is index `classes`.
@@ -64,13 +92,16 @@ impl NetSpec {
             "x" => Prediction::X,
             other => bail!("model.prediction {other:?}: expected \"u\" or \"x\""),
         };
-        match config.arch.as_str() {
-            "mlp" => {}
-            "unet" => check_unet(config, &sample_shape)?,
+        let arch = match config.arch.as_str() {
+            "mlp" => Arch::Mlp,
+            "unet" => {
+                check_unet(config, &sample_shape)?;
+                Arch::Unet
+            }
             other => bail!("unknown model.arch {other:?}; accepted: mlp, unet"),
-        }
+        };
         Ok(NetSpec {
-            arch: config.arch.clone(),
+            arch,
             sample_shape,
             classes,
             width: config.width,
@@ -141,7 +172,7 @@ pub struct VelocityNet {
 impl VelocityNet {
     /// A freshly initialized network on `device`.
     pub fn new(spec: &NetSpec, device: &Device) -> Self {
-        let unet = spec.arch == "unet";
+        let unet = spec.arch == Arch::Unet;
         VelocityNet {
             body: (!unet).then(|| Mlp::new(spec, device)),
             unet: unet.then(|| Unet::new(spec, device)),
@@ -152,6 +183,11 @@ impl VelocityNet {
     /// u(z, r, t | class) as a dual: `z` is `[N, dims]`, `t` and `r` are `[N]`. The network sees
     /// `t` and `h = t − r`; the tangents of `z`, `t` and `r` propagate to u's tangent.
     pub fn forward(&self, z: Dual<2>, t: Dual<1>, r: Dual<1>, class: Tensor<1, Int>) -> Dual<2> {
+        self.forward_labels(z, t, r, &Labels::new(class))
+    }
+
+    /// [`VelocityNet::forward`] with class indices that may be traced.
+    pub fn forward_labels(&self, z: Dual<2>, t: Dual<1>, r: Dual<1>, class: &Labels) -> Dual<2> {
         let h = t.clone() - r;
         let raw = match (&self.body, &self.unet) {
             (Some(mlp), _) => mlp.forward(z.clone(), t.clone(), h, class),
@@ -164,6 +200,29 @@ impl VelocityNet {
         }
     }
 
+    /// Traces the forward on a batch into its float32 ONNX graph: inputs `z` `[N, sample
+    /// shape…]`, `t`, `r` `[N]` and `class` (int64 `[N]`), output `u` shaped like `z`. With
+    /// `record`, every layer's input is tapped (calibration). Also returns u on the batch.
+    pub fn trace(
+        &self,
+        z: Tensor<2>,
+        t: Tensor<1>,
+        r: Tensor<1>,
+        class: Tensor<1, Int>,
+        record: bool,
+    ) -> anyhow::Result<(Traced, Tensor<2>)> {
+        let tracer = Tracer::new(self, record);
+        let shape = &self.spec.sample_shape;
+        let u = self.forward_labels(
+            tracer.input("z", shape, z),
+            tracer.scalars("t", t),
+            tracer.scalars("r", r),
+            &tracer.labels("class", class),
+        );
+        let value = u.value.clone();
+        Ok((tracer.finish(u, "u", shape)?, value))
+    }
+
     /// The device its weights live on.
     pub fn device(&self) -> Device {
         self.devices()[0].clone()
@@ -172,30 +231,6 @@ impl VelocityNet {
     /// The MLP body, if this is an MLP.
     pub fn mlp(&self) -> Option<&Mlp> {
         self.body.as_ref()
-    }
-
-    /// The input of every linear layer of an MLP for plain u(z, r, t | class), in layer order
-    /// (empty for other architectures).
-    pub fn layer_inputs(
-        &self,
-        z: Tensor<2>,
-        t: Tensor<1>,
-        r: Tensor<1>,
-        class: Tensor<1, Int>,
-    ) -> Vec<Tensor<2>> {
-        let mut record = Vec::new();
-        let Some(mlp) = &self.body else {
-            return record;
-        };
-        let h = Dual::primal(t.clone() - r);
-        mlp.forward_recording(
-            Dual::primal(z),
-            Dual::primal(t),
-            h,
-            class,
-            Some(&mut record),
-        );
-        record
     }
 
     /// Trainable parameters.
@@ -218,6 +253,21 @@ fn x_to_u(z: Dual<2>, xhat: Dual<2>, t: Dual<1>) -> Dual<2> {
     let tau = t.value.clamp_min(T_FLOOR).reshape([n, 1]);
     let diff = z - xhat;
     let inv = tau.recip();
+    let node = match (&diff.node, &t.node) {
+        (Some(d), Some(t)) => {
+            let axis = t.i64s("axis1", &[1]);
+            let floor = t.f32s("t_floor", &[1], &[T_FLOOR as f32]);
+            let tau = t
+                .op("Unsqueeze", &[&axis], "t_column", &[])
+                .op("Max", &[&floor], "tau", &[]);
+            Some(d.op("Div", &[tau.name()], "u_flat", &[]))
+        }
+        (Some(d), None) => {
+            d.fail("x-prediction's t was not traced");
+            Some(d.clone())
+        }
+        (None, _) => None,
+    };
     let value = diff.value.clone() * inv.clone();
     let tangent = match (diff.tangent, t.tangent) {
         (None, None) => None,
@@ -235,7 +285,11 @@ fn x_to_u(z: Dual<2>, xhat: Dual<2>, t: Dual<1>) -> Dual<2> {
             out
         }
     };
-    Dual { value, tangent }
+    Dual {
+        value,
+        tangent,
+        node,
+    }
 }
 
 #[cfg(test)]

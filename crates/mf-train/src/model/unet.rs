@@ -4,8 +4,8 @@
 //! (GroupNorm, SiLU, 3×3 conv, plus the conditioning vector per channel, GroupNorm, SiLU,
 //! 3×3 conv, 1×1 skip when channels change). Levels are joined by stride-2 3×3 convs going
 //! down and nearest-neighbour upsampling going up, with skip connections concatenated on the
-//! way up. Conditioning: `SiLU(Linear([emb(t) | emb(t − r) | class]))`. Every op has a dual
-//! rule in [`super::dual`] and an ONNX form in `mf-export`.
+//! way up. Conditioning: `SiLU(Linear([emb(t) | emb(t − r) | class]))`. Every op is a primitive
+//! of [`super::dual`], with its dual rule and its ONNX form.
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
     Embedding, EmbeddingConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig,
@@ -13,7 +13,9 @@ use burn::nn::{
 use burn::prelude::*;
 
 use super::NetSpec;
-use super::dual::{Dual, add_per_channel, conv2d, group_norm, linear, sinusoidal, upsample2};
+use super::dual::{
+    Dual, Labels, add_per_channel, conv2d, embedding, group_norm, linear, sinusoidal, upsample2,
+};
 
 /// Groups of every GroupNorm (channel counts are multiples of it).
 pub const GROUPS: usize = 8;
@@ -153,15 +155,15 @@ impl Unet {
     }
 
     /// The network's raw output for flattened `z` `[N, C·H·W]`, times `t` and `h = t − r`.
-    pub fn forward(&self, z: Dual<2>, t: Dual<1>, h: Dual<1>, class: Tensor<1, Int>) -> Dual<2> {
+    pub fn forward(&self, z: Dual<2>, t: Dual<1>, h: Dual<1>, class: &Labels) -> Dual<2> {
         let n = z.value.dims()[0];
         let [c, height, width] = self.sample_shape;
-        let class = Dual::primal(self.class_embed.weight.val().select(0, class));
+        let class = embedding(&self.class_embed, class);
         let emb_t = sinusoidal(t, self.time_dim, self.time_scale);
         let emb_h = sinusoidal(h, self.time_dim, self.time_scale);
         let cond = linear(Dual::cat(vec![emb_t, emb_h, class], 1), &self.cond).silu();
 
-        let x = z.map_linear(|v| v.reshape([n, c, height, width]));
+        let x = z.reshape([n, c, height, width]);
         let mut x = conv2d(x, &self.stem, 1, 1);
         let mut skips = Vec::with_capacity(self.down.len());
         for (level, block) in self.down.iter().enumerate() {
@@ -180,6 +182,6 @@ impl Unet {
             x = block.forward(Dual::cat(vec![x, skip], 1), &cond);
         }
         let x = conv2d(group_norm(x, &self.out_norm).silu(), &self.out_conv, 1, 1);
-        x.map_linear(|v| v.reshape([n, c * height * width]))
+        x.reshape([n, c * height * width])
     }
 }

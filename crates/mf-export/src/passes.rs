@@ -1,0 +1,377 @@
+//! Precision passes over a traced float32 graph, blind to the architecture.
+//!
+//! A *layer* is any `MatMul` or `Conv` node whose weight (second input) is a float32
+//! initializer; its name is the node's output name, which the trace sets to the layer's module
+//! path. [`fp16`] stores those weights as float16 behind a `Cast`; [`int8`] wraps the chosen
+//! layers in QuantizeLinear/DequantizeLinear: activations uint8 per tensor (calibrated),
+//! weights int8 per output channel, symmetric (zero point 0, codes in [−127, 127]), the
+//! convention of `mf-kernels`. A MatMul keeps its float bias (`Add`), the form the native
+//! engine fuses into its int8 GEMM. A Conv also gets its output quantized (calibrated) and its
+//! bias in int32 at the scale input × weight, the full QDQ form that ONNX Runtime turns into
+//! `QLinearConv`.
+use std::collections::{HashMap, HashSet};
+
+use anyhow::{Context, bail, ensure};
+use half::f16;
+use mf_core::onnx::{self, AttributeType, DataType};
+use mf_kernels::QuantParams;
+use mf_kernels::quant::quantize_weights_symmetric;
+
+/// A layer of the graph: a MatMul or Conv with constant float32 weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layer {
+    /// The layer's name (its node's output).
+    pub name: String,
+    /// `MatMul` or `Conv`.
+    pub op: String,
+    /// The graph value it reads.
+    pub input: String,
+    /// Its weight initializer.
+    pub weight: String,
+}
+
+/// The layers of a graph, in graph order.
+pub fn layers(model: &onnx::ModelProto) -> Vec<Layer> {
+    let Some(graph) = &model.graph else {
+        return Vec::new();
+    };
+    let floats: HashSet<&str> = graph
+        .initializer
+        .iter()
+        .filter(|t| t.data_type == DataType::Float as i32)
+        .map(|t| t.name.as_str())
+        .collect();
+    graph
+        .node
+        .iter()
+        .filter(|n| matches!(n.op_type.as_str(), "MatMul" | "Conv"))
+        .filter(|n| n.input.len() >= 2 && floats.contains(n.input[1].as_str()))
+        .map(|n| Layer {
+            name: n.output[0].clone(),
+            op: n.op_type.clone(),
+            input: n.input[0].clone(),
+            weight: n.input[1].clone(),
+        })
+        .collect()
+}
+
+/// Stores the weights of `only` (every layer when `None`) as float16, each cast back to
+/// float32 in the graph: half the bytes, float32 arithmetic on every runtime.
+pub fn fp16(model: &mut onnx::ModelProto, only: Option<&HashSet<String>>) {
+    let chosen: Vec<Layer> = layers(model)
+        .into_iter()
+        .filter(|l| only.is_none_or(|set| set.contains(&l.name)))
+        .collect();
+    let graph = model.graph.as_mut().expect("a traced model has a graph");
+    let mut casts = Vec::new();
+    for layer in chosen {
+        let Some(t) = graph
+            .initializer
+            .iter_mut()
+            .find(|t| t.name == layer.weight)
+        else {
+            continue;
+        };
+        let halves: Vec<u8> = f32s(t)
+            .iter()
+            .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+            .collect();
+        t.name = format!("{}.f16", layer.weight);
+        t.data_type = DataType::Float16 as i32;
+        t.raw_data = halves;
+        casts.push(node(
+            "Cast",
+            &[&t.name],
+            &layer.weight,
+            vec![int_attr("to", DataType::Float as i64)],
+        ));
+    }
+    graph.node.splice(0..0, casts);
+}
+
+/// Wraps every layer named in `activations` in QDQ, with that layer's input quantization
+/// (key: the layer's name) and, for a Conv, its output quantization (key: `<name>.output`).
+pub fn int8(
+    model: &mut onnx::ModelProto,
+    activations: &HashMap<String, QuantParams>,
+) -> anyhow::Result<()> {
+    let chosen: Vec<Layer> = layers(model)
+        .into_iter()
+        .filter(|l| activations.contains_key(&l.name))
+        .collect();
+    let graph = model.graph.as_mut().expect("a traced model has a graph");
+    for layer in chosen {
+        let input = activations[&layer.name];
+        let at = graph
+            .node
+            .iter()
+            .position(|n| n.output.first() == Some(&layer.name))
+            .context("a layer's node")?;
+        let weight = graph
+            .initializer
+            .iter()
+            .find(|t| t.name == layer.weight)
+            .context("a layer's weight")?;
+        let (codes, scales, axis) = quantize(&layer, weight)?;
+        let dims = weight.dims.clone();
+        let name = &layer.name;
+        let mut add = |suffix: &str, elem: DataType, dims: Vec<i64>, raw: Vec<u8>| {
+            let t = onnx::TensorProto {
+                name: format!("{name}.{suffix}"),
+                dims,
+                data_type: elem as i32,
+                raw_data: raw,
+                ..Default::default()
+            };
+            let n = t.name.clone();
+            graph.initializer.push(t);
+            n
+        };
+        let channels = scales.len();
+        let a_scale = add(
+            "input_scale",
+            DataType::Float,
+            vec![],
+            input.scale.to_le_bytes().to_vec(),
+        );
+        let a_zero = add(
+            "input_zero_point",
+            DataType::Uint8,
+            vec![],
+            vec![input.zero_point],
+        );
+        let w_q = add(
+            "weight_q",
+            DataType::Int8,
+            dims,
+            codes.iter().map(|&c| c as u8).collect(),
+        );
+        let w_scale = add(
+            "weight_scale",
+            DataType::Float,
+            vec![channels as i64],
+            scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
+        );
+        let w_zero = add(
+            "weight_zero_point",
+            DataType::Int8,
+            vec![channels as i64],
+            vec![0; channels],
+        );
+        let q = format!("{name}.input_q");
+        let dq = format!("{name}.input_dq");
+        let wdq = format!("{name}.weight_dq");
+        let wrapped = [
+            node(
+                "QuantizeLinear",
+                &[&layer.input, &a_scale, &a_zero],
+                &q,
+                vec![],
+            ),
+            node("DequantizeLinear", &[&q, &a_scale, &a_zero], &dq, vec![]),
+            node(
+                "DequantizeLinear",
+                &[&w_q, &w_scale, &w_zero],
+                &wdq,
+                vec![int_attr("axis", axis)],
+            ),
+        ];
+        let output = activations.get(&format!("{name}.output")).copied();
+        let mut after = Vec::new();
+        let mut bias_dq = None;
+        if layer.op == "Conv"
+            && let Some(out) = output
+        {
+            let target = &graph.node[at];
+            if let Some(b) = target.input.get(2).filter(|b| !b.is_empty()) {
+                let b = f32s(
+                    graph
+                        .initializer
+                        .iter()
+                        .find(|t| t.name == *b)
+                        .context("a conv bias")?,
+                );
+                let bias_scales: Vec<f32> = scales.iter().map(|s| s * input.scale).collect();
+                let codes: Vec<i32> = b
+                    .iter()
+                    .zip(&bias_scales)
+                    .map(|(v, s)| {
+                        if *s > 0.0 {
+                            (v / s).round_ties_even() as i32
+                        } else {
+                            0
+                        }
+                    })
+                    .collect();
+                let mut add = |suffix: &str, elem: DataType, dims: Vec<i64>, raw: Vec<u8>| {
+                    let t = onnx::TensorProto {
+                        name: format!("{name}.{suffix}"),
+                        dims,
+                        data_type: elem as i32,
+                        raw_data: raw,
+                        ..Default::default()
+                    };
+                    let n = t.name.clone();
+                    graph.initializer.push(t);
+                    n
+                };
+                let c = channels as i64;
+                let b_q = add(
+                    "bias_q",
+                    DataType::Int32,
+                    vec![c],
+                    codes.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                );
+                let b_scale = add(
+                    "bias_scale",
+                    DataType::Float,
+                    vec![c],
+                    bias_scales.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                );
+                let b_zero = add(
+                    "bias_zero_point",
+                    DataType::Int32,
+                    vec![c],
+                    vec![0; 4 * channels],
+                );
+                let b_dq = format!("{name}.bias_dq");
+                bias_dq = Some(node(
+                    "DequantizeLinear",
+                    &[&b_q, &b_scale, &b_zero],
+                    &b_dq,
+                    vec![int_attr("axis", 0)],
+                ));
+                graph.node[at].input[2] = b_dq;
+            }
+            let mut add = |suffix: &str, elem: DataType, raw: Vec<u8>| {
+                let t = onnx::TensorProto {
+                    name: format!("{name}.{suffix}"),
+                    data_type: elem as i32,
+                    raw_data: raw,
+                    ..Default::default()
+                };
+                let n = t.name.clone();
+                graph.initializer.push(t);
+                n
+            };
+            let o_scale = add(
+                "output_scale",
+                DataType::Float,
+                out.scale.to_le_bytes().to_vec(),
+            );
+            let o_zero = add("output_zero_point", DataType::Uint8, vec![out.zero_point]);
+            let raw = format!("{name}.raw");
+            let oq = format!("{name}.output_q");
+            graph.node[at].output[0] = raw.clone();
+            after.push(node(
+                "QuantizeLinear",
+                &[&raw, &o_scale, &o_zero],
+                &oq,
+                vec![],
+            ));
+            after.push(node(
+                "DequantizeLinear",
+                &[&oq, &o_scale, &o_zero],
+                name,
+                vec![],
+            ));
+        }
+        let target = &mut graph.node[at];
+        target.input[0] = dq;
+        target.input[1] = wdq;
+        graph.node.splice(at + 1..at + 1, after);
+        let mut before: Vec<onnx::NodeProto> = wrapped.into();
+        before.extend(bias_dq);
+        graph.node.splice(at..at, before);
+        let still_used = graph.node.iter().any(|n| n.input.contains(&layer.weight));
+        if !still_used {
+            graph.initializer.retain(|t| t.name != layer.weight);
+        }
+    }
+    Ok(())
+}
+
+/// A layer's int8 weight codes (in the weight's own layout), per-output-channel scales and
+/// the axis of those channels (1 for MatMul's `[in, out]`, 0 for Conv's `[out, in, kh, kw]`).
+pub fn quantize(
+    layer: &Layer,
+    weight: &onnx::TensorProto,
+) -> anyhow::Result<(Vec<i8>, Vec<f32>, i64)> {
+    let values = f32s(weight);
+    let dims: Vec<usize> = weight.dims.iter().map(|&d| d as usize).collect();
+    match (layer.op.as_str(), dims.as_slice()) {
+        ("MatMul", &[k, n]) => {
+            // Rows per output channel for the kernels' rule, then back to [in, out].
+            let rows: Vec<f32> = (0..n * k).map(|i| values[(i % k) * n + i / k]).collect();
+            let (codes, scales) = per_row(&rows, n, k)?;
+            let codes = (0..k * n).map(|i| codes[(i % n) * k + i / n]).collect();
+            Ok((codes, scales, 1))
+        }
+        ("Conv", &[o, ..]) => {
+            let k = values.len() / o.max(1);
+            let (codes, scales) = per_row(&values, o, k)?;
+            Ok((codes, scales, 0))
+        }
+        (op, d) => bail!(
+            "layer {}: cannot quantize a {op} weight of shape {d:?}",
+            layer.name
+        ),
+    }
+}
+
+fn per_row(rows: &[f32], n: usize, k: usize) -> anyhow::Result<(Vec<i8>, Vec<f32>)> {
+    let mut codes = vec![0i8; n * k];
+    let mut scales = vec![0f32; n];
+    quantize_weights_symmetric(rows, n, k, &mut codes, &mut scales)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((codes, scales))
+}
+
+/// A float32 initializer's values.
+pub fn f32s(t: &onnx::TensorProto) -> Vec<f32> {
+    if t.raw_data.is_empty() {
+        return t.float_data.clone();
+    }
+    t.raw_data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// Checks the names of `--float-layers` against the graph's layers.
+pub fn check_names(model: &onnx::ModelProto, names: &[String]) -> anyhow::Result<()> {
+    let all: Vec<String> = layers(model).into_iter().map(|l| l.name).collect();
+    for name in names {
+        ensure!(
+            all.contains(name),
+            "--float-layers: no layer {name:?}; this network's layers are {}",
+            all.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn node(
+    op: &str,
+    inputs: &[&str],
+    output: &str,
+    attribute: Vec<onnx::AttributeProto>,
+) -> onnx::NodeProto {
+    onnx::NodeProto {
+        op_type: op.into(),
+        name: format!("{op}:{output}"),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        attribute,
+        ..Default::default()
+    }
+}
+
+fn int_attr(name: &str, value: i64) -> onnx::AttributeProto {
+    onnx::AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i: value,
+        ..Default::default()
+    }
+}
