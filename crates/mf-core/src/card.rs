@@ -52,6 +52,10 @@ pub struct ModelCard {
     pub quantization: Option<Quantization>,
     /// The training run it comes from.
     pub training: Training,
+    /// What the exporter measured before writing the file: the graph's largest error on its
+    /// check batch relative to mf-train's forward (absent in files written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_relative_error: Option<f64>,
 }
 
 /// Guidance as trained.
@@ -205,6 +209,7 @@ mod tests {
                 config_hash: String::new(),
                 seconds: 0.0,
             },
+            check_relative_error: None,
         }
     }
 

@@ -6,6 +6,7 @@
 //! paint a stream of camera frames ([`stream`]).
 pub mod backends;
 pub mod bench;
+pub mod cards;
 pub mod eval;
 pub mod images;
 pub mod model;

@@ -208,12 +208,28 @@ enum Command {
         /// The dataset when only --samples are given.
         #[arg(long, default_value = "mnist")]
         dataset: String,
+        /// Print the results as JSON (what model cards are rendered from).
+        #[arg(long)]
+        json: bool,
     },
     /// Show a model's card, ops, parameters and precision.
     Info {
         /// The ONNX model (default: the embedded one).
         #[arg(long)]
         model: Option<PathBuf>,
+    },
+    /// Render a model card from its template (models/cards/NAME.md → models/NAME.md): every
+    /// figure from the model files and from eval/bench JSON (see `tools/render-cards`).
+    RenderCard {
+        /// The template.
+        #[arg(long)]
+        template: PathBuf,
+        /// The card to write (its folder is where the template's files are looked up).
+        #[arg(long)]
+        out: PathBuf,
+        /// Write nothing; fail if the card on disk disagrees with its template and files.
+        #[arg(long)]
+        check: bool,
     },
 }
 
@@ -412,6 +428,7 @@ fn run() -> anyhow::Result<()> {
             ort_lib,
             samples,
             dataset,
+            json,
         } => {
             let models = if models.is_empty() && samples.is_empty() {
                 default_bench_models()?
@@ -453,15 +470,24 @@ fn run() -> anyhow::Result<()> {
                 .filter(|&(i, &p)| p == i / per_class)
                 .count() as f64
                 / floor_pred.len() as f64;
-            println!(
-                "{dataset}: {per_class} per class; real vs real Fréchet distance (floor) {floor:.3}, classifier on real \
-                 training images {:.2}%",
-                100.0 * real_acc
-            );
-            println!(
-                "{:<26} {:<6} {:<8} {:>5} {:>9} {:>9} {:>8}",
-                "model", "prec", "backend", "steps", "class %", "Fréchet", "× floor"
-            );
+            let mut report = EvalReport {
+                dataset: dataset.clone(),
+                per_class,
+                floor,
+                real_accuracy: real_acc,
+                rows: Vec::new(),
+            };
+            if !json {
+                println!(
+                    "{dataset}: {per_class} per class; real vs real Fréchet distance (floor) {floor:.3}, classifier on \
+                     real training images {:.2}%",
+                    100.0 * real_acc
+                );
+                println!(
+                    "{:<26} {:<6} {:<8} {:>5} {:>9} {:>9} {:>8}",
+                    "model", "prec", "backend", "steps", "class %", "Fréchet", "× floor"
+                );
+            }
             let opts = BackendOptions {
                 threads: None,
                 device: Device::Cpu,
@@ -471,7 +497,7 @@ fn run() -> anyhow::Result<()> {
                 let (images, labels) = mf_edge::eval::read_samples(dir)?;
                 let score =
                     mf_edge::eval::score_samples(&classifier, &images, &labels, &reference)?;
-                print_eval_row(dir, "-", "samples", "-", &score, floor);
+                report.push(dir, "-", "samples", None, &score, !json);
             }
             for path in &models {
                 let model = Model::open(path)?;
@@ -487,17 +513,36 @@ fn run() -> anyhow::Result<()> {
                             s,
                         )?;
                         let backend_name = format!("{kind:?}").to_lowercase();
-                        let steps = s.to_string();
-                        print_eval_row(
+                        report.push(
                             path,
                             &model.card.precision,
                             &backend_name,
-                            &steps,
+                            Some(s),
                             &score,
-                            floor,
+                            !json,
                         );
                     }
                 }
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            }
+        }
+        Command::RenderCard {
+            template,
+            out,
+            check,
+        } => {
+            if check {
+                mf_edge::cards::check(&template, &out)?;
+                println!("{}: agrees with its files", out.display());
+            } else {
+                let text = std::fs::read_to_string(&template)
+                    .with_context(|| format!("cannot read {}", template.display()))?;
+                let folder = mf_core::atomic::folder(&out);
+                let card = mf_edge::cards::render(&text, folder)?;
+                mf_core::atomic::write(&out, card.as_bytes())?;
+                println!("wrote {}", out.display());
             }
         }
         Command::Info { model } => {
@@ -564,25 +609,77 @@ fn paint_stream(
     Ok(())
 }
 
-/// One row of `eval`'s table: what was scored, and its score beside the real floor.
-fn print_eval_row(
-    what: &Path,
-    precision: &str,
-    backend: &str,
-    steps: &str,
-    score: &mf_edge::eval::Score,
+/// What `mf-edge eval` measured (its `--json` output).
+#[derive(serde::Serialize)]
+struct EvalReport {
+    /// The dataset.
+    dataset: String,
+    /// Samples per class.
+    per_class: usize,
+    /// Fréchet distance between two disjoint real sets (the floor).
     floor: f64,
-) {
-    let name = what
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    println!(
-        "{name:<26} {precision:<6} {backend:<8} {steps:>5} {:>9.2} {:>9.3} {:>8.2}",
-        100.0 * score.accuracy,
-        score.frechet,
-        score.frechet / floor
-    );
+    /// The classifier's accuracy on the real floor set.
+    real_accuracy: f64,
+    /// One row per model, backend and step count (or samples folder).
+    rows: Vec<EvalRow>,
+}
+
+/// One scored configuration.
+#[derive(serde::Serialize)]
+struct EvalRow {
+    /// File or folder name.
+    model: String,
+    /// Precision from the card (`-` for samples).
+    precision: String,
+    /// Backend (`samples` for a samples folder).
+    backend: String,
+    /// Network evaluations per sample (none for a samples folder).
+    steps: Option<usize>,
+    /// Share classified as the requested class.
+    accuracy: f64,
+    /// Fréchet distance to the reference real set.
+    frechet: f64,
+    /// Fréchet distance over the floor.
+    floor_ratio: f64,
+}
+
+impl EvalReport {
+    /// Records a row, printing it as a table line when `print`.
+    fn push(
+        &mut self,
+        what: &Path,
+        precision: &str,
+        backend: &str,
+        steps: Option<usize>,
+        score: &mf_edge::eval::Score,
+        print: bool,
+    ) {
+        let row = EvalRow {
+            model: what
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            precision: precision.into(),
+            backend: backend.into(),
+            steps,
+            accuracy: score.accuracy,
+            frechet: score.frechet,
+            floor_ratio: score.frechet / self.floor,
+        };
+        if print {
+            let steps = steps.map_or("-".to_string(), |s| s.to_string());
+            println!(
+                "{:<26} {:<6} {:<8} {steps:>5} {:>9.2} {:>9.3} {:>8.2}",
+                row.model,
+                row.precision,
+                row.backend,
+                100.0 * row.accuracy,
+                row.frechet,
+                row.floor_ratio
+            );
+        }
+        self.rows.push(row);
+    }
 }
 
 /// The class a user asked for, checked against the model.

@@ -443,7 +443,8 @@ pub fn export(opts: &ExportOptions) -> anyhow::Result<ExportReport> {
         Target::Int8 => "int8",
         Target::Compact => "int8 (compact)",
     };
-    let card = card(&net, &state, precision, lowered.quantization.take());
+    let mut card = card(&net, &state, precision, lowered.quantization.take());
+    card.check_relative_error = Some(lowered.max_relative_error);
     let bytes = if opts.target == Target::Compact {
         let euler = net.spec.objective == ObjectiveKind::FlowMatching;
         let bytes = compact::lower(&lowered.model, euler)?;
@@ -563,6 +564,7 @@ fn card(
         },
         quantization,
         training: Training { steps: state.step, config_hash: state.config_hash.clone(), seconds: state.elapsed_s },
+        check_relative_error: None,
     }
 }
 
