@@ -128,7 +128,7 @@ fn source(kind: &str, file: &str, folder: &Path) -> anyhow::Result<Value> {
 /// Follows a PATH (see the module docs).
 fn lookup(root: &Value, path: &str) -> anyhow::Result<Value> {
     let mut v = root;
-    for seg in path.split('/').filter(|s| !s.is_empty()) {
+    for seg in segments(path) {
         v = if let Some(filter) = seg.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
             let wanted: Vec<(&str, &str)> = filter
                 .split(',')
@@ -160,6 +160,26 @@ fn lookup(root: &Value, path: &str) -> anyhow::Result<Value> {
         };
     }
     Ok(v.clone())
+}
+
+/// A PATH's segments: split at `/` outside `[…]` (a filter's values may hold slashes).
+fn segments(path: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0usize, 0);
+    for (i, c) in path.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            '/' if depth == 0 => {
+                out.push(&path[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&path[start..]);
+    out.retain(|s| !s.is_empty());
+    out
 }
 
 /// Formats a value (see the module docs).

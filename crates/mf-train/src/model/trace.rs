@@ -31,8 +31,6 @@ const TAP_VALUES: usize = 1 << 22;
 pub struct Tap {
     /// The layer's module path (also its node's name).
     pub layer: String,
-    /// The graph value the layer reads.
-    pub input: String,
     /// The values read (all of them, or an evenly strided subsample of [`TAP_VALUES`]).
     pub values: Vec<f32>,
     /// The smallest value read.
@@ -178,7 +176,6 @@ impl Node {
         let values = all.into_iter().step_by(stride).collect();
         taps.push(Tap {
             layer: layer.to_string(),
-            input: self.name.clone(),
             values,
             min,
             max,
