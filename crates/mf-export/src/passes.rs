@@ -115,53 +115,38 @@ pub fn int8(
         let (codes, scales, axis) = quantize(&layer, weight)?;
         let dims = weight.dims.clone();
         let name = &layer.name;
-        let mut add = |suffix: &str, elem: DataType, dims: Vec<i64>, raw: Vec<u8>| {
-            let t = onnx::TensorProto {
-                name: format!("{name}.{suffix}"),
-                dims,
-                data_type: elem as i32,
-                raw_data: raw,
-                ..Default::default()
-            };
-            let n = t.name.clone();
-            graph.initializer.push(t);
-            n
-        };
-        let channels = scales.len();
-        let a_scale = add(
-            "input_scale",
-            DataType::Float,
-            vec![],
-            input.scale.to_le_bytes().to_vec(),
-        );
-        let a_zero = add(
-            "input_zero_point",
-            DataType::Uint8,
-            vec![],
-            vec![input.zero_point],
-        );
-        let w_q = add(
+        let channels = vec![scales.len() as i64];
+        let (a_scale, a_zero) = per_tensor(graph, name, "input", input);
+        let w_q = constant(
+            graph,
+            name,
             "weight_q",
             DataType::Int8,
             dims,
             codes.iter().map(|&c| c as u8).collect(),
         );
-        let w_scale = add(
+        let w_scale = constant(
+            graph,
+            name,
             "weight_scale",
             DataType::Float,
-            vec![channels as i64],
-            scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
+            channels.clone(),
+            bytes(&scales),
         );
-        let w_zero = add(
+        let w_zero = constant(
+            graph,
+            name,
             "weight_zero_point",
             DataType::Int8,
-            vec![channels as i64],
-            vec![0; channels],
+            channels,
+            vec![0; scales.len()],
         );
-        let q = format!("{name}.input_q");
-        let dq = format!("{name}.input_dq");
-        let wdq = format!("{name}.weight_dq");
-        let wrapped = [
+        let (q, dq, wdq) = (
+            format!("{name}.input_q"),
+            format!("{name}.input_dq"),
+            format!("{name}.weight_dq"),
+        );
+        let mut before = vec![
             node(
                 "QuantizeLinear",
                 &[&layer.input, &a_scale, &a_zero],
@@ -176,112 +161,17 @@ pub fn int8(
                 vec![int_attr("axis", axis)],
             ),
         ];
-        let output = activations.get(&format!("{name}.output")).copied();
         let mut after = Vec::new();
-        let mut bias_dq = None;
         if layer.op == "Conv"
-            && let Some(out) = output
+            && let Some(&out) = activations.get(&format!("{name}.output"))
         {
-            let target = &graph.node[at];
-            if let Some(b) = target.input.get(2).filter(|b| !b.is_empty()) {
-                let b = f32s(
-                    graph
-                        .initializer
-                        .iter()
-                        .find(|t| t.name == *b)
-                        .context("a conv bias")?,
-                );
-                let bias_scales: Vec<f32> = scales.iter().map(|s| s * input.scale).collect();
-                let codes: Vec<i32> = b
-                    .iter()
-                    .zip(&bias_scales)
-                    .map(|(v, s)| {
-                        if *s > 0.0 {
-                            (v / s).round_ties_even() as i32
-                        } else {
-                            0
-                        }
-                    })
-                    .collect();
-                let mut add = |suffix: &str, elem: DataType, dims: Vec<i64>, raw: Vec<u8>| {
-                    let t = onnx::TensorProto {
-                        name: format!("{name}.{suffix}"),
-                        dims,
-                        data_type: elem as i32,
-                        raw_data: raw,
-                        ..Default::default()
-                    };
-                    let n = t.name.clone();
-                    graph.initializer.push(t);
-                    n
-                };
-                let c = channels as i64;
-                let b_q = add(
-                    "bias_q",
-                    DataType::Int32,
-                    vec![c],
-                    codes.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                );
-                let b_scale = add(
-                    "bias_scale",
-                    DataType::Float,
-                    vec![c],
-                    bias_scales.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                );
-                let b_zero = add(
-                    "bias_zero_point",
-                    DataType::Int32,
-                    vec![c],
-                    vec![0; 4 * channels],
-                );
-                let b_dq = format!("{name}.bias_dq");
-                bias_dq = Some(node(
-                    "DequantizeLinear",
-                    &[&b_q, &b_scale, &b_zero],
-                    &b_dq,
-                    vec![int_attr("axis", 0)],
-                ));
-                graph.node[at].input[2] = b_dq;
-            }
-            let mut add = |suffix: &str, elem: DataType, raw: Vec<u8>| {
-                let t = onnx::TensorProto {
-                    name: format!("{name}.{suffix}"),
-                    data_type: elem as i32,
-                    raw_data: raw,
-                    ..Default::default()
-                };
-                let n = t.name.clone();
-                graph.initializer.push(t);
-                n
-            };
-            let o_scale = add(
-                "output_scale",
-                DataType::Float,
-                out.scale.to_le_bytes().to_vec(),
-            );
-            let o_zero = add("output_zero_point", DataType::Uint8, vec![out.zero_point]);
-            let raw = format!("{name}.raw");
-            let oq = format!("{name}.output_q");
-            graph.node[at].output[0] = raw.clone();
-            after.push(node(
-                "QuantizeLinear",
-                &[&raw, &o_scale, &o_zero],
-                &oq,
-                vec![],
-            ));
-            after.push(node(
-                "DequantizeLinear",
-                &[&oq, &o_scale, &o_zero],
-                name,
-                vec![],
-            ));
+            before.extend(int32_bias(graph, at, name, input.scale, &scales)?);
+            after = quantized_output(graph, at, name, out);
         }
         let target = &mut graph.node[at];
         target.input[0] = dq;
         target.input[1] = wdq;
         graph.node.splice(at + 1..at + 1, after);
-        let mut before: Vec<onnx::NodeProto> = wrapped.into();
-        before.extend(bias_dq);
         graph.node.splice(at..at, before);
         let still_used = graph.node.iter().any(|n| n.input.contains(&layer.weight));
         if !still_used {
@@ -289,6 +179,141 @@ pub fn int8(
         }
     }
     Ok(())
+}
+
+/// Replaces the float bias of the Conv at `at` by int32 codes at scale `s_x · s_w[c]` behind a
+/// DequantizeLinear (the form QLinearConv takes); returns that node (none without a bias).
+fn int32_bias(
+    graph: &mut onnx::GraphProto,
+    at: usize,
+    name: &str,
+    input_scale: f32,
+    weight_scales: &[f32],
+) -> anyhow::Result<Option<onnx::NodeProto>> {
+    let Some(bias) = graph.node[at]
+        .input
+        .get(2)
+        .filter(|b| !b.is_empty())
+        .cloned()
+    else {
+        return Ok(None);
+    };
+    let values = f32s(
+        graph
+            .initializer
+            .iter()
+            .find(|t| t.name == bias)
+            .context("a conv bias")?,
+    );
+    let scales: Vec<f32> = weight_scales.iter().map(|s| s * input_scale).collect();
+    let codes: Vec<u8> = values
+        .iter()
+        .zip(&scales)
+        .map(|(v, s)| {
+            if *s > 0.0 {
+                (v / s).round_ties_even() as i32
+            } else {
+                0
+            }
+        })
+        .flat_map(i32::to_le_bytes)
+        .collect();
+    let c = vec![scales.len() as i64];
+    let b_q = constant(graph, name, "bias_q", DataType::Int32, c.clone(), codes);
+    let b_scale = constant(
+        graph,
+        name,
+        "bias_scale",
+        DataType::Float,
+        c.clone(),
+        bytes(&scales),
+    );
+    let b_zero = constant(
+        graph,
+        name,
+        "bias_zero_point",
+        DataType::Int32,
+        c,
+        vec![0; 4 * scales.len()],
+    );
+    let b_dq = format!("{name}.bias_dq");
+    graph.node[at].input[2] = b_dq.clone();
+    Ok(Some(node(
+        "DequantizeLinear",
+        &[&b_q, &b_scale, &b_zero],
+        &b_dq,
+        vec![int_attr("axis", 0)],
+    )))
+}
+
+/// Renames the output of the node at `at` to `<name>.raw` and returns the QuantizeLinear →
+/// DequantizeLinear pair that gives `name` back, quantized with `out`.
+fn quantized_output(
+    graph: &mut onnx::GraphProto,
+    at: usize,
+    name: &str,
+    out: QuantParams,
+) -> Vec<onnx::NodeProto> {
+    let (o_scale, o_zero) = per_tensor(graph, name, "output", out);
+    let raw = format!("{name}.raw");
+    let oq = format!("{name}.output_q");
+    graph.node[at].output[0] = raw.clone();
+    vec![
+        node("QuantizeLinear", &[&raw, &o_scale, &o_zero], &oq, vec![]),
+        node("DequantizeLinear", &[&oq, &o_scale, &o_zero], name, vec![]),
+    ]
+}
+
+/// Adds a per-tensor uint8 quantization as `<layer>.<what>_scale` and
+/// `<layer>.<what>_zero_point`; returns their names.
+fn per_tensor(
+    graph: &mut onnx::GraphProto,
+    layer: &str,
+    what: &str,
+    p: QuantParams,
+) -> (String, String) {
+    let scale = constant(
+        graph,
+        layer,
+        &format!("{what}_scale"),
+        DataType::Float,
+        vec![],
+        bytes(&[p.scale]),
+    );
+    let zero = constant(
+        graph,
+        layer,
+        &format!("{what}_zero_point"),
+        DataType::Uint8,
+        vec![],
+        vec![p.zero_point],
+    );
+    (scale, zero)
+}
+
+/// Adds the initializer `<layer>.<suffix>`; returns its name.
+fn constant(
+    graph: &mut onnx::GraphProto,
+    layer: &str,
+    suffix: &str,
+    elem: DataType,
+    dims: Vec<i64>,
+    raw_data: Vec<u8>,
+) -> String {
+    let name = format!("{layer}.{suffix}");
+    graph.initializer.push(onnx::TensorProto {
+        name: name.clone(),
+        dims,
+        data_type: elem as i32,
+        raw_data,
+        ..Default::default()
+    });
+    name
+}
+
+/// Little-endian bytes of f32 values.
+fn bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 /// A layer's int8 weight codes (in the weight's own layout), per-output-channel scales and
