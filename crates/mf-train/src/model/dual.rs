@@ -107,7 +107,13 @@ impl<const D: usize> Dual<D> {
     /// Reshapes to `dims`, keeping the batch axis (dims[0] must be the batch size): linear, so
     /// the tangent is reshaped alike.
     pub fn reshape<const E: usize>(self, dims: [usize; E]) -> Dual<E> {
+        let batch = self.value.dims()[0];
         let node = self.node.map(|n| {
+            if dims[0] != batch {
+                n.fail(format!(
+                    "a reshape to {dims:?} moves the batch axis (size {batch}); the graph keeps it first"
+                ));
+            }
             let shape: Vec<i64> = std::iter::once(0)
                 .chain(dims[1..].iter().map(|&d| d as i64))
                 .collect();
@@ -391,7 +397,6 @@ pub fn group_norm(x: Dual<4>, norm: &burn::nn::GroupNorm) -> Dual<4> {
             (None, Some(b)) => x.path_of(b.id, "group_norm"),
             (None, None) => "group_norm".to_string(),
         };
-        let path = path.strip_suffix(".gamma").unwrap_or(&path).to_string();
         // InstanceNormalization over [N, G, C/G·H·W] is GroupNorm without its affine map.
         let grouped = x.i64s(&format!("{path}.grouped"), &[0, groups as i64, -1]);
         let xr = x.op("Reshape", &[&grouped], &format!("{path}.groups"), &[]);

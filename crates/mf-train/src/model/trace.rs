@@ -151,12 +151,14 @@ impl Node {
         name
     }
 
-    /// The module path of a parameter (`unet.down.0.conv1.weight`), or `fallback`.
+    /// The path of the module that owns a parameter (`unet.down.0.conv1` for its weight), or
+    /// `fallback` for the root module or a parameter outside the traced module.
     pub fn path_of(&self, id: ParamId, fallback: &str) -> String {
         let g = self.graph.borrow();
         g.paths
             .get(&id)
-            .map(|p| p.strip_suffix(".weight").unwrap_or(p).to_string())
+            .and_then(|p| p.rsplit_once('.'))
+            .map(|(module, _)| module.to_string())
             .unwrap_or_else(|| fallback.to_string())
     }
 
@@ -418,5 +420,57 @@ impl Tracer {
             model,
             taps: graph.taps.unwrap_or_default(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::nn::{Linear, LinearConfig};
+
+    use super::*;
+    use crate::model::dual::linear;
+
+    fn input(tracer: &Tracer) -> Dual<2> {
+        let x = Tensor::<2>::ones([4, 6], &Device::flex());
+        tracer.input("x", &[6], x)
+    }
+
+    #[test]
+    fn a_traced_layer_is_named_by_its_module_path() {
+        let layer: Linear = LinearConfig::new(6, 3).init(&Device::flex());
+        let tracer = Tracer::new(&layer, true);
+        let y = linear(input(&tracer), &layer).silu();
+        let traced = tracer.finish(y, "y", &[3]).unwrap();
+        let graph = traced.model.graph.unwrap();
+        let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops, ["MatMul", "Add", "Sigmoid", "Mul", "Identity"]);
+        // A lone Linear is the root module: its path is empty, so the fallback name is used.
+        assert_eq!(graph.node[0].output[0], "linear");
+        assert_eq!(traced.taps.len(), 1);
+        assert_eq!(traced.taps[0].values.len(), 24);
+        assert_eq!(graph.input[0].name, "x");
+    }
+
+    #[test]
+    fn what_a_trace_cannot_express_is_an_error() {
+        let layer: Linear = LinearConfig::new(6, 3).init(&Device::flex());
+        let tracer = Tracer::new(&layer, false);
+        let y = input(&tracer).map_linear(|v| v * 2.0);
+        let err = tracer.finish(y, "y", &[6]).err().unwrap();
+        assert!(format!("{err}").contains("map_linear"), "{err}");
+
+        let tracer = Tracer::new(&layer, false);
+        let y = input(&tracer).reshape([8, 3]).reshape([4, 6]);
+        let err = tracer.finish(y, "y", &[6]).err().unwrap();
+        assert!(format!("{err}").contains("moves the batch axis"), "{err}");
+
+        let tracer = Tracer::new(&layer, false);
+        let untraced = Dual::primal(Tensor::<2>::ones([4, 6], &Device::flex()));
+        let y = input(&tracer) + untraced;
+        let err = tracer.finish(y, "y", &[6]).err().unwrap();
+        assert!(
+            format!("{err}").contains("outside the dual primitives"),
+            "{err}"
+        );
     }
 }
