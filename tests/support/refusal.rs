@@ -1,5 +1,5 @@
-//! The refusal check shared by the command-line tests of mf-edge and mf-train (each includes
-//! this file with `#[path]`): a bad value gets a message naming it and what is accepted, a
+//! The refusal check shared by the command-line tests of mf-edge, mf-train and mf-export (each
+//! includes this file with `#[path]`): a bad value gets a message naming it and what is accepted, a
 //! non-zero exit that is not a signal, no panic or allocation abort, and nothing written.
 use std::process::Command;
 

@@ -8,7 +8,7 @@
 //! | placeholder | value |
 //! |---|---|
 //! | `{{size FILE}}` | `5,070,194 B (4.8 MiB)` |
-//! | `{{card FILE PATH FORMAT}}` | a field of the model card in an ONNX file's metadata |
+//! | `{{card FILE PATH FORMAT}}` | a field of the model card in an ONNX file's metadata (a reference classifier's description for a classifier) |
 //! | `{{json FILE PATH FORMAT}}` | a field of a JSON file (`mf-edge eval --json`, `bench --json`) |
 //! | `{{ratio FILE PATH FILE PATH FORMAT}}` | the first value over the second |
 //!
@@ -22,6 +22,10 @@ use std::path::Path;
 use anyhow::{Context, bail, ensure};
 use serde_json::Value;
 
+use mf_core::onnx;
+use prost::Message;
+
+use crate::eval::CLASSIFIER_KEY;
 use crate::model::Model;
 
 /// The first line of every rendered card.
@@ -116,7 +120,18 @@ fn placeholder(inner: &str, folder: &Path) -> anyhow::Result<String> {
 fn source(kind: &str, file: &str, folder: &Path) -> anyhow::Result<Value> {
     let path = folder.join(file);
     if kind == "card" {
-        let model = Model::open(&path)?;
+        let bytes = mf_core::bounded::read(&path, crate::model::MAX_MODEL_BYTES, "model")?;
+        let proto = onnx::ModelProto::decode(bytes.as_slice())
+            .map_err(|e| anyhow::anyhow!("{} is not an ONNX model: {e}", path.display()))?;
+        if let Some(meta) = proto
+            .metadata_props
+            .iter()
+            .find(|p| p.key == CLASSIFIER_KEY)
+        {
+            return serde_json::from_str(&meta.value)
+                .with_context(|| format!("{}: invalid {CLASSIFIER_KEY}", path.display()));
+        }
+        let model = Model::from_bytes(bytes)?;
         Ok(serde_json::to_value(&model.card)?)
     } else {
         let text = std::fs::read_to_string(&path)

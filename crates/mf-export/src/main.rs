@@ -30,7 +30,7 @@ struct Cli {
     float_layers: String,
     /// The floor on an int8 export's one-step PSNR against fp32, in dB: below it the export
     /// fails and writes nothing.
-    #[arg(long, default_value_t = MIN_PSNR_DB)]
+    #[arg(long, default_value_t = MIN_PSNR_DB, value_parser = decibels)]
     min_psnr: f64,
     /// The ONNX file to write.
     #[arg(long)]
@@ -67,4 +67,14 @@ fn run() -> anyhow::Result<()> {
         report.bytes as f64 / 1e6
     );
     Ok(())
+}
+
+/// Parses `--min-psnr`: a finite number of decibels, 0 or more (0 accepts any int8 file).
+fn decibels(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(db) if db.is_finite() && db >= 0.0 => Ok(db),
+        _ => Err(format!(
+            "{text} is not a PSNR floor: a finite number of dB, 0 or more, is accepted"
+        )),
+    }
 }
