@@ -138,7 +138,7 @@ enum Command {
     },
     /// Latency, throughput and memory per backend, precision and batch size.
     Bench {
-        /// Models to compare (default: models/mnist-{fp32,fp16,int8}.onnx).
+        /// Models to compare (default: models/mnist-{fp16,int8}.onnx).
         #[arg(long = "model")]
         models: Vec<PathBuf>,
         /// Backends to compare (default: every backend this build has).
@@ -179,7 +179,7 @@ enum Command {
     },
     /// Measure one-step quality with the reference classifier: accuracy and Fréchet distance.
     Eval {
-        /// Models to evaluate (default: the shipped MNIST fp32, fp16, int8 models).
+        /// Models to evaluate (default: the shipped MNIST fp16 and int8 models).
         #[arg(long = "model")]
         models: Vec<PathBuf>,
         /// The reference classifier (default: models/<dataset>-classifier.onnx).
@@ -700,14 +700,14 @@ fn resolve_class(model: &Model, class: Option<&str>) -> anyhow::Result<Option<us
 /// without `--model` (resolved when the command runs, so a copied binary looks where it runs).
 fn default_bench_models() -> anyhow::Result<Vec<PathBuf>> {
     let dir = in_working_dir(Path::new("models"), "the models folder", "--model")?;
-    let found: Vec<PathBuf> = ["mnist-fp32.onnx", "mnist-fp16.onnx", "mnist-int8.onnx"]
+    let found: Vec<PathBuf> = ["mnist-fp16.onnx", "mnist-int8.onnx"]
         .iter()
         .map(|f| dir.join(f))
         .filter(|p| p.exists())
         .collect();
     ensure!(
         !found.is_empty(),
-        "no mnist-{{fp32,fp16,int8}}.onnx in {}: pass --model",
+        "no mnist-{{fp16,int8}}.onnx in {}: pass --model",
         dir.display()
     );
     Ok(found)

@@ -6,6 +6,7 @@
 //! cannot take: [`model::dual`] computes it exactly with a hand-written dual forward.
 pub use burn;
 
+pub mod bench;
 pub mod checkpoint;
 pub mod classifier;
 pub mod config;

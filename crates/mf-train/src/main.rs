@@ -3,6 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail, ensure};
 use clap::{Parser, Subcommand};
+use mf_train::bench::BenchOptions;
 use mf_train::checkpoint;
 use mf_train::config::Config;
 use mf_train::datasets::Dataset;
@@ -76,6 +77,28 @@ enum Command {
         /// The run folder.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Time training steps: flow matching against MeanFlow (exact JVP) on the same network,
+    /// batch and device, with guidance reported apart.
+    Bench {
+        /// The TOML config (network, data, objective, batch).
+        #[arg(long)]
+        config: PathBuf,
+        /// Where to train.
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: DeviceKind,
+        /// Samples per step instead of the config's, 1 to 65536.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+        batch: Option<u32>,
+        /// Untimed steps before timing, 0 to 10000.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+        warmup: u64,
+        /// Timed steps per objective, 1 to 100000.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        steps: u64,
+        /// Print JSON (one object per objective, in an array) instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Measure one- and few-step sample quality of a run's EMA weights.
     Eval {
@@ -195,6 +218,41 @@ fn run() -> anyhow::Result<()> {
                 100.0 * info.held_out_accuracy,
                 out.display()
             );
+        }
+        Command::Bench {
+            config,
+            device,
+            batch,
+            warmup,
+            steps,
+            json,
+        } => {
+            let mut config = Config::load(&config)?;
+            if let Some(batch) = batch {
+                config.train.batch = batch as usize;
+            }
+            let rows = mf_train::bench::run(&BenchOptions {
+                config,
+                device,
+                warmup,
+                steps,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("objective        omega  batch  ms/step  samples/s  × flow matching");
+                for r in &rows {
+                    println!(
+                        "{:<16} {:>5.2} {:>6} {:>8.2} {:>10.0} {:>16.3}",
+                        r.objective,
+                        r.omega,
+                        r.batch,
+                        r.ms_per_step,
+                        r.samples_per_s,
+                        r.step_ratio_to_flow_matching
+                    );
+                }
+            }
         }
         Command::Eval { run, count, steps } => {
             let count = count as usize;

@@ -68,6 +68,15 @@ fn bad_values_are_named_and_write_nothing() {
             &["'0'", "1..=100000"],
         ),
         (
+            &["bench", "--config", "c.toml", "--steps", "0"],
+            &["'0'", "1..=100000"],
+        ),
+        (
+            &["bench", "--config", "c.toml", "--batch", "0"],
+            &["'0'", "1..=65536"],
+        ),
+        (&["bench", "--config", "missing.toml"], &["missing.toml"]),
+        (
             &["eval", "--run", "r", "--count", "0"],
             &["'0'", "1..=1000000"],
         ),
@@ -146,4 +155,60 @@ fn eval_and_sample_read_the_folder_the_state_came_from() {
         String::from_utf8_lossy(&sample.stderr)
     );
     assert!(dir.path().join("s.png").is_file());
+}
+
+/// `mf-train bench` times flow matching, MeanFlow and (when the config guides) guided MeanFlow
+/// on the same network and batch, each ratio against flow matching's step.
+#[test]
+fn bench_times_each_objective_on_the_same_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |omega: f64| {
+        format!(
+            "[data]\ndataset = \"checkerboard\"\n[model]\narch = \"mlp\"\nwidth = 32\ndepth = 2\n\
+             [objective]\nomega = {omega}\n[train]\nsteps = 10\nbatch = 64\nseed = 3\n"
+        )
+    };
+    for (omega, expected) in [
+        (1.0, vec!["flow-matching", "meanflow"]),
+        (2.0, vec!["flow-matching", "meanflow", "meanflow-guided"]),
+    ] {
+        std::fs::write(dir.path().join("c.toml"), config(omega)).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_mf-train"))
+            .args([
+                "bench", "--config", "c.toml", "--batch", "24", "--warmup", "1",
+            ])
+            .args(["--steps", "2", "--json"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let names: Vec<&str> = rows
+            .iter()
+            .map(|r| r["objective"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, expected, "ω {omega}");
+        for r in &rows {
+            assert_eq!(r["batch"], 24);
+            assert_eq!(r["steps"], 2);
+            let (ms, per_s) = (
+                r["ms_per_step"].as_f64().unwrap(),
+                r["samples_per_s"].as_f64().unwrap(),
+            );
+            assert!(ms > 0.0 && (per_s * ms / 1e3 - 24.0).abs() < 1e-6, "{r}");
+            let ratio = r["step_ratio_to_flow_matching"].as_f64().unwrap();
+            assert!(
+                (ratio - ms / rows[0]["ms_per_step"].as_f64().unwrap()).abs() < 1e-9,
+                "{r}"
+            );
+        }
+        assert_eq!(rows[0]["step_ratio_to_flow_matching"], 1.0);
+        assert_eq!(rows.last().unwrap()["omega"], omega);
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "bench writes nothing"
+    );
 }
