@@ -34,6 +34,10 @@ pub struct ModelCard {
     pub pixel_mapping: String,
     /// Class names, indexed by class id (empty for unconditional models).
     pub class_names: Vec<String>,
+    /// For a folder dataset whose `classes.txt` named its folders (ImageNet's `n02099601`), the
+    /// folder of each class; empty where the folders are the names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub class_folders: Vec<String>,
     /// The class id that means "no class" (classifier-free guidance's ∅).
     pub null_class: usize,
     /// What the time inputs mean.
@@ -96,6 +100,23 @@ pub struct Training {
     pub seconds: f64,
 }
 
+/// Up to this many classes, an unknown class is answered with every name.
+const LISTED_CLASSES: usize = 20;
+
+/// How many names an unknown class is answered with on a model of many classes.
+const SUGGESTED_CLASSES: usize = 3;
+
+/// A class name as compared: lower case, with `_`, `-` and spaces as one separator.
+fn class_key(name: &str) -> String {
+    name.trim()
+        .chars()
+        .map(|c| match c {
+            '_' | '-' | ' ' => ' ',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
 impl ModelCard {
     /// The card as JSON.
     pub fn to_json(&self) -> String {
@@ -155,7 +176,9 @@ impl ModelCard {
         self.class_names.len()
     }
 
-    /// Resolves a class given as an index or a name, or explains what is accepted.
+    /// Resolves a class given as an index, a name or a class folder (case, `_`, `-` and spaces
+    /// do not matter), or explains what is accepted: every name for a few classes, the nearest
+    /// few names for many.
     pub fn class_id(&self, class: &str) -> Result<usize, String> {
         if self.class_names.is_empty() {
             return Err(String::from(
@@ -163,17 +186,45 @@ impl ModelCard {
             ));
         }
         let by_index = class.parse::<usize>().ok().filter(|&i| i < self.classes());
-        let by_name = self
-            .class_names
-            .iter()
-            .position(|n| n.eq_ignore_ascii_case(class));
-        by_index.or(by_name).ok_or_else(|| {
-            std::format!(
-                "unknown class {class:?}: expected an index 0..{} or one of {}",
-                self.classes(),
-                self.class_names.join(", ")
-            )
+        let key = class_key(class);
+        let position = |list: &[String]| list.iter().position(|n| class_key(n) == key);
+        let found = by_index
+            .or_else(|| position(&self.class_names))
+            .or_else(|| position(&self.class_folders).filter(|&i| i < self.classes()));
+        found.ok_or_else(|| {
+            if self.classes() <= LISTED_CLASSES {
+                std::format!(
+                    "unknown class {class:?}: expected an index 0..{} or one of {}",
+                    self.classes(),
+                    self.class_names.join(", ")
+                )
+            } else {
+                std::format!(
+                    "unknown class {class:?}: did you mean {}? (an index 0..{} or one of the {} \
+                     class names is accepted; `mf-edge info` lists them)",
+                    self.nearest_names(&key, SUGGESTED_CLASSES).join(", "),
+                    self.classes(),
+                    self.classes()
+                )
+            }
         })
+    }
+
+    /// The `count` class names nearest to a normalized key: names containing it first, then by
+    /// Jaro-Winkler similarity.
+    fn nearest_names(&self, key: &str, count: usize) -> Vec<String> {
+        let score = |name: &str| {
+            let name = class_key(name);
+            let contains = !key.is_empty() && name.contains(key);
+            (contains, strsim::jaro_winkler(key, &name))
+        };
+        let mut scored: Vec<_> = self.class_names.iter().map(|n| (score(n), n)).collect();
+        scored.sort_by(|(a, _), (b, _)| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)));
+        scored
+            .into_iter()
+            .take(count)
+            .map(|(_, n)| n.clone())
+            .collect()
     }
 }
 
@@ -192,6 +243,7 @@ mod tests {
             sample_shape,
             pixel_mapping: String::new(),
             class_names: (0..classes).map(|c| c.to_string()).collect(),
+            class_folders: Vec::new(),
             null_class,
             time_convention: String::new(),
             prediction: "u".to_string(),
@@ -232,6 +284,34 @@ mod tests {
             let err = ModelCard::from_json(&card(shape.clone(), 10, 10).to_json()).unwrap_err();
             assert!(err.contains("sample shape"), "{shape:?}: {err}");
         }
+    }
+
+    #[test]
+    fn classes_resolve_by_index_name_or_folder_and_misses_suggest_names() {
+        let mut c = card(vec![3, 8, 8], 300, 300);
+        c.class_names = (0..300).map(|i| std::format!("class_{i}")).collect();
+        c.class_names[207] = "golden_retriever".to_string();
+        c.class_names[208] = "Labrador_retriever".to_string();
+        c.class_folders = (0..300).map(|i| std::format!("n{i:08}")).collect();
+        assert_eq!(c.class_id("207"), Ok(207));
+        assert_eq!(c.class_id("golden_retriever"), Ok(207));
+        assert_eq!(c.class_id("Golden Retriever"), Ok(207));
+        assert_eq!(c.class_id("n00000208"), Ok(208));
+        let err = c.class_id("retriever").unwrap_err();
+        assert!(
+            err.contains("did you mean golden_retriever, Labrador_retriever"),
+            "{err}"
+        );
+        assert!(
+            err.contains("0..300") && !err.contains("class_17,"),
+            "{err}"
+        );
+        let err = c.class_id("goldne_retriever").unwrap_err();
+        assert!(err.contains("did you mean golden_retriever"), "{err}");
+        assert_eq!(err.matches(", ").count(), SUGGESTED_CLASSES - 1, "{err}");
+        // A few classes are all listed.
+        let err = card(vec![2], 10, 10).class_id("12").unwrap_err();
+        assert!(err.contains("0, 1, 2, 3, 4, 5, 6, 7, 8, 9"), "{err}");
     }
 
     #[test]

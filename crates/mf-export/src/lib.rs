@@ -523,10 +523,21 @@ fn card(
     quantization: Option<Quantization>,
 ) -> ModelCard {
     let spec = &net.spec;
-    let data = Dataset::open(&state.config.data).ok();
-    let class_names = data
-        .map(|d| d.class_names())
-        .unwrap_or_else(|| (0..spec.classes).map(|c| c.to_string()).collect());
+    let (class_names, class_folders) = Dataset::class_list(&state.config.data)
+        .ok()
+        .filter(|(names, _)| names.len() == spec.classes)
+        .unwrap_or_else(|| {
+            (
+                (0..spec.classes).map(|c| c.to_string()).collect(),
+                Vec::new(),
+            )
+        });
+    // Folders are worth carrying only where they differ from the names (ImageNet's wnids).
+    let class_folders = if class_folders == class_names {
+        Vec::new()
+    } else {
+        class_folders
+    };
     let o = &state.config.objective;
     ModelCard {
         version: CARD_VERSION,
@@ -542,6 +553,7 @@ fn card(
             "identity (data units)".into()
         },
         class_names,
+        class_folders,
         null_class: spec.null_class(),
         time_convention: "inputs t and r in [0, 1] with t >= r; z_t = (1 - t) x + t eps (t = 1 noise, t = 0 data); \
                           the network sees t and t - r"

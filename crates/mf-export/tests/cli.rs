@@ -21,7 +21,10 @@ fn bad_values_are_named_and_write_nothing() {
         ),
         (export(&["--min-psnr", "inf"]), &["inf is not a PSNR floor"]),
         (export(&["--calib-samples", "0"]), &["'0'", "1..=65536"]),
-        (export(&[]), &["no checkpoint in r", "r/checkpoint/state.json"]),
+        (
+            export(&[]),
+            &["no checkpoint in r", "r/checkpoint/state.json"],
+        ),
     ];
     for (args, expected) in &cases {
         refusal::assert_refused(env!("CARGO_BIN_EXE_mf-export"), args, expected);

@@ -43,10 +43,11 @@ pub(super) fn open(
     }
     Ok(ImageSet {
         pixels,
-        labels,
+        labels: labels.into_iter().map(u16::from).collect(),
         channels: 1,
         size: height,
         class_names,
+        class_folders: Vec::new(),
     })
 }
 

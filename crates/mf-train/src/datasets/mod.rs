@@ -1,6 +1,6 @@
 //! Training data: image sets (MNIST, Fashion-MNIST, a folder per class) and toy 2-D sets.
 //! Pixels map to [-1, 1] as `p / 127.5 − 1`.
-mod folder;
+pub mod folder;
 mod idx;
 mod toy;
 
@@ -29,13 +29,15 @@ pub struct ImageSet {
     /// Pixels, `[n, channels, height, width]`, 0..=255.
     pub pixels: Vec<u8>,
     /// One label per image, each below `class_names.len()`.
-    pub labels: Vec<u8>,
+    pub labels: Vec<u16>,
     /// Channels per image (1 or 3).
     pub channels: usize,
     /// Image height and width.
     pub size: usize,
     /// Class names, indexed by label.
     pub class_names: Vec<String>,
+    /// Where each class's images came from (a folder dataset's class folders; empty otherwise).
+    pub class_folders: Vec<String>,
 }
 
 impl ImageSet {
@@ -99,12 +101,8 @@ impl Dataset {
         }
         let root = config.root.clone().unwrap_or_else(|| default_root(name));
         match name {
-            "mnist" => {
-                let names = (0..10).map(|d| d.to_string()).collect();
-                Ok(Dataset::Images(idx::open(&root, split, names)?))
-            }
-            "fashion-mnist" => {
-                let names = FASHION_CLASSES.iter().map(|s| s.to_string()).collect();
+            "mnist" | "fashion-mnist" => {
+                let (names, _) = Dataset::class_list(config)?;
                 Ok(Dataset::Images(idx::open(&root, split, names)?))
             }
             "folder" => {
@@ -117,6 +115,25 @@ impl Dataset {
             other => bail!(
                 "unknown dataset {other:?}; accepted: mnist, fashion-mnist, folder, checkerboard, moons, gaussians8"
             ),
+        }
+    }
+
+    /// The class names of the dataset a config names, and for a folder dataset its class
+    /// folders, without decoding any image (a model card needs them, not the pixels).
+    pub fn class_list(config: &DataConfig) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+        let name = config.dataset.as_str();
+        match name {
+            "mnist" => Ok(((0..10).map(|d| d.to_string()).collect(), Vec::new())),
+            "fashion-mnist" => Ok((
+                FASHION_CLASSES.iter().map(|s| s.to_string()).collect(),
+                Vec::new(),
+            )),
+            "folder" => {
+                let root = config.root.clone().unwrap_or_else(|| default_root(name));
+                let classes = folder::classes(&root)?;
+                Ok((classes.names, classes.folders))
+            }
+            _ => Ok((Vec::new(), Vec::new())),
         }
     }
 
