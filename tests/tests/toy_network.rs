@@ -49,6 +49,9 @@ impl Toy {
             time_dim: 8,
             time_scale: 1000.0,
             class_dim: 4,
+            heads: 0,
+            patch: 0,
+            mlp_ratio: 0,
             prediction: Prediction::U,
             objective: ObjectiveKind::MeanFlow,
         };

@@ -36,7 +36,7 @@ pub struct DataConfig {
     /// Side of the square images a `folder` dataset is resized to.
     #[serde(default)]
     pub image_size: Option<usize>,
-    /// Channels of a `folder` dataset: 1 (grey) or 3 (RGB).
+    /// Channels of a `folder` dataset: 1 (grey), 3 (RGB) or 4 (RGBA).
     #[serde(default)]
     pub channels: Option<usize>,
 }
@@ -45,11 +45,11 @@ pub struct DataConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// `mlp` or `unet`.
+    /// `mlp`, `unet` or `dit`.
     pub arch: String,
-    /// Hidden width (MLP) or base channels (U-Net).
+    /// Hidden width (MLP), base channels (U-Net) or token width (DiT).
     pub width: usize,
-    /// Hidden layers (MLP) or resolution levels (U-Net).
+    /// Hidden layers (MLP), resolution levels (U-Net) or blocks (DiT).
     pub depth: usize,
     /// Size of each sinusoidal time embedding (of t and of t − r).
     #[serde(default = "default_time_dim")]
@@ -64,6 +64,15 @@ pub struct ModelConfig {
     /// u = (z − x̂) / max(t, 0.05) (pixel-MeanFlow's parametrization).
     #[serde(default = "default_prediction")]
     pub prediction: String,
+    /// Attention heads of a DiT (default 4; the width must be a multiple).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heads: Option<usize>,
+    /// Patch side of a DiT (default 4; the image sides must be multiples).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<usize>,
+    /// MLP width over model width in a DiT block (default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlp_ratio: Option<usize>,
 }
 
 /// The MeanFlow objective as the reference implementations define it; missing keys take the

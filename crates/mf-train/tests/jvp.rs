@@ -162,6 +162,102 @@ fn upsampling_and_per_channel_shift_match_finite_differences() {
     );
 }
 
+#[test]
+fn layer_norm_and_modulation_match_finite_differences() {
+    let dev = device();
+    check_layer(
+        "layer_norm",
+        randn([2, 5, 8], &dev) * 2.0 + 0.5,
+        randn([2, 5, 8], &dev),
+        |x| dual::layer_norm(x, 1e-6),
+    );
+    // Shift and scale come from the same input (its first token), so all three move together.
+    check_layer(
+        "modulate",
+        randn([2, 5, 8], &dev),
+        randn([2, 5, 8], &dev),
+        |x| {
+            let first = x
+                .clone()
+                .map_linear(|v| v.slice([0..2, 0..1, 0..8]).reshape([2, 8]));
+            let shift = first.clone().silu();
+            let scale = first * Dual::primal(Tensor::ones([2, 8], &dev) * 0.7);
+            dual::modulate(x, shift, scale)
+        },
+    );
+}
+
+#[test]
+fn gelu_matches_finite_differences() {
+    let dev = device();
+    check_layer(
+        "gelu_tanh",
+        randn([6, 7], &dev) * 2.5,
+        randn([6, 7], &dev),
+        |x| x.gelu_tanh(),
+    );
+}
+
+#[test]
+fn attention_matches_finite_differences() {
+    let dev = device();
+    // Logits of order one and more, so that the softmax is far from uniform.
+    for heads in [1, 3] {
+        check_layer(
+            &format!("attention, {heads} heads"),
+            randn([2, 5, 3 * 6], &dev) * 1.5,
+            randn([2, 5, 3 * 6], &dev),
+            |qkv| dual::attention(qkv, heads),
+        );
+    }
+}
+
+#[test]
+fn tokens_columns_and_position_embedding_match_finite_differences() {
+    let dev = device();
+    check_layer(
+        "tokens → untokens",
+        randn([2, 12, 2, 3], &dev),
+        randn([2, 12, 2, 3], &dev),
+        |x| {
+            let positions = mf_train::model::dit::position_embedding(12, [2, 3], &dev);
+            let tokens = dual::add_constant(dual::tokens(x), positions, "positions");
+            dual::untokens(tokens.silu(), 3, 2, [2, 3])
+        },
+    );
+    check_layer("columns", randn([3, 9], &dev), randn([3, 9], &dev), |x| {
+        x.columns(2, 4).silu()
+    });
+}
+
+#[test]
+fn untokens_puts_each_patch_where_it_came_from() {
+    // A 2×2-patch image of 2 channels, 4×6 pixels: patchify by hand (row-major patches, pixels
+    // row-major inside, channels last) and check that untokens inverts it exactly.
+    let dev = device();
+    let (c, h, w, p) = (2usize, 4usize, 6usize, 2usize);
+    let image: Vec<f64> = (0..c * h * w).map(|v| v as f64).collect();
+    let mut patches = Vec::new();
+    for gi in 0..h / p {
+        for gj in 0..w / p {
+            for pi in 0..p {
+                for pj in 0..p {
+                    for ch in 0..c {
+                        patches.push(image[ch * h * w + (gi * p + pi) * w + gj * p + pj]);
+                    }
+                }
+            }
+        }
+    }
+    let tokens = Tensor::<1>::from_data(TensorData::new(patches, [c * h * w]), &dev).reshape([
+        1,
+        (h / p) * (w / p),
+        p * p * c,
+    ]);
+    let back = dual::untokens(Dual::primal(tokens), c, p, [h / p, w / p]).value;
+    assert_eq!(values(back), image);
+}
+
 /// Replaces every weight with N(0, 0.5²) so that no layer is trivially zero.
 struct Randomize;
 
@@ -182,29 +278,36 @@ fn small_net_of(
     prediction: Prediction,
     device: &Device,
 ) -> VelocityNet {
-    let unet = arch == Arch::Unet;
+    let dit = arch == Arch::Dit;
     let spec = NetSpec {
         arch,
         sample_shape,
         classes: 3,
-        width: if unet { 8 } else { 16 },
-        depth: if unet { 2 } else { 3 },
+        width: if arch == Arch::Mlp { 16 } else { 8 },
+        depth: if arch == Arch::Mlp { 3 } else { 2 },
         time_dim: 8,
         time_scale: 1000.0,
         class_dim: 4,
+        heads: if dit { 2 } else { 0 },
+        patch: if dit { 2 } else { 0 },
+        mlp_ratio: if dit { 2 } else { 0 },
         prediction,
         objective: mf_train::config::ObjectiveKind::MeanFlow,
     };
     VelocityNet::new(&spec, device).map(&mut Randomize)
 }
 
-/// The architectures the whole-network tests run: an MLP on 6 values and a two-level U-Net on
-/// 2×4×6 images.
+/// The architectures the whole-network tests run: an MLP on 6 values, a two-level U-Net on
+/// 2×4×6 images and a two-block DiT (2 heads, 2×2 patches: 6 tokens) on the same images.
 fn small_nets(prediction: Prediction, device: &Device) -> Vec<(VelocityNet, usize)> {
     vec![
         (small_net(prediction, device), 6),
         (
             small_net_of(Arch::Unet, vec![2, 4, 6], prediction, device),
+            48,
+        ),
+        (
+            small_net_of(Arch::Dit, vec![2, 4, 6], prediction, device),
             48,
         ),
     ]

@@ -17,6 +17,9 @@ use burn::tensor::activation::sigmoid;
 
 use super::trace::{Attr, Node, binary, nary};
 
+mod transformer;
+pub use transformer::{add_constant, attention, layer_norm, modulate, per_token, tokens, untokens};
+
 /// A value with an optional tangent of the same shape.
 #[derive(Debug, Clone)]
 pub struct Dual<const D: usize> {

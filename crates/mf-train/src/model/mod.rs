@@ -1,5 +1,6 @@
 //! Average-velocity networks u_θ(z, r, t | class), conditioned on t and t − r, with a dual
 //! (value, tangent) forward that gives the exact JVP MeanFlow's target needs.
+pub mod dit;
 pub mod dual;
 mod mlp;
 pub mod trace;
@@ -10,6 +11,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ModelConfig, ObjectiveKind};
+pub use dit::Dit;
 pub use dual::{Dual, Labels};
 pub use mlp::Mlp;
 pub use trace::{Tap, Traced, Tracer};
@@ -33,6 +35,8 @@ pub enum Arch {
     Mlp,
     /// [`Unet`] over `[C, H, W]` images.
     Unet,
+    /// [`Dit`] over `[C, H, W]` images.
+    Dit,
 }
 
 impl Arch {
@@ -41,6 +45,7 @@ impl Arch {
         match self {
             Arch::Mlp => "mlp",
             Arch::Unet => "unet",
+            Arch::Dit => "dit",
         }
     }
 }
@@ -71,8 +76,17 @@ pub struct NetSpec {
     pub time_dim: usize,
     /// Multiplier of t (and t − r) in the time embeddings.
     pub time_scale: f64,
-    /// Size of the class embedding.
+    /// Size of the class embedding (the DiT's is its width).
     pub class_dim: usize,
+    /// Attention heads (DiT; 0 otherwise).
+    #[serde(default)]
+    pub heads: usize,
+    /// Patch side (DiT; 0 otherwise).
+    #[serde(default)]
+    pub patch: usize,
+    /// MLP width over model width (DiT; 0 otherwise).
+    #[serde(default)]
+    pub mlp_ratio: usize,
     /// Meaning of the raw output.
     pub prediction: Prediction,
     /// The objective it was trained with, which decides how it is sampled.
@@ -98,7 +112,25 @@ impl NetSpec {
                 check_unet(config, &sample_shape)?;
                 Arch::Unet
             }
-            other => bail!("unknown model.arch {other:?}; accepted: mlp, unet"),
+            "dit" => Arch::Dit,
+            other => bail!("unknown model.arch {other:?}; accepted: mlp, unet, dit"),
+        };
+        let dit = arch == Arch::Dit;
+        let (heads, patch, mlp_ratio) = if dit {
+            let chosen = (
+                config.heads.unwrap_or(4),
+                config.patch.unwrap_or(4),
+                config.mlp_ratio.unwrap_or(4),
+            );
+            check_dit(config, chosen, &sample_shape)?;
+            chosen
+        } else {
+            if config.heads.is_some() || config.patch.is_some() || config.mlp_ratio.is_some() {
+                bail!(
+                    "model.heads, model.patch and model.mlp_ratio are settings of arch = \"dit\""
+                );
+            }
+            (0, 0, 0)
         };
         Ok(NetSpec {
             arch,
@@ -109,6 +141,9 @@ impl NetSpec {
             time_dim: config.time_dim,
             time_scale: config.time_scale,
             class_dim: config.class_dim,
+            heads,
+            patch,
+            mlp_ratio,
             prediction,
             objective,
         })
@@ -157,6 +192,42 @@ fn check_unet(config: &ModelConfig, sample_shape: &[usize]) -> anyhow::Result<()
     Ok(())
 }
 
+/// Checks that a DiT fits the data: images `[C, H, W]` whose sides the patch divides, and a
+/// width that the heads divide and the 2-D position embedding's four parts split.
+fn check_dit(
+    config: &ModelConfig,
+    (heads, patch, mlp_ratio): (usize, usize, usize),
+    sample_shape: &[usize],
+) -> anyhow::Result<()> {
+    let &[_, h, w] = sample_shape else {
+        bail!(
+            "model.arch \"dit\" needs images [C, H, W]; this dataset's samples are {sample_shape:?} (use arch = \"mlp\")"
+        );
+    };
+    if patch == 0 || !h.is_multiple_of(patch) || !w.is_multiple_of(patch) {
+        bail!("model.patch {patch}: a positive divisor of the image sides {h}x{w} is accepted");
+    }
+    if heads == 0 || config.width == 0 || !config.width.is_multiple_of(heads) {
+        bail!(
+            "model.width {} with model.heads {heads}: a positive width that the heads divide is accepted",
+            config.width
+        );
+    }
+    if !config.width.is_multiple_of(4) {
+        bail!(
+            "model.width {} for a dit: a multiple of 4 is accepted (the 2-D position embedding splits it in four)",
+            config.width
+        );
+    }
+    if config.depth == 0 || mlp_ratio == 0 {
+        bail!(
+            "model.depth {} and model.mlp_ratio {mlp_ratio} for a dit: both must be positive",
+            config.depth
+        );
+    }
+    Ok(())
+}
+
 /// An average-velocity network: exactly one of the bodies is present, as `spec.arch` says.
 #[derive(Module, Debug)]
 pub struct VelocityNet {
@@ -164,6 +235,8 @@ pub struct VelocityNet {
     pub body: Option<Mlp>,
     /// The U-Net body.
     pub unet: Option<Unet>,
+    /// The DiT body.
+    pub dit: Option<Dit>,
     /// Its description.
     #[module(skip)]
     pub spec: NetSpec,
@@ -172,10 +245,11 @@ pub struct VelocityNet {
 impl VelocityNet {
     /// A freshly initialized network on `device`.
     pub fn new(spec: &NetSpec, device: &Device) -> Self {
-        let unet = spec.arch == Arch::Unet;
+        let arch = spec.arch;
         VelocityNet {
-            body: (!unet).then(|| Mlp::new(spec, device)),
-            unet: unet.then(|| Unet::new(spec, device)),
+            body: (arch == Arch::Mlp).then(|| Mlp::new(spec, device)),
+            unet: (arch == Arch::Unet).then(|| Unet::new(spec, device)),
+            dit: (arch == Arch::Dit).then(|| Dit::new(spec, device)),
             spec: spec.clone(),
         }
     }
@@ -189,10 +263,11 @@ impl VelocityNet {
     /// [`VelocityNet::forward`] with class indices that may be traced.
     pub fn forward_labels(&self, z: Dual<2>, t: Dual<1>, r: Dual<1>, class: &Labels) -> Dual<2> {
         let h = t.clone() - r;
-        let raw = match (&self.body, &self.unet) {
-            (Some(mlp), _) => mlp.forward(z.clone(), t.clone(), h, class),
-            (None, Some(unet)) => unet.forward(z.clone(), t.clone(), h, class),
-            (None, None) => unreachable!("VelocityNet::new builds one body"),
+        let raw = match (&self.body, &self.unet, &self.dit) {
+            (Some(mlp), _, _) => mlp.forward(z.clone(), t.clone(), h, class),
+            (None, Some(unet), _) => unet.forward(z.clone(), t.clone(), h, class),
+            (None, None, Some(dit)) => dit.forward(z.clone(), t.clone(), h, class),
+            (None, None, None) => unreachable!("VelocityNet::new builds one body"),
         };
         match self.spec.prediction {
             Prediction::U => raw,
@@ -305,6 +380,9 @@ mod tests {
             time_scale: 1000.0,
             class_dim: 8,
             prediction: "x".into(),
+            heads: None,
+            patch: None,
+            mlp_ratio: None,
         }
     }
 
@@ -324,9 +402,56 @@ mod tests {
         let e = spec_error(&unet(16, 0), vec![1, 28, 28]);
         assert!(e.contains("1 to 4 levels"), "{e}");
         let mut odd = unet(16, 2);
-        odd.arch = "dit".into();
+        odd.arch = "vit".into();
         let e = spec_error(&odd, vec![1, 28, 28]);
-        assert!(e.contains("accepted: mlp, unet"), "{e}");
+        assert!(e.contains("accepted: mlp, unet, dit"), "{e}");
+        odd.patch = Some(2);
+        odd.arch = "unet".into();
+        let e = spec_error(&odd, vec![1, 28, 28]);
+        assert!(e.contains("settings of arch = \"dit\""), "{e}");
+    }
+
+    fn dit(width: usize, heads: usize, patch: usize) -> ModelConfig {
+        ModelConfig {
+            arch: "dit".into(),
+            depth: 2,
+            heads: Some(heads),
+            patch: Some(patch),
+            ..unet(width, 2)
+        }
+    }
+
+    #[test]
+    fn dit_specs_that_cannot_run_are_clear_errors() {
+        let e = spec_error(&dit(16, 4, 4), vec![2]);
+        assert!(e.contains("needs images [C, H, W]"), "{e}");
+        let e = spec_error(&dit(16, 4, 5), vec![1, 28, 28]);
+        assert!(e.contains("model.patch 5"), "{e}");
+        let e = spec_error(&dit(18, 4, 4), vec![1, 28, 28]);
+        assert!(e.contains("heads divide"), "{e}");
+        let e = spec_error(&dit(18, 3, 4), vec![1, 28, 28]);
+        assert!(e.contains("multiple of 4"), "{e}");
+    }
+
+    #[test]
+    fn dits_run_on_28_and_32_pixel_images() {
+        let device = Device::flex();
+        for (shape, patch) in [(vec![1, 28, 28], 7), (vec![3, 32, 32], 4)] {
+            let spec = NetSpec::new(
+                &dit(16, 2, patch),
+                ObjectiveKind::MeanFlow,
+                shape.clone(),
+                10,
+            )
+            .unwrap();
+            let net = VelocityNet::new(&spec, &device);
+            let dims: usize = shape.iter().product();
+            let z = Tensor::<2>::zeros([2, dims], &device);
+            let t = Tensor::<1>::ones([2], &device);
+            let r = Tensor::<1>::zeros([2], &device);
+            let class = Tensor::<1, Int>::from_data(TensorData::from([3i64, 10]), &device);
+            assert_eq!(net.u(z, t, r, class).dims(), [2, dims]);
+        }
     }
 
     #[test]

@@ -1,0 +1,161 @@
+//! The DiT end to end through the one export path every network takes (no DiT-specific export
+//! code): a short mf-train run, exported in fp32, fp16 and int8 (each checked against mf-train's
+//! forward inside the exporter), run in tract and ONNX Runtime through mf-edge and sampled in
+//! one step; the native engine refuses it by name.
+mod common;
+
+use std::collections::BTreeSet;
+
+use mf_edge::backends::{self, BackendKind, BackendOptions, Batch};
+use mf_edge::model::Model;
+use mf_export::{Target, export};
+use prost::Message;
+use tract_onnx::pb;
+
+/// Two adaLN-Zero blocks of width 16 with 2 heads on 7×7 patches of MNIST (16 tokens).
+const CONFIG: &str = r#"
+[data]
+dataset = "mnist"
+[model]
+arch = "dit"
+width = 16
+depth = 2
+heads = 2
+patch = 7
+mlp_ratio = 2
+time_dim = 16
+prediction = "x"
+[objective]
+omega = 1.5
+[optim]
+lr = 3e-3
+ema_decay = 0.0
+[train]
+steps = 30
+batch = 8
+seed = 5
+"#;
+
+fn max_rel(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+fn graph(path: &std::path::Path) -> pb::GraphProto {
+    let proto = pb::ModelProto::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
+    proto.graph.unwrap()
+}
+
+#[test]
+fn a_trained_dit_exports_runs_in_tract_and_onnx_runtime_and_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    assert!(common::train(CONFIG, &run).is_finite());
+
+    let (fp32, fp16) = (dir.path().join("d32.onnx"), dir.path().join("d16.onnx"));
+    let int8 = dir.path().join("d8.onnx");
+    let r32 = export(&common::options(&run, Target::Fp32, &fp32)).unwrap();
+    let r16 = export(&common::options(&run, Target::Fp16, &fp16)).unwrap();
+    let r8 = export(&common::options(&run, Target::Int8, &int8)).unwrap();
+    assert!(r32.max_relative_error <= 1e-5, "{}", r32.max_relative_error);
+    assert!(r16.max_relative_error <= 1e-2, "{}", r16.max_relative_error);
+    let psnr = r8.card.unwrap().quantization.unwrap().psnr_db.unwrap();
+    assert!(psnr >= 20.0, "int8 DiT one-step PSNR {psnr} dB");
+
+    // The transformer's ops are in the graph.
+    let g32 = graph(&fp32);
+    let ops: BTreeSet<_> = g32.node.iter().map(|n| n.op_type.as_str()).collect();
+    for op in [
+        "Conv",
+        "LayerNormalization",
+        "Softmax",
+        "Tanh",
+        "Transpose",
+        "Slice",
+        "Gather",
+    ] {
+        assert!(ops.contains(op), "no {op} in {ops:?}");
+    }
+    // int8: QDQ on every MatMul with a weight; attention's two MatMuls of activations stay
+    // float (Q·Kᵀ and P·V: two per block).
+    let q = graph(&int8);
+    let producer = |name: &str| {
+        q.node
+            .iter()
+            .find(|n| n.output.iter().any(|o| o == name))
+            .map(|n| n.op_type.as_str())
+    };
+    let weights: BTreeSet<_> = q.initializer.iter().map(|t| t.name.as_str()).collect();
+    let (mut quantized, mut float) = (0, 0);
+    for node in q
+        .node
+        .iter()
+        .filter(|n| n.op_type == "MatMul" || n.op_type == "Conv")
+    {
+        match producer(&node.input[1]) {
+            Some("DequantizeLinear") => {
+                assert_eq!(
+                    producer(&node.input[0]),
+                    Some("DequantizeLinear"),
+                    "{}",
+                    node.name
+                );
+                quantized += 1;
+            }
+            _ => {
+                assert!(!weights.contains(node.input[1].as_str()), "{}", node.name);
+                float += 1;
+            }
+        }
+    }
+    // Per block: qkv, proj, fc1, fc2, modulation; plus patch conv, 2 × 2 embedder layers and
+    // the final modulation and linear.
+    assert_eq!(quantized, 2 * 5 + 1 + 4 + 2);
+    assert_eq!(float, 2 * 2);
+
+    let opts = BackendOptions {
+        ort_lib: Some(common::ort_library()),
+        ..Default::default()
+    };
+    for (path, tol) in [(&fp32, 1e-4), (&fp16, 1e-4), (&int8, 5e-3)] {
+        let model = Model::open(path).unwrap();
+        assert_eq!(model.card.architecture, "dit");
+        let n = 5;
+        let mut z = vec![0f32; n * model.card.dims()];
+        mf_core::noise::Noise::new(9).fill(&mut z);
+        let batch = Batch {
+            z,
+            sample_shape: model.card.sample_shape.clone(),
+            t: vec![1.0, 0.5, 0.8, 0.3, 1.0],
+            r: vec![0.0, 0.0, 0.1, 0.3, 0.5],
+            class: vec![0, 3, 7, 10, 9],
+        };
+        let tract = backends::open(BackendKind::Tract, &model, &opts)
+            .unwrap()
+            .run(&batch)
+            .unwrap();
+        let ort = backends::open(BackendKind::Ort, &model, &opts)
+            .unwrap()
+            .run(&batch)
+            .unwrap();
+        let err = max_rel(&ort, &tract);
+        assert!(err <= tol, "{}: ORT vs tract {err:e}", path.display());
+        // The network left its initialisation: x̂ = z − t·u is not the zero image that the
+        // zero-initialised output layer gives.
+        let xhat: Vec<f32> = (0..batch.len() * 784)
+            .map(|i| batch.z[i] - batch.t[i / 784] * tract[i])
+            .collect();
+        let rms = (xhat.iter().map(|v| v * v).sum::<f32>() / xhat.len() as f32).sqrt();
+        assert!(rms > 0.05, "{}: x̂ RMS {rms}", path.display());
+
+        let mut backend = backends::open(BackendKind::Ort, &model, &opts).unwrap();
+        let images =
+            mf_edge::sampler::generate(backend.as_mut(), &model.card, Some(4), 3, 1, 1).unwrap();
+        assert_eq!(images.len(), 3 * 784);
+        assert!(images.iter().all(|v| v.is_finite()));
+
+        let native = backends::open(BackendKind::Native, &model, &opts).map(|_| ());
+        let err = format!("{:#}", native.unwrap_err());
+        assert!(err.contains("--backend tract"), "{err}");
+    }
+}
