@@ -47,6 +47,9 @@ pub struct BenchRow {
     pub samples_per_s: f64,
     /// This row's step time over flow matching's.
     pub step_ratio_to_flow_matching: f64,
+    /// The process's peak resident memory while this objective trained, MiB (the dataset and
+    /// the program included; host memory only on a GPU device; `None` off Linux).
+    pub peak_rss_mib: Option<f64>,
 }
 
 /// Times `steps` training steps per objective after `warmup` untimed ones. Every step reads
@@ -90,6 +93,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<Vec<BenchRow>> {
         let mut rng = Rng::seed_from_u64(config.train.seed);
         let batch = config.train.batch;
         let null = spec.null_class();
+        reset_peak_rss();
         let mut started = Instant::now();
         for i in 0..opts.warmup + opts.steps {
             if i == opts.warmup {
@@ -114,7 +118,22 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<Vec<BenchRow>> {
             ms_per_step,
             samples_per_s: (opts.steps as usize * batch) as f64 / seconds,
             step_ratio_to_flow_matching: ms_per_step / reference,
+            peak_rss_mib: peak_rss_mib(),
         });
     }
     Ok(rows)
+}
+
+/// Starts a new peak of resident memory (Linux: `5` into `/proc/self/clear_refs`; elsewhere,
+/// or where it is not allowed, the peak stays the process's).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Peak resident memory since [`reset_peak_rss`], MiB (`VmHWM` of `/proc/self/status`).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }

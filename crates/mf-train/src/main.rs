@@ -240,16 +240,22 @@ fn run() -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!("objective        omega  batch  ms/step  samples/s  × flow matching");
+                println!(
+                    "objective        omega  batch  ms/step  samples/s  × flow matching  peak RSS MiB"
+                );
                 for r in &rows {
+                    let rss = r
+                        .peak_rss_mib
+                        .map_or("-".to_string(), |m| format!("{m:.0}"));
                     println!(
-                        "{:<16} {:>5.2} {:>6} {:>8.2} {:>10.0} {:>16.3}",
+                        "{:<16} {:>5.2} {:>6} {:>8.2} {:>10.0} {:>16.3} {:>13}",
                         r.objective,
                         r.omega,
                         r.batch,
                         r.ms_per_step,
                         r.samples_per_s,
-                        r.step_ratio_to_flow_matching
+                        r.step_ratio_to_flow_matching,
+                        rss
                     );
                 }
             }

@@ -197,6 +197,9 @@ fn bench_times_each_objective_on_the_same_batch() {
                 r["samples_per_s"].as_f64().unwrap(),
             );
             assert!(ms > 0.0 && (per_s * ms / 1e3 - 24.0).abs() < 1e-6, "{r}");
+            // Linux reports the peak resident memory: at least the program itself.
+            let rss = r["peak_rss_mib"].as_f64().unwrap();
+            assert!(rss > 1.0, "{r}");
             let ratio = r["step_ratio_to_flow_matching"].as_f64().unwrap();
             assert!(
                 (ratio - ms / rows[0]["ms_per_step"].as_f64().unwrap()).abs() < 1e-9,
