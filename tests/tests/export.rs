@@ -174,7 +174,8 @@ fn bad_runs_are_clear_errors_and_write_nothing() {
     .unwrap();
     let err = export(&common::options(&copy, Target::Fp32, &out)).unwrap_err();
     assert!(
-        format!("{err:#}").contains("unknown variant `transformer`, expected `mlp` or `unet`"),
+        format!("{err:#}")
+            .contains("unknown variant `transformer`, expected one of `mlp`, `unet`, `dit`"),
         "{err:#}"
     );
 

@@ -311,7 +311,18 @@ fn save_checkpoint(
     checkpoint::save(out, model, ema, &bytes, &snapshot)
 }
 
-/// A sample grid (images: one row per class) or scatter plot (toy data) from the EMA weights.
+/// The most rows of a sample grid: a model of more classes shows this many, evenly spread.
+const GRID_CLASSES: usize = 16;
+
+/// The classes a sample grid shows: all of them, or [`GRID_CLASSES`] evenly spread over many.
+fn grid_classes(classes: usize) -> Vec<usize> {
+    let classes = classes.max(1);
+    let rows = classes.min(GRID_CLASSES);
+    (0..rows).map(|i| i * classes / rows).collect()
+}
+
+/// A sample grid (images: one row per class, at most [`GRID_CLASSES`]) or scatter plot (toy
+/// data) from the EMA weights.
 pub fn write_samples(ema: &VelocityNet, path: &Path) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -319,7 +330,7 @@ pub fn write_samples(ema: &VelocityNet, path: &Path) -> anyhow::Result<()> {
     let device = ema.device();
     let spec = &ema.spec;
     if spec.sample_shape.len() == 3 {
-        let classes: Vec<usize> = (0..spec.classes.max(1)).collect();
+        let classes = grid_classes(spec.classes);
         let x = sample::sample_grid(ema, &classes, 10, 1, 0, &device);
         plot::image_grid(path, &x, &spec.sample_shape, 10, 2)
     } else {
@@ -388,4 +399,16 @@ fn progress(show: bool, steps: u64, at: u64) -> ProgressBar {
     );
     bar.set_position(at);
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_grid_shows_every_class_or_sixteen_spread_over_many() {
+        assert_eq!(super::grid_classes(10), (0..10).collect::<Vec<_>>());
+        assert_eq!(super::grid_classes(0), vec![0]);
+        let many = super::grid_classes(1000);
+        assert_eq!(many.len(), 16);
+        assert_eq!((many[0], many[1], many[15]), (0, 62, 937));
+    }
 }
