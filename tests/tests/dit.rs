@@ -6,8 +6,6 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use mf_edge::backends::{self, BackendKind, BackendOptions, Batch};
-use mf_edge::model::Model;
 use mf_export::{Target, export};
 use prost::Message;
 use tract_onnx::pb;
@@ -35,11 +33,6 @@ steps = 30
 batch = 8
 seed = 5
 "#;
-
-fn max_rel(a: &[f32], b: &[f32]) -> f32 {
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
-}
 
 fn graph(path: &std::path::Path) -> pb::GraphProto {
     let proto = pb::ModelProto::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
@@ -113,49 +106,9 @@ fn a_trained_dit_exports_runs_in_tract_and_onnx_runtime_and_samples() {
     assert_eq!(quantized, 2 * 5 + 1 + 4 + 2);
     assert_eq!(float, 2 * 2);
 
-    let opts = BackendOptions {
-        ort_lib: Some(common::ort_library()),
-        ..Default::default()
-    };
+    // int8: an activation on a rounding boundary may take the neighbouring code in one runtime
+    // (float sums in another order), which moves the output by a step of that layer's scale.
     for (path, tol) in [(&fp32, 1e-4), (&fp16, 1e-4), (&int8, 5e-3)] {
-        let model = Model::open(path).unwrap();
-        assert_eq!(model.card.architecture, "dit");
-        let n = 5;
-        let mut z = vec![0f32; n * model.card.dims()];
-        mf_core::noise::Noise::new(9).fill(&mut z);
-        let batch = Batch {
-            z,
-            sample_shape: model.card.sample_shape.clone(),
-            t: vec![1.0, 0.5, 0.8, 0.3, 1.0],
-            r: vec![0.0, 0.0, 0.1, 0.3, 0.5],
-            class: vec![0, 3, 7, 10, 9],
-        };
-        let tract = backends::open(BackendKind::Tract, &model, &opts)
-            .unwrap()
-            .run(&batch)
-            .unwrap();
-        let ort = backends::open(BackendKind::Ort, &model, &opts)
-            .unwrap()
-            .run(&batch)
-            .unwrap();
-        let err = max_rel(&ort, &tract);
-        assert!(err <= tol, "{}: ORT vs tract {err:e}", path.display());
-        // The network left its initialisation: x̂ = z − t·u is not the zero image that the
-        // zero-initialised output layer gives.
-        let xhat: Vec<f32> = (0..batch.len() * 784)
-            .map(|i| batch.z[i] - batch.t[i / 784] * tract[i])
-            .collect();
-        let rms = (xhat.iter().map(|v| v * v).sum::<f32>() / xhat.len() as f32).sqrt();
-        assert!(rms > 0.05, "{}: x̂ RMS {rms}", path.display());
-
-        let mut backend = backends::open(BackendKind::Ort, &model, &opts).unwrap();
-        let images =
-            mf_edge::sampler::generate(backend.as_mut(), &model.card, Some(4), 3, 1, 1).unwrap();
-        assert_eq!(images.len(), 3 * 784);
-        assert!(images.iter().all(|v| v.is_finite()));
-
-        let native = backends::open(BackendKind::Native, &model, &opts).map(|_| ());
-        let err = format!("{:#}", native.unwrap_err());
-        assert!(err.contains("--backend tract"), "{err}");
+        common::check_image_network(path, tol, "dit", "");
     }
 }

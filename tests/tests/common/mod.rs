@@ -115,3 +115,61 @@ pub fn ort_library() -> PathBuf {
                 .unwrap_or_else(|| panic!("no ONNX Runtime library: run tools/fetch-onnxruntime"))
         })
 }
+
+/// Checks an exported MNIST-shaped image network (a U-Net, a DiT) as mf-edge runs it: tract
+/// and ONNX Runtime agree within `tol` (relative) on a batch of mixed (t, r) and classes, the
+/// network left its zero-initialised output (x̂ = z − t·u is not the zero image), one-step
+/// samples are finite, and the native engine refuses it with an error containing `refusal`.
+pub fn check_image_network(path: &Path, tol: f32, arch: &str, refusal: &str) {
+    use mf_edge::backends::{self, BackendKind, BackendOptions, Batch};
+    use mf_edge::model::Model;
+    let opts = BackendOptions {
+        ort_lib: Some(ort_library()),
+        ..Default::default()
+    };
+    let model = Model::open(path).unwrap();
+    assert_eq!(model.card.architecture, arch);
+    let n = 5;
+    let mut z = vec![0f32; n * model.card.dims()];
+    mf_core::noise::Noise::new(9).fill(&mut z);
+    let batch = Batch {
+        z,
+        sample_shape: model.card.sample_shape.clone(),
+        t: vec![1.0, 0.5, 0.8, 0.3, 1.0],
+        r: vec![0.0, 0.0, 0.1, 0.3, 0.5],
+        class: vec![0, 3, 7, 10, 9],
+    };
+    let run = |kind| {
+        backends::open(kind, &model, &opts)
+            .unwrap()
+            .run(&batch)
+            .unwrap()
+    };
+    let (tract, ort) = (run(BackendKind::Tract), run(BackendKind::Ort));
+    let scale = tract.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+    let err = ort
+        .iter()
+        .zip(&tract)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+        / scale;
+    assert!(err <= tol, "{}: ORT vs tract {err:e}", path.display());
+    let dims = model.card.dims();
+    let xhat: Vec<f32> = (0..n * dims)
+        .map(|i| batch.z[i] - batch.t[i / dims] * tract[i])
+        .collect();
+    let rms = (xhat.iter().map(|v| v * v).sum::<f32>() / xhat.len() as f32).sqrt();
+    assert!(rms > 0.05, "{}: x̂ RMS {rms}", path.display());
+
+    let mut backend = backends::open(BackendKind::Ort, &model, &opts).unwrap();
+    let images =
+        mf_edge::sampler::generate(backend.as_mut(), &model.card, Some(4), 3, 1, 1).unwrap();
+    assert_eq!(images.len(), 3 * dims);
+    assert!(images.iter().all(|v| v.is_finite()));
+
+    let native = backends::open(BackendKind::Native, &model, &opts).map(|_| ());
+    let err = format!("{:#}", native.unwrap_err());
+    assert!(
+        err.contains(refusal) && err.contains("--backend tract"),
+        "{err}"
+    );
+}
