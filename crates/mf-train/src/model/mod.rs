@@ -434,39 +434,23 @@ mod tests {
     }
 
     #[test]
-    fn dits_run_on_28_and_32_pixel_images() {
+    fn unets_and_dits_run_on_28_and_32_pixel_images() {
         let device = Device::flex();
-        for (shape, patch) in [(vec![1, 28, 28], 7), (vec![3, 32, 32], 4)] {
-            let spec = NetSpec::new(
-                &dit(16, 2, patch),
-                ObjectiveKind::MeanFlow,
-                shape.clone(),
-                10,
-            )
-            .unwrap();
+        let cases = [
+            (unet(8, 3), vec![1, 28, 28]),
+            (unet(8, 4), vec![3, 32, 32]),
+            (dit(16, 2, 7), vec![1, 28, 28]),
+            (dit(16, 2, 4), vec![3, 32, 32]),
+        ];
+        for (config, shape) in cases {
+            let spec = NetSpec::new(&config, ObjectiveKind::MeanFlow, shape.clone(), 10).unwrap();
             let net = VelocityNet::new(&spec, &device);
             let dims: usize = shape.iter().product();
             let z = Tensor::<2>::zeros([2, dims], &device);
             let t = Tensor::<1>::ones([2], &device);
             let r = Tensor::<1>::zeros([2], &device);
             let class = Tensor::<1, Int>::from_data(TensorData::from([3i64, 10]), &device);
-            assert_eq!(net.u(z, t, r, class).dims(), [2, dims]);
-        }
-    }
-
-    #[test]
-    fn unets_run_on_28_and_32_pixel_images() {
-        let device = Device::flex();
-        for (shape, depth) in [(vec![1, 28, 28], 3), (vec![3, 32, 32], 4)] {
-            let spec =
-                NetSpec::new(&unet(8, depth), ObjectiveKind::MeanFlow, shape.clone(), 10).unwrap();
-            let net = VelocityNet::new(&spec, &device);
-            let dims: usize = shape.iter().product();
-            let z = Tensor::<2>::zeros([2, dims], &device);
-            let t = Tensor::<1>::ones([2], &device);
-            let r = Tensor::<1>::zeros([2], &device);
-            let class = Tensor::<1, Int>::from_data(TensorData::from([3i64, 10]), &device);
-            assert_eq!(net.u(z, t, r, class).dims(), [2, dims]);
+            assert_eq!(net.u(z, t, r, class).dims(), [2, dims], "{}", config.arch);
         }
     }
 }
