@@ -12,11 +12,11 @@ pub const MAX_GRID_PIXELS: u64 = 1 << 26;
 
 /// The width and height in pixels of a grid of `n` samples of `shape` in `cols` columns at
 /// `zoom`, or an error naming the size when it is not drawable: a shape that is not `[C, H, W]`
-/// with C = 1 or 3, a zoom of 0, or more than [`MAX_GRID_PIXELS`].
+/// with C = 1, 3 or 4, a zoom of 0, or more than [`MAX_GRID_PIXELS`].
 pub fn grid_size(n: usize, shape: &[usize], cols: usize, zoom: u32) -> anyhow::Result<(u32, u32)> {
     ensure!(
-        shape.len() == 3 && (shape[0] == 1 || shape[0] == 3) && shape[1] > 0 && shape[2] > 0,
-        "images of shape {shape:?} cannot be drawn ([1 or 3, H, W] can)"
+        shape.len() == 3 && matches!(shape[0], 1 | 3 | 4) && shape[1] > 0 && shape[2] > 0,
+        "images of shape {shape:?} cannot be drawn ([1, 3 or 4, H, W] can)"
     );
     ensure!(
         zoom > 0,
@@ -40,8 +40,9 @@ pub fn grid_size(n: usize, shape: &[usize], cols: usize, zoom: u32) -> anyhow::R
     }
 }
 
-/// Renders `[n, C, H, W]` model values (C = 1 or 3) as an RGB image of `cols` columns, each
-/// sample scaled by `zoom`, with a 1-pixel border (at most [`MAX_GRID_PIXELS`]).
+/// Renders `[n, C, H, W]` model values as an RGB image of `cols` columns, each sample scaled by
+/// `zoom`, with a 1-pixel border (at most [`MAX_GRID_PIXELS`]). C = 1 is grey, C = 3 RGB; of
+/// C = 4 (RGBA, or a 4-channel latent) the first three channels are drawn.
 pub fn grid(samples: &[f32], shape: &[usize], cols: usize, zoom: u32) -> anyhow::Result<RgbImage> {
     let per: usize = shape.iter().product();
     ensure!(
@@ -88,4 +89,21 @@ pub fn save_png(img: &RgbImage, path: &Path) -> anyhow::Result<()> {
     img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
         .with_context(|| format!("cannot encode {}", path.display()))?;
     crate::atomic::write(path, &png)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn four_channels_draw_their_first_three_and_two_are_refused() {
+        // One 1×2 sample, channels R = -1, G = 0, B = 1, fourth = 1 (not drawn).
+        let sample = [-1.0, -1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0];
+        let img = grid(&sample, &[4, 1, 2], 1, 1).unwrap();
+        assert_eq!((img.width(), img.height()), (4, 3));
+        let Rgb([r, g, b]) = *img.get_pixel(1, 1);
+        assert_eq!((r, g, b), (0, to_pixel(0.0), 255));
+        let err = grid(&sample, &[2, 2, 2], 1, 1).unwrap_err();
+        assert!(format!("{err}").contains("[1, 3 or 4, H, W]"), "{err}");
+    }
 }
