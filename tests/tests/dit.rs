@@ -6,7 +6,6 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use mf_export::{Target, export};
 use prost::Message;
 use tract_onnx::pb;
 
@@ -45,15 +44,7 @@ fn a_trained_dit_exports_runs_in_tract_and_onnx_runtime_and_samples() {
     let run = dir.path().join("run");
     assert!(common::train(CONFIG, &run).is_finite());
 
-    let (fp32, fp16) = (dir.path().join("d32.onnx"), dir.path().join("d16.onnx"));
-    let int8 = dir.path().join("d8.onnx");
-    let r32 = export(&common::options(&run, Target::Fp32, &fp32)).unwrap();
-    let r16 = export(&common::options(&run, Target::Fp16, &fp16)).unwrap();
-    let r8 = export(&common::options(&run, Target::Int8, &int8)).unwrap();
-    assert!(r32.max_relative_error <= 1e-5, "{}", r32.max_relative_error);
-    assert!(r16.max_relative_error <= 1e-2, "{}", r16.max_relative_error);
-    let psnr = r8.card.unwrap().quantization.unwrap().psnr_db.unwrap();
-    assert!(psnr >= 20.0, "int8 DiT one-step PSNR {psnr} dB");
+    let [fp32, fp16, int8] = common::export_three(&run, dir.path(), "dit");
 
     // The transformer's ops are in the graph.
     let g32 = graph(&fp32);

@@ -37,16 +37,7 @@ fn a_trained_unet_exports_runs_in_tract_and_onnx_runtime_and_samples() {
     let run = dir.path().join("run");
     assert!(common::train(CONFIG, &run).is_finite());
 
-    let (fp32, fp16) = (dir.path().join("u32.onnx"), dir.path().join("u16.onnx"));
-    let int8 = dir.path().join("u8.onnx");
-    let r32 = export(&common::options(&run, Target::Fp32, &fp32)).unwrap();
-    let r16 = export(&common::options(&run, Target::Fp16, &fp16)).unwrap();
-    let r8 = export(&common::options(&run, Target::Int8, &int8)).unwrap();
-    assert!(r32.max_relative_error <= 1e-5, "{}", r32.max_relative_error);
-    assert!(r16.max_relative_error <= 1e-2, "{}", r16.max_relative_error);
-    // The options' floor is 20 dB: the export held it, and the card says what it measured.
-    let psnr = r8.card.unwrap().quantization.unwrap().psnr_db.unwrap();
-    assert!(psnr >= 20.0, "int8 U-Net one-step PSNR {psnr} dB");
+    let [fp32, fp16, int8] = common::export_three(&run, dir.path(), "unet");
     // QDQ around every Conv and MatMul with constant weights.
     let q = pb::ModelProto::decode(std::fs::read(&int8).unwrap().as_slice()).unwrap();
     let q = q.graph.unwrap();

@@ -173,3 +173,19 @@ pub fn check_image_network(path: &Path, tol: f32, arch: &str, refusal: &str) {
         "{err}"
     );
 }
+
+/// A run's fp32, fp16 and int8 exports into `dir` (named `<stem>-fp32.onnx`, …), each held to
+/// the floors every test expects: fp32 within 1e-5 of mf-train's forward, fp16 within 1e-2,
+/// int8 one-step PSNR at least 20 dB. Returns the three paths.
+pub fn export_three(run: &Path, dir: &Path, stem: &str) -> [PathBuf; 3] {
+    let path = |p: &str| dir.join(format!("{stem}-{p}.onnx"));
+    let paths = [path("fp32"), path("fp16"), path("int8")];
+    let r32 = export(&options(run, Target::Fp32, &paths[0])).unwrap();
+    let r16 = export(&options(run, Target::Fp16, &paths[1])).unwrap();
+    let r8 = export(&options(run, Target::Int8, &paths[2])).unwrap();
+    assert!(r32.max_relative_error <= 1e-5, "{}", r32.max_relative_error);
+    assert!(r16.max_relative_error <= 1e-2, "{}", r16.max_relative_error);
+    let psnr = r8.card.unwrap().quantization.unwrap().psnr_db.unwrap();
+    assert!(psnr >= 20.0, "{stem}: int8 one-step PSNR {psnr} dB");
+    paths
+}
