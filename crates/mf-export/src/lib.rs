@@ -78,6 +78,9 @@ pub const MIN_PSNR_DB: f64 = 25.0;
 /// The PSNR above which `--float-layers auto` keeps every layer in int8, in dB.
 const AUTO_PSNR_DB: f64 = 30.0;
 
+/// One-step samples behind the int8 PSNR (each layer alone is measured on an eighth of them).
+const PSNR_SAMPLES: usize = 160;
+
 /// What to export and how.
 #[derive(Debug, Clone)]
 pub struct ExportOptions {
@@ -163,6 +166,8 @@ pub struct Lowered {
     pub max_relative_error: f64,
     /// int8 only: the quantization the card records.
     pub quantization: Option<Quantization>,
+    /// fp16 only: the layers whose weights stayed float32 (float16 cannot hold them), and why.
+    pub fp32_weights: Vec<String>,
     /// What was measured, for the report.
     pub lines: Vec<String>,
 }
@@ -179,11 +184,15 @@ pub fn lower(
     let (traced, reference) = net.trace_batch(&check, false)?;
     let float = traced.model;
     let mut lines = Vec::new();
+    let mut fp32_weights = Vec::new();
     let (model, quantization) = match target {
         Target::Fp32 => (float.clone(), None),
         Target::Fp16 => {
             let mut m = float.clone();
-            passes::fp16(&mut m, None);
+            fp32_weights = passes::fp16(&mut m, None);
+            for layer in &fp32_weights {
+                lines.push(format!("weights kept float32: {layer}"));
+            }
             (m, None)
         }
         Target::Int8 | Target::Compact => {
@@ -223,6 +232,7 @@ pub fn lower(
         model,
         max_relative_error: err,
         quantization,
+        fp32_weights,
         lines,
     })
 }
@@ -289,13 +299,13 @@ fn int8_plan(
         passes::int8(&mut m, &chosen)?;
         Ok(m)
     };
-    let noise = noise_batch(net.spec(), 16);
+    let noise = noise_batch(net.spec(), PSNR_SAMPLES);
     let reference = one_step(&float.encode_to_vec(), &noise)?;
     let measure = |m: &onnx::ModelProto| -> anyhow::Result<f64> {
         Ok(psnr(&one_step(&m.encode_to_vec(), &noise)?, &reference))
     };
     // What each layer costs alone, on fewer samples.
-    let few = noise_batch(net.spec(), 2);
+    let few = noise_batch(net.spec(), PSNR_SAMPLES / 8);
     let few_reference = one_step(&float.encode_to_vec(), &few)?;
     let names: HashSet<String> = layers.iter().map(|l| l.name.clone()).collect();
     let mut alone = Vec::new();
@@ -444,6 +454,13 @@ pub fn export(opts: &ExportOptions) -> anyhow::Result<ExportReport> {
         Target::Compact => "int8 (compact)",
     };
     let mut card = card(&net, &state, precision, lowered.quantization.take());
+    if !lowered.fp32_weights.is_empty() {
+        card.io = format!(
+            "{}; except the weights of {}, kept float32",
+            card.io,
+            lowered.fp32_weights.join(", ")
+        );
+    }
     card.check_relative_error = Some(lowered.max_relative_error);
     let bytes = if opts.target == Target::Compact {
         let euler = net.spec.objective == ObjectiveKind::FlowMatching;
@@ -596,16 +613,17 @@ fn check_batch(spec: &NetSpec) -> Batch {
     }
 }
 
-/// Noise at t = 1, r = 0 for `per_class` one-step samples of every class.
-fn noise_batch(spec: &NetSpec, per_class: usize) -> Batch {
-    let classes = spec.classes.max(1);
-    let n = per_class * classes;
+/// Noise at t = 1, r = 0 for `n` one-step samples, their classes spread evenly over the
+/// model's (consecutive runs of `n / classes` per class when `n` is a multiple of them): a fixed
+/// size whatever the class count, so a 1,000-class model is checked on as many samples as
+/// MNIST.
+fn noise_batch(spec: &NetSpec, n: usize) -> Batch {
     let mut z = vec![0f32; n * spec.dims()];
     Noise::new(0x5A3D).fill(&mut z);
     let class = if spec.classes == 0 {
         vec![spec.null_class() as i64; n]
     } else {
-        (0..n).map(|i| (i / per_class) as i64).collect()
+        (0..n).map(|i| (i * spec.classes / n) as i64).collect()
     };
     Batch {
         sample_shape: spec.sample_shape.clone(),

@@ -55,15 +55,24 @@ pub fn layers(model: &onnx::ModelProto) -> Vec<Layer> {
         .collect()
 }
 
+/// The largest float16 round-trip error of a layer's weights, relative to its largest
+/// weight, that the fp16 pass accepts (float16 keeps 11 significant bits: 4.9e-4 for values in
+/// its normal range).
+pub const FP16_WEIGHT_TOLERANCE: f64 = 1e-3;
+
 /// Stores the weights of `only` (every layer when `None`) as float16, each cast back to
-/// float32 in the graph: half the bytes, float32 arithmetic on every runtime.
-pub fn fp16(model: &mut onnx::ModelProto, only: Option<&HashSet<String>>) {
+/// float32 in the graph: half the bytes, float32 arithmetic on every runtime. A layer whose
+/// weights float16 cannot hold (beyond its range, or so small that they flush towards zero:
+/// round-trip error above [`FP16_WEIGHT_TOLERANCE`] of the largest weight) keeps float32
+/// weights; the returned list names each such layer and why.
+pub fn fp16(model: &mut onnx::ModelProto, only: Option<&HashSet<String>>) -> Vec<String> {
     let chosen: Vec<Layer> = layers(model)
         .into_iter()
         .filter(|l| only.is_none_or(|set| set.contains(&l.name)))
         .collect();
     let graph = model.graph.as_mut().expect("a traced model has a graph");
     let mut casts = Vec::new();
+    let mut kept = Vec::new();
     for layer in chosen {
         let Some(t) = graph
             .initializer
@@ -72,13 +81,26 @@ pub fn fp16(model: &mut onnx::ModelProto, only: Option<&HashSet<String>>) {
         else {
             continue;
         };
-        let halves: Vec<u8> = f32s(t)
+        let weights = f32s(t);
+        let halves: Vec<f16> = weights.iter().map(|&v| f16::from_f32(v)).collect();
+        let largest = weights.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
+        let error = weights
             .iter()
-            .flat_map(|&v| f16::from_f32(v).to_le_bytes())
-            .collect();
+            .zip(&halves)
+            .fold(0f64, |m, (&w, h)| m.max((h.to_f64() - w as f64).abs()));
+        // Infinite or NaN (overflow) counts as beyond the tolerance.
+        let holds = error <= FP16_WEIGHT_TOLERANCE * largest;
+        if !holds {
+            kept.push(format!(
+                "{} (largest |weight| {largest:.2e}: float16 round trip off by {:.0}%)",
+                layer.name,
+                100.0 * error / largest
+            ));
+            continue;
+        }
         t.name = format!("{}.f16", layer.weight);
         t.data_type = DataType::Float16 as i32;
-        t.raw_data = halves;
+        t.raw_data = halves.iter().flat_map(|h| h.to_le_bytes()).collect();
         casts.push(node(
             "Cast",
             &[&t.name],
@@ -87,6 +109,7 @@ pub fn fp16(model: &mut onnx::ModelProto, only: Option<&HashSet<String>>) {
         ));
     }
     graph.node.splice(0..0, casts);
+    kept
 }
 
 /// Wraps every layer named in `activations` in QDQ, with that layer's input quantization
@@ -398,5 +421,73 @@ fn int_attr(name: &str, value: i64) -> onnx::AttributeProto {
         r#type: AttributeType::Int as i32,
         i: value,
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A graph of two MatMul layers reading `x`, with the given weights (2×2 each).
+    fn two_layers(a: [f32; 4], b: [f32; 4]) -> onnx::ModelProto {
+        let weight = |name: &str, w: [f32; 4]| onnx::TensorProto {
+            name: name.into(),
+            dims: vec![2, 2],
+            data_type: DataType::Float as i32,
+            raw_data: bytes(&w),
+            ..Default::default()
+        };
+        onnx::ModelProto {
+            graph: Some(onnx::GraphProto {
+                node: vec![
+                    node("MatMul", &["x", "a.w"], "a", vec![]),
+                    node("MatMul", &["a", "b.w"], "b", vec![]),
+                ],
+                initializer: vec![weight("a.w", a), weight("b.w", b)],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn types(model: &onnx::ModelProto) -> Vec<(String, i32)> {
+        let graph = model.graph.as_ref().unwrap();
+        graph
+            .initializer
+            .iter()
+            .map(|t| (t.name.clone(), t.data_type))
+            .collect()
+    }
+
+    #[test]
+    fn fp16_halves_weights_it_can_hold_and_keeps_the_rest() {
+        // Layer a: ordinary weights. Layer b: an EMA barely off its zero initialisation
+        // (1e-8, under float16's smallest subnormal 6e-8): it would flush to zero.
+        let mut m = two_layers([0.5, -1.25, 3.0, 0.001], [1e-8, -2e-8, 3e-8, 0.0]);
+        let kept = fp16(&mut m, None);
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert!(
+            kept[0].starts_with("b (largest |weight| 3.00e-8"),
+            "{kept:?}"
+        );
+        let types = types(&m);
+        assert!(types.contains(&("a.w.f16".into(), DataType::Float16 as i32)));
+        assert!(types.contains(&("b.w".into(), DataType::Float as i32)));
+        let casts: Vec<_> = m
+            .graph
+            .as_ref()
+            .unwrap()
+            .node
+            .iter()
+            .filter(|n| n.op_type == "Cast")
+            .collect();
+        assert_eq!(casts.len(), 1);
+        assert_eq!(casts[0].output, vec!["a.w".to_string()]);
+
+        // Beyond float16's range (65504) is kept too; within it, halved.
+        let mut big = two_layers([1e5, 1.0, 1.0, 1.0], [6e4, 1.0, -1.0, 0.0]);
+        let kept = fp16(&mut big, None);
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert!(kept[0].starts_with("a "), "{kept:?}");
     }
 }
