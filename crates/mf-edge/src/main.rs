@@ -182,14 +182,15 @@ enum Command {
         /// Models to evaluate (default: the shipped MNIST fp16 and int8 models).
         #[arg(long = "model")]
         models: Vec<PathBuf>,
-        /// The reference classifier (default: models/<dataset>-classifier.onnx).
+        /// The reference classifier (default: models/<dataset>-classifier-cnn.onnx, the
+        /// stricter CNN, where it exists; models/<dataset>-classifier.onnx, the MLP, otherwise).
         #[arg(long)]
         classifier: Option<PathBuf>,
         /// The dataset folder with the training split (default: data/<dataset>).
         #[arg(long)]
         data: Option<PathBuf>,
-        /// Samples per class, 1 to 10000.
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=MAX_PER_CLASS))]
+        /// Samples per class, 1 to 10000 (real sets of the same size).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=MAX_PER_CLASS))]
         per_class: u32,
         /// Network evaluations per sample (comma separated), each 1 to 1000.
         #[arg(long, value_delimiter = ',', default_value = "1,2",
@@ -441,11 +442,12 @@ fn run() -> anyhow::Result<()> {
             let per_class = per_class as usize;
             let classifier = match classifier {
                 Some(path) => path,
-                None => in_working_dir(
-                    &PathBuf::from(format!("models/{dataset}-classifier.onnx")),
-                    "the reference classifier",
-                    "--classifier",
-                )?,
+                None => {
+                    let cnn = PathBuf::from(format!("models/{dataset}-classifier-cnn.onnx"));
+                    let mlp = PathBuf::from(format!("models/{dataset}-classifier.onnx"));
+                    let chosen = if cnn.exists() { cnn } else { mlp };
+                    in_working_dir(&chosen, "the reference classifier", "--classifier")?
+                }
             };
             let data = match data {
                 Some(path) => path,
@@ -458,34 +460,53 @@ fn run() -> anyhow::Result<()> {
                     )?,
                 },
             };
+            let classifier_name = file_name(&classifier);
             let classifier = mf_edge::eval::Classifier::open(&classifier)?;
             let real = mf_edge::eval::real_sets(&data, classes, per_class)?;
             let (reference, _) = classifier.classify(&real.reference)?;
+            let reference = mf_edge::eval::Reference::new(reference, classifier.features())?;
             let (floor_set, floor_pred) = classifier.classify(&real.floor)?;
-            let floor =
-                mf_edge::eval::frechet_distance(&floor_set, &reference, classifier.features());
-            let real_acc = floor_pred
-                .iter()
-                .enumerate()
-                .filter(|&(i, &p)| p == i / per_class)
-                .count() as f64
-                / floor_pred.len() as f64;
+            let floor_labels: Vec<usize> = (0..floor_pred.len()).map(|i| i / per_class).collect();
+            let real_score = mf_edge::eval::score_features(
+                &floor_set,
+                &floor_pred,
+                &floor_labels,
+                &reference,
+                classifier.features(),
+            )?;
             let mut report = EvalReport {
                 dataset: dataset.clone(),
+                classifier: classifier_name,
+                classifier_arch: classifier.arch().to_string(),
                 per_class,
-                floor,
-                real_accuracy: real_acc,
+                floor: real_score.frechet,
+                real_accuracy: real_score.accuracy,
+                real_knn_precision: real_score.precision,
+                real_knn_recall: real_score.recall,
                 rows: Vec::new(),
             };
             if !json {
                 println!(
-                    "{dataset}: {per_class} per class; real vs real Fréchet distance (floor) {floor:.3}, classifier on \
-                     real training images {:.2}%",
-                    100.0 * real_acc
+                    "{dataset}: {per_class} per class, features of {} ({}); real vs real: Fréchet distance \
+                     (floor) {:.3}, precision {:.3}, recall {:.3}; classifier on real training images {:.2}%",
+                    report.classifier,
+                    report.classifier_arch,
+                    report.floor,
+                    report.real_knn_precision,
+                    report.real_knn_recall,
+                    100.0 * report.real_accuracy
                 );
                 println!(
-                    "{:<26} {:<6} {:<8} {:>5} {:>9} {:>9} {:>8}",
-                    "model", "prec", "backend", "steps", "class %", "Fréchet", "× floor"
+                    "{:<26} {:<6} {:<8} {:>5} {:>9} {:>9} {:>8} {:>9} {:>7}",
+                    "model",
+                    "prec",
+                    "backend",
+                    "steps",
+                    "class %",
+                    "Fréchet",
+                    "× floor",
+                    "precision",
+                    "recall"
                 );
             }
             let opts = BackendOptions {
@@ -614,12 +635,20 @@ fn paint_stream(
 struct EvalReport {
     /// The dataset.
     dataset: String,
+    /// The reference classifier's file name.
+    classifier: String,
+    /// Its design (`mlp` or `cnn`).
+    classifier_arch: String,
     /// Samples per class.
     per_class: usize,
     /// Fréchet distance between two disjoint real sets (the floor).
     floor: f64,
     /// The classifier's accuracy on the real floor set.
     real_accuracy: f64,
+    /// k-NN precision of the real floor set against the reference set (what real images reach).
+    real_knn_precision: f64,
+    /// k-NN recall of the real floor set against the reference set.
+    real_knn_recall: f64,
     /// One row per model, backend and step count (or samples folder).
     rows: Vec<EvalRow>,
 }
@@ -641,6 +670,10 @@ struct EvalRow {
     frechet: f64,
     /// Fréchet distance over the floor.
     floor_ratio: f64,
+    /// Precision (Kynkäänniemi et al.): share of samples inside the real set's k-NN manifold.
+    knn_precision: f64,
+    /// Recall: share of real images inside the samples' k-NN manifold.
+    knn_recall: f64,
 }
 
 impl EvalReport {
@@ -655,31 +688,39 @@ impl EvalReport {
         print: bool,
     ) {
         let row = EvalRow {
-            model: what
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            model: file_name(what),
             precision: precision.into(),
             backend: backend.into(),
             steps,
             accuracy: score.accuracy,
             frechet: score.frechet,
             floor_ratio: score.frechet / self.floor,
+            knn_precision: score.precision,
+            knn_recall: score.recall,
         };
         if print {
             let steps = steps.map_or("-".to_string(), |s| s.to_string());
             println!(
-                "{:<26} {:<6} {:<8} {steps:>5} {:>9.2} {:>9.3} {:>8.2}",
+                "{:<26} {:<6} {:<8} {steps:>5} {:>9.2} {:>9.3} {:>8.2} {:>9.3} {:>7.3}",
                 row.model,
                 row.precision,
                 row.backend,
                 100.0 * row.accuracy,
                 row.frechet,
-                row.floor_ratio
+                row.floor_ratio,
+                row.knn_precision,
+                row.knn_recall
             );
         }
         self.rows.push(row);
     }
+}
+
+/// A path's file name, as reports show it.
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// The class a user asked for, checked against the model.

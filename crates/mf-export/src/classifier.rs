@@ -7,7 +7,7 @@ use anyhow::ensure;
 use mf_core::noise::Noise;
 use mf_core::onnx;
 use mf_train::burn::prelude::*;
-use mf_train::classifier::{self, HIDDEN};
+use mf_train::classifier;
 use prost::Message;
 
 use crate::check::relative_error;
@@ -28,9 +28,10 @@ pub fn export(run: &Path) -> anyhow::Result<Vec<u8>> {
     let mut traced = model.trace(image.clone(), &info.sample_shape)?.model;
     let meta = serde_json::json!({
         "dataset": info.dataset,
+        "arch": info.arch,
         "sample_shape": info.sample_shape,
         "class_names": info.class_names,
-        "features": HIDDEN[HIDDEN.len() - 1],
+        "features": model.features(),
         "held_out_accuracy": info.held_out_accuracy,
     });
     traced.metadata_props.push(onnx::StringStringEntryProto {

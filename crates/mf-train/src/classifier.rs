@@ -1,10 +1,13 @@
-//! The reference classifier that measures sample quality: an MLP trained on the *test* split,
-//! so it has never seen the images the generators train on. Its penultimate features feed the
-//! Fréchet distance.
+//! The reference classifiers that measure sample quality, trained on the *test* split so they
+//! have never seen the images the generators train on: an MLP, and a small CNN whose
+//! convolutional features separate what pixel-wise MLP features blur together (the stricter
+//! evaluation). Their penultimate features feed the Fréchet distance and
+//! precision/recall.
 use std::path::Path;
 
 use anyhow::{Context, ensure};
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
@@ -14,18 +17,42 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::DataConfig;
 use crate::datasets::{Dataset, ImageSet, Split};
-use crate::model::dual::linear;
+use crate::model::dual::{conv2d, linear};
 use crate::model::{Dual, Traced, Tracer};
 use crate::rng::Rng;
 
-/// Hidden widths: the last one is the feature size.
+/// Hidden widths of the MLP: the last one is its feature size.
 pub const HIDDEN: [usize; 2] = [256, 128];
+
+/// Channels of the CNN's 3×3 convolutions (the first at stride 1, the others at stride 2:
+/// 28×28 → 28, 14, 7, 4). Small enough that both shipped CNNs stay within `models/`' budget
+/// (193,000 parameters on MNIST).
+pub const CNN_CHANNELS: [usize; 4] = [16, 32, 64, 64];
+
+/// The CNN's feature size (the dense layer after its convolutions).
+pub const CNN_FEATURES: usize = 128;
+
+/// The classifier's design.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassifierArch {
+    /// dims → 256 → 128 → classes, SiLU (128 features).
+    #[default]
+    Mlp,
+    /// 3×3 convs of 16 (stride 1), 32, 64 and 64 channels (stride 2), SiLU, then a dense
+    /// layer of 128 features and the logits.
+    Cnn,
+}
 
 /// The classifier network.
 #[derive(Module, Debug)]
 pub struct Classifier {
-    /// dims → 256 → 128 → classes.
+    /// The convolutions (none for the MLP).
+    pub convs: Vec<Conv2d>,
+    /// The dense layers; the input of the last is the feature vector.
     pub layers: Vec<Linear>,
+    /// `[C, H, W]` of one image.
+    shape: [usize; 3],
 }
 
 /// What a trained classifier is.
@@ -33,6 +60,9 @@ pub struct Classifier {
 pub struct ClassifierInfo {
     /// Dataset name.
     pub dataset: String,
+    /// Its design (`mlp` in files written before the CNN existed).
+    #[serde(default)]
+    pub arch: ClassifierArch,
     /// Shape of one image.
     pub sample_shape: Vec<usize>,
     /// Class names.
@@ -42,18 +72,48 @@ pub struct ClassifierInfo {
 }
 
 impl Classifier {
-    /// A fresh classifier.
-    pub fn new(dims: usize, classes: usize, device: &Device) -> Self {
-        let widths = [dims, HIDDEN[0], HIDDEN[1], classes];
-        Classifier {
-            layers: widths
+    /// A fresh classifier for images of `shape` `[C, H, W]`.
+    pub fn new(arch: ClassifierArch, shape: [usize; 3], classes: usize, device: &Device) -> Self {
+        let dense = |widths: &[usize]| -> Vec<Linear> {
+            widths
                 .windows(2)
                 .map(|w| LinearConfig::new(w[0], w[1]).init(device))
-                .collect(),
+                .collect()
+        };
+        match arch {
+            ClassifierArch::Mlp => Classifier {
+                convs: Vec::new(),
+                layers: dense(&[shape.iter().product(), HIDDEN[0], HIDDEN[1], classes]),
+                shape,
+            },
+            ClassifierArch::Cnn => {
+                let ins = std::iter::once(shape[0]).chain(CNN_CHANNELS);
+                let convs = ins
+                    .zip(CNN_CHANNELS)
+                    .map(|(i, o)| {
+                        Conv2dConfig::new([i, o], [3, 3])
+                            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                            .init(device)
+                    })
+                    .collect();
+                // Each stride-2 conv with padding 1 maps a side s to ceil(s / 2).
+                let side = |s: usize| (1..CNN_CHANNELS.len()).fold(s, |s, _| s.div_ceil(2));
+                let flat = CNN_CHANNELS[CNN_CHANNELS.len() - 1] * side(shape[1]) * side(shape[2]);
+                Classifier {
+                    convs,
+                    layers: dense(&[flat, CNN_FEATURES, classes]),
+                    shape,
+                }
+            }
         }
     }
 
-    /// Penultimate features `[N, 128]` and logits `[N, classes]`.
+    /// Size of the feature vector.
+    pub fn features(&self) -> usize {
+        self.layers[self.layers.len() - 1].weight.dims()[0]
+    }
+
+    /// Penultimate features `[N, features]` and logits `[N, classes]` of flattened images.
     pub fn forward(&self, x: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
         let (features, logits) = self.features_and_logits(Dual::primal(x));
         (features.value, logits.value)
@@ -62,6 +122,16 @@ impl Classifier {
     /// [`Classifier::forward`] over dual values (so that it can be traced).
     pub fn features_and_logits(&self, x: Dual<2>) -> (Dual<2>, Dual<2>) {
         let mut h = x;
+        if !self.convs.is_empty() {
+            let n = h.value.dims()[0];
+            let [c, height, width] = self.shape;
+            let mut maps = h.reshape([n, c, height, width]);
+            for (i, conv) in self.convs.iter().enumerate() {
+                maps = conv2d(maps, conv, if i == 0 { 1 } else { 2 }, 1).silu();
+            }
+            let [_, c, height, width] = maps.value.dims();
+            h = maps.reshape([n, c * height * width]);
+        }
         let last = self.layers.len() - 1;
         for layer in &self.layers[..last] {
             h = linear(h, layer).silu();
@@ -120,6 +190,7 @@ fn batch(
 /// `classifier.safetensors` (PyTorch layout) and `classifier.json` into `out`.
 pub fn train(
     data: &DataConfig,
+    arch: ClassifierArch,
     epochs: usize,
     seed: u64,
     out: &Path,
@@ -133,7 +204,8 @@ pub fn train(
     ensure!(epochs > 0, "--epochs must be positive");
     let device = Device::flex().autodiff();
     device.seed(seed);
-    let mut model = Classifier::new(test.dims(), test.class_names.len(), &device);
+    let shape = [test.channels, test.size, test.size];
+    let mut model = Classifier::new(arch, shape, test.class_names.len(), &device);
     let mut optim = AdamConfig::new().init();
     let mut rng = Rng::seed_from_u64(seed);
     let batch_size = 128;
@@ -172,7 +244,8 @@ pub fn train(
     }
     let info = ClassifierInfo {
         dataset: data.dataset.clone(),
-        sample_shape: vec![test.channels, test.size, test.size],
+        arch,
+        sample_shape: shape.to_vec(),
         class_names: test.class_names.clone(),
         held_out_accuracy: correct as f64 / train.len() as f64,
     };
@@ -198,8 +271,14 @@ pub fn load(run: &Path, device: &Device) -> anyhow::Result<(Classifier, Classifi
         &std::fs::read(run.join("classifier.json"))
             .with_context(|| format!("no classifier in {}", run.display()))?,
     )?;
-    let dims = info.sample_shape.iter().product();
-    let mut model = Classifier::new(dims, info.class_names.len(), device);
+    let shape: [usize; 3] = info.sample_shape.as_slice().try_into().with_context(|| {
+        format!(
+            "{}: sample shape {:?} is not [C, H, W]",
+            run.display(),
+            info.sample_shape
+        )
+    })?;
+    let mut model = Classifier::new(info.arch, shape, info.class_names.len(), device);
     let mut store = SafetensorsStore::from_file(run.join("classifier.safetensors"))
         .with_from_adapter(PyTorchToBurnAdapter);
     model

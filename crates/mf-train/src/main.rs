@@ -68,6 +68,9 @@ enum Command {
         /// mnist or fashion-mnist.
         #[arg(long)]
         dataset: String,
+        /// The design: an MLP, or the small CNN of the stricter evaluation.
+        #[arg(long, value_enum, default_value = "mlp")]
+        arch: mf_train::classifier::ClassifierArch,
         /// Epochs over the test split, 1 to 100000.
         #[arg(long, default_value_t = 150, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         epochs: u32,
@@ -201,6 +204,7 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Classifier {
             dataset,
+            arch,
             epochs,
             seed,
             out,
@@ -211,7 +215,7 @@ fn run() -> anyhow::Result<()> {
                 image_size: None,
                 channels: None,
             };
-            let info = mf_train::classifier::train(&data, epochs as usize, seed, &out)?;
+            let info = mf_train::classifier::train(&data, arch, epochs as usize, seed, &out)?;
             println!(
                 "classifier for {} trained on the test split: {:.2}% accuracy on the training split; in {}",
                 info.dataset,
