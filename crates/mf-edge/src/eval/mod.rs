@@ -22,6 +22,12 @@ use crate::native::NativeEngine;
 use crate::sampler::generate;
 use crate::tensor::Value;
 
+mod manifold;
+#[cfg(feature = "tract")]
+mod tract;
+
+pub use manifold::{Manifold, NEIGHBOURS};
+
 /// The metadata key of a classifier graph (written by mf-export).
 pub const CLASSIFIER_KEY: &str = "meanflow.classifier";
 
@@ -191,53 +197,6 @@ fn convolutional(_bytes: Vec<u8>, path: &Path) -> anyhow::Result<Runner> {
     )
 }
 
-#[cfg(feature = "tract")]
-mod tract {
-    use std::cell::RefCell;
-    use std::collections::HashMap;
-    use std::io::Cursor;
-
-    use anyhow::Context;
-    use tract_onnx::prelude::*;
-
-    /// The classifier graph optimized by tract once per batch size it meets.
-    pub(super) struct Plans {
-        bytes: Vec<u8>,
-        plans: RefCell<HashMap<Vec<usize>, std::sync::Arc<TypedRunnableModel>>>,
-    }
-
-    impl Plans {
-        pub(super) fn new(bytes: Vec<u8>) -> Plans {
-            Plans {
-                bytes,
-                plans: RefCell::new(HashMap::new()),
-            }
-        }
-
-        /// Scores `[N, features + classes]` of `images` of `shape` `[N, C, H, W]`.
-        pub(super) fn run(&self, images: &[f32], shape: &[usize]) -> anyhow::Result<Vec<f32>> {
-            let mut plans = self.plans.borrow_mut();
-            if !plans.contains_key(shape) {
-                let plan = tract_onnx::onnx()
-                    .model_for_read(&mut Cursor::new(&self.bytes))
-                    .context("tract cannot read the classifier")?
-                    .with_input_fact(0, f32::fact(shape).into())?
-                    .into_optimized()
-                    .context("tract cannot optimize the classifier")?
-                    .into_runnable()?;
-                plans.insert(shape.to_vec(), plan);
-            }
-            let input = tract_ndarray::ArrayD::from_shape_vec(shape, images.to_vec())?;
-            let out = plans[shape].run(tvec!(input.into_tensor().into()))?;
-            Ok(out[0]
-                .to_plain_array_view::<f32>()?
-                .iter()
-                .copied()
-                .collect())
-        }
-    }
-}
-
 /// Real training images: `per_class` of each class for the reference set, and the next
 /// `per_class` for the floor set (disjoint), in model values.
 pub struct RealSets {
@@ -314,81 +273,6 @@ pub fn frechet_distance(a: &[f64], b: &[f64], d: usize) -> f64 {
         .map(|v| v.max(0.0).sqrt())
         .sum();
     (mu1 - mu2).norm_squared() + s1.trace() + s2.trace() - 2.0 * trace_sqrt
-}
-
-/// Neighbours that set each point's manifold radius (Kynkäänniemi et al. 2019 use 3).
-pub const NEIGHBOURS: usize = 3;
-
-/// Rows per block of the pairwise distances (a block of 512 × 10,000 distances is 41 MB).
-const BLOCK: usize = 512;
-
-/// A feature set and the squared distance of each point to its k-th nearest neighbour: the
-/// union of those balls estimates the set's manifold.
-pub struct Manifold {
-    points: DMatrix<f64>,
-    norms: Vec<f64>,
-    radii: Vec<f64>,
-}
-
-impl Manifold {
-    /// The manifold of `features` `[n, d]` (n > [`NEIGHBOURS`]).
-    pub fn new(features: &[f64], d: usize) -> anyhow::Result<Manifold> {
-        let n = features.len() / d;
-        ensure!(
-            n > NEIGHBOURS,
-            "precision/recall need more than {NEIGHBOURS} samples, got {n}"
-        );
-        let points = DMatrix::from_row_slice(n, d, features);
-        let norms: Vec<f64> = points.row_iter().map(|r| r.norm_squared()).collect();
-        let mut manifold = Manifold {
-            points,
-            norms,
-            radii: Vec::with_capacity(n),
-        };
-        let mut radii = Vec::with_capacity(n);
-        manifold.each_block(&manifold.points, |distances| {
-            for row in distances.row_iter() {
-                let mut row: Vec<f64> = row.iter().copied().collect();
-                // The point itself is its nearest neighbour, at distance zero.
-                let (_, kth, _) = row.select_nth_unstable_by(NEIGHBOURS, f64::total_cmp);
-                radii.push(*kth);
-            }
-        });
-        manifold.radii = radii;
-        Ok(manifold)
-    }
-
-    /// The share of `features` `[m, d]` inside the manifold (within some point's radius).
-    pub fn coverage(&self, features: &[f64]) -> f64 {
-        let d = self.points.ncols();
-        let m = features.len() / d;
-        let queries = DMatrix::from_row_slice(m, d, features);
-        let mut inside = 0usize;
-        self.each_block(&queries, |distances| {
-            inside += distances
-                .row_iter()
-                .filter(|row| row.iter().zip(&self.radii).any(|(x, r)| x <= r))
-                .count();
-        });
-        inside as f64 / m as f64
-    }
-
-    /// Calls `f(squared distances [rows, n])` for blocks of `queries`' rows against
-    /// every point.
-    fn each_block(&self, queries: &DMatrix<f64>, mut f: impl FnMut(DMatrix<f64>)) {
-        for start in (0..queries.nrows()).step_by(BLOCK) {
-            let rows = BLOCK.min(queries.nrows() - start);
-            let block = queries.rows(start, rows);
-            let mut distances = block * self.points.transpose();
-            for (i, q) in block.row_iter().enumerate() {
-                let qn = q.norm_squared();
-                for (j, &pn) in self.norms.iter().enumerate() {
-                    distances[(i, j)] = (qn + pn - 2.0 * distances[(i, j)]).max(0.0);
-                }
-            }
-            f(distances);
-        }
-    }
 }
 
 /// The real set samples are compared with: its features and its manifold.
@@ -540,49 +424,5 @@ mod tests {
             .collect();
         assert!(frechet_distance(&a, &a, 3).abs() < 1e-9);
         assert!((frechet_distance(&a, &b, 3) - 4.0).abs() < 1e-6);
-    }
-
-    /// `n` points of a 2-D Gaussian (σ = 1) around `(x, y)`.
-    fn cluster(noise: &mut mf_core::noise::Noise, n: usize, x: f64, y: f64) -> Vec<f64> {
-        (0..n)
-            .flat_map(|_| [x + noise.gaussian() as f64, y + noise.gaussian() as f64])
-            .collect()
-    }
-
-    #[test]
-    fn precision_and_recall_tell_dropped_modes_from_samples_off_the_manifold() {
-        let mut noise = mf_core::noise::Noise::new(7);
-        let mut real = cluster(&mut noise, 500, -6.0, 0.0);
-        real.extend(cluster(&mut noise, 500, 6.0, 0.0));
-        let reference = Reference::new(real.clone(), 2).unwrap();
-        let score = |samples: &[f64]| {
-            let manifold = Manifold::new(samples, 2).unwrap();
-            (
-                reference.manifold.coverage(samples),
-                manifold.coverage(&reference.features),
-            )
-        };
-        // The real set against itself: every point inside its own ball.
-        assert_eq!(score(&real), (1.0, 1.0));
-        // Fresh samples of both modes: most inside, both ways.
-        let mut fresh = cluster(&mut noise, 500, -6.0, 0.0);
-        fresh.extend(cluster(&mut noise, 500, 6.0, 0.0));
-        let (p, r) = score(&fresh);
-        assert!(
-            p > 0.85 && r > 0.85,
-            "fresh samples: precision {p}, recall {r}"
-        );
-        // One mode dropped: precise, but half the real set is not covered.
-        let (p, r) = score(&cluster(&mut noise, 1000, -6.0, 0.0));
-        assert!(
-            p > 0.85 && (0.4..0.55).contains(&r),
-            "one mode: precision {p}, recall {r}"
-        );
-        // Samples between the modes (a blur of the two): off the manifold.
-        let (p, r) = score(&cluster(&mut noise, 1000, 0.0, 0.0));
-        assert!(
-            p < 0.1 && r < 0.2,
-            "between modes: precision {p}, recall {r}"
-        );
     }
 }
