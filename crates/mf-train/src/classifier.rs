@@ -286,3 +286,28 @@ pub fn load(run: &Path, device: &Device) -> anyhow::Result<(Classifier, Classifi
         .map_err(|e| anyhow::anyhow!("cannot read the classifier: {e}"))?;
     Ok((model, info))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_design_gives_its_features_and_logits_for_any_image_size() {
+        let device = Device::flex();
+        for (arch, features) in [
+            (ClassifierArch::Mlp, HIDDEN[1]),
+            (ClassifierArch::Cnn, CNN_FEATURES),
+        ] {
+            // 28 → 14 → 7 → 4 and 32 → 16 → 8 → 4 per side; 30 → 15 → 8 → 4.
+            for shape in [[1, 28, 28], [3, 32, 32], [1, 30, 30]] {
+                let model = Classifier::new(arch, shape, 7, &device);
+                let dims: usize = shape.iter().product();
+                let x = Tensor::<2>::zeros([5, dims], &device);
+                let (f, logits) = model.forward(x);
+                assert_eq!(f.dims(), [5, features], "{arch:?} {shape:?}");
+                assert_eq!(logits.dims(), [5, 7], "{arch:?} {shape:?}");
+                assert_eq!(model.features(), features);
+            }
+        }
+    }
+}

@@ -68,6 +68,18 @@ fn bad_values_are_named_and_write_nothing() {
             &["'0'", "1..=100000"],
         ),
         (
+            &[
+                "classifier",
+                "--dataset",
+                "mnist",
+                "--out",
+                "c",
+                "--arch",
+                "resnet",
+            ],
+            &["'resnet'", "mlp", "cnn"],
+        ),
+        (
             &["bench", "--config", "c.toml", "--steps", "0"],
             &["'0'", "1..=100000"],
         ),
