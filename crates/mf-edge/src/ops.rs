@@ -87,7 +87,7 @@ pub fn run(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
             }
             with_shape(inputs[0].clone(), shape)
         }
-        "Add" | "Sub" | "Mul" | "Div" | "Max" => {
+        "Add" | "Sub" | "Mul" | "Div" => {
             need(2)?;
             let (a, sa) = inputs[0].f32(&what(0))?;
             let (b, sb) = inputs[1].f32(&what(1))?;
@@ -96,9 +96,19 @@ pub fn run(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
                 "Add" => broadcast(a, sa, b, sb, |x, y| x + y)?,
                 "Sub" => broadcast(a, sa, b, sb, |x, y| x - y)?,
                 "Mul" => broadcast(a, sa, b, sb, |x, y| x * y)?,
-                "Div" => broadcast(a, sa, b, sb, |x, y| x / y)?,
-                _ => broadcast(a, sa, b, sb, f32::max)?,
+                _ => broadcast(a, sa, b, sb, |x, y| x / y)?,
             }
+        }
+        "Max" => {
+            // Variadic: the element-wise maximum of every input, broadcast together.
+            let (a, sa) = inputs[0].f32(&what(0))?;
+            let mut max = Value::F32(a.to_vec(), sa.to_vec());
+            for (i, input) in inputs.iter().enumerate().skip(1) {
+                let (a, sa) = max.f32(&what(0))?;
+                let (b, sb) = input.f32(&what(i))?;
+                max = broadcast(a, sa, b, sb, f32::max)?;
+            }
+            max
         }
         "Sin" | "Cos" | "Sigmoid" => {
             // libm's software sinf/cosf: the same bits on every target, the Cortex-M7 included.
