@@ -5,6 +5,7 @@
 //! int8 GEMM that quantizes its input, multiplies in integers and applies scales, bias and SiLU
 //! in its epilogue; a float MatMul becomes the fp32 GEMM with the same epilogue. The following
 //! `Add` (bias) and `Sigmoid` + `Mul` (SiLU) are folded in. Weights are packed once, here.
+//! Every leading dimension of a dense step's input is a row (a DiT's `[N, T, D]` tokens).
 //! Everything else runs through [`crate::ops`]. float16 graphs run in f32 arithmetic.
 use std::collections::{HashMap, HashSet};
 
@@ -102,15 +103,23 @@ impl NativeEngine {
             .find(|n| !ops::SUPPORTED.contains(&n.op_type.as_str()))
         {
             bail!(
-                "unsupported op {} (node {:?}): the native engine runs mf-export's MLP graphs \
-                 (MatMul layers); run this model with --backend tract or --backend ort",
+                "unsupported op {} (node {:?}): the native engine runs {}; run this model with \
+                 --backend tract or --backend ort",
                 node.op_type,
-                node.name
+                node.name,
+                ops::SUPPORTED.join(", ")
             );
         }
         let mut constants = HashMap::new();
         for t in &graph.initializer {
-            constants.insert(t.name.clone(), Value::from_proto(t)?);
+            let value = Value::from_proto(t).with_context(|| {
+                format!(
+                    "the native engine cannot load initializer {:?}; run this model with \
+                     --backend tract or --backend ort",
+                    t.name
+                )
+            })?;
+            constants.insert(t.name.clone(), value);
         }
         let folded = fold_constant_casts(graph, &mut constants)?;
         let producer: HashMap<&str, usize> = graph
@@ -327,22 +336,25 @@ fn fold_constant_casts(
 /// Runs one fused dense layer on f32 values (or on uint8 codes an int8 layer before it wrote),
 /// writing f32 values, or uint8 codes with `codes_for`'s parameters.
 fn dense(packed: &Packed, value: &Value, codes_for: Option<QuantParams>) -> anyhow::Result<Value> {
+    // Every leading dimension is a row: [N, T, K] (a DiT's tokens) is N·T rows of K.
     let shape = value.shape();
-    ensure!(shape.len() == 2, "dense layer input of shape {shape:?}");
-    let m = shape[0];
+    ensure!(!shape.is_empty(), "dense layer input of shape {shape:?}");
+    let lead = &shape[..shape.len() - 1];
+    let m: usize = lead.iter().product();
+    let out_shape = |n: usize| lead.iter().copied().chain([n]).collect::<Vec<_>>();
     match packed {
         Packed::F32(p) => {
             let (x, _) = value.f32("fp32 dense layer input")?;
             let mut out = vec![0f32; m * p.n()];
             gemm_f32(p, x, m, &mut out)?;
-            Ok(Value::F32(out, vec![m, p.n()]))
+            Ok(Value::F32(out, out_shape(p.n())))
         }
         Packed::I8(p) => {
             let input = match value {
                 Value::U8(codes, _) => Input::U8(codes),
                 other => Input::F32(other.f32("int8 dense layer input")?.0),
             };
-            let shape = vec![m, p.n()];
+            let shape = out_shape(p.n());
             match codes_for {
                 Some(params) => {
                     let mut codes = vec![0u8; m * p.n()];

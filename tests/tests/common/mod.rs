@@ -119,8 +119,9 @@ pub fn ort_library() -> PathBuf {
 /// Checks an exported MNIST-shaped image network (a U-Net, a DiT) as mf-edge runs it: tract
 /// and ONNX Runtime agree within `tol` (relative) on a batch of mixed (t, r) and classes, the
 /// network left its zero-initialised output (x̂ = z − t·u is not the zero image), one-step
-/// samples are finite, and the native engine refuses it with an error containing `refusal`.
-pub fn check_image_network(path: &Path, tol: f32, arch: &str, refusal: &str) {
+/// samples are finite; the native engine agrees with tract within `tol` too, or, given a
+/// `refusal`, refuses the file with an error containing it and naming tract.
+pub fn check_image_network(path: &Path, tol: f32, arch: &str, refusal: Option<&str>) {
     use mf_edge::backends::{self, BackendKind, BackendOptions, Batch};
     use mf_edge::model::Model;
     let opts = BackendOptions {
@@ -147,12 +148,29 @@ pub fn check_image_network(path: &Path, tol: f32, arch: &str, refusal: &str) {
     };
     let (tract, ort) = (run(BackendKind::Tract), run(BackendKind::Ort));
     let scale = tract.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-    let err = ort
-        .iter()
-        .zip(&tract)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
-        / scale;
+    let differs = |other: &[f32]| {
+        other
+            .iter()
+            .zip(&tract)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+            / scale
+    };
+    let err = differs(&ort);
     assert!(err <= tol, "{}: ORT vs tract {err:e}", path.display());
+    match refusal {
+        None => {
+            let err = differs(&run(BackendKind::Native));
+            assert!(err <= tol, "{}: native vs tract {err:e}", path.display());
+        }
+        Some(refusal) => {
+            let native = backends::open(BackendKind::Native, &model, &opts).map(|_| ());
+            let err = format!("{:#}", native.unwrap_err());
+            assert!(
+                err.contains(refusal) && err.contains("--backend tract"),
+                "{err}"
+            );
+        }
+    }
     let dims = model.card.dims();
     let xhat: Vec<f32> = (0..n * dims)
         .map(|i| batch.z[i] - batch.t[i / dims] * tract[i])
@@ -165,13 +183,6 @@ pub fn check_image_network(path: &Path, tol: f32, arch: &str, refusal: &str) {
         mf_edge::sampler::generate(backend.as_mut(), &model.card, Some(4), 3, 1, 1).unwrap();
     assert_eq!(images.len(), 3 * dims);
     assert!(images.iter().all(|v| v.is_finite()));
-
-    let native = backends::open(BackendKind::Native, &model, &opts).map(|_| ());
-    let err = format!("{:#}", native.unwrap_err());
-    assert!(
-        err.contains(refusal) && err.contains("--backend tract"),
-        "{err}"
-    );
 }
 
 /// A run's fp32, fp16 and int8 exports into `dir` (named `<stem>-fp32.onnx`, …), each held to

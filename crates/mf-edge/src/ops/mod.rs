@@ -5,8 +5,12 @@ use mf_core::onnx;
 
 use crate::tensor::{Value, element_count};
 
+mod layout;
+mod linear;
+mod normalize;
+
 /// The ops this runtime executes (the native engine fuses MatMul/Add/SiLU chains itself).
-pub const SUPPORTED: [&str; 17] = [
+pub const SUPPORTED: [&str; 23] = [
     "Identity",
     "Reshape",
     "Unsqueeze",
@@ -24,6 +28,12 @@ pub const SUPPORTED: [&str; 17] = [
     "Cast",
     "QuantizeLinear",
     "DequantizeLinear",
+    "Tanh",
+    "Transpose",
+    "Slice",
+    "Softmax",
+    "LayerNormalization",
+    "Conv",
 ];
 
 /// An integer attribute of a node, or `default`.
@@ -33,6 +43,64 @@ pub fn int_attr(node: &onnx::NodeProto, name: &str, default: i64) -> i64 {
         .find(|a| a.name == name)
         .map(|a| a.i)
         .unwrap_or(default)
+}
+
+/// A float attribute of a node, or `default`.
+fn float_attr(node: &onnx::NodeProto, name: &str, default: f32) -> f32 {
+    node.attribute
+        .iter()
+        .find(|a| a.name == name)
+        .map_or(default, |a| a.f)
+}
+
+/// An integer-list attribute of a node (empty when absent).
+fn ints_attr<'a>(node: &'a onnx::NodeProto, name: &str) -> &'a [i64] {
+    node.attribute
+        .iter()
+        .find(|a| a.name == name)
+        .map_or(&[], |a| a.ints.as_slice())
+}
+
+/// Whether a node carries attribute `name`.
+fn has_attr(node: &onnx::NodeProto, name: &str) -> bool {
+    node.attribute.iter().any(|a| a.name == name)
+}
+
+/// Row-major strides of `shape`.
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        strides[d] = strides[d + 1] * shape[d + 1];
+    }
+    strides
+}
+
+/// `axis` (negative counts from the end) as an index into `rank` dimensions.
+fn normalized_axis(axis: i64, rank: usize, op: &str) -> anyhow::Result<usize> {
+    let a = if axis < 0 { axis + rank as i64 } else { axis };
+    ensure!(
+        (0..rank as i64).contains(&a),
+        "{op} axis {axis} is out of range for a rank-{rank} input"
+    );
+    Ok(a as usize)
+}
+
+/// Input `position` of a node as ONNX numbers them (an omitted optional input is an empty
+/// name, which the engine does not pass on): `None` when omitted.
+fn optional_input<'a>(
+    node: &onnx::NodeProto,
+    inputs: &[&'a Value],
+    position: usize,
+) -> Option<&'a Value> {
+    let name = node.input.get(position)?;
+    if name.is_empty() {
+        return None;
+    }
+    let passed = node.input[..position]
+        .iter()
+        .filter(|n| !n.is_empty())
+        .count();
+    inputs.get(passed).copied()
 }
 
 /// Runs one node on its input values.
@@ -110,11 +178,12 @@ pub fn run(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
             }
             max
         }
-        "Sin" | "Cos" | "Sigmoid" => {
+        "Sin" | "Cos" | "Sigmoid" | "Tanh" => {
             // libm's software sinf/cosf: the same bits on every target, the Cortex-M7 included.
             let f: fn(f32) -> f32 = match op {
                 "Sin" => libm::sinf,
                 "Cos" => libm::cosf,
+                "Tanh" => libm::tanhf,
                 _ => |x| 1.0 / (1.0 + (-x).exp()),
             };
             let (a, s) = inputs[0].f32(&what(0))?;
@@ -151,21 +220,98 @@ pub fn run(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
             need(2)?;
             let (a, sa) = inputs[0].f32(&what(0))?;
             let (b, sb) = inputs[1].f32(&what(1))?;
+            linear::matmul(a, sa, b, sb)?
+        }
+        "Conv" => {
+            need(2)?;
+            let auto_pad = node.attribute.iter().find(|a| a.name == "auto_pad");
             ensure!(
-                sa.len() == 2 && sb.len() == 2 && sa[1] == sb[0],
-                "MatMul of {sa:?} by {sb:?}"
+                auto_pad.is_none_or(|a| a.s == b"NOTSET"),
+                "Conv auto_pad is not supported (explicit pads are)"
             );
-            let (m, k, n) = (sa[0], sa[1], sb[1]);
-            let mut out = vec![0f32; element_count(&[m, n])?];
-            for i in 0..m {
-                for p in 0..k {
-                    let x = a[i * k + p];
-                    for j in 0..n {
-                        out[i * n + j] += x * b[p * n + j];
+            ensure!(
+                int_attr(node, "group", 1) == 1,
+                "Conv with group {} is not supported (group 1 is)",
+                int_attr(node, "group", 1)
+            );
+            let (x, sx) = inputs[0].f32(&what(0))?;
+            let (w, sw) = inputs[1].f32(&what(1))?;
+            let kernel = ints_attr(node, "kernel_shape");
+            ensure!(
+                kernel.is_empty()
+                    || kernel
+                        .iter()
+                        .map(|&k| k as usize)
+                        .eq(sw.iter().skip(2).copied()),
+                "Conv kernel_shape {kernel:?} differs from its weights {sw:?}"
+            );
+            let two = |name: &str, default: usize| -> anyhow::Result<[usize; 2]> {
+                match ints_attr(node, name) {
+                    [] => Ok([default; 2]),
+                    &[a, b] if a >= default as i64 && b >= default as i64 => {
+                        Ok([a as usize, b as usize])
                     }
+                    other => bail!(
+                        "Conv {name} {other:?}: two values of at least {default} are supported"
+                    ),
                 }
-            }
-            Value::F32(out, vec![m, n])
+            };
+            let pads = match ints_attr(node, "pads") {
+                [] => [0; 4],
+                &[t, l, b, r] if t >= 0 && l >= 0 && b >= 0 && r >= 0 => {
+                    [t as usize, l as usize, b as usize, r as usize]
+                }
+                other => bail!("Conv pads {other:?}: four non-negative values are supported"),
+            };
+            let geometry = linear::Conv2d {
+                pads,
+                strides: two("strides", 1)?,
+                dilations: two("dilations", 1)?,
+            };
+            let bias = optional_input(node, inputs, 2)
+                .map(|b| b.f32(&what(2)).map(|(b, _)| b))
+                .transpose()?;
+            linear::conv2d(x, sx, w, sw, bias, &geometry)?
+        }
+        "Transpose" => layout::transpose(inputs[0], ints_attr(node, "perm"))?,
+        "Slice" => {
+            ensure!(
+                !has_attr(node, "starts"),
+                "Slice with starts/ends attributes (opset 1 to 9) is not supported (opset 10+ inputs are)"
+            );
+            need(3)?;
+            let ints = |i: usize| -> anyhow::Result<Option<&[i64]>> {
+                optional_input(node, inputs, i)
+                    .map(|v| v.i64(&what(i)).map(|(d, _)| d))
+                    .transpose()
+            };
+            let (starts, ends) = (inputs[1].i64(&what(1))?.0, inputs[2].i64(&what(2))?.0);
+            layout::slice(inputs[0], starts, ends, ints(3)?, ints(4)?)?
+        }
+        "Softmax" => {
+            let (x, sx) = inputs[0].f32(&what(0))?;
+            normalize::softmax(x, sx, int_attr(node, "axis", -1))?
+        }
+        "LayerNormalization" => {
+            need(2)?;
+            ensure!(
+                int_attr(node, "stash_type", 1) == 1,
+                "LayerNormalization stash_type {} is not supported (1, float, is)",
+                int_attr(node, "stash_type", 1)
+            );
+            let (x, sx) = inputs[0].f32(&what(0))?;
+            let scale = inputs[1].f32(&what(1))?;
+            let bias = optional_input(node, inputs, 2)
+                .map(|b| b.f32(&what(2)))
+                .transpose()?;
+            normalize::layer_norm(
+                x,
+                sx,
+                scale,
+                bias,
+                int_attr(node, "axis", -1),
+                float_attr(node, "epsilon", 1e-5),
+            )?
         }
         "QuantizeLinear" => {
             need(3)?;

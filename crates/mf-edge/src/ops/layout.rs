@@ -1,0 +1,125 @@
+//! Ops that move elements without computing: Transpose and Slice, for any element type.
+use anyhow::{Context, ensure};
+
+use super::strides;
+use crate::tensor::{Value, element_count};
+
+/// The values of `v` at flat positions `picks`, in that order, with shape `shape`.
+fn pick(v: &Value, picks: &[usize], shape: Vec<usize>) -> Value {
+    fn take<T: Copy>(d: &[T], picks: &[usize]) -> Vec<T> {
+        picks.iter().map(|&i| d[i]).collect()
+    }
+    match v {
+        Value::F32(d, _) => Value::F32(take(d, picks), shape),
+        Value::I64(d, _) => Value::I64(take(d, picks), shape),
+        Value::I8(d, _) => Value::I8(take(d, picks), shape),
+        Value::U8(d, _) => Value::U8(take(d, picks), shape),
+    }
+}
+
+/// The flat input positions of every output element, visiting the output in order: output
+/// index `o` reads input `Σ (start[d] + o[d]·step[d]) · stride[d]`.
+fn positions(out_shape: &[usize], start: &[i64], step: &[i64], stride: &[usize]) -> Vec<usize> {
+    let count: usize = out_shape.iter().product();
+    let mut picks = Vec::with_capacity(count);
+    let mut index = vec![0usize; out_shape.len()];
+    for _ in 0..count {
+        let at: i64 = (0..index.len())
+            .map(|d| (start[d] + index[d] as i64 * step[d]) * stride[d] as i64)
+            .sum();
+        picks.push(at as usize);
+        for d in (0..index.len()).rev() {
+            index[d] += 1;
+            if index[d] < out_shape[d] {
+                break;
+            }
+            index[d] = 0;
+        }
+    }
+    picks
+}
+
+/// Transpose with permutation `perm` (reversed dimensions when empty).
+pub fn transpose(v: &Value, perm: &[i64]) -> anyhow::Result<Value> {
+    let shape = v.shape();
+    let rank = shape.len();
+    let perm: Vec<usize> = if perm.is_empty() {
+        (0..rank).rev().collect()
+    } else {
+        perm.iter().map(|&p| p as usize).collect()
+    };
+    let mut seen = vec![false; rank];
+    ensure!(
+        perm.len() == rank
+            && perm
+                .iter()
+                .all(|&p| p < rank && !std::mem::replace(&mut seen[p], true)),
+        "Transpose perm {perm:?} is not a permutation of the {rank} dimensions of {shape:?}"
+    );
+    let stride = strides(shape);
+    let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+    let out_stride: Vec<usize> = perm.iter().map(|&p| stride[p]).collect();
+    let picks = positions(&out_shape, &vec![0; rank], &vec![1; rank], &out_stride);
+    Ok(pick(v, &picks, out_shape))
+}
+
+/// Slice (opset 10+): `starts`, `ends`, optional `axes` and `steps`, with ONNX's clamping of
+/// negative and out-of-range bounds.
+pub fn slice(
+    v: &Value,
+    starts: &[i64],
+    ends: &[i64],
+    axes: Option<&[i64]>,
+    steps: Option<&[i64]>,
+) -> anyhow::Result<Value> {
+    let shape = v.shape();
+    let rank = shape.len() as i64;
+    ensure!(
+        starts.len() == ends.len(),
+        "Slice has {} starts and {} ends",
+        starts.len(),
+        ends.len()
+    );
+    let default_axes: Vec<i64> = (0..starts.len() as i64).collect();
+    let axes = axes.unwrap_or(&default_axes);
+    let ones = vec![1i64; starts.len()];
+    let steps = steps.unwrap_or(&ones);
+    ensure!(
+        axes.len() == starts.len() && steps.len() == starts.len(),
+        "Slice: starts, ends, axes and steps differ in length"
+    );
+    let mut start = vec![0i64; shape.len()];
+    let mut step = vec![1i64; shape.len()];
+    let mut out_shape = shape.to_vec();
+    let mut done = vec![false; shape.len()];
+    for i in 0..starts.len() {
+        let axis = if axes[i] < 0 { axes[i] + rank } else { axes[i] };
+        ensure!(
+            (0..rank).contains(&axis) && !done[axis as usize],
+            "Slice axis {} is out of range or repeated for a rank-{rank} input",
+            axes[i]
+        );
+        let a = axis as usize;
+        done[a] = true;
+        let dim = shape[a] as i64;
+        let s = steps[i];
+        ensure!(s != 0, "Slice step 0 on axis {axis}");
+        let wrap = |x: i64| if x < 0 { x.saturating_add(dim) } else { x };
+        let (b, e) = if s > 0 {
+            (wrap(starts[i]).clamp(0, dim), wrap(ends[i]).clamp(0, dim))
+        } else {
+            (
+                wrap(starts[i]).clamp(0, dim - 1),
+                wrap(ends[i]).clamp(-1, dim - 1),
+            )
+        };
+        let (span, stride) = if s > 0 { (e - b, s) } else { (b - e, -s) };
+        let len = (span.max(0) as u64).div_ceil(stride.unsigned_abs());
+        start[a] = b;
+        step[a] = s;
+        out_shape[a] = len as usize;
+    }
+    element_count(&out_shape).context("Slice output")?;
+    let picks = positions(&out_shape, &start, &step, &strides(shape));
+    Ok(pick(v, &picks, out_shape))
+}

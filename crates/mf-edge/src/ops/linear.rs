@@ -1,0 +1,162 @@
+//! Products computed in f32 outside the packed kernels: MatMul between activations (with
+//! numpy's batch broadcasting, attention's Q·Kᵀ and P·V) and direct 2-D convolution.
+use anyhow::ensure;
+
+use super::strides;
+use crate::tensor::{Value, element_count};
+
+/// MatMul with numpy semantics: 1-D operands get a dimension for the product and lose it
+/// after; batch dimensions broadcast.
+pub fn matmul(a: &[f32], sa: &[usize], b: &[f32], sb: &[usize]) -> anyhow::Result<Value> {
+    ensure!(
+        !sa.is_empty() && !sb.is_empty(),
+        "MatMul of {sa:?} by {sb:?}: scalars are not matrices"
+    );
+    let sa2: Vec<usize> = if sa.len() == 1 {
+        vec![1, sa[0]]
+    } else {
+        sa.to_vec()
+    };
+    let sb2: Vec<usize> = if sb.len() == 1 {
+        vec![sb[0], 1]
+    } else {
+        sb.to_vec()
+    };
+    let (m, k) = (sa2[sa2.len() - 2], sa2[sa2.len() - 1]);
+    let (k2, n) = (sb2[sb2.len() - 2], sb2[sb2.len() - 1]);
+    ensure!(
+        k == k2,
+        "MatMul of {sa:?} by {sb:?}: inner sizes {k} and {k2} differ"
+    );
+    let (ba, bb) = (&sa2[..sa2.len() - 2], &sb2[..sb2.len() - 2]);
+    let rank = ba.len().max(bb.len());
+    let pad = |s: &[usize]| -> Vec<usize> {
+        std::iter::repeat_n(1, rank - s.len())
+            .chain(s.iter().copied())
+            .collect()
+    };
+    let (pa, pb) = (pad(ba), pad(bb));
+    let mut batch = Vec::with_capacity(rank);
+    for (&x, &y) in pa.iter().zip(&pb) {
+        ensure!(
+            x == y || x == 1 || y == 1,
+            "MatMul of {sa:?} by {sb:?}: batch dimensions {x} and {y} do not broadcast"
+        );
+        batch.push(x.max(y));
+    }
+    let count: usize = batch.iter().product();
+    let mut out_shape = batch.clone();
+    out_shape.extend([m, n]);
+    let mut out = vec![0f32; element_count(&out_shape)?];
+    let (sta, stb) = (strides(&pa), strides(&pb));
+    let mut index = vec![0usize; rank];
+    for t in 0..count {
+        let offset = |p: &[usize], st: &[usize]| -> usize {
+            (0..rank)
+                .map(|d| if p[d] == 1 { 0 } else { index[d] * st[d] })
+                .sum()
+        };
+        let (oa, ob) = (offset(&pa, &sta) * m * k, offset(&pb, &stb) * k * n);
+        let c = &mut out[t * m * n..(t + 1) * m * n];
+        for i in 0..m {
+            for p in 0..k {
+                let x = a[oa + i * k + p];
+                let row = &b[ob + p * n..ob + (p + 1) * n];
+                for (y, &w) in c[i * n..(i + 1) * n].iter_mut().zip(row) {
+                    *y += x * w;
+                }
+            }
+        }
+        for d in (0..rank).rev() {
+            index[d] += 1;
+            if index[d] < batch[d] {
+                break;
+            }
+            index[d] = 0;
+        }
+    }
+    // A 1-D operand's added dimension is dropped again.
+    if sb.len() == 1 {
+        out_shape.remove(out_shape.len() - 1);
+    }
+    if sa.len() == 1 {
+        out_shape.remove(out_shape.len() - if sb.len() == 1 { 1 } else { 2 });
+    }
+    Ok(Value::F32(out, out_shape))
+}
+
+/// A 2-D convolution's geometry (group 1).
+pub struct Conv2d {
+    /// Padding at the top, left, bottom and right.
+    pub pads: [usize; 4],
+    /// Vertical and horizontal stride.
+    pub strides: [usize; 2],
+    /// Vertical and horizontal dilation.
+    pub dilations: [usize; 2],
+}
+
+/// Direct convolution of `x` `[N, C, H, W]` by `w` `[M, C, KH, KW]`, plus `bias` `[M]`.
+pub fn conv2d(
+    x: &[f32],
+    sx: &[usize],
+    w: &[f32],
+    sw: &[usize],
+    bias: Option<&[f32]>,
+    g: &Conv2d,
+) -> anyhow::Result<Value> {
+    ensure!(
+        sx.len() == 4 && sw.len() == 4 && sx[1] == sw[1],
+        "Conv of {sx:?} by weights {sw:?}: 2-D convolutions of [N, C, H, W] by [M, C, KH, KW] (group 1) are supported"
+    );
+    let [n, c, h, wd] = [sx[0], sx[1], sx[2], sx[3]];
+    let [m, _, kh, kw] = [sw[0], sw[1], sw[2], sw[3]];
+    ensure!(
+        bias.is_none_or(|b| b.len() == m),
+        "Conv bias of {} values for {m} output channels",
+        bias.map_or(0, <[f32]>::len)
+    );
+    let span = |k: usize, d: usize| (k - 1) * d + 1;
+    let out_size = |size: usize, before: usize, after: usize, k: usize, d: usize, s: usize| {
+        (size + before + after)
+            .checked_sub(span(k, d))
+            .map(|v| v / s + 1)
+    };
+    let (Some(oh), Some(ow)) = (
+        out_size(h, g.pads[0], g.pads[2], kh, g.dilations[0], g.strides[0]),
+        out_size(wd, g.pads[1], g.pads[3], kw, g.dilations[1], g.strides[1]),
+    ) else {
+        anyhow::bail!("Conv kernel {kh}x{kw} is larger than the padded {h}x{wd} input");
+    };
+    let shape = vec![n, m, oh, ow];
+    let mut out = vec![0f32; element_count(&shape)?];
+    for b in 0..n {
+        for o in 0..m {
+            let plane = &mut out[(b * m + o) * oh * ow..(b * m + o + 1) * oh * ow];
+            plane.fill(bias.map_or(0.0, |bias| bias[o]));
+            for ci in 0..c {
+                let input = &x[(b * c + ci) * h * wd..(b * c + ci + 1) * h * wd];
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let wv = w[((o * c + ci) * kh + ky) * kw + kx];
+                        for y in 0..oh {
+                            let iy = (y * g.strides[0] + ky * g.dilations[0]) as isize
+                                - g.pads[0] as isize;
+                            if iy < 0 || iy >= h as isize {
+                                continue;
+                            }
+                            for xo in 0..ow {
+                                let ix = (xo * g.strides[1] + kx * g.dilations[1]) as isize
+                                    - g.pads[1] as isize;
+                                if ix >= 0 && ix < wd as isize {
+                                    plane[y * ow + xo] +=
+                                        wv * input[iy as usize * wd + ix as usize];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(Value::F32(out, shape))
+}

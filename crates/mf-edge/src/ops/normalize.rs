@@ -1,0 +1,65 @@
+//! Normalizations over the last axes: Softmax and LayerNormalization, in f32 with f64 sums.
+use anyhow::ensure;
+
+use super::{broadcast, normalized_axis};
+use crate::tensor::Value;
+
+/// Softmax (opset 13) along `axis`.
+pub fn softmax(x: &[f32], shape: &[usize], axis: i64) -> anyhow::Result<Value> {
+    let a = normalized_axis(axis, shape.len(), "Softmax")?;
+    let (outer, len, inner) = split(shape, a, a + 1);
+    let mut out = vec![0f32; x.len()];
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |j: usize| o * len * inner + j * inner + i;
+            let max = (0..len).map(|j| x[at(j)]).fold(f32::NEG_INFINITY, f32::max);
+            let sum: f64 = (0..len).map(|j| ((x[at(j)] - max) as f64).exp()).sum();
+            for j in 0..len {
+                out[at(j)] = (((x[at(j)] - max) as f64).exp() / sum) as f32;
+            }
+        }
+    }
+    Ok(Value::F32(out, shape.to_vec()))
+}
+
+/// LayerNormalization (opset 17): normalized over the axes from `axis` on, then
+/// `· scale + bias` (broadcast to those axes).
+pub fn layer_norm(
+    x: &[f32],
+    shape: &[usize],
+    scale: (&[f32], &[usize]),
+    bias: Option<(&[f32], &[usize])>,
+    axis: i64,
+    epsilon: f32,
+) -> anyhow::Result<Value> {
+    let a = normalized_axis(axis, shape.len(), "LayerNormalization")?;
+    let (outer, len, _) = split(shape, a, shape.len());
+    ensure!(len > 0, "LayerNormalization over an empty axis");
+    let mut out = vec![0f32; x.len()];
+    for o in 0..outer {
+        let row = &x[o * len..(o + 1) * len];
+        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / len as f64;
+        let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / len as f64;
+        let inv = 1.0 / (var + epsilon as f64).sqrt();
+        for (y, &v) in out[o * len..(o + 1) * len].iter_mut().zip(row) {
+            *y = ((v as f64 - mean) * inv) as f32;
+        }
+    }
+    let scaled = broadcast(&out, shape, scale.0, scale.1, |x, s| x * s)?;
+    match bias {
+        None => Ok(scaled),
+        Some((b, sb)) => {
+            let (y, sy) = scaled.f32("LayerNormalization")?;
+            broadcast(y, sy, b, sb, |y, b| y + b)
+        }
+    }
+}
+
+/// `(product of dims before from, product of dims from..to, product of dims after to)`.
+fn split(shape: &[usize], from: usize, to: usize) -> (usize, usize, usize) {
+    (
+        shape[..from].iter().product(),
+        shape[from..to].iter().product(),
+        shape[to..].iter().product(),
+    )
+}
