@@ -148,14 +148,14 @@ fn garbled_and_foreign_models_are_refused() {
         .iter_mut()
         .find(|n| n.output.contains(&out))
         .unwrap();
-    node.op_type = "Softmax".into();
+    node.op_type = "TopK".into();
     let model = Model::from_bytes(proto.encode_to_vec()).unwrap();
     let err = NativeEngine::new(&model, Isa::Scalar)
         .err()
         .unwrap()
         .to_string();
     assert!(
-        err.contains("unsupported op Softmax") && err.contains("--backend tract"),
+        err.contains("unsupported op TopK") && err.contains("--backend tract"),
         "{err}"
     );
 
