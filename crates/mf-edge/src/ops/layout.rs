@@ -105,7 +105,9 @@ pub fn slice(
         let s = steps[i];
         ensure!(s != 0, "Slice step 0 on axis {axis}");
         let wrap = |x: i64| if x < 0 { x.saturating_add(dim) } else { x };
-        let (b, e) = if s > 0 {
+        let (b, e) = if dim == 0 {
+            (0, 0)
+        } else if s > 0 {
             (wrap(starts[i]).clamp(0, dim), wrap(ends[i]).clamp(0, dim))
         } else {
             (
@@ -122,4 +124,27 @@ pub fn slice(
     element_count(&out_shape).context("Slice output")?;
     let picks = positions(&out_shape, &start, &step, &strides(shape));
     Ok(pick(v, &picks, out_shape))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_axis_slices_to_nothing_whatever_the_step() {
+        let v = Value::F32(Vec::new(), vec![0, 3]);
+        for step in [1, -1, 3, -3] {
+            let out = slice(&v, &[5], &[-5], Some(&[0]), Some(&[step])).unwrap();
+            assert_eq!(out.shape(), &[0, 3]);
+        }
+    }
+
+    #[test]
+    fn transpose_refuses_what_is_not_a_permutation() {
+        let v = Value::F32(vec![0.0; 6], vec![2, 3]);
+        for perm in [&[0, 0][..], &[0, 2], &[-1, 0], &[1]] {
+            assert!(transpose(&v, perm).is_err(), "{perm:?}");
+        }
+        assert_eq!(transpose(&v, &[1, 0]).unwrap().shape(), &[3, 2]);
+    }
 }

@@ -115,17 +115,22 @@ pub fn conv2d(
         "Conv bias of {} values for {m} output channels",
         bias.map_or(0, <[f32]>::len)
     );
-    let span = |k: usize, d: usize| (k - 1) * d + 1;
+    ensure!(kh > 0 && kw > 0, "Conv weights {sw:?} have an empty kernel");
+    // Checked: pads and dilations come from the file.
     let out_size = |size: usize, before: usize, after: usize, k: usize, d: usize, s: usize| {
-        (size + before + after)
-            .checked_sub(span(k, d))
-            .map(|v| v / s + 1)
+        let span = (k - 1).checked_mul(d)?.checked_add(1)?;
+        let padded = size.checked_add(before)?.checked_add(after)?;
+        padded.checked_sub(span).map(|v| v / s + 1)
     };
     let (Some(oh), Some(ow)) = (
         out_size(h, g.pads[0], g.pads[2], kh, g.dilations[0], g.strides[0]),
         out_size(wd, g.pads[1], g.pads[3], kw, g.dilations[1], g.strides[1]),
     ) else {
-        anyhow::bail!("Conv kernel {kh}x{kw} is larger than the padded {h}x{wd} input");
+        anyhow::bail!(
+            "Conv kernel {kh}x{kw} (dilations {:?}) does not fit the {h}x{wd} input padded by {:?}",
+            g.dilations,
+            g.pads
+        );
     };
     let shape = vec![n, m, oh, ow];
     let mut out = vec![0f32; element_count(&shape)?];
@@ -159,4 +164,47 @@ pub fn conv2d(
         }
     }
     Ok(Value::F32(out, shape))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLAIN: Conv2d = Conv2d {
+        pads: [0; 4],
+        strides: [1; 2],
+        dilations: [1; 2],
+    };
+
+    #[test]
+    fn conv_refuses_empty_kernels_and_kernels_larger_than_the_input() {
+        let x = vec![1.0; 4];
+        let err = conv2d(&x, &[1, 1, 2, 2], &[], &[1, 1, 0, 3], None, &PLAIN).unwrap_err();
+        assert!(err.to_string().contains("empty kernel"), "{err}");
+        let w = vec![1.0; 9];
+        let err = conv2d(&x, &[1, 1, 2, 2], &w, &[1, 1, 3, 3], None, &PLAIN).unwrap_err();
+        assert!(err.to_string().contains("does not fit"), "{err}");
+        // Padded by one it fits: a 3x3 box sum over the 2x2 ones at the four corners.
+        let padded = Conv2d {
+            pads: [1; 4],
+            ..PLAIN
+        };
+        let out = conv2d(&x, &[1, 1, 2, 2], &w, &[1, 1, 3, 3], Some(&[0.5]), &padded).unwrap();
+        assert_eq!(out, Value::F32(vec![4.5; 4], vec![1, 1, 2, 2]));
+    }
+
+    #[test]
+    fn matmul_broadcasts_batches_and_drops_added_dimensions() {
+        // [2, 1, 1, 2] x [3, 2, 1]: batches [2, 1] and [3] broadcast to [2, 3].
+        let a = [1.0, 2.0, 3.0, 4.0];
+        let b = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
+        let Value::F32(out, shape) = matmul(&a, &[2, 1, 1, 2], &b, &[3, 2, 1]).unwrap() else {
+            panic!("f32 expected")
+        };
+        assert_eq!(shape, [2, 3, 1, 1]);
+        assert_eq!(out, [1.0, 2.0, 3.0, 3.0, 4.0, 7.0]);
+        let v = matmul(&[1.0, 2.0], &[2], &[3.0, 4.0], &[2]).unwrap();
+        assert_eq!(v, Value::F32(vec![11.0], vec![]));
+        assert!(matmul(&a, &[2, 2], &b, &[3, 2]).is_err());
+    }
 }

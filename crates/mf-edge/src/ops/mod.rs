@@ -45,6 +45,9 @@ pub fn int_attr(node: &onnx::NodeProto, name: &str, default: i64) -> i64 {
         .unwrap_or(default)
 }
 
+/// The largest Conv pad, stride or dilation accepted (larger ones are refused, not overflowed).
+const MAX_GEOMETRY: i64 = 65_535;
+
 /// A float attribute of a node, or `default`.
 fn float_attr(node: &onnx::NodeProto, name: &str, default: f32) -> f32 {
     node.attribute
@@ -248,20 +251,26 @@ pub fn run(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
             let two = |name: &str, default: usize| -> anyhow::Result<[usize; 2]> {
                 match ints_attr(node, name) {
                     [] => Ok([default; 2]),
-                    &[a, b] if a >= default as i64 && b >= default as i64 => {
+                    &[a, b]
+                        if [a, b]
+                            .iter()
+                            .all(|v| (default as i64..=MAX_GEOMETRY).contains(v)) =>
+                    {
                         Ok([a as usize, b as usize])
                     }
                     other => bail!(
-                        "Conv {name} {other:?}: two values of at least {default} are supported"
+                        "Conv {name} {other:?}: two values from {default} to {MAX_GEOMETRY} are supported"
                     ),
                 }
             };
             let pads = match ints_attr(node, "pads") {
                 [] => [0; 4],
-                &[t, l, b, r] if t >= 0 && l >= 0 && b >= 0 && r >= 0 => {
+                &[t, l, b, r] if [t, l, b, r].iter().all(|v| (0..=MAX_GEOMETRY).contains(v)) => {
                     [t as usize, l as usize, b as usize, r as usize]
                 }
-                other => bail!("Conv pads {other:?}: four non-negative values are supported"),
+                other => {
+                    bail!("Conv pads {other:?}: four values from 0 to {MAX_GEOMETRY} are supported")
+                }
             };
             let geometry = linear::Conv2d {
                 pads,
