@@ -2,7 +2,7 @@
 //! numpy's batch broadcasting, attention's Q·Kᵀ and P·V) and direct 2-D convolution.
 use anyhow::ensure;
 
-use super::strides;
+use super::{broadcast_shapes, strides};
 use crate::tensor::{Value, element_count};
 
 /// MatMul with numpy semantics: 1-D operands get a dimension for the product and lose it
@@ -29,21 +29,10 @@ pub fn matmul(a: &[f32], sa: &[usize], b: &[f32], sb: &[usize]) -> anyhow::Resul
         "MatMul of {sa:?} by {sb:?}: inner sizes {k} and {k2} differ"
     );
     let (ba, bb) = (&sa2[..sa2.len() - 2], &sb2[..sb2.len() - 2]);
-    let rank = ba.len().max(bb.len());
-    let pad = |s: &[usize]| -> Vec<usize> {
-        std::iter::repeat_n(1, rank - s.len())
-            .chain(s.iter().copied())
-            .collect()
-    };
-    let (pa, pb) = (pad(ba), pad(bb));
-    let mut batch = Vec::with_capacity(rank);
-    for (&x, &y) in pa.iter().zip(&pb) {
-        ensure!(
-            x == y || x == 1 || y == 1,
-            "MatMul of {sa:?} by {sb:?}: batch dimensions {x} and {y} do not broadcast"
-        );
-        batch.push(x.max(y));
-    }
+    let (pa, pb, batch) = broadcast_shapes(ba, bb).map_err(|_| {
+        anyhow::anyhow!("MatMul of {sa:?} by {sb:?}: batch dimensions do not broadcast")
+    })?;
+    let rank = batch.len();
     let count: usize = batch.iter().product();
     let mut out_shape = batch.clone();
     out_shape.extend([m, n]);

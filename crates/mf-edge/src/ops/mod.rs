@@ -69,6 +69,31 @@ fn has_attr(node: &onnx::NodeProto, name: &str) -> bool {
     node.attribute.iter().any(|a| a.name == name)
 }
 
+/// Numpy broadcasting of two shapes: both padded with leading 1s to one rank, and the
+/// broadcast shape.
+fn broadcast_shapes(
+    sa: &[usize],
+    sb: &[usize],
+) -> anyhow::Result<(Vec<usize>, Vec<usize>, Vec<usize>)> {
+    let rank = sa.len().max(sb.len());
+    let pad = |s: &[usize]| -> Vec<usize> {
+        std::iter::repeat_n(1, rank - s.len())
+            .chain(s.iter().copied())
+            .collect()
+    };
+    let (pa, pb) = (pad(sa), pad(sb));
+    let mut out = Vec::with_capacity(rank);
+    for (&x, &y) in pa.iter().zip(&pb) {
+        ensure!(
+            x == y || x == 1 || y == 1,
+            "shapes {sa:?} and {sb:?} do not broadcast"
+        );
+        // A size of 1 stretches to the other, 0 included (max would turn [0] × [1] into 1).
+        out.push(if x == 1 { y } else { x });
+    }
+    Ok((pa, pb, out))
+}
+
 /// Row-major strides of `shape`.
 fn strides(shape: &[usize]) -> Vec<usize> {
     let mut strides = vec![1; shape.len()];
@@ -388,22 +413,8 @@ fn broadcast(
             sa.to_vec(),
         ));
     }
-    let rank = sa.len().max(sb.len());
-    let pad = |s: &[usize]| -> Vec<usize> {
-        std::iter::repeat_n(1, rank - s.len())
-            .chain(s.iter().copied())
-            .collect()
-    };
-    let (pa, pb) = (pad(sa), pad(sb));
-    let mut out_shape = Vec::with_capacity(rank);
-    for (&x, &y) in pa.iter().zip(&pb) {
-        ensure!(
-            x == y || x == 1 || y == 1,
-            "shapes {sa:?} and {sb:?} do not broadcast"
-        );
-        // A size of 1 stretches to the other, 0 included (max would turn [0] × [1] into 1).
-        out_shape.push(if x == 1 { y } else { x });
-    }
+    let (pa, pb, out_shape) = broadcast_shapes(sa, sb)?;
+    let rank = out_shape.len();
     let strides = |s: &[usize]| -> Vec<usize> {
         let mut st = vec![0; rank];
         let mut acc = 1;
