@@ -220,27 +220,38 @@ pub fn run(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
         "Concat" => concat(inputs, int_attr(node, "axis", 0))?,
         "Gather" => {
             need(2)?;
-            ensure!(
-                int_attr(node, "axis", 0) == 0,
-                "Gather is supported on axis 0 only"
-            );
             let (table, shape) = inputs[0].f32(&what(0))?;
             let (ids, id_shape) = inputs[1].i64(&what(1))?;
             ensure!(
                 !shape.is_empty(),
                 "Gather from a scalar table: the table must have at least one dimension"
             );
-            let out_shape: Vec<usize> = id_shape.iter().chain(&shape[1..]).copied().collect();
-            let row: usize = shape[1..].iter().product();
+            let axis = normalized_axis(int_attr(node, "axis", 0), shape.len(), "Gather")?;
+            // [outer, rows, inner]: each id picks one of `rows` blocks of `inner` values.
+            let (outer, rows) = (shape[..axis].iter().product::<usize>(), shape[axis]);
+            let inner: usize = shape[axis + 1..].iter().product();
+            let out_shape: Vec<usize> = shape[..axis]
+                .iter()
+                .chain(id_shape)
+                .chain(&shape[axis + 1..])
+                .copied()
+                .collect();
             let mut out = Vec::with_capacity(element_count(&out_shape)?);
-            for &id in ids {
-                let i = usize::try_from(id)
-                    .ok()
-                    .filter(|&i| i < shape[0])
-                    .with_context(|| {
-                        format!("class {id} out of range: the model has ids 0..{}", shape[0])
-                    })?;
-                out.extend_from_slice(&table[i * row..(i + 1) * row]);
+            // Negative ids count from the end, as ONNX says.
+            let picks = ids
+                .iter()
+                .map(|&id| {
+                    let i = if id < 0 { id + rows as i64 } else { id };
+                    usize::try_from(i).ok().filter(|&i| i < rows).with_context(|| {
+                        format!("index {id} out of range: axis {axis} has {rows} entries (class ids of a model are 0..{rows})")
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            for o in 0..outer {
+                for &i in &picks {
+                    let at = (o * rows + i) * inner;
+                    out.extend_from_slice(&table[at..at + inner]);
+                }
             }
             Value::F32(out, out_shape)
         }
