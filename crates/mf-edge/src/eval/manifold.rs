@@ -14,7 +14,8 @@ const BLOCK: usize = 512;
 /// A feature set and the squared distance of each point to its k-th nearest neighbour: the
 /// union of those balls estimates the set's manifold.
 pub struct Manifold {
-    points: DMatrix<f64>,
+    /// The points as columns `[d, n]`, transposed once for every block's product.
+    columns: DMatrix<f64>,
     norms: Vec<f64>,
     radii: Vec<f64>,
 }
@@ -30,12 +31,12 @@ impl Manifold {
         let points = DMatrix::from_row_slice(n, d, features);
         let norms: Vec<f64> = points.row_iter().map(|r| r.norm_squared()).collect();
         let mut manifold = Manifold {
-            points,
+            columns: points.transpose(),
             norms,
-            radii: Vec::with_capacity(n),
+            radii: Vec::new(),
         };
         let mut radii = Vec::with_capacity(n);
-        manifold.each_block(&manifold.points, |distances| {
+        manifold.each_block(&points, |distances| {
             for row in distances.row_iter() {
                 let mut row: Vec<f64> = row.iter().copied().collect();
                 // The point itself is its nearest neighbour, at distance zero.
@@ -49,7 +50,7 @@ impl Manifold {
 
     /// The share of `features` `[m, d]` inside the manifold (within some point's radius).
     pub fn coverage(&self, features: &[f64]) -> f64 {
-        let d = self.points.ncols();
+        let d = self.columns.nrows();
         let m = features.len() / d;
         let queries = DMatrix::from_row_slice(m, d, features);
         let mut inside = 0usize;
@@ -68,7 +69,7 @@ impl Manifold {
         for start in (0..queries.nrows()).step_by(BLOCK) {
             let rows = BLOCK.min(queries.nrows() - start);
             let block = queries.rows(start, rows);
-            let mut distances = block * self.points.transpose();
+            let mut distances = block * &self.columns;
             for (i, q) in block.row_iter().enumerate() {
                 let qn = q.norm_squared();
                 for (j, &pn) in self.norms.iter().enumerate() {

@@ -197,6 +197,24 @@ fn convolutional(_bytes: Vec<u8>, path: &Path) -> anyhow::Result<Runner> {
     )
 }
 
+/// An IDX image file and its label file from `dir` (`[images, labels]`), each at most
+/// [`MAX_IDX_BYTES`]; a missing or unreadable one names its path, `what` it is and `hint`.
+fn read_idx(
+    dir: &Path,
+    [images, labels]: [&str; 2],
+    what: &str,
+    hint: &str,
+) -> anyhow::Result<(mf_core::idx::IdxImages, Vec<u8>)> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        mf_core::bounded::read(&path, MAX_IDX_BYTES, what)
+            .with_context(|| format!("missing or unreadable {}: {hint}", path.display()))
+    };
+    let images = mf_core::idx::read_images(&read(images)?).map_err(anyhow::Error::msg)?;
+    let labels = mf_core::idx::read_labels(&read(labels)?).map_err(anyhow::Error::msg)?;
+    Ok((images, labels))
+}
+
 /// Real training images: `per_class` of each class for the reference set, and the next
 /// `per_class` for the floor set (disjoint), in model values.
 pub struct RealSets {
@@ -208,19 +226,12 @@ pub struct RealSets {
 
 /// Reads the training split of an IDX dataset folder.
 pub fn real_sets(root: &Path, classes: usize, per_class: usize) -> anyhow::Result<RealSets> {
-    let read = |name: &str| {
-        let path = root.join(name);
-        mf_core::bounded::read(&path, MAX_IDX_BYTES, "dataset file").with_context(|| {
-            format!(
-                "missing or unreadable {}: run tools/fetch-data",
-                path.display()
-            )
-        })
-    };
-    let images =
-        mf_core::idx::read_images(&read("train-images-idx3-ubyte")?).map_err(anyhow::Error::msg)?;
-    let labels =
-        mf_core::idx::read_labels(&read("train-labels-idx1-ubyte")?).map_err(anyhow::Error::msg)?;
+    let (images, labels) = read_idx(
+        root,
+        ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"],
+        "dataset file",
+        "run tools/fetch-data",
+    )?;
     let dims = images.rows * images.cols;
     let (mut reference, mut floor) = (Vec::new(), Vec::new());
     for class in 0..classes {
@@ -381,19 +392,12 @@ pub fn score_features(
 /// `tools/npz-to-idx`): a folder with `images-idx3-ubyte` (uint8 pixels) and
 /// `labels-idx1-ubyte` (the class each image was generated for), in model values.
 pub fn read_samples(dir: &Path) -> anyhow::Result<(Vec<f32>, Vec<usize>)> {
-    let read = |name: &str| {
-        let path = dir.join(name);
-        mf_core::bounded::read(&path, MAX_IDX_BYTES, "samples file").with_context(|| {
-            format!(
-                "cannot read {}: --samples takes a folder with images-idx3-ubyte and labels-idx1-ubyte",
-                path.display()
-            )
-        })
-    };
-    let images =
-        mf_core::idx::read_images(&read("images-idx3-ubyte")?).map_err(anyhow::Error::msg)?;
-    let labels =
-        mf_core::idx::read_labels(&read("labels-idx1-ubyte")?).map_err(anyhow::Error::msg)?;
+    let (images, labels) = read_idx(
+        dir,
+        ["images-idx3-ubyte", "labels-idx1-ubyte"],
+        "samples file",
+        "--samples takes a folder with images-idx3-ubyte and labels-idx1-ubyte",
+    )?;
     ensure!(
         images.count == labels.len(),
         "{}: {} images but {} labels",
