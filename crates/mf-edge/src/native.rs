@@ -13,7 +13,8 @@ use anyhow::{Context, bail, ensure};
 use mf_core::onnx;
 use mf_kernels::reference::QuantizedLayer;
 use mf_kernels::{
-    Activation, Input, Isa, Output, PackedF32, PackedI8, QuantParams, gemm_f32, gemm_i8,
+    Activation, ConvGeometry, Input, Isa, Output, PackedConvF32, PackedConvI8, PackedF32, PackedI8,
+    QuantParams, conv_f32, conv_i8, gemm_f32, gemm_i8,
 };
 
 use crate::model::Model;
@@ -26,6 +27,12 @@ enum Packed {
     I8(PackedI8),
 }
 
+/// A convolution packed for the kernels.
+enum PackedConv {
+    F32(PackedConvF32),
+    I8(PackedConvI8),
+}
+
 /// One step of the plan, as the planner builds it (values by name).
 enum Step {
     /// A fused MatMul (+ bias) (+ SiLU).
@@ -33,6 +40,13 @@ enum Step {
         input: String,
         output: String,
         packed: Packed,
+    },
+    /// A Conv with constant weights (+ bias) (+ the QuantizeLinear of its output).
+    Conv {
+        input: String,
+        output: String,
+        packed: PackedConv,
+        codes_out: Option<QuantParams>,
     },
     /// Any other node.
     Op(onnx::NodeProto),
@@ -48,6 +62,13 @@ enum Slotted {
         /// Set when the output's only use is an int8 layer: the epilogue then writes that
         /// layer's uint8 input codes directly (the same bits its QuantizeLinear would give).
         codes_for: Option<QuantParams>,
+    },
+    /// A packed convolution: f32 output, or uint8 codes with `codes_out`'s parameters.
+    Conv {
+        input: usize,
+        output: usize,
+        packed: PackedConv,
+        codes_out: Option<QuantParams>,
     },
     /// Any other node.
     Op {
@@ -66,12 +87,12 @@ pub struct NativeEngine {
     isa: Isa,
 }
 
-/// Fused dense layers of each kind, for reports.
+/// Fused GEMM steps (dense layers and convolutions) of each kind, for reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PlanSummary {
-    /// int8 GEMM steps.
+    /// int8 GEMM steps (dense and convolution).
     pub int8_layers: usize,
-    /// fp32 GEMM steps.
+    /// fp32 GEMM steps (dense and convolution).
     pub f32_layers: usize,
     /// Other nodes.
     pub other_ops: usize,
@@ -146,9 +167,12 @@ impl NativeEngine {
         let mut absorbed = folded;
         let mut fused_at = HashMap::new();
         for (i, node) in graph.node.iter().enumerate() {
-            if node.op_type == "MatMul"
-                && let Some(fused) = plan.dense(i, &mut absorbed)?
-            {
+            let fused = match node.op_type.as_str() {
+                "MatMul" => plan.dense(i, &mut absorbed)?,
+                "Conv" => plan.conv(i, &mut absorbed)?,
+                _ => None,
+            };
+            if let Some(fused) = fused {
                 fused_at.insert(i, fused);
             }
         }
@@ -195,6 +219,17 @@ impl NativeEngine {
                     output: slot(&output),
                     packed,
                     codes_for: None,
+                },
+                Step::Conv {
+                    input,
+                    output,
+                    packed,
+                    codes_out,
+                } => Slotted::Conv {
+                    input: slot(&input),
+                    output: slot(&output),
+                    packed,
+                    codes_out,
                 },
                 Step::Op(node) => {
                     let inputs = node
@@ -245,6 +280,14 @@ impl NativeEngine {
                     packed: Packed::F32(_),
                     ..
                 } => s.f32_layers += 1,
+                Slotted::Conv {
+                    packed: PackedConv::I8(_),
+                    ..
+                } => s.int8_layers += 1,
+                Slotted::Conv {
+                    packed: PackedConv::F32(_),
+                    ..
+                } => s.f32_layers += 1,
                 Slotted::Op { .. } => s.other_ops += 1,
             }
         }
@@ -269,6 +312,15 @@ impl NativeEngine {
                 } => {
                     let value = self.lookup(&env, *input)?;
                     env[*output] = Some(dense(packed, value, *codes_for)?);
+                }
+                Slotted::Conv {
+                    input,
+                    output,
+                    packed,
+                    codes_out,
+                } => {
+                    let value = self.lookup(&env, *input)?;
+                    env[*output] = Some(convolve(packed, value, *codes_out)?);
                 }
                 Slotted::Op {
                     node,
@@ -371,6 +423,49 @@ fn dense(packed: &Packed, value: &Value, codes_for: Option<QuantParams>) -> anyh
     }
 }
 
+/// Runs one packed convolution on `[N, C, H, W]` f32 values, writing `[N, M, OH, OW]` f32
+/// values, or uint8 codes with `codes_out`'s parameters.
+fn convolve(
+    packed: &PackedConv,
+    value: &Value,
+    codes_out: Option<QuantParams>,
+) -> anyhow::Result<Value> {
+    let (x, shape) = value.f32("convolution input")?;
+    let (geometry, m) = match packed {
+        PackedConv::F32(p) => (p.geometry(), p.outputs()),
+        PackedConv::I8(p) => (p.geometry(), p.outputs()),
+    };
+    ensure!(
+        shape.len() == 4 && shape[1] == geometry.channels,
+        "convolution input of shape {shape:?}: [N, {}, H, W] expected",
+        geometry.channels
+    );
+    let size = [shape[0], shape[2], shape[3]];
+    let [oh, ow] = geometry.output_size(shape[2], shape[3])?;
+    let out_shape = vec![shape[0], m, oh, ow];
+    let len = crate::tensor::element_count(&out_shape)?;
+    // The receptive fields are laid out once per call: refuse what would not fit in memory.
+    crate::tensor::element_count(&[shape[0], oh, ow, geometry.depth()])
+        .context("the convolution's receptive fields")?;
+    Ok(match (packed, codes_out) {
+        (PackedConv::F32(p), _) => {
+            let mut out = vec![0f32; len];
+            conv_f32(p, x, size, &mut out)?;
+            Value::F32(out, out_shape)
+        }
+        (PackedConv::I8(p), None) => {
+            let mut out = vec![0f32; len];
+            conv_i8(p, Input::F32(x), size, Output::F32(&mut out))?;
+            Value::F32(out, out_shape)
+        }
+        (PackedConv::I8(p), Some(params)) => {
+            let mut out = vec![0u8; len];
+            conv_i8(p, Input::F32(x), size, Output::U8(&mut out, params))?;
+            Value::U8(out, out_shape)
+        }
+    })
+}
+
 /// Lets every int8 layer whose output feeds exactly one int8 layer (and nothing else, not the
 /// graph output) write that layer's input codes instead of f32 values.
 fn chain_int8_inputs(steps: &mut [Slotted], graph_output: usize) {
@@ -384,6 +479,7 @@ fn chain_int8_inputs(steps: &mut [Slotted], graph_output: usize) {
                     int8_input.insert(*input, p.input());
                 }
             }
+            Slotted::Conv { input, .. } => *uses.entry(*input).or_default() += 1,
             Slotted::Op { inputs, .. } => {
                 for i in inputs {
                     *uses.entry(*i).or_default() += 1;
@@ -458,36 +554,16 @@ impl<'g> Planner<'g> {
             weight_names.push(matmul.input[1].clone());
             (W::Float(transpose(w, s[0], s[1])), s[0], s[1])
         } else if let Some(dq) = self.sole_producer(&matmul.input[1], "DequantizeLinear", 1) {
-            let node = self.node(dq);
-            let (Some(Value::I8(codes, s)), Some(Value::F32(scales, _))) = (
-                node.input.first().and_then(|n| self.constants.get(n)),
-                node.input.get(1).and_then(|n| self.constants.get(n)),
-            ) else {
+            let Some((codes, scales, s, name)) = self.int8_weights(dq, 1)? else {
                 return Ok(None);
             };
-            let zero = node.input.get(2).and_then(|n| self.constants.get(n));
-            let zero_ok = match zero {
-                None => true,
-                Some(Value::I8(z, _)) => z.iter().all(|&v| v == 0),
-                _ => false,
-            };
-            ensure!(
-                s.len() == 2
-                    && zero_ok
-                    && scales.len() == s[1]
-                    && ops::int_attr(node, "axis", 1) == 1,
-                "int8 weights of {:?} must be symmetric and per output channel",
-                node.name
-            );
+            ensure!(s.len() == 2, "MatMul weights of shape {s:?}");
             taken.push(dq);
-            weight_names.push(node.input[0].clone());
-            let codes_t: Vec<i8> = (0..s[0] * s[1])
-                .map(|j| codes[(j % s[0]) * s[1] + j / s[0]])
-                .collect();
+            weight_names.push(name);
             (
                 W::Int8 {
-                    codes: codes_t,
-                    scales: scales.clone(),
+                    codes: transpose(codes, s[0], s[1]),
+                    scales,
                 },
                 s[0],
                 s[1],
@@ -500,48 +576,9 @@ impl<'g> Planner<'g> {
         let (input, quant) = match &weights {
             W::Float(_) => (matmul.input[0].clone(), None),
             W::Int8 { .. } => {
-                let Some(dq) = self.sole_producer(&matmul.input[0], "DequantizeLinear", 1) else {
-                    bail!(
-                        "int8 MatMul {:?} without a QuantizeLinear/DequantizeLinear input",
-                        matmul.name
-                    )
-                };
-                let dq_node = self.node(dq);
-                let Some(q) = dq_node
-                    .input
-                    .first()
-                    .and_then(|v| self.sole_producer(v, "QuantizeLinear", 1))
-                else {
-                    bail!(
-                        "int8 MatMul {:?}: its input DequantizeLinear is not fed by QuantizeLinear",
-                        matmul.name
-                    )
-                };
-                let q_node = self.node(q);
-                ensure!(
-                    q_node.input.len() == 3
-                        && dq_node.input.len() == 3
-                        && q_node.input[1..] == dq_node.input[1..],
-                    "QuantizeLinear/DequantizeLinear pair of {:?} must share scale and zero point",
-                    matmul.name
-                );
-                let scale = self
-                    .constants
-                    .get(&q_node.input[1])
-                    .context("activation scale must be constant")?;
-                let zero = self
-                    .constants
-                    .get(&q_node.input[2])
-                    .context("activation zero point must be constant")?;
-                let Value::U8(..) = zero else {
-                    bail!("activation zero point of {:?} must be uint8", matmul.name)
-                };
-                let params = QuantParams::new(
-                    scale.scalar("activation scale")? as f32,
-                    zero.scalar("zero point")? as u8,
-                )?;
-                taken.extend([q, dq]);
-                (q_node.input[0].clone(), Some(params))
+                let (input, params, pair) = self.quantized_input(matmul)?;
+                taken.extend(pair);
+                (input, Some(params))
             }
         };
 
@@ -594,6 +631,235 @@ impl<'g> Planner<'g> {
         }))
     }
 
+    /// Fuses the Conv at `i` if its weights (float, or int8 behind DequantizeLinear) and bias
+    /// (float, or int32 behind DequantizeLinear) are constant; an int8 Conv also takes in the
+    /// QuantizeLinear of its output, whose codes the epilogue then writes.
+    fn conv(&self, i: usize, absorbed: &mut HashSet<usize>) -> anyhow::Result<Option<Fused>> {
+        let node = self.node(i);
+        if node.input.len() < 2 || node.output.is_empty() {
+            return Ok(None);
+        }
+        let mut taken = vec![i];
+        let mut weight_names = Vec::new();
+        let (float, int8) = if let Some(Value::F32(w, s)) = self.constants.get(&node.input[1]) {
+            weight_names.push(node.input[1].clone());
+            (Some((w.clone(), s.clone())), None)
+        } else if let Some(dq) = self.sole_producer(&node.input[1], "DequantizeLinear", 1) {
+            let Some((codes, scales, s, name)) = self.int8_weights(dq, 0)? else {
+                return Ok(None);
+            };
+            taken.push(dq);
+            weight_names.push(name);
+            (None, Some((codes.to_vec(), scales, s.to_vec())))
+        } else {
+            return Ok(None);
+        };
+        let shape = match (&float, &int8) {
+            (Some((_, s)), _) | (_, Some((_, _, s))) => s.clone(),
+            _ => unreachable!("one of the two is set"),
+        };
+        let geometry: ConvGeometry = ops::linear::conv_geometry(node, &shape)
+            .with_context(|| format!("Conv {:?}", node.name))?;
+        let m = shape[0];
+        let Some(bias) = self.conv_bias(node, m, &mut taken, &mut weight_names)? else {
+            return Ok(None);
+        };
+        let fused_step = match (float, int8) {
+            (Some((w, _)), _) => Step::Conv {
+                input: node.input[0].clone(),
+                output: node.output[0].clone(),
+                packed: PackedConv::F32(PackedConvF32::new(
+                    self.isa,
+                    &w,
+                    &bias,
+                    m,
+                    geometry,
+                    Activation::None,
+                )?),
+                codes_out: None,
+            },
+            (None, Some((codes, scales, _))) => {
+                let (input, params, pair) = self.quantized_input(node)?;
+                taken.extend(pair);
+                let layer = QuantizedLayer {
+                    weights: &codes,
+                    weight_scales: &scales,
+                    bias: &bias,
+                    input: params,
+                    activation: Activation::None,
+                    n: m,
+                    k: geometry.depth(),
+                };
+                let packed = PackedConv::I8(PackedConvI8::new(self.isa, &layer, geometry)?);
+                let mut output = node.output[0].clone();
+                let mut codes_out = None;
+                if let Some(q) = self.sole_consumer(&output, "QuantizeLinear")
+                    && let Ok(params) = self.activation_params(self.node(q))
+                {
+                    taken.push(q);
+                    output = self.node(q).output[0].clone();
+                    codes_out = Some(params);
+                }
+                Step::Conv {
+                    input,
+                    output,
+                    packed,
+                    codes_out,
+                }
+            }
+            (None, None) => unreachable!("one of the two is set"),
+        };
+        absorbed.extend(taken);
+        Ok(Some(Fused {
+            step: fused_step,
+            weights: weight_names,
+        }))
+    }
+
+    /// A Conv's constant bias of `m` values: none (zeros), a float initializer, or int32 codes
+    /// behind DequantizeLinear (dequantized here, as the node would). `None` when it is not
+    /// constant.
+    fn conv_bias(
+        &self,
+        node: &onnx::NodeProto,
+        m: usize,
+        taken: &mut Vec<usize>,
+        weight_names: &mut Vec<String>,
+    ) -> anyhow::Result<Option<Vec<f32>>> {
+        let Some(name) = node.input.get(2).filter(|b| !b.is_empty()) else {
+            return Ok(Some(vec![0f32; m]));
+        };
+        let bias = if let Some(Value::F32(b, _)) = self.constants.get(name) {
+            weight_names.push(name.clone());
+            b.clone()
+        } else if let Some(dq) = self.sole_producer(name, "DequantizeLinear", 1) {
+            let dq_node = self.node(dq);
+            let args: Option<Vec<&Value>> = dq_node
+                .input
+                .iter()
+                .filter(|n| !n.is_empty())
+                .map(|n| self.constants.get(n))
+                .collect();
+            let Some(args) = args else {
+                return Ok(None);
+            };
+            let Value::F32(b, _) = ops::run(dq_node, &args)
+                .with_context(|| format!("the bias of Conv {:?}", node.name))?
+            else {
+                unreachable!("DequantizeLinear writes floats")
+            };
+            taken.push(dq);
+            weight_names.push(dq_node.input[0].clone());
+            b
+        } else {
+            return Ok(None);
+        };
+        ensure!(
+            bias.len() == m,
+            "Conv {:?} has {} bias values for {m} output channels",
+            node.name,
+            bias.len()
+        );
+        Ok(Some(bias))
+    }
+
+    /// The `QuantizeLinear → DequantizeLinear` pair feeding input 0 of the int8 layer `layer`:
+    /// the float value quantized, its parameters, and the two nodes.
+    fn quantized_input(
+        &self,
+        layer: &onnx::NodeProto,
+    ) -> anyhow::Result<(String, QuantParams, [usize; 2])> {
+        let Some(dq) = self.sole_producer(&layer.input[0], "DequantizeLinear", 1) else {
+            bail!(
+                "int8 {} {:?} without a QuantizeLinear/DequantizeLinear input",
+                layer.op_type,
+                layer.name
+            )
+        };
+        let dq_node = self.node(dq);
+        let Some(q) = dq_node
+            .input
+            .first()
+            .and_then(|v| self.sole_producer(v, "QuantizeLinear", 1))
+        else {
+            bail!(
+                "int8 {} {:?}: its input DequantizeLinear is not fed by QuantizeLinear",
+                layer.op_type,
+                layer.name
+            )
+        };
+        let q_node = self.node(q);
+        ensure!(
+            q_node.input.len() == 3
+                && dq_node.input.len() == 3
+                && q_node.input[1..] == dq_node.input[1..],
+            "QuantizeLinear/DequantizeLinear pair of {:?} must share scale and zero point",
+            layer.name
+        );
+        let params = self
+            .activation_params(q_node)
+            .with_context(|| format!("the input of {:?}", layer.name))?;
+        Ok((q_node.input[0].clone(), params, [q, dq]))
+    }
+
+    /// The constant per-tensor uint8 parameters of a QuantizeLinear node.
+    fn activation_params(&self, q_node: &onnx::NodeProto) -> anyhow::Result<QuantParams> {
+        let scale = q_node
+            .input
+            .get(1)
+            .and_then(|n| self.constants.get(n))
+            .context("activation scale must be constant")?;
+        let zero = q_node
+            .input
+            .get(2)
+            .and_then(|n| self.constants.get(n))
+            .context("activation zero point must be constant")?;
+        let Value::U8(..) = zero else {
+            bail!("activation zero point must be uint8")
+        };
+        Ok(QuantParams::new(
+            scale.scalar("activation scale")? as f32,
+            zero.scalar("zero point")? as u8,
+        )?)
+    }
+
+    /// Symmetric int8 weights behind a DequantizeLinear node: codes, one scale per channel of
+    /// `axis`, the codes' shape and the initializer's name; `None` when the node's inputs are
+    /// not constants.
+    fn int8_weights(
+        &self,
+        dq: usize,
+        axis: i64,
+    ) -> anyhow::Result<Option<(&'g [i8], Vec<f32>, &'g [usize], String)>> {
+        let node = self.node(dq);
+        let (Some(Value::I8(codes, s)), Some(Value::F32(scales, _))) = (
+            node.input.first().and_then(|n| self.constants.get(n)),
+            node.input.get(1).and_then(|n| self.constants.get(n)),
+        ) else {
+            return Ok(None);
+        };
+        let zero_ok = match node.input.get(2).and_then(|n| self.constants.get(n)) {
+            None => true,
+            Some(Value::I8(z, _)) => z.iter().all(|&v| v == 0),
+            _ => false,
+        };
+        let per_channel = (axis as usize) < s.len()
+            && scales.len() == s[axis as usize]
+            && ops::int_attr(node, "axis", 1) == axis;
+        ensure!(
+            zero_ok && (per_channel || scales.len() == 1) && (axis as usize) < s.len(),
+            "int8 weights of {:?} must be symmetric, per tensor or per output channel (axis {axis})",
+            node.name
+        );
+        // One scale for the tensor is every channel's.
+        let scales = if per_channel {
+            scales.clone()
+        } else {
+            vec![scales[0]; s[axis as usize]]
+        };
+        Ok(Some((codes, scales, s, node.input[0].clone())))
+    }
+
     /// `y → Sigmoid(y) → Mul(y, s)` with `y` used by exactly these two nodes.
     fn silu(&self, y: &str) -> Option<(usize, usize)> {
         let users = self.consumers.get(y)?;
@@ -612,7 +878,7 @@ impl<'g> Planner<'g> {
 }
 
 /// `[k, n]` → `[n, k]`.
-fn transpose(w: &[f32], k: usize, n: usize) -> Vec<f32> {
+fn transpose<T: Copy>(w: &[T], k: usize, n: usize) -> Vec<T> {
     (0..k * n).map(|j| w[(j % k) * n + j / k]).collect()
 }
 

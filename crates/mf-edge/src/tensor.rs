@@ -29,6 +29,8 @@ pub enum Value {
     F32(Vec<f32>, Vec<usize>),
     /// int64
     I64(Vec<i64>, Vec<usize>),
+    /// int32 (the codes of a quantized bias)
+    I32(Vec<i32>, Vec<usize>),
     /// int8
     I8(Vec<i8>, Vec<usize>),
     /// uint8
@@ -39,7 +41,11 @@ impl Value {
     /// The shape.
     pub fn shape(&self) -> &[usize] {
         match self {
-            Value::F32(_, s) | Value::I64(_, s) | Value::I8(_, s) | Value::U8(_, s) => s,
+            Value::F32(_, s)
+            | Value::I64(_, s)
+            | Value::I32(_, s)
+            | Value::I8(_, s)
+            | Value::U8(_, s) => s,
         }
     }
 
@@ -64,6 +70,7 @@ impl Value {
         match self {
             Value::F32(..) => "float",
             Value::I64(..) => "int64",
+            Value::I32(..) => "int32",
             Value::I8(..) => "int8",
             Value::U8(..) => "uint8",
         }
@@ -74,6 +81,7 @@ impl Value {
         let v = match self {
             Value::F32(d, _) if d.len() == 1 => d[0] as f64,
             Value::I64(d, _) if d.len() == 1 => d[0] as f64,
+            Value::I32(d, _) if d.len() == 1 => d[0] as f64,
             Value::I8(d, _) if d.len() == 1 => d[0] as f64,
             Value::U8(d, _) if d.len() == 1 => d[0] as f64,
             _ => bail!("{what}: expected a scalar"),
@@ -139,6 +147,23 @@ impl Value {
                 Value::I64(
                     raw.chunks_exact(8)
                         .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+                        .collect(),
+                    shape,
+                )
+            }
+            DataType::Int32 if raw.is_empty() => {
+                ensure!(
+                    t.int32_data.len() == count,
+                    "initializer {}: wrong element count",
+                    t.name
+                );
+                Value::I32(t.int32_data.clone(), shape)
+            }
+            DataType::Int32 => {
+                from_raw(4)?;
+                Value::I32(
+                    raw.chunks_exact(4)
+                        .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
                         .collect(),
                     shape,
                 )

@@ -20,6 +20,8 @@ pub enum KernelError {
         /// The value found.
         value: f32,
     },
+    /// A convolution's geometry cannot be computed (the reason).
+    Geometry(&'static str),
     /// `MF_KERNEL` names no kernel.
     UnknownKernel,
     /// The requested kernel needs CPU features this machine lacks.
@@ -39,6 +41,7 @@ impl fmt::Display for KernelError {
             KernelError::BadScale { what, value } => {
                 write!(f, "{what}: scale {value} is not a positive finite number")
             }
+            KernelError::Geometry(why) => write!(f, "convolution geometry: {why}"),
             KernelError::UnknownKernel => write!(
                 f,
                 "MF_KERNEL names no kernel; accepted: scalar, avx2, avx512vnni, neon, dotprod, i8mm"

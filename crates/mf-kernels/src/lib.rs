@@ -2,7 +2,8 @@
 //!
 //! # What it computes
 //! A dense layer `y = act(x · Wᵀ + b)` with `x` of shape `[M, K]` (activations, one row per
-//! sample), `W` of shape `[N, K]` (PyTorch layout `[out, in]`) and `b` of length `N`.
+//! sample), `W` of shape `[N, K]` (PyTorch layout `[out, in]`) and `b` of length `N`; and a 2-D
+//! convolution ([`conv`]) as that dense layer over the input's receptive fields.
 //!
 //! # The quantization convention (shared with mf-export's ONNX QDQ graphs)
 //! - **Weights**: int8, symmetric, one scale per output channel: `W[n, k] ≈ s_w[n] · q_w[n, k]`,
@@ -40,6 +41,7 @@ extern crate std;
 pub mod activation;
 #[cfg(feature = "alloc")]
 mod arch;
+pub mod conv;
 #[cfg(feature = "alloc")]
 mod epilogue;
 mod error;
@@ -56,6 +58,9 @@ pub mod reference;
 pub mod team;
 
 pub use activation::Activation;
+pub use conv::{ConvGeometry, ImageSize};
+#[cfg(feature = "alloc")]
+pub use conv::{PackedConvF32, PackedConvI8, conv_f32, conv_i8};
 pub use error::KernelError;
 #[cfg(feature = "alloc")]
 pub use gemm::{Input, Output, gemm_f32, gemm_i8};

@@ -1,6 +1,7 @@
 //! The scalar truth: naive triple loops over unpacked, row-major data. They need no allocator,
 //! so the firmware runs them directly, and every packed kernel is tested against them.
 use crate::activation::Activation;
+use crate::conv::{ConvGeometry, ImageSize, check_images};
 use crate::error::{KernelError, check_len, check_scale};
 use crate::quant::QuantParams;
 
@@ -148,6 +149,98 @@ pub fn gemm_f32(
                 .zip(&w[col * k..(col + 1) * k])
                 .fold(0.0f32, |s, (&x, &y)| s + x * y);
             out[row * n + col] = finish_f32(acc, bias[col], act);
+        }
+    }
+    Ok(())
+}
+
+/// Reference int8 convolution, direct: `out[b, o, y, x] = act(Σ (a − zp)·w · s_a·s_w[o] + b[o])`
+/// over the taps inside the input (padding is 0, i.e. the zero point), for `codes`
+/// `[N, C, H, W]` and weights `[M, C·KH·KW]` in `layer`; `out` is `[N, M, OH, OW]`.
+pub fn conv_i8(
+    layer: &QuantizedLayer<'_>,
+    g: &ConvGeometry,
+    codes: &[u8],
+    size: ImageSize,
+    mut out: Output<'_>,
+) -> Result<(), KernelError> {
+    layer.check()?;
+    check_len("convolution depth", g.depth(), layer.k)?;
+    let [oh, ow] = check_images(g, size, codes.len())?;
+    let [n, h, w] = size;
+    let m = layer.n;
+    out.check(n * oh * ow, m)?;
+    let zp = layer.input.zero_point as i32;
+    let [kh, kw] = g.kernel;
+    for b in 0..n {
+        for o in 0..m {
+            let weights = &layer.weights[o * layer.k..(o + 1) * layer.k];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = 0i32;
+                    for c in 0..g.channels {
+                        let plane = &codes[(b * g.channels + c) * h * w..][..h * w];
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                if let Some(i) = g.tap([h, w], [oy, ox], [ky, kx]) {
+                                    let wv = weights[(c * kh + ky) * kw + kx] as i32;
+                                    acc = acc.wrapping_add((plane[i] as i32 - zp) * wv);
+                                }
+                            }
+                        }
+                    }
+                    let y = finish_i8(
+                        acc,
+                        layer.combined_scale(o),
+                        layer.bias[o],
+                        layer.activation,
+                    );
+                    out.store(((b * m + o) * oh + oy) * ow + ox, y);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reference fp32 convolution, direct, summing over channel, ky and kx in order: `x`
+/// `[N, C, H, W]`, weights `[M, C·KH·KW]`, bias `[M]`, `out` `[N, M, OH, OW]`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_f32(
+    weights: &[f32],
+    bias: &[f32],
+    act: Activation,
+    m: usize,
+    g: &ConvGeometry,
+    x: &[f32],
+    size: ImageSize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    let k = g.depth();
+    check_len("weights", m * k, weights.len())?;
+    check_len("bias", m, bias.len())?;
+    let [oh, ow] = check_images(g, size, x.len())?;
+    let [n, h, w] = size;
+    check_len("output", n * m * oh * ow, out.len())?;
+    let [kh, kw] = g.kernel;
+    for b in 0..n {
+        for o in 0..m {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = 0f32;
+                    for c in 0..g.channels {
+                        let plane = &x[(b * g.channels + c) * h * w..][..h * w];
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                if let Some(i) = g.tap([h, w], [oy, ox], [ky, kx]) {
+                                    acc += plane[i] * weights[o * k + (c * kh + ky) * kw + kx];
+                                }
+                            }
+                        }
+                    }
+                    out[((b * m + o) * oh + oy) * ow + ox] = finish_f32(acc, bias[o], act);
+                }
+            }
         }
     }
     Ok(())

@@ -3,7 +3,8 @@
 //! extreme zero points and extreme codes.
 use mf_kernels::reference::{self, QuantizedLayer};
 use mf_kernels::{
-    Activation, Input, Isa, Output, PackedF32, PackedI8, QuantParams, gemm_f32, gemm_i8,
+    Activation, ConvGeometry, Input, Isa, Output, PackedConvF32, PackedConvI8, PackedF32, PackedI8,
+    QuantParams, conv_f32, conv_i8, gemm_f32, gemm_i8,
 };
 use proptest::prelude::*;
 
@@ -175,6 +176,211 @@ proptest! {
                 prop_assert!((g - r).abs() <= tol, "{} at {}: {} vs {} (tol {})", isa, i, g, r, tol);
             }
         }
+    }
+}
+
+/// One convolution problem: `[n, c, h, w]` input, `m` outputs, a 1×1 or 3×3 kernel, stride
+/// 1 or 2, padding 0 or 1, and an int8 dense case over its depth.
+#[derive(Debug, Clone)]
+struct ConvCase {
+    size: [usize; 3],
+    geometry: ConvGeometry,
+    dense: I8Case,
+}
+
+fn conv_case(
+    max_batch: usize,
+    max_c: usize,
+    max_side: usize,
+    max_m: usize,
+) -> impl Strategy<Value = ConvCase> {
+    (
+        1..=max_batch,
+        1..=max_c,
+        (3..=max_side, 3..=max_side),
+        1..=max_m,
+        prop_oneof![Just(1usize), Just(3)],
+        1..=2usize,
+        0..=1usize,
+    )
+        .prop_flat_map(|(n, c, (h, w), m, kernel, stride, pad)| {
+            let geometry = ConvGeometry {
+                channels: c,
+                kernel: [kernel; 2],
+                pads: [pad; 4],
+                strides: [stride; 2],
+                dilations: [1; 2],
+            };
+            let k = geometry.depth();
+            (
+                codes(n * c * h * w),
+                weights(m * k),
+                prop::collection::vec(1e-4f32..1e-1, m),
+                prop::collection::vec(-2.0f32..2.0, m),
+                (1e-3f32..0.1, zero_point()),
+                activation(),
+            )
+                .prop_map(
+                    move |(codes, weights, w_scales, bias, (s, zp), activation)| ConvCase {
+                        size: [n, h, w],
+                        geometry,
+                        dense: I8Case {
+                            m: n,
+                            n: m,
+                            k,
+                            codes,
+                            weights,
+                            w_scales,
+                            bias,
+                            input: QuantParams::new(s, zp).unwrap(),
+                            activation,
+                        },
+                    },
+                )
+        })
+}
+
+impl ConvCase {
+    /// `isa`'s convolution against the direct reference, f32 and uint8 outputs, bit for bit.
+    fn check(&self, isa: Isa) -> Result<(), TestCaseError> {
+        let layer = self.dense.layer();
+        let packed = PackedConvI8::new(isa, &layer, self.geometry).unwrap();
+        let [oh, ow] = self
+            .geometry
+            .output_size(self.size[1], self.size[2])
+            .unwrap();
+        let len = self.size[0] * layer.n * oh * ow;
+        let codes = &self.dense.codes;
+        let (mut want, mut got) = (vec![0f32; len], vec![0f32; len]);
+        reference::conv_i8(
+            &layer,
+            &self.geometry,
+            codes,
+            self.size,
+            Output::F32(&mut want),
+        )
+        .unwrap();
+        conv_i8(&packed, Input::U8(codes), self.size, Output::F32(&mut got)).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        prop_assert_eq!(bits(&got), bits(&want), "{} conv f32 output", isa);
+        let next = QuantParams::new(0.05, 37).unwrap();
+        let (mut want_q, mut got_q) = (vec![0u8; len], vec![0u8; len]);
+        reference::conv_i8(
+            &layer,
+            &self.geometry,
+            codes,
+            self.size,
+            Output::U8(&mut want_q, next),
+        )
+        .unwrap();
+        conv_i8(
+            &packed,
+            Input::U8(codes),
+            self.size,
+            Output::U8(&mut got_q, next),
+        )
+        .unwrap();
+        prop_assert_eq!(got_q, want_q, "{} conv u8 output", isa);
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn int8_convolutions_equal_the_direct_reference_bit_for_bit(case in conv_case(3, 7, 9, 21)) {
+        for isa in available() {
+            case.check(isa)?;
+        }
+    }
+
+    #[test]
+    fn fp32_convolutions_are_within_rounding(
+        (case, x) in conv_case(3, 7, 9, 21).prop_flat_map(|case| {
+            let [n, h, w] = case.size;
+            let len = n * case.geometry.channels * h * w;
+            (Just(case), prop::collection::vec(-4.0f32..4.0, len))
+        })
+    ) {
+        let (g, m, k) = (case.geometry, case.dense.n, case.dense.k);
+        let w: Vec<f32> = case.dense.weights.iter().map(|&q| q as f32 / 128.0).collect();
+        let bias = &case.dense.bias;
+        let act = case.dense.activation;
+        let [oh, ow] = g.output_size(case.size[1], case.size[2]).unwrap();
+        let len = case.size[0] * m * oh * ow;
+        let mut want = vec![0f32; len];
+        reference::conv_f32(&w, bias, act, m, &g, &x, case.size, &mut want).unwrap();
+        for isa in available() {
+            let packed = PackedConvF32::new(isa, &w, bias, m, g, act).unwrap();
+            let mut got = vec![0f32; len];
+            conv_f32(&packed, &x, case.size, &mut got).unwrap();
+            for (i, (g, r)) in got.iter().zip(&want).enumerate() {
+                // |x| ≤ 4 and |w| ≤ 1: each sum of k products within k rounding steps of 4k.
+                let tol = 4.0 * f32::EPSILON * k as f32 * (4.0 * k as f32 + 3.0);
+                prop_assert!((g - r).abs() <= tol, "{} at {}: {} vs {} (tol {})", isa, i, g, r, tol);
+            }
+        }
+    }
+}
+
+/// A 3×3 box filter over ones by hand: a padded corner sums 4 taps, an edge 6, the middle 9;
+/// stride 2 keeps every other one; a kernel larger than the padded input is an error.
+#[test]
+fn convolution_geometry_by_hand() {
+    let g = ConvGeometry {
+        channels: 1,
+        kernel: [3, 3],
+        pads: [1; 4],
+        strides: [1; 2],
+        dilations: [1; 2],
+    };
+    let layer = QuantizedLayer {
+        weights: &[1; 9],
+        weight_scales: &[1.0],
+        bias: &[0.0],
+        input: QuantParams::new(1.0, 10).unwrap(),
+        activation: Activation::None,
+        n: 1,
+        k: 9,
+    };
+    // Code 11 with zero point 10 is the value 1.
+    let codes = vec![11u8; 9];
+    for isa in available() {
+        let packed = PackedConvI8::new(isa, &layer, g).unwrap();
+        let mut out = vec![0f32; 9];
+        conv_i8(&packed, Input::U8(&codes), [1, 3, 3], Output::F32(&mut out)).unwrap();
+        assert_eq!(out, [4.0, 6.0, 4.0, 6.0, 9.0, 6.0, 4.0, 6.0, 4.0], "{isa}");
+        let strided = ConvGeometry {
+            strides: [2; 2],
+            ..g
+        };
+        let packed = PackedConvI8::new(isa, &layer, strided).unwrap();
+        let mut out = vec![0f32; 4];
+        conv_i8(&packed, Input::U8(&codes), [1, 3, 3], Output::F32(&mut out)).unwrap();
+        assert_eq!(out, [4.0, 4.0, 4.0, 4.0], "{isa}");
+        // Stride 2 over a 2x2 input padded by 1: one output, the 4 taps inside.
+        conv_i8(
+            &packed,
+            Input::U8(&codes[..4]),
+            [1, 2, 2],
+            Output::F32(&mut out[..1]),
+        )
+        .unwrap();
+        assert_eq!(out[0], 4.0, "{isa}");
+        let unpadded = ConvGeometry { pads: [0; 4], ..g };
+        let packed = PackedConvI8::new(isa, &layer, unpadded).unwrap();
+        let err = conv_i8(
+            &packed,
+            Input::U8(&codes[..4]),
+            [1, 2, 2],
+            Output::F32(&mut out[..0]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "convolution geometry: the dilated kernel does not fit the padded input"
+        );
     }
 }
 

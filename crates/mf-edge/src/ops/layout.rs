@@ -1,7 +1,7 @@
-//! Ops that move elements without computing: Transpose and Slice, for any element type.
+//! Ops that move elements without computing: Transpose, Slice and Expand, for any element type.
 use anyhow::{Context, ensure};
 
-use super::strides;
+use super::{broadcast_shapes, strides};
 use crate::tensor::{Value, element_count};
 
 /// The values of `v` at flat positions `picks`, in that order, with shape `shape`.
@@ -12,6 +12,7 @@ fn pick(v: &Value, picks: &[usize], shape: Vec<usize>) -> Value {
     match v {
         Value::F32(d, _) => Value::F32(take(d, picks), shape),
         Value::I64(d, _) => Value::I64(take(d, picks), shape),
+        Value::I32(d, _) => Value::I32(take(d, picks), shape),
         Value::I8(d, _) => Value::I8(take(d, picks), shape),
         Value::U8(d, _) => Value::U8(take(d, picks), shape),
     }
@@ -147,4 +148,26 @@ mod tests {
         }
         assert_eq!(transpose(&v, &[1, 0]).unwrap().shape(), &[3, 2]);
     }
+}
+
+/// Expand: `v` broadcast against `target` (numpy rules in both directions, as ONNX says).
+pub fn expand(v: &Value, target: &[i64]) -> anyhow::Result<Value> {
+    let shape = v.shape();
+    let target: Vec<usize> = target
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("Expand to {target:?}: dimensions must not be negative"))?;
+    let (padded, _, out_shape) = broadcast_shapes(shape, &target)
+        .with_context(|| format!("Expand of {shape:?} to {target:?}"))?;
+    element_count(&out_shape)?;
+    // A stretched dimension reads the same input element along it: stride 0.
+    let stride: Vec<usize> = strides(&padded)
+        .into_iter()
+        .zip(&padded)
+        .map(|(s, &d)| if d == 1 { 0 } else { s })
+        .collect();
+    let rank = out_shape.len();
+    let picks = positions(&out_shape, &vec![0; rank], &vec![1; rank], &stride);
+    Ok(pick(v, &picks, out_shape))
 }

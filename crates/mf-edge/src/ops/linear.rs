@@ -1,8 +1,11 @@
 //! Products computed in f32 outside the packed kernels: MatMul between activations (with
-//! numpy's batch broadcasting, attention's Q·Kᵀ and P·V) and direct 2-D convolution.
-use anyhow::ensure;
+//! numpy's batch broadcasting, attention's Q·Kᵀ and P·V) and direct 2-D convolution with
+//! weights known only at run time; and the Conv attributes every convolution is read with.
+use anyhow::{bail, ensure};
+use mf_core::onnx;
+use mf_kernels::{Activation, ConvGeometry};
 
-use super::{broadcast_shapes, strides};
+use super::{broadcast_shapes, int_attr, ints_attr, strides};
 use crate::tensor::{Value, element_count};
 
 /// MatMul with numpy semantics: 1-D operands get a dimension for the product and lose it
@@ -74,84 +77,111 @@ pub fn matmul(a: &[f32], sa: &[usize], b: &[f32], sb: &[usize]) -> anyhow::Resul
     Ok(Value::F32(out, out_shape))
 }
 
-/// A 2-D convolution's geometry (group 1).
-pub struct Conv2d {
-    /// Padding at the top, left, bottom and right.
-    pub pads: [usize; 4],
-    /// Vertical and horizontal stride.
-    pub strides: [usize; 2],
-    /// Vertical and horizontal dilation.
-    pub dilations: [usize; 2],
+/// The largest Conv pad, stride or dilation accepted (larger ones are refused, not overflowed).
+const MAX_GEOMETRY: i64 = 65_535;
+
+/// The geometry of a Conv node with weights of shape `sw` `[M, C, KH, KW]`: group 1, explicit
+/// pads (no auto_pad), pads, strides and dilations up to 65,535.
+pub fn conv_geometry(node: &onnx::NodeProto, sw: &[usize]) -> anyhow::Result<ConvGeometry> {
+    ensure!(
+        sw.len() == 4,
+        "Conv weights of shape {sw:?}: 2-D convolutions with weights [M, C, KH, KW] are supported"
+    );
+    let auto_pad = node.attribute.iter().find(|a| a.name == "auto_pad");
+    ensure!(
+        auto_pad.is_none_or(|a| a.s == b"NOTSET"),
+        "Conv auto_pad is not supported (explicit pads are)"
+    );
+    ensure!(
+        int_attr(node, "group", 1) == 1,
+        "Conv with group {} is not supported (group 1 is)",
+        int_attr(node, "group", 1)
+    );
+    let kernel = ints_attr(node, "kernel_shape");
+    ensure!(
+        kernel.is_empty()
+            || kernel
+                .iter()
+                .map(|&k| k as usize)
+                .eq(sw[2..].iter().copied()),
+        "Conv kernel_shape {kernel:?} differs from its weights {sw:?}"
+    );
+    let two = |name: &str, default: usize| -> anyhow::Result<[usize; 2]> {
+        match ints_attr(node, name) {
+            [] => Ok([default; 2]),
+            &[a, b]
+                if [a, b]
+                    .iter()
+                    .all(|v| (default as i64..=MAX_GEOMETRY).contains(v)) =>
+            {
+                Ok([a as usize, b as usize])
+            }
+            other => bail!(
+                "Conv {name} {other:?}: two values from {default} to {MAX_GEOMETRY} are supported"
+            ),
+        }
+    };
+    let pads = match ints_attr(node, "pads") {
+        [] => [0; 4],
+        &[t, l, b, r] if [t, l, b, r].iter().all(|v| (0..=MAX_GEOMETRY).contains(v)) => {
+            [t as usize, l as usize, b as usize, r as usize]
+        }
+        other => {
+            bail!("Conv pads {other:?}: four values from 0 to {MAX_GEOMETRY} are supported")
+        }
+    };
+    let geometry = ConvGeometry {
+        channels: sw[1],
+        kernel: [sw[2], sw[3]],
+        pads,
+        strides: two("strides", 1)?,
+        dilations: two("dilations", 1)?,
+    };
+    geometry.check()?;
+    Ok(geometry)
 }
 
-/// Direct convolution of `x` `[N, C, H, W]` by `w` `[M, C, KH, KW]`, plus `bias` `[M]`.
+/// Direct convolution of `x` `[N, C, H, W]` by `w` `[M, C, KH, KW]`, plus `bias` `[M]`
+/// (mf-kernels' reference convolution: any weights, computed at run time).
 pub fn conv2d(
     x: &[f32],
     sx: &[usize],
     w: &[f32],
     sw: &[usize],
     bias: Option<&[f32]>,
-    g: &Conv2d,
+    g: &ConvGeometry,
 ) -> anyhow::Result<Value> {
     ensure!(
         sx.len() == 4 && sw.len() == 4 && sx[1] == sw[1],
         "Conv of {sx:?} by weights {sw:?}: 2-D convolutions of [N, C, H, W] by [M, C, KH, KW] (group 1) are supported"
     );
-    let [n, c, h, wd] = [sx[0], sx[1], sx[2], sx[3]];
-    let [m, _, kh, kw] = [sw[0], sw[1], sw[2], sw[3]];
-    ensure!(
-        bias.is_none_or(|b| b.len() == m),
-        "Conv bias of {} values for {m} output channels",
-        bias.map_or(0, <[f32]>::len)
-    );
-    ensure!(kh > 0 && kw > 0, "Conv weights {sw:?} have an empty kernel");
-    // Checked: pads and dilations come from the file.
-    let out_size = |size: usize, before: usize, after: usize, k: usize, d: usize, s: usize| {
-        let span = (k - 1).checked_mul(d)?.checked_add(1)?;
-        let padded = size.checked_add(before)?.checked_add(after)?;
-        padded.checked_sub(span).map(|v| v / s + 1)
-    };
-    let (Some(oh), Some(ow)) = (
-        out_size(h, g.pads[0], g.pads[2], kh, g.dilations[0], g.strides[0]),
-        out_size(wd, g.pads[1], g.pads[3], kw, g.dilations[1], g.strides[1]),
-    ) else {
-        anyhow::bail!(
-            "Conv kernel {kh}x{kw} (dilations {:?}) does not fit the {h}x{wd} input padded by {:?}",
-            g.dilations,
-            g.pads
-        );
-    };
-    let shape = vec![n, m, oh, ow];
-    let mut out = vec![0f32; element_count(&shape)?];
-    for b in 0..n {
-        for o in 0..m {
-            let plane = &mut out[(b * m + o) * oh * ow..(b * m + o + 1) * oh * ow];
-            plane.fill(bias.map_or(0.0, |bias| bias[o]));
-            for ci in 0..c {
-                let input = &x[(b * c + ci) * h * wd..(b * c + ci + 1) * h * wd];
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        let wv = w[((o * c + ci) * kh + ky) * kw + kx];
-                        for y in 0..oh {
-                            let iy = (y * g.strides[0] + ky * g.dilations[0]) as isize
-                                - g.pads[0] as isize;
-                            if iy < 0 || iy >= h as isize {
-                                continue;
-                            }
-                            for xo in 0..ow {
-                                let ix = (xo * g.strides[1] + kx * g.dilations[1]) as isize
-                                    - g.pads[1] as isize;
-                                if ix >= 0 && ix < wd as isize {
-                                    plane[y * ow + xo] +=
-                                        wv * input[iy as usize * wd + ix as usize];
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+    let m = sw[0];
+    let zeros;
+    let bias = match bias {
+        Some(b) => b,
+        None => {
+            zeros = vec![0f32; m];
+            &zeros
         }
-    }
+    };
+    ensure!(
+        bias.len() == m,
+        "Conv bias of {} values for {m} output channels",
+        bias.len()
+    );
+    let [oh, ow] = g.output_size(sx[2], sx[3])?;
+    let shape = vec![sx[0], m, oh, ow];
+    let mut out = vec![0f32; element_count(&shape)?];
+    mf_kernels::reference::conv_f32(
+        w,
+        bias,
+        Activation::None,
+        m,
+        g,
+        x,
+        [sx[0], sx[2], sx[3]],
+        &mut out,
+    )?;
     Ok(Value::F32(out, shape))
 }
 
@@ -159,26 +189,34 @@ pub fn conv2d(
 mod tests {
     use super::*;
 
-    const PLAIN: Conv2d = Conv2d {
-        pads: [0; 4],
-        strides: [1; 2],
-        dilations: [1; 2],
-    };
+    fn geometry(kernel: usize, pads: usize) -> ConvGeometry {
+        ConvGeometry {
+            channels: 1,
+            kernel: [kernel, 3],
+            pads: [pads; 4],
+            strides: [1; 2],
+            dilations: [1; 2],
+        }
+    }
 
     #[test]
     fn conv_refuses_empty_kernels_and_kernels_larger_than_the_input() {
         let x = vec![1.0; 4];
-        let err = conv2d(&x, &[1, 1, 2, 2], &[], &[1, 1, 0, 3], None, &PLAIN).unwrap_err();
-        assert!(err.to_string().contains("empty kernel"), "{err}");
+        let err = geometry(0, 0).check().unwrap_err();
+        assert!(err.to_string().contains("kernel is empty"), "{err}");
         let w = vec![1.0; 9];
-        let err = conv2d(&x, &[1, 1, 2, 2], &w, &[1, 1, 3, 3], None, &PLAIN).unwrap_err();
+        let err = conv2d(&x, &[1, 1, 2, 2], &w, &[1, 1, 3, 3], None, &geometry(3, 0)).unwrap_err();
         assert!(err.to_string().contains("does not fit"), "{err}");
         // Padded by one it fits: a 3x3 box sum over the 2x2 ones at the four corners.
-        let padded = Conv2d {
-            pads: [1; 4],
-            ..PLAIN
-        };
-        let out = conv2d(&x, &[1, 1, 2, 2], &w, &[1, 1, 3, 3], Some(&[0.5]), &padded).unwrap();
+        let out = conv2d(
+            &x,
+            &[1, 1, 2, 2],
+            &w,
+            &[1, 1, 3, 3],
+            Some(&[0.5]),
+            &geometry(3, 1),
+        )
+        .unwrap();
         assert_eq!(out, Value::F32(vec![4.5; 4], vec![1, 1, 2, 2]));
     }
 

@@ -6,11 +6,11 @@ use mf_core::onnx;
 use crate::tensor::{Value, element_count};
 
 mod layout;
-mod linear;
+pub mod linear;
 mod normalize;
 
 /// The ops this runtime executes (the native engine fuses MatMul/Add/SiLU chains itself).
-pub const SUPPORTED: [&str; 23] = [
+pub const SUPPORTED: [&str; 25] = [
     "Identity",
     "Reshape",
     "Unsqueeze",
@@ -34,6 +34,8 @@ pub const SUPPORTED: [&str; 23] = [
     "Softmax",
     "LayerNormalization",
     "Conv",
+    "InstanceNormalization",
+    "Expand",
 ];
 
 /// An integer attribute of a node, or `default`.
@@ -44,9 +46,6 @@ pub fn int_attr(node: &onnx::NodeProto, name: &str, default: i64) -> i64 {
         .map(|a| a.i)
         .unwrap_or(default)
 }
-
-/// The largest Conv pad, stride or dilation accepted (larger ones are refused, not overflowed).
-const MAX_GEOMETRY: i64 = 65_535;
 
 /// A float attribute of a node, or `default`.
 fn float_attr(node: &onnx::NodeProto, name: &str, default: f32) -> f32 {
@@ -263,56 +262,9 @@ pub fn run(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
         }
         "Conv" => {
             need(2)?;
-            let auto_pad = node.attribute.iter().find(|a| a.name == "auto_pad");
-            ensure!(
-                auto_pad.is_none_or(|a| a.s == b"NOTSET"),
-                "Conv auto_pad is not supported (explicit pads are)"
-            );
-            ensure!(
-                int_attr(node, "group", 1) == 1,
-                "Conv with group {} is not supported (group 1 is)",
-                int_attr(node, "group", 1)
-            );
             let (x, sx) = inputs[0].f32(&what(0))?;
             let (w, sw) = inputs[1].f32(&what(1))?;
-            let kernel = ints_attr(node, "kernel_shape");
-            ensure!(
-                kernel.is_empty()
-                    || kernel
-                        .iter()
-                        .map(|&k| k as usize)
-                        .eq(sw.iter().skip(2).copied()),
-                "Conv kernel_shape {kernel:?} differs from its weights {sw:?}"
-            );
-            let two = |name: &str, default: usize| -> anyhow::Result<[usize; 2]> {
-                match ints_attr(node, name) {
-                    [] => Ok([default; 2]),
-                    &[a, b]
-                        if [a, b]
-                            .iter()
-                            .all(|v| (default as i64..=MAX_GEOMETRY).contains(v)) =>
-                    {
-                        Ok([a as usize, b as usize])
-                    }
-                    other => bail!(
-                        "Conv {name} {other:?}: two values from {default} to {MAX_GEOMETRY} are supported"
-                    ),
-                }
-            };
-            let pads = match ints_attr(node, "pads") {
-                [] => [0; 4],
-                &[t, l, b, r] if [t, l, b, r].iter().all(|v| (0..=MAX_GEOMETRY).contains(v)) => {
-                    [t as usize, l as usize, b as usize, r as usize]
-                }
-                other => {
-                    bail!("Conv pads {other:?}: four values from 0 to {MAX_GEOMETRY} are supported")
-                }
-            };
-            let geometry = linear::Conv2d {
-                pads,
-                strides: two("strides", 1)?,
-                dilations: two("dilations", 1)?,
-            };
+            let geometry = linear::conv_geometry(node, sw)?;
             let bias = optional_input(node, inputs, 2)
                 .map(|b| b.f32(&what(2)).map(|(b, _)| b))
                 .transpose()?;
@@ -358,6 +310,21 @@ pub fn run(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
                 float_attr(node, "epsilon", 1e-5),
             )?
         }
+        "InstanceNormalization" => {
+            need(3)?;
+            let (x, sx) = inputs[0].f32(&what(0))?;
+            normalize::instance_norm(
+                x,
+                sx,
+                inputs[1].f32(&what(1))?.0,
+                inputs[2].f32(&what(2))?.0,
+                float_attr(node, "epsilon", 1e-5),
+            )?
+        }
+        "Expand" => {
+            need(2)?;
+            layout::expand(inputs[0], inputs[1].i64(&what(1))?.0)?
+        }
         "QuantizeLinear" => {
             need(3)?;
             let (x, s) = inputs[0].f32(&what(0))?;
@@ -376,6 +343,7 @@ fn with_shape(v: Value, shape: Vec<usize>) -> Value {
     match v {
         Value::F32(d, _) => Value::F32(d, shape),
         Value::I64(d, _) => Value::I64(d, shape),
+        Value::I32(d, _) => Value::I32(d, shape),
         Value::I8(d, _) => Value::I8(d, shape),
         Value::U8(d, _) => Value::U8(d, shape),
     }
@@ -506,21 +474,33 @@ fn concat(inputs: &[&Value], axis: i64) -> anyhow::Result<Value> {
 /// `(x − zero_point) · scale`, per tensor or along `axis`.
 fn dequantize(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
     ensure!(inputs.len() >= 2, "DequantizeLinear needs a scale");
-    let (codes, shape): (Vec<f32>, Vec<usize>) = match inputs[0] {
-        Value::I8(d, s) => (d.iter().map(|&v| v as f32).collect(), s.clone()),
-        Value::U8(d, s) => (d.iter().map(|&v| v as f32).collect(), s.clone()),
-        other => bail!("DequantizeLinear of {} data", other.type_name()),
+    // Codes and zero points as i64: (q − zp) is exact for every type, then rounded to f32
+    // once, as ONNX computes it.
+    let ints = |v: &Value| -> Option<Vec<i64>> {
+        match v {
+            Value::I32(d, _) => Some(d.iter().map(|&v| v as i64).collect()),
+            Value::I8(d, _) => Some(d.iter().map(|&v| v as i64).collect()),
+            Value::U8(d, _) => Some(d.iter().map(|&v| v as i64).collect()),
+            _ => None,
+        }
     };
+    let Some(codes) = ints(inputs[0]) else {
+        bail!(
+            "DequantizeLinear of {} data (int32, int8 or uint8 is accepted)",
+            inputs[0].type_name()
+        )
+    };
+    let shape = inputs[0].shape().to_vec();
     let (scales, _) = inputs[1].f32("DequantizeLinear scale")?;
     ensure!(!scales.is_empty(), "DequantizeLinear with no scale");
-    let zeros: Vec<f32> = match inputs.get(2) {
-        Some(Value::I8(d, _)) => d.iter().map(|&v| v as f32).collect(),
-        Some(Value::U8(d, _)) => d.iter().map(|&v| v as f32).collect(),
-        Some(other) => bail!(
-            "DequantizeLinear zero point of {} data (int8 or uint8 is accepted)",
-            other.type_name()
+    let zeros: Vec<i64> = match inputs.get(2) {
+        Some(z) if z.type_name() == inputs[0].type_name() => ints(z).expect("an integer type"),
+        Some(z) => bail!(
+            "DequantizeLinear zero point of {} data for {} codes (the codes' type is accepted)",
+            z.type_name(),
+            inputs[0].type_name()
         ),
-        None => vec![0.0],
+        None => vec![0],
     };
     // One zero point for every channel (a scalar), or one per scale.
     ensure!(
@@ -551,7 +531,7 @@ fn dequantize(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value
         .enumerate()
         .map(|(i, &q)| {
             let c = (i / inner.max(1)) % channels;
-            (q - zeros[c.min(zeros.len() - 1)]) * scales[c]
+            (q - zeros[c.min(zeros.len() - 1)]) as f32 * scales[c]
         })
         .collect();
     Ok(Value::F32(out, shape))

@@ -1,4 +1,4 @@
-//! Normalizations over the last axes: Softmax and LayerNormalization, in f32 with f64 sums.
+//! Normalizations: Softmax, LayerNormalization and InstanceNormalization, in f32 with f64 sums.
 use anyhow::ensure;
 
 use super::{broadcast, normalized_axis};
@@ -53,6 +53,40 @@ pub fn layer_norm(
             broadcast(y, sy, b, sb, |y, b| y + b)
         }
     }
+}
+
+/// InstanceNormalization: every `[n, c]` plane of `x` `[N, C, D…]` normalized over its `D…`
+/// values, then `· scale[c] + bias[c]`.
+pub fn instance_norm(
+    x: &[f32],
+    shape: &[usize],
+    scale: &[f32],
+    bias: &[f32],
+    epsilon: f32,
+) -> anyhow::Result<Value> {
+    ensure!(
+        shape.len() >= 3,
+        "InstanceNormalization of {shape:?}: inputs are [N, C, D1, …] with at least one spatial axis"
+    );
+    let (channels, plane) = (shape[1], split(shape, 2, shape.len()).1);
+    ensure!(
+        scale.len() == channels && bias.len() == channels,
+        "InstanceNormalization of {channels} channels with {} scales and {} biases",
+        scale.len(),
+        bias.len()
+    );
+    ensure!(plane > 0, "InstanceNormalization over empty planes");
+    let mut out = vec![0f32; x.len()];
+    for (i, (row, y)) in x.chunks(plane).zip(out.chunks_mut(plane)).enumerate() {
+        let c = i % channels;
+        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / plane as f64;
+        let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / plane as f64;
+        let gain = scale[c] as f64 / (var + epsilon as f64).sqrt();
+        for (y, &v) in y.iter_mut().zip(row) {
+            *y = ((v as f64 - mean) * gain + bias[c] as f64) as f32;
+        }
+    }
+    Ok(Value::F32(out, shape.to_vec()))
 }
 
 /// `(product of dims before from, product of dims from..to, product of dims after to)`.

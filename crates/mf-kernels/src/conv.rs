@@ -1,0 +1,304 @@
+//! 2-D convolution (group 1) on the packed GEMMs: the weights `[M, C, KH, KW]` are packed once
+//! as a dense layer of `M` outputs over `C·KH·KW` depths, and each call lays the input's
+//! receptive fields out as rows (im2col: one row per output position, ordered batch, y, x;
+//! columns ordered channel, ky, kx, as the weights are) and runs the GEMM with its fused
+//! epilogue. Padding is the value 0, which in uint8 codes is the input's zero point, so the
+//! integers summed are those of the direct convolution in [`crate::reference::conv_i8`], and
+//! the int8 result is the same bit for bit.
+#[cfg(feature = "alloc")]
+use alloc::{vec, vec::Vec};
+
+use crate::error::KernelError;
+#[cfg(feature = "alloc")]
+use crate::{
+    activation::Activation,
+    error::check_len,
+    gemm::{Input, Output, gemm_f32, gemm_i8},
+    isa::Isa,
+    pack::{PackedF32, PackedI8},
+    reference::QuantizedLayer,
+};
+
+/// The shape of a 2-D convolution: input channels, kernel, padding, strides and dilations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// Input channels `C`.
+    pub channels: usize,
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Padding at the top, left, bottom and right.
+    pub pads: [usize; 4],
+    /// Vertical and horizontal stride (at least 1).
+    pub strides: [usize; 2],
+    /// Vertical and horizontal dilation (at least 1).
+    pub dilations: [usize; 2],
+}
+
+impl ConvGeometry {
+    /// Depth of one output's dot product: `C·KH·KW`.
+    pub fn depth(&self) -> usize {
+        self.channels * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Checks what holds for any input: a kernel of at least one tap and channel, strides and
+    /// dilations of at least 1.
+    pub fn check(&self) -> Result<(), KernelError> {
+        if self.kernel.contains(&0) || self.channels == 0 {
+            return Err(KernelError::Geometry("the kernel is empty"));
+        }
+        if self.strides.contains(&0) || self.dilations.contains(&0) {
+            return Err(KernelError::Geometry(
+                "strides and dilations must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Output height and width for an input of `height × width`, or an error when the
+    /// geometry fails [`ConvGeometry::check`] or the dilated kernel does not fit the padded
+    /// input.
+    pub fn output_size(&self, height: usize, width: usize) -> Result<[usize; 2], KernelError> {
+        self.check()?;
+        let side = |size: usize, before: usize, after: usize, axis: usize| {
+            let span = (self.kernel[axis] - 1)
+                .checked_mul(self.dilations[axis])?
+                .checked_add(1)?;
+            let padded = size.checked_add(before)?.checked_add(after)?;
+            padded.checked_sub(span).map(|v| v / self.strides[axis] + 1)
+        };
+        match (
+            side(height, self.pads[0], self.pads[2], 0),
+            side(width, self.pads[1], self.pads[3], 1),
+        ) {
+            (Some(oh), Some(ow)) => Ok([oh, ow]),
+            _ => Err(KernelError::Geometry(
+                "the dilated kernel does not fit the padded input",
+            )),
+        }
+    }
+
+    /// The input position `(y, x)` read by output `(oy, ox)` at kernel tap `(ky, kx)`, or
+    /// `None` in the padding.
+    #[inline]
+    pub(crate) fn tap(
+        &self,
+        [height, width]: [usize; 2],
+        [oy, ox]: [usize; 2],
+        [ky, kx]: [usize; 2],
+    ) -> Option<usize> {
+        let y = (oy * self.strides[0] + ky * self.dilations[0]).checked_sub(self.pads[0])?;
+        let x = (ox * self.strides[1] + kx * self.dilations[1]).checked_sub(self.pads[1])?;
+        (y < height && x < width).then_some(y * width + x)
+    }
+}
+
+/// A batch of `[N, C, H, W]` images: its size as `[N, H, W]` (channels are the geometry's).
+pub type ImageSize = [usize; 3];
+
+/// Checks an NCHW buffer against its size and returns the output `[OH, OW]`.
+pub(crate) fn check_images(
+    g: &ConvGeometry,
+    [n, h, w]: ImageSize,
+    len: usize,
+) -> Result<[usize; 2], KernelError> {
+    let expected = n
+        .checked_mul(g.channels)
+        .and_then(|v| v.checked_mul(h))
+        .and_then(|v| v.checked_mul(w))
+        .ok_or(KernelError::Geometry("the input size overflows"))?;
+    if expected != len {
+        return Err(KernelError::Shape {
+            what: "input",
+            expected,
+            got: len,
+        });
+    }
+    g.output_size(h, w)
+}
+
+/// The receptive fields of `x` `[N, C, H, W]` as rows `[N·OH·OW, C·KH·KW]`, `pad` outside.
+#[cfg(feature = "alloc")]
+fn im2col<T: Copy>(
+    g: &ConvGeometry,
+    x: &[T],
+    [n, h, w]: ImageSize,
+    out: [usize; 2],
+    pad: T,
+) -> Result<Vec<T>, KernelError> {
+    let [kh, kw] = g.kernel;
+    let (positions, depth) = (out[0] * out[1], g.depth());
+    let len = n
+        .checked_mul(positions)
+        .and_then(|v| v.checked_mul(depth))
+        .ok_or(KernelError::Geometry("the receptive fields overflow"))?;
+    let mut rows = vec![pad; len];
+    for (r, row) in rows.chunks_exact_mut(depth).enumerate() {
+        let (b, p) = (r / positions, r % positions);
+        let at = [p / out[1], p % out[1]];
+        for c in 0..g.channels {
+            let plane = &x[(b * g.channels + c) * h * w..(b * g.channels + c + 1) * h * w];
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    if let Some(i) = g.tap([h, w], at, [ky, kx]) {
+                        row[(c * kh + ky) * kw + kx] = plane[i];
+                    }
+                }
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// `[N·P, M]` rows (one per output position) → `[N, M, P]` planes.
+#[cfg(feature = "alloc")]
+fn to_planes<T: Copy>(rows: &[T], n: usize, m: usize, positions: usize, out: &mut [T]) {
+    for b in 0..n {
+        for p in 0..positions {
+            let src = &rows[(b * positions + p) * m..(b * positions + p + 1) * m];
+            for (o, &v) in src.iter().enumerate() {
+                out[(b * m + o) * positions + p] = v;
+            }
+        }
+    }
+}
+
+/// An int8 convolution packed for one kernel family: per-output-channel int8 weights, uint8
+/// input codes of one scale and zero point, the dense layers' epilogue.
+#[cfg(feature = "alloc")]
+pub struct PackedConvI8 {
+    gemm: PackedI8,
+    geometry: ConvGeometry,
+}
+
+#[cfg(feature = "alloc")]
+impl PackedConvI8 {
+    /// Packs `layer` (weights `[M, C·KH·KW]`, i.e. ONNX's `[M, C, KH, KW]` flattened) for `isa`.
+    pub fn new(
+        isa: Isa,
+        layer: &QuantizedLayer<'_>,
+        geometry: ConvGeometry,
+    ) -> Result<Self, KernelError> {
+        check_len("convolution depth", geometry.depth(), layer.k)?;
+        geometry.check()?;
+        Ok(PackedConvI8 {
+            gemm: PackedI8::new(isa, layer)?,
+            geometry,
+        })
+    }
+
+    /// Output channels `M`.
+    pub fn outputs(&self) -> usize {
+        self.gemm.n()
+    }
+    /// The geometry it was packed with.
+    pub fn geometry(&self) -> &ConvGeometry {
+        &self.geometry
+    }
+    /// The dense layer underneath (its input parameters, kernel family and size).
+    pub fn gemm(&self) -> &PackedI8 {
+        &self.gemm
+    }
+}
+
+/// `out = act(conv(dequant(input)) + b)`, `input` `[N, C, H, W]` as f32 values (quantized with
+/// the layer's input parameters) or uint8 codes, `out` `[N, M, OH, OW]`.
+#[cfg(feature = "alloc")]
+pub fn conv_i8(
+    conv: &PackedConvI8,
+    input: Input<'_>,
+    size: ImageSize,
+    out: Output<'_>,
+) -> Result<(), KernelError> {
+    let g = &conv.geometry;
+    let params = conv.gemm.input();
+    let codes: Vec<u8>;
+    let codes = match input {
+        Input::U8(c) => c,
+        Input::F32(x) => {
+            check_images(g, size, x.len())?;
+            codes = x.iter().map(|&v| params.quantize(v)).collect();
+            &codes
+        }
+    };
+    let [oh, ow] = check_images(g, size, codes.len())?;
+    let (n, m, positions) = (size[0], conv.gemm.n(), oh * ow);
+    out.check(n * positions, m)?;
+    let rows = im2col(g, codes, size, [oh, ow], params.zero_point)?;
+    match out {
+        Output::F32(dst) => {
+            let mut tmp = vec![0f32; dst.len()];
+            gemm_i8(
+                &conv.gemm,
+                Input::U8(&rows),
+                n * positions,
+                Output::F32(&mut tmp),
+            )?;
+            to_planes(&tmp, n, m, positions, dst);
+        }
+        Output::U8(dst, next) => {
+            let mut tmp = vec![0u8; dst.len()];
+            gemm_i8(
+                &conv.gemm,
+                Input::U8(&rows),
+                n * positions,
+                Output::U8(&mut tmp, next),
+            )?;
+            to_planes(&tmp, n, m, positions, dst);
+        }
+    }
+    Ok(())
+}
+
+/// An fp32 convolution packed for one kernel family.
+#[cfg(feature = "alloc")]
+pub struct PackedConvF32 {
+    gemm: PackedF32,
+    geometry: ConvGeometry,
+}
+
+#[cfg(feature = "alloc")]
+impl PackedConvF32 {
+    /// Packs weights `[M, C, KH, KW]` (flattened) and bias `[M]` for `isa`.
+    pub fn new(
+        isa: Isa,
+        weights: &[f32],
+        bias: &[f32],
+        outputs: usize,
+        geometry: ConvGeometry,
+        activation: Activation,
+    ) -> Result<Self, KernelError> {
+        geometry.check()?;
+        Ok(PackedConvF32 {
+            gemm: PackedF32::new(isa, weights, bias, outputs, geometry.depth(), activation)?,
+            geometry,
+        })
+    }
+
+    /// Output channels `M`.
+    pub fn outputs(&self) -> usize {
+        self.gemm.n()
+    }
+    /// The geometry it was packed with.
+    pub fn geometry(&self) -> &ConvGeometry {
+        &self.geometry
+    }
+}
+
+/// `out = act(conv(x) + b)` for `x` `[N, C, H, W]`, `out` `[N, M, OH, OW]`.
+#[cfg(feature = "alloc")]
+pub fn conv_f32(
+    conv: &PackedConvF32,
+    x: &[f32],
+    size: ImageSize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    let g = &conv.geometry;
+    let [oh, ow] = check_images(g, size, x.len())?;
+    let (n, m, positions) = (size[0], conv.gemm.n(), oh * ow);
+    check_len("output", n * m * positions, out.len())?;
+    let rows = im2col(g, x, size, [oh, ow], 0.0)?;
+    let mut tmp = vec![0f32; out.len()];
+    gemm_f32(&conv.gemm, &rows, n * positions, &mut tmp)?;
+    to_planes(&tmp, n, m, positions, out);
+    Ok(())
+}
