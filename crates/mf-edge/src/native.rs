@@ -1,6 +1,6 @@
 //! The native engine: runs the graphs mf-export writes with `mf-kernels`.
 //!
-//! At load, every `MatMul` with constant weights becomes one fused dense step: a QDQ-wrapped
+//! At load, every `MatMul` (or `Gemm`) with constant weights becomes one fused dense step: a QDQ-wrapped
 //! MatMul (`QuantizeLinear → DequantizeLinear → MatMul ← DequantizeLinear(int8)`) becomes an
 //! int8 GEMM that quantizes its input, multiplies in integers and applies scales, bias and SiLU
 //! in its epilogue; a float MatMul becomes the fp32 GEMM with the same epilogue. The following
@@ -142,7 +142,7 @@ impl NativeEngine {
             })?;
             constants.insert(t.name.clone(), value);
         }
-        let folded = fold_constant_casts(graph, &mut constants)?;
+        let folded = fold_constants(graph, &mut constants)?;
         let producer: HashMap<&str, usize> = graph
             .node
             .iter()
@@ -168,7 +168,7 @@ impl NativeEngine {
         let mut fused_at = HashMap::new();
         for (i, node) in graph.node.iter().enumerate() {
             let fused = match node.op_type.as_str() {
-                "MatMul" => plan.dense(i, &mut absorbed)?,
+                "MatMul" | "Gemm" => plan.dense(i, &mut absorbed)?,
                 "Conv" => plan.conv(i, &mut absorbed)?,
                 _ => None,
             };
@@ -337,9 +337,13 @@ impl NativeEngine {
                 }
             }
         }
-        env[self.output]
-            .take()
-            .context("the graph never computed its output")
+        // A graph may return one of its constants (a folded Constant node) as it is.
+        match env[self.output].take() {
+            Some(value) => Ok(value),
+            None => self.constants[self.output]
+                .clone()
+                .context("the graph never computed its output"),
+        }
     }
 
     /// The value in a slot: computed this run, or a constant.
@@ -351,15 +355,22 @@ impl NativeEngine {
     }
 }
 
-/// Computes every `Cast` of a constant (an fp16 export's weights) once, here: its output
-/// becomes a constant (so the layer reading it is fused like any float layer) and a source
-/// nothing else reads is dropped. Returns the folded nodes.
-fn fold_constant_casts(
+/// Computes every `Constant` node and every `Cast` of a constant (an fp16 export's weights)
+/// once, here: its output becomes a constant (so the layer reading it is fused like any float
+/// layer) and a cast source nothing else reads is dropped. Returns the folded nodes.
+fn fold_constants(
     graph: &onnx::GraphProto,
     constants: &mut HashMap<String, Value>,
 ) -> anyhow::Result<HashSet<usize>> {
     let mut folded = HashSet::new();
     for (i, node) in graph.node.iter().enumerate() {
+        if node.op_type == "Constant" {
+            let value =
+                ops::run(node, &[]).with_context(|| format!("Constant node {:?}", node.name))?;
+            constants.insert(node.output[0].clone(), value);
+            folded.insert(i);
+            continue;
+        }
         if node.op_type != "Cast" || node.input.len() != 1 {
             continue;
         }
@@ -372,7 +383,9 @@ fn fold_constant_casts(
         folded.insert(i);
     }
     for &i in &folded {
-        let source = &graph.node[i].input[0];
+        let Some(source) = graph.node[i].input.first() else {
+            continue;
+        };
         let read_elsewhere = graph
             .node
             .iter()
@@ -507,6 +520,18 @@ struct Fused {
     weights: Vec<String>,
 }
 
+/// Constant int8 weights found behind a DequantizeLinear node.
+struct Int8Weights<'g> {
+    /// The codes, in the initializer's layout.
+    codes: &'g [i8],
+    /// One scale per output channel (a per-tensor scale repeated).
+    scales: Vec<f32>,
+    /// The initializer's shape.
+    shape: &'g [usize],
+    /// The initializer's name.
+    name: String,
+}
+
 /// Pattern matching over the graph.
 struct Planner<'g> {
     graph: &'g onnx::GraphProto,
@@ -539,37 +564,69 @@ impl<'g> Planner<'g> {
     /// Fuses the MatMul at `i` if its weights are constant.
     fn dense(&self, i: usize, absorbed: &mut HashSet<usize>) -> anyhow::Result<Option<Fused>> {
         let matmul = self.node(i);
-        if matmul.input.len() != 2 || matmul.output.is_empty() {
+        // Gemm as a dense layer: Y = A · B(ᵀ) + C with alpha = beta = 1 and A untransposed.
+        let gemm = matmul.op_type == "Gemm";
+        let inputs_ok = if gemm {
+            (2..=3).contains(&matmul.input.len())
+                && ops::float_attr(matmul, "alpha", 1.0) == 1.0
+                && ops::float_attr(matmul, "beta", 1.0) == 1.0
+                && ops::int_attr(matmul, "transA", 0) == 0
+        } else {
+            matmul.input.len() == 2
+        };
+        if !inputs_ok || matmul.output.is_empty() {
             return Ok(None);
         }
+        // Weights [K, N], or [N, K] for Gemm with transB.
+        let trans_b = gemm && ops::int_attr(matmul, "transB", 0) != 0;
         let mut taken = vec![i];
         let mut weight_names = Vec::new();
-        // Weights: a float initializer [K, N], or DequantizeLinear of an int8 one.
+        // Weights: a float initializer, or DequantizeLinear of an int8 one.
         enum W {
             Float(Vec<f32>),
             Int8 { codes: Vec<i8>, scales: Vec<f32> },
         }
+        let what = &matmul.op_type;
         let (weights, k, n) = if let Some(Value::F32(w, s)) = self.constants.get(&matmul.input[1]) {
-            ensure!(s.len() == 2, "MatMul weights of shape {s:?}");
+            ensure!(s.len() == 2, "{what} weights of shape {s:?}");
             weight_names.push(matmul.input[1].clone());
-            (W::Float(transpose(w, s[0], s[1])), s[0], s[1])
+            if trans_b {
+                (W::Float(w.clone()), s[1], s[0])
+            } else {
+                (W::Float(transpose(w, s[0], s[1])), s[0], s[1])
+            }
         } else if let Some(dq) = self.sole_producer(&matmul.input[1], "DequantizeLinear", 1) {
-            let Some((codes, scales, s, name)) = self.int8_weights(dq, 1)? else {
+            let axis = if trans_b { 0 } else { 1 };
+            let Some(Int8Weights {
+                codes,
+                scales,
+                shape: s,
+                name,
+            }) = self.int8_weights(dq, axis)?
+            else {
                 return Ok(None);
             };
-            ensure!(s.len() == 2, "MatMul weights of shape {s:?}");
+            ensure!(s.len() == 2, "{what} weights of shape {s:?}");
             taken.push(dq);
             weight_names.push(name);
-            (
-                W::Int8 {
-                    codes: transpose(codes, s[0], s[1]),
-                    scales,
-                },
-                s[0],
-                s[1],
-            )
+            if trans_b {
+                let codes = codes.to_vec();
+                (W::Int8 { codes, scales }, s[1], s[0])
+            } else {
+                let codes = transpose(codes, s[0], s[1]);
+                (W::Int8 { codes, scales }, s[0], s[1])
+            }
         } else {
             return Ok(None);
+        };
+        // Gemm's own bias C.
+        let gemm_bias = if gemm {
+            let Some(bias) = self.bias_input(matmul, n, &mut taken, &mut weight_names)? else {
+                return Ok(None);
+            };
+            Some(bias)
+        } else {
+            None
         };
 
         // Activation input: for int8 weights, the QuantizeLinear → DequantizeLinear pair.
@@ -582,10 +639,12 @@ impl<'g> Planner<'g> {
             }
         };
 
-        // Bias, then SiLU.
+        // Bias (Gemm's, or a following Add), then SiLU.
         let mut output = matmul.output[0].clone();
-        let mut bias = vec![0f32; n];
-        if let Some(add) = self.sole_consumer(&output, "Add") {
+        let mut bias = gemm_bias.clone().unwrap_or_else(|| vec![0f32; n]);
+        if gemm_bias.is_none()
+            && let Some(add) = self.sole_consumer(&output, "Add")
+        {
             let node = self.node(add);
             let other = node.input.iter().find(|v| **v != output);
             if let Some(Value::F32(b, s)) = other.and_then(|v| self.constants.get(v))
@@ -645,7 +704,13 @@ impl<'g> Planner<'g> {
             weight_names.push(node.input[1].clone());
             (Some((w.clone(), s.clone())), None)
         } else if let Some(dq) = self.sole_producer(&node.input[1], "DequantizeLinear", 1) {
-            let Some((codes, scales, s, name)) = self.int8_weights(dq, 0)? else {
+            let Some(Int8Weights {
+                codes,
+                scales,
+                shape: s,
+                name,
+            }) = self.int8_weights(dq, 0)?
+            else {
                 return Ok(None);
             };
             taken.push(dq);
@@ -661,7 +726,7 @@ impl<'g> Planner<'g> {
         let geometry: ConvGeometry = ops::linear::conv_geometry(node, &shape)
             .with_context(|| format!("Conv {:?}", node.name))?;
         let m = shape[0];
-        let Some(bias) = self.conv_bias(node, m, &mut taken, &mut weight_names)? else {
+        let Some(bias) = self.bias_input(node, m, &mut taken, &mut weight_names)? else {
             return Ok(None);
         };
         let fused_step = match (float, int8) {
@@ -716,10 +781,10 @@ impl<'g> Planner<'g> {
         }))
     }
 
-    /// A Conv's constant bias of `m` values: none (zeros), a float initializer, or int32 codes
-    /// behind DequantizeLinear (dequantized here, as the node would). `None` when it is not
-    /// constant.
-    fn conv_bias(
+    /// The constant bias of `m` values at input 2 of a Conv or Gemm: none (zeros), a float
+    /// initializer, or int32 codes behind DequantizeLinear (dequantized here, as the node
+    /// would). `None` when it is not constant.
+    fn bias_input(
         &self,
         node: &onnx::NodeProto,
         m: usize,
@@ -744,7 +809,7 @@ impl<'g> Planner<'g> {
                 return Ok(None);
             };
             let Value::F32(b, _) = ops::run(dq_node, &args)
-                .with_context(|| format!("the bias of Conv {:?}", node.name))?
+                .with_context(|| format!("the bias of {} {:?}", node.op_type, node.name))?
             else {
                 unreachable!("DequantizeLinear writes floats")
             };
@@ -754,12 +819,10 @@ impl<'g> Planner<'g> {
         } else {
             return Ok(None);
         };
-        ensure!(
-            bias.len() == m,
-            "Conv {:?} has {} bias values for {m} output channels",
-            node.name,
-            bias.len()
-        );
+        if bias.len() != m {
+            // A bias that broadcasts otherwise (a scalar, a matrix) stays a reference op.
+            return Ok(None);
+        }
         Ok(Some(bias))
     }
 
@@ -823,14 +886,9 @@ impl<'g> Planner<'g> {
         )?)
     }
 
-    /// Symmetric int8 weights behind a DequantizeLinear node: codes, one scale per channel of
-    /// `axis`, the codes' shape and the initializer's name; `None` when the node's inputs are
-    /// not constants.
-    fn int8_weights(
-        &self,
-        dq: usize,
-        axis: i64,
-    ) -> anyhow::Result<Option<(&'g [i8], Vec<f32>, &'g [usize], String)>> {
+    /// Symmetric int8 weights behind a DequantizeLinear node, with one scale per channel of
+    /// `axis`; `None` when the node's inputs are not constants.
+    fn int8_weights(&self, dq: usize, axis: i64) -> anyhow::Result<Option<Int8Weights<'g>>> {
         let node = self.node(dq);
         let (Some(Value::I8(codes, s)), Some(Value::F32(scales, _))) = (
             node.input.first().and_then(|n| self.constants.get(n)),
@@ -857,7 +915,12 @@ impl<'g> Planner<'g> {
         } else {
             vec![scales[0]; s[axis as usize]]
         };
-        Ok(Some((codes, scales, s, node.input[0].clone())))
+        Ok(Some(Int8Weights {
+            codes,
+            scales,
+            shape: s,
+            name: node.input[0].clone(),
+        }))
     }
 
     /// `y → Sigmoid(y) → Mul(y, s)` with `y` used by exactly these two nodes.

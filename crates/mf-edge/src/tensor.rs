@@ -168,6 +168,20 @@ impl Value {
                     shape,
                 )
             }
+            // Without raw data, ONNX keeps 8-bit values one per int32_data entry.
+            DataType::Int8 | DataType::Uint8 if raw.is_empty() => {
+                ensure!(
+                    t.int32_data.len() == count,
+                    "initializer {}: wrong element count",
+                    t.name
+                );
+                let d = &t.int32_data;
+                if t.data_type == DataType::Int8 as i32 {
+                    Value::I8(d.iter().map(|&v| v as i8).collect(), shape)
+                } else {
+                    Value::U8(d.iter().map(|&v| v as u8).collect(), shape)
+                }
+            }
             DataType::Int8 => {
                 from_raw(1)?;
                 Value::I8(raw.iter().map(|&b| b as i8).collect(), shape)

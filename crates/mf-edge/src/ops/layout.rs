@@ -127,6 +127,28 @@ pub fn slice(
     Ok(pick(v, &picks, out_shape))
 }
 
+/// Expand: `v` broadcast against `target` (numpy rules in both directions, as ONNX says).
+pub fn expand(v: &Value, target: &[i64]) -> anyhow::Result<Value> {
+    let shape = v.shape();
+    let target: Vec<usize> = target
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("Expand to {target:?}: dimensions must not be negative"))?;
+    let (padded, _, out_shape) = broadcast_shapes(shape, &target)
+        .with_context(|| format!("Expand of {shape:?} to {target:?}"))?;
+    element_count(&out_shape)?;
+    // A stretched dimension reads the same input element along it: stride 0.
+    let stride: Vec<usize> = strides(&padded)
+        .into_iter()
+        .zip(&padded)
+        .map(|(s, &d)| if d == 1 { 0 } else { s })
+        .collect();
+    let rank = out_shape.len();
+    let picks = positions(&out_shape, &vec![0; rank], &vec![1; rank], &stride);
+    Ok(pick(v, &picks, out_shape))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,26 +170,4 @@ mod tests {
         }
         assert_eq!(transpose(&v, &[1, 0]).unwrap().shape(), &[3, 2]);
     }
-}
-
-/// Expand: `v` broadcast against `target` (numpy rules in both directions, as ONNX says).
-pub fn expand(v: &Value, target: &[i64]) -> anyhow::Result<Value> {
-    let shape = v.shape();
-    let target: Vec<usize> = target
-        .iter()
-        .map(|&d| usize::try_from(d))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("Expand to {target:?}: dimensions must not be negative"))?;
-    let (padded, _, out_shape) = broadcast_shapes(shape, &target)
-        .with_context(|| format!("Expand of {shape:?} to {target:?}"))?;
-    element_count(&out_shape)?;
-    // A stretched dimension reads the same input element along it: stride 0.
-    let stride: Vec<usize> = strides(&padded)
-        .into_iter()
-        .zip(&padded)
-        .map(|(s, &d)| if d == 1 { 0 } else { s })
-        .collect();
-    let rank = out_shape.len();
-    let picks = positions(&out_shape, &vec![0; rank], &vec![1; rank], &stride);
-    Ok(pick(v, &picks, out_shape))
 }

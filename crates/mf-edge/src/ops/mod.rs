@@ -10,7 +10,7 @@ pub mod linear;
 mod normalize;
 
 /// The ops this runtime executes (the native engine fuses MatMul/Add/SiLU chains itself).
-pub const SUPPORTED: [&str; 25] = [
+pub const SUPPORTED: [&str; 28] = [
     "Identity",
     "Reshape",
     "Unsqueeze",
@@ -36,6 +36,9 @@ pub const SUPPORTED: [&str; 25] = [
     "Conv",
     "InstanceNormalization",
     "Expand",
+    "Gemm",
+    "Constant",
+    "Shape",
 ];
 
 /// An integer attribute of a node, or `default`.
@@ -48,7 +51,7 @@ pub fn int_attr(node: &onnx::NodeProto, name: &str, default: i64) -> i64 {
 }
 
 /// A float attribute of a node, or `default`.
-fn float_attr(node: &onnx::NodeProto, name: &str, default: f32) -> f32 {
+pub fn float_attr(node: &onnx::NodeProto, name: &str, default: f32) -> f32 {
     node.attribute
         .iter()
         .find(|a| a.name == name)
@@ -143,8 +146,25 @@ pub fn run(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
         );
         Ok(())
     };
+    if op == "Constant" {
+        return constant(node);
+    }
     need(1)?;
     Ok(match op {
+        "Shape" => {
+            // Opset 15's start and end: negative counts from the end, both clamped to the rank.
+            let shape = inputs[0].shape();
+            let rank = shape.len() as i64;
+            let clamp = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank) as usize;
+            let start = clamp(int_attr(node, "start", 0));
+            let end = clamp(int_attr(node, "end", rank));
+            let dims: Vec<i64> = shape[start..end.max(start)]
+                .iter()
+                .map(|&d| d as i64)
+                .collect();
+            let len = dims.len();
+            Value::I64(dims, vec![len])
+        }
         "Identity" => inputs[0].clone(),
         "Cast" => match int_attr(node, "to", 1) {
             // float16 is computed in f32 by this runtime.
@@ -260,6 +280,39 @@ pub fn run(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
             let (b, sb) = inputs[1].f32(&what(1))?;
             linear::matmul(a, sa, b, sb)?
         }
+        "Gemm" => {
+            need(2)?;
+            let operand = |i: usize, attr: &str| -> anyhow::Result<Value> {
+                ensure!(
+                    inputs[i].shape().len() == 2,
+                    "Gemm input {i} of shape {:?}: matrices are accepted",
+                    inputs[i].shape()
+                );
+                match int_attr(node, attr, 0) {
+                    0 => Ok(inputs[i].clone()),
+                    _ => layout::transpose(inputs[i], &[1, 0]),
+                }
+            };
+            let (a, b) = (operand(0, "transA")?, operand(1, "transB")?);
+            let (a, sa) = a.f32(&what(0))?;
+            let (b, sb) = b.f32(&what(1))?;
+            let product = linear::matmul(a, sa, b, sb)?;
+            let (y, sy) = product.f32("Gemm")?;
+            let alpha = float_attr(node, "alpha", 1.0);
+            match optional_input(node, inputs, 2) {
+                None => Value::F32(y.iter().map(|&v| alpha * v).collect(), sy.to_vec()),
+                Some(c) => {
+                    let (c, sc) = c.f32(&what(2))?;
+                    let beta = float_attr(node, "beta", 1.0);
+                    let out = broadcast(y, sy, c, sc, |y, c| alpha * y + beta * c)?;
+                    ensure!(
+                        out.shape() == sy,
+                        "Gemm bias of shape {sc:?} does not broadcast to {sy:?}"
+                    );
+                    out
+                }
+            }
+        }
         "Conv" => {
             need(2)?;
             let (x, sx) = inputs[0].f32(&what(0))?;
@@ -336,6 +389,29 @@ pub fn run(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
         }
         "DequantizeLinear" => dequantize(node, inputs)?,
         other => bail!("unsupported op {other}"),
+    })
+}
+
+/// A Constant node's value: a tensor, or one float or integer (list).
+fn constant(node: &onnx::NodeProto) -> anyhow::Result<Value> {
+    let [attr] = node.attribute.as_slice() else {
+        bail!(
+            "Constant node {:?} must have exactly one value attribute",
+            node.name
+        )
+    };
+    Ok(match attr.name.as_str() {
+        "value" => {
+            let t = attr.t.as_ref().context("Constant value without a tensor")?;
+            Value::from_proto(t).with_context(|| format!("Constant node {:?}", node.name))?
+        }
+        "value_float" => Value::F32(vec![attr.f], vec![]),
+        "value_floats" => Value::F32(attr.floats.clone(), vec![attr.floats.len()]),
+        "value_int" => Value::I64(vec![attr.i], vec![]),
+        "value_ints" => Value::I64(attr.ints.clone(), vec![attr.ints.len()]),
+        other => {
+            bail!("Constant {other} is not supported (value, value_float(s) and value_int(s) are)")
+        }
     })
 }
 
