@@ -1,11 +1,15 @@
-//! The native engine: runs the graphs mf-export writes with `mf-kernels`.
+//! The native engine: runs the graphs mf-export writes (and QDQ files of other tools) with
+//! `mf-kernels`.
 //!
-//! At load, every `MatMul` (or `Gemm`) with constant weights becomes one fused dense step: a QDQ-wrapped
-//! MatMul (`QuantizeLinear → DequantizeLinear → MatMul ← DequantizeLinear(int8)`) becomes an
+//! At load, every `MatMul` (or `Gemm`) with constant weights becomes one fused dense step: a
+//! QDQ-wrapped MatMul (`QuantizeLinear → DequantizeLinear → MatMul ← DequantizeLinear(int8)`) becomes an
 //! int8 GEMM that quantizes its input, multiplies in integers and applies scales, bias and SiLU
 //! in its epilogue; a float MatMul becomes the fp32 GEMM with the same epilogue. The following
 //! `Add` (bias) and `Sigmoid` + `Mul` (SiLU) are folded in. Weights are packed once, here.
 //! Every leading dimension of a dense step's input is a row (a DiT's `[N, T, D]` tokens).
+//! A `Conv` with constant weights (float, or int8 behind DequantizeLinear with an int32 bias)
+//! becomes a packed convolution step the same way (mf-kernels' im2col into the GEMMs); an int8
+//! one also absorbs the QuantizeLinear of its output, whose codes its epilogue writes.
 //! Everything else runs through [`crate::ops`]. float16 graphs run in f32 arithmetic.
 use std::collections::{HashMap, HashSet};
 
