@@ -12,13 +12,14 @@
 //! one also absorbs the QuantizeLinear of its output, whose codes its epilogue writes.
 //! Everything else runs through [`crate::ops`]. float16 graphs run in f32 arithmetic.
 use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::{Context, bail, ensure};
 use mf_core::onnx;
 use mf_kernels::reference::QuantizedLayer;
 use mf_kernels::{
-    Activation, ConvGeometry, Input, Isa, Output, PackedConvF32, PackedConvI8, PackedF32, PackedI8,
-    QuantParams, conv_f32, conv_i8, gemm_f32, gemm_i8,
+    Activation, ConvGeometry, ConvScratch, Input, Isa, Output, PackedConvF32, PackedConvI8,
+    PackedF32, PackedI8, QuantParams, conv_f32, conv_i8, gemm_f32, gemm_i8,
 };
 
 use crate::model::Model;
@@ -82,6 +83,18 @@ enum Slotted {
     },
 }
 
+impl Slotted {
+    /// The slots it reads.
+    fn inputs(&self) -> &[usize] {
+        match self {
+            Slotted::Dense { input, .. } | Slotted::Conv { input, .. } => {
+                std::slice::from_ref(input)
+            }
+            Slotted::Op { inputs, .. } => inputs,
+        }
+    }
+}
+
 /// A compiled model: steps over numbered value slots, constants pre-filled.
 pub struct NativeEngine {
     steps: Vec<Slotted>,
@@ -89,6 +102,12 @@ pub struct NativeEngine {
     inputs: Vec<(String, usize)>,
     output: usize,
     isa: Isa,
+    /// The convolutions' buffers, shared by its steps and kept from run to run.
+    scratch: Mutex<ConvScratch>,
+    /// Per slot, the last step that reads it (`usize::MAX` for the output and unread
+    /// values): a computed value is dropped after it, or handed on when that step only
+    /// relabels its shape.
+    last_use: Vec<usize>,
 }
 
 /// Fused GEMM steps (dense layers and convolutions) of each kind, for reports.
@@ -253,6 +272,13 @@ impl NativeEngine {
         }
         let output = slot(&graph.output[0].name);
         chain_int8_inputs(&mut slotted, output);
+        let mut last_use = vec![usize::MAX; slots.len()];
+        for (i, step) in slotted.iter().enumerate() {
+            for &slot in step.inputs() {
+                last_use[slot] = i;
+            }
+        }
+        last_use[output] = usize::MAX;
         let mut constants: Vec<Option<Value>> = (0..slots.len()).map(|_| None).collect();
         for (i, v) in constant_slots {
             constants[i] = Some(v);
@@ -263,6 +289,8 @@ impl NativeEngine {
             inputs,
             output,
             isa,
+            scratch: Mutex::default(),
+            last_use,
         })
     }
 
@@ -301,12 +329,14 @@ impl NativeEngine {
     /// Runs the graph on named inputs and returns the output.
     pub fn run(&self, inputs: Vec<(&str, Value)>) -> anyhow::Result<Value> {
         let mut env: Vec<Option<Value>> = (0..self.constants.len()).map(|_| None).collect();
+        // A panic in an earlier run leaves the buffers as valid as before: keep them.
+        let mut scratch = self.scratch.lock().unwrap_or_else(PoisonError::into_inner);
         for (name, value) in inputs {
             let slot = self.inputs.iter().find(|(n, _)| n == name).map(|&(_, s)| s);
             let slot = slot.with_context(|| format!("the model has no input {name:?}"))?;
             env[slot] = Some(value);
         }
-        for step in &self.steps {
+        for (i, step) in self.steps.iter().enumerate() {
             match step {
                 Slotted::Dense {
                     input,
@@ -324,7 +354,7 @@ impl NativeEngine {
                     codes_out,
                 } => {
                     let value = self.lookup(&env, *input)?;
-                    env[*output] = Some(convolve(packed, value, *codes_out)?);
+                    env[*output] = Some(convolve(packed, value, *codes_out, &mut scratch)?);
                 }
                 Slotted::Op {
                     node,
@@ -335,9 +365,24 @@ impl NativeEngine {
                         .iter()
                         .map(|&i| self.lookup(&env, i))
                         .collect::<anyhow::Result<Vec<_>>>()?;
-                    let out = ops::run(node, &args)
-                        .with_context(|| format!("{} node {:?}", node.op_type, node.name))?;
+                    let context = || format!("{} node {:?}", node.op_type, node.name);
+                    let out = match ops::view_shape(node, &args).with_context(context)? {
+                        // The input's last reader relabels it: its data moves on uncopied.
+                        Some(shape)
+                            if self.last_use[inputs[0]] == i && env[inputs[0]].is_some() =>
+                        {
+                            let value = env[inputs[0]].take().expect("checked above");
+                            ops::with_shape(value, shape)
+                        }
+                        _ => ops::run(node, &args).with_context(context)?,
+                    };
                     env[*output] = Some(out);
+                }
+            }
+            // Values no later step reads are dropped (constants stay in their own table).
+            for &slot in step.inputs() {
+                if self.last_use[slot] == i {
+                    env[slot] = None;
                 }
             }
         }
@@ -446,6 +491,7 @@ fn convolve(
     packed: &PackedConv,
     value: &Value,
     codes_out: Option<QuantParams>,
+    scratch: &mut ConvScratch,
 ) -> anyhow::Result<Value> {
     let (x, shape) = value.f32("convolution input")?;
     let (geometry, m) = match packed {
@@ -467,17 +513,23 @@ fn convolve(
     Ok(match (packed, codes_out) {
         (PackedConv::F32(p), _) => {
             let mut out = vec![0f32; len];
-            conv_f32(p, x, size, &mut out)?;
+            conv_f32(p, x, size, &mut out, scratch)?;
             Value::F32(out, out_shape)
         }
         (PackedConv::I8(p), None) => {
             let mut out = vec![0f32; len];
-            conv_i8(p, Input::F32(x), size, Output::F32(&mut out))?;
+            conv_i8(p, Input::F32(x), size, Output::F32(&mut out), scratch)?;
             Value::F32(out, out_shape)
         }
         (PackedConv::I8(p), Some(params)) => {
             let mut out = vec![0u8; len];
-            conv_i8(p, Input::F32(x), size, Output::U8(&mut out, params))?;
+            conv_i8(
+                p,
+                Input::F32(x),
+                size,
+                Output::U8(&mut out, params),
+                scratch,
+            )?;
             Value::U8(out, out_shape)
         }
     })

@@ -75,23 +75,37 @@ fn run_session(env: &ort::environment::Environment, path: &Path) -> Vec<f32> {
     u.to_vec()
 }
 
+/// Runs the native engine on the inputs, then on their first two samples, then on all again:
+/// one engine keeps its convolution buffers from run to run, and a smaller batch in between
+/// must leave nothing behind (each sample's output is its own, up to the order of float sums
+/// that another row count brings, and the last run equals the first bit for bit).
 fn run_native(path: &Path, isa: Isa) -> (Vec<f32>, mf_edge::native::PlanSummary) {
     let proto = onnx::ModelProto::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
     let engine = NativeEngine::from_graph(proto.graph.as_ref().unwrap(), isa).unwrap();
-    let (z, t, r, class) = inputs();
-    let out = engine
-        .run(vec![
-            ("z", Value::F32(z, vec![BATCH, 784])),
-            ("t", Value::F32(t, vec![BATCH])),
-            ("r", Value::F32(r, vec![BATCH])),
-            ("class", Value::I64(class, vec![BATCH])),
-        ])
-        .unwrap();
-    let Value::F32(u, shape) = out else {
-        panic!("float output expected")
+    let run = |n: usize| {
+        let (z, t, r, class) = inputs();
+        let out = engine
+            .run(vec![
+                ("z", Value::F32(z[..n * 784].to_vec(), vec![n, 784])),
+                ("t", Value::F32(t[..n].to_vec(), vec![n])),
+                ("r", Value::F32(r[..n].to_vec(), vec![n])),
+                ("class", Value::I64(class[..n].to_vec(), vec![n])),
+            ])
+            .unwrap();
+        let Value::F32(u, shape) = out else {
+            panic!("float output expected")
+        };
+        assert_eq!(shape, [n, 784]);
+        u
     };
-    assert_eq!(shape, [BATCH, 784]);
-    (u, engine.summary())
+    let (all, two, again) = (run(BATCH), run(2), run(BATCH));
+    let err = relative_error(&two, &all[..2 * 784]);
+    assert!(
+        err < 1e-5,
+        "{isa}: a sample's output depends on its batch ({err:e})"
+    );
+    assert!(again == all, "{isa}: the second run differs from the first");
+    (all, engine.summary())
 }
 
 /// Largest difference over the largest magnitude of ORT's output.

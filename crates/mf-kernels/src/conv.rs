@@ -6,7 +6,7 @@
 //! integers summed are those of the direct convolution in [`crate::reference::conv_i8`], and
 //! the int8 result is the same bit for bit.
 #[cfg(feature = "alloc")]
-use alloc::{vec, vec::Vec};
+use alloc::vec::Vec;
 
 use crate::error::KernelError;
 #[cfg(feature = "alloc")]
@@ -117,36 +117,100 @@ pub(crate) fn check_images(
 }
 
 /// The receptive fields of `x` `[N, C, H, W]` as rows `[N·OH·OW, C·KH·KW]`, `pad` outside.
+/// Each row is filled in one pass over its channels and kernel rows; a kernel row that falls
+/// in the padding is skipped whole, and a 1×1 kernel with stride 1 and no padding is a plain
+/// NCHW → NHWC transpose.
 #[cfg(feature = "alloc")]
-fn im2col<T: Copy>(
+fn im2col<'a, T: Copy>(
     g: &ConvGeometry,
     x: &[T],
     [n, h, w]: ImageSize,
-    out: [usize; 2],
+    [oh, ow]: [usize; 2],
     pad: T,
-) -> Result<Vec<T>, KernelError> {
+    rows: &'a mut Vec<T>,
+) -> Result<&'a [T], KernelError> {
     let [kh, kw] = g.kernel;
-    let (positions, depth) = (out[0] * out[1], g.depth());
+    let (positions, depth, channels) = (oh * ow, g.depth(), g.channels);
     let len = n
         .checked_mul(positions)
         .and_then(|v| v.checked_mul(depth))
         .ok_or(KernelError::Geometry("the receptive fields overflow"))?;
-    let mut rows = vec![pad; len];
+    // Every element is written below (pads included), so a buffer kept from a larger
+    // convolution is not cleared first.
+    rows.truncate(len);
+    rows.resize(len, pad);
+    let plain = g.kernel == [1, 1] && g.strides == [1, 1] && g.pads == [0; 4];
+    if plain {
+        for (b, image) in rows.chunks_exact_mut(positions * depth).enumerate() {
+            let planes = &x[b * channels * positions..(b + 1) * channels * positions];
+            for (c, plane) in planes.chunks_exact(positions).enumerate() {
+                for (p, &v) in plane.iter().enumerate() {
+                    image[p * depth + c] = v;
+                }
+            }
+        }
+        return Ok(rows);
+    }
+    let [sy, sx] = g.strides;
+    let [dy, dx] = g.dilations;
+    let (top, left) = (g.pads[0], g.pads[1]);
     for (r, row) in rows.chunks_exact_mut(depth).enumerate() {
         let (b, p) = (r / positions, r % positions);
-        let at = [p / out[1], p % out[1]];
-        for c in 0..g.channels {
-            let plane = &x[(b * g.channels + c) * h * w..(b * g.channels + c + 1) * h * w];
+        let (oy, ox) = (p / ow, p % ow);
+        let image = &x[b * channels * h * w..(b + 1) * channels * h * w];
+        for (c, plane) in image.chunks_exact(h * w).enumerate() {
             for ky in 0..kh {
-                for kx in 0..kw {
-                    if let Some(i) = g.tap([h, w], at, [ky, kx]) {
-                        row[(c * kh + ky) * kw + kx] = plane[i];
+                let taps = &mut row[(c * kh + ky) * kw..(c * kh + ky + 1) * kw];
+                let Some(iy) = (oy * sy + ky * dy).checked_sub(top).filter(|&y| y < h) else {
+                    taps.fill(pad);
+                    continue;
+                };
+                let line = &plane[iy * w..(iy + 1) * w];
+                // Away from the left and right edges, undilated taps are one run of the line
+                // (3 taps copied as 3 values: a 12-byte memcpy call would cost more).
+                let run = (ox * sx)
+                    .checked_sub(left)
+                    .filter(|_| dx == 1)
+                    .and_then(|ix| line.get(ix..ix + kw));
+                match run {
+                    Some(&[a, b, c]) if kw == 3 => {
+                        taps[0] = a;
+                        taps[1] = b;
+                        taps[2] = c;
+                    }
+                    Some(run) => taps.copy_from_slice(run),
+                    None => {
+                        for (kx, tap) in taps.iter_mut().enumerate() {
+                            *tap = (ox * sx + kx * dx)
+                                .checked_sub(left)
+                                .and_then(|ix| line.get(ix))
+                                .map_or(pad, |&v| v);
+                        }
                     }
                 }
             }
         }
     }
     Ok(rows)
+}
+
+/// Buffers a convolution reuses from call to call: the receptive fields, the input's codes and
+/// the GEMM's output rows (large, and faulted in page by page when freshly allocated).
+#[cfg(feature = "alloc")]
+#[derive(Default)]
+pub struct ConvScratch {
+    f32_fields: Vec<f32>,
+    u8_fields: Vec<u8>,
+    codes: Vec<u8>,
+    f32_rows: Vec<f32>,
+    u8_rows: Vec<u8>,
+}
+
+/// `buf` resized to `len` (contents unspecified: the GEMM overwrites every element).
+#[cfg(feature = "alloc")]
+fn sized<T: Copy + Default>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
+    buf.resize(len, T::default());
+    &mut buf[..len]
 }
 
 /// `[N·P, M]` rows (one per output position) → `[N, M, P]` planes.
@@ -201,49 +265,49 @@ impl PackedConvI8 {
 }
 
 /// `out = act(conv(dequant(input)) + b)`, `input` `[N, C, H, W]` as f32 values (quantized with
-/// the layer's input parameters) or uint8 codes, `out` `[N, M, OH, OW]`.
+/// the layer's input parameters) or uint8 codes, `out` `[N, M, OH, OW]`; `scratch` holds the
+/// buffers between calls.
 #[cfg(feature = "alloc")]
 pub fn conv_i8(
     conv: &PackedConvI8,
     input: Input<'_>,
     size: ImageSize,
     out: Output<'_>,
+    scratch: &mut ConvScratch,
 ) -> Result<(), KernelError> {
     let g = &conv.geometry;
     let params = conv.gemm.input();
-    let codes: Vec<u8>;
-    let codes = match input {
+    let ConvScratch {
+        u8_fields,
+        codes,
+        f32_rows,
+        u8_rows,
+        ..
+    } = scratch;
+    let codes: &[u8] = match input {
         Input::U8(c) => c,
         Input::F32(x) => {
             check_images(g, size, x.len())?;
-            codes = x.iter().map(|&v| params.quantize(v)).collect();
-            &codes
+            codes.clear();
+            codes.extend(x.iter().map(|&v| params.quantize(v)));
+            codes
         }
     };
     let [oh, ow] = check_images(g, size, codes.len())?;
     let (n, m, positions) = (size[0], conv.gemm.n(), oh * ow);
     out.check(n * positions, m)?;
-    let rows = im2col(g, codes, size, [oh, ow], params.zero_point)?;
+    let fields = im2col(g, codes, size, [oh, ow], params.zero_point, u8_fields)?;
+    let input = Input::U8(fields);
     match out {
         Output::F32(dst) => {
-            let mut tmp = vec![0f32; dst.len()];
-            gemm_i8(
-                &conv.gemm,
-                Input::U8(&rows),
-                n * positions,
-                Output::F32(&mut tmp),
-            )?;
-            to_planes(&tmp, n, m, positions, dst);
+            let rows = sized(f32_rows, dst.len());
+            gemm_i8(&conv.gemm, input, n * positions, Output::F32(rows))?;
+            to_planes(rows, n, m, positions, dst);
         }
         Output::U8(dst, next) => {
-            let mut tmp = vec![0u8; dst.len()];
-            gemm_i8(
-                &conv.gemm,
-                Input::U8(&rows),
-                n * positions,
-                Output::U8(&mut tmp, next),
-            )?;
-            to_planes(&tmp, n, m, positions, dst);
+            let rows = sized(u8_rows, dst.len());
+            gemm_i8(&conv.gemm, input, n * positions, Output::U8(rows, next))?;
+            to_planes(rows, n, m, positions, dst);
         }
     }
     Ok(())
@@ -284,21 +348,23 @@ impl PackedConvF32 {
     }
 }
 
-/// `out = act(conv(x) + b)` for `x` `[N, C, H, W]`, `out` `[N, M, OH, OW]`.
+/// `out = act(conv(x) + b)` for `x` `[N, C, H, W]`, `out` `[N, M, OH, OW]`; `scratch` holds
+/// the buffers between calls.
 #[cfg(feature = "alloc")]
 pub fn conv_f32(
     conv: &PackedConvF32,
     x: &[f32],
     size: ImageSize,
     out: &mut [f32],
+    scratch: &mut ConvScratch,
 ) -> Result<(), KernelError> {
     let g = &conv.geometry;
     let [oh, ow] = check_images(g, size, x.len())?;
     let (n, m, positions) = (size[0], conv.gemm.n(), oh * ow);
     check_len("output", n * m * positions, out.len())?;
-    let rows = im2col(g, x, size, [oh, ow], 0.0)?;
-    let mut tmp = vec![0f32; out.len()];
-    gemm_f32(&conv.gemm, &rows, n * positions, &mut tmp)?;
-    to_planes(&tmp, n, m, positions, out);
+    let fields = im2col(g, x, size, [oh, ow], 0.0, &mut scratch.f32_fields)?;
+    let rows = sized(&mut scratch.f32_rows, out.len());
+    gemm_f32(&conv.gemm, fields, n * positions, rows)?;
+    to_planes(rows, n, m, positions, out);
     Ok(())
 }

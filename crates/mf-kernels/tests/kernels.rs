@@ -3,8 +3,8 @@
 //! extreme zero points and extreme codes.
 use mf_kernels::reference::{self, QuantizedLayer};
 use mf_kernels::{
-    Activation, ConvGeometry, Input, Isa, Output, PackedConvF32, PackedConvI8, PackedF32, PackedI8,
-    QuantParams, conv_f32, conv_i8, gemm_f32, gemm_i8,
+    Activation, ConvGeometry, ConvScratch, Input, Isa, Output, PackedConvF32, PackedConvI8,
+    PackedF32, PackedI8, QuantParams, conv_f32, conv_i8, gemm_f32, gemm_i8,
 };
 use proptest::prelude::*;
 
@@ -241,8 +241,9 @@ fn conv_case(
 }
 
 impl ConvCase {
-    /// `isa`'s convolution against the direct reference, f32 and uint8 outputs, bit for bit.
-    fn check(&self, isa: Isa) -> Result<(), TestCaseError> {
+    /// `isa`'s convolution against the direct reference, f32 and uint8 outputs, bit for bit
+    /// (with buffers `scratch` kept from earlier, differently shaped calls).
+    fn check(&self, isa: Isa, scratch: &mut ConvScratch) -> Result<(), TestCaseError> {
         let layer = self.dense.layer();
         let packed = PackedConvI8::new(isa, &layer, self.geometry).unwrap();
         let [oh, ow] = self
@@ -260,7 +261,14 @@ impl ConvCase {
             Output::F32(&mut want),
         )
         .unwrap();
-        conv_i8(&packed, Input::U8(codes), self.size, Output::F32(&mut got)).unwrap();
+        conv_i8(
+            &packed,
+            Input::U8(codes),
+            self.size,
+            Output::F32(&mut got),
+            scratch,
+        )
+        .unwrap();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         prop_assert_eq!(bits(&got), bits(&want), "{} conv f32 output", isa);
         let next = QuantParams::new(0.05, 37).unwrap();
@@ -278,6 +286,7 @@ impl ConvCase {
             Input::U8(codes),
             self.size,
             Output::U8(&mut got_q, next),
+            scratch,
         )
         .unwrap();
         prop_assert_eq!(got_q, want_q, "{} conv u8 output", isa);
@@ -290,8 +299,9 @@ proptest! {
 
     #[test]
     fn int8_convolutions_equal_the_direct_reference_bit_for_bit(case in conv_case(3, 7, 9, 21)) {
+        let mut scratch = ConvScratch::default();
         for isa in available() {
-            case.check(isa)?;
+            case.check(isa, &mut scratch)?;
         }
     }
 
@@ -311,10 +321,11 @@ proptest! {
         let len = case.size[0] * m * oh * ow;
         let mut want = vec![0f32; len];
         reference::conv_f32(&w, bias, act, m, &g, &x, case.size, &mut want).unwrap();
+        let mut scratch = ConvScratch::default();
         for isa in available() {
             let packed = PackedConvF32::new(isa, &w, bias, m, g, act).unwrap();
             let mut got = vec![0f32; len];
-            conv_f32(&packed, &x, case.size, &mut got).unwrap();
+            conv_f32(&packed, &x, case.size, &mut got, &mut scratch).unwrap();
             for (i, (g, r)) in got.iter().zip(&want).enumerate() {
                 // |x| ≤ 4 and |w| ≤ 1: each sum of k products within k rounding steps of 4k.
                 let tol = 4.0 * f32::EPSILON * k as f32 * (4.0 * k as f32 + 3.0);
@@ -346,10 +357,18 @@ fn convolution_geometry_by_hand() {
     };
     // Code 11 with zero point 10 is the value 1.
     let codes = vec![11u8; 9];
+    let mut scratch = ConvScratch::default();
     for isa in available() {
         let packed = PackedConvI8::new(isa, &layer, g).unwrap();
         let mut out = vec![0f32; 9];
-        conv_i8(&packed, Input::U8(&codes), [1, 3, 3], Output::F32(&mut out)).unwrap();
+        conv_i8(
+            &packed,
+            Input::U8(&codes),
+            [1, 3, 3],
+            Output::F32(&mut out),
+            &mut scratch,
+        )
+        .unwrap();
         assert_eq!(out, [4.0, 6.0, 4.0, 6.0, 9.0, 6.0, 4.0, 6.0, 4.0], "{isa}");
         let strided = ConvGeometry {
             strides: [2; 2],
@@ -357,7 +376,14 @@ fn convolution_geometry_by_hand() {
         };
         let packed = PackedConvI8::new(isa, &layer, strided).unwrap();
         let mut out = vec![0f32; 4];
-        conv_i8(&packed, Input::U8(&codes), [1, 3, 3], Output::F32(&mut out)).unwrap();
+        conv_i8(
+            &packed,
+            Input::U8(&codes),
+            [1, 3, 3],
+            Output::F32(&mut out),
+            &mut scratch,
+        )
+        .unwrap();
         assert_eq!(out, [4.0, 4.0, 4.0, 4.0], "{isa}");
         // Stride 2 over a 2x2 input padded by 1: one output, the 4 taps inside.
         conv_i8(
@@ -365,6 +391,7 @@ fn convolution_geometry_by_hand() {
             Input::U8(&codes[..4]),
             [1, 2, 2],
             Output::F32(&mut out[..1]),
+            &mut scratch,
         )
         .unwrap();
         assert_eq!(out[0], 4.0, "{isa}");
@@ -375,6 +402,7 @@ fn convolution_geometry_by_hand() {
             Input::U8(&codes[..4]),
             [1, 2, 2],
             Output::F32(&mut out[..0]),
+            &mut scratch,
         )
         .unwrap_err();
         assert_eq!(

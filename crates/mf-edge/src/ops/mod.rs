@@ -165,7 +165,10 @@ pub fn run(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
             let len = dims.len();
             Value::I64(dims, vec![len])
         }
-        "Identity" => inputs[0].clone(),
+        "Identity" | "Reshape" | "Unsqueeze" => {
+            let shape = view_shape(node, inputs)?.expect("a view op");
+            with_shape(inputs[0].clone(), shape)
+        }
         "Cast" => match int_attr(node, "to", 1) {
             // float16 is computed in f32 by this runtime.
             1 | 10 => Value::F32(
@@ -174,34 +177,6 @@ pub fn run(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
             ),
             to => bail!("Cast to type {to} is not supported (float and float16 are)"),
         },
-        "Reshape" => {
-            need(2)?;
-            let (target, _) = inputs[1].i64(&what(1))?;
-            let shape = reshape(inputs[0].shape(), target)?;
-            with_shape(inputs[0].clone(), shape)
-        }
-        "Unsqueeze" => {
-            need(2)?;
-            let (axes, _) = inputs[1].i64(&what(1))?;
-            let mut shape = inputs[0].shape().to_vec();
-            let rank = shape.len() + axes.len();
-            let mut axes: Vec<usize> = axes
-                .iter()
-                .map(|&a| {
-                    if a < 0 {
-                        (a + rank as i64) as usize
-                    } else {
-                        a as usize
-                    }
-                })
-                .collect();
-            axes.sort();
-            for a in axes {
-                ensure!(a <= shape.len(), "Unsqueeze axis {a} out of range");
-                shape.insert(a, 1);
-            }
-            with_shape(inputs[0].clone(), shape)
-        }
         "Add" | "Sub" | "Mul" | "Div" => {
             need(2)?;
             let (a, sa) = inputs[0].f32(&what(0))?;
@@ -392,6 +367,57 @@ pub fn run(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
     })
 }
 
+/// For the ops that only relabel their first input's shape (Identity, Reshape, Unsqueeze):
+/// the output's shape, so that a caller owning the input can reuse its data; `None` for every
+/// other op.
+pub fn view_shape(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Option<Vec<usize>>> {
+    let op = node.op_type.as_str();
+    let what = |i: usize| format!("{op} node {:?} input {i}", node.name);
+    let need = |n: usize| -> anyhow::Result<()> {
+        ensure!(
+            inputs.len() >= n,
+            "{op} node {:?} has {} inputs, needs {n}",
+            node.name,
+            inputs.len()
+        );
+        Ok(())
+    };
+    Ok(Some(match op {
+        "Identity" => {
+            need(1)?;
+            inputs[0].shape().to_vec()
+        }
+        "Reshape" => {
+            need(2)?;
+            let (target, _) = inputs[1].i64(&what(1))?;
+            reshape(inputs[0].shape(), target)?
+        }
+        "Unsqueeze" => {
+            need(2)?;
+            let (axes, _) = inputs[1].i64(&what(1))?;
+            let mut shape = inputs[0].shape().to_vec();
+            let rank = shape.len() + axes.len();
+            let mut axes: Vec<usize> = axes
+                .iter()
+                .map(|&a| {
+                    if a < 0 {
+                        (a + rank as i64) as usize
+                    } else {
+                        a as usize
+                    }
+                })
+                .collect();
+            axes.sort();
+            for a in axes {
+                ensure!(a <= shape.len(), "Unsqueeze axis {a} out of range");
+                shape.insert(a, 1);
+            }
+            shape
+        }
+        _ => return Ok(None),
+    }))
+}
+
 /// A Constant node's value: a tensor, or one float or integer (list).
 fn constant(node: &onnx::NodeProto) -> anyhow::Result<Value> {
     let [attr] = node.attribute.as_slice() else {
@@ -415,7 +441,8 @@ fn constant(node: &onnx::NodeProto) -> anyhow::Result<Value> {
     })
 }
 
-fn with_shape(v: Value, shape: Vec<usize>) -> Value {
+/// `v`'s data with shape `shape` (the caller checked the element count).
+pub fn with_shape(v: Value, shape: Vec<usize>) -> Value {
     match v {
         Value::F32(d, _) => Value::F32(d, shape),
         Value::I64(d, _) => Value::I64(d, shape),
