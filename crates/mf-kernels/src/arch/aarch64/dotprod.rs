@@ -1,6 +1,9 @@
 //! Dot product kernel: `sdot` adds four s8·s8 products into each i32 lane. Weights are packed
-//! four depths per column, so one 16-byte vector covers 4 columns; a row's four activations are
-//! loaded replicated (`ld1r`), so any row count reads only its own bytes. Tiles: 8×8.
+//! four depths per column, so one 16-byte vector covers 4 columns. Activations go four depth
+//! steps at a time: one 16-byte load per row, and the lane-indexed `sdot` (`x.4b[l]`) takes
+//! step `l`'s four bytes from it, so a row is loaded once per 8 `sdot`s of each step instead of
+//! once per step (llvm-mca: `tools/llvm-mca-kernels`). The last `kb mod 4` steps load a row's
+//! four bytes replicated (`ld1r`), so any row count reads only its own bytes. Tiles: 8×8.
 use core::arch::aarch64::*;
 use core::arch::asm;
 
@@ -27,6 +30,20 @@ fn sdot(acc: int32x4_t, w: int8x16_t, x: int8x16_t) -> int32x4_t {
     unsafe {
         asm!("sdot {acc:v}.4s, {w:v}.16b, {x:v}.16b",
              acc = inout(vreg) acc, w = in(vreg) w, x = in(vreg) x,
+             options(pure, nomem, nostack, preserves_flags));
+    }
+    acc
+}
+
+/// `acc += sdot(w, x.4b[L])`: lane l gains Σ_{u<4} w[4l+u]·x[4L+u].
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+fn sdot_lane<const L: i32>(acc: int32x4_t, w: int8x16_t, x: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: register-only arithmetic; the feature is enabled on this function.
+    unsafe {
+        asm!("sdot {acc:v}.4s, {w:v}.16b, {x:v}.4b[{l}]",
+             acc = inout(vreg) acc, w = in(vreg) w, x = in(vreg) x, l = const L,
              options(pure, nomem, nostack, preserves_flags));
     }
     acc
@@ -72,12 +89,34 @@ unsafe fn i8_rows<const R: usize, const S: usize>(
             }
         };
     }
-    for _ in 0..kb / S {
-        for set in acc.iter_mut() {
-            step!(set);
-        }
+    // Four steps per pass: each row's 16 bytes once, step l from lane l (sets alternate).
+    macro_rules! lane {
+        ($l:literal, $x:expr) => {
+            // SAFETY: as stated above `step!`: 32 weight bytes of this step.
+            unsafe {
+                let w0 = vld1q_s8(bp);
+                let w1 = vld1q_s8(bp.add(16));
+                let set = &mut acc[$l % S];
+                for i in 0..R {
+                    set[i][0] = sdot_lane::<$l>(set[i][0], w0, $x[i]);
+                    set[i][1] = sdot_lane::<$l>(set[i][1], w1, $x[i]);
+                }
+                bp = bp.add(32);
+            }
+        };
     }
-    for _ in 0..kb % S {
+    for _ in 0..kb / 4 {
+        // SAFETY: at least 4 steps remain, so each of the R rows has 16 bytes from `ap`.
+        let x: [int8x16_t; R] =
+            core::array::from_fn(|i| unsafe { vld1q_s8(ap.add(i * lda).cast::<i8>()) });
+        lane!(0, x);
+        lane!(1, x);
+        lane!(2, x);
+        lane!(3, x);
+        // SAFETY: the 16 bytes just read.
+        ap = unsafe { ap.add(16) };
+    }
+    for _ in 0..kb % 4 {
         step!(acc[0]);
     }
     for i in 0..R {
