@@ -19,21 +19,32 @@ fn pick(v: &Value, picks: &[usize], shape: Vec<usize>) -> Value {
 }
 
 /// The flat input positions of every output element, visiting the output in order: output
-/// index `o` reads input `Σ (start[d] + o[d]·step[d]) · stride[d]`.
+/// index `o` reads input `Σ (start[d] + o[d]·step[d]) · stride[d]`. The position is carried
+/// from element to element (one add per element along the last axis, one per carry).
 fn positions(out_shape: &[usize], start: &[i64], step: &[i64], stride: &[usize]) -> Vec<usize> {
     let count: usize = out_shape.iter().product();
     let mut picks = Vec::with_capacity(count);
-    let mut index = vec![0usize; out_shape.len()];
-    for _ in 0..count {
-        let at: i64 = (0..index.len())
-            .map(|d| (start[d] + index[d] as i64 * step[d]) * stride[d] as i64)
-            .sum();
-        picks.push(at as usize);
-        for d in (0..index.len()).rev() {
+    let Some((&inner, outer_shape)) = out_shape.split_last() else {
+        // A scalar: its one element.
+        picks.extend((count == 1).then_some(0));
+        return picks;
+    };
+    if count == 0 {
+        return picks;
+    }
+    let rank = out_shape.len();
+    let delta: Vec<i64> = (0..rank).map(|d| step[d] * stride[d] as i64).collect();
+    let mut at: i64 = (0..rank).map(|d| start[d] * stride[d] as i64).sum();
+    let mut index = vec![0usize; rank - 1];
+    for _ in 0..count / inner {
+        picks.extend((0..inner as i64).map(|j| (at + j * delta[rank - 1]) as usize));
+        for d in (0..rank - 1).rev() {
             index[d] += 1;
-            if index[d] < out_shape[d] {
+            at += delta[d];
+            if index[d] < outer_shape[d] {
                 break;
             }
+            at -= delta[d] * outer_shape[d] as i64;
             index[d] = 0;
         }
     }
