@@ -493,7 +493,14 @@ fn convolve(
     codes_out: Option<QuantParams>,
     scratch: &mut ConvScratch,
 ) -> anyhow::Result<Value> {
-    let (x, shape) = value.f32("convolution input")?;
+    // uint8 codes come from an int8 convolution before that wrote this one's input codes.
+    let (input, shape) = match value {
+        Value::U8(codes, shape) => (Input::U8(codes), shape.as_slice()),
+        other => {
+            let (x, shape) = other.f32("convolution input")?;
+            (Input::F32(x), shape)
+        }
+    };
     let (geometry, m) = match packed {
         PackedConv::F32(p) => (p.geometry(), p.outputs()),
         PackedConv::I8(p) => (p.geometry(), p.outputs()),
@@ -512,24 +519,21 @@ fn convolve(
         .context("the convolution's receptive fields")?;
     Ok(match (packed, codes_out) {
         (PackedConv::F32(p), _) => {
+            let Input::F32(x) = input else {
+                bail!("a float convolution was given uint8 codes")
+            };
             let mut out = vec![0f32; len];
             conv_f32(p, x, size, &mut out, scratch)?;
             Value::F32(out, out_shape)
         }
         (PackedConv::I8(p), None) => {
             let mut out = vec![0f32; len];
-            conv_i8(p, Input::F32(x), size, Output::F32(&mut out), scratch)?;
+            conv_i8(p, input, size, Output::F32(&mut out), scratch)?;
             Value::F32(out, out_shape)
         }
         (PackedConv::I8(p), Some(params)) => {
             let mut out = vec![0u8; len];
-            conv_i8(
-                p,
-                Input::F32(x),
-                size,
-                Output::U8(&mut out, params),
-                scratch,
-            )?;
+            conv_i8(p, input, size, Output::U8(&mut out, params), scratch)?;
             Value::U8(out, out_shape)
         }
     })
@@ -689,7 +693,7 @@ impl<'g> Planner<'g> {
         let (input, quant) = match &weights {
             W::Float(_) => (matmul.input[0].clone(), None),
             W::Int8 { .. } => {
-                let (input, params, pair) = self.quantized_input(matmul)?;
+                let (input, params, pair) = self.quantized_input(matmul, absorbed)?;
                 taken.extend(pair);
                 (input, Some(params))
             }
@@ -800,7 +804,7 @@ impl<'g> Planner<'g> {
                 codes_out: None,
             },
             (None, Some((codes, scales, _))) => {
-                let (input, params, pair) = self.quantized_input(node)?;
+                let (input, params, pair) = self.quantized_input(node, absorbed)?;
                 taken.extend(pair);
                 let layer = QuantizedLayer {
                     weights: &codes,
@@ -883,11 +887,13 @@ impl<'g> Planner<'g> {
     }
 
     /// The `QuantizeLinear → DequantizeLinear` pair feeding input 0 of the int8 layer `layer`:
-    /// the float value quantized, its parameters, and the two nodes.
+    /// the value to read (the float value quantized, or, where a convolution before took in the
+    /// QuantizeLinear, the codes it writes), its parameters, and the nodes taken.
     fn quantized_input(
         &self,
         layer: &onnx::NodeProto,
-    ) -> anyhow::Result<(String, QuantParams, [usize; 2])> {
+        absorbed: &HashSet<usize>,
+    ) -> anyhow::Result<(String, QuantParams, Vec<usize>)> {
         let Some(dq) = self.sole_producer(&layer.input[0], "DequantizeLinear", 1) else {
             bail!(
                 "int8 {} {:?} without a QuantizeLinear/DequantizeLinear input",
@@ -918,7 +924,10 @@ impl<'g> Planner<'g> {
         let params = self
             .activation_params(q_node)
             .with_context(|| format!("the input of {:?}", layer.name))?;
-        Ok((q_node.input[0].clone(), params, [q, dq]))
+        if absorbed.contains(&q) {
+            return Ok((q_node.output[0].clone(), params, vec![dq]));
+        }
+        Ok((q_node.input[0].clone(), params, vec![q, dq]))
     }
 
     /// The constant per-tensor uint8 parameters of a QuantizeLinear node.
