@@ -495,7 +495,33 @@ fn broadcast(
             sa.to_vec(),
         ));
     }
-    let (pa, pb, out_shape) = broadcast_shapes(sa, sb)?;
+    let (full_a, full_b, full_shape) = broadcast_shapes(sa, sb)?;
+    let total = element_count(&full_shape)?;
+    if total == 0 {
+        return Ok(Value::F32(Vec::new(), full_shape));
+    }
+    // Neighbouring axes that each operand either spans or repeats alike walk as one axis (a
+    // per-channel [C, 1, 1] against [N, C, H, W] becomes [1, C, 1] against [N, C, H·W]), and
+    // axes of size 1 drop out: longer rows for the loops below.
+    let (mut pa, mut pb, mut out_shape) = (Vec::new(), Vec::new(), Vec::<usize>::new());
+    let mut last = None;
+    for d in (0..full_shape.len()).filter(|&d| full_shape[d] > 1) {
+        let spans = (full_a[d] > 1, full_b[d] > 1);
+        if last == Some(spans) {
+            let n = full_shape[d];
+            *out_shape.last_mut().expect("an axis before") *= n;
+            *pa.last_mut().expect("an axis before") *= if spans.0 { n } else { 1 };
+            *pb.last_mut().expect("an axis before") *= if spans.1 { n } else { 1 };
+        } else {
+            out_shape.push(full_shape[d]);
+            pa.push(full_a[d]);
+            pb.push(full_b[d]);
+            last = Some(spans);
+        }
+    }
+    if out_shape.is_empty() {
+        (pa, pb, out_shape) = (vec![1], vec![1], vec![1]);
+    }
     let rank = out_shape.len();
     let strides = |s: &[usize]| -> Vec<usize> {
         let mut st = vec![0; rank];
@@ -507,7 +533,6 @@ fn broadcast(
         st
     };
     let (st_a, st_b) = (strides(&pa), strides(&pb));
-    let total = element_count(&out_shape)?;
     let mut out = Vec::with_capacity(total);
     // Walk the outer dimensions with an index vector and the last one with plain strides.
     let inner = out_shape[rank - 1];
@@ -536,7 +561,7 @@ fn broadcast(
             idx[d] = 0;
         }
     }
-    Ok(Value::F32(out, out_shape))
+    Ok(Value::F32(out, full_shape))
 }
 
 fn concat(inputs: &[&Value], axis: i64) -> anyhow::Result<Value> {
