@@ -13,6 +13,12 @@ Networks, as crates/mf-train/src/model/{mlp,unet}.rs define them:
         GroupNorm, SiLU, 3x3 conv (zero), 1x1 skip when channels change) and a stride-2 3x3 conv
         between levels; a middle block; on the way up nearest 2x upsampling, concatenated skips
         and a block per level; GroupNorm, SiLU, 3x3 conv (zero) to the image's channels.
+  dit:  DiT with adaLN-Zero (crates/mf-train/src/model/dit.rs): p x p patches by a stride-p conv,
+        fixed 2-D sin-cos position embeddings; cond = TimeEmbedder(t) + TimeEmbedder(t - r) +
+        class embedding (width, + null), TimeEmbedder = Linear, SiLU, Linear; per block
+        LayerNorm(no affine, eps 1e-6), modulate, attention (qkv side by side, heads), gate;
+        LayerNorm, modulate, Linear, GELU(tanh), Linear, gate; modulations SiLU -> Linear (zero);
+        final adaLN and a zero Linear to p*p*C per token, patches back to the image.
   prediction = "x" returns u = (z - x_hat) / max(t, 0.05).
 
   python3 tools/peers/meanflow_torch.py --config crates/mf-train/configs/mnist.toml \\
@@ -70,7 +76,7 @@ class Conditioned(nn.Module):
         super().__init__()
         self.time_dim, self.time_scale = m["time_dim"], m.get("time_scale", 1000.0)
         self.xpred = m.get("prediction", "u") == "x"
-        self.cls = nn.Embedding(classes + 1, m["class_dim"])
+        self.cls = nn.Embedding(classes + 1, m.get("class_dim", m["width"]))
 
     def embed(self, t, r, y):
         return [time_emb(t, self.time_dim, self.time_scale),
@@ -154,15 +160,142 @@ class UNet(Conditioned):
         return x.reshape(z.shape[0], -1)
 
 
+def position_embedding(dim, grid):
+    """The fixed 2-D sin-cos embedding [h*w, dim]: j's then i's [sin, cos] at 10000^(-k/(dim/4))."""
+    quarter = dim // 4
+    omega = 10000.0 ** (-torch.arange(quarter, dtype=torch.float64) / quarter)
+    embed = lambda pos: torch.cat([(pos[:, None] * omega).sin(), (pos[:, None] * omega).cos()], 1)
+    i, j = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
+    i, j = i.reshape(-1).double(), j.reshape(-1).double()
+    return torch.cat([embed(j), embed(i)], 1).float()
+
+
+def zero_linear(a, b):
+    layer = nn.Linear(a, b)
+    nn.init.zeros_(layer.weight); nn.init.zeros_(layer.bias)
+    return layer
+
+
+def modulate(x, shift, scale):
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+class TimeEmbedder(nn.Module):
+    def __init__(self, time_dim, width):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(time_dim, width), nn.Linear(width, width)
+
+    def forward(self, emb):
+        return self.fc2(F.silu(self.fc1(emb)))
+
+
+class DitBlock(nn.Module):
+    def __init__(self, width, heads, mlp_ratio):
+        super().__init__()
+        self.heads = heads
+        self.modulation = zero_linear(width, 6 * width)
+        self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.fc1, self.fc2 = nn.Linear(width, mlp_ratio * width), nn.Linear(mlp_ratio * width, width)
+
+    def forward(self, x, cond):
+        n, l, d = x.shape
+        m = self.modulation(F.silu(cond)).chunk(6, dim=1)
+        h = modulate(F.layer_norm(x, (d,), eps=1e-6), m[0], m[1])
+        q, k, v = (part.reshape(n, l, self.heads, d // self.heads).transpose(1, 2)
+                   for part in self.qkv(h).chunk(3, dim=2))
+        a = torch.softmax(q @ k.transpose(2, 3) / math.sqrt(d // self.heads), dim=3) @ v
+        x = x + m[2][:, None] * self.proj(a.transpose(1, 2).reshape(n, l, d))
+        h = modulate(F.layer_norm(x, (d,), eps=1e-6), m[3], m[4])
+        return x + m[5][:, None] * self.fc2(F.gelu(self.fc1(h), approximate="tanh"))
+
+
+class DiT(Conditioned):
+    def __init__(self, m, shape, classes):
+        super().__init__(m, classes)
+        width, p = m["width"], m.get("patch", 4)
+        self.shape, self.p = shape, p
+        self.grid = (shape[1] // p, shape[2] // p)
+        self.cls = nn.Embedding(classes + 1, width)
+        self.patch_embed = nn.Conv2d(shape[0], width, p, stride=p)
+        self.t_embed, self.h_embed = TimeEmbedder(m["time_dim"], width), TimeEmbedder(m["time_dim"], width)
+        self.blocks = nn.ModuleList([DitBlock(width, m.get("heads", 4), m.get("mlp_ratio", 4))
+                                     for _ in range(m["depth"])])
+        self.final_modulation = zero_linear(width, 2 * width)
+        self.final_linear = zero_linear(width, p * p * shape[0])
+        self.register_buffer("positions", position_embedding(width, self.grid))
+
+    def net(self, z, t, r, y):
+        emb_t, emb_h, cls = self.embed(t, r, y)
+        cond = self.t_embed(emb_t) + self.h_embed(emb_h) + cls
+        x = self.patch_embed(z.reshape(-1, *self.shape)).flatten(2).transpose(1, 2) + self.positions
+        for block in self.blocks:
+            x = block(x, cond)
+        shift, scale = self.final_modulation(F.silu(cond)).chunk(2, dim=1)
+        x = self.final_linear(modulate(F.layer_norm(x, (x.shape[2],), eps=1e-6), shift, scale))
+        (h, w), p, c = self.grid, self.p, self.shape[0]
+        x = x.reshape(-1, h, w, p, p, c).permute(0, 5, 1, 3, 2, 4)
+        return x.reshape(z.shape[0], -1)
+
+
 def sample_tr(n, o, device):
     s = torch.sigmoid(torch.randn(n, 2, device=device) * o["t_sigma"] + o["t_mu"])
     t, r = s.max(1).values, s.min(1).values
     return t, torch.where(torch.rand(n, device=device) >= o["ratio_r_neq_t"], t, r)
 
 
+def onnx_z_shape(graph):
+    """The per-sample shape of input z ([C, H, W] in mf-export's files)."""
+    z = next(i for i in graph.input if i.name == "z")
+    return [d.dim_value for d in z.type.tensor_type.shape.dim[1:]]
+
+
+def check_onnx(model, path, m, dims, classes):
+    """Loads the weights of an mf-export fp32 file of the same config into `model` and compares
+    its u with ONNX Runtime's on fixed inputs: the peer is our network when they agree."""
+    import onnx, onnx.numpy_helper, onnxruntime
+    graph = onnx.load(path).graph
+    state = model.state_dict()
+    loaded = set()
+    for t in graph.initializer:
+        parts = t.name.split(".")
+        if len(parts) < 2 or parts[-1] in ("zero_bias", "unit_scale"):
+            continue
+        name = ".".join(parts[1:]).replace("class_embed", "cls")
+        name = name.replace("gamma", "weight").replace("beta", "bias")
+        if m["arch"] == "mlp" and name.startswith(f"layers.{m['depth']}."):
+            name = name.replace(f"layers.{m['depth']}.", "out.")
+        if name not in state:
+            continue
+        value = torch.from_numpy(onnx.numpy_helper.to_array(t).copy())
+        if value.dim() == 2 and name.endswith("weight") and name != "cls.weight":
+            value = value.t()  # MatMul weights [in, out]; nn.Linear holds [out, in]
+        state[name] = value.reshape(state[name].shape)
+        loaded.add(name)
+    missing = [k for k in state if k not in loaded and k != "positions"]
+    if missing:
+        sys.exit(f"error: {path} has no weights for {missing}")
+    model.load_state_dict(state)
+    n = 4
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(n, dims, generator=g)
+    t = torch.tensor([1.0, 0.8, 0.5, 0.2])
+    r = torch.tensor([0.0, 0.3, 0.5, 0.1])
+    y = torch.tensor([0, 3, classes, 7])
+    with torch.no_grad():
+        ours = model(z, t, r, y).numpy()
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    z_in = z.numpy().reshape([n] + list(onnx_z_shape(graph)))
+    theirs = session.run(["u"], {"z": z_in, "t": t.numpy(), "r": r.numpy(), "class": y.numpy()})[0]
+    theirs = theirs.reshape(n, -1)
+    err = float(np.abs(ours - theirs).max() / max(np.abs(theirs).max(), 1e-12))
+    print(json.dumps({"peer_vs_onnx": path, "network": m["arch"], "max_relative_error": err}))
+    if not err < 1e-4:
+        sys.exit(f"error: the peer differs from {path} by {err:.3g} (relative)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", required=True, help="an mf-train TOML config (mlp or unet)")
+    ap.add_argument("--config", required=True, help="an mf-train TOML config (mlp, unet or dit)")
     ap.add_argument("--data", required=True, help="folder with train-{images-idx3,labels-idx1}-ubyte")
     ap.add_argument("--objective", choices=["flow-matching", "meanflow", "meanflow-guided"], required=True)
     ap.add_argument("--steps", type=int, default=20)
@@ -170,6 +303,9 @@ def main():
     ap.add_argument("--batch", type=int, help="instead of the config's train.batch")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--check-onnx", metavar="FILE",
+                    help="instead of timing: load FILE's weights (mf-export fp32 of this config) and "
+                         "compare the peer's u with ONNX Runtime's")
     a = ap.parse_args()
     c = read_config(a.config)
     m, o = c["model"], c["objective"]
@@ -177,7 +313,7 @@ def main():
     omega = o.get("omega", 1.0) if a.objective == "meanflow-guided" else 1.0
     kappa = o.get("kappa", 0.0) if a.objective == "meanflow-guided" else 0.0
     lo, hi = o.get("guidance_interval", [0.0, 1.0]) if a.objective == "meanflow-guided" else (0.0, 1.0)
-    dev = torch.device(a.device)
+    dev = torch.device("cpu" if a.check_onnx else a.device)
     torch.manual_seed(c["train"].get("seed", 0))
 
     X = torch.tensor(idx(os.path.join(a.data, "train-images-idx3-ubyte")), dtype=torch.float32)
@@ -189,8 +325,12 @@ def main():
         model = MLP(m, dims, classes)
     elif m["arch"] == "unet":
         model = UNet(m, (1, side, side), classes)
+    elif m["arch"] == "dit":
+        model = DiT(m, (1, side, side), classes)
     else:
-        sys.exit(f"error: arch {m['arch']!r} has no peer here (mlp, unet)")
+        sys.exit(f"error: arch {m['arch']!r} has no peer here (mlp, unet, dit)")
+    if a.check_onnx:
+        return check_onnx(model, a.check_onnx, m, dims, classes)
     model = model.to(dev)
     ema = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.Adam(model.parameters(), lr=c["optim"]["lr"], betas=(c["optim"]["beta1"], c["optim"]["beta2"]))
