@@ -23,8 +23,6 @@ use crate::sampler::generate;
 use crate::tensor::Value;
 
 mod manifold;
-#[cfg(feature = "tract")]
-mod tract;
 
 pub use manifold::{Manifold, NEIGHBOURS};
 
@@ -77,21 +75,13 @@ impl ClassifierMeta {
     }
 }
 
-/// The reference classifier in fp32: an MLP on the native engine, a CNN on tract (the native
-/// engine does not run convolutions yet).
+/// The reference classifier in fp32, MLP or CNN, on the native engine.
 pub struct Classifier {
-    runner: Runner,
+    engine: NativeEngine,
     arch: String,
     shape: Vec<usize>,
     classes: usize,
     features: usize,
-}
-
-/// What runs the classifier graph.
-enum Runner {
-    Native(Box<NativeEngine>),
-    #[cfg(feature = "tract")]
-    Tract(tract::Plans),
 }
 
 impl Classifier {
@@ -118,13 +108,9 @@ impl Classifier {
             .graph
             .as_ref()
             .context("the classifier has no graph")?;
-        let runner = if graph.node.iter().any(|n| n.op_type == "Conv") {
-            convolutional(bytes, path)?
-        } else {
-            Runner::Native(Box::new(NativeEngine::from_graph(graph, Isa::select()?)?))
-        };
+        let engine = NativeEngine::from_graph(graph, Isa::select()?)?;
         Ok(Classifier {
-            runner,
+            engine,
             arch: meta.arch,
             shape: meta.sample_shape,
             classes: meta.class_names.len(),
@@ -151,14 +137,10 @@ impl Classifier {
             let shape: Vec<usize> = std::iter::once(n)
                 .chain(self.shape.iter().copied())
                 .collect();
-            let scores = match &self.runner {
-                Runner::Native(engine) => {
-                    let out = engine.run(vec![("image", Value::F32(chunk.to_vec(), shape))])?;
-                    out.f32("classifier scores")?.0.to_vec()
-                }
-                #[cfg(feature = "tract")]
-                Runner::Tract(plans) => plans.run(chunk, &shape)?,
-            };
+            let out = self
+                .engine
+                .run(vec![("image", Value::F32(chunk.to_vec(), shape))])?;
+            let scores = out.f32("classifier scores")?.0;
             let width = self.features + self.classes;
             ensure!(
                 scores.len() == n * width,
@@ -179,22 +161,6 @@ impl Classifier {
         }
         Ok((features, predicted))
     }
-}
-
-/// The runner of a convolutional classifier: tract where it is built in.
-#[cfg(feature = "tract")]
-fn convolutional(bytes: Vec<u8>, _path: &Path) -> anyhow::Result<Runner> {
-    Ok(Runner::Tract(tract::Plans::new(bytes)))
-}
-
-/// Without tract nothing here runs convolutions: say so.
-#[cfg(not(feature = "tract"))]
-fn convolutional(_bytes: Vec<u8>, path: &Path) -> anyhow::Result<Runner> {
-    anyhow::bail!(
-        "{} is a convolutional classifier: it runs on tract, which this build leaves out (build \
-         mf-edge with the `tract` feature, or pass an MLP classifier with --classifier)",
-        path.display()
-    )
 }
 
 /// An IDX image file and its label file from `dir` (`[images, labels]`), each at most
