@@ -133,19 +133,37 @@ fn optional_input<'a>(
     inputs.get(passed).copied()
 }
 
+/// A node and its input values, for the messages that name them.
+struct Args<'a> {
+    node: &'a onnx::NodeProto,
+    inputs: &'a [&'a Value],
+}
+
+impl Args<'_> {
+    /// "`Op` node "name" input i", for errors about that input.
+    fn what(&self, i: usize) -> String {
+        format!("{} node {:?} input {i}", self.node.op_type, self.node.name)
+    }
+
+    /// An error unless the node has at least `n` inputs.
+    fn need(&self, n: usize) -> anyhow::Result<()> {
+        ensure!(
+            self.inputs.len() >= n,
+            "{} node {:?} has {} inputs, needs {n}",
+            self.node.op_type,
+            self.node.name,
+            self.inputs.len()
+        );
+        Ok(())
+    }
+}
+
 /// Runs one node on its input values.
 pub fn run(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
     let op = node.op_type.as_str();
-    let what = |i: usize| format!("{op} node {:?} input {i}", node.name);
-    let need = |n: usize| -> anyhow::Result<()> {
-        ensure!(
-            inputs.len() >= n,
-            "{op} node {:?} has {} inputs, needs {n}",
-            node.name,
-            inputs.len()
-        );
-        Ok(())
-    };
+    let args = Args { node, inputs };
+    let what = |i: usize| args.what(i);
+    let need = |n: usize| args.need(n);
     if op == "Constant" {
         return constant(node);
     }
@@ -372,16 +390,9 @@ pub fn run(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
 /// other op.
 pub fn view_shape(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Option<Vec<usize>>> {
     let op = node.op_type.as_str();
-    let what = |i: usize| format!("{op} node {:?} input {i}", node.name);
-    let need = |n: usize| -> anyhow::Result<()> {
-        ensure!(
-            inputs.len() >= n,
-            "{op} node {:?} has {} inputs, needs {n}",
-            node.name,
-            inputs.len()
-        );
-        Ok(())
-    };
+    let args = Args { node, inputs };
+    let what = |i: usize| args.what(i);
+    let need = |n: usize| args.need(n);
     Ok(Some(match op {
         "Identity" => {
             need(1)?;
