@@ -356,57 +356,38 @@ fn convolution_geometry_by_hand() {
         k: 9,
     };
     // Code 11 with zero point 10 is the value 1.
-    let codes = vec![11u8; 9];
+    let codes = [11u8; 9];
     let mut scratch = ConvScratch::default();
     for isa in available() {
-        let packed = PackedConvI8::new(isa, &layer, g).unwrap();
-        let mut out = vec![0f32; 9];
-        conv_i8(
-            &packed,
-            Input::U8(&codes),
-            [1, 3, 3],
-            Output::F32(&mut out),
-            &mut scratch,
-        )
-        .unwrap();
-        assert_eq!(out, [4.0, 6.0, 4.0, 6.0, 9.0, 6.0, 4.0, 6.0, 4.0], "{isa}");
+        // `outputs` values of the convolution of `codes[..h·w]` as [1, 1, h, w] by `geometry`.
+        let mut run = |geometry, side: usize, outputs| {
+            let packed = PackedConvI8::new(isa, &layer, geometry).unwrap();
+            let mut out = vec![0f32; outputs];
+            let input = Input::U8(&codes[..side * side]);
+            conv_i8(
+                &packed,
+                input,
+                [1, side, side],
+                Output::F32(&mut out),
+                &mut scratch,
+            )
+            .map(|()| out)
+        };
+        assert_eq!(
+            run(g, 3, 9).unwrap(),
+            [4.0, 6.0, 4.0, 6.0, 9.0, 6.0, 4.0, 6.0, 4.0],
+            "{isa}"
+        );
         let strided = ConvGeometry {
             strides: [2; 2],
             ..g
         };
-        let packed = PackedConvI8::new(isa, &layer, strided).unwrap();
-        let mut out = vec![0f32; 4];
-        conv_i8(
-            &packed,
-            Input::U8(&codes),
-            [1, 3, 3],
-            Output::F32(&mut out),
-            &mut scratch,
-        )
-        .unwrap();
-        assert_eq!(out, [4.0, 4.0, 4.0, 4.0], "{isa}");
+        assert_eq!(run(strided, 3, 4).unwrap(), [4.0; 4], "{isa}");
         // Stride 2 over a 2x2 input padded by 1: one output, the 4 taps inside.
-        conv_i8(
-            &packed,
-            Input::U8(&codes[..4]),
-            [1, 2, 2],
-            Output::F32(&mut out[..1]),
-            &mut scratch,
-        )
-        .unwrap();
-        assert_eq!(out[0], 4.0, "{isa}");
+        assert_eq!(run(strided, 2, 1).unwrap(), [4.0], "{isa}");
         let unpadded = ConvGeometry { pads: [0; 4], ..g };
-        let packed = PackedConvI8::new(isa, &layer, unpadded).unwrap();
-        let err = conv_i8(
-            &packed,
-            Input::U8(&codes[..4]),
-            [1, 2, 2],
-            Output::F32(&mut out[..0]),
-            &mut scratch,
-        )
-        .unwrap_err();
         assert_eq!(
-            err.to_string(),
+            run(unpadded, 2, 0).unwrap_err().to_string(),
             "convolution geometry: the dilated kernel does not fit the padded input"
         );
     }
