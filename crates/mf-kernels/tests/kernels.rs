@@ -50,30 +50,34 @@ fn zero_point() -> impl Strategy<Value = u8> {
     prop_oneof![Just(0u8), Just(255u8), Just(128u8), any::<u8>()]
 }
 
-fn i8_case(max_m: usize, max_n: usize, max_k: usize) -> impl Strategy<Value = I8Case> {
-    (1..=max_m, 1..=max_n, 1..=max_k).prop_flat_map(|(m, n, k)| {
-        (
-            codes(m * k),
-            weights(n * k),
-            prop::collection::vec(1e-4f32..1e-1, n),
-            prop::collection::vec(-2.0f32..2.0, n),
-            (1e-3f32..0.1, zero_point()),
-            activation(),
+/// An int8 layer of `n` outputs over `k` depths, with `codes` input codes (`rows` rows of `k`
+/// for a dense layer; a convolution's images otherwise).
+fn i8_layer(rows: usize, codes_len: usize, n: usize, k: usize) -> impl Strategy<Value = I8Case> {
+    (
+        codes(codes_len),
+        weights(n * k),
+        prop::collection::vec(1e-4f32..1e-1, n),
+        prop::collection::vec(-2.0f32..2.0, n),
+        (1e-3f32..0.1, zero_point()),
+        activation(),
+    )
+        .prop_map(
+            move |(codes, weights, w_scales, bias, (s, zp), activation)| I8Case {
+                m: rows,
+                n,
+                k,
+                codes,
+                weights,
+                w_scales,
+                bias,
+                input: QuantParams::new(s, zp).unwrap(),
+                activation,
+            },
         )
-            .prop_map(
-                move |(codes, weights, w_scales, bias, (s, zp), activation)| I8Case {
-                    m,
-                    n,
-                    k,
-                    codes,
-                    weights,
-                    w_scales,
-                    bias,
-                    input: QuantParams::new(s, zp).unwrap(),
-                    activation,
-                },
-            )
-    })
+}
+
+fn i8_case(max_m: usize, max_n: usize, max_k: usize) -> impl Strategy<Value = I8Case> {
+    (1..=max_m, 1..=max_n, 1..=max_k).prop_flat_map(|(m, n, k)| i8_layer(m, m * k, n, k))
 }
 
 impl I8Case {
@@ -212,31 +216,11 @@ fn conv_case(
                 dilations: [1; 2],
             };
             let k = geometry.depth();
-            (
-                codes(n * c * h * w),
-                weights(m * k),
-                prop::collection::vec(1e-4f32..1e-1, m),
-                prop::collection::vec(-2.0f32..2.0, m),
-                (1e-3f32..0.1, zero_point()),
-                activation(),
-            )
-                .prop_map(
-                    move |(codes, weights, w_scales, bias, (s, zp), activation)| ConvCase {
-                        size: [n, h, w],
-                        geometry,
-                        dense: I8Case {
-                            m: n,
-                            n: m,
-                            k,
-                            codes,
-                            weights,
-                            w_scales,
-                            bias,
-                            input: QuantParams::new(s, zp).unwrap(),
-                            activation,
-                        },
-                    },
-                )
+            i8_layer(n, n * c * h * w, m, k).prop_map(move |dense| ConvCase {
+                size: [n, h, w],
+                geometry,
+                dense,
+            })
         })
 }
 
