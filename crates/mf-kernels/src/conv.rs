@@ -258,10 +258,6 @@ impl PackedConvI8 {
     pub fn geometry(&self) -> &ConvGeometry {
         &self.geometry
     }
-    /// The dense layer underneath (its input parameters, kernel family and size).
-    pub fn gemm(&self) -> &PackedI8 {
-        &self.gemm
-    }
 }
 
 /// `out = act(conv(dequant(input)) + b)`, `input` `[N, C, H, W]` as f32 values (quantized with
