@@ -226,12 +226,34 @@ fn to_planes<T: Copy>(rows: &[T], n: usize, m: usize, positions: usize, out: &mu
     }
 }
 
-/// An int8 convolution packed for one kernel family: per-output-channel int8 weights, uint8
-/// input codes of one scale and zero point, the dense layers' epilogue.
+/// A convolution packed for one kernel family: its geometry and the packed GEMM `G` that runs
+/// over the receptive fields ([`PackedConvI8`] or [`PackedConvF32`]).
 #[cfg(feature = "alloc")]
-pub struct PackedConvI8 {
-    gemm: PackedI8,
+pub struct PackedConv<G> {
+    gemm: G,
     geometry: ConvGeometry,
+    outputs: usize,
+}
+
+/// An int8 convolution: per-output-channel int8 weights, uint8 input codes of one scale and
+/// zero point, the dense layers' epilogue.
+#[cfg(feature = "alloc")]
+pub type PackedConvI8 = PackedConv<PackedI8>;
+
+/// An fp32 convolution.
+#[cfg(feature = "alloc")]
+pub type PackedConvF32 = PackedConv<PackedF32>;
+
+#[cfg(feature = "alloc")]
+impl<G> PackedConv<G> {
+    /// Output channels `M`.
+    pub fn outputs(&self) -> usize {
+        self.outputs
+    }
+    /// The geometry it was packed with.
+    pub fn geometry(&self) -> &ConvGeometry {
+        &self.geometry
+    }
 }
 
 #[cfg(feature = "alloc")]
@@ -244,19 +266,11 @@ impl PackedConvI8 {
     ) -> Result<Self, KernelError> {
         check_len("convolution depth", geometry.depth(), layer.k)?;
         geometry.check()?;
-        Ok(PackedConvI8 {
+        Ok(PackedConv {
             gemm: PackedI8::new(isa, layer)?,
             geometry,
+            outputs: layer.n,
         })
-    }
-
-    /// Output channels `M`.
-    pub fn outputs(&self) -> usize {
-        self.gemm.n()
-    }
-    /// The geometry it was packed with.
-    pub fn geometry(&self) -> &ConvGeometry {
-        &self.geometry
     }
 }
 
@@ -309,13 +323,6 @@ pub fn conv_i8(
     Ok(())
 }
 
-/// An fp32 convolution packed for one kernel family.
-#[cfg(feature = "alloc")]
-pub struct PackedConvF32 {
-    gemm: PackedF32,
-    geometry: ConvGeometry,
-}
-
 #[cfg(feature = "alloc")]
 impl PackedConvF32 {
     /// Packs weights `[M, C, KH, KW]` (flattened) and bias `[M]` for `isa`.
@@ -328,19 +335,11 @@ impl PackedConvF32 {
         activation: Activation,
     ) -> Result<Self, KernelError> {
         geometry.check()?;
-        Ok(PackedConvF32 {
+        Ok(PackedConv {
             gemm: PackedF32::new(isa, weights, bias, outputs, geometry.depth(), activation)?,
             geometry,
+            outputs,
         })
-    }
-
-    /// Output channels `M`.
-    pub fn outputs(&self) -> usize {
-        self.gemm.n()
-    }
-    /// The geometry it was packed with.
-    pub fn geometry(&self) -> &ConvGeometry {
-        &self.geometry
     }
 }
 

@@ -60,7 +60,7 @@ pub mod team;
 pub use activation::Activation;
 pub use conv::{ConvGeometry, ImageSize};
 #[cfg(feature = "alloc")]
-pub use conv::{ConvScratch, PackedConvF32, PackedConvI8, conv_f32, conv_i8};
+pub use conv::{ConvScratch, PackedConv, PackedConvF32, PackedConvI8, conv_f32, conv_i8};
 pub use error::KernelError;
 #[cfg(feature = "alloc")]
 pub use gemm::{Input, Output, gemm_f32, gemm_i8};
