@@ -2,17 +2,17 @@
 //! `mf-kernels`.
 //!
 //! At load, every `MatMul` (or `Gemm`) with constant weights becomes one fused dense step: a
-//! QDQ-wrapped MatMul (`QuantizeLinear → DequantizeLinear → MatMul ← DequantizeLinear(int8)`) becomes an
-//! int8 GEMM that quantizes its input, multiplies in integers and applies scales, bias and SiLU
-//! in its epilogue; a float MatMul becomes the fp32 GEMM with the same epilogue. The following
-//! `Add` (bias) and `Sigmoid` + `Mul` (SiLU) are folded in. Weights are packed once, here.
+//! QDQ-wrapped MatMul (`QuantizeLinear → DequantizeLinear → MatMul ← DequantizeLinear(int8)`)
+//! becomes an int8 GEMM that quantizes its input, multiplies in integers and applies scales,
+//! bias and SiLU in its epilogue; a float MatMul becomes the fp32 GEMM with the same epilogue.
+//! The following `Add` (bias) and `Sigmoid` + `Mul` (SiLU) are folded in. Weights are packed once, here.
 //! Every leading dimension of a dense step's input is a row (a DiT's `[N, T, D]` tokens).
 //! A `Conv` with constant weights (float, or int8 behind DequantizeLinear with an int32 bias)
 //! becomes a packed convolution step the same way (mf-kernels' im2col into the GEMMs); an int8
 //! one also absorbs the QuantizeLinear of its output, whose codes its epilogue writes.
 //! Everything else runs through [`crate::ops`]. float16 graphs run in f32 arithmetic.
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, TryLockError};
 
 use anyhow::{Context, bail, ensure};
 use mf_core::onnx;
@@ -102,7 +102,8 @@ pub struct NativeEngine {
     inputs: Vec<(String, usize)>,
     output: usize,
     isa: Isa,
-    /// The convolutions' buffers, shared by its steps and kept from run to run.
+    /// The convolutions' buffers, shared by its steps and kept from run to run (a run that
+    /// finds them taken by a concurrent one brings its own).
     scratch: Mutex<ConvScratch>,
     /// Per slot, the last step that reads it (`usize::MAX` for the output and unread
     /// values): a computed value is dropped after it, or handed on when that step only
@@ -329,8 +330,15 @@ impl NativeEngine {
     /// Runs the graph on named inputs and returns the output.
     pub fn run(&self, inputs: Vec<(&str, Value)>) -> anyhow::Result<Value> {
         let mut env: Vec<Option<Value>> = (0..self.constants.len()).map(|_| None).collect();
-        // A panic in an earlier run leaves the buffers as valid as before: keep them.
-        let mut scratch = self.scratch.lock().unwrap_or_else(PoisonError::into_inner);
+        // The kept buffers, or (while another thread's run of this engine holds them) buffers
+        // of this run's own; a panic in an earlier run leaves the kept ones as valid as before.
+        let mut kept = match self.scratch.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        };
+        let mut own = ConvScratch::default();
+        let scratch = kept.as_deref_mut().unwrap_or(&mut own);
         for (name, value) in inputs {
             let slot = self.inputs.iter().find(|(n, _)| n == name).map(|&(_, s)| s);
             let slot = slot.with_context(|| format!("the model has no input {name:?}"))?;
@@ -354,7 +362,7 @@ impl NativeEngine {
                     codes_out,
                 } => {
                     let value = self.lookup(&env, *input)?;
-                    env[*output] = Some(convolve(packed, value, *codes_out, &mut scratch)?);
+                    env[*output] = Some(convolve(packed, value, *codes_out, scratch)?);
                 }
                 Slotted::Op {
                     node,

@@ -78,7 +78,8 @@ fn run_session(env: &ort::environment::Environment, path: &Path) -> Vec<f32> {
 /// Runs the native engine on the inputs, then on their first two samples, then on all again:
 /// one engine keeps its convolution buffers from run to run, and a smaller batch in between
 /// must leave nothing behind (each sample's output is its own, up to the order of float sums
-/// that another row count brings, and the last run equals the first bit for bit).
+/// that another row count brings, and the last run equals the first bit for bit); so must
+/// concurrent runs.
 fn run_native(path: &Path, isa: Isa) -> (Vec<f32>, mf_edge::native::PlanSummary) {
     let proto = onnx::ModelProto::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
     let engine = NativeEngine::from_graph(proto.graph.as_ref().unwrap(), isa).unwrap();
@@ -105,6 +106,16 @@ fn run_native(path: &Path, isa: Isa) -> (Vec<f32>, mf_edge::native::PlanSummary)
         "{isa}: a sample's output depends on its batch ({err:e})"
     );
     assert!(again == all, "{isa}: the second run differs from the first");
+    // Runs at once on one engine: one takes the kept buffers, the others bring their own.
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..3).map(|_| scope.spawn(|| run(BATCH))).collect();
+        for handle in runs {
+            assert!(
+                handle.join().unwrap() == all,
+                "{isa}: a concurrent run differs"
+            );
+        }
+    });
     (all, engine.summary())
 }
 
