@@ -588,6 +588,14 @@ struct Fused {
     weights: Vec<String>,
 }
 
+/// A layer's constant weights, output channel by output channel, before packing.
+enum Weights {
+    /// float32 (float16 widened at load).
+    Float(Vec<f32>),
+    /// Symmetric int8 codes and one scale per output channel.
+    Int8 { codes: Vec<i8>, scales: Vec<f32> },
+}
+
 /// Constant int8 weights found behind a DequantizeLinear node.
 struct Int8Weights<'g> {
     /// The codes, in the initializer's layout.
@@ -650,18 +658,14 @@ impl<'g> Planner<'g> {
         let mut taken = vec![i];
         let mut weight_names = Vec::new();
         // Weights: a float initializer, or DequantizeLinear of an int8 one.
-        enum W {
-            Float(Vec<f32>),
-            Int8 { codes: Vec<i8>, scales: Vec<f32> },
-        }
         let what = &matmul.op_type;
         let (weights, k, n) = if let Some(Value::F32(w, s)) = self.constants.get(&matmul.input[1]) {
             ensure!(s.len() == 2, "{what} weights of shape {s:?}");
             weight_names.push(matmul.input[1].clone());
             if trans_b {
-                (W::Float(w.clone()), s[1], s[0])
+                (Weights::Float(w.clone()), s[1], s[0])
             } else {
-                (W::Float(transpose(w, s[0], s[1])), s[0], s[1])
+                (Weights::Float(transpose(w, s[0], s[1])), s[0], s[1])
             }
         } else if let Some(dq) = self.sole_producer(&matmul.input[1], "DequantizeLinear", 1) {
             let axis = if trans_b { 0 } else { 1 };
@@ -679,10 +683,10 @@ impl<'g> Planner<'g> {
             weight_names.push(name);
             if trans_b {
                 let codes = codes.to_vec();
-                (W::Int8 { codes, scales }, s[1], s[0])
+                (Weights::Int8 { codes, scales }, s[1], s[0])
             } else {
                 let codes = transpose(codes, s[0], s[1]);
-                (W::Int8 { codes, scales }, s[0], s[1])
+                (Weights::Int8 { codes, scales }, s[0], s[1])
             }
         } else {
             return Ok(None);
@@ -699,8 +703,8 @@ impl<'g> Planner<'g> {
 
         // Activation input: for int8 weights, the QuantizeLinear → DequantizeLinear pair.
         let (input, quant) = match &weights {
-            W::Float(_) => (matmul.input[0].clone(), None),
-            W::Int8 { .. } => {
+            Weights::Float(_) => (matmul.input[0].clone(), None),
+            Weights::Int8 { .. } => {
                 let (input, params, pair) = self.quantized_input(matmul, absorbed)?;
                 taken.extend(pair);
                 (input, Some(params))
@@ -733,8 +737,10 @@ impl<'g> Planner<'g> {
         }
 
         let packed = match weights {
-            W::Float(w) => Packed::F32(PackedF32::new(self.isa, &w, &bias, n, k, activation)?),
-            W::Int8 { codes, scales } => {
+            Weights::Float(w) => {
+                Packed::F32(PackedF32::new(self.isa, &w, &bias, n, k, activation)?)
+            }
+            Weights::Int8 { codes, scales } => {
                 let layer = QuantizedLayer {
                     weights: &codes,
                     weight_scales: &scales,
@@ -768,14 +774,14 @@ impl<'g> Planner<'g> {
         }
         let mut taken = vec![i];
         let mut weight_names = Vec::new();
-        let (float, int8) = if let Some(Value::F32(w, s)) = self.constants.get(&node.input[1]) {
+        let (weights, shape) = if let Some(Value::F32(w, s)) = self.constants.get(&node.input[1]) {
             weight_names.push(node.input[1].clone());
-            (Some((w.clone(), s.clone())), None)
+            (Weights::Float(w.clone()), s.clone())
         } else if let Some(dq) = self.sole_producer(&node.input[1], "DequantizeLinear", 1) {
             let Some(Int8Weights {
                 codes,
                 scales,
-                shape: s,
+                shape,
                 name,
             }) = self.int8_weights(dq, 0)?
             else {
@@ -783,13 +789,10 @@ impl<'g> Planner<'g> {
             };
             taken.push(dq);
             weight_names.push(name);
-            (None, Some((codes.to_vec(), scales, s.to_vec())))
+            let codes = codes.to_vec();
+            (Weights::Int8 { codes, scales }, shape.to_vec())
         } else {
             return Ok(None);
-        };
-        let shape = match (&float, &int8) {
-            (Some((_, s)), _) | (_, Some((_, _, s))) => s.clone(),
-            _ => unreachable!("one of the two is set"),
         };
         let geometry: ConvGeometry = ops::linear::conv_geometry(node, &shape)
             .with_context(|| format!("Conv {:?}", node.name))?;
@@ -797,8 +800,8 @@ impl<'g> Planner<'g> {
         let Some(bias) = self.bias_input(node, m, &mut taken, &mut weight_names)? else {
             return Ok(None);
         };
-        let fused_step = match (float, int8) {
-            (Some((w, _)), _) => Step::Conv {
+        let fused_step = match weights {
+            Weights::Float(w) => Step::Conv {
                 input: node.input[0].clone(),
                 output: node.output[0].clone(),
                 packed: PackedConv::F32(PackedConvF32::new(
@@ -811,7 +814,7 @@ impl<'g> Planner<'g> {
                 )?),
                 codes_out: None,
             },
-            (None, Some((codes, scales, _))) => {
+            Weights::Int8 { codes, scales } => {
                 let (input, params, pair) = self.quantized_input(node, absorbed)?;
                 taken.extend(pair);
                 let layer = QuantizedLayer {
@@ -840,7 +843,6 @@ impl<'g> Planner<'g> {
                     codes_out,
                 }
             }
-            (None, None) => unreachable!("one of the two is set"),
         };
         absorbed.extend(taken);
         Ok(Some(Fused {
@@ -876,14 +878,12 @@ impl<'g> Planner<'g> {
             let Some(args) = args else {
                 return Ok(None);
             };
-            let Value::F32(b, _) = ops::run(dq_node, &args)
-                .with_context(|| format!("the bias of {} {:?}", node.op_type, node.name))?
-            else {
-                unreachable!("DequantizeLinear writes floats")
-            };
+            let what = || format!("the bias of {} {:?}", node.op_type, node.name);
+            let bias = ops::run(dq_node, &args).with_context(what)?;
+            let bias = bias.f32(&what())?.0.to_vec();
             taken.push(dq);
             weight_names.push(dq_node.input[0].clone());
-            b
+            bias
         } else {
             return Ok(None);
         };

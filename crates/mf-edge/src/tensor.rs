@@ -108,13 +108,14 @@ impl Value {
             );
             Ok(())
         };
+        // Without raw data the values are listed in a typed field of `count` entries.
+        let listed = |len: usize| -> anyhow::Result<()> {
+            ensure!(len == count, "initializer {}: wrong element count", t.name);
+            Ok(())
+        };
         let value = match DataType::try_from(t.data_type).unwrap_or(DataType::Undefined) {
             DataType::Float if raw.is_empty() => {
-                ensure!(
-                    t.float_data.len() == count,
-                    "initializer {}: wrong element count",
-                    t.name
-                );
+                listed(t.float_data.len())?;
                 Value::F32(t.float_data.clone(), shape)
             }
             DataType::Float => {
@@ -135,11 +136,7 @@ impl Value {
                 Value::F32(data, shape)
             }
             DataType::Int64 if raw.is_empty() => {
-                ensure!(
-                    t.int64_data.len() == count,
-                    "initializer {}: wrong element count",
-                    t.name
-                );
+                listed(t.int64_data.len())?;
                 Value::I64(t.int64_data.clone(), shape)
             }
             DataType::Int64 => {
@@ -152,11 +149,7 @@ impl Value {
                 )
             }
             DataType::Int32 if raw.is_empty() => {
-                ensure!(
-                    t.int32_data.len() == count,
-                    "initializer {}: wrong element count",
-                    t.name
-                );
+                listed(t.int32_data.len())?;
                 Value::I32(t.int32_data.clone(), shape)
             }
             DataType::Int32 => {
@@ -170,11 +163,7 @@ impl Value {
             }
             // Without raw data, ONNX keeps 8-bit values one per int32_data entry.
             DataType::Int8 | DataType::Uint8 if raw.is_empty() => {
-                ensure!(
-                    t.int32_data.len() == count,
-                    "initializer {}: wrong element count",
-                    t.name
-                );
+                listed(t.int32_data.len())?;
                 let d = &t.int32_data;
                 if t.data_type == DataType::Int8 as i32 {
                     Value::I8(d.iter().map(|&v| v as i8).collect(), shape)
