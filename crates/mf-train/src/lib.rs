@@ -16,6 +16,7 @@ pub mod eval;
 pub mod metrics;
 pub mod model;
 pub mod objective;
+pub mod parallel;
 pub mod plot;
 pub mod rng;
 pub mod sample;

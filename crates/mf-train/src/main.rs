@@ -32,6 +32,10 @@ enum Command {
         /// Where to train.
         #[arg(long, value_enum, default_value = "cpu")]
         device: DeviceKind,
+        /// Train data-parallel over these CUDA devices, e.g. `0,1,2,3` (with --device cuda):
+        /// the config's batch is split evenly between them and gradients are averaged (NCCL).
+        #[arg(long, value_delimiter = ',')]
+        devices: Vec<usize>,
         /// Continue the run in --out from its checkpoint.
         #[arg(long)]
         resume: bool,
@@ -129,6 +133,7 @@ fn run() -> anyhow::Result<()> {
             config,
             out,
             device,
+            devices,
             resume,
             max_minutes,
             steps,
@@ -158,6 +163,7 @@ fn run() -> anyhow::Result<()> {
                 config,
                 out: out.clone(),
                 device,
+                devices,
                 resume,
                 max_minutes,
                 progress: true,

@@ -30,6 +30,39 @@ pub struct Draws {
     pub r: Vec<f32>,
 }
 
+impl Draws {
+    /// Samples in the draws.
+    pub fn len(&self) -> usize {
+        self.t.len()
+    }
+
+    /// Whether the draws hold no sample.
+    pub fn is_empty(&self) -> bool {
+        self.t.is_empty()
+    }
+
+    /// The `part`-th of `parts` equal contiguous slices of the samples (what one device of a
+    /// data-parallel group trains on). `parts` must divide the sample count.
+    pub fn shard(&self, part: usize, parts: usize) -> Draws {
+        let n = self.len();
+        assert!(
+            parts > 0 && n.is_multiple_of(parts) && part < parts,
+            "{parts} shards of {n} samples"
+        );
+        let (rows, dims) = (n / parts, self.x.len() / n.max(1));
+        let samples = part * rows..(part + 1) * rows;
+        let values = samples.start * dims..samples.end * dims;
+        Draws {
+            x: self.x[values.clone()].to_vec(),
+            labels: self.labels[samples.clone()].to_vec(),
+            dropped: self.dropped[samples.clone()].to_vec(),
+            noise: self.noise[values].to_vec(),
+            t: self.t[samples.clone()].to_vec(),
+            r: self.r[samples].to_vec(),
+        }
+    }
+}
+
 /// Draws a batch, label drops, noise and (t, r) for `n` samples.
 pub fn draw(
     dataset: &Dataset,

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::datasets::Dataset;
 use crate::model::{NetSpec, VelocityNet};
 use crate::objective::{Draws, StepLoss, draw, loss as objective_loss};
+use crate::parallel::{self, DeviceGroup};
 use crate::rng::{Rng, RngState};
 use crate::{ema, plot, sample};
 
@@ -30,8 +31,17 @@ pub enum DeviceKind {
 }
 
 impl DeviceKind {
-    /// The Burn device (without autodiff).
+    /// The Burn device (without autodiff): the first one of its kind.
     pub fn device(self) -> anyhow::Result<Device> {
+        self.device_at(0)
+    }
+
+    /// The Burn device (without autodiff) of this kind with this index (CUDA's device
+    /// numbering; the CPU and wgpu have one).
+    pub fn device_at(self, index: usize) -> anyhow::Result<Device> {
+        if self != DeviceKind::Cuda && index != 0 {
+            bail!("device {index}: only CUDA has more than one device (index 0 elsewhere)");
+        }
         match self {
             DeviceKind::Cpu => Ok(Device::flex()),
             #[cfg(feature = "wgpu")]
@@ -43,7 +53,15 @@ impl DeviceKind {
             #[cfg(feature = "cuda")]
             DeviceKind::Cuda => {
                 cuda_libraries_present()?;
-                Ok(Device::cuda(0))
+                let count = Device::enumerate(burn::tensor::DeviceType::Cuda)
+                    .into_vec()
+                    .len();
+                ensure!(
+                    index < count,
+                    "CUDA device {index} does not exist: this machine has {count} (0 to {})",
+                    count.saturating_sub(1)
+                );
+                Ok(Device::cuda(index))
             }
             #[cfg(not(feature = "cuda"))]
             DeviceKind::Cuda => {
@@ -72,19 +90,28 @@ const CUDA_LIBRARIES: [(&str, &[&str]); 2] = [
 /// without them gets an error naming them instead of a panic in the device thread.
 #[cfg(feature = "cuda")]
 fn cuda_libraries_present() -> anyhow::Result<()> {
-    for (what, names) in CUDA_LIBRARIES {
-        // SAFETY: loading runs the library's initializers; these are NVIDIA's driver and
-        // compiler libraries, the ones cubecl-cuda itself loads a moment later.
-        let found = names
-            .iter()
-            .any(|name| unsafe { libloading::Library::new(*name) }.is_ok());
-        anyhow::ensure!(
-            found,
-            "--device cuda needs {what} ({}) on the library path (LD_LIBRARY_PATH); \
-             none was found",
-            names.join(", ")
-        );
-    }
+    CUDA_LIBRARIES
+        .iter()
+        .try_for_each(|(what, names)| library_present(what, names))
+}
+
+/// NCCL, which a data-parallel group loads for its all-reduce.
+#[cfg(feature = "cuda")]
+const NCCL: [&str; 2] = ["libnccl.so.2", "libnccl.so"];
+
+/// Whether one of `names` loads; an error naming `what` and the names if none does.
+#[cfg(feature = "cuda")]
+fn library_present(what: &str, names: &[&str]) -> anyhow::Result<()> {
+    // SAFETY: loading runs the library's initializers; these are NVIDIA's driver, compiler and
+    // collective libraries, the ones cubecl-cuda itself loads a moment later.
+    let found = names
+        .iter()
+        .any(|name| unsafe { libloading::Library::new(*name) }.is_ok());
+    anyhow::ensure!(
+        found,
+        "--device cuda needs {what} ({}) on the library path (LD_LIBRARY_PATH); none was found",
+        names.join(", ")
+    );
     Ok(())
 }
 
@@ -97,6 +124,8 @@ pub struct FitOptions {
     pub out: PathBuf,
     /// Where to train.
     pub device: DeviceKind,
+    /// Train data-parallel over these CUDA devices (empty: on device 0 of `device` alone).
+    pub devices: Vec<usize>,
     /// Continue from the run folder's checkpoint.
     pub resume: bool,
     /// Stop (with a checkpoint) after this many minutes of training.
@@ -120,8 +149,24 @@ pub struct FitReport {
 
 /// Trains (or resumes) a run.
 pub fn fit(opts: &FitOptions) -> anyhow::Result<FitReport> {
-    // The device first: a machine that cannot train there gets its error before any folder.
-    let base = opts.device.device()?;
+    // The devices first: a machine that cannot train there gets its error before any folder.
+    if !opts.devices.is_empty() {
+        ensure!(
+            opts.device == DeviceKind::Cuda,
+            "--devices trains over several CUDA devices: it needs --device cuda"
+        );
+        parallel::check_group(&opts.devices, opts.config.train.batch)?;
+        #[cfg(feature = "cuda")]
+        library_present("NCCL for --devices", &NCCL)?;
+    }
+    let group_devices = opts
+        .devices
+        .iter()
+        .map(|&i| Ok(opts.device.device_at(i)?.autodiff()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let base = opts
+        .device
+        .device_at(opts.devices.first().copied().unwrap_or(0))?;
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
     let device = base.clone().autodiff();
@@ -174,6 +219,15 @@ pub fn fit(opts: &FitOptions) -> anyhow::Result<FitReport> {
         (config, dataset, model, ema, optim, rng, state)
     };
     let (obj, train) = (&config.objective, &config.train);
+    let group = if group_devices.is_empty() {
+        None
+    } else {
+        // A resumed run's batch is its own config's: check it again.
+        parallel::check_group(&opts.devices, train.batch)?;
+        let (group, marked) = DeviceGroup::start(&group_devices, model, &optim, &config)?;
+        model = marked;
+        Some(group)
+    };
     let null = state.spec.null_class();
     let mut log = LossLog::open(&opts.out, state.step)?;
     let bar = progress(opts.progress, train.steps, state.step);
@@ -191,7 +245,10 @@ pub fn fit(opts: &FitOptions) -> anyhow::Result<FitReport> {
         let draws = draw(&dataset, &mut rng, train.batch, obj, null);
         let stats;
         let lr = config.optim.lr_at(state.step, train.steps);
-        (model, stats) = step(model, &mut optim, &draws, &config, lr)?;
+        (model, stats) = match &group {
+            None => step(model, &mut optim, &draws, &config, lr)?,
+            Some(group) => group.step(model, &mut optim, &draws, &config, lr)?,
+        };
         if !(stats.loss.is_finite() && stats.mse.is_finite()) {
             bail!(
                 "the loss is {} at step {}: training stopped; the last good checkpoint in {} is intact",

@@ -5,6 +5,9 @@ use std::process::Command;
 #[path = "../../../tests/support/refusal.rs"]
 mod refusal;
 
+/// A real config (batch 256).
+const MNIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/mnist.toml");
+
 #[test]
 fn bad_values_are_named_and_write_nothing() {
     let cases: &[(&[&str], &[&str])] = &[
@@ -42,6 +45,42 @@ fn bad_values_are_named_and_write_nothing() {
         (
             &["fit", "--config", "missing.toml", "--out", "r"],
             &["missing.toml"],
+        ),
+        (
+            &["fit", "--config", MNIST, "--out", "r", "--devices", "0"],
+            &["--devices", "needs --device cuda"],
+        ),
+        (
+            &[
+                "fit",
+                "--config",
+                MNIST,
+                "--out",
+                "r",
+                "--device",
+                "cuda",
+                "--devices",
+                "1,0,1",
+            ],
+            &["--devices lists device 1 twice"],
+        ),
+        (
+            &[
+                "fit",
+                "--config",
+                MNIST,
+                "--out",
+                "r",
+                "--device",
+                "cuda",
+                "--devices",
+                "0,1,2",
+            ],
+            &["batch of 256", "3 devices", "multiple of the device count"],
+        ),
+        (
+            &["fit", "--config", MNIST, "--out", "r", "--devices", "0,x"],
+            &["'x'", "--devices"],
         ),
         (
             &["sample", "--run", "r", "--out", "s.png", "--steps", "0"],

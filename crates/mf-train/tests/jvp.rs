@@ -1,7 +1,9 @@
 //! The dual forward against finite differences and reverse-mode Jacobians, in f64 on flex.
 //!
 //! Every layer's tangent must match a central difference (relative error ≤ 1e-7), and the
-//! whole network's JVP must match the Jacobian rows that Burn's reverse mode computes.
+//! whole network's JVP must match the Jacobian rows that Burn's reverse mode computes. The
+//! training loss built on it must have the stop-gradient gradient, and split over the devices
+//! of a data-parallel group it must average back to the whole batch's gradient.
 use burn::module::{ModuleMapper, Param};
 use burn::prelude::*;
 use burn::tensor::{Distribution, FloatDType};
@@ -526,4 +528,79 @@ fn shared_forward_loss_has_the_stop_gradient_gradient() {
     let reference = first_layer_grad((err * weight).mean());
     let diff = rel_err(&shared, &reference);
     assert!(diff <= 1e-10, "gradients differ: relative {diff:e}");
+}
+
+/// Every float parameter's gradient in `grads`, flattened in the module's order.
+struct CollectGrads<'a> {
+    grads: &'a burn::tensor::Gradients,
+    out: Vec<f64>,
+}
+
+impl burn::module::ModuleVisitor for CollectGrads<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let grad = param
+            .val()
+            .grad(self.grads)
+            .expect("every parameter has a gradient");
+        self.out.extend(values(grad));
+    }
+}
+
+fn parameter_grads(net: &VelocityNet, loss: Tensor<1>) -> Vec<f64> {
+    let grads = loss.backward();
+    let mut collect = CollectGrads {
+        grads: &grads,
+        out: Vec::new(),
+    };
+    net.visit(&mut collect);
+    collect.out
+}
+
+/// Eight samples of `dims` values: labels with drops, r = t for some, r < t for the others.
+fn eight_draws(dims: usize, device: &Device) -> mf_train::objective::Draws {
+    let as_f32 = |t: Tensor<2>| values(t).iter().map(|&v| v as f32).collect();
+    mf_train::objective::Draws {
+        x: as_f32(randn([8, dims], device)),
+        labels: vec![0, 3, 1, 2, 2, 3, 0, 1],
+        dropped: vec![false, true, false, false, false, true, false, false],
+        noise: as_f32(randn([8, dims], device)),
+        t: vec![0.9, 0.6, 0.35, 0.12, 0.8, 0.5, 0.95, 0.3],
+        r: vec![0.1, 0.6, 0.2, 0.01, 0.8, 0.25, 0.4, 0.3],
+    }
+}
+
+/// What a data-parallel group computes: each device the loss of its shard, the gradients
+/// averaged. With equal shards that must be the whole batch's gradient, for every parameter of
+/// every architecture, with guidance and the adaptive weight on (a loss that coupled the
+/// samples of a batch, or a shard that lost its labels or times, would fail here).
+#[test]
+fn shard_gradients_average_to_the_whole_batch_gradient() {
+    use mf_train::config::ObjectiveConfig;
+    use mf_train::objective::loss;
+    let dev = device();
+    let ad = dev.clone().autodiff();
+    let obj = ObjectiveConfig {
+        omega: 1.5,
+        kappa: 0.2,
+        ..ObjectiveConfig::default()
+    };
+    for (net, dims) in small_nets(Prediction::U, &dev) {
+        let net = net.fork(&ad).train();
+        let draws = eight_draws(dims, &dev);
+        let whole = parameter_grads(&net, loss(&net, &draws, &obj).loss);
+        for parts in [2, 4] {
+            let mut mean = vec![0.0; whole.len()];
+            for part in 0..parts {
+                let shard = draws.shard(part, parts);
+                assert_eq!(shard.len(), 8 / parts);
+                let grads = parameter_grads(&net, loss(&net, &shard, &obj).loss);
+                for (m, g) in mean.iter_mut().zip(grads) {
+                    *m += g / parts as f64;
+                }
+            }
+            let diff = rel_err(&mean, &whole);
+            assert!(diff <= 1e-12, "{parts} shards: relative {diff:e}");
+            assert!(whole.iter().any(|g| g.abs() > 1e-3), "gradients vanish");
+        }
+    }
 }

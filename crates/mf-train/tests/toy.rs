@@ -21,6 +21,7 @@ fn checkerboard_trains_to_a_good_one_step_sampler() {
         config: config.clone(),
         out: run.path().to_path_buf(),
         device: DeviceKind::Cpu,
+        devices: Vec::new(),
         resume: false,
         max_minutes: None,
         progress: false,

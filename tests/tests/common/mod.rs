@@ -75,6 +75,7 @@ pub fn train(config: &str, run: &Path) -> f64 {
         config: Config::parse(config).unwrap(),
         out: run.to_path_buf(),
         device: DeviceKind::Cpu,
+        devices: Vec::new(),
         resume: false,
         max_minutes: None,
         progress: false,
