@@ -238,9 +238,13 @@ class DiT(Conditioned):
 
 
 def sample_tr(n, o, device):
-    s = torch.sigmoid(torch.randn(n, 2, device=device) * o["t_sigma"] + o["t_mu"])
-    t, r = s.max(1).values, s.min(1).values
-    return t, torch.where(torch.rand(n, device=device) >= o["ratio_r_neq_t"], t, r)
+    """(t, r) as mf-train draws them: a from t's logit-normal, b from r's (t's by default);
+    t = max(a, b) ("sorted") or a ("clipped"), r = min(a, b), and r = t for a share."""
+    g = torch.randn(n, 2, device=device)
+    a = torch.sigmoid(g[:, 0] * o["t_sigma"] + o["t_mu"])
+    b = torch.sigmoid(g[:, 1] * o.get("r_sigma", o["t_sigma"]) + o.get("r_mu", o["t_mu"]))
+    t = a if o.get("time_sampler", "sorted") == "clipped" else torch.maximum(a, b)
+    return t, torch.where(torch.rand(n, device=device) >= o["ratio_r_neq_t"], t, torch.minimum(a, b))
 
 
 def onnx_z_shape(graph):

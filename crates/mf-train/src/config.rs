@@ -86,6 +86,16 @@ pub struct ObjectiveConfig {
     pub t_mu: f64,
     /// Standard deviation of the logit-normal (t, r) draws.
     pub t_sigma: f64,
+    /// Mean of r's own logit-normal (default: t's; py-meanflow's CIFAR v1 preset draws r near
+    /// 0 with −4); left out of the config hash when unset, so older runs keep theirs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub r_mu: Option<f64>,
+    /// Standard deviation of r's own logit-normal (default: t's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub r_sigma: Option<f64>,
+    /// How the two draws become t ≥ r (see [`TimeSampler`]).
+    #[serde(skip_serializing_if = "TimeSampler::is_sorted")]
+    pub time_sampler: TimeSampler,
     /// Fraction of samples with r ≠ t (the rest get r = t).
     pub ratio_r_neq_t: f64,
     /// Adaptive loss weight power: loss = L / sg((L + c)^p).
@@ -108,6 +118,9 @@ impl Default for ObjectiveConfig {
             kind: ObjectiveKind::MeanFlow,
             t_mu: -0.4,
             t_sigma: 1.0,
+            r_mu: None,
+            r_sigma: None,
+            time_sampler: TimeSampler::Sorted,
             ratio_r_neq_t: 0.25,
             p: 1.0,
             c: 1e-3,
@@ -116,6 +129,25 @@ impl Default for ObjectiveConfig {
             guidance_interval: [0.0, 1.0],
             label_drop: 0.1,
         }
+    }
+}
+
+/// How a draw `a` from t's logit-normal and a draw `b` from r's become (t, r), as
+/// py-meanflow's two samplers do; a share `1 − ratio_r_neq_t` then gets r = t.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimeSampler {
+    /// t = max(a, b), r = min(a, b) (py-meanflow's v0; the official JAX recipe, where both come
+    /// from one distribution).
+    #[default]
+    Sorted,
+    /// t = a, r = min(a, b): t keeps its own distribution (py-meanflow's v1).
+    Clipped,
+}
+
+impl TimeSampler {
+    fn is_sorted(&self) -> bool {
+        *self == TimeSampler::Sorted
     }
 }
 
@@ -242,6 +274,12 @@ impl Config {
         if o.t_sigma <= 0.0 || o.c <= 0.0 || o.p < 0.0 {
             bail!("objective.t_sigma and objective.c must be positive, objective.p non-negative");
         }
+        if !o.t_mu.is_finite() || o.r_mu.is_some_and(|m| !m.is_finite()) {
+            bail!("objective.t_mu and objective.r_mu must be finite numbers");
+        }
+        if o.r_sigma.is_some_and(|s| s.is_nan() || s <= 0.0) {
+            bail!("objective.r_sigma must be positive");
+        }
         if !["u", "x"].contains(&self.model.prediction.as_str()) {
             bail!(
                 "model.prediction must be \"u\" or \"x\", not {:?}",
@@ -324,6 +362,30 @@ mod tests {
         // Off, it stays out of the config's JSON, so the hashes of older runs hold.
         let json = serde_json::to_string(&OptimConfig::default()).unwrap();
         assert!(!json.contains("cooldown"), "{json}");
+    }
+
+    #[test]
+    fn time_sampler_keys_are_read_checked_and_left_out_when_default() {
+        let json = serde_json::to_string(&ObjectiveConfig::default()).unwrap();
+        assert!(
+            !json.contains("r_mu") && !json.contains("r_sigma") && !json.contains("sampler"),
+            "{json}"
+        );
+        let text = format!(
+            "{MINIMAL}\n[objective]\ntime_sampler = \"clipped\"\nr_mu = -4.0\nr_sigma = 1.6\n"
+        );
+        let o = Config::parse(&text).unwrap().objective;
+        assert_eq!(o.time_sampler, TimeSampler::Clipped);
+        assert_eq!((o.r_mu, o.r_sigma), (Some(-4.0), Some(1.6)));
+        for bad in [
+            "r_sigma = 0.0",
+            "r_sigma = nan",
+            "r_mu = inf",
+            "time_sampler = \"v1\"",
+        ] {
+            let text = format!("{MINIMAL}\n[objective]\n{bad}\n");
+            assert!(Config::parse(&text).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The training objectives. MeanFlow, step by step as the reference implementations run it:
-//! (t, r) from a sorted logit-normal pair with a fraction forced to r = t; z_t = (1 − t)x + tε,
+//! (t, r) from a sorted logit-normal pair (or py-meanflow's samplers: r from its own
+//! logit-normal, t kept and r clipped below it) with a fraction forced to r = t; z_t = (1 − t)x + tε,
 //! v = ε − x; classifier-free guidance folded into the target; the JVP of u along (v_g, 0, 1);
 //! u_tgt = v_g − clip(t − r, 0, 1)·du/dt under stop-gradient; per-sample squared error summed
 //! over dimensions and divided by sg((L + c)^p). Flow matching (the baseline) regresses
@@ -8,7 +9,7 @@ use burn::prelude::*;
 use rand::RngExt;
 use rand_distr::StandardNormal;
 
-use crate::config::{ObjectiveConfig, ObjectiveKind};
+use crate::config::{ObjectiveConfig, ObjectiveKind, TimeSampler};
 use crate::datasets::{Batch, Dataset};
 use crate::model::{Dual, VelocityNet};
 use crate::rng::Rng;
@@ -85,16 +86,22 @@ pub fn draw(
         .map(|_| rng.sample::<f32, _>(StandardNormal))
         .collect();
     let (mut t, mut r) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let r_mu = obj.r_mu.unwrap_or(obj.t_mu);
+    let r_sigma = obj.r_sigma.unwrap_or(obj.t_sigma);
     for _ in 0..n {
-        let mut logit_normal = || {
+        let mut logit_normal = |mu: f64, sigma: f64| {
             let g: f64 = rng.sample(StandardNormal);
-            1.0 / (1.0 + (-(obj.t_mu + obj.t_sigma * g)).exp())
+            1.0 / (1.0 + (-(mu + sigma * g)).exp())
         };
-        let (a, b) = (logit_normal(), logit_normal());
-        let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
+        let a = logit_normal(obj.t_mu, obj.t_sigma);
+        let b = logit_normal(r_mu, r_sigma);
+        let hi = match obj.time_sampler {
+            TimeSampler::Sorted => a.max(b),
+            TimeSampler::Clipped => a,
+        };
         let equal = rng.random::<f64>() >= obj.ratio_r_neq_t;
         t.push(hi as f32);
-        r.push(if equal { hi } else { lo } as f32);
+        r.push(if equal { hi } else { a.min(b) } as f32);
     }
     Draws {
         x,
@@ -242,4 +249,95 @@ fn guided_velocity(
         .collect();
     let mask = Tensor::<2>::from_data(TensorData::new(mask, [n, 1]), &z.device());
     guided * mask.clone() + v.clone() * (mask.neg() + 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use rand::SeedableRng;
+
+    fn draws_of(objective: &str, n: usize) -> Draws {
+        let text = format!(
+            "[data]\ndataset = \"moons\"\n[model]\narch = \"mlp\"\nwidth = 8\ndepth = 1\n[train]\nsteps = 1\n\
+             batch = 8\nseed = 1\n[objective]\n{objective}\n"
+        );
+        let config = Config::parse(&text).unwrap();
+        let dataset = Dataset::open(&config.data).unwrap();
+        draw(
+            &dataset,
+            &mut Rng::seed_from_u64(5),
+            n,
+            &config.objective,
+            0,
+        )
+    }
+
+    fn median(mut v: Vec<f32>) -> f32 {
+        v.sort_by(f32::total_cmp);
+        v[v.len() / 2]
+    }
+
+    /// The default draws what runs before the samplers existed drew, value for value (a sorted
+    /// pair from t's logit-normal, then the r = t share), so older runs reproduce.
+    #[test]
+    fn the_sorted_sampler_draws_what_older_runs_drew() {
+        let n = 64;
+        let draws = draws_of("", n);
+        // The earlier code, step by step, on a copy of the stream after the batch and labels.
+        let obj = ObjectiveConfig::default();
+        let text = "[data]\ndataset = \"moons\"\n[model]\narch = \"mlp\"\nwidth = 8\ndepth = 1\n[train]\nsteps = 1\n\
+                    batch = 8\nseed = 1\n";
+        let dataset = Dataset::open(&Config::parse(text).unwrap().data).unwrap();
+        let mut rng = Rng::seed_from_u64(5);
+        let _ = dataset.batch(&mut rng, n);
+        assert_eq!(
+            dataset.classes(),
+            0,
+            "unconditional: no label drops are drawn"
+        );
+        for _ in 0..draws.x.len() {
+            let _: f32 = rng.sample(StandardNormal);
+        }
+        for i in 0..n {
+            let mut logit_normal = || {
+                let g: f64 = rng.sample(StandardNormal);
+                1.0 / (1.0 + (-(obj.t_mu + obj.t_sigma * g)).exp())
+            };
+            let (a, b) = (logit_normal(), logit_normal());
+            let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
+            let equal = rng.random::<f64>() >= obj.ratio_r_neq_t;
+            assert_eq!(draws.t[i], hi as f32);
+            assert_eq!(draws.r[i], if equal { hi } else { lo } as f32);
+        }
+    }
+
+    /// py-meanflow's CIFAR v1 preset: t keeps its own distribution (median sigmoid(−0.6)),
+    /// r comes from near 0 and is clipped below t; r = t for the 25% share plus the draws
+    /// whose r landed above t (Φ(−3.4 / 2.26) ≈ 6.6% of the rest).
+    #[test]
+    fn the_clipped_sampler_keeps_t_and_draws_r_near_zero() {
+        let n = 20_000;
+        let d = draws_of(
+            "time_sampler = \"clipped\"\nt_mu = -0.6\nt_sigma = 1.6\nr_mu = -4.0\n\
+             r_sigma = 1.6\nratio_r_neq_t = 0.75",
+            n,
+        );
+        assert!(d.t.iter().zip(&d.r).all(|(t, r)| r <= t));
+        let t_median = median(d.t.clone());
+        assert!((t_median - 0.3543).abs() < 0.015, "median t {t_median}");
+        let equal = d.t.iter().zip(&d.r).filter(|(t, r)| t == r).count() as f64 / n as f64;
+        assert!((equal - 0.30).abs() < 0.015, "r = t for {equal}");
+        let apart: Vec<f32> =
+            d.r.iter()
+                .zip(&d.t)
+                .filter(|(r, t)| r != t)
+                .map(|(r, _)| *r)
+                .collect();
+        let r_median = median(apart);
+        assert!(r_median < 0.03, "median r {r_median}");
+        // Sorted, with the same distributions, t is the larger of the two: its median rises.
+        let sorted = draws_of("t_mu = -0.6\nt_sigma = 1.6\nr_mu = 0.6\nr_sigma = 1.6", n);
+        assert!(median(sorted.t) > 0.5);
+    }
 }
