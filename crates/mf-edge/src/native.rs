@@ -23,7 +23,7 @@ use mf_kernels::{
 };
 
 use crate::model::Model;
-use crate::ops;
+use crate::ops::{self, GroupNormChain};
 use crate::tensor::Value;
 
 /// A dense layer packed for the kernels.
@@ -53,6 +53,12 @@ enum Step {
         packed: PackedConv,
         codes_out: Option<QuantParams>,
     },
+    /// An exported GroupNorm (+ SiLU).
+    Norm {
+        input: String,
+        output: String,
+        chain: GroupNormChain,
+    },
     /// Any other node.
     Op(onnx::NodeProto),
 }
@@ -75,6 +81,12 @@ enum Slotted {
         packed: PackedConv,
         codes_out: Option<QuantParams>,
     },
+    /// An exported GroupNorm (+ SiLU) in one pass.
+    Norm {
+        input: usize,
+        output: usize,
+        chain: GroupNormChain,
+    },
     /// Any other node.
     Op {
         node: onnx::NodeProto,
@@ -87,9 +99,9 @@ impl Slotted {
     /// The slots it reads.
     fn inputs(&self) -> &[usize] {
         match self {
-            Slotted::Dense { input, .. } | Slotted::Conv { input, .. } => {
-                std::slice::from_ref(input)
-            }
+            Slotted::Dense { input, .. }
+            | Slotted::Conv { input, .. }
+            | Slotted::Norm { input, .. } => std::slice::from_ref(input),
             Slotted::Op { inputs, .. } => inputs,
         }
     }
@@ -194,6 +206,7 @@ impl NativeEngine {
             let fused = match node.op_type.as_str() {
                 "MatMul" | "Gemm" => plan.dense(i, &mut absorbed)?,
                 "Conv" => plan.conv(i, &mut absorbed)?,
+                "InstanceNormalization" => plan.group_norm(i, &mut absorbed),
                 _ => None,
             };
             if let Some(fused) = fused {
@@ -254,6 +267,15 @@ impl NativeEngine {
                     output: slot(&output),
                     packed,
                     codes_out,
+                },
+                Step::Norm {
+                    input,
+                    output,
+                    chain,
+                } => Slotted::Norm {
+                    input: slot(&input),
+                    output: slot(&output),
+                    chain,
                 },
                 Step::Op(node) => {
                     let inputs = node
@@ -321,7 +343,7 @@ impl NativeEngine {
                     packed: PackedConv::F32(_),
                     ..
                 } => s.f32_layers += 1,
-                Slotted::Op { .. } => s.other_ops += 1,
+                Slotted::Op { .. } | Slotted::Norm { .. } => s.other_ops += 1,
             }
         }
         s
@@ -363,6 +385,14 @@ impl NativeEngine {
                 } => {
                     let value = self.lookup(&env, *input)?;
                     env[*output] = Some(convolve(packed, value, *codes_out, scratch)?);
+                }
+                Slotted::Norm {
+                    input,
+                    output,
+                    chain,
+                } => {
+                    let value = self.lookup(&env, *input)?;
+                    env[*output] = Some(chain.run(value).context("GroupNorm")?);
                 }
                 Slotted::Op {
                     node,
@@ -560,7 +590,9 @@ fn chain_int8_inputs(steps: &mut [Slotted], graph_output: usize) {
                     int8_input.insert(*input, p.input());
                 }
             }
-            Slotted::Conv { input, .. } => *uses.entry(*input).or_default() += 1,
+            Slotted::Conv { input, .. } | Slotted::Norm { input, .. } => {
+                *uses.entry(*input).or_default() += 1
+            }
             Slotted::Op { inputs, .. } => {
                 for i in inputs {
                     *uses.entry(*i).or_default() += 1;
@@ -996,6 +1028,99 @@ impl<'g> Planner<'g> {
         }))
     }
 
+    /// The exported GroupNorm around the InstanceNormalization at `i`: `Reshape(x, constant)
+    /// → InstanceNormalization(constant scale, bias) → Reshape(constant) → Mul(constant γ) →
+    /// Add(constant β)`, each value read by the next node alone, and the SiLU after it if
+    /// there is one.
+    fn group_norm(&self, i: usize, absorbed: &mut HashSet<usize>) -> Option<Fused> {
+        let norm = self.node(i);
+        let (grouped_at, scale, bias) = match norm.input.as_slice() {
+            [x, s, b] => (x, self.constant_f32(s)?, self.constant_f32(b)?),
+            _ => return None,
+        };
+        let first = self.sole_producer(grouped_at, "Reshape", 1)?;
+        let [input, grouped] = self.node(first).input.as_slice() else {
+            return None;
+        };
+        let grouped = self.constant_i64(grouped)?;
+        let second = self.sole_consumer(norm.output.first()?, "Reshape")?;
+        let ungrouped = self.constant_i64(self.node(second).input.get(1)?)?;
+        let (mul, gamma) = self.with_constant(second, "Mul")?;
+        let (add, beta) = self.with_constant(mul, "Add")?;
+        let mut output = self.node(add).output.first()?.clone();
+        let mut taken = vec![first, i, second, mul, add];
+        // Values inside the chain vanish: none may be the graph's output.
+        let inner = taken[..4].iter().flat_map(|&n| self.node(n).output.first());
+        if inner
+            .clone()
+            .any(|v| self.graph.output.iter().any(|o| &o.name == v))
+        {
+            return None;
+        }
+        let silu = self.silu(&output).filter(|&(sig, _)| {
+            !self
+                .graph
+                .output
+                .iter()
+                .any(|o| Some(&o.name) == self.node(sig).output.first())
+                && !self.graph.output.iter().any(|o| o.name == output)
+        });
+        if let Some((sig, mul)) = silu {
+            taken.extend([sig, mul]);
+            output = self.node(mul).output.first()?.clone();
+        }
+        absorbed.extend(taken);
+        Some(Fused {
+            step: Step::Norm {
+                input: input.clone(),
+                output,
+                chain: GroupNormChain {
+                    grouped,
+                    scale,
+                    bias,
+                    epsilon: ops::float_attr(norm, "epsilon", 1e-5),
+                    ungrouped,
+                    gamma,
+                    beta,
+                    silu: silu.is_some(),
+                },
+            },
+            weights: Vec::new(),
+        })
+    }
+
+    /// The only consumer of node `i`'s output if it is a binary `op` whose other input is a
+    /// float constant, with that constant.
+    fn with_constant(&self, i: usize, op: &str) -> Option<(usize, Value)> {
+        let out = self.node(i).output.first()?;
+        let next = self.sole_consumer(out, op)?;
+        let other = match self.node(next).input.as_slice() {
+            [a, b] if a == out => b,
+            [a, b] if b == out => a,
+            _ => return None,
+        };
+        match self.constants.get(other)? {
+            v @ Value::F32(..) => Some((next, v.clone())),
+            _ => None,
+        }
+    }
+
+    /// A float constant's data.
+    fn constant_f32(&self, name: &str) -> Option<Vec<f32>> {
+        match self.constants.get(name)? {
+            Value::F32(d, _) => Some(d.clone()),
+            _ => None,
+        }
+    }
+
+    /// An int64 constant's data.
+    fn constant_i64(&self, name: &str) -> Option<Vec<i64>> {
+        match self.constants.get(name)? {
+            Value::I64(d, _) => Some(d.clone()),
+            _ => None,
+        }
+    }
+
     /// `y → Sigmoid(y) → Mul(y, s)` with `y` used by exactly these two nodes.
     fn silu(&self, y: &str) -> Option<(usize, usize)> {
         let users = self.consumers.get(y)?;
@@ -1075,5 +1200,132 @@ mod tests {
         let from_codes = dense(&second, &Value::U8(codes, vec![m, n]), None).unwrap();
         let from_floats = dense(&second, &Value::F32(floats, vec![m, n]), None).unwrap();
         assert_eq!(from_codes, from_floats);
+    }
+
+    /// A float initializer.
+    fn floats(name: &str, dims: &[i64], data: Vec<f32>) -> onnx::TensorProto {
+        onnx::TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: onnx::DataType::Float as i32,
+            float_data: data,
+            ..Default::default()
+        }
+    }
+
+    /// An int64 initializer of one dimension.
+    fn ints(name: &str, data: &[i64]) -> onnx::TensorProto {
+        onnx::TensorProto {
+            name: name.into(),
+            dims: vec![data.len() as i64],
+            data_type: onnx::DataType::Int64 as i32,
+            int64_data: data.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn op(op: &str, inputs: &[&str], output: &str) -> onnx::NodeProto {
+        onnx::NodeProto {
+            op_type: op.into(),
+            name: output.into(),
+            input: inputs.iter().map(|&i| i.into()).collect(),
+            output: vec![output.into()],
+            ..Default::default()
+        }
+    }
+
+    /// mf-export's GroupNorm + SiLU over `[2, 6, 3, 5]` in 3 groups, with `γ` and `β` of
+    /// `affine` shape.
+    fn group_norm_graph(affine: &[i64]) -> onnx::GraphProto {
+        let count = affine.iter().product::<i64>() as usize;
+        let info = |name: &str| onnx::ValueInfoProto {
+            name: name.into(),
+            ..Default::default()
+        };
+        let mut epsilon = op(
+            "InstanceNormalization",
+            &["groups", "unit", "zero"],
+            "normalized",
+        );
+        epsilon.attribute.push(onnx::AttributeProto {
+            name: "epsilon".into(),
+            f: 1e-3,
+            r#type: onnx::AttributeType::Float as i32,
+            ..Default::default()
+        });
+        onnx::GraphProto {
+            node: vec![
+                op("Reshape", &["x", "grouped"], "groups"),
+                epsilon,
+                op("Reshape", &["normalized", "shape"], "ungrouped"),
+                op("Mul", &["gamma", "ungrouped"], "scaled"),
+                op("Add", &["scaled", "beta"], "shifted"),
+                op("Sigmoid", &["shifted"], "gate"),
+                op("Mul", &["shifted", "gate"], "y"),
+            ],
+            initializer: vec![
+                ints("grouped", &[0, 3, -1]),
+                ints("shape", &[2, 6, 3, 5]),
+                floats("unit", &[3], vec![1.0, 0.5, 2.0]),
+                floats("zero", &[3], vec![0.0, 0.25, -0.5]),
+                floats("gamma", affine, values(count, 7)),
+                floats("beta", affine, values(count, 8)),
+            ],
+            input: vec![info("x")],
+            output: vec![info("y")],
+            ..Default::default()
+        }
+    }
+
+    /// The graph run node by node through the reference ops.
+    fn node_by_node(graph: &onnx::GraphProto, x: &Value) -> Value {
+        let mut env: HashMap<String, Value> = graph
+            .initializer
+            .iter()
+            .map(|t| (t.name.clone(), Value::from_proto(t).unwrap()))
+            .collect();
+        env.insert("x".into(), x.clone());
+        for node in &graph.node {
+            let args: Vec<&Value> = node.input.iter().map(|i| &env[i]).collect();
+            let out = ops::run(node, &args).unwrap();
+            env.insert(node.output[0].clone(), out);
+        }
+        env.remove("y").unwrap()
+    }
+
+    #[test]
+    fn a_fused_group_norm_equals_its_nodes_bit_for_bit() {
+        let isa = Isa::select().expect("a kernel family");
+        // Spread and offset differ per plane, so a wrong group or channel shows.
+        let data: Vec<f32> = values(2 * 6 * 15, 9)
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| v * (1.0 + (i / 15) as f32) + (i / 30) as f32)
+            .collect();
+        let x = Value::F32(data, vec![2, 6, 3, 5]);
+        // Per channel (the one-pass path) and per element (the node-by-node path).
+        for affine in [&[6, 1, 1][..], &[1, 6, 1, 1], &[6, 3, 5]] {
+            let graph = group_norm_graph(affine);
+            let engine = NativeEngine::from_graph(&graph, isa).unwrap();
+            assert_eq!(engine.summary().other_ops, 1, "{affine:?}: one fused step");
+            let got = engine.run(vec![("x", x.clone())]).unwrap();
+            let want = node_by_node(&graph, &x);
+            let (Value::F32(g, gs), Value::F32(w, ws)) = (&got, &want) else {
+                panic!("float outputs expected")
+            };
+            assert_eq!(gs, ws);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(g), bits(w), "{affine:?}");
+        }
+        // When the SiLU's input is also the graph's output, the SiLU stays outside.
+        let mut graph = group_norm_graph(&[6, 1, 1]);
+        graph.output[0].name = "shifted".into();
+        graph.node.truncate(5);
+        let engine = NativeEngine::from_graph(&graph, isa).unwrap();
+        assert_eq!(engine.summary().other_ops, 1);
+        let got = engine.run(vec![("x", x.clone())]).unwrap();
+        let mut env_graph = graph.clone();
+        env_graph.node[4].output[0] = "y".into();
+        assert_eq!(got, node_by_node(&env_graph, &x));
     }
 }

@@ -116,10 +116,13 @@ pub(crate) fn check_images(
     g.output_size(h, w)
 }
 
-/// The receptive fields of `x` `[N, C, H, W]` as rows `[N·OH·OW, C·KH·KW]`, `pad` outside.
-/// Each row is filled in one pass over its channels and kernel rows; a kernel row that falls
-/// in the padding is skipped whole, and a 1×1 kernel with stride 1 and no padding is a plain
-/// NCHW → NHWC transpose.
+/// The receptive fields of `x` `[N, C, H, W]` as rows `[N·OH·OW, KH·KW·C]`, `pad` outside,
+/// columns in tap-major order (ky, kx, then channel: see [`tap_major`]).
+///
+/// The input is first laid out once as padded NHWC images (`staging`), so that a kernel row
+/// of taps is one contiguous run of `KW·C` values (undilated) or `KW` runs of `C`: every row is
+/// a few slice copies, with no bounds test per tap. A 1×1 kernel with stride 1 and no padding
+/// is the NCHW → NHWC transpose alone.
 #[cfg(feature = "alloc")]
 fn im2col<'a, T: Copy>(
     g: &ConvGeometry,
@@ -127,66 +130,52 @@ fn im2col<'a, T: Copy>(
     [n, h, w]: ImageSize,
     [oh, ow]: [usize; 2],
     pad: T,
+    staging: &mut Vec<T>,
     rows: &'a mut Vec<T>,
 ) -> Result<&'a [T], KernelError> {
-    let [kh, kw] = g.kernel;
+    let kw = g.kernel[1];
     let (positions, depth, channels) = (oh * ow, g.depth(), g.channels);
     let len = n
         .checked_mul(positions)
         .and_then(|v| v.checked_mul(depth))
         .ok_or(KernelError::Geometry("the receptive fields overflow"))?;
-    // Every element is written below (pads included), so a buffer kept from a larger
-    // convolution is not cleared first.
-    rows.truncate(len);
-    rows.resize(len, pad);
     let plain = g.kernel == [1, 1] && g.strides == [1, 1] && g.pads == [0; 4];
     if plain {
-        for (b, image) in rows.chunks_exact_mut(positions * depth).enumerate() {
-            let planes = &x[b * channels * positions..(b + 1) * channels * positions];
-            for (c, plane) in planes.chunks_exact(positions).enumerate() {
-                for (p, &v) in plane.iter().enumerate() {
-                    image[p * depth + c] = v;
-                }
-            }
-        }
+        rows.clear();
+        rows.resize(len, pad);
+        to_nhwc(x, n, channels, [h, w], [0, 0], [h, w], rows);
         return Ok(rows);
     }
+    let [top, left, bottom, right] = g.pads;
+    // output_size has checked that these sums do not overflow.
+    let (ph, pw) = (h + top + bottom, w + left + right);
+    let staged = n
+        .checked_mul(ph)
+        .and_then(|v| v.checked_mul(pw))
+        .and_then(|v| v.checked_mul(channels))
+        .ok_or(KernelError::Geometry("the padded input overflows"))?;
+    staging.clear();
+    staging.resize(staged, pad);
+    to_nhwc(x, n, channels, [h, w], [top, left], [ph, pw], staging);
+    // Every element is written below, so a buffer kept from a larger convolution is not
+    // cleared first.
+    rows.truncate(len);
+    rows.resize(len, pad);
     let [sy, sx] = g.strides;
     let [dy, dx] = g.dilations;
-    let (top, left) = (g.pads[0], g.pads[1]);
+    let run = kw * channels;
     for (r, row) in rows.chunks_exact_mut(depth).enumerate() {
         let (b, p) = (r / positions, r % positions);
         let (oy, ox) = (p / ow, p % ow);
-        let image = &x[b * channels * h * w..(b + 1) * channels * h * w];
-        for (c, plane) in image.chunks_exact(h * w).enumerate() {
-            for ky in 0..kh {
-                let taps = &mut row[(c * kh + ky) * kw..(c * kh + ky + 1) * kw];
-                let Some(iy) = (oy * sy + ky * dy).checked_sub(top).filter(|&y| y < h) else {
-                    taps.fill(pad);
-                    continue;
-                };
-                let line = &plane[iy * w..(iy + 1) * w];
-                // Away from the left and right edges, undilated taps are one run of the line
-                // (3 taps copied as 3 values: a 12-byte memcpy call would cost more).
-                let run = (ox * sx)
-                    .checked_sub(left)
-                    .filter(|_| dx == 1)
-                    .and_then(|ix| line.get(ix..ix + kw));
-                match run {
-                    Some(&[a, b, c]) if kw == 3 => {
-                        taps[0] = a;
-                        taps[1] = b;
-                        taps[2] = c;
-                    }
-                    Some(run) => taps.copy_from_slice(run),
-                    None => {
-                        for (kx, tap) in taps.iter_mut().enumerate() {
-                            *tap = (ox * sx + kx * dx)
-                                .checked_sub(left)
-                                .and_then(|ix| line.get(ix))
-                                .map_or(pad, |&v| v);
-                        }
-                    }
+        for (ky, taps) in row.chunks_exact_mut(run).enumerate() {
+            // In the padded image: output_size guarantees every tap lies inside it.
+            let at = ((b * ph + oy * sy + ky * dy) * pw + ox * sx) * channels;
+            if dx == 1 {
+                taps.copy_from_slice(&staging[at..at + run]);
+            } else {
+                for (kx, tap) in taps.chunks_exact_mut(channels).enumerate() {
+                    let from = at + kx * dx * channels;
+                    tap.copy_from_slice(&staging[from..from + channels]);
                 }
             }
         }
@@ -194,11 +183,62 @@ fn im2col<'a, T: Copy>(
     Ok(rows)
 }
 
-/// Buffers a convolution reuses from call to call: the receptive fields, the input's codes and
-/// the GEMM's output rows (large, and faulted in page by page when freshly allocated).
+/// Writes NCHW images `x` (`n` of `channels × size`) into NHWC images of `padded` size at
+/// offset `[top, left]` in `out`, leaving the rest of `out` as it is.
+#[cfg(feature = "alloc")]
+fn to_nhwc<T: Copy>(
+    x: &[T],
+    n: usize,
+    channels: usize,
+    [h, w]: [usize; 2],
+    [top, left]: [usize; 2],
+    [ph, pw]: [usize; 2],
+    out: &mut [T],
+) {
+    for (b, image) in x.chunks_exact(channels * h * w).take(n).enumerate() {
+        let dst = &mut out[b * ph * pw * channels..(b + 1) * ph * pw * channels];
+        for (c, plane) in image.chunks_exact(h * w).enumerate() {
+            for (y, line) in plane.chunks_exact(w).enumerate() {
+                let start = ((y + top) * pw + left) * channels + c;
+                for (x, &v) in line.iter().enumerate() {
+                    dst[start + x * channels] = v;
+                }
+            }
+        }
+    }
+}
+
+/// The element count of `[outputs, depth]` weights, or an error when it overflows.
+#[cfg(feature = "alloc")]
+fn weight_count(outputs: usize, depth: usize) -> Result<usize, KernelError> {
+    outputs
+        .checked_mul(depth)
+        .ok_or(KernelError::Geometry("the weights' size overflows"))
+}
+
+/// ONNX's weights `[M, C, KH, KW]` reordered to `[M, KH, KW, C]`, the column order of
+/// [`im2col`]'s rows.
+#[cfg(feature = "alloc")]
+fn tap_major<T: Copy>(weights: &[T], g: &ConvGeometry) -> Vec<T> {
+    let [kh, kw] = g.kernel;
+    let (c, depth) = (g.channels, g.depth());
+    let mut out = Vec::with_capacity(weights.len());
+    for filter in weights.chunks_exact(depth) {
+        for tap in 0..kh * kw {
+            out.extend((0..c).map(|ch| filter[ch * kh * kw + tap]));
+        }
+    }
+    out
+}
+
+/// Buffers a convolution reuses from call to call: the padded NHWC input, the receptive
+/// fields, the input's codes and the GEMM's output rows (large, and faulted in page by page
+/// when freshly allocated).
 #[cfg(feature = "alloc")]
 #[derive(Default)]
 pub struct ConvScratch {
+    f32_staging: Vec<f32>,
+    u8_staging: Vec<u8>,
     f32_fields: Vec<f32>,
     u8_fields: Vec<u8>,
     codes: Vec<u8>,
@@ -266,8 +306,18 @@ impl PackedConvI8 {
     ) -> Result<Self, KernelError> {
         check_len("convolution depth", geometry.depth(), layer.k)?;
         geometry.check()?;
+        check_len(
+            "weights",
+            weight_count(layer.n, layer.k)?,
+            layer.weights.len(),
+        )?;
+        let weights = tap_major(layer.weights, &geometry);
+        let layer = QuantizedLayer {
+            weights: &weights,
+            ..*layer
+        };
         Ok(PackedConv {
-            gemm: PackedI8::new(isa, layer)?,
+            gemm: PackedI8::new(isa, &layer)?,
             geometry,
             outputs: layer.n,
         })
@@ -288,6 +338,7 @@ pub fn conv_i8(
     let g = &conv.geometry;
     let params = conv.gemm.input();
     let ConvScratch {
+        u8_staging,
         u8_fields,
         codes,
         f32_rows,
@@ -306,7 +357,15 @@ pub fn conv_i8(
     let [oh, ow] = check_images(g, size, codes.len())?;
     let (n, m, positions) = (size[0], conv.gemm.n(), oh * ow);
     out.check(n * positions, m)?;
-    let fields = im2col(g, codes, size, [oh, ow], params.zero_point, u8_fields)?;
+    let fields = im2col(
+        g,
+        codes,
+        size,
+        [oh, ow],
+        params.zero_point,
+        u8_staging,
+        u8_fields,
+    )?;
     let input = Input::U8(fields);
     match out {
         Output::F32(dst) => {
@@ -335,8 +394,11 @@ impl PackedConvF32 {
         activation: Activation,
     ) -> Result<Self, KernelError> {
         geometry.check()?;
+        let depth = geometry.depth();
+        check_len("weights", weight_count(outputs, depth)?, weights.len())?;
+        let weights = tap_major(weights, &geometry);
         Ok(PackedConv {
-            gemm: PackedF32::new(isa, weights, bias, outputs, geometry.depth(), activation)?,
+            gemm: PackedF32::new(isa, &weights, bias, outputs, depth, activation)?,
             geometry,
             outputs,
         })
@@ -357,7 +419,15 @@ pub fn conv_f32(
     let [oh, ow] = check_images(g, size, x.len())?;
     let (n, m, positions) = (size[0], conv.gemm.n(), oh * ow);
     check_len("output", n * m * positions, out.len())?;
-    let fields = im2col(g, x, size, [oh, ow], 0.0, &mut scratch.f32_fields)?;
+    let fields = im2col(
+        g,
+        x,
+        size,
+        [oh, ow],
+        0.0,
+        &mut scratch.f32_staging,
+        &mut scratch.f32_fields,
+    )?;
     let rows = sized(&mut scratch.f32_rows, out.len());
     gemm_f32(&conv.gemm, fields, n * positions, rows)?;
     to_planes(rows, n, m, positions, out);

@@ -183,8 +183,9 @@ proptest! {
     }
 }
 
-/// One convolution problem: `[n, c, h, w]` input, `m` outputs, a 1×1 or 3×3 kernel, stride
-/// 1 or 2, padding 0 or 1, and an int8 dense case over its depth.
+/// One convolution problem: `[n, c, h, w]` input, `m` outputs, a kernel of 1 to 3 taps per
+/// side, strides 1 or 2, each side padded 0 to 2, dilations 1 or 2 (only geometries whose
+/// dilated kernel fits the padded input), and an int8 dense case over its depth.
 #[derive(Debug, Clone)]
 struct ConvCase {
     size: [usize; 3],
@@ -198,24 +199,34 @@ fn conv_case(
     max_side: usize,
     max_m: usize,
 ) -> impl Strategy<Value = ConvCase> {
+    let geometry = (
+        1..=max_c,
+        [1..=3usize, 1..=3usize],
+        [0..=2usize, 0..=2usize, 0..=2usize, 0..=2usize],
+        [1..=2usize, 1..=2usize],
+        [1..=2usize, 1..=2usize],
+    )
+        .prop_map(
+            |(channels, kernel, pads, strides, dilations)| ConvGeometry {
+                channels,
+                kernel,
+                pads,
+                strides,
+                dilations,
+            },
+        );
     (
         1..=max_batch,
-        1..=max_c,
         (3..=max_side, 3..=max_side),
         1..=max_m,
-        prop_oneof![Just(1usize), Just(3)],
-        1..=2usize,
-        0..=1usize,
+        geometry,
     )
-        .prop_flat_map(|(n, c, (h, w), m, kernel, stride, pad)| {
-            let geometry = ConvGeometry {
-                channels: c,
-                kernel: [kernel; 2],
-                pads: [pad; 4],
-                strides: [stride; 2],
-                dilations: [1; 2],
-            };
+        .prop_filter("the kernel fits the padded input", |&(_, (h, w), _, g)| {
+            g.output_size(h, w).is_ok()
+        })
+        .prop_flat_map(|(n, (h, w), m, geometry)| {
             let k = geometry.depth();
+            let c = geometry.channels;
             i8_layer(n, n * c * h * w, m, k).prop_map(move |dense| ConvCase {
                 size: [n, h, w],
                 geometry,

@@ -5,9 +5,12 @@ use mf_core::onnx;
 
 use crate::tensor::{Value, element_count};
 
+mod group_norm;
 mod layout;
 pub mod linear;
 mod normalize;
+
+pub use group_norm::GroupNormChain;
 
 /// The ops this runtime executes (the native engine fuses MatMul/Add/SiLU chains itself).
 pub const SUPPORTED: [&str; 28] = [
@@ -220,14 +223,14 @@ pub fn run(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
         }
         "Sin" | "Cos" | "Sigmoid" | "Tanh" => {
             // libm's software sinf/cosf: the same bits on every target, the Cortex-M7 included.
-            let f: fn(f32) -> f32 = match op {
-                "Sin" => libm::sinf,
-                "Cos" => libm::cosf,
-                "Tanh" => normalize::tanh,
-                _ => |x| 1.0 / (1.0 + (-x).exp()),
-            };
             let (a, s) = inputs[0].f32(&what(0))?;
-            Value::F32(a.iter().map(|&x| f(x)).collect(), s.to_vec())
+            // One monomorphized loop per function, so that each inlines.
+            match op {
+                "Sin" => map_f32(a, s, libm::sinf),
+                "Cos" => map_f32(a, s, libm::cosf),
+                "Tanh" => map_f32(a, s, normalize::tanh),
+                _ => map_f32(a, s, normalize::sigmoid),
+            }
         }
         "Concat" => concat(inputs, int_attr(node, "axis", 0))?,
         "Gather" => {
@@ -464,7 +467,7 @@ pub fn with_shape(v: Value, shape: Vec<usize>) -> Value {
 }
 
 /// ONNX Reshape target resolution (`0` keeps a dimension, one `-1` is inferred).
-fn reshape(from: &[usize], target: &[i64]) -> anyhow::Result<Vec<usize>> {
+pub(crate) fn reshape(from: &[usize], target: &[i64]) -> anyhow::Result<Vec<usize>> {
     let total = element_count(from)?;
     let fail = || anyhow::anyhow!("cannot reshape {from:?} to {target:?}");
     ensure!(
@@ -492,8 +495,13 @@ fn reshape(from: &[usize], target: &[i64]) -> anyhow::Result<Vec<usize>> {
     Ok(shape)
 }
 
+/// Element-wise `f(a)`.
+fn map_f32(a: &[f32], shape: &[usize], f: impl Fn(f32) -> f32) -> Value {
+    Value::F32(a.iter().map(|&x| f(x)).collect(), shape.to_vec())
+}
+
 /// Element-wise `f(a, b)` with NumPy broadcasting.
-fn broadcast(
+pub(crate) fn broadcast(
     a: &[f32],
     sa: &[usize],
     b: &[f32],
@@ -613,27 +621,18 @@ fn concat(inputs: &[&Value], axis: i64) -> anyhow::Result<Value> {
 /// `(x − zero_point) · scale`, per tensor or along `axis`.
 fn dequantize(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
     ensure!(inputs.len() >= 2, "DequantizeLinear needs a scale");
-    // Codes and zero points as i64: (q − zp) is exact for every type, then rounded to f32
-    // once, as ONNX computes it.
-    let ints = |v: &Value| -> Option<Vec<i64>> {
-        match v {
-            Value::I32(d, _) => Some(d.iter().map(|&v| v as i64).collect()),
-            Value::I8(d, _) => Some(d.iter().map(|&v| v as i64).collect()),
-            Value::U8(d, _) => Some(d.iter().map(|&v| v as i64).collect()),
-            _ => None,
-        }
-    };
-    let Some(codes) = ints(inputs[0]) else {
-        bail!(
-            "DequantizeLinear of {} data (int32, int8 or uint8 is accepted)",
-            inputs[0].type_name()
-        )
-    };
-    let shape = inputs[0].shape().to_vec();
-    let (scales, _) = inputs[1].f32("DequantizeLinear scale")?;
-    ensure!(!scales.is_empty(), "DequantizeLinear with no scale");
+    // Zero points as i64: (q − zp) is exact for every type, then rounded to f32 once, as
+    // ONNX computes it.
     let zeros: Vec<i64> = match inputs.get(2) {
-        Some(z) if z.type_name() == inputs[0].type_name() => ints(z).expect("an integer type"),
+        Some(z) if z.type_name() == inputs[0].type_name() => match z {
+            Value::I32(d, _) => d.iter().map(|&v| i64::from(v)).collect(),
+            Value::I8(d, _) => d.iter().map(|&v| i64::from(v)).collect(),
+            Value::U8(d, _) => d.iter().map(|&v| i64::from(v)).collect(),
+            _ => bail!(
+                "DequantizeLinear of {} data (int32, int8 or uint8 is accepted)",
+                inputs[0].type_name()
+            ),
+        },
         Some(z) => bail!(
             "DequantizeLinear zero point of {} data for {} codes (the codes' type is accepted)",
             z.type_name(),
@@ -641,6 +640,9 @@ fn dequantize(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value
         ),
         None => vec![0],
     };
+    let shape = inputs[0].shape().to_vec();
+    let (scales, _) = inputs[1].f32("DequantizeLinear scale")?;
+    ensure!(!scales.is_empty(), "DequantizeLinear with no scale");
     // One zero point for every channel (a scalar), or one per scale.
     ensure!(
         zeros.len() == 1 || zeros.len() == scales.len(),
@@ -649,8 +651,8 @@ fn dequantize(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value
         scales.len(),
         scales.len()
     );
-    let (inner, channels) = if scales.len() == 1 {
-        (codes.len(), 1)
+    let inner = if scales.len() == 1 {
+        usize::MAX // one run: every code shares the scale
     } else {
         let axis = int_attr(node, "axis", 1);
         let axis = if axis < 0 {
@@ -663,17 +665,35 @@ fn dequantize(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value
             "DequantizeLinear: {} scales for axis {axis} of {shape:?}",
             scales.len()
         );
-        (shape[axis + 1..].iter().product(), scales.len())
+        shape[axis + 1..].iter().product()
     };
-    let out = codes
-        .iter()
-        .enumerate()
-        .map(|(i, &q)| {
-            let c = (i / inner.max(1)) % channels;
-            (q - zeros[c.min(zeros.len() - 1)]) as f32 * scales[c]
-        })
-        .collect();
+    let channel = |c: usize| (zeros[c.min(zeros.len() - 1)], scales[c]);
+    let out = match inputs[0] {
+        Value::I32(d, _) => dequantize_runs(d, inner, scales.len(), channel),
+        Value::I8(d, _) => dequantize_runs(d, inner, scales.len(), channel),
+        Value::U8(d, _) => dequantize_runs(d, inner, scales.len(), channel),
+        other => bail!(
+            "DequantizeLinear of {} data (int32, int8 or uint8 is accepted)",
+            other.type_name()
+        ),
+    };
     Ok(Value::F32(out, shape))
+}
+
+/// `(q − zero_point) · scale` over runs of `inner` codes that share a channel (run `i` has
+/// channel `i mod channels`), each run in one tight loop.
+fn dequantize_runs<T: Copy + Into<i64>>(
+    codes: &[T],
+    inner: usize,
+    channels: usize,
+    channel: impl Fn(usize) -> (i64, f32),
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(codes.len());
+    for (i, run) in codes.chunks(inner.max(1)).enumerate() {
+        let (zero, scale) = channel(i % channels);
+        out.extend(run.iter().map(|&q| (q.into() - zero) as f32 * scale));
+    }
+    out
 }
 
 #[cfg(test)]
