@@ -392,18 +392,26 @@ impl NativeEngine {
                     chain,
                 } => {
                     let value = self.lookup(&env, *input)?;
-                    env[*output] = Some(chain.run(value).context("GroupNorm")?);
+                    env[*output] = Some(chain.run(value, self.isa).context("GroupNorm")?);
                 }
                 Slotted::Op {
                     node,
                     inputs,
                     output,
                 } => {
+                    let context = || format!("{} node {:?}", node.op_type, node.name);
+                    if let Some(value) = self
+                        .in_place(&mut env, i, node, inputs)
+                        .with_context(context)?
+                    {
+                        env[*output] = Some(value);
+                        self.drop_last_reads(&mut env, step, i);
+                        continue;
+                    }
                     let args = inputs
                         .iter()
                         .map(|&i| self.lookup(&env, i))
                         .collect::<anyhow::Result<Vec<_>>>()?;
-                    let context = || format!("{} node {:?}", node.op_type, node.name);
                     let out = match ops::view_shape(node, &args).with_context(context)? {
                         // The input's last reader relabels it: its data moves on uncopied.
                         Some(shape)
@@ -417,12 +425,7 @@ impl NativeEngine {
                     env[*output] = Some(out);
                 }
             }
-            // Values no later step reads are dropped (constants stay in their own table).
-            for &slot in step.inputs() {
-                if self.last_use[slot] == i {
-                    env[slot] = None;
-                }
-            }
+            self.drop_last_reads(&mut env, step, i);
         }
         // A graph may return one of its constants (a folded Constant node) as it is.
         match env[self.output].take() {
@@ -431,6 +434,55 @@ impl NativeEngine {
                 .clone()
                 .context("the graph never computed its output"),
         }
+    }
+
+    /// Values no later step than `i` reads are dropped (constants stay in their own table).
+    fn drop_last_reads(&self, env: &mut [Option<Value>], step: &Slotted, i: usize) {
+        for &slot in step.inputs() {
+            if self.last_use[slot] == i {
+                env[slot] = None;
+            }
+        }
+    }
+
+    /// An element-wise Add, Sub, Mul or Div at step `i` computed into the buffer of an operand
+    /// that no later step reads and that already has the output's shape (the first operand,
+    /// or either one of a commutative op): no allocation. `None` when no operand qualifies.
+    fn in_place(
+        &self,
+        env: &mut [Option<Value>],
+        i: usize,
+        node: &onnx::NodeProto,
+        inputs: &[usize],
+    ) -> anyhow::Result<Option<Value>> {
+        let op = node.op_type.as_str();
+        let &[first, second] = inputs else {
+            return Ok(None);
+        };
+        if !matches!(op, "Add" | "Sub" | "Mul" | "Div") || first == second {
+            return Ok(None);
+        }
+        let commutative = matches!(op, "Add" | "Mul");
+        for (own, other) in [(first, second), (second, first)] {
+            if own == second && !commutative {
+                break;
+            }
+            if self.last_use[own] != i || !matches!(env[own], Some(Value::F32(..))) {
+                continue;
+            }
+            let Some(Value::F32(mut a, sa)) = env[own].take() else {
+                unreachable!("checked above")
+            };
+            let done = match self.lookup(env, other)? {
+                Value::F32(b, sb) => ops::broadcast_in_place(op, &mut a, &sa, b, sb)?,
+                _ => false,
+            };
+            if done {
+                return Ok(Some(Value::F32(a, sa)));
+            }
+            env[own] = Some(Value::F32(a, sa));
+        }
+        Ok(None)
     }
 
     /// The value in a slot: computed this run, or a constant.

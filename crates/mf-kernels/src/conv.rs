@@ -349,8 +349,11 @@ pub fn conv_i8(
         Input::U8(c) => c,
         Input::F32(x) => {
             check_images(g, size, x.len())?;
-            codes.clear();
-            codes.extend(x.iter().map(|&v| params.quantize(v)));
+            codes.resize(x.len(), 0);
+            let quantize = conv.gemm.micro.epilogue.quantize;
+            // SAFETY: the epilogue belongs to the family the weights were packed for, which was
+            // checked available then; `codes` is as long as `x`.
+            unsafe { quantize(x, params, codes) };
             codes
         }
     };

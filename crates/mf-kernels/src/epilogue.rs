@@ -218,6 +218,10 @@ pub(crate) struct Epilogue {
     pub i8: unsafe fn(&[i32], &TileAt<'_>, &ColumnsI8<'_>, Activation),
     /// Finishes an fp32 tile.
     pub f32: unsafe fn(&[f32], &TileAt<'_>, &[f32], Activation),
+    /// A normalization plane's moments ([`crate::norm::moments`]).
+    pub moments: unsafe fn(&[f32]) -> (f64, f64),
+    /// A normalization plane's affine + SiLU pass ([`crate::norm::affine`]).
+    pub affine: unsafe fn(&[f32], &mut [f32], &crate::norm::PlaneAffine),
 }
 
 /// Defines `pub(crate) static EPILOGUE` with the element-wise loops compiled for `$features`.
@@ -253,11 +257,23 @@ macro_rules! epilogue_for {
             $crate::epilogue::quantize_slice(x, params, codes)
         }
 
+        #[target_feature(enable = $features)]
+        fn moments(row: &[f32]) -> (f64, f64) {
+            $crate::norm::moments(row)
+        }
+
+        #[target_feature(enable = $features)]
+        fn affine(x: &[f32], out: &mut [f32], p: &$crate::norm::PlaneAffine) {
+            $crate::norm::affine(x, out, p)
+        }
+
         /// This family's element-wise loops, vectorized for its features.
         pub(crate) static EPILOGUE: $crate::epilogue::Epilogue = $crate::epilogue::Epilogue {
             quantize,
             i8: finish_i8_tile,
             f32: finish_f32_tile,
+            moments,
+            affine,
         };
     };
 }

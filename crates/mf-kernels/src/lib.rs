@@ -49,6 +49,8 @@ mod error;
 mod gemm;
 mod isa;
 #[cfg(feature = "alloc")]
+pub mod norm;
+#[cfg(feature = "alloc")]
 mod pack;
 #[cfg(feature = "std")]
 pub mod peak;

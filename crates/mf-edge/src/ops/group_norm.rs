@@ -1,6 +1,8 @@
 //! GroupNorm as exported: `Reshape → InstanceNormalization → Reshape → Mul(γ) → Add(β)`, with
 //! the SiLU (`Sigmoid` + `Mul`) that usually follows, run as one step.
 use anyhow::ensure;
+use mf_kernels::Isa;
+use mf_kernels::norm::sigmoid;
 
 use super::{broadcast, normalize, reshape, with_shape};
 use crate::tensor::Value;
@@ -30,7 +32,7 @@ impl GroupNormChain {
     /// The chain's output for `x`: in one pass when `γ` and `β` are per channel of the
     /// ungrouped shape and each channel lies in one group, else node by node; the same bits
     /// either way.
-    pub fn run(&self, x: &Value) -> anyhow::Result<Value> {
+    pub fn run(&self, x: &Value, isa: Isa) -> anyhow::Result<Value> {
         let (data, shape) = x.f32("GroupNorm input")?;
         let grouped = reshape(shape, &self.grouped)?;
         ensure!(
@@ -42,8 +44,9 @@ impl GroupNormChain {
         let (beta, beta_shape) = self.beta.f32("GroupNorm shift (Add)")?;
         if per_channel(gamma_shape, &ungrouped) && per_channel(beta_shape, &ungrouped) {
             let norm = (&self.scale[..], &self.bias[..], self.epsilon);
+            let affine = (gamma, beta);
             if let Some(out) =
-                normalize::group_norm(data, &grouped, norm, &ungrouped, gamma, beta, self.silu)
+                normalize::group_norm(isa, data, &grouped, norm, &ungrouped, affine, self.silu)?
             {
                 return Ok(Value::F32(out, ungrouped));
             }
@@ -60,7 +63,7 @@ impl GroupNormChain {
         }
         let (y, sy) = shifted.f32("GroupNorm")?;
         Ok(Value::F32(
-            y.iter().map(|&a| a * normalize::sigmoid(a)).collect(),
+            y.iter().map(|&a| a * sigmoid(a)).collect(),
             sy.to_vec(),
         ))
     }

@@ -229,7 +229,7 @@ pub fn run(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
                 "Sin" => map_f32(a, s, libm::sinf),
                 "Cos" => map_f32(a, s, libm::cosf),
                 "Tanh" => map_f32(a, s, normalize::tanh),
-                _ => map_f32(a, s, normalize::sigmoid),
+                _ => map_f32(a, s, mf_kernels::norm::sigmoid),
             }
         }
         "Concat" => concat(inputs, int_attr(node, "axis", 0))?,
@@ -514,14 +514,103 @@ pub(crate) fn broadcast(
             sa.to_vec(),
         ));
     }
+    let total = element_count(&broadcast_shapes(sa, sb)?.2)?;
+    let mut out = Vec::with_capacity(total);
+    let shape = broadcast_rows(sa, sb, |run| {
+        let Run {
+            a: ia,
+            a_step,
+            b: ib,
+            b_step,
+            len,
+        } = run;
+        // Contiguous rows and scalars get slice loops; other strides the general walk.
+        match (a_step, b_step) {
+            (1, 1) => out.extend(
+                a[ia..ia + len]
+                    .iter()
+                    .zip(&b[ib..ib + len])
+                    .map(|(&x, &y)| f(x, y)),
+            ),
+            (1, 0) => out.extend(a[ia..ia + len].iter().map(|&x| f(x, b[ib]))),
+            (0, 1) => out.extend(b[ib..ib + len].iter().map(|&y| f(a[ia], y))),
+            _ => out.extend((0..len).map(|j| f(a[ia + j * a_step], b[ib + j * b_step]))),
+        }
+    })?;
+    Ok(Value::F32(out, shape))
+}
+
+/// `a = f(a, b)` in place when `b` broadcasts to `a`'s own shape (the engine's path for an
+/// operand no later step reads); `false`, with `a` untouched, when the result would be larger.
+pub fn broadcast_in_place(
+    op: &str,
+    a: &mut [f32],
+    sa: &[usize],
+    b: &[f32],
+    sb: &[usize],
+) -> anyhow::Result<bool> {
+    // One monomorphized loop per op, as in `run`.
+    match op {
+        "Add" => in_place(a, sa, b, sb, |x, y| x + y),
+        "Sub" => in_place(a, sa, b, sb, |x, y| x - y),
+        "Mul" => in_place(a, sa, b, sb, |x, y| x * y),
+        "Div" => in_place(a, sa, b, sb, |x, y| x / y),
+        _ => Ok(false),
+    }
+}
+
+fn in_place(
+    a: &mut [f32],
+    sa: &[usize],
+    b: &[f32],
+    sb: &[usize],
+    f: impl Fn(f32, f32) -> f32,
+) -> anyhow::Result<bool> {
+    if broadcast_shapes(sa, sb)?.2 != sa || a.len() != element_count(sa)? {
+        return Ok(false);
+    }
+    broadcast_rows(sa, sb, |run: Run| {
+        let row = &mut a[run.a..run.a + run.len];
+        match run.b_step {
+            0 => row.iter_mut().for_each(|x| *x = f(*x, b[run.b])),
+            1 => row
+                .iter_mut()
+                .zip(&b[run.b..run.b + run.len])
+                .for_each(|(x, &y)| *x = f(*x, y)),
+            step => row
+                .iter_mut()
+                .enumerate()
+                .for_each(|(j, x)| *x = f(*x, b[run.b + j * step])),
+        }
+    })?;
+    Ok(true)
+}
+
+/// One run of a broadcast's output: `len` values, operand `a` read from index `a` by steps of
+/// `a_step` (0 repeats one value), `b` likewise.
+struct Run {
+    a: usize,
+    a_step: usize,
+    b: usize,
+    b_step: usize,
+    len: usize,
+}
+
+/// Walks the output of `sa` broadcast against `sb` in row-major order, one [`Run`] per row of
+/// its innermost (merged) axis. Returns the output shape.
+fn broadcast_rows(
+    sa: &[usize],
+    sb: &[usize],
+    mut row: impl FnMut(Run),
+) -> anyhow::Result<Vec<usize>> {
     let (full_a, full_b, full_shape) = broadcast_shapes(sa, sb)?;
     let total = element_count(&full_shape)?;
     if total == 0 {
-        return Ok(Value::F32(Vec::new(), full_shape));
+        return Ok(full_shape);
     }
     // Neighbouring axes that each operand either spans or repeats alike walk as one axis (a
     // per-channel [C, 1, 1] against [N, C, H, W] becomes [1, C, 1] against [N, C, H·W]), and
-    // axes of size 1 drop out: longer rows for the loops below.
+    // axes of size 1 drop out: longer rows for the loops.
     let (mut pa, mut pb, mut out_shape) = (Vec::new(), Vec::new(), Vec::<usize>::new());
     let mut last = None;
     for d in (0..full_shape.len()).filter(|&d| full_shape[d] > 1) {
@@ -552,26 +641,20 @@ pub(crate) fn broadcast(
         st
     };
     let (st_a, st_b) = (strides(&pa), strides(&pb));
-    let mut out = Vec::with_capacity(total);
     // Walk the outer dimensions with an index vector and the last one with plain strides.
-    let inner = out_shape[rank - 1];
-    let (ia_step, ib_step) = (st_a[rank - 1], st_b[rank - 1]);
+    let len = out_shape[rank - 1];
+    let (a_step, b_step) = (st_a[rank - 1], st_b[rank - 1]);
     let mut idx = vec![0usize; rank - 1];
-    for _ in 0..total / inner.max(1) {
-        let ia: usize = idx.iter().zip(&st_a).map(|(i, s)| i * s).sum();
-        let ib: usize = idx.iter().zip(&st_b).map(|(i, s)| i * s).sum();
-        // Contiguous rows and scalars get slice loops; other strides the general walk.
-        match (ia_step, ib_step) {
-            (1, 1) => out.extend(
-                a[ia..ia + inner]
-                    .iter()
-                    .zip(&b[ib..ib + inner])
-                    .map(|(&x, &y)| f(x, y)),
-            ),
-            (1, 0) => out.extend(a[ia..ia + inner].iter().map(|&x| f(x, b[ib]))),
-            (0, 1) => out.extend(b[ib..ib + inner].iter().map(|&y| f(a[ia], y))),
-            _ => out.extend((0..inner).map(|j| f(a[ia + j * ia_step], b[ib + j * ib_step]))),
-        }
+    for _ in 0..total / len.max(1) {
+        let a: usize = idx.iter().zip(&st_a).map(|(i, s)| i * s).sum();
+        let b: usize = idx.iter().zip(&st_b).map(|(i, s)| i * s).sum();
+        row(Run {
+            a,
+            a_step,
+            b,
+            b_step,
+            len,
+        });
         for d in (0..rank - 1).rev() {
             idx[d] += 1;
             if idx[d] < out_shape[d] {
@@ -580,7 +663,7 @@ pub(crate) fn broadcast(
             idx[d] = 0;
         }
     }
-    Ok(Value::F32(out, full_shape))
+    Ok(full_shape)
 }
 
 fn concat(inputs: &[&Value], axis: i64) -> anyhow::Result<Value> {
@@ -699,6 +782,40 @@ fn dequantize_runs<T: Copy + Into<i64>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_place_broadcasting_equals_the_allocating_one() {
+        let data = |n: usize| (0..n).map(|i| i as f32 * 0.37 - 2.0).collect::<Vec<f32>>();
+        let cases: [(&[usize], &[usize]); 6] = [
+            (&[2, 3, 4], &[2, 3, 4]),
+            (&[2, 3, 4], &[3, 1]),
+            (&[2, 3, 4], &[1, 1, 4]),
+            (&[2, 3, 4], &[2, 1, 4]),
+            (&[2, 3, 4], &[]),
+            (&[4, 3], &[1, 3]),
+        ];
+        for op in ["Add", "Sub", "Mul", "Div"] {
+            for (sa, sb) in cases {
+                let (a, b) = (data(sa.iter().product()), data(sb.iter().product()));
+                let want = run(
+                    &node(op, &[]),
+                    &[
+                        &Value::F32(a.clone(), sa.to_vec()),
+                        &Value::F32(b.clone(), sb.to_vec()),
+                    ],
+                )
+                .unwrap();
+                let mut got = a.clone();
+                assert!(broadcast_in_place(op, &mut got, sa, &b, sb).unwrap());
+                assert_eq!(Value::F32(got, sa.to_vec()), want, "{op} {sa:?} {sb:?}");
+            }
+        }
+        // A result larger than the operand is left to the allocating path.
+        let mut a = data(3);
+        assert!(!broadcast_in_place("Add", &mut a, &[3], &data(6), &[2, 3]).unwrap());
+        assert_eq!(a, data(3));
+        assert!(broadcast_in_place("Add", &mut a, &[3], &data(2), &[2]).is_err());
+    }
 
     #[test]
     fn broadcasting_matches_numpy() {

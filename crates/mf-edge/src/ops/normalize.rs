@@ -1,6 +1,8 @@
 //! Normalizations: Softmax, LayerNormalization and InstanceNormalization, in f32 with f64 sums;
 //! and tanh, the squashing of the DiT's GELU.
 use anyhow::ensure;
+use mf_kernels::Isa;
+use mf_kernels::norm::{self, PlaneAffine};
 
 use super::{broadcast, normalized_axis};
 use crate::tensor::Value;
@@ -80,65 +82,64 @@ pub fn instance_norm(
     let mut out = vec![0f32; x.len()];
     for (i, (row, y)) in x.chunks(plane).zip(out.chunks_mut(plane)).enumerate() {
         let c = i % channels;
-        let (mean, gain) = plane_stats(row, scale[c], epsilon);
-        for (y, &v) in y.iter_mut().zip(row) {
-            *y = normalized(v, mean, gain, bias[c]);
-        }
+        norm::affine(row, y, &plane_affine(row, scale[c], bias[c], epsilon, None));
     }
     Ok(Value::F32(out, shape.to_vec()))
 }
 
-/// One InstanceNormalization plane's mean and gain `scale / √(var + ε)`, summed in f64 over
-/// four interleaved partial sums (so that the loops vectorize).
-fn plane_stats(row: &[f32], scale: f32, epsilon: f32) -> (f64, f64) {
-    let sum4 = |f: &dyn Fn(f32) -> f64| {
-        let mut acc = [0f64; 4];
-        let mut quads = row.chunks_exact(4);
-        for q in &mut quads {
-            for (a, &v) in acc.iter_mut().zip(q) {
-                *a += f(v);
-            }
-        }
-        let tail: f64 = quads.remainder().iter().map(|&v| f(v)).sum();
-        (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
-    };
-    let len = row.len() as f64;
-    let mean = sum4(&|v| v as f64) / len;
-    let var = sum4(&|v| (v as f64 - mean).powi(2)) / len;
-    (mean, scale as f64 / (var + epsilon as f64).sqrt())
+/// InstanceNormalization's pass over one plane, with a following per-channel `(γ, β)` and
+/// SiLU if given; the moments computed by `moments`.
+fn plane_affine_with(
+    (mean, var): (f64, f64),
+    scale: f32,
+    bias: f32,
+    epsilon: f32,
+    then: Option<(f32, f32, bool)>,
+) -> PlaneAffine {
+    let (gamma, beta, silu) = then.unwrap_or((1.0, 0.0, false));
+    PlaneAffine {
+        mean,
+        gain: scale as f64 / (var + epsilon as f64).sqrt(),
+        bias,
+        gamma,
+        beta,
+        silu,
+    }
 }
 
-/// One normalized value, rounded to f32 once.
-#[inline(always)]
-fn normalized(v: f32, mean: f64, gain: f64, bias: f32) -> f32 {
-    ((v as f64 - mean) * gain + bias as f64) as f32
+/// [`plane_affine_with`] on the portable moments of `row`.
+fn plane_affine(
+    row: &[f32],
+    scale: f32,
+    bias: f32,
+    epsilon: f32,
+    then: Option<(f32, f32, bool)>,
+) -> PlaneAffine {
+    plane_affine_with(norm::moments(row), scale, bias, epsilon, then)
 }
 
-/// The logistic function as the Sigmoid op computes it: `1 / (1 + exp(−x))` with the kernels'
-/// portable `exp` (within a few ulp of libm's, the same bits on every target, and it
-/// vectorizes where a libm call per element does not).
-#[inline(always)]
-pub fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + mf_kernels::activation::exp(-x))
-}
-
-/// GroupNorm as mf-export writes it, in one pass over the data:
+/// GroupNorm as mf-export writes it, in one pass over the data with the kernels of `isa`:
 /// `InstanceNormalization` of `x` viewed as `grouped` (`[N, G, …]`, with its per-group `scale`,
 /// `bias` and `epsilon`), the result viewed as `shape` (`[N, C, …]`) times `gamma[c]` plus
 /// `beta[c]`, then SiLU (`y · sigmoid(y)`) if `silu`. Every value is rounded as the separate
 /// nodes round it, so the result is theirs bit for bit. `None` when a channel plane of `shape`
 /// straddles two groups' planes (the caller then runs the nodes one by one).
 pub fn group_norm(
+    isa: Isa,
     x: &[f32],
     grouped: &[usize],
     (scale, bias, epsilon): (&[f32], &[f32], f32),
     shape: &[usize],
-    gamma: &[f32],
-    beta: &[f32],
+    (gamma, beta): (&[f32], &[f32]),
     silu: bool,
-) -> Option<Vec<f32>> {
-    let (groups, group_plane) = (*grouped.get(1)?, split(grouped, 2, grouped.len()).1);
-    let (channels, plane) = (*shape.get(1)?, split(shape, 2, shape.len()).1);
+) -> anyhow::Result<Option<Vec<f32>>> {
+    let (Some(&groups), Some(&channels)) = (grouped.get(1), shape.get(1)) else {
+        return Ok(None);
+    };
+    let (group_plane, plane) = (
+        split(grouped, 2, grouped.len()).1,
+        split(shape, 2, shape.len()).1,
+    );
     let fits = grouped.len() >= 3
         && plane > 0
         && group_plane > 0
@@ -148,31 +149,26 @@ pub fn group_norm(
         && gamma.len() == channels
         && beta.len() == channels;
     if !fits {
-        return None;
+        return Ok(None);
     }
-    let stats: Vec<(f64, f64)> = x
+    let moments = x
         .chunks(group_plane)
-        .enumerate()
-        .map(|(i, row)| plane_stats(row, scale[i % groups], epsilon))
-        .collect();
+        .map(|row| norm::plane_moments(isa, row))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut out = vec![0f32; x.len()];
     for (i, (row, y)) in x.chunks(plane).zip(out.chunks_mut(plane)).enumerate() {
-        let c = i % channels;
-        let g = i * plane / group_plane;
-        let (mean, gain) = stats[g];
-        let (b, gm, bt) = (bias[g % groups], gamma[c], beta[c]);
-        if silu {
-            for (y, &v) in y.iter_mut().zip(row) {
-                let a = normalized(v, mean, gain, b) * gm + bt;
-                *y = a * sigmoid(a);
-            }
-        } else {
-            for (y, &v) in y.iter_mut().zip(row) {
-                *y = normalized(v, mean, gain, b) * gm + bt;
-            }
-        }
+        let (c, g) = (i % channels, i * plane / group_plane);
+        let then = Some((gamma[c], beta[c], silu));
+        let p = plane_affine_with(
+            moments[g],
+            scale[g % groups],
+            bias[g % groups],
+            epsilon,
+            then,
+        );
+        norm::plane_affine(isa, row, y, &p)?;
     }
-    Some(out)
+    Ok(Some(out))
 }
 
 /// tanh in f32 arithmetic alone: the odd 13/6 rational approximation Eigen uses (its

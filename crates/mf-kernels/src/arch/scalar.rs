@@ -29,6 +29,8 @@ static EPILOGUE: Epilogue = Epilogue {
     quantize,
     i8: finish_i8,
     f32: finish_f32,
+    moments: crate::norm::moments,
+    affine: crate::norm::affine,
 };
 
 unsafe fn quantize(x: &[f32], params: QuantParams, codes: &mut [u8]) {
