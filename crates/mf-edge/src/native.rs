@@ -38,20 +38,46 @@ enum PackedConv {
     I8(PackedConvI8),
 }
 
+/// What a fused int8 step writes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Written {
+    /// f32 values.
+    Float,
+    /// uint8 codes with these parameters (its QuantizeLinear absorbed, or the input codes of
+    /// the int8 layer it feeds).
+    Codes(QuantParams),
+    /// f32 values rounded to this uint8 grid (its QuantizeLinear → DequantizeLinear pair
+    /// absorbed).
+    Rounded(QuantParams),
+}
+
+impl Written {
+    /// The kernels' output for `out`'s f32 values, or `None` for codes.
+    fn floats(self, out: &mut [f32]) -> Option<Output<'_>> {
+        match self {
+            Written::Float => Some(Output::F32(out)),
+            Written::Rounded(grid) => Some(Output::Requantized(out, grid)),
+            Written::Codes(_) => None,
+        }
+    }
+}
+
 /// One step of the plan, as the planner builds it (values by name).
 enum Step {
-    /// A fused MatMul (+ bias) (+ SiLU).
+    /// A fused MatMul (+ bias) (+ SiLU) (+ the QuantizeLinear → DequantizeLinear pair after).
     Dense {
         input: String,
         output: String,
         packed: Packed,
+        written: Written,
     },
-    /// A Conv with constant weights (+ bias) (+ the QuantizeLinear of its output).
+    /// A Conv with constant weights (+ bias) (+ the QuantizeLinear of its output, and the
+    /// DequantizeLinear after it).
     Conv {
         input: String,
         output: String,
         packed: PackedConv,
-        codes_out: Option<QuantParams>,
+        written: Written,
     },
     /// An exported GroupNorm (+ SiLU).
     Norm {
@@ -72,14 +98,14 @@ enum Slotted {
         packed: Packed,
         /// Set when the output's only use is an int8 layer: the epilogue then writes that
         /// layer's uint8 input codes directly (the same bits its QuantizeLinear would give).
-        codes_for: Option<QuantParams>,
+        written: Written,
     },
-    /// A packed convolution: f32 output, or uint8 codes with `codes_out`'s parameters.
+    /// A packed convolution.
     Conv {
         input: usize,
         output: usize,
         packed: PackedConv,
-        codes_out: Option<QuantParams>,
+        written: Written,
     },
     /// An exported GroupNorm (+ SiLU) in one pass.
     Norm {
@@ -251,22 +277,23 @@ impl NativeEngine {
                     input,
                     output,
                     packed,
+                    written,
                 } => Slotted::Dense {
                     input: slot(&input),
                     output: slot(&output),
                     packed,
-                    codes_for: None,
+                    written,
                 },
                 Step::Conv {
                     input,
                     output,
                     packed,
-                    codes_out,
+                    written,
                 } => Slotted::Conv {
                     input: slot(&input),
                     output: slot(&output),
                     packed,
-                    codes_out,
+                    written,
                 },
                 Step::Norm {
                     input,
@@ -372,19 +399,19 @@ impl NativeEngine {
                     input,
                     output,
                     packed,
-                    codes_for,
+                    written,
                 } => {
                     let value = self.lookup(&env, *input)?;
-                    env[*output] = Some(dense(packed, value, *codes_for)?);
+                    env[*output] = Some(dense(packed, value, *written)?);
                 }
                 Slotted::Conv {
                     input,
                     output,
                     packed,
-                    codes_out,
+                    written,
                 } => {
                     let value = self.lookup(&env, *input)?;
-                    env[*output] = Some(convolve(packed, value, *codes_out, scratch)?);
+                    env[*output] = Some(convolve(packed, value, *written, scratch)?);
                 }
                 Slotted::Norm {
                     input,
@@ -538,8 +565,8 @@ fn fold_constants(
 }
 
 /// Runs one fused dense layer on f32 values (or on uint8 codes an int8 layer before it wrote),
-/// writing f32 values, or uint8 codes with `codes_for`'s parameters.
-fn dense(packed: &Packed, value: &Value, codes_for: Option<QuantParams>) -> anyhow::Result<Value> {
+/// writing what `written` says.
+fn dense(packed: &Packed, value: &Value, written: Written) -> anyhow::Result<Value> {
     // Every leading dimension is a row: [N, T, K] (a DiT's tokens) is N·T rows of K.
     let shape = value.shape();
     ensure!(!shape.is_empty(), "dense layer input of shape {shape:?}");
@@ -559,28 +586,25 @@ fn dense(packed: &Packed, value: &Value, codes_for: Option<QuantParams>) -> anyh
                 other => Input::F32(other.f32("int8 dense layer input")?.0),
             };
             let shape = out_shape(p.n());
-            match codes_for {
-                Some(params) => {
-                    let mut codes = vec![0u8; m * p.n()];
-                    gemm_i8(p, input, m, Output::U8(&mut codes, params))?;
-                    Ok(Value::U8(codes, shape))
-                }
-                None => {
-                    let mut out = vec![0f32; m * p.n()];
-                    gemm_i8(p, input, m, Output::F32(&mut out))?;
-                    Ok(Value::F32(out, shape))
-                }
+            if let Written::Codes(params) = written {
+                let mut codes = vec![0u8; m * p.n()];
+                gemm_i8(p, input, m, Output::U8(&mut codes, params))?;
+                return Ok(Value::U8(codes, shape));
             }
+            let mut out = vec![0f32; m * p.n()];
+            let floats = written.floats(&mut out).expect("codes returned above");
+            gemm_i8(p, input, m, floats)?;
+            Ok(Value::F32(out, shape))
         }
     }
 }
 
 /// Runs one packed convolution on `[N, C, H, W]` f32 values, writing `[N, M, OH, OW]` f32
-/// values, or uint8 codes with `codes_out`'s parameters.
+/// values, rounded values or uint8 codes, as `written` says.
 fn convolve(
     packed: &PackedConv,
     value: &Value,
-    codes_out: Option<QuantParams>,
+    written: Written,
     scratch: &mut ConvScratch,
 ) -> anyhow::Result<Value> {
     // uint8 codes come from an int8 convolution before that wrote this one's input codes.
@@ -607,7 +631,7 @@ fn convolve(
     // The receptive fields are laid out once per call: refuse what would not fit in memory.
     crate::tensor::element_count(&[shape[0], oh, ow, geometry.depth()])
         .context("the convolution's receptive fields")?;
-    Ok(match (packed, codes_out) {
+    Ok(match (packed, written) {
         (PackedConv::F32(p), _) => {
             let Input::F32(x) = input else {
                 bail!("a float convolution was given uint8 codes")
@@ -616,15 +640,16 @@ fn convolve(
             conv_f32(p, x, size, &mut out, scratch)?;
             Value::F32(out, out_shape)
         }
-        (PackedConv::I8(p), None) => {
-            let mut out = vec![0f32; len];
-            conv_i8(p, input, size, Output::F32(&mut out), scratch)?;
-            Value::F32(out, out_shape)
-        }
-        (PackedConv::I8(p), Some(params)) => {
+        (PackedConv::I8(p), Written::Codes(params)) => {
             let mut out = vec![0u8; len];
             conv_i8(p, input, size, Output::U8(&mut out, params), scratch)?;
             Value::U8(out, out_shape)
+        }
+        (PackedConv::I8(p), floats) => {
+            let mut out = vec![0f32; len];
+            let output = floats.floats(&mut out).expect("codes matched above");
+            conv_i8(p, input, size, output, scratch)?;
+            Value::F32(out, out_shape)
         }
     })
 }
@@ -655,13 +680,14 @@ fn chain_int8_inputs(steps: &mut [Slotted], graph_output: usize) {
     for step in steps.iter_mut() {
         if let Slotted::Dense {
             output,
-            codes_for,
+            written: written @ Written::Float,
             packed: Packed::I8(_),
             ..
         } = step
             && uses.get(output) == Some(&1)
+            && let Some(&params) = int8_input.get(output)
         {
-            *codes_for = int8_input.get(output).copied();
+            *written = Written::Codes(params);
         }
     }
 }
@@ -820,6 +846,16 @@ impl<'g> Planner<'g> {
             activation = Activation::Silu;
         }
 
+        let mut written = Written::Float;
+        if matches!(weights, Weights::Int8 { .. })
+            && let Some(q) = self.sole_consumer(&output, "QuantizeLinear")
+            && let Ok(params) = self.activation_params(self.node(q))
+            && let Some(dq) = self.rounding_pair(q)
+        {
+            taken.extend([q, dq]);
+            output = self.node(dq).output[0].clone();
+            written = Written::Rounded(params);
+        }
         let packed = match weights {
             Weights::Float(w) => {
                 Packed::F32(PackedF32::new(self.isa, &w, &bias, n, k, activation)?)
@@ -843,6 +879,7 @@ impl<'g> Planner<'g> {
                 input,
                 output,
                 packed,
+                written,
             },
             weights: weight_names,
         }))
@@ -896,7 +933,7 @@ impl<'g> Planner<'g> {
                     geometry,
                     Activation::None,
                 )?),
-                codes_out: None,
+                written: Written::Float,
             },
             Weights::Int8 { codes, scales } => {
                 let (input, params, pair) = self.quantized_input(node, absorbed)?;
@@ -912,19 +949,24 @@ impl<'g> Planner<'g> {
                 };
                 let packed = PackedConv::I8(PackedConvI8::new(self.isa, &layer, geometry)?);
                 let mut output = node.output[0].clone();
-                let mut codes_out = None;
+                let mut written = Written::Float;
                 if let Some(q) = self.sole_consumer(&output, "QuantizeLinear")
                     && let Ok(params) = self.activation_params(self.node(q))
                 {
                     taken.push(q);
                     output = self.node(q).output[0].clone();
-                    codes_out = Some(params);
+                    written = Written::Codes(params);
+                    if let Some(dq) = self.rounding_pair(q) {
+                        taken.push(dq);
+                        output = self.node(dq).output[0].clone();
+                        written = Written::Rounded(params);
+                    }
                 }
                 Step::Conv {
                     input,
                     output,
                     packed,
-                    codes_out,
+                    written,
                 }
             }
         };
@@ -1173,6 +1215,26 @@ impl<'g> Planner<'g> {
         }
     }
 
+    /// The DequantizeLinear that reads the QuantizeLinear `q`'s output alone, with the same
+    /// scale and zero point, when no int8 layer reads the values it gives (an int8 layer's
+    /// planning takes such a pair as its own input).
+    fn rounding_pair(&self, q: usize) -> Option<usize> {
+        let q_node = self.node(q);
+        let codes = q_node.output.first()?;
+        if self.graph.output.iter().any(|o| &o.name == codes) {
+            return None;
+        }
+        let dq = self.sole_consumer(codes, "DequantizeLinear")?;
+        let dq_node = self.node(dq);
+        let same = q_node.input.len() == 3 && dq_node.input.get(1..) == q_node.input.get(1..);
+        let readers = self.consumers.get(dq_node.output.first()?.as_str());
+        let int8_reader = readers.is_some_and(|r| {
+            r.iter()
+                .any(|&n| matches!(self.node(n).op_type.as_str(), "Conv" | "MatMul" | "Gemm"))
+        });
+        (same && !int8_reader).then_some(dq)
+    }
+
     /// `y → Sigmoid(y) → Mul(y, s)` with `y` used by exactly these two nodes.
     fn silu(&self, y: &str) -> Option<(usize, usize)> {
         let users = self.consumers.get(y)?;
@@ -1227,12 +1289,19 @@ mod tests {
         .unwrap();
         let packed = Packed::I8(layer);
         let x = Value::F32(values(m * k, 3), vec![m, k]);
-        let Value::F32(floats, _) = dense(&packed, &x, None).unwrap() else {
+        let Value::F32(floats, _) = dense(&packed, &x, Written::Float).unwrap() else {
             panic!("f32 output expected")
         };
-        let Value::U8(codes, shape) = dense(&packed, &x, Some(next)).unwrap() else {
+        let Value::U8(codes, shape) = dense(&packed, &x, Written::Codes(next)).unwrap() else {
             panic!("codes expected")
         };
+        // Rounded output: the codes read back, as the DequantizeLinear it absorbs reads them.
+        let Value::F32(rounded, _) = dense(&packed, &x, Written::Rounded(next)).unwrap() else {
+            panic!("f32 output expected")
+        };
+        let read_back: Vec<f32> = codes.iter().map(|&q| next.dequantize(q)).collect();
+        assert_eq!(rounded, read_back);
+        assert_ne!(rounded, floats, "rounding to the grid changes values");
         assert_eq!(shape, vec![m, n]);
         let want: Vec<u8> = floats.iter().map(|&v| next.quantize(v)).collect();
         assert_eq!(codes, want);
@@ -1249,8 +1318,8 @@ mod tests {
             )
             .unwrap(),
         );
-        let from_codes = dense(&second, &Value::U8(codes, vec![m, n]), None).unwrap();
-        let from_floats = dense(&second, &Value::F32(floats, vec![m, n]), None).unwrap();
+        let from_codes = dense(&second, &Value::U8(codes, vec![m, n]), Written::Float).unwrap();
+        let from_floats = dense(&second, &Value::F32(floats, vec![m, n]), Written::Float).unwrap();
         assert_eq!(from_codes, from_floats);
     }
 

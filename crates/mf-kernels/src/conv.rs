@@ -381,6 +381,16 @@ pub fn conv_i8(
             gemm_i8(&conv.gemm, input, n * positions, Output::U8(rows, next))?;
             to_planes(rows, n, m, positions, dst);
         }
+        Output::Requantized(dst, grid) => {
+            let rows = sized(f32_rows, dst.len());
+            gemm_i8(
+                &conv.gemm,
+                input,
+                n * positions,
+                Output::Requantized(rows, grid),
+            )?;
+            to_planes(rows, n, m, positions, dst);
+        }
     }
     Ok(())
 }

@@ -16,6 +16,8 @@ pub(crate) enum RowOut<'a> {
     F32(&'a mut [f32]),
     /// uint8 codes for the next layer.
     U8(&'a mut [u8], QuantParams),
+    /// f32 values rounded to a uint8 grid.
+    Requantized(&'a mut [f32], QuantParams),
 }
 
 /// The whole `[m, n]` output as raw parts, so threads can write their disjoint tiles.
@@ -23,6 +25,8 @@ pub(crate) struct Sink {
     f32: *mut f32,
     u8: *mut u8,
     params: QuantParams,
+    /// f32 output rounded to `params`' grid.
+    requantized: bool,
     ldc: usize,
 }
 
@@ -37,20 +41,20 @@ impl Sink {
     pub(crate) fn new(out: crate::reference::Output<'_>, ldc: usize) -> Self {
         use crate::reference::Output;
         let null = (core::ptr::null_mut(), core::ptr::null_mut());
-        let ((f32, u8), params) = match out {
-            Output::F32(d) => (
-                (d.as_mut_ptr(), null.1),
-                QuantParams {
-                    scale: 1.0,
-                    zero_point: 0,
-                },
-            ),
-            Output::U8(d, params) => ((null.0, d.as_mut_ptr()), params),
+        let unit = QuantParams {
+            scale: 1.0,
+            zero_point: 0,
+        };
+        let ((f32, u8), params, requantized) = match out {
+            Output::F32(d) => ((d.as_mut_ptr(), null.1), unit, false),
+            Output::U8(d, params) => ((null.0, d.as_mut_ptr()), params, false),
+            Output::Requantized(d, params) => ((d.as_mut_ptr(), null.1), params, true),
         };
         Sink {
             f32,
             u8,
             params,
+            requantized,
             ldc,
         }
     }
@@ -66,7 +70,12 @@ impl Sink {
         // other thread touches it: in bounds of the pointer `new` took apart, and unaliased.
         unsafe {
             if self.u8.is_null() {
-                RowOut::F32(core::slice::from_raw_parts_mut(self.f32.add(start), len))
+                let values = core::slice::from_raw_parts_mut(self.f32.add(start), len);
+                if self.requantized {
+                    RowOut::Requantized(values, self.params)
+                } else {
+                    RowOut::F32(values)
+                }
             } else {
                 RowOut::U8(
                     core::slice::from_raw_parts_mut(self.u8.add(start), len),
@@ -159,9 +168,7 @@ pub(crate) fn finish_row_i8(acc: &[i32], cols: &ColumnsI8<'_>, act: Activation, 
             }
         }
     }
-    if let Some((codes, params)) = requantize {
-        quantize_slice(dst, params, codes);
-    }
+    finish(dst, requantize);
 }
 
 /// Finishes one fp32 tile row: `act(acc + bias)`.
@@ -183,22 +190,45 @@ pub(crate) fn finish_row_f32(acc: &[f32], bias: &[f32], act: Activation, out: Ro
             }
         }
     }
-    if let Some((codes, params)) = requantize {
-        quantize_slice(dst, params, codes);
-    }
+    finish(dst, requantize);
 }
 
-/// Where the f32 values of a row go first: straight to f32 output, or to `tmp` when they are
-/// to be requantized (returned with the codes' destination).
+/// What a row's f32 values still need once computed.
+enum Then<'a> {
+    /// Nothing: they are the output.
+    Done,
+    /// Quantized into these codes.
+    Codes(&'a mut [u8], QuantParams),
+    /// Rounded to this grid in place.
+    Round(QuantParams),
+}
+
+/// Where the f32 values of a row go first: straight to f32 output (rounded there afterwards
+/// for requantized output), or to `tmp` when they become codes.
 #[inline(always)]
 fn split_out<'a>(
     out: RowOut<'a>,
     tmp: &'a mut [f32; MAX_NR],
     n: usize,
-) -> (&'a mut [f32], Option<(&'a mut [u8], QuantParams)>) {
+) -> (&'a mut [f32], Then<'a>) {
     match out {
-        RowOut::F32(dst) => (&mut dst[..n], None),
-        RowOut::U8(codes, params) => (&mut tmp[..n], Some((&mut codes[..n], params))),
+        RowOut::F32(dst) => (&mut dst[..n], Then::Done),
+        RowOut::U8(codes, params) => (&mut tmp[..n], Then::Codes(&mut codes[..n], params)),
+        RowOut::Requantized(dst, params) => (&mut dst[..n], Then::Round(params)),
+    }
+}
+
+/// Applies what [`split_out`] left for the row's values `dst`.
+#[inline(always)]
+fn finish(dst: &mut [f32], then: Then<'_>) {
+    match then {
+        Then::Done => {}
+        Then::Codes(codes, params) => quantize_slice(dst, params, codes),
+        Then::Round(params) => {
+            for v in dst.iter_mut() {
+                *v = params.dequantize(params.quantize(*v));
+            }
+        }
     }
 }
 

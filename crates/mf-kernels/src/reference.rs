@@ -11,6 +11,9 @@ pub enum Output<'a> {
     F32(&'a mut [f32]),
     /// uint8 codes requantized with the next layer's input parameters, row-major.
     U8(&'a mut [u8], QuantParams),
+    /// f32 values rounded to the uint8 grid of these parameters and read back,
+    /// `dequantize(quantize(y))`: what a QuantizeLinear → DequantizeLinear pair gives.
+    Requantized(&'a mut [f32], QuantParams),
 }
 
 impl Output<'_> {
@@ -19,6 +22,7 @@ impl Output<'_> {
         match self {
             Output::F32(d) => d.len(),
             Output::U8(d, _) => d.len(),
+            Output::Requantized(d, _) => d.len(),
         }
     }
 
@@ -27,9 +31,9 @@ impl Output<'_> {
         self.len() == 0
     }
 
-    /// Checks the output buffer's length and, for uint8 output, its scale.
+    /// Checks the output buffer's length and, for requantized output, its scale.
     pub(crate) fn check(&self, m: usize, n: usize) -> Result<(), KernelError> {
-        if let Output::U8(_, p) = self {
+        if let Output::U8(_, p) | Output::Requantized(_, p) = self {
             check_scale("output", p.scale)?;
         }
         check_len("output", m * n, self.len())
@@ -41,6 +45,7 @@ impl Output<'_> {
         match self {
             Output::F32(d) => d[idx] = y,
             Output::U8(d, p) => d[idx] = p.quantize(y),
+            Output::Requantized(d, p) => d[idx] = p.dequantize(p.quantize(y)),
         }
     }
 }

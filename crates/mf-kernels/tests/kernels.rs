@@ -120,7 +120,23 @@ impl I8Case {
             Output::U8(&mut got_q, next),
         )
         .unwrap();
+        // Requantized f32 output: the u8 codes read back, bit for bit.
+        let from_codes: Vec<f32> = want_q.iter().map(|&q| next.dequantize(q)).collect();
         prop_assert_eq!(got_q, want_q, "{} u8 output", isa);
+        let mut got_r = vec![0f32; size];
+        gemm_i8(
+            &packed,
+            Input::U8(&self.codes),
+            self.m,
+            Output::Requantized(&mut got_r, next),
+        )
+        .unwrap();
+        prop_assert_eq!(
+            bits(&got_r),
+            bits(&from_codes),
+            "{} requantized output",
+            isa
+        );
         Ok(())
     }
 }
@@ -284,7 +300,23 @@ impl ConvCase {
             scratch,
         )
         .unwrap();
+        let from_codes: Vec<f32> = want_q.iter().map(|&q| next.dequantize(q)).collect();
         prop_assert_eq!(got_q, want_q, "{} conv u8 output", isa);
+        let mut got_r = vec![0f32; len];
+        conv_i8(
+            &packed,
+            Input::U8(codes),
+            self.size,
+            Output::Requantized(&mut got_r, next),
+            scratch,
+        )
+        .unwrap();
+        prop_assert_eq!(
+            bits(&got_r),
+            bits(&from_codes),
+            "{} conv requantized output",
+            isa
+        );
         Ok(())
     }
 }
