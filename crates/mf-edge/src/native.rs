@@ -1355,9 +1355,9 @@ mod tests {
         }
     }
 
-    /// mf-export's GroupNorm + SiLU over `[2, 6, 3, 5]` in 3 groups, with `γ` and `β` of
-    /// `affine` shape.
-    fn group_norm_graph(affine: &[i64]) -> onnx::GraphProto {
+    /// mf-export's GroupNorm + SiLU over `[N, 6, H, W]` (`shape`) in 3 groups, with `γ` and
+    /// `β` of `affine` shape.
+    fn group_norm_graph(affine: &[i64], shape: [i64; 4]) -> onnx::GraphProto {
         let count = affine.iter().product::<i64>() as usize;
         let info = |name: &str| onnx::ValueInfoProto {
             name: name.into(),
@@ -1386,7 +1386,7 @@ mod tests {
             ],
             initializer: vec![
                 ints("grouped", &[0, 3, -1]),
-                ints("shape", &[2, 6, 3, 5]),
+                ints("shape", &shape),
                 floats("unit", &[3], vec![1.0, 0.5, 2.0]),
                 floats("zero", &[3], vec![0.0, 0.25, -0.5]),
                 floats("gamma", affine, values(count, 7)),
@@ -1418,15 +1418,27 @@ mod tests {
     fn a_fused_group_norm_equals_its_nodes_bit_for_bit() {
         let isa = Isa::select().expect("a kernel family");
         // Spread and offset differ per plane, so a wrong group or channel shows.
-        let data: Vec<f32> = values(2 * 6 * 15, 9)
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| v * (1.0 + (i / 15) as f32) + (i / 30) as f32)
-            .collect();
-        let x = Value::F32(data, vec![2, 6, 3, 5]);
-        // Per channel (the one-pass path) and per element (the node-by-node path).
-        for affine in [&[6, 1, 1][..], &[1, 6, 1, 1], &[6, 3, 5]] {
-            let graph = group_norm_graph(affine);
+        let images = |[n, c, h, w]: [usize; 4]| {
+            let plane = h * w;
+            let data: Vec<f32> = values(n * c * plane, 9)
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| v * (1.0 + (i / plane % 7) as f32) + (i / (2 * plane)) as f32)
+                .collect();
+            Value::F32(data, vec![n, c, h, w])
+        };
+        let x = images([2, 6, 3, 5]);
+        // Per channel (the one-pass path), per element (the node-by-node path), and large
+        // enough to be shared out across threads.
+        let cases: [(&[i64], [usize; 4]); 4] = [
+            (&[6, 1, 1], [2, 6, 3, 5]),
+            (&[1, 6, 1, 1], [2, 6, 3, 5]),
+            (&[6, 3, 5], [2, 6, 3, 5]),
+            (&[6, 1, 1], [5, 6, 40, 33]),
+        ];
+        for (affine, size) in cases {
+            let x = images(size);
+            let graph = group_norm_graph(affine, size.map(|d| d as i64));
             let engine = NativeEngine::from_graph(&graph, isa).unwrap();
             assert_eq!(engine.summary().other_ops, 1, "{affine:?}: one fused step");
             let got = engine.run(vec![("x", x.clone())]).unwrap();
@@ -1439,7 +1451,7 @@ mod tests {
             assert_eq!(bits(g), bits(w), "{affine:?}");
         }
         // When the SiLU's input is also the graph's output, the SiLU stays outside.
-        let mut graph = group_norm_graph(&[6, 1, 1]);
+        let mut graph = group_norm_graph(&[6, 1, 1], [2, 6, 3, 5]);
         graph.output[0].name = "shifted".into();
         graph.node.truncate(5);
         let engine = NativeEngine::from_graph(&graph, isa).unwrap();

@@ -1,5 +1,7 @@
 //! Normalizations: Softmax, LayerNormalization and InstanceNormalization, in f32 with f64 sums;
 //! and tanh, the squashing of the DiT's GELU.
+use std::sync::Mutex;
+
 use anyhow::ensure;
 use mf_kernels::Isa;
 use mf_kernels::norm::{self, PlaneAffine};
@@ -151,25 +153,62 @@ pub fn group_norm(
     if !fits {
         return Ok(None);
     }
-    let moments = x
-        .chunks(group_plane)
-        .map(|row| norm::plane_moments(isa, row))
-        .collect::<Result<Vec<_>, _>>()?;
+    // Each group's plane is normalized where its moments were just read (it is still in
+    // cache), and runs of group planes are shared out across the kernels' thread team.
+    let planes = x.len() / group_plane;
+    let per_task = if x.len() >= PARALLEL_VALUES {
+        planes.div_ceil(mf_kernels::team::threads())
+    } else {
+        planes
+    }
+    .max(1);
     let mut out = vec![0f32; x.len()];
-    for (i, (row, y)) in x.chunks(plane).zip(out.chunks_mut(plane)).enumerate() {
-        let (c, g) = (i % channels, i * plane / group_plane);
-        let then = Some((gamma[c], beta[c], silu));
-        let p = plane_affine_with(
-            moments[g],
-            scale[g % groups],
-            bias[g % groups],
-            epsilon,
-            then,
-        );
-        norm::plane_affine(isa, row, y, &p)?;
+    let runs: Vec<Mutex<PlaneRun<'_>>> = x
+        .chunks(per_task * group_plane)
+        .zip(out.chunks_mut(per_task * group_plane))
+        .enumerate()
+        .map(|(t, (x, y))| Mutex::new((t * per_task, x, y)))
+        .collect();
+    let failure = Mutex::new(None);
+    mf_kernels::team::run(runs.len(), &|t| {
+        let mut run = runs[t].lock().unwrap_or_else(|e| e.into_inner());
+        let (first, x, y) = &mut *run;
+        let planes = x.chunks(group_plane).zip(y.chunks_mut(group_plane));
+        for (j, (xg, yg)) in planes.enumerate() {
+            let g = *first + j;
+            let done = norm::plane_moments(isa, xg).and_then(|moments| {
+                let cells = xg.chunks(plane).zip(yg.chunks_mut(plane));
+                for (k, (row, y)) in cells.enumerate() {
+                    let c = (g * group_plane / plane + k) % channels;
+                    let then = Some((gamma[c], beta[c], silu));
+                    let (s, b) = (scale[g % groups], bias[g % groups]);
+                    norm::plane_affine(
+                        isa,
+                        row,
+                        y,
+                        &plane_affine_with(moments, s, b, epsilon, then),
+                    )?;
+                }
+                Ok(())
+            });
+            if let Err(e) = done {
+                *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                return;
+            }
+        }
+    });
+    drop(runs);
+    if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e.into());
     }
     Ok(Some(out))
 }
+
+/// A run of group planes for one task: the index of its first plane, its input, its output.
+type PlaneRun<'a> = (usize, &'a [f32], &'a mut [f32]);
+
+/// From this many values on, a GroupNorm is shared out across the thread team.
+const PARALLEL_VALUES: usize = 1 << 15;
 
 /// tanh in f32 arithmetic alone: the odd 13/6 rational approximation Eigen uses (its
 /// `generic_fast_tanh_float`), within a few float rounding steps of the true value, clamped
