@@ -9,7 +9,11 @@
 //! Every leading dimension of a dense step's input is a row (a DiT's `[N, T, D]` tokens).
 //! A `Conv` with constant weights (float, or int8 behind DequantizeLinear with an int32 bias)
 //! becomes a packed convolution step the same way (mf-kernels' im2col into the GEMMs); an int8
-//! one also absorbs the QuantizeLinear of its output, whose codes its epilogue writes.
+//! one also absorbs the QuantizeLinear of its output, whose codes its epilogue writes. An int8
+//! layer whose output QuantizeLinear → DequantizeLinear pair feeds no int8 layer absorbs the
+//! pair, its epilogue writing the rounded values. mf-export's GroupNorm (Reshape →
+//! InstanceNormalization → Reshape → Mul → Add, and the SiLU after it) runs as one step.
+//! Element-wise Add/Sub/Mul/Div write into an operand no later step reads.
 //! Everything else runs through [`crate::ops`]. float16 graphs run in f32 arithmetic.
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, TryLockError};

@@ -1,8 +1,8 @@
-//! 2-D convolution (group 1) on the packed GEMMs: the weights `[M, C, KH, KW]` are packed once
-//! as a dense layer of `M` outputs over `C·KH·KW` depths, and each call lays the input's
-//! receptive fields out as rows (im2col: one row per output position, ordered batch, y, x;
-//! columns ordered channel, ky, kx, as the weights are) and runs the GEMM with its fused
-//! epilogue. Padding is the value 0, which in uint8 codes is the input's zero point, so the
+//! 2-D convolution (group 1) on the packed GEMMs: the weights `[M, C, KH, KW]` are packed once,
+//! tap-major (`[M, KH, KW, C]`), as a dense layer of `M` outputs over `KH·KW·C` depths, and each
+//! call lays the input's receptive fields out as rows (im2col from a padded NHWC copy of the
+//! input: one row per output position, ordered batch, y, x; columns ordered ky, kx, channel, as
+//! the weights are) and runs the GEMM with its fused epilogue. Padding is the value 0, which in uint8 codes is the input's zero point, so the
 //! integers summed are those of the direct convolution in [`crate::reference::conv_i8`], and
 //! the int8 result is the same bit for bit.
 #[cfg(feature = "alloc")]
