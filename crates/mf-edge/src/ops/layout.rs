@@ -4,40 +4,70 @@ use anyhow::{Context, ensure};
 use super::{broadcast_shapes, strides};
 use crate::tensor::{Value, element_count};
 
-/// The values of `v` at flat positions `picks`, in that order, with shape `shape`.
-fn pick(v: &Value, picks: &[usize], shape: Vec<usize>) -> Value {
-    fn take<T: Copy>(d: &[T], picks: &[usize]) -> Vec<T> {
-        picks.iter().map(|&i| d[i]).collect()
+/// The values of `v` that the walk of [`runs`] visits, in that order, with shape `out_shape`.
+fn gather(
+    v: &Value,
+    out_shape: Vec<usize>,
+    start: &[i64],
+    step: &[i64],
+    stride: &[usize],
+) -> Value {
+    fn walk<T: Copy>(
+        d: &[T],
+        out_shape: &[usize],
+        start: &[i64],
+        step: &[i64],
+        stride: &[usize],
+    ) -> Vec<T> {
+        let mut out = Vec::with_capacity(out_shape.iter().product());
+        runs(
+            out_shape,
+            start,
+            step,
+            stride,
+            |at, delta, len| match delta {
+                // Contiguous runs (a Slice of the last axis, an untouched last axis) are copies.
+                1 => out.extend_from_slice(&d[at..at + len]),
+                _ => out.extend((0..len as i64).map(|j| d[(at as i64 + j * delta) as usize])),
+            },
+        );
+        out
     }
     match v {
-        Value::F32(d, _) => Value::F32(take(d, picks), shape),
-        Value::I64(d, _) => Value::I64(take(d, picks), shape),
-        Value::I32(d, _) => Value::I32(take(d, picks), shape),
-        Value::I8(d, _) => Value::I8(take(d, picks), shape),
-        Value::U8(d, _) => Value::U8(take(d, picks), shape),
+        Value::F32(d, _) => Value::F32(walk(d, &out_shape, start, step, stride), out_shape),
+        Value::I64(d, _) => Value::I64(walk(d, &out_shape, start, step, stride), out_shape),
+        Value::I32(d, _) => Value::I32(walk(d, &out_shape, start, step, stride), out_shape),
+        Value::I8(d, _) => Value::I8(walk(d, &out_shape, start, step, stride), out_shape),
+        Value::U8(d, _) => Value::U8(walk(d, &out_shape, start, step, stride), out_shape),
     }
 }
 
-/// The flat input positions of every output element, visiting the output in order: output
-/// index `o` reads input `Σ (start[d] + o[d]·step[d]) · stride[d]`. The position is carried
-/// from element to element (one add per element along the last axis, one per carry).
-fn positions(out_shape: &[usize], start: &[i64], step: &[i64], stride: &[usize]) -> Vec<usize> {
+/// Walks the input positions of every output element, visiting the output in order: output
+/// index `o` reads input `Σ (start[d] + o[d]·step[d]) · stride[d]`. Calls `run(at, delta, len)`
+/// once per row of the last axis: that row reads `at, at + delta, …` (`len` values). The
+/// position is carried from row to row (one add per carry).
+fn runs(
+    out_shape: &[usize],
+    start: &[i64],
+    step: &[i64],
+    stride: &[usize],
+    mut run: impl FnMut(usize, i64, usize),
+) {
     let count: usize = out_shape.iter().product();
-    let mut picks = Vec::with_capacity(count);
     let Some((&inner, outer_shape)) = out_shape.split_last() else {
         // A scalar: its one element.
-        picks.extend((count == 1).then_some(0));
-        return picks;
+        run(0, 1, 1);
+        return;
     };
     if count == 0 {
-        return picks;
+        return;
     }
     let rank = out_shape.len();
     let delta: Vec<i64> = (0..rank).map(|d| step[d] * stride[d] as i64).collect();
     let mut at: i64 = (0..rank).map(|d| start[d] * stride[d] as i64).sum();
     let mut index = vec![0usize; rank - 1];
     for _ in 0..count / inner {
-        picks.extend((0..inner as i64).map(|j| (at + j * delta[rank - 1]) as usize));
+        run(at as usize, delta[rank - 1], inner);
         for d in (0..rank - 1).rev() {
             index[d] += 1;
             at += delta[d];
@@ -48,7 +78,6 @@ fn positions(out_shape: &[usize], start: &[i64], step: &[i64], stride: &[usize])
             index[d] = 0;
         }
     }
-    picks
 }
 
 /// Transpose with permutation `perm` (reversed dimensions when empty).
@@ -71,8 +100,13 @@ pub fn transpose(v: &Value, perm: &[i64]) -> anyhow::Result<Value> {
     let stride = strides(shape);
     let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
     let out_stride: Vec<usize> = perm.iter().map(|&p| stride[p]).collect();
-    let picks = positions(&out_shape, &vec![0; rank], &vec![1; rank], &out_stride);
-    Ok(pick(v, &picks, out_shape))
+    Ok(gather(
+        v,
+        out_shape,
+        &vec![0; rank],
+        &vec![1; rank],
+        &out_stride,
+    ))
 }
 
 /// Slice (opset 10+): `starts`, `ends`, optional `axes` and `steps`, with ONNX's clamping of
@@ -134,8 +168,7 @@ pub fn slice(
         out_shape[a] = len as usize;
     }
     element_count(&out_shape).context("Slice output")?;
-    let picks = positions(&out_shape, &start, &step, &strides(shape));
-    Ok(pick(v, &picks, out_shape))
+    Ok(gather(v, out_shape, &start, &step, &strides(shape)))
 }
 
 /// Expand: `v` broadcast against `target` (numpy rules in both directions, as ONNX says).
@@ -156,8 +189,13 @@ pub fn expand(v: &Value, target: &[i64]) -> anyhow::Result<Value> {
         .map(|(s, &d)| if d == 1 { 0 } else { s })
         .collect();
     let rank = out_shape.len();
-    let picks = positions(&out_shape, &vec![0; rank], &vec![1; rank], &stride);
-    Ok(pick(v, &picks, out_shape))
+    Ok(gather(
+        v,
+        out_shape,
+        &vec![0; rank],
+        &vec![1; rank],
+        &stride,
+    ))
 }
 
 #[cfg(test)]

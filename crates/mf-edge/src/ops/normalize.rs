@@ -40,15 +40,44 @@ pub fn layer_norm(
     let a = normalized_axis(axis, shape.len(), "LayerNormalization")?;
     let (outer, len, _) = split(shape, a, shape.len());
     ensure!(len > 0, "LayerNormalization over an empty axis");
+    // Scale and bias over exactly the normalized axes (the usual case) are applied in the
+    // same pass; anything else broadcasts afterwards. Either way each value is rounded to f32
+    // after normalizing, after scaling and after shifting.
+    let over_axes = |s: &[usize]| {
+        let s = &s[s.iter().take_while(|&&d| d == 1).count()..];
+        s.len() <= shape.len() - a && s.iter().product::<usize>() == len && {
+            let tail = &shape[shape.len() - s.len()..];
+            s == tail && shape[a..shape.len() - s.len()].iter().all(|&d| d == 1)
+        }
+    };
+    let fused = over_axes(scale.1) && bias.is_none_or(|(_, sb)| over_axes(sb));
     let mut out = vec![0f32; x.len()];
     for o in 0..outer {
         let row = &x[o * len..(o + 1) * len];
-        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / len as f64;
-        let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / len as f64;
+        let (mean, var) = norm::moments(row);
         let inv = 1.0 / (var + epsilon as f64).sqrt();
-        for (y, &v) in out[o * len..(o + 1) * len].iter_mut().zip(row) {
-            *y = ((v as f64 - mean) * inv) as f32;
+        let y = &mut out[o * len..(o + 1) * len];
+        let normalized = |v: f32| ((v as f64 - mean) * inv) as f32;
+        match (fused, bias) {
+            (true, Some((b, _))) => {
+                for (((y, &v), &s), &b) in y.iter_mut().zip(row).zip(scale.0).zip(b) {
+                    *y = normalized(v) * s + b;
+                }
+            }
+            (true, None) => {
+                for ((y, &v), &s) in y.iter_mut().zip(row).zip(scale.0) {
+                    *y = normalized(v) * s;
+                }
+            }
+            (false, _) => {
+                for (y, &v) in y.iter_mut().zip(row) {
+                    *y = normalized(v);
+                }
+            }
         }
+    }
+    if fused {
+        return Ok(Value::F32(out, shape.to_vec()));
     }
     let scaled = broadcast(&out, shape, scale.0, scale.1, |x, s| x * s)?;
     match bias {
@@ -248,6 +277,41 @@ fn split(shape: &[usize], from: usize, to: usize) -> (usize, usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layer_norm_in_one_pass_equals_broadcasting_afterwards() {
+        let x: Vec<f32> = (0..24)
+            .map(|i| ((i * 37) % 11) as f32 * 0.7 - 2.0)
+            .collect();
+        let (s, b) = ([0.5f32, -1.0, 2.0, 1.5], [0.1f32, 0.2, -0.3, 0.0]);
+        // [1, 4] is over the normalized axis (one pass); the same values repeated as [3, 4]
+        // broadcast afterwards.
+        let rep = |v: &[f32]| v.repeat(3);
+        let one_pass = layer_norm(&x, &[2, 3, 4], (&s, &[1, 4]), Some((&b, &[4])), -1, 1e-5);
+        let (rs, rb) = (rep(&s), rep(&b));
+        let after = layer_norm(
+            &x,
+            &[2, 3, 4],
+            (&rs, &[3, 4]),
+            Some((&rb, &[3, 4])),
+            -1,
+            1e-5,
+        );
+        assert_eq!(one_pass.unwrap(), after.unwrap());
+        let one_pass = layer_norm(&x, &[2, 3, 4], (&s, &[4]), None, -1, 1e-5).unwrap();
+        let after = layer_norm(&x, &[2, 3, 4], (&rs, &[3, 4]), None, -1, 1e-5).unwrap();
+        assert_eq!(one_pass, after);
+        // Each normalized row has mean 0 and variance 1 before the affine.
+        let Value::F32(y, _) = layer_norm(&x, &[6, 4], (&[1.0; 4], &[4]), None, -1, 0.0).unwrap()
+        else {
+            panic!("float output")
+        };
+        for row in y.chunks(4) {
+            let mean = row.iter().sum::<f32>() / 4.0;
+            let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 4.0;
+            assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5, "{row:?}");
+        }
+    }
 
     #[test]
     fn tanh_is_within_a_few_rounding_steps_of_the_true_value() {
