@@ -4,23 +4,43 @@ use std::sync::Mutex;
 
 use anyhow::ensure;
 use mf_kernels::Isa;
+use mf_kernels::activation::exp;
 use mf_kernels::norm::{self, PlaneAffine};
 
 use super::{broadcast, normalized_axis};
 use crate::tensor::Value;
 
-/// Softmax (opset 13) along `axis`.
+/// Softmax (opset 13) along `axis`: `exp(x − max)` in f32 with the kernels' portable `exp`
+/// (vectorizes), summed and divided in f64.
 pub fn softmax(x: &[f32], shape: &[usize], axis: i64) -> anyhow::Result<Value> {
     let a = normalized_axis(axis, shape.len(), "Softmax")?;
     let (outer, len, inner) = split(shape, a, a + 1);
     let mut out = vec![0f32; x.len()];
+    if inner == 1 {
+        // The last axis (attention scores): contiguous rows.
+        for (row, y) in x
+            .chunks(len.max(1))
+            .zip(out.chunks_mut(len.max(1)))
+            .take(outer)
+        {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            for (y, &v) in y.iter_mut().zip(row) {
+                *y = exp(v - max);
+            }
+            let sum: f64 = y.iter().map(|&e| e as f64).sum();
+            for y in y.iter_mut() {
+                *y = (*y as f64 / sum) as f32;
+            }
+        }
+        return Ok(Value::F32(out, shape.to_vec()));
+    }
     for o in 0..outer {
         for i in 0..inner {
             let at = |j: usize| o * len * inner + j * inner + i;
             let max = (0..len).map(|j| x[at(j)]).fold(f32::NEG_INFINITY, f32::max);
-            let sum: f64 = (0..len).map(|j| ((x[at(j)] - max) as f64).exp()).sum();
+            let sum: f64 = (0..len).map(|j| exp(x[at(j)] - max) as f64).sum();
             for j in 0..len {
-                out[at(j)] = (((x[at(j)] - max) as f64).exp() / sum) as f32;
+                out[at(j)] = (exp(x[at(j)] - max) as f64 / sum) as f32;
             }
         }
     }
@@ -277,6 +297,30 @@ fn split(shape: &[usize], from: usize, to: usize) -> (usize, usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn softmax_matches_f64_along_any_axis() {
+        let x: Vec<f32> = (0..30)
+            .map(|i| ((i * 53) % 17) as f32 * 1.3 - 9.0)
+            .collect();
+        // [5, 6] along the last axis, and its transpose [6, 5] along the first.
+        let Value::F32(last, _) = softmax(&x, &[5, 6], -1).unwrap() else {
+            panic!("float output")
+        };
+        let xt: Vec<f32> = (0..30).map(|i| x[(i % 5) * 6 + i / 5]).collect();
+        let Value::F32(first, _) = softmax(&xt, &[6, 5], 0).unwrap() else {
+            panic!("float output")
+        };
+        for (r, row) in x.chunks(6).enumerate() {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+            for (j, &v) in row.iter().enumerate() {
+                let want = (v as f64 - max).exp() / sum;
+                assert!((last[r * 6 + j] as f64 - want).abs() < 1e-6 * want.max(1e-3));
+                assert_eq!(first[j * 5 + r], last[r * 6 + j]);
+            }
+        }
+    }
 
     #[test]
     fn layer_norm_in_one_pass_equals_broadcasting_afterwards() {
