@@ -137,6 +137,52 @@ impl Slotted {
     }
 }
 
+/// What a run keeps for the next: the convolutions' buffers and spare float buffers.
+#[derive(Default)]
+struct RunBuffers {
+    conv: ConvScratch,
+    floats: FloatPool,
+}
+
+/// Float buffers of values no later step reads, kept for later steps' outputs (a fresh
+/// allocation of a large output is faulted in page by page).
+#[derive(Default)]
+struct FloatPool(Vec<Vec<f32>>);
+
+/// The most buffers a [`FloatPool`] keeps.
+const POOLED: usize = 4;
+
+impl FloatPool {
+    /// `len` zeros, in the smallest kept buffer that holds them, or in a new one.
+    fn take(&mut self, len: usize) -> Vec<f32> {
+        let fits = self
+            .0
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() >= len);
+        match fits.min_by_key(|(_, b)| b.capacity()).map(|(i, _)| i) {
+            Some(i) => {
+                let mut buffer = self.0.swap_remove(i);
+                buffer.clear();
+                buffer.resize(len, 0.0);
+                buffer
+            }
+            None => vec![0.0; len],
+        }
+    }
+
+    /// Keeps `buffer` (in place of the smallest kept one when full).
+    fn give(&mut self, buffer: Vec<f32>) {
+        if self.0.len() < POOLED {
+            self.0.push(buffer);
+        } else if let Some(smallest) = self.0.iter_mut().min_by_key(|b| b.capacity())
+            && smallest.capacity() < buffer.capacity()
+        {
+            *smallest = buffer;
+        }
+    }
+}
+
 /// A compiled model: steps over numbered value slots, constants pre-filled.
 pub struct NativeEngine {
     steps: Vec<Slotted>,
@@ -144,9 +190,9 @@ pub struct NativeEngine {
     inputs: Vec<(String, usize)>,
     output: usize,
     isa: Isa,
-    /// The convolutions' buffers, shared by its steps and kept from run to run (a run that
-    /// finds them taken by a concurrent one brings its own).
-    scratch: Mutex<ConvScratch>,
+    /// The convolutions' buffers and spare float buffers, shared by its steps and kept from
+    /// run to run (a run that finds them taken by a concurrent one brings its own).
+    scratch: Mutex<RunBuffers>,
     /// Per slot, the last step that reads it (`usize::MAX` for the output and unread
     /// values): a computed value is dropped after it, or handed on when that step only
     /// relabels its shape.
@@ -390,8 +436,11 @@ impl NativeEngine {
             Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
             Err(TryLockError::WouldBlock) => None,
         };
-        let mut own = ConvScratch::default();
-        let scratch = kept.as_deref_mut().unwrap_or(&mut own);
+        let mut own = RunBuffers::default();
+        let RunBuffers {
+            conv: scratch,
+            floats,
+        } = kept.as_deref_mut().unwrap_or(&mut own);
         for (name, value) in inputs {
             let slot = self.inputs.iter().find(|(n, _)| n == name).map(|&(_, s)| s);
             let slot = slot.with_context(|| format!("the model has no input {name:?}"))?;
@@ -406,7 +455,7 @@ impl NativeEngine {
                     written,
                 } => {
                     let value = self.lookup(&env, *input)?;
-                    env[*output] = Some(dense(packed, value, *written)?);
+                    env[*output] = Some(dense(packed, value, *written, floats)?);
                 }
                 Slotted::Conv {
                     input,
@@ -415,7 +464,7 @@ impl NativeEngine {
                     written,
                 } => {
                     let value = self.lookup(&env, *input)?;
-                    env[*output] = Some(convolve(packed, value, *written, scratch)?);
+                    env[*output] = Some(convolve(packed, value, *written, scratch, floats)?);
                 }
                 Slotted::Norm {
                     input,
@@ -436,7 +485,7 @@ impl NativeEngine {
                         .with_context(context)?
                     {
                         env[*output] = Some(value);
-                        self.drop_last_reads(&mut env, step, i);
+                        self.drop_last_reads(&mut env, step, i, floats);
                         continue;
                     }
                     let args = inputs
@@ -456,7 +505,7 @@ impl NativeEngine {
                     env[*output] = Some(out);
                 }
             }
-            self.drop_last_reads(&mut env, step, i);
+            self.drop_last_reads(&mut env, step, i, floats);
         }
         // A graph may return one of its constants (a folded Constant node) as it is.
         match env[self.output].take() {
@@ -468,10 +517,19 @@ impl NativeEngine {
     }
 
     /// Values no later step than `i` reads are dropped (constants stay in their own table).
-    fn drop_last_reads(&self, env: &mut [Option<Value>], step: &Slotted, i: usize) {
+    /// Their float buffers are kept for later steps' outputs.
+    fn drop_last_reads(
+        &self,
+        env: &mut [Option<Value>],
+        step: &Slotted,
+        i: usize,
+        floats: &mut FloatPool,
+    ) {
         for &slot in step.inputs() {
-            if self.last_use[slot] == i {
-                env[slot] = None;
+            if self.last_use[slot] == i
+                && let Some(Value::F32(buffer, _)) = env[slot].take()
+            {
+                floats.give(buffer);
             }
         }
     }
@@ -570,7 +628,12 @@ fn fold_constants(
 
 /// Runs one fused dense layer on f32 values (or on uint8 codes an int8 layer before it wrote),
 /// writing what `written` says.
-fn dense(packed: &Packed, value: &Value, written: Written) -> anyhow::Result<Value> {
+fn dense(
+    packed: &Packed,
+    value: &Value,
+    written: Written,
+    floats: &mut FloatPool,
+) -> anyhow::Result<Value> {
     // Every leading dimension is a row: [N, T, K] (a DiT's tokens) is N·T rows of K.
     let shape = value.shape();
     ensure!(!shape.is_empty(), "dense layer input of shape {shape:?}");
@@ -580,7 +643,7 @@ fn dense(packed: &Packed, value: &Value, written: Written) -> anyhow::Result<Val
     match packed {
         Packed::F32(p) => {
             let (x, _) = value.f32("fp32 dense layer input")?;
-            let mut out = vec![0f32; m * p.n()];
+            let mut out = floats.take(m * p.n());
             gemm_f32(p, x, m, &mut out)?;
             Ok(Value::F32(out, out_shape(p.n())))
         }
@@ -595,7 +658,7 @@ fn dense(packed: &Packed, value: &Value, written: Written) -> anyhow::Result<Val
                 gemm_i8(p, input, m, Output::U8(&mut codes, params))?;
                 return Ok(Value::U8(codes, shape));
             }
-            let mut out = vec![0f32; m * p.n()];
+            let mut out = floats.take(m * p.n());
             let floats = written.floats(&mut out).expect("codes returned above");
             gemm_i8(p, input, m, floats)?;
             Ok(Value::F32(out, shape))
@@ -610,6 +673,7 @@ fn convolve(
     value: &Value,
     written: Written,
     scratch: &mut ConvScratch,
+    floats: &mut FloatPool,
 ) -> anyhow::Result<Value> {
     // uint8 codes come from an int8 convolution before that wrote this one's input codes.
     let (input, shape) = match value {
@@ -640,7 +704,7 @@ fn convolve(
             let Input::F32(x) = input else {
                 bail!("a float convolution was given uint8 codes")
             };
-            let mut out = vec![0f32; len];
+            let mut out = floats.take(len);
             conv_f32(p, x, size, &mut out, scratch)?;
             Value::F32(out, out_shape)
         }
@@ -649,9 +713,9 @@ fn convolve(
             conv_i8(p, input, size, Output::U8(&mut out, params), scratch)?;
             Value::U8(out, out_shape)
         }
-        (PackedConv::I8(p), floats) => {
-            let mut out = vec![0f32; len];
-            let output = floats.floats(&mut out).expect("codes matched above");
+        (PackedConv::I8(p), float_output) => {
+            let mut out = floats.take(len);
+            let output = float_output.floats(&mut out).expect("codes matched above");
             conv_i8(p, input, size, output, scratch)?;
             Value::F32(out, out_shape)
         }
@@ -1278,6 +1342,7 @@ mod tests {
     #[test]
     fn chained_codes_equal_quantizing_the_float_output() {
         let isa = Isa::select().expect("a kernel family");
+        let mut pool = FloatPool::default();
         let (m, n, k) = (5, 37, 70);
         let input = QuantParams::from_range(-1.0, 1.0);
         let next = QuantParams::from_range(-0.3, 2.5);
@@ -1293,14 +1358,16 @@ mod tests {
         .unwrap();
         let packed = Packed::I8(layer);
         let x = Value::F32(values(m * k, 3), vec![m, k]);
-        let Value::F32(floats, _) = dense(&packed, &x, Written::Float).unwrap() else {
+        let Value::F32(floats, _) = dense(&packed, &x, Written::Float, &mut pool).unwrap() else {
             panic!("f32 output expected")
         };
-        let Value::U8(codes, shape) = dense(&packed, &x, Written::Codes(next)).unwrap() else {
+        let Value::U8(codes, shape) = dense(&packed, &x, Written::Codes(next), &mut pool).unwrap()
+        else {
             panic!("codes expected")
         };
         // Rounded output: the codes read back, as the DequantizeLinear it absorbs reads them.
-        let Value::F32(rounded, _) = dense(&packed, &x, Written::Rounded(next)).unwrap() else {
+        let Value::F32(rounded, _) = dense(&packed, &x, Written::Rounded(next), &mut pool).unwrap()
+        else {
             panic!("f32 output expected")
         };
         let read_back: Vec<f32> = codes.iter().map(|&q| next.dequantize(q)).collect();
@@ -1322,9 +1389,38 @@ mod tests {
             )
             .unwrap(),
         );
-        let from_codes = dense(&second, &Value::U8(codes, vec![m, n]), Written::Float).unwrap();
-        let from_floats = dense(&second, &Value::F32(floats, vec![m, n]), Written::Float).unwrap();
+        let from_codes = dense(
+            &second,
+            &Value::U8(codes, vec![m, n]),
+            Written::Float,
+            &mut pool,
+        )
+        .unwrap();
+        let from_floats = dense(
+            &second,
+            &Value::F32(floats, vec![m, n]),
+            Written::Float,
+            &mut pool,
+        )
+        .unwrap();
         assert_eq!(from_codes, from_floats);
+    }
+
+    #[test]
+    fn pooled_buffers_come_back_zeroed_and_the_largest_are_kept() {
+        let mut pool = FloatPool::default();
+        pool.give(vec![7.0; 100]);
+        let reused = pool.take(60);
+        assert_eq!(reused, vec![0.0; 60]);
+        assert!(reused.capacity() >= 100, "the kept buffer is reused");
+        assert_eq!(pool.take(10), vec![0.0; 10], "a new one when none is kept");
+        for len in 1..=POOLED + 2 {
+            pool.give(vec![1.0; len * 10]);
+        }
+        let mut kept: Vec<usize> = pool.0.iter().map(|b| b.len()).collect();
+        kept.sort();
+        let largest: Vec<usize> = (3..=POOLED + 2).map(|l| l * 10).collect();
+        assert_eq!(kept, largest);
     }
 
     /// A float initializer.
