@@ -192,7 +192,7 @@ pub struct NativeEngine {
     isa: Isa,
     /// The convolutions' buffers and spare float buffers, shared by its steps and kept from
     /// run to run (a run that finds them taken by a concurrent one brings its own).
-    scratch: Mutex<RunBuffers>,
+    buffers: Mutex<RunBuffers>,
     /// Per slot, the last step that reads it (`usize::MAX` for the output and unread
     /// values): a computed value is dropped after it, or handed on when that step only
     /// relabels its shape.
@@ -389,7 +389,7 @@ impl NativeEngine {
             inputs,
             output,
             isa,
-            scratch: Mutex::default(),
+            buffers: Mutex::default(),
             last_use,
         })
     }
@@ -431,7 +431,7 @@ impl NativeEngine {
         let mut env: Vec<Option<Value>> = (0..self.constants.len()).map(|_| None).collect();
         // The kept buffers, or (while another thread's run of this engine holds them) buffers
         // of this run's own; a panic in an earlier run leaves the kept ones as valid as before.
-        let mut kept = match self.scratch.try_lock() {
+        let mut kept = match self.buffers.try_lock() {
             Ok(guard) => Some(guard),
             Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
             Err(TryLockError::WouldBlock) => None,
@@ -551,11 +551,9 @@ impl NativeEngine {
         if !matches!(op, "Add" | "Sub" | "Mul" | "Div") || first == second {
             return Ok(None);
         }
-        let commutative = matches!(op, "Add" | "Mul");
-        for (own, other) in [(first, second), (second, first)] {
-            if own == second && !commutative {
-                break;
-            }
+        // Either operand of a commutative op may lend its buffer; otherwise only the first.
+        let lenders = if matches!(op, "Add" | "Mul") { 2 } else { 1 };
+        for (own, other) in [(first, second), (second, first)].into_iter().take(lenders) {
             if self.last_use[own] != i || !matches!(env[own], Some(Value::F32(..))) {
                 continue;
             }

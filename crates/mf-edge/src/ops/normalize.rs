@@ -133,14 +133,15 @@ pub fn instance_norm(
     let mut out = vec![0f32; x.len()];
     for (i, (row, y)) in x.chunks(plane).zip(out.chunks_mut(plane)).enumerate() {
         let c = i % channels;
-        norm::affine(row, y, &plane_affine(row, scale[c], bias[c], epsilon, None));
+        let p = plane_affine(norm::moments(row), scale[c], bias[c], epsilon, None);
+        norm::affine(row, y, &p);
     }
     Ok(Value::F32(out, shape.to_vec()))
 }
 
-/// InstanceNormalization's pass over one plane, with a following per-channel `(γ, β)` and
-/// SiLU if given; the moments computed by `moments`.
-fn plane_affine_with(
+/// InstanceNormalization's pass over one plane of these moments, with a following
+/// per-channel `(γ, β)` and SiLU if given.
+fn plane_affine(
     (mean, var): (f64, f64),
     scale: f32,
     bias: f32,
@@ -156,17 +157,6 @@ fn plane_affine_with(
         beta,
         silu,
     }
-}
-
-/// [`plane_affine_with`] on the portable moments of `row`.
-fn plane_affine(
-    row: &[f32],
-    scale: f32,
-    bias: f32,
-    epsilon: f32,
-    then: Option<(f32, f32, bool)>,
-) -> PlaneAffine {
-    plane_affine_with(norm::moments(row), scale, bias, epsilon, then)
 }
 
 /// GroupNorm as mf-export writes it, in one pass over the data with the kernels of `isa`:
@@ -231,12 +221,7 @@ pub fn group_norm(
                     let c = (g * group_plane / plane + k) % channels;
                     let then = Some((gamma[c], beta[c], silu));
                     let (s, b) = (scale[g % groups], bias[g % groups]);
-                    norm::plane_affine(
-                        isa,
-                        row,
-                        y,
-                        &plane_affine_with(moments, s, b, epsilon, then),
-                    )?;
+                    norm::plane_affine(isa, row, y, &plane_affine(moments, s, b, epsilon, then))?;
                 }
                 Ok(())
             });
