@@ -2,9 +2,13 @@
 //! requantized uint8 output. Written as straight loops over slices so that each ISA module can
 //! compile it under its own target features (see `epilogue_for!`), where LLVM vectorizes it.
 //! Vectorized or not, each element goes through the same IEEE operations as
-//! [`crate::reference::finish_i8`], so every kernel's output stays bit-identical.
+//! [`crate::reference::finish_i8`], so every kernel's output stays bit-identical; only the
+//! quotient `x / scale` of quantizing may be taken another way that rounds to the same value
+//! ([`crate::quant::Fused`] where the family has FMA).
 use crate::activation::Activation;
-use crate::quant::QuantParams;
+use core::marker::PhantomData;
+
+use crate::quant::{Divide, QuantParams};
 use crate::reference::{finish_f32, finish_i8};
 
 /// The longest tile row (`nr`) of any kernel.
@@ -102,7 +106,7 @@ pub(crate) struct TileAt<'a> {
 /// # Safety
 /// The tile's outputs are in bounds and owned by the caller's thread.
 #[inline(always)]
-pub(crate) unsafe fn finish_tile_i8(
+pub(crate) unsafe fn finish_tile_i8<D: Divide>(
     acc: &[i32],
     at: &TileAt<'_>,
     cols: &ColumnsI8<'_>,
@@ -112,7 +116,7 @@ pub(crate) unsafe fn finish_tile_i8(
         // SAFETY: rows row0..row0+rows and columns col0..col0+cols lie inside the output (the
         // caller's contract), and this thread alone writes this tile.
         let out = unsafe { at.sink.row(at.row0 + i, at.col0, at.cols) };
-        finish_row_i8(&sums[..at.cols], cols, act, out);
+        finish_row_i8::<D>(&sums[..at.cols], cols, act, out);
     }
 }
 
@@ -121,12 +125,17 @@ pub(crate) unsafe fn finish_tile_i8(
 /// # Safety
 /// As for [`finish_tile_i8`].
 #[inline(always)]
-pub(crate) unsafe fn finish_tile_f32(acc: &[f32], at: &TileAt<'_>, bias: &[f32], act: Activation) {
+pub(crate) unsafe fn finish_tile_f32<D: Divide>(
+    acc: &[f32],
+    at: &TileAt<'_>,
+    bias: &[f32],
+    act: Activation,
+) {
     for (i, sums) in acc.chunks_exact(at.nr).take(at.rows).enumerate() {
         // SAFETY: rows row0..row0+rows and columns col0..col0+cols lie inside the output (the
         // caller's contract), and this thread alone writes this tile.
         let out = unsafe { at.sink.row(at.row0 + i, at.col0, at.cols) };
-        finish_row_f32(&sums[..at.cols], bias, act, out);
+        finish_row_f32::<D>(&sums[..at.cols], bias, act, out);
     }
 }
 
@@ -137,106 +146,200 @@ pub(crate) struct ColumnsI8<'a> {
     pub bias: &'a [f32],
 }
 
-/// Finishes one int8 tile row: `act(f32(acc + corr) · scale + bias)`.
+/// Finishes one int8 tile row: `act(f32(acc + corr) · scale + bias)`, stored as `out` asks.
 #[inline(always)]
-pub(crate) fn finish_row_i8(acc: &[i32], cols: &ColumnsI8<'_>, act: Activation, out: RowOut<'_>) {
+pub(crate) fn finish_row_i8<D: Divide>(
+    acc: &[i32],
+    cols: &ColumnsI8<'_>,
+    act: Activation,
+    out: RowOut<'_>,
+) {
     let n = acc.len();
-    let (corr, scale, bias) = (&cols.corr[..n], &cols.scale[..n], &cols.bias[..n]);
-    let mut tmp = [0f32; MAX_NR];
-    let (dst, requantize) = split_out(out, &mut tmp, n);
+    match out {
+        RowOut::F32(dst) => finish_values_i8(acc, cols, act, &mut dst[..n], AsIs),
+        RowOut::U8(codes, params) => {
+            finish_values_i8(acc, cols, act, &mut codes[..n], Coded::<D>::new(params))
+        }
+        RowOut::Requantized(dst, params) => {
+            finish_values_i8(acc, cols, act, &mut dst[..n], OnGrid::<D>::new(params))
+        }
+    }
+}
+
+/// Finishes one fp32 tile row: `act(acc + bias)`, stored as `out` asks.
+#[inline(always)]
+pub(crate) fn finish_row_f32<D: Divide>(
+    acc: &[f32],
+    bias: &[f32],
+    act: Activation,
+    out: RowOut<'_>,
+) {
+    let n = acc.len();
+    match out {
+        RowOut::F32(dst) => finish_values_f32(acc, bias, act, &mut dst[..n], AsIs),
+        RowOut::U8(codes, params) => {
+            finish_values_f32(acc, bias, act, &mut codes[..n], Coded::<D>::new(params))
+        }
+        RowOut::Requantized(dst, params) => {
+            finish_values_f32(acc, bias, act, &mut dst[..n], OnGrid::<D>::new(params))
+        }
+    }
+}
+
+/// One pass over an int8 row: each value finished and stored in the same iteration. (Two passes
+/// through a staging row made the second pass's wide loads wait on the first pass's narrower
+/// stores: the loads could not be forwarded from them.)
+#[inline(always)]
+fn finish_values_i8<S: Store>(
+    acc: &[i32],
+    cols: &ColumnsI8<'_>,
+    act: Activation,
+    dst: &mut [S::Value],
+    store: S,
+) {
+    let n = dst.len();
+    let (acc, corr, scale, bias) = (
+        &acc[..n],
+        &cols.corr[..n],
+        &cols.scale[..n],
+        &cols.bias[..n],
+    );
     // Plain indexed loops with the activation hoisted: closures would not inherit the
     // caller's target features and would block vectorization.
     match act {
         Activation::None => {
             for j in 0..n {
-                dst[j] = finish_i8(
-                    acc[j].wrapping_add(corr[j]),
-                    scale[j],
-                    bias[j],
-                    Activation::None,
-                );
+                let sum = acc[j].wrapping_add(corr[j]);
+                dst[j] = store.value(finish_i8(sum, scale[j], bias[j], Activation::None));
             }
         }
         Activation::Silu => {
             for j in 0..n {
-                dst[j] = finish_i8(
-                    acc[j].wrapping_add(corr[j]),
-                    scale[j],
-                    bias[j],
-                    Activation::Silu,
-                );
+                let sum = acc[j].wrapping_add(corr[j]);
+                dst[j] = store.value(finish_i8(sum, scale[j], bias[j], Activation::Silu));
             }
         }
     }
-    finish(dst, requantize);
 }
 
-/// Finishes one fp32 tile row: `act(acc + bias)`.
+/// One pass over an fp32 row, as [`finish_values_i8`].
 #[inline(always)]
-pub(crate) fn finish_row_f32(acc: &[f32], bias: &[f32], act: Activation, out: RowOut<'_>) {
-    let n = acc.len();
-    let bias = &bias[..n];
-    let mut tmp = [0f32; MAX_NR];
-    let (dst, requantize) = split_out(out, &mut tmp, n);
+fn finish_values_f32<S: Store>(
+    acc: &[f32],
+    bias: &[f32],
+    act: Activation,
+    dst: &mut [S::Value],
+    store: S,
+) {
+    let n = dst.len();
+    let (acc, bias) = (&acc[..n], &bias[..n]);
     match act {
         Activation::None => {
             for j in 0..n {
-                dst[j] = finish_f32(acc[j], bias[j], Activation::None);
+                dst[j] = store.value(finish_f32(acc[j], bias[j], Activation::None));
             }
         }
         Activation::Silu => {
             for j in 0..n {
-                dst[j] = finish_f32(acc[j], bias[j], Activation::Silu);
+                dst[j] = store.value(finish_f32(acc[j], bias[j], Activation::Silu));
             }
         }
     }
-    finish(dst, requantize);
 }
 
-/// What a row's f32 values still need once computed.
-enum Then<'a> {
-    /// Nothing: they are the output.
-    Done,
-    /// Quantized into these codes.
-    Codes(&'a mut [u8], QuantParams),
-    /// Rounded to this grid in place.
-    Round(QuantParams),
+/// How a finished f32 value is stored.
+trait Store: Copy {
+    /// The stored element.
+    type Value;
+    /// The element stored for the finished value `y`.
+    fn value(self, y: f32) -> Self::Value;
 }
 
-/// Where the f32 values of a row go first: straight to f32 output (rounded there afterwards
-/// for requantized output), or to `tmp` when they become codes.
-#[inline(always)]
-fn split_out<'a>(
-    out: RowOut<'a>,
-    tmp: &'a mut [f32; MAX_NR],
-    n: usize,
-) -> (&'a mut [f32], Then<'a>) {
-    match out {
-        RowOut::F32(dst) => (&mut dst[..n], Then::Done),
-        RowOut::U8(codes, params) => (&mut tmp[..n], Then::Codes(&mut codes[..n], params)),
-        RowOut::Requantized(dst, params) => (&mut dst[..n], Then::Round(params)),
+/// The f32 value itself.
+#[derive(Clone, Copy)]
+struct AsIs;
+
+impl Store for AsIs {
+    type Value = f32;
+    #[inline(always)]
+    fn value(self, y: f32) -> f32 {
+        y
     }
 }
 
-/// Applies what [`split_out`] left for the row's values `dst`.
-#[inline(always)]
-fn finish(dst: &mut [f32], then: Then<'_>) {
-    match then {
-        Then::Done => {}
-        Then::Codes(codes, params) => quantize_slice(dst, params, codes),
-        Then::Round(params) => {
-            for v in dst.iter_mut() {
-                *v = params.dequantize(params.quantize(*v));
-            }
+/// The value's uint8 code.
+struct Coded<D> {
+    params: QuantParams,
+    inv: f32,
+    divide: PhantomData<D>,
+}
+
+/// The value rounded to a uint8 grid, as f32.
+struct OnGrid<D> {
+    params: QuantParams,
+    inv: f32,
+    divide: PhantomData<D>,
+}
+
+impl<D> Clone for Coded<D> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<D> Copy for Coded<D> {}
+impl<D> Clone for OnGrid<D> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<D> Copy for OnGrid<D> {}
+
+impl<D> Coded<D> {
+    #[inline(always)]
+    fn new(params: QuantParams) -> Self {
+        let inv = 1.0 / params.scale;
+        Coded {
+            params,
+            inv,
+            divide: PhantomData,
         }
+    }
+}
+
+impl<D> OnGrid<D> {
+    #[inline(always)]
+    fn new(params: QuantParams) -> Self {
+        let inv = 1.0 / params.scale;
+        OnGrid {
+            params,
+            inv,
+            divide: PhantomData,
+        }
+    }
+}
+
+impl<D: Divide> Store for Coded<D> {
+    type Value = u8;
+    #[inline(always)]
+    fn value(self, y: f32) -> u8 {
+        self.params.quantize_by::<D>(y, self.inv)
+    }
+}
+
+impl<D: Divide> Store for OnGrid<D> {
+    type Value = f32;
+    #[inline(always)]
+    fn value(self, y: f32) -> f32 {
+        self.params.round_to_grid::<D>(y, self.inv)
     }
 }
 
 /// Quantizes a slice of f32 to uint8 codes (the input side of an int8 layer).
 #[inline(always)]
-pub(crate) fn quantize_slice(x: &[f32], params: QuantParams, codes: &mut [u8]) {
+pub(crate) fn quantize_slice<D: Divide>(x: &[f32], params: QuantParams, codes: &mut [u8]) {
+    let inv = 1.0 / params.scale;
     for (q, &v) in codes.iter_mut().zip(x) {
-        *q = params.quantize(v);
+        *q = params.quantize_by::<D>(v, inv);
     }
 }
 
@@ -267,7 +370,7 @@ macro_rules! epilogue_for {
         ) {
             // SAFETY: the caller holds this function's contract, which is `finish_tile_*`'s (the tile's
             // outputs are in bounds and owned by this thread).
-            unsafe { $crate::epilogue::finish_tile_i8(acc, at, cols, act) }
+            unsafe { $crate::epilogue::finish_tile_i8::<$crate::quant::Fused>(acc, at, cols, act) }
         }
 
         #[target_feature(enable = $features)]
@@ -279,12 +382,12 @@ macro_rules! epilogue_for {
         ) {
             // SAFETY: the caller holds this function's contract, which is `finish_tile_*`'s (the tile's
             // outputs are in bounds and owned by this thread).
-            unsafe { $crate::epilogue::finish_tile_f32(acc, at, bias, act) }
+            unsafe { $crate::epilogue::finish_tile_f32::<$crate::quant::Fused>(acc, at, bias, act) }
         }
 
         #[target_feature(enable = $features)]
         fn quantize(x: &[f32], params: $crate::QuantParams, codes: &mut [u8]) {
-            $crate::epilogue::quantize_slice(x, params, codes)
+            $crate::epilogue::quantize_slice::<$crate::quant::Fused>(x, params, codes)
         }
 
         #[target_feature(enable = $features)]

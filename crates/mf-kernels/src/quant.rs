@@ -34,7 +34,14 @@ impl QuantParams {
     /// `clamp(round_half_even(x / scale) + zp, 0, 255)`; NaN maps to the zero point.
     #[inline(always)]
     pub fn quantize(self, x: f32) -> u8 {
-        let v = x / self.scale;
+        self.quantize_by::<Divided>(x, 1.0)
+    }
+
+    /// [`QuantParams::quantize`] with the quotient `x / scale` taken by `D`, given
+    /// `inv = 1 / scale` (which [`Divided`] ignores).
+    #[inline(always)]
+    pub(crate) fn quantize_by<D: Divide>(self, x: f32, inv: f32) -> u8 {
+        let v = D::quotient(x, self.scale, inv);
         // Clamping keeps the magic-number rounding exact; the rounded integer is then read
         // from the sum's mantissa bits, which vectorizes (a saturating `as i32` does not).
         let v = if v.is_nan() {
@@ -47,10 +54,62 @@ impl QuantParams {
         r.clamp(0, 255) as u8
     }
 
+    /// `dequantize(quantize(x))`, what a QuantizeLinear → DequantizeLinear pair gives, taken in
+    /// float arithmetic without the codes: the quotient rounded to an integer, clamped to the
+    /// codes' range around the zero point, times the scale. Bit-identical to the pair (unit
+    /// test), with the quotient taken by `D` given `inv = 1 / scale`.
+    #[inline(always)]
+    pub(crate) fn round_to_grid<D: Divide>(self, x: f32, inv: f32) -> f32 {
+        let v = D::quotient(x, self.scale, inv);
+        let v = if v.is_nan() { 0.0 } else { v };
+        // Below 2^22 in magnitude the magic sum rounds half to even; beyond it both sides are
+        // far outside the codes' range and clamp alike.
+        let rounded = (v + ROUND_MAGIC) - ROUND_MAGIC;
+        let zp = self.zero_point as f32;
+        // `0.0 - zp`, not `-zp`: a zero point of 0 must clamp to +0.0 (the pair's (0 − 0)·scale).
+        rounded.clamp(0.0 - zp, 255.0 - zp) * self.scale
+    }
+
     /// `scale · (q − zp)`.
     #[inline]
     pub fn dequantize(self, q: u8) -> f32 {
         (q as i32 - self.zero_point as i32) as f32 * self.scale
+    }
+}
+
+/// How quantizing divides by the scale. Either way the code is ONNX's, `round(x / scale)` with
+/// the quotient rounded once; the strategies differ only in the instructions they need.
+pub(crate) trait Divide {
+    /// `x / scale`, rounded to nearest, for `scale > 0` with `inv = 1 / scale` rounded to nearest.
+    fn quotient(x: f32, scale: f32, inv: f32) -> f32;
+}
+
+/// An IEEE division (`vdivps`): what the scalar family, which may lack FMA, uses.
+pub(crate) struct Divided;
+
+impl Divide for Divided {
+    #[inline(always)]
+    fn quotient(x: f32, scale: f32, _inv: f32) -> f32 {
+        x / scale
+    }
+}
+
+/// Markstein's correction: `q = x · inv`, then `q + (x − q · scale) · inv` with both steps
+/// fused, which is the correctly rounded quotient whenever `q` is within an ulp of it and the
+/// residual does not underflow (Muller et al., *Handbook of Floating-Point Arithmetic*, the
+/// division theorems of ch. 4). Underflow happens only for quotients far below 0.5, whose code
+/// is the zero point either way; quotients beyond ±512 saturate either way, so `q` is clamped
+/// there first (an infinite `q` would turn the residual into NaN). Three multiply-adds instead
+/// of a division: only for families compiled with FMA (a libm `fmaf` call would be slower).
+/// The unit test holds it to [`Divided`] on every code.
+pub(crate) struct Fused;
+
+impl Divide for Fused {
+    #[inline(always)]
+    fn quotient(x: f32, scale: f32, inv: f32) -> f32 {
+        let q = (x * inv).clamp(-512.0, 512.0);
+        let residual = (-q).mul_add(scale, x);
+        residual.mul_add(inv, q)
     }
 }
 
@@ -98,6 +157,58 @@ mod tests {
         assert_eq!(p.quantize(1e30), 255);
         assert_eq!(p.quantize(f32::NAN), 10);
         assert_eq!(p.dequantize(12), 1.0);
+    }
+
+    #[test]
+    fn fused_quotient_and_float_rounding_give_the_division_s_codes() {
+        // Scales over 24 binades, values spread over the codes, on the half-way points between
+        // them (where a quotient one ulp off would round the other way), tiny, huge and
+        // non-finite.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            // xorshift64: reproducible draws without a dependency.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let specials = [0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, 1e-40];
+        let mut checked = 0;
+        for _ in 0..2_000 {
+            let scale = f32::from_bits(0x3380_0000 + (next() % 0x0c00_0000) as u32);
+            let zero_point = if next() % 4 == 0 { 0 } else { next() as u8 };
+            let p = QuantParams::new(scale, zero_point).unwrap();
+            let inv = 1.0 / scale;
+            for _ in 0..500 {
+                let draw = next();
+                let x = match draw % 4 {
+                    0 => ((draw >> 8) as u32 as f32 / u32::MAX as f32 - 0.5) * 700.0 * scale,
+                    1 => (((draw >> 8) % 1400) as f32 - 699.5) * scale,
+                    2 => f32::from_bits((draw >> 8) as u32),
+                    _ => specials[(draw >> 8) as usize % specials.len()],
+                };
+                let want = p.quantize(x);
+                assert_eq!(
+                    p.quantize_by::<Fused>(x, inv),
+                    want,
+                    "x {x:e}, scale {scale:e}"
+                );
+                let grid = p.dequantize(want).to_bits();
+                for got in [
+                    p.round_to_grid::<Divided>(x, inv),
+                    p.round_to_grid::<Fused>(x, inv),
+                ] {
+                    assert_eq!(
+                        got.to_bits(),
+                        grid,
+                        "x {x:e}, scale {scale:e}, zp {}",
+                        p.zero_point
+                    );
+                }
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 1_000_000);
     }
 
     #[test]

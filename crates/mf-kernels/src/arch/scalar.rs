@@ -3,6 +3,7 @@ use super::{AForm, F32Micro, I8Micro};
 use crate::epilogue::{
     ColumnsI8, Epilogue, TileAt, finish_tile_f32, finish_tile_i8, quantize_slice,
 };
+use crate::quant::Divided;
 use crate::{Activation, QuantParams};
 
 /// Scalar int8 tiles: 4×4, depth unit 1, u8 activations.
@@ -34,19 +35,19 @@ static EPILOGUE: Epilogue = Epilogue {
 };
 
 unsafe fn quantize(x: &[f32], params: QuantParams, codes: &mut [u8]) {
-    quantize_slice(x, params, codes)
+    quantize_slice::<Divided>(x, params, codes)
 }
 
 unsafe fn finish_i8(acc: &[i32], at: &TileAt<'_>, cols: &ColumnsI8<'_>, act: Activation) {
     // SAFETY: the caller holds this function's contract, which is `finish_tile_*`'s (the tile's
     // outputs are in bounds and owned by this thread).
-    unsafe { finish_tile_i8(acc, at, cols, act) }
+    unsafe { finish_tile_i8::<Divided>(acc, at, cols, act) }
 }
 
 unsafe fn finish_f32(acc: &[f32], at: &TileAt<'_>, bias: &[f32], act: Activation) {
     // SAFETY: the caller holds this function's contract, which is `finish_tile_*`'s (the tile's
     // outputs are in bounds and owned by this thread).
-    unsafe { finish_tile_f32(acc, at, bias, act) }
+    unsafe { finish_tile_f32::<Divided>(acc, at, bias, act) }
 }
 
 unsafe fn i8_tile(rows: usize, kb: usize, a: *const u8, lda: usize, b: *const i8, c: *mut i32) {
