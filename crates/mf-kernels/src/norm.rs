@@ -1,21 +1,21 @@
 //! Normalization planes (GroupNorm and InstanceNormalization as ONNX graphs write them): a
-//! plane's moments in f64, and the pass that normalizes it, applies the per-channel affine and
-//! SiLU. The bodies are plain Rust; each kernel family compiles them with its target features
+//! plane's moments (f32 lanes gathered into f64), and the pass that normalizes it in f32,
+//! applies the per-channel affine and SiLU. The bodies are plain Rust; each kernel family compiles them with its target features
 //! (wider vectors, the same operations in the same order), so every family gives the bits of
 //! [`moments`] and [`affine`].
 use crate::activation::exp;
 use crate::error::KernelError;
 use crate::isa::Isa;
 
-/// How one plane is normalized: `y = f32((x − mean) · gain + bias) · gamma + beta` (each step
-/// rounded as separate ONNX nodes round it: the normalization in f64 then to f32, the product
-/// and the sum in f32), then `y · sigmoid(y)` when `silu`.
+/// How one plane is normalized: `y = ((x − mean) · gain + bias) · gamma + beta` in f32, each
+/// step rounded (no fused multiply-add) as separate ONNX nodes round it, then `y · sigmoid(y)`
+/// when `silu`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PlaneAffine {
     /// The plane's mean.
-    pub mean: f64,
+    pub mean: f32,
     /// `scale / √(var + ε)`.
-    pub gain: f64,
+    pub gain: f32,
     /// The normalization's own bias.
     pub bias: f32,
     /// The channel's scale (1 for none).
@@ -32,33 +32,62 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
-/// A plane's mean and (biased) variance, summed in f64 over four interleaved partial sums.
+/// Partial sums kept side by side: one AVX-512 vector, two AVX2 ones, four NEON ones.
+const LANES: usize = 16;
+
+/// Values summed in the f32 lanes before the lanes are added into the f64 total, so that a
+/// lane's sum never spans more than `BLOCK / LANES` values.
+const BLOCK: usize = 1024;
+
+/// A plane's mean and (biased) variance: the values (then their squared deviations from the
+/// mean, rounded to f32) summed in [`LANES`] f32 partial sums per block of [`BLOCK`], each
+/// block's lanes added into an f64 total. Every family runs the same additions in the same
+/// order, so the bits do not depend on the vector width.
 #[inline(always)]
 pub fn moments(row: &[f32]) -> (f64, f64) {
-    let sum4 = |f: &dyn Fn(f32) -> f64| {
-        let mut acc = [0f64; 4];
-        let mut quads = row.chunks_exact(4);
-        for q in &mut quads {
-            for (a, &v) in acc.iter_mut().zip(q) {
-                *a += f(v);
+    let len = row.len() as f64;
+    let mut total = 0f64;
+    for block in row.chunks(BLOCK) {
+        let mut acc = [0f32; LANES];
+        let mut lanes = block.chunks_exact(LANES);
+        for values in &mut lanes {
+            for (a, &v) in acc.iter_mut().zip(values) {
+                *a += v;
             }
         }
-        let tail: f64 = quads.remainder().iter().map(|&v| f(v)).sum();
-        (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
-    };
-    let len = row.len() as f64;
-    let mean = sum4(&|v| v as f64) / len;
-    let var = sum4(&|v| {
-        let d = v as f64 - mean;
-        d * d
-    }) / len;
-    (mean, var)
+        total += gather(&acc) + lanes.remainder().iter().map(|&v| v as f64).sum::<f64>();
+    }
+    let mean = total / len;
+    let center = mean as f32;
+    let mut total = 0f64;
+    for block in row.chunks(BLOCK) {
+        let mut acc = [0f32; LANES];
+        let mut lanes = block.chunks_exact(LANES);
+        for values in &mut lanes {
+            for (a, &v) in acc.iter_mut().zip(values) {
+                let d = v - center;
+                *a += d * d;
+            }
+        }
+        let tail = lanes.remainder().iter().map(|&v| {
+            let d = v - center;
+            (d * d) as f64
+        });
+        total += gather(&acc) + tail.sum::<f64>();
+    }
+    (mean, total / len)
+}
+
+/// The lanes' sum in f64, in lane order.
+#[inline(always)]
+fn gather(acc: &[f32; LANES]) -> f64 {
+    acc.iter().map(|&a| a as f64).sum()
 }
 
 /// `out[i] = ` the plane affine of `x[i]` (over the shorter of the two).
 #[inline(always)]
 pub fn affine(x: &[f32], out: &mut [f32], p: &PlaneAffine) {
-    let norm = |v: f32| ((v as f64 - p.mean) * p.gain + p.bias as f64) as f32 * p.gamma + p.beta;
+    let norm = |v: f32| ((v - p.mean) * p.gain + p.bias) * p.gamma + p.beta;
     if p.silu {
         for (y, &v) in out.iter_mut().zip(x) {
             let a = norm(v);
@@ -98,17 +127,31 @@ mod tests {
     use alloc::vec::Vec;
 
     #[test]
+    fn moments_are_close_to_f64_ones() {
+        // A large plane far from zero (the case f32 sums get wrong): mean 100, spread ~1.
+        let x: Vec<f32> = (0..200_003)
+            .map(|i| 100.0 + ((i * 7919) % 1000) as f32 / 500.0 - 1.0 + (i % 3) as f32 * 0.1)
+            .collect();
+        let len = x.len() as f64;
+        let mean = x.iter().map(|&v| v as f64).sum::<f64>() / len;
+        let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / len;
+        let (m, v) = moments(&x);
+        assert!((m - mean).abs() < 1e-6 * mean, "mean {m} vs {mean}");
+        assert!((v - var).abs() < 1e-5 * var, "variance {v} vs {var}");
+    }
+
+    #[test]
     fn every_family_gives_the_portable_bits() {
         // Odd lengths (a tail after the quads), spread and offset that differ per plane.
-        for len in [1usize, 7, 64, 785] {
+        for len in [1usize, 7, 64, 785, 3001] {
             let x: Vec<f32> = (0..len)
                 .map(|i| ((i * 7919) % 1000) as f32 / 97.0 - 3.0 + (i % 5) as f32 * 0.37)
                 .collect();
             let (mean, var) = moments(&x);
             for silu in [false, true] {
                 let p = PlaneAffine {
-                    mean,
-                    gain: 0.8 / (var + 1e-5).sqrt(),
+                    mean: mean as f32,
+                    gain: (0.8 / (var + 1e-5).sqrt()) as f32,
                     bias: 0.25,
                     gamma: 1.5,
                     beta: -0.75,

@@ -1,4 +1,5 @@
-//! Normalizations: Softmax, LayerNormalization and InstanceNormalization, in f32 with f64 sums;
+//! Normalizations: Softmax, LayerNormalization and InstanceNormalization, in f32 with sums
+//! gathered in f64;
 //! and tanh, the squashing of the DiT's GELU.
 use std::sync::Mutex;
 
@@ -75,9 +76,9 @@ pub fn layer_norm(
     for o in 0..outer {
         let row = &x[o * len..(o + 1) * len];
         let (mean, var) = norm::moments(row);
-        let inv = 1.0 / (var + epsilon as f64).sqrt();
+        let (mean, inv) = (mean as f32, (1.0 / (var + epsilon as f64).sqrt()) as f32);
         let y = &mut out[o * len..(o + 1) * len];
-        let normalized = |v: f32| ((v as f64 - mean) * inv) as f32;
+        let normalized = |v: f32| (v - mean) * inv;
         match (fused, bias) {
             (true, Some((b, _))) => {
                 for (((y, &v), &s), &b) in y.iter_mut().zip(row).zip(scale.0).zip(b) {
@@ -150,8 +151,8 @@ fn plane_affine(
 ) -> PlaneAffine {
     let (gamma, beta, silu) = then.unwrap_or((1.0, 0.0, false));
     PlaneAffine {
-        mean,
-        gain: scale as f64 / (var + epsilon as f64).sqrt(),
+        mean: mean as f32,
+        gain: (scale as f64 / (var + epsilon as f64).sqrt()) as f32,
         bias,
         gamma,
         beta,
