@@ -4,7 +4,7 @@
 //! Vectorized or not, each element goes through the same IEEE operations as
 //! [`crate::reference::finish_i8`], so every kernel's output stays bit-identical; only the
 //! quotient `x / scale` of quantizing may be taken another way that rounds to the same value
-//! ([`crate::quant::Fused`] where the family has FMA).
+//! ([`crate::quant::FastDivide`] where the family has FMA).
 use crate::activation::Activation;
 use core::marker::PhantomData;
 
@@ -370,7 +370,9 @@ macro_rules! epilogue_for {
         ) {
             // SAFETY: the caller holds this function's contract, which is `finish_tile_*`'s (the tile's
             // outputs are in bounds and owned by this thread).
-            unsafe { $crate::epilogue::finish_tile_i8::<$crate::quant::Fused>(acc, at, cols, act) }
+            unsafe {
+                $crate::epilogue::finish_tile_i8::<$crate::quant::FastDivide>(acc, at, cols, act)
+            }
         }
 
         #[target_feature(enable = $features)]
@@ -382,12 +384,14 @@ macro_rules! epilogue_for {
         ) {
             // SAFETY: the caller holds this function's contract, which is `finish_tile_*`'s (the tile's
             // outputs are in bounds and owned by this thread).
-            unsafe { $crate::epilogue::finish_tile_f32::<$crate::quant::Fused>(acc, at, bias, act) }
+            unsafe {
+                $crate::epilogue::finish_tile_f32::<$crate::quant::FastDivide>(acc, at, bias, act)
+            }
         }
 
         #[target_feature(enable = $features)]
         fn quantize(x: &[f32], params: $crate::QuantParams, codes: &mut [u8]) {
-            $crate::epilogue::quantize_slice::<$crate::quant::Fused>(x, params, codes)
+            $crate::epilogue::quantize_slice::<$crate::quant::FastDivide>(x, params, codes)
         }
 
         #[target_feature(enable = $features)]

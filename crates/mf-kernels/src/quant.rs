@@ -58,6 +58,7 @@ impl QuantParams {
     /// float arithmetic without the codes: the quotient rounded to an integer, clamped to the
     /// codes' range around the zero point, times the scale. Bit-identical to the pair (unit
     /// test), with the quotient taken by `D` given `inv = 1 / scale`.
+    #[cfg(feature = "alloc")]
     #[inline(always)]
     pub(crate) fn round_to_grid<D: Divide>(self, x: f32, inv: f32) -> f32 {
         let v = D::quotient(x, self.scale, inv);
@@ -101,9 +102,22 @@ impl Divide for Divided {
 /// is the zero point either way; quotients beyond ±512 saturate either way, so `q` is clamped
 /// there first (an infinite `q` would turn the residual into NaN). Three multiply-adds instead
 /// of a division: only for families compiled with FMA (a libm `fmaf` call would be slower).
-/// The unit test holds it to [`Divided`] on every code.
+/// The unit test holds it to [`Divided`] on every code. `f32::mul_add` needs std, so builds
+/// without it divide ([`FastDivide`]).
+#[cfg(all(feature = "std", any(target_arch = "x86_64", target_arch = "aarch64")))]
 pub(crate) struct Fused;
 
+/// The quotient the SIMD families use: [`Fused`] with std, [`Divided`] without.
+#[cfg(all(feature = "std", any(target_arch = "x86_64", target_arch = "aarch64")))]
+pub(crate) type FastDivide = Fused;
+/// The quotient the SIMD families use: [`Fused`] with std, [`Divided`] without.
+#[cfg(all(
+    not(feature = "std"),
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+pub(crate) type FastDivide = Divided;
+
+#[cfg(all(feature = "std", any(target_arch = "x86_64", target_arch = "aarch64")))]
 impl Divide for Fused {
     #[inline(always)]
     fn quotient(x: f32, scale: f32, inv: f32) -> f32 {
@@ -160,6 +174,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(all(feature = "std", any(target_arch = "x86_64", target_arch = "aarch64")))]
     fn fused_quotient_and_float_rounding_give_the_division_s_codes() {
         // Scales over 24 binades, values spread over the codes, on the half-way points between
         // them (where a quotient one ulp off would round the other way), tiny, huge and
