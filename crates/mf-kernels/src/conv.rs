@@ -141,8 +141,7 @@ fn im2col<'a, T: Copy>(
         .ok_or(KernelError::Geometry("the receptive fields overflow"))?;
     let plain = g.kernel == [1, 1] && g.strides == [1, 1] && g.pads == [0; 4];
     if plain {
-        rows.clear();
-        rows.resize(len, pad);
+        let rows = grown(rows, len, pad);
         to_nhwc(x, n, channels, [h, w], [0, 0], [h, w], rows);
         return Ok(rows);
     }
@@ -154,13 +153,23 @@ fn im2col<'a, T: Copy>(
         .and_then(|v| v.checked_mul(pw))
         .and_then(|v| v.checked_mul(channels))
         .ok_or(KernelError::Geometry("the padded input overflows"))?;
-    staging.clear();
-    staging.resize(staged, pad);
+    // The interior is overwritten, so only the border is filled with the pad value (a
+    // buffer kept from another convolution may hold another zero point there).
+    let staging = grown(staging, staged, pad);
+    for padded in staging.chunks_exact_mut(ph * pw * channels).take(n) {
+        let (above, rest) = padded.split_at_mut(top * pw * channels);
+        above.fill(pad);
+        let (lines, below) = rest.split_at_mut(h * pw * channels);
+        below.fill(pad);
+        for line in lines.chunks_exact_mut(pw * channels) {
+            line[..left * channels].fill(pad);
+            line[(left + w) * channels..].fill(pad);
+        }
+    }
     to_nhwc(x, n, channels, [h, w], [top, left], [ph, pw], staging);
-    // Every element is written below, so a buffer kept from a larger convolution is not
+    // Every element is written below, so a buffer kept from another convolution is not
     // cleared first.
-    rows.truncate(len);
-    rows.resize(len, pad);
+    let rows = grown(rows, len, pad);
     let [sy, sx] = g.strides;
     let [dy, dx] = g.dilations;
     let run = kw * channels;
@@ -195,13 +204,22 @@ fn to_nhwc<T: Copy>(
     [ph, pw]: [usize; 2],
     out: &mut [T],
 ) {
-    for (b, image) in x.chunks_exact(channels * h * w).take(n).enumerate() {
-        let dst = &mut out[b * ph * pw * channels..(b + 1) * ph * pw * channels];
-        for (c, plane) in image.chunks_exact(h * w).enumerate() {
-            for (y, line) in plane.chunks_exact(w).enumerate() {
-                let start = ((y + top) * pw + left) * channels + c;
-                for (x, &v) in line.iter().enumerate() {
-                    dst[start + x * channels] = v;
+    // Position-major: each output pixel's channels are one contiguous run, gathered from the
+    // planes' lines (which stay in cache across the line's pixels).
+    let plane = h * w;
+    for (image, padded) in x
+        .chunks_exact(channels * plane)
+        .zip(out.chunks_exact_mut(ph * pw * channels))
+        .take(n)
+    {
+        for y in 0..h {
+            let start = ((y + top) * pw + left) * channels;
+            let line = &mut padded[start..start + w * channels];
+            let first = &image[y * w..];
+            for (x, pixel) in line.chunks_exact_mut(channels).enumerate() {
+                let column = &first[x..];
+                for (c, v) in pixel.iter_mut().enumerate() {
+                    *v = column[c * plane];
                 }
             }
         }
@@ -246,21 +264,35 @@ pub struct ConvScratch {
     u8_rows: Vec<u8>,
 }
 
-/// `buf` resized to `len` (contents unspecified: the GEMM overwrites every element).
+/// The first `len` elements of `buf`, which grows (filled with `fill`) when shorter; never
+/// shrunk, so that convolutions of other sizes sharing it do not refill it call after call.
+/// The contents are unspecified: the caller overwrites every element it reads.
 #[cfg(feature = "alloc")]
-fn sized<T: Copy + Default>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
-    buf.resize(len, T::default());
+fn grown<T: Copy>(buf: &mut Vec<T>, len: usize, fill: T) -> &mut [T] {
+    if buf.len() < len {
+        buf.resize(len, fill);
+    }
     &mut buf[..len]
 }
 
 /// `[N·P, M]` rows (one per output position) → `[N, M, P]` planes.
 #[cfg(feature = "alloc")]
 fn to_planes<T: Copy>(rows: &[T], n: usize, m: usize, positions: usize, out: &mut [T]) {
-    for b in 0..n {
-        for p in 0..positions {
-            let src = &rows[(b * positions + p) * m..(b * positions + p + 1) * m];
-            for (o, &v) in src.iter().enumerate() {
-                out[(b * m + o) * positions + p] = v;
+    // Blocks of positions: the block's rows stay in cache while each channel's run of the
+    // block is written contiguously.
+    const BLOCK: usize = 64;
+    for (image, planes) in rows
+        .chunks_exact(positions * m)
+        .zip(out.chunks_exact_mut(m * positions))
+        .take(n)
+    {
+        for p0 in (0..positions).step_by(BLOCK) {
+            let len = BLOCK.min(positions - p0);
+            let block = &image[p0 * m..(p0 + len) * m];
+            for (o, plane) in planes.chunks_exact_mut(positions).enumerate() {
+                for (v, row) in plane[p0..p0 + len].iter_mut().zip(block.chunks_exact(m)) {
+                    *v = row[o];
+                }
             }
         }
     }
@@ -349,7 +381,7 @@ pub fn conv_i8(
         Input::U8(c) => c,
         Input::F32(x) => {
             check_images(g, size, x.len())?;
-            codes.resize(x.len(), 0);
+            let codes = grown(codes, x.len(), 0);
             let quantize = conv.gemm.micro.epilogue.quantize;
             // SAFETY: the epilogue belongs to the family the weights were packed for, which was
             // checked available then; `codes` is as long as `x`.
@@ -372,17 +404,17 @@ pub fn conv_i8(
     let input = Input::U8(fields);
     match out {
         Output::F32(dst) => {
-            let rows = sized(f32_rows, dst.len());
+            let rows = grown(f32_rows, dst.len(), 0.0);
             gemm_i8(&conv.gemm, input, n * positions, Output::F32(rows))?;
             to_planes(rows, n, m, positions, dst);
         }
         Output::U8(dst, next) => {
-            let rows = sized(u8_rows, dst.len());
+            let rows = grown(u8_rows, dst.len(), 0);
             gemm_i8(&conv.gemm, input, n * positions, Output::U8(rows, next))?;
             to_planes(rows, n, m, positions, dst);
         }
         Output::Requantized(dst, grid) => {
-            let rows = sized(f32_rows, dst.len());
+            let rows = grown(f32_rows, dst.len(), 0.0);
             gemm_i8(
                 &conv.gemm,
                 input,
@@ -441,7 +473,7 @@ pub fn conv_f32(
         &mut scratch.f32_staging,
         &mut scratch.f32_fields,
     )?;
-    let rows = sized(&mut scratch.f32_rows, out.len());
+    let rows = grown(&mut scratch.f32_rows, out.len(), 0.0);
     gemm_f32(&conv.gemm, fields, n * positions, rows)?;
     to_planes(rows, n, m, positions, out);
     Ok(())
