@@ -37,8 +37,8 @@ impl PackedI8 {
     pub fn new(isa: Isa, layer: &QuantizedLayer<'_>) -> Result<Self, KernelError> {
         let isa = isa.require()?;
         layer.check()?;
-        let micro = i8_micro(isa);
         let (n, k) = (layer.n, layer.k);
+        let micro = i8_micro(isa, n);
         let steps = k.div_ceil(micro.ku);
         let offset = micro.a_form.offset() - layer.input.zero_point as i32;
         let corr = (0..n)

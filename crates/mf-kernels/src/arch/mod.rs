@@ -69,11 +69,16 @@ pub(crate) struct F32Micro {
 /// The largest `mr · nr` of any kernel (the driver's tile buffer).
 pub(crate) const MAX_TILE: usize = 12 * crate::epilogue::MAX_NR;
 
-/// The int8 kernel of a family. The caller has checked availability.
-pub(crate) fn i8_micro(isa: Isa) -> &'static I8Micro {
+/// The int8 kernel of a family for a layer of `n` outputs (AVX-512 has a narrower tile for
+/// `n ≤ 16`). The caller has checked availability.
+// Only an x86 family has a narrower tile: elsewhere `n` does not choose.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+pub(crate) fn i8_micro(isa: Isa, n: usize) -> &'static I8Micro {
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => &x86_64::avx2::I8,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni if n <= x86_64::avx512::I8_NARROW.nr => &x86_64::avx512::I8_NARROW,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => &x86_64::avx512::I8,
         #[cfg(target_arch = "aarch64")]
@@ -128,8 +133,8 @@ mod tests {
     /// MAX_NR: each kernel's tile must fit both.
     #[test]
     fn every_tile_fits_the_drivers_buffers() {
-        for isa in Isa::ALL {
-            let i8 = i8_micro(isa);
+        for (isa, n) in Isa::ALL.into_iter().flat_map(|isa| [(isa, 1), (isa, 1000)]) {
+            let i8 = i8_micro(isa, n);
             assert!(
                 i8.mr * i8.nr <= MAX_TILE,
                 "{isa} int8 tile {}x{}",

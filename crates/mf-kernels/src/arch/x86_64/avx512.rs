@@ -21,6 +21,18 @@ pub(crate) static I8: I8Micro = I8Micro {
     epilogue: &EPILOGUE,
 };
 
+/// VNNI int8 tiles one vector wide, 12×16, for layers of at most 16 outputs (a U-Net's first
+/// convolutions): the 32-wide tile would spend half its multiply-adds on zero columns.
+pub(crate) static I8_NARROW: I8Micro = I8Micro {
+    mr: 12,
+    nr: 16,
+    ku: 4,
+    row_align: 1,
+    a_form: AForm::U8,
+    tile: i8_tile_narrow,
+    epilogue: &EPILOGUE,
+};
+
 /// AVX-512F fp32 tiles: 12×32.
 pub(crate) static F32: F32Micro = F32Micro {
     mr: 12,
@@ -38,6 +50,22 @@ unsafe fn i8_tile(rows: usize, kb: usize, a: *const u8, lda: usize, b: *const i8
     }
 }
 
+unsafe fn i8_tile_narrow(
+    rows: usize,
+    kb: usize,
+    a: *const u8,
+    lda: usize,
+    b: *const i8,
+    c: *mut i32,
+) {
+    // SAFETY: as for `i8_tile`, with `I8_NARROW`'s panels of one vector per depth step.
+    unsafe {
+        by_rows!(rows, i8_rows_narrow, (kb, a, lda, b, c),
+            [1 => 8, 2 => 4, 3 => 3, 4 => 2, 5 => 2, 6 => 1, 7 => 1, 8 => 1, 9 => 1, 10 => 1, 11 => 1, 12 => 1])
+    }
+}
+
+/// [`i8_rows_of`] for 32-wide panels.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn i8_rows<const R: usize, const S: usize>(
     kb: usize,
@@ -46,25 +74,55 @@ unsafe fn i8_rows<const R: usize, const S: usize>(
     b: *const i8,
     c: *mut i32,
 ) {
-    let mut acc = [[[_mm512_setzero_si512(); 2]; R]; S];
+    // SAFETY: the caller's tile contract, for panels of two vectors.
+    unsafe { i8_rows_of::<R, S, 2>(kb, a, lda, b, c) }
+}
+
+/// [`i8_rows_of`] for 16-wide panels.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn i8_rows_narrow<const R: usize, const S: usize>(
+    kb: usize,
+    a: *const u8,
+    lda: usize,
+    b: *const i8,
+    c: *mut i32,
+) {
+    // SAFETY: the caller's tile contract, for panels of one vector.
+    unsafe { i8_rows_of::<R, S, 1>(kb, a, lda, b, c) }
+}
+
+/// R rows × `V` vectors of 16 columns: `S` accumulator sets interleaved over the depth.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn i8_rows_of<const R: usize, const S: usize, const V: usize>(
+    kb: usize,
+    a: *const u8,
+    lda: usize,
+    b: *const i8,
+    c: *mut i32,
+) {
+    let mut acc = [[[_mm512_setzero_si512(); V]; R]; S];
     let mut ap = a;
     let mut bp = b as *const __m512i;
-    // SAFETY (both loops): the panel holds kb steps of 2 vectors, each of the R rows (lda
+    // SAFETY (both loops): the panel holds kb steps of V vectors, each of the R rows (lda
     // bytes apart) kb dwords.
     macro_rules! step {
         ($set:expr) => {
             // SAFETY: as stated above `step!`: the loads stay inside the packed panel and the R rows
             // of activations that the tile contract promises.
             unsafe {
-                let b0 = _mm512_loadu_si512(bp);
-                let b1 = _mm512_loadu_si512(bp.add(1));
+                let mut w = [_mm512_setzero_si512(); V];
+                for (h, w) in w.iter_mut().enumerate() {
+                    *w = _mm512_loadu_si512(bp.add(h));
+                }
                 for i in 0..R {
                     let x = _mm512_set1_epi32(ap.add(i * lda).cast::<i32>().read_unaligned());
-                    $set[i][0] = _mm512_dpbusd_epi32($set[i][0], x, b0);
-                    $set[i][1] = _mm512_dpbusd_epi32($set[i][1], x, b1);
+                    for h in 0..V {
+                        $set[i][h] = _mm512_dpbusd_epi32($set[i][h], x, w[h]);
+                    }
                 }
                 ap = ap.add(4);
-                bp = bp.add(2);
+                bp = bp.add(V);
             }
         };
     }
@@ -77,13 +135,13 @@ unsafe fn i8_rows<const R: usize, const S: usize>(
         step!(acc[0]);
     }
     for i in 0..R {
-        for h in 0..2 {
+        for h in 0..V {
             let mut sum = acc[0][i][h];
             for set in &acc[1..] {
                 sum = _mm512_add_epi32(sum, set[i][h]);
             }
-            // SAFETY: c has room for R rows of 32 i32.
-            unsafe { _mm512_storeu_si512(c.add(i * 32 + h * 16) as *mut __m512i, sum) };
+            // SAFETY: c has room for R rows of V·16 i32.
+            unsafe { _mm512_storeu_si512(c.add((i * V + h) * 16) as *mut __m512i, sum) };
         }
     }
 }
