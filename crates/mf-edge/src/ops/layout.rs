@@ -4,7 +4,7 @@ use anyhow::{Context, ensure};
 use super::{broadcast_shapes, strides};
 use crate::tensor::{Value, element_count};
 
-/// The values of `v` that the walk of [`runs`] visits, in that order, with shape `out_shape`.
+/// The values of `v` that the walk of [`blocks`] visits, in that order, with shape `out_shape`.
 fn gather(
     v: &Value,
     out_shape: Vec<usize>,
@@ -20,17 +20,21 @@ fn gather(
         stride: &[usize],
     ) -> Vec<T> {
         let mut out = Vec::with_capacity(out_shape.iter().product());
-        runs(
-            out_shape,
-            start,
-            step,
-            stride,
-            |at, delta, len| match delta {
-                // Contiguous runs (a Slice of the last axis, an untouched last axis) are copies.
-                1 => out.extend_from_slice(&d[at..at + len]),
-                _ => out.extend((0..len as i64).map(|j| d[(at as i64 + j * delta) as usize])),
-            },
-        );
+        blocks(out_shape, start, step, stride, |block| {
+            for line in 0..block.lines {
+                let at = (block.at as i64 + line as i64 * block.line_delta) as usize;
+                let len = block.len;
+                match block.delta {
+                    // Contiguous rows (a Slice of the last axis, an untouched last axis) are
+                    // copies; a stretched last axis (Expand, nearest upsampling) repeats one value.
+                    1 => out.extend_from_slice(&d[at..at + len]),
+                    0 => out.extend(std::iter::repeat_n(d[at], len)),
+                    delta => {
+                        out.extend((0..len as i64).map(|j| d[(at as i64 + j * delta) as usize]))
+                    }
+                }
+            }
+        });
         out
     }
     match v {
@@ -42,33 +46,55 @@ fn gather(
     }
 }
 
+/// The output's last two axes at one position of the others: `lines` rows, row `l` reading
+/// input `at + l·line_delta + j·delta` for `j < len`.
+struct Block {
+    at: usize,
+    lines: usize,
+    line_delta: i64,
+    len: usize,
+    delta: i64,
+}
+
 /// Walks the input positions of every output element, visiting the output in order: output
-/// index `o` reads input `Σ (start[d] + o[d]·step[d]) · stride[d]`. Calls `run(at, delta, len)`
-/// once per row of the last axis: that row reads `at, at + delta, …` (`len` values). The
-/// position is carried from row to row (one add per carry).
-fn runs(
+/// index `o` reads input `Σ (start[d] + o[d]·step[d]) · stride[d]`. Calls `block` once per
+/// position of all but the last two axes (the rows of an upsampled image are only a few values
+/// long: handing out whole planes keeps the bookkeeping off the per-row path). The position is
+/// carried from block to block (one add per carry).
+fn blocks(
     out_shape: &[usize],
     start: &[i64],
     step: &[i64],
     stride: &[usize],
-    mut run: impl FnMut(usize, i64, usize),
+    mut block: impl FnMut(Block),
 ) {
     let count: usize = out_shape.iter().product();
-    let Some((&inner, outer_shape)) = out_shape.split_last() else {
-        // A scalar: its one element.
-        run(0, 1, 1);
-        return;
+    let rank = out_shape.len();
+    let delta: Vec<i64> = (0..rank).map(|d| step[d] * stride[d] as i64).collect();
+    let at: i64 = (0..rank).map(|d| start[d] * stride[d] as i64).sum();
+    let (len, delta_len) = match rank {
+        0 => (1, 1),
+        _ => (out_shape[rank - 1], delta[rank - 1]),
+    };
+    let (lines, line_delta) = match rank {
+        0 | 1 => (1, 0),
+        _ => (out_shape[rank - 2], delta[rank - 2]),
     };
     if count == 0 {
         return;
     }
-    let rank = out_shape.len();
-    let delta: Vec<i64> = (0..rank).map(|d| step[d] * stride[d] as i64).collect();
-    let mut at: i64 = (0..rank).map(|d| start[d] * stride[d] as i64).sum();
-    let mut index = vec![0usize; rank - 1];
-    for _ in 0..count / inner {
-        run(at as usize, delta[rank - 1], inner);
-        for d in (0..rank - 1).rev() {
+    let outer_shape = &out_shape[..rank.saturating_sub(2)];
+    let mut at = at;
+    let mut index = vec![0usize; outer_shape.len()];
+    for _ in 0..count / (lines * len) {
+        block(Block {
+            at: at as usize,
+            lines,
+            line_delta,
+            len,
+            delta: delta_len,
+        });
+        for d in (0..outer_shape.len()).rev() {
             index[d] += 1;
             at += delta[d];
             if index[d] < outer_shape[d] {
