@@ -17,6 +17,7 @@ use crate::{
     isa::Isa,
     pack::{PackedF32, PackedI8},
     reference::QuantizedLayer,
+    transpose::{Transposable, transpose},
 };
 
 /// The shape of a 2-D convolution: input channels, kernel, padding, strides and dilations.
@@ -124,7 +125,7 @@ pub(crate) fn check_images(
 /// a few slice copies, with no bounds test per tap. A 1×1 kernel with stride 1 and no padding
 /// is the NCHW → NHWC transpose alone.
 #[cfg(feature = "alloc")]
-fn im2col<'a, T: Copy>(
+fn im2col<'a, T: Transposable>(
     g: &ConvGeometry,
     x: &[T],
     [n, h, w]: ImageSize,
@@ -195,7 +196,7 @@ fn im2col<'a, T: Copy>(
 /// Writes NCHW images `x` (`n` of `channels × size`) into NHWC images of `padded` size at
 /// offset `[top, left]` in `out`, leaving the rest of `out` as it is.
 #[cfg(feature = "alloc")]
-fn to_nhwc<T: Copy>(
+fn to_nhwc<T: Transposable>(
     x: &[T],
     n: usize,
     channels: usize,
@@ -204,25 +205,15 @@ fn to_nhwc<T: Copy>(
     [ph, pw]: [usize; 2],
     out: &mut [T],
 ) {
-    // Position-major: each output pixel's channels are one contiguous run, gathered from the
-    // planes' lines (which stay in cache across the line's pixels).
     let plane = h * w;
     for (image, padded) in x
         .chunks_exact(channels * plane)
         .zip(out.chunks_exact_mut(ph * pw * channels))
         .take(n)
     {
-        for y in 0..h {
-            let start = ((y + top) * pw + left) * channels;
-            let line = &mut padded[start..start + w * channels];
-            let first = &image[y * w..];
-            for (x, pixel) in line.chunks_exact_mut(channels).enumerate() {
-                let column = &first[x..];
-                for (c, v) in pixel.iter_mut().enumerate() {
-                    *v = column[c * plane];
-                }
-            }
-        }
+        // Pixel p's channels go to its place in the padded image.
+        let start = |p: usize| ((p / w + top) * pw + left + p % w) * channels;
+        transpose(image, plane, [channels, plane], padded, start);
     }
 }
 
@@ -277,24 +268,13 @@ fn grown<T: Copy>(buf: &mut Vec<T>, len: usize, fill: T) -> &mut [T] {
 
 /// `[N·P, M]` rows (one per output position) → `[N, M, P]` planes.
 #[cfg(feature = "alloc")]
-fn to_planes<T: Copy>(rows: &[T], n: usize, m: usize, positions: usize, out: &mut [T]) {
-    // Blocks of positions: the block's rows stay in cache while each channel's run of the
-    // block is written contiguously.
-    const BLOCK: usize = 64;
+fn to_planes<T: Transposable>(rows: &[T], n: usize, m: usize, positions: usize, out: &mut [T]) {
     for (image, planes) in rows
         .chunks_exact(positions * m)
         .zip(out.chunks_exact_mut(m * positions))
         .take(n)
     {
-        for p0 in (0..positions).step_by(BLOCK) {
-            let len = BLOCK.min(positions - p0);
-            let block = &image[p0 * m..(p0 + len) * m];
-            for (o, plane) in planes.chunks_exact_mut(positions).enumerate() {
-                for (v, row) in plane[p0..p0 + len].iter_mut().zip(block.chunks_exact(m)) {
-                    *v = row[o];
-                }
-            }
-        }
+        transpose(image, m, [positions, m], planes, |o| o * positions);
     }
 }
 

@@ -58,6 +58,8 @@ pub mod quant;
 pub mod reference;
 #[cfg(feature = "std")]
 pub mod team;
+#[cfg(feature = "alloc")]
+mod transpose;
 
 pub use activation::Activation;
 pub use conv::{ConvGeometry, ImageSize};
