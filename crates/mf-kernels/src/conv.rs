@@ -131,7 +131,7 @@ fn im2col<'a, T: Transposable>(
     [n, h, w]: ImageSize,
     [oh, ow]: [usize; 2],
     pad: T,
-    staging: &mut Vec<T>,
+    (staging, starts): (&mut Vec<T>, &mut Vec<usize>),
     rows: &'a mut Vec<T>,
 ) -> Result<&'a [T], KernelError> {
     let kw = g.kernel[1];
@@ -143,7 +143,7 @@ fn im2col<'a, T: Transposable>(
     let plain = g.kernel == [1, 1] && g.strides == [1, 1] && g.pads == [0; 4];
     if plain {
         let rows = grown(rows, len, pad);
-        to_nhwc(x, n, channels, [h, w], [0, 0], [h, w], rows);
+        to_nhwc(starts, x, n, channels, [h, w], [0, 0], [h, w], rows);
         return Ok(rows);
     }
     let [top, left, bottom, right] = g.pads;
@@ -167,7 +167,16 @@ fn im2col<'a, T: Transposable>(
             line[(left + w) * channels..].fill(pad);
         }
     }
-    to_nhwc(x, n, channels, [h, w], [top, left], [ph, pw], staging);
+    to_nhwc(
+        starts,
+        x,
+        n,
+        channels,
+        [h, w],
+        [top, left],
+        [ph, pw],
+        staging,
+    );
     // Every element is written below, so a buffer kept from another convolution is not
     // cleared first.
     let rows = grown(rows, len, pad);
@@ -194,9 +203,12 @@ fn im2col<'a, T: Transposable>(
 }
 
 /// Writes NCHW images `x` (`n` of `channels × size`) into NHWC images of `padded` size at
-/// offset `[top, left]` in `out`, leaving the rest of `out` as it is.
+/// offset `[top, left]` in `out`, leaving the rest of `out` as it is; `starts` is kept
+/// between calls.
 #[cfg(feature = "alloc")]
+#[allow(clippy::too_many_arguments)]
 fn to_nhwc<T: Transposable>(
+    starts: &mut Vec<usize>,
     x: &[T],
     n: usize,
     channels: usize,
@@ -205,15 +217,16 @@ fn to_nhwc<T: Transposable>(
     [ph, pw]: [usize; 2],
     out: &mut [T],
 ) {
+    // Where pixel p's channels go in the padded image (a table: no division per pixel).
+    starts.clear();
+    starts.extend((0..h).flat_map(|y| (0..w).map(move |x| ((y + top) * pw + left + x) * channels)));
     let plane = h * w;
     for (image, padded) in x
         .chunks_exact(channels * plane)
         .zip(out.chunks_exact_mut(ph * pw * channels))
         .take(n)
     {
-        // Pixel p's channels go to its place in the padded image.
-        let start = |p: usize| ((p / w + top) * pw + left + p % w) * channels;
-        transpose(image, plane, [channels, plane], padded, start);
+        transpose(image, plane, [channels, plane], padded, |p| starts[p]);
     }
 }
 
@@ -240,7 +253,8 @@ fn tap_major<T: Copy>(weights: &[T], g: &ConvGeometry) -> Vec<T> {
     out
 }
 
-/// Buffers a convolution reuses from call to call: the padded NHWC input, the receptive
+/// Buffers a convolution reuses from call to call: the padded NHWC input (and where each pixel
+/// goes in it), the receptive
 /// fields, the input's codes and the GEMM's output rows (large, and faulted in page by page
 /// when freshly allocated).
 #[cfg(feature = "alloc")]
@@ -248,6 +262,7 @@ fn tap_major<T: Copy>(weights: &[T], g: &ConvGeometry) -> Vec<T> {
 pub struct ConvScratch {
     f32_staging: Vec<f32>,
     u8_staging: Vec<u8>,
+    pixel_starts: Vec<usize>,
     f32_fields: Vec<f32>,
     u8_fields: Vec<u8>,
     codes: Vec<u8>,
@@ -351,6 +366,7 @@ pub fn conv_i8(
     let params = conv.gemm.input();
     let ConvScratch {
         u8_staging,
+        pixel_starts,
         u8_fields,
         codes,
         f32_rows,
@@ -378,7 +394,7 @@ pub fn conv_i8(
         size,
         [oh, ow],
         params.zero_point,
-        u8_staging,
+        (u8_staging, pixel_starts),
         u8_fields,
     )?;
     let input = Input::U8(fields);
@@ -450,7 +466,7 @@ pub fn conv_f32(
         size,
         [oh, ow],
         0.0,
-        &mut scratch.f32_staging,
+        (&mut scratch.f32_staging, &mut scratch.pixel_starts),
         &mut scratch.f32_fields,
     )?;
     let rows = grown(&mut scratch.f32_rows, out.len(), 0.0);
