@@ -254,9 +254,8 @@ fn tap_major<T: Copy>(weights: &[T], g: &ConvGeometry) -> Vec<T> {
 }
 
 /// Buffers a convolution reuses from call to call: the padded NHWC input (and where each pixel
-/// goes in it), the receptive
-/// fields, the input's codes and the GEMM's output rows (large, and faulted in page by page
-/// when freshly allocated).
+/// goes in it), the receptive fields, the input's codes and the GEMM's output rows (large, and
+/// faulted in page by page when freshly allocated).
 #[cfg(feature = "alloc")]
 #[derive(Default)]
 pub struct ConvScratch {
