@@ -153,7 +153,8 @@ struct FloatPool(Vec<Vec<f32>>);
 const POOLED: usize = 4;
 
 impl FloatPool {
-    /// `len` zeros, in the smallest kept buffer that holds them, or in a new one.
+    /// `len` values in the smallest kept buffer that holds them (what an earlier step left
+    /// there: every taker overwrites them all), or zeros in a new one.
     fn take(&mut self, len: usize) -> Vec<f32> {
         let fits = self
             .0
@@ -163,7 +164,6 @@ impl FloatPool {
         match fits.min_by_key(|(_, b)| b.capacity()).map(|(i, _)| i) {
             Some(i) => {
                 let mut buffer = self.0.swap_remove(i);
-                buffer.clear();
                 buffer.resize(len, 0.0);
                 buffer
             }
@@ -472,7 +472,9 @@ impl NativeEngine {
                     chain,
                 } => {
                     let value = self.lookup(&env, *input)?;
-                    env[*output] = Some(chain.run(value, self.isa).context("GroupNorm")?);
+                    let mut buffer = |len| floats.take(len);
+                    let out = chain.run(value, self.isa, &mut buffer);
+                    env[*output] = Some(out.context("GroupNorm")?);
                 }
                 Slotted::Op {
                     node,
@@ -1405,12 +1407,14 @@ mod tests {
     }
 
     #[test]
-    fn pooled_buffers_come_back_zeroed_and_the_largest_are_kept() {
+    fn pooled_buffers_come_back_at_the_asked_length_and_the_largest_are_kept() {
         let mut pool = FloatPool::default();
         pool.give(vec![7.0; 100]);
         let reused = pool.take(60);
-        assert_eq!(reused, vec![0.0; 60]);
+        assert_eq!(reused.len(), 60);
         assert!(reused.capacity() >= 100, "the kept buffer is reused");
+        pool.give(reused);
+        assert_eq!(pool.take(80).len(), 80, "grown back within its capacity");
         assert_eq!(pool.take(10), vec![0.0; 10], "a new one when none is kept");
         for len in 1..=POOLED + 2 {
             pool.give(vec![1.0; len * 10]);

@@ -31,8 +31,14 @@ pub struct GroupNormChain {
 impl GroupNormChain {
     /// The chain's output for `x`: in one pass when `γ` and `β` are per channel of the
     /// ungrouped shape and each channel lies in one group, else node by node; the same bits
-    /// either way.
-    pub fn run(&self, x: &Value, isa: Isa) -> anyhow::Result<Value> {
+    /// either way. The one pass writes into `buffer(len)` (`len` values, any contents: all
+    /// are overwritten).
+    pub fn run(
+        &self,
+        x: &Value,
+        isa: Isa,
+        buffer: &mut dyn FnMut(usize) -> Vec<f32>,
+    ) -> anyhow::Result<Value> {
         let (data, shape) = x.f32("GroupNorm input")?;
         let grouped = reshape(shape, &self.grouped)?;
         ensure!(
@@ -45,9 +51,15 @@ impl GroupNormChain {
         if per_channel(gamma_shape, &ungrouped) && per_channel(beta_shape, &ungrouped) {
             let norm = (&self.scale[..], &self.bias[..], self.epsilon);
             let affine = (gamma, beta);
-            if let Some(out) =
-                normalize::group_norm(isa, data, &grouped, norm, &ungrouped, affine, self.silu)?
-            {
+            if let Some(out) = normalize::group_norm(
+                isa,
+                data,
+                &grouped,
+                norm,
+                (&ungrouped, affine),
+                self.silu,
+                buffer,
+            )? {
                 return Ok(Value::F32(out, ungrouped));
             }
         }

@@ -165,15 +165,16 @@ fn plane_affine(
 /// `bias` and `epsilon`), the result viewed as `shape` (`[N, C, …]`) times `gamma[c]` plus
 /// `beta[c]`, then SiLU (`y · sigmoid(y)`) if `silu`. Every value is rounded as the separate
 /// nodes round it, so the result is theirs bit for bit. `None` when a channel plane of `shape`
-/// straddles two groups' planes (the caller then runs the nodes one by one).
+/// straddles two groups' planes (the caller then runs the nodes one by one). The output is
+/// written into `buffer(x.len())`, whose contents do not matter.
 pub fn group_norm(
     isa: Isa,
     x: &[f32],
     grouped: &[usize],
     (scale, bias, epsilon): (&[f32], &[f32], f32),
-    shape: &[usize],
-    (gamma, beta): (&[f32], &[f32]),
+    (shape, (gamma, beta)): (&[usize], (&[f32], &[f32])),
     silu: bool,
+    buffer: &mut dyn FnMut(usize) -> Vec<f32>,
 ) -> anyhow::Result<Option<Vec<f32>>> {
     let (Some(&groups), Some(&channels)) = (grouped.get(1), shape.get(1)) else {
         return Ok(None);
@@ -202,7 +203,13 @@ pub fn group_norm(
         planes
     }
     .max(1);
-    let mut out = vec![0f32; x.len()];
+    let mut out = buffer(x.len());
+    ensure!(
+        out.len() == x.len(),
+        "GroupNorm output buffer of {} values for {}",
+        out.len(),
+        x.len()
+    );
     let runs: Vec<Mutex<PlaneRun<'_>>> = x
         .chunks(per_task * group_plane)
         .zip(out.chunks_mut(per_task * group_plane))
