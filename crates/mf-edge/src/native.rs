@@ -116,6 +116,8 @@ enum Slotted {
         input: usize,
         output: usize,
         chain: GroupNormChain,
+        /// uint8 codes for the int8 layer that alone reads the output, instead of f32.
+        codes: Option<QuantParams>,
     },
     /// Any other node.
     Op {
@@ -353,6 +355,7 @@ impl NativeEngine {
                     input: slot(&input),
                     output: slot(&output),
                     chain,
+                    codes: None,
                 },
                 Step::Op(node) => {
                     let inputs = node
@@ -470,10 +473,11 @@ impl NativeEngine {
                     input,
                     output,
                     chain,
+                    codes,
                 } => {
                     let value = self.lookup(&env, *input)?;
                     let mut buffer = |len| floats.take(len);
-                    let out = chain.run(value, self.isa, &mut buffer);
+                    let out = chain.run(value, self.isa, &mut buffer, *codes);
                     env[*output] = Some(out.context("GroupNorm")?);
                 }
                 Slotted::Op {
@@ -722,8 +726,9 @@ fn convolve(
     })
 }
 
-/// Lets every int8 layer whose output feeds exactly one int8 layer (and nothing else, not the
-/// graph output) write that layer's input codes instead of f32 values.
+/// Lets every int8 dense layer and fused GroupNorm whose output feeds exactly one int8 layer
+/// (and nothing else, not the graph output) write that layer's input codes instead of f32
+/// values.
 fn chain_int8_inputs(steps: &mut [Slotted], graph_output: usize) {
     let mut uses: HashMap<usize, usize> = HashMap::from([(graph_output, 1)]);
     let mut int8_input: HashMap<usize, QuantParams> = HashMap::new();
@@ -735,9 +740,13 @@ fn chain_int8_inputs(steps: &mut [Slotted], graph_output: usize) {
                     int8_input.insert(*input, p.input());
                 }
             }
-            Slotted::Conv { input, .. } | Slotted::Norm { input, .. } => {
-                *uses.entry(*input).or_default() += 1
+            Slotted::Conv { input, packed, .. } => {
+                *uses.entry(*input).or_default() += 1;
+                if let PackedConv::I8(p) = packed {
+                    int8_input.insert(*input, p.input());
+                }
             }
+            Slotted::Norm { input, .. } => *uses.entry(*input).or_default() += 1,
             Slotted::Op { inputs, .. } => {
                 for i in inputs {
                     *uses.entry(*i).or_default() += 1;
@@ -745,17 +754,24 @@ fn chain_int8_inputs(steps: &mut [Slotted], graph_output: usize) {
             }
         }
     }
+    let sole_int8_reader = |slot: &usize| match uses.get(slot) {
+        Some(1) => int8_input.get(slot).copied(),
+        _ => None,
+    };
     for step in steps.iter_mut() {
-        if let Slotted::Dense {
-            output,
-            written: written @ Written::Float,
-            packed: Packed::I8(_),
-            ..
-        } = step
-            && uses.get(output) == Some(&1)
-            && let Some(&params) = int8_input.get(output)
-        {
-            *written = Written::Codes(params);
+        match step {
+            Slotted::Dense {
+                output,
+                written: written @ Written::Float,
+                packed: Packed::I8(_),
+                ..
+            } => {
+                if let Some(params) = sole_int8_reader(output) {
+                    *written = Written::Codes(params);
+                }
+            }
+            Slotted::Norm { output, codes, .. } => *codes = sole_int8_reader(output),
+            _ => {}
         }
     }
 }

@@ -311,6 +311,13 @@ pub type PackedConvI8 = PackedConv<PackedI8>;
 pub type PackedConvF32 = PackedConv<PackedF32>;
 
 #[cfg(feature = "alloc")]
+impl PackedConvI8 {
+    /// The scale and zero point its input is quantized with.
+    pub fn input(&self) -> crate::QuantParams {
+        self.gemm.input()
+    }
+}
+
 impl<G> PackedConv<G> {
     /// Output channels `M`.
     pub fn outputs(&self) -> usize {

@@ -355,6 +355,8 @@ pub(crate) struct Epilogue {
     pub moments: unsafe fn(&[f32]) -> (f64, f64),
     /// A normalization plane's affine + SiLU pass ([`crate::norm::affine`]).
     pub affine: unsafe fn(&[f32], &mut [f32], &crate::norm::PlaneAffine),
+    /// The same pass writing uint8 codes ([`crate::norm::affine_codes`]).
+    pub affine_codes: unsafe fn(&[f32], &mut [u8], &crate::norm::PlaneAffine, QuantParams),
 }
 
 /// Defines `pub(crate) static EPILOGUE` with the element-wise loops compiled for `$features`.
@@ -404,6 +406,16 @@ macro_rules! epilogue_for {
             $crate::norm::affine(x, out, p)
         }
 
+        #[target_feature(enable = $features)]
+        fn affine_codes(
+            x: &[f32],
+            out: &mut [u8],
+            p: &$crate::norm::PlaneAffine,
+            params: $crate::QuantParams,
+        ) {
+            $crate::norm::affine_codes::<$crate::quant::FastDivide>(x, out, p, params)
+        }
+
         /// This family's element-wise loops, vectorized for its features.
         pub(crate) static EPILOGUE: $crate::epilogue::Epilogue = $crate::epilogue::Epilogue {
             quantize,
@@ -411,6 +423,7 @@ macro_rules! epilogue_for {
             f32: finish_f32_tile,
             moments,
             affine,
+            affine_codes,
         };
     };
 }

@@ -6,6 +6,7 @@
 use crate::activation::exp;
 use crate::error::KernelError;
 use crate::isa::Isa;
+use crate::quant::QuantParams;
 
 /// How one plane is normalized: `y = ((x − mean) · gain + bias) · gamma + beta` in f32, each
 /// step rounded (no fused multiply-add) as separate ONNX nodes round it, then `y · sigmoid(y)`
@@ -100,6 +101,29 @@ pub fn affine(x: &[f32], out: &mut [f32], p: &PlaneAffine) {
     }
 }
 
+/// [`affine`] with each value then quantized to `params`' uint8 code (what the int8 layer
+/// reading it would do), the quotient taken by `D`.
+#[inline(always)]
+pub(crate) fn affine_codes<D: crate::quant::Divide>(
+    x: &[f32],
+    out: &mut [u8],
+    p: &PlaneAffine,
+    params: QuantParams,
+) {
+    let inv = 1.0 / params.scale;
+    let norm = |v: f32| ((v - p.mean) * p.gain + p.bias) * p.gamma + p.beta;
+    if p.silu {
+        for (q, &v) in out.iter_mut().zip(x) {
+            let a = norm(v);
+            *q = params.quantize_by::<D>(a * sigmoid(a), inv);
+        }
+    } else {
+        for (q, &v) in out.iter_mut().zip(x) {
+            *q = params.quantize_by::<D>(norm(v), inv);
+        }
+    }
+}
+
 /// [`moments`] compiled for `isa`, or an error when this CPU lacks it.
 pub fn plane_moments(isa: Isa, row: &[f32]) -> Result<(f64, f64), KernelError> {
     let f = crate::arch::f32_micro(isa.require()?).epilogue.moments;
@@ -118,6 +142,23 @@ pub fn plane_affine(
     let f = crate::arch::f32_micro(isa.require()?).epilogue.affine;
     // SAFETY: `require` checked that this CPU has the family's features.
     unsafe { f(x, out, p) };
+    Ok(())
+}
+
+/// [`affine`] compiled for `isa`, each value written as its uint8 code for `params`
+/// (`params.quantize` of what [`plane_affine`] writes), or an error when this CPU lacks the
+/// family or the lengths differ.
+pub fn plane_affine_codes(
+    isa: Isa,
+    x: &[f32],
+    out: &mut [u8],
+    p: &PlaneAffine,
+    params: QuantParams,
+) -> Result<(), KernelError> {
+    crate::error::check_len("normalized codes", x.len(), out.len())?;
+    let f = crate::arch::f32_micro(isa.require()?).epilogue.affine_codes;
+    // SAFETY: `require` checked that this CPU has the family's features.
+    unsafe { f(x, out, p, params) };
     Ok(())
 }
 
@@ -165,6 +206,15 @@ mod tests {
                     plane_affine(isa, &x, &mut got, &p).unwrap();
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&got), bits(&want), "{isa}, silu {silu}");
+                    // Codes on a grid a little narrower than the values (some saturate).
+                    let (lo, hi) = want
+                        .iter()
+                        .fold((0f32, 0f32), |(l, h), &v| (l.min(v), h.max(v)));
+                    let params = QuantParams::from_range(lo * 0.9, hi * 0.9);
+                    let codes: Vec<u8> = want.iter().map(|&v| params.quantize(v)).collect();
+                    let mut got = alloc::vec![0u8; len];
+                    plane_affine_codes(isa, &x, &mut got, &p, params).unwrap();
+                    assert_eq!(got, codes, "{isa}, silu {silu}, codes");
                 }
             }
         }

@@ -1,8 +1,8 @@
 //! GroupNorm as exported: `Reshape → InstanceNormalization → Reshape → Mul(γ) → Add(β)`, with
 //! the SiLU (`Sigmoid` + `Mul`) that usually follows, run as one step.
 use anyhow::ensure;
-use mf_kernels::Isa;
 use mf_kernels::norm::sigmoid;
+use mf_kernels::{Isa, QuantParams};
 
 use super::{broadcast, normalize, reshape, with_shape};
 use crate::tensor::Value;
@@ -32,12 +32,14 @@ impl GroupNormChain {
     /// The chain's output for `x`: in one pass when `γ` and `β` are per channel of the
     /// ungrouped shape and each channel lies in one group, else node by node; the same bits
     /// either way. The one pass writes into `buffer(len)` (`len` values, any contents: all
-    /// are overwritten).
+    /// are overwritten). With `codes`, the output is uint8 codes for those parameters (the
+    /// codes of the f32 output).
     pub fn run(
         &self,
         x: &Value,
         isa: Isa,
         buffer: &mut dyn FnMut(usize) -> Vec<f32>,
+        codes: Option<QuantParams>,
     ) -> anyhow::Result<Value> {
         let (data, shape) = x.f32("GroupNorm input")?;
         let grouped = reshape(shape, &self.grouped)?;
@@ -50,21 +52,51 @@ impl GroupNormChain {
         let (beta, beta_shape) = self.beta.f32("GroupNorm shift (Add)")?;
         if per_channel(gamma_shape, &ungrouped) && per_channel(beta_shape, &ungrouped) {
             let norm = (&self.scale[..], &self.bias[..], self.epsilon);
-            let affine = (gamma, beta);
-            if let Some(out) = normalize::group_norm(
-                isa,
-                data,
-                &grouped,
-                norm,
-                (&ungrouped, affine),
-                self.silu,
-                buffer,
-            )? {
-                return Ok(Value::F32(out, ungrouped));
+            let target = (&ungrouped[..], (gamma, beta));
+            let fused = match codes {
+                None => {
+                    normalize::group_norm(isa, data, &grouped, norm, target, self.silu, buffer, ())?
+                        .map(|out| Value::F32(out, ungrouped.clone()))
+                }
+                Some(params) => {
+                    let mut bytes = |len| vec![0u8; len];
+                    normalize::group_norm(
+                        isa, data, &grouped, norm, target, self.silu, &mut bytes, params,
+                    )?
+                    .map(|out| Value::U8(out, ungrouped.clone()))
+                }
+            };
+            if let Some(out) = fused {
+                return Ok(out);
             }
         }
+        let out = self.node_by_node(
+            data,
+            &grouped,
+            ungrouped,
+            (gamma, gamma_shape),
+            (beta, beta_shape),
+        )?;
+        Ok(match codes {
+            None => out,
+            Some(params) => {
+                let (y, sy) = out.f32("GroupNorm")?;
+                Value::U8(y.iter().map(|&v| params.quantize(v)).collect(), sy.to_vec())
+            }
+        })
+    }
+
+    /// The chain's nodes one by one (γ or β not per channel, or a channel across groups).
+    fn node_by_node(
+        &self,
+        data: &[f32],
+        grouped: &[usize],
+        ungrouped: Vec<usize>,
+        (gamma, gamma_shape): (&[f32], &[usize]),
+        (beta, beta_shape): (&[f32], &[usize]),
+    ) -> anyhow::Result<Value> {
         let normalized =
-            normalize::instance_norm(data, &grouped, &self.scale, &self.bias, self.epsilon)?;
+            normalize::instance_norm(data, grouped, &self.scale, &self.bias, self.epsilon)?;
         let normalized = with_shape(normalized, ungrouped);
         let (y, sy) = normalized.f32("GroupNorm")?;
         let scaled = broadcast(y, sy, gamma, gamma_shape, |a, b| a * b)?;
@@ -93,4 +125,42 @@ fn per_channel(constant: &[usize], shape: &[usize]) -> bool {
             d == 1 || (axis == 1 && d == shape[1])
         })
         && constant.iter().product::<usize>() == shape[1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_the_codes_of_the_float_output() {
+        let isa = Isa::select().expect("a kernel family");
+        let (n, c, h, w) = (2, 6, 5, 7);
+        let data: Vec<f32> = (0..n * c * h * w)
+            .map(|i| ((i * 7919) % 997) as f32 / 97.0 - 4.0 + (i / (h * w)) as f32 * 0.3)
+            .collect();
+        let x = Value::F32(data, vec![n, c, h, w]);
+        let params = QuantParams::new(0.005, 40).expect("a valid scale");
+        // γ per channel (the one pass) and per element (node by node).
+        for per in [vec![c, 1, 1], vec![c, h, w]] {
+            let len: usize = per.iter().product();
+            let ramp = |a: f32, b: f32| (0..len).map(|i| a + b * i as f32).collect::<Vec<_>>();
+            let chain = GroupNormChain {
+                grouped: vec![2, 3, -1],
+                scale: vec![1.1, 0.9, 1.0],
+                bias: vec![0.1, -0.2, 0.0],
+                epsilon: 1e-5,
+                ungrouped: vec![2, 6, 5, 7],
+                gamma: Value::F32(ramp(1.5, 0.01), per.clone()),
+                beta: Value::F32(ramp(-0.3, 0.002), per.clone()),
+                silu: true,
+            };
+            let mut fresh = |len| vec![0.0; len];
+            let floats = chain.run(&x, isa, &mut fresh, None).unwrap();
+            let codes = chain.run(&x, isa, &mut fresh, Some(params)).unwrap();
+            let (f, shape) = floats.f32("floats").unwrap();
+            let want: Vec<u8> = f.iter().map(|&v| params.quantize(v)).collect();
+            assert!(want.iter().any(|&q| q == 255) && want.iter().any(|&q| q != 255));
+            assert_eq!(codes, Value::U8(want, shape.to_vec()), "γ of shape {per:?}");
+        }
+    }
 }

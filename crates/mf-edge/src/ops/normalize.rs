@@ -4,9 +4,9 @@
 use std::sync::Mutex;
 
 use anyhow::ensure;
-use mf_kernels::Isa;
 use mf_kernels::activation::exp;
 use mf_kernels::norm::{self, PlaneAffine};
+use mf_kernels::{Isa, QuantParams};
 
 use super::{broadcast, normalized_axis};
 use crate::tensor::Value;
@@ -166,16 +166,18 @@ fn plane_affine(
 /// `beta[c]`, then SiLU (`y · sigmoid(y)`) if `silu`. Every value is rounded as the separate
 /// nodes round it, so the result is theirs bit for bit. `None` when a channel plane of `shape`
 /// straddles two groups' planes (the caller then runs the nodes one by one). The output is
-/// written into `buffer(x.len())`, whose contents do not matter.
-pub fn group_norm(
+/// written into `buffer(x.len())`, whose contents do not matter, as [`NormOutput`] says.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm<T: NormOutput>(
     isa: Isa,
     x: &[f32],
     grouped: &[usize],
     (scale, bias, epsilon): (&[f32], &[f32], f32),
     (shape, (gamma, beta)): (&[usize], (&[f32], &[f32])),
     silu: bool,
-    buffer: &mut dyn FnMut(usize) -> Vec<f32>,
-) -> anyhow::Result<Option<Vec<f32>>> {
+    buffer: &mut dyn FnMut(usize) -> Vec<T>,
+    form: T::Form,
+) -> anyhow::Result<Option<Vec<T>>> {
     let (Some(&groups), Some(&channels)) = (grouped.get(1), shape.get(1)) else {
         return Ok(None);
     };
@@ -210,7 +212,7 @@ pub fn group_norm(
         out.len(),
         x.len()
     );
-    let runs: Vec<Mutex<PlaneRun<'_>>> = x
+    let runs: Vec<Mutex<PlaneRun<'_, T>>> = x
         .chunks(per_task * group_plane)
         .zip(out.chunks_mut(per_task * group_plane))
         .enumerate()
@@ -229,7 +231,13 @@ pub fn group_norm(
                     let c = (g * group_plane / plane + k) % channels;
                     let then = Some((gamma[c], beta[c], silu));
                     let (s, b) = (scale[g % groups], bias[g % groups]);
-                    norm::plane_affine(isa, row, y, &plane_affine(moments, s, b, epsilon, then))?;
+                    T::write(
+                        isa,
+                        row,
+                        y,
+                        &plane_affine(moments, s, b, epsilon, then),
+                        form,
+                    )?;
                 }
                 Ok(())
             });
@@ -247,7 +255,48 @@ pub fn group_norm(
 }
 
 /// A run of group planes for one task: the index of its first plane, its input, its output.
-type PlaneRun<'a> = (usize, &'a [f32], &'a mut [f32]);
+type PlaneRun<'a, T> = (usize, &'a [f32], &'a mut [T]);
+
+/// What a fused GroupNorm writes: f32 values, or uint8 codes for the int8 layer that reads
+/// them (each the code that layer would give the f32 value).
+pub trait NormOutput: Copy + Send + Sync {
+    /// What the writing needs beyond the plane (the codes' parameters).
+    type Form: Copy + Send + Sync;
+    /// Normalizes one plane `x` into `out`.
+    fn write(
+        isa: Isa,
+        x: &[f32],
+        out: &mut [Self],
+        plane: &PlaneAffine,
+        form: Self::Form,
+    ) -> Result<(), mf_kernels::KernelError>;
+}
+
+impl NormOutput for f32 {
+    type Form = ();
+    fn write(
+        isa: Isa,
+        x: &[f32],
+        out: &mut [f32],
+        plane: &PlaneAffine,
+        _: (),
+    ) -> Result<(), mf_kernels::KernelError> {
+        norm::plane_affine(isa, x, out, plane)
+    }
+}
+
+impl NormOutput for u8 {
+    type Form = QuantParams;
+    fn write(
+        isa: Isa,
+        x: &[f32],
+        out: &mut [u8],
+        plane: &PlaneAffine,
+        params: QuantParams,
+    ) -> Result<(), mf_kernels::KernelError> {
+        norm::plane_affine_codes(isa, x, out, plane, params)
+    }
+}
 
 /// From this many values on, a GroupNorm is shared out across the thread team.
 const PARALLEL_VALUES: usize = 1 << 15;

@@ -32,6 +32,7 @@ static EPILOGUE: Epilogue = Epilogue {
     f32: finish_f32,
     moments: crate::norm::moments,
     affine: crate::norm::affine,
+    affine_codes: crate::norm::affine_codes::<Divided>,
 };
 
 unsafe fn quantize(x: &[f32], params: QuantParams, codes: &mut [u8]) {
