@@ -506,7 +506,7 @@ impl NativeEngine {
                             let value = env[inputs[0]].take().expect("checked above");
                             ops::with_shape(value, shape)
                         }
-                        _ => ops::run(node, &args).with_context(context)?,
+                        _ => ops::run_on(self.isa, node, &args).with_context(context)?,
                     };
                     env[*output] = Some(out);
                 }

@@ -357,6 +357,10 @@ pub(crate) struct Epilogue {
     pub affine: unsafe fn(&[f32], &mut [f32], &crate::norm::PlaneAffine),
     /// The same pass writing uint8 codes ([`crate::norm::affine_codes`]).
     pub affine_codes: unsafe fn(&[f32], &mut [u8], &crate::norm::PlaneAffine, QuantParams),
+    /// tanh over a slice ([`crate::pointwise::tanh_into`]).
+    pub tanh: unsafe fn(&[f32], &mut [f32]),
+    /// The product of two activation matrices ([`crate::pointwise::matmul_into`]).
+    pub matmul: unsafe fn(&[f32], &[f32], &mut [f32], [usize; 3]),
 }
 
 /// Defines `pub(crate) static EPILOGUE` with the element-wise loops compiled for `$features`.
@@ -416,6 +420,16 @@ macro_rules! epilogue_for {
             $crate::norm::affine_codes::<$crate::quant::FastDivide>(x, out, p, params)
         }
 
+        #[target_feature(enable = $features)]
+        fn tanh(x: &[f32], out: &mut [f32]) {
+            $crate::pointwise::tanh_into(x, out)
+        }
+
+        #[target_feature(enable = $features)]
+        fn matmul(a: &[f32], b: &[f32], c: &mut [f32], dims: [usize; 3]) {
+            $crate::pointwise::matmul_into(a, b, c, dims)
+        }
+
         /// This family's element-wise loops, vectorized for its features.
         pub(crate) static EPILOGUE: $crate::epilogue::Epilogue = $crate::epilogue::Epilogue {
             quantize,
@@ -424,6 +438,8 @@ macro_rules! epilogue_for {
             moments,
             affine,
             affine_codes,
+            tanh,
+            matmul,
         };
     };
 }

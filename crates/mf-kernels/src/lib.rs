@@ -54,6 +54,8 @@ pub mod norm;
 mod pack;
 #[cfg(feature = "std")]
 pub mod peak;
+#[cfg(feature = "alloc")]
+pub mod pointwise;
 pub mod quant;
 pub mod reference;
 #[cfg(feature = "std")]

@@ -3,14 +3,14 @@
 //! weights known only at run time; and the Conv attributes every convolution is read with.
 use anyhow::{bail, ensure};
 use mf_core::onnx;
-use mf_kernels::{Activation, ConvGeometry};
+use mf_kernels::{Activation, ConvGeometry, Isa};
 
 use super::{broadcast_shapes, int_attr, ints_attr, strides};
 use crate::tensor::{Value, element_count};
 
 /// MatMul with numpy semantics: 1-D operands get a dimension for the product and lose it
 /// after; batch dimensions broadcast.
-pub fn matmul(a: &[f32], sa: &[usize], b: &[f32], sb: &[usize]) -> anyhow::Result<Value> {
+pub fn matmul(isa: Isa, a: &[f32], sa: &[usize], b: &[f32], sb: &[usize]) -> anyhow::Result<Value> {
     ensure!(
         !sa.is_empty() && !sb.is_empty(),
         "MatMul of {sa:?} by {sb:?}: scalars are not matrices"
@@ -50,15 +50,8 @@ pub fn matmul(a: &[f32], sa: &[usize], b: &[f32], sb: &[usize]) -> anyhow::Resul
         };
         let (oa, ob) = (offset(&pa, &sta) * m * k, offset(&pb, &stb) * k * n);
         let c = &mut out[t * m * n..(t + 1) * m * n];
-        for i in 0..m {
-            for p in 0..k {
-                let x = a[oa + i * k + p];
-                let row = &b[ob + p * n..ob + (p + 1) * n];
-                for (y, &w) in c[i * n..(i + 1) * n].iter_mut().zip(row) {
-                    *y += x * w;
-                }
-            }
-        }
+        let (a, b) = (&a[oa..oa + m * k], &b[ob..ob + k * n]);
+        mf_kernels::pointwise::matmul(isa, a, b, c, [m, k, n])?;
         for d in (0..rank).rev() {
             index[d] += 1;
             if index[d] < batch[d] {
@@ -225,13 +218,15 @@ mod tests {
         // [2, 1, 1, 2] x [3, 2, 1]: batches [2, 1] and [3] broadcast to [2, 3].
         let a = [1.0, 2.0, 3.0, 4.0];
         let b = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
-        let Value::F32(out, shape) = matmul(&a, &[2, 1, 1, 2], &b, &[3, 2, 1]).unwrap() else {
+        let Value::F32(out, shape) =
+            matmul(Isa::Scalar, &a, &[2, 1, 1, 2], &b, &[3, 2, 1]).unwrap()
+        else {
             panic!("f32 expected")
         };
         assert_eq!(shape, [2, 3, 1, 1]);
         assert_eq!(out, [1.0, 2.0, 3.0, 3.0, 4.0, 7.0]);
-        let v = matmul(&[1.0, 2.0], &[2], &[3.0, 4.0], &[2]).unwrap();
+        let v = matmul(Isa::detect(), &[1.0, 2.0], &[2], &[3.0, 4.0], &[2]).unwrap();
         assert_eq!(v, Value::F32(vec![11.0], vec![]));
-        assert!(matmul(&a, &[2, 2], &b, &[3, 2]).is_err());
+        assert!(matmul(Isa::Scalar, &a, &[2, 2], &b, &[3, 2]).is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! native engine runs them for everything it does not fuse into a dense kernel.
 use anyhow::{Context, bail, ensure};
 use mf_core::onnx;
+use mf_kernels::Isa;
 
 use crate::tensor::{Value, element_count};
 
@@ -161,8 +162,14 @@ impl Args<'_> {
     }
 }
 
-/// Runs one node on its input values.
+/// Runs one node on its input values, with the best kernel family of this CPU where an op
+/// has per-family loops (every family gives the same bits).
 pub fn run(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
+    run_on(Isa::detect(), node, inputs)
+}
+
+/// [`run`] with the loops of kernel family `isa` (the engine's).
+pub fn run_on(isa: Isa, node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
     let op = node.op_type.as_str();
     let args = Args { node, inputs };
     let what = |i: usize| args.what(i);
@@ -228,7 +235,11 @@ pub fn run(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
             match op {
                 "Sin" => map_f32(a, s, libm::sinf),
                 "Cos" => map_f32(a, s, libm::cosf),
-                "Tanh" => map_f32(a, s, normalize::tanh),
+                "Tanh" => {
+                    let mut out = vec![0f32; a.len()];
+                    mf_kernels::pointwise::tanh_slice(isa, a, &mut out)?;
+                    Value::F32(out, s.to_vec())
+                }
                 _ => map_f32(a, s, mf_kernels::norm::sigmoid),
             }
         }
@@ -274,7 +285,7 @@ pub fn run(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
             need(2)?;
             let (a, sa) = inputs[0].f32(&what(0))?;
             let (b, sb) = inputs[1].f32(&what(1))?;
-            linear::matmul(a, sa, b, sb)?
+            linear::matmul(isa, a, sa, b, sb)?
         }
         "Gemm" => {
             need(2)?;
@@ -292,7 +303,7 @@ pub fn run(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
             let (a, b) = (operand(0, "transA")?, operand(1, "transB")?);
             let (a, sa) = a.f32(&what(0))?;
             let (b, sb) = b.f32(&what(1))?;
-            let product = linear::matmul(a, sa, b, sb)?;
+            let product = linear::matmul(isa, a, sa, b, sb)?;
             let (y, sy) = product.f32("Gemm")?;
             let alpha = float_attr(node, "alpha", 1.0);
             match optional_input(node, inputs, 2) {

@@ -1,6 +1,5 @@
 //! Normalizations: Softmax, LayerNormalization and InstanceNormalization, in f32 with sums
-//! gathered in f64;
-//! and tanh, the squashing of the DiT's GELU.
+//! gathered in f64.
 use std::sync::Mutex;
 
 use anyhow::ensure;
@@ -301,32 +300,6 @@ impl NormOutput for u8 {
 /// From this many values on, a GroupNorm is shared out across the thread team.
 const PARALLEL_VALUES: usize = 1 << 15;
 
-/// tanh in f32 arithmetic alone: the odd 13/6 rational approximation Eigen uses (its
-/// `generic_fast_tanh_float`), within a few float rounding steps of the true value, clamped
-/// where tanh rounds to ±1, and `x` itself below 4e-4. Plain multiplies and adds, so the same
-/// bits on every target and no call into a libm per element.
-pub fn tanh(x: f32) -> f32 {
-    const CLAMP: f32 = 7.905_311;
-    const ALPHA: [f32; 7] = [
-        4.893_524_6e-3,
-        6.372_619_3e-4,
-        1.485_722_4e-5,
-        5.122_297e-8,
-        -8.604_672e-11,
-        2.000_188e-13,
-        -2.760_768_5e-16,
-    ];
-    const BETA: [f32; 4] = [4.893_525e-3, 2.268_434_6e-3, 1.185_347_1e-4, 1.198_258_4e-6];
-    if x.abs() < 4e-4 {
-        return x;
-    }
-    let x = x.clamp(-CLAMP, CLAMP);
-    let x2 = x * x;
-    let p = ALPHA.iter().rev().fold(0.0f32, |acc, &a| acc * x2 + a) * x;
-    let q = BETA.iter().rev().fold(0.0f32, |acc, &b| acc * x2 + b);
-    p / q
-}
-
 /// `(product of dims before from, product of dims from..to, product of dims after to)`.
 fn split(shape: &[usize], from: usize, to: usize) -> (usize, usize, usize) {
     (
@@ -397,25 +370,5 @@ mod tests {
             let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 4.0;
             assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5, "{row:?}");
         }
-    }
-
-    #[test]
-    fn tanh_is_within_a_few_rounding_steps_of_the_true_value() {
-        let mut worst = 0f64;
-        for i in -200_000..=200_000 {
-            let x = i as f32 * 5e-5;
-            let want = (x as f64).tanh();
-            let err = (tanh(x) as f64 - want).abs() / want.abs().max(1e-30);
-            worst = worst.max(if want == 0.0 {
-                tanh(x).abs() as f64
-            } else {
-                err
-            });
-        }
-        assert!(worst < 1e-6, "relative error {worst:e}");
-        assert_eq!(tanh(40.0), tanh(7.905_311));
-        assert!((tanh(40.0) - 1.0).abs() < 1e-6 && (tanh(-40.0) + 1.0).abs() < 1e-6);
-        assert!(tanh(f32::NAN).is_nan());
-        assert_eq!(tanh(1e-30), 1e-30);
     }
 }

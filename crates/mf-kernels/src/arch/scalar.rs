@@ -33,6 +33,8 @@ static EPILOGUE: Epilogue = Epilogue {
     moments: crate::norm::moments,
     affine: crate::norm::affine,
     affine_codes: crate::norm::affine_codes::<Divided>,
+    tanh: crate::pointwise::tanh_into,
+    matmul: crate::pointwise::matmul_into,
 };
 
 unsafe fn quantize(x: &[f32], params: QuantParams, codes: &mut [u8]) {

@@ -1,0 +1,111 @@
+//! Loops over activations that the engine's reference ops would otherwise run at the
+//! baseline vector width: tanh over a slice (the DiT's GELU) and the product of two activation
+//! matrices (attention's `Q·Kᵀ` and `·V`, whose operands change every call, so there is
+//! nothing to pack). Plain Rust compiled per kernel family (`epilogue_for!`): the same
+//! operations in the same order on every family, so the same bits as the portable bodies.
+use crate::activation::tanh;
+use crate::error::{KernelError, check_len};
+use crate::isa::Isa;
+
+/// `out[i] = tanh(x[i])` ([`tanh`]).
+#[inline(always)]
+pub(crate) fn tanh_into(x: &[f32], out: &mut [f32]) {
+    for (y, &v) in out.iter_mut().zip(x) {
+        *y = tanh(v);
+    }
+}
+
+/// `c = a · b` for row-major `a` `[m, k]`, `b` `[k, n]` and `c` `[m, n]`: each output row
+/// starts at 0 and adds `a[i, p] · b[p, :]` for `p` in order, each product and sum rounded
+/// (no fused multiply-add).
+#[inline(always)]
+pub(crate) fn matmul_into(a: &[f32], b: &[f32], c: &mut [f32], [m, k, n]: [usize; 3]) {
+    for (row, out) in a.chunks_exact(k).zip(c.chunks_exact_mut(n)).take(m) {
+        out.fill(0.0);
+        for (&x, line) in row.iter().zip(b.chunks_exact(n)) {
+            for (y, &w) in out.iter_mut().zip(line) {
+                *y += x * w;
+            }
+        }
+    }
+}
+
+/// [`tanh`] of every value of `x` into `out`, compiled for `isa`.
+pub fn tanh_slice(isa: Isa, x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
+    check_len("tanh output", x.len(), out.len())?;
+    let f = crate::arch::f32_micro(isa.require()?).epilogue.tanh;
+    // SAFETY: `require` checked that this CPU has the family's features.
+    unsafe { f(x, out) };
+    Ok(())
+}
+
+/// `c = a · b` (`[m, k]` by `[k, n]`, row-major) compiled for `isa`; the sums as
+/// [`matmul_into`] takes them.
+pub fn matmul(
+    isa: Isa,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    [m, k, n]: [usize; 3],
+) -> Result<(), KernelError> {
+    let size = |r: usize, c: usize| {
+        r.checked_mul(c)
+            .ok_or(KernelError::Geometry("the product's size overflows"))
+    };
+    check_len("left operand", size(m, k)?, a.len())?;
+    check_len("right operand", size(k, n)?, b.len())?;
+    check_len("product", size(m, n)?, c.len())?;
+    if k == 0 {
+        c.fill(0.0);
+        return Ok(());
+    }
+    let f = crate::arch::f32_micro(isa.require()?).epilogue.matmul;
+    // SAFETY: `require` checked that this CPU has the family's features.
+    unsafe { f(a, b, c, [m, k, n]) };
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+
+    #[test]
+    fn every_family_gives_the_portable_bits() {
+        let values = |len: usize, seed: usize| -> Vec<f32> {
+            (0..len)
+                .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 125.0 - 4.0)
+                .collect()
+        };
+        for [m, k, n] in [[1, 1, 1], [16, 32, 16], [5, 7, 33], [3, 64, 17]] {
+            let (a, b) = (values(m * k, 1), values(k * n, 2));
+            let mut want = alloc::vec![0f32; m * n];
+            matmul_into(&a, &b, &mut want, [m, k, n]);
+            // Against f64 sums too: a wrong index would be far off.
+            for i in 0..m {
+                for j in 0..n {
+                    let exact: f64 = (0..k)
+                        .map(|p| a[i * k + p] as f64 * b[p * n + j] as f64)
+                        .sum();
+                    assert!((want[i * n + j] as f64 - exact).abs() < 1e-4 * k as f64);
+                }
+            }
+            let x = values(m * n + 3, 3);
+            let mut tanh_want = alloc::vec![0f32; x.len()];
+            tanh_into(&x, &mut tanh_want);
+            for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
+                let mut got = alloc::vec![f32::NAN; m * n];
+                matmul(isa, &a, &b, &mut got, [m, k, n]).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{isa} {m}x{k}x{n}");
+                let mut got = alloc::vec![0f32; x.len()];
+                tanh_slice(isa, &x, &mut got).unwrap();
+                assert_eq!(bits(&got), bits(&tanh_want), "{isa} tanh");
+            }
+        }
+        let mut c = [1.0f32; 6];
+        matmul(Isa::Scalar, &[], &[], &mut c, [2, 0, 3]).unwrap();
+        assert_eq!(c, [0.0; 6], "an empty sum is 0");
+        assert!(matmul(Isa::Scalar, &[1.0; 5], &[1.0; 6], &mut c, [2, 3, 3]).is_err());
+    }
+}
