@@ -360,8 +360,11 @@ pub(crate) struct Epilogue {
     /// tanh over a slice ([`crate::pointwise::tanh_into`]).
     pub tanh: unsafe fn(&[f32], &mut [f32]),
     /// The product of two activation matrices ([`crate::pointwise::matmul_into`]).
-    pub matmul: unsafe fn(&[f32], &[f32], &mut [f32], [usize; 3]),
+    pub matmul: MatMul,
 }
+
+/// `c = a · b` with `[m, k, n]` ([`crate::pointwise::matmul_into`]).
+pub(crate) type MatMul = unsafe fn(&[f32], &[f32], &mut [f32], [usize; 3]);
 
 /// Defines `pub(crate) static EPILOGUE` with the element-wise loops compiled for `$features`.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
