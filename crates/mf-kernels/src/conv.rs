@@ -318,6 +318,7 @@ impl PackedConvI8 {
     }
 }
 
+#[cfg(feature = "alloc")]
 impl<G> PackedConv<G> {
     /// Output channels `M`.
     pub fn outputs(&self) -> usize {
