@@ -10,7 +10,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::activation::Activation;
-use crate::arch::{AForm, F32Micro, I8Micro, f32_micro, i8_micro};
+use crate::arch::{AForm, F32Micro, I8Micro, f32_gemm_micro, i8_micro};
 use crate::error::{KernelError, check_len, check_scale};
 use crate::isa::Isa;
 use crate::quant::{QuantParams, quantize_weights_symmetric};
@@ -136,7 +136,7 @@ impl PackedF32 {
         let isa = isa.require()?;
         check_len("weights", n * k, weights.len())?;
         check_len("bias", n, bias.len())?;
-        let micro = f32_micro(isa);
+        let micro = f32_gemm_micro(isa, n);
         Ok(PackedF32 {
             isa,
             micro,

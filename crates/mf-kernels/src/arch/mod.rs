@@ -91,7 +91,20 @@ pub(crate) fn i8_micro(isa: Isa, n: usize) -> &'static I8Micro {
     }
 }
 
-/// The fp32 kernel of a family. The caller has checked availability.
+/// The fp32 kernel of a family for a layer of `n` outputs (AVX-512 has a narrower tile for
+/// `n ≤ 16`). The caller has checked availability.
+// Only an x86 family has a narrower tile: elsewhere `n` does not choose.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+pub(crate) fn f32_gemm_micro(isa: Isa, n: usize) -> &'static F32Micro {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512Vnni && n <= x86_64::avx512::F32_NARROW.nr {
+        return &x86_64::avx512::F32_NARROW;
+    }
+    f32_micro(isa)
+}
+
+/// The fp32 kernel of a family (the widest; its epilogue is the family's). The caller has
+/// checked availability.
 pub(crate) fn f32_micro(isa: Isa) -> &'static F32Micro {
     match isa {
         #[cfg(target_arch = "x86_64")]
@@ -146,7 +159,7 @@ mod tests {
                 i8.mr.is_multiple_of(i8.row_align),
                 "{isa} int8 row alignment"
             );
-            let f = f32_micro(isa);
+            let f = f32_gemm_micro(isa, n);
             assert!(f.mr * f.nr <= MAX_TILE, "{isa} fp32 tile {}x{}", f.mr, f.nr);
             assert!(f.nr <= crate::epilogue::MAX_NR, "{isa} fp32 nr {}", f.nr);
         }

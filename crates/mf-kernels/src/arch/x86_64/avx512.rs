@@ -41,6 +41,14 @@ pub(crate) static F32: F32Micro = F32Micro {
     epilogue: &EPILOGUE,
 };
 
+/// AVX-512F fp32 tiles one vector wide, 12×16, for layers of at most 16 outputs.
+pub(crate) static F32_NARROW: F32Micro = F32Micro {
+    mr: 12,
+    nr: 16,
+    tile: f32_tile_narrow,
+    epilogue: &EPILOGUE,
+};
+
 unsafe fn i8_tile(rows: usize, kb: usize, a: *const u8, lda: usize, b: *const i8, c: *mut i32) {
     // SAFETY: the caller holds `I8Micro`'s tile contract; `by_rows!` passes it on unchanged to the
     // kernel instance for exactly `rows` rows, and every row count up to `mr` has an instance.
@@ -155,6 +163,22 @@ unsafe fn f32_tile(rows: usize, k: usize, a: *const f32, lda: usize, b: *const f
     }
 }
 
+unsafe fn f32_tile_narrow(
+    rows: usize,
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    c: *mut f32,
+) {
+    // SAFETY: as for `f32_tile`, with `F32_NARROW`'s panels of one vector per depth step.
+    unsafe {
+        by_rows!(rows, f32_rows_narrow, (k, a, lda, b, c),
+            [1 => 8, 2 => 4, 3 => 3, 4 => 2, 5 => 2, 6 => 1, 7 => 1, 8 => 1, 9 => 1, 10 => 1, 11 => 1, 12 => 1])
+    }
+}
+
+/// [`f32_rows_of`] for 32-wide panels.
 #[target_feature(enable = "avx512f")]
 unsafe fn f32_rows<const R: usize, const S: usize>(
     k: usize,
@@ -163,25 +187,55 @@ unsafe fn f32_rows<const R: usize, const S: usize>(
     b: *const f32,
     c: *mut f32,
 ) {
-    let mut acc = [[[_mm512_setzero_ps(); 2]; R]; S];
+    // SAFETY: the caller's tile contract, for panels of two vectors.
+    unsafe { f32_rows_of::<R, S, 2>(k, a, lda, b, c) }
+}
+
+/// [`f32_rows_of`] for 16-wide panels.
+#[target_feature(enable = "avx512f")]
+unsafe fn f32_rows_narrow<const R: usize, const S: usize>(
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    c: *mut f32,
+) {
+    // SAFETY: the caller's tile contract, for panels of one vector.
+    unsafe { f32_rows_of::<R, S, 1>(k, a, lda, b, c) }
+}
+
+/// R rows × `V` vectors of 16 columns: `S` accumulator sets interleaved over the depth.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn f32_rows_of<const R: usize, const S: usize, const V: usize>(
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    c: *mut f32,
+) {
+    let mut acc = [[[_mm512_setzero_ps(); V]; R]; S];
     let mut ap = a;
     let mut bp = b;
-    // SAFETY (both loops): the panel holds k steps of 32 weights, each of the R rows (lda
+    // SAFETY (both loops): the panel holds k steps of V·16 weights, each of the R rows (lda
     // apart) k activations.
     macro_rules! step {
         ($set:expr) => {
             // SAFETY: as stated above `step!`: the loads stay inside the packed panel and the R rows
             // of activations that the tile contract promises.
             unsafe {
-                let b0 = _mm512_loadu_ps(bp);
-                let b1 = _mm512_loadu_ps(bp.add(16));
+                let mut w = [_mm512_setzero_ps(); V];
+                for (h, w) in w.iter_mut().enumerate() {
+                    *w = _mm512_loadu_ps(bp.add(h * 16));
+                }
                 for i in 0..R {
                     let x = _mm512_set1_ps(*ap.add(i * lda));
-                    $set[i][0] = _mm512_fmadd_ps(x, b0, $set[i][0]);
-                    $set[i][1] = _mm512_fmadd_ps(x, b1, $set[i][1]);
+                    for h in 0..V {
+                        $set[i][h] = _mm512_fmadd_ps(x, w[h], $set[i][h]);
+                    }
                 }
                 ap = ap.add(1);
-                bp = bp.add(32);
+                bp = bp.add(V * 16);
             }
         };
     }
@@ -194,13 +248,13 @@ unsafe fn f32_rows<const R: usize, const S: usize>(
         step!(acc[0]);
     }
     for i in 0..R {
-        for h in 0..2 {
+        for h in 0..V {
             let mut sum = acc[0][i][h];
             for set in &acc[1..] {
                 sum = _mm512_add_ps(sum, set[i][h]);
             }
-            // SAFETY: c has room for R rows of 32 f32.
-            unsafe { _mm512_storeu_ps(c.add(i * 32 + h * 16), sum) };
+            // SAFETY: c has room for R rows of V·16 f32.
+            unsafe { _mm512_storeu_ps(c.add((i * V + h) * 16), sum) };
         }
     }
 }
