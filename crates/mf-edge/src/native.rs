@@ -679,6 +679,18 @@ fn convolve(
     scratch: &mut ConvScratch,
     floats: &mut FloatPool,
 ) -> anyhow::Result<Value> {
+    convolve_in_groups(packed, value, written, (scratch, floats), FIELDS_AT_ONCE)
+}
+
+/// [`convolve`], laying out the receptive fields of at most `fields_at_once` values at a time
+/// (whole images; one image when it alone has more).
+fn convolve_in_groups(
+    packed: &PackedConv,
+    value: &Value,
+    written: Written,
+    (scratch, floats): (&mut ConvScratch, &mut FloatPool),
+    fields_at_once: usize,
+) -> anyhow::Result<Value> {
     // uint8 codes come from an int8 convolution before that wrote this one's input codes.
     let (input, shape) = match value {
         Value::U8(codes, shape) => (Input::U8(codes), shape.as_slice()),
@@ -696,35 +708,63 @@ fn convolve(
         "convolution input of shape {shape:?}: [N, {}, H, W] expected",
         geometry.channels
     );
-    let size = [shape[0], shape[2], shape[3]];
-    let [oh, ow] = geometry.output_size(shape[2], shape[3])?;
-    let out_shape = vec![shape[0], m, oh, ow];
+    let [n, h, w] = [shape[0], shape[2], shape[3]];
+    let [oh, ow] = geometry.output_size(h, w)?;
+    let out_shape = vec![n, m, oh, ow];
     let len = crate::tensor::element_count(&out_shape)?;
-    // The receptive fields are laid out once per call: refuse what would not fit in memory.
-    crate::tensor::element_count(&[shape[0], oh, ow, geometry.depth()])
+    // One image's receptive fields are laid out at a time at least: refuse what would not fit.
+    let fields = crate::tensor::element_count(&[oh, ow, geometry.depth()])
         .context("the convolution's receptive fields")?;
+    // Images go through in groups whose receptive fields stay within `fields_at_once` values,
+    // so that a large batch (an evaluation's thousand samples) does not lay out gigabytes.
+    let group = (fields_at_once / fields.max(1)).clamp(1, n.max(1));
+    let (in_image, out_image) = (geometry.channels * h * w, m * oh * ow);
+    let groups = || {
+        (0..n)
+            .step_by(group)
+            .map(move |first| (first, group.min(n - first)))
+    };
+    let input_of = |first: usize, count: usize| match input {
+        Input::U8(codes) => Input::U8(&codes[first * in_image..(first + count) * in_image]),
+        Input::F32(x) => Input::F32(&x[first * in_image..(first + count) * in_image]),
+    };
     Ok(match (packed, written) {
         (PackedConv::F32(p), _) => {
             let Input::F32(x) = input else {
                 bail!("a float convolution was given uint8 codes")
             };
             let mut out = floats.take(len);
-            conv_f32(p, x, size, &mut out, scratch)?;
+            for (first, count) in groups() {
+                let x = &x[first * in_image..(first + count) * in_image];
+                let y = &mut out[first * out_image..(first + count) * out_image];
+                conv_f32(p, x, [count, h, w], y, scratch)?;
+            }
             Value::F32(out, out_shape)
         }
         (PackedConv::I8(p), Written::Codes(params)) => {
             let mut out = vec![0u8; len];
-            conv_i8(p, input, size, Output::U8(&mut out, params), scratch)?;
+            for (first, count) in groups() {
+                let y = &mut out[first * out_image..(first + count) * out_image];
+                let output = Output::U8(y, params);
+                conv_i8(p, input_of(first, count), [count, h, w], output, scratch)?;
+            }
             Value::U8(out, out_shape)
         }
         (PackedConv::I8(p), float_output) => {
             let mut out = floats.take(len);
-            let output = float_output.floats(&mut out).expect("codes matched above");
-            conv_i8(p, input, size, output, scratch)?;
+            for (first, count) in groups() {
+                let y = &mut out[first * out_image..(first + count) * out_image];
+                let output = float_output.floats(y).expect("codes matched above");
+                conv_i8(p, input_of(first, count), [count, h, w], output, scratch)?;
+            }
             Value::F32(out, out_shape)
         }
     })
 }
+
+/// The most receptive-field values a convolution lays out at once (16 Mi: 16 MB of codes,
+/// 64 MB of floats), unless one image alone has more.
+const FIELDS_AT_ONCE: usize = 1 << 24;
 
 /// Lets every int8 dense layer and fused GroupNorm whose output feeds exactly one int8 layer
 /// (and nothing else, not the graph output) write that layer's input codes instead of f32
@@ -1420,6 +1460,61 @@ mod tests {
         )
         .unwrap();
         assert_eq!(from_codes, from_floats);
+    }
+
+    #[test]
+    fn a_batch_convolved_in_groups_equals_it_convolved_at_once() {
+        let isa = Isa::select().expect("a kernel family");
+        let (n, c, h, w, m) = (7, 3, 6, 5, 4);
+        let geometry = ConvGeometry {
+            channels: c,
+            kernel: [3, 3],
+            pads: [1, 1, 1, 1],
+            strides: [1, 1],
+            dilations: [1, 1],
+        };
+        let input = QuantParams::from_range(-1.0, 1.0);
+        let weights: Vec<i8> = (0..m * c * 9).map(|i| (i * 37 % 255) as i8).collect();
+        let layer = QuantizedLayer {
+            weights: &weights,
+            weight_scales: &[0.01, 0.02, 0.015, 0.03],
+            bias: &values(m, 2),
+            input,
+            activation: Activation::Silu,
+            n: m,
+            k: geometry.depth(),
+        };
+        let int8 = PackedConv::I8(PackedConvI8::new(isa, &layer, geometry).unwrap());
+        let float = PackedConv::F32(
+            PackedConvF32::new(
+                isa,
+                &values(m * c * 9, 4),
+                &values(m, 5),
+                m,
+                geometry,
+                Activation::None,
+            )
+            .unwrap(),
+        );
+        let x = Value::F32(values(n * c * h * w, 3), vec![n, c, h, w]);
+        let next = QuantParams::from_range(-0.5, 2.0);
+        let (mut scratch, mut pool) = (ConvScratch::default(), FloatPool::default());
+        for packed in [&int8, &float] {
+            for written in [Written::Float, Written::Codes(next), Written::Rounded(next)] {
+                if matches!(packed, PackedConv::F32(_)) && written != Written::Float {
+                    continue;
+                }
+                let mut run = |limit| {
+                    convolve_in_groups(packed, &x, written, (&mut scratch, &mut pool), limit)
+                        .unwrap()
+                };
+                let at_once = run(usize::MAX);
+                // Groups of 2 images (the last of 1), and one image at a time.
+                let fields = 6 * 5 * geometry.depth();
+                assert_eq!(run(2 * fields + 1), at_once, "{written:?}");
+                assert_eq!(run(1), at_once, "{written:?}");
+            }
+        }
     }
 
     #[test]
