@@ -221,10 +221,20 @@ pub(crate) fn prepare_a<'a>(
         }
     }
     let stride = k.next_multiple_of(micro.ku) * form.size();
-    scratch.clear();
-    scratch.resize(m.next_multiple_of(micro.row_align) * stride, 0);
+    let len = m.next_multiple_of(micro.row_align) * stride;
+    // Kept at its largest: every byte below is written (no clearing pass over the whole).
+    if scratch.len() < len {
+        scratch.resize(len, 0);
+    }
+    let scratch = &mut scratch[..len];
     let mut row_codes = vec![0u8; if form == AForm::U8 { 0 } else { k }];
-    for (r, dst) in scratch.chunks_exact_mut(stride).take(m).enumerate() {
+    for (r, dst) in scratch.chunks_exact_mut(stride).enumerate() {
+        // Depth padding and the rows that only align the row count hold zeros.
+        if r >= m {
+            dst.fill(0);
+            continue;
+        }
+        dst[k * form.size()..].fill(0);
         match input {
             Input::U8(codes) => convert_codes(form, &codes[r * k..(r + 1) * k], dst),
             Input::F32(x) => {
