@@ -125,7 +125,7 @@ pub(crate) fn check_images(
 /// a few slice copies, with no bounds test per tap. A 1×1 kernel with stride 1 and no padding
 /// is the NCHW → NHWC transpose alone.
 #[cfg(feature = "alloc")]
-fn im2col<'a, T: Transposable>(
+fn im2col<'a, T: Transposable + Sync + Send>(
     g: &ConvGeometry,
     x: &[T],
     [n, h, w]: ImageSize,
@@ -143,7 +143,14 @@ fn im2col<'a, T: Transposable>(
     let plain = g.kernel == [1, 1] && g.strides == [1, 1] && g.pads == [0; 4];
     if plain {
         let rows = grown(rows, len, pad);
-        to_nhwc(starts, x, n, channels, [h, w], [0, 0], [h, w], rows);
+        pixel_starts(starts, channels, [h, w], [0, 0], w);
+        let starts = &starts[..];
+        per_image(
+            (x, channels * h * w),
+            (rows, positions * depth),
+            n,
+            &|image, out| to_nhwc(image, channels, h * w, starts, out),
+        );
         return Ok(rows);
     }
     let [top, left, bottom, right] = g.pads;
@@ -154,28 +161,27 @@ fn im2col<'a, T: Transposable>(
         .and_then(|v| v.checked_mul(pw))
         .and_then(|v| v.checked_mul(channels))
         .ok_or(KernelError::Geometry("the padded input overflows"))?;
-    // The interior is overwritten, so only the border is filled with the pad value (a
-    // buffer kept from another convolution may hold another zero point there).
     let staging = grown(staging, staged, pad);
-    for padded in staging.chunks_exact_mut(ph * pw * channels).take(n) {
-        let (above, rest) = padded.split_at_mut(top * pw * channels);
-        above.fill(pad);
-        let (lines, below) = rest.split_at_mut(h * pw * channels);
-        below.fill(pad);
-        for line in lines.chunks_exact_mut(pw * channels) {
-            line[..left * channels].fill(pad);
-            line[(left + w) * channels..].fill(pad);
-        }
-    }
-    to_nhwc(
-        starts,
-        x,
+    pixel_starts(starts, channels, [h, w], [top, left], pw);
+    let starts = &starts[..];
+    let padded_image = ph * pw * channels;
+    per_image(
+        (x, channels * h * w),
+        (staging, padded_image),
         n,
-        channels,
-        [h, w],
-        [top, left],
-        [ph, pw],
-        staging,
+        &|image, padded| {
+            // The interior is overwritten, so only the border is filled with the pad value (a
+            // buffer kept from another convolution may hold another zero point there).
+            let (above, rest) = padded.split_at_mut(top * pw * channels);
+            above.fill(pad);
+            let (lines, below) = rest.split_at_mut(h * pw * channels);
+            below.fill(pad);
+            for line in lines.chunks_exact_mut(pw * channels) {
+                line[..left * channels].fill(pad);
+                line[(left + w) * channels..].fill(pad);
+            }
+            to_nhwc(image, channels, h * w, starts, padded);
+        },
     );
     // Every element is written below, so a buffer kept from another convolution is not
     // cleared first.
@@ -183,50 +189,102 @@ fn im2col<'a, T: Transposable>(
     let [sy, sx] = g.strides;
     let [dy, dx] = g.dilations;
     let run = kw * channels;
-    for (r, row) in rows.chunks_exact_mut(depth).enumerate() {
-        let (b, p) = (r / positions, r % positions);
-        let (oy, ox) = (p / ow, p % ow);
-        for (ky, taps) in row.chunks_exact_mut(run).enumerate() {
-            // In the padded image: output_size guarantees every tap lies inside it.
-            let at = ((b * ph + oy * sy + ky * dy) * pw + ox * sx) * channels;
-            if dx == 1 {
-                taps.copy_from_slice(&staging[at..at + run]);
-            } else {
-                for (kx, tap) in taps.chunks_exact_mut(channels).enumerate() {
-                    let from = at + kx * dx * channels;
-                    tap.copy_from_slice(&staging[from..from + channels]);
+    per_image(
+        (staging, padded_image),
+        (rows, positions * depth),
+        n,
+        &|padded, fields| {
+            for (p, row) in fields.chunks_exact_mut(depth).enumerate() {
+                let (oy, ox) = (p / ow, p % ow);
+                for (ky, taps) in row.chunks_exact_mut(run).enumerate() {
+                    // In the padded image: output_size guarantees every tap lies inside it.
+                    let at = ((oy * sy + ky * dy) * pw + ox * sx) * channels;
+                    if dx == 1 {
+                        taps.copy_from_slice(&padded[at..at + run]);
+                    } else {
+                        for (kx, tap) in taps.chunks_exact_mut(channels).enumerate() {
+                            let from = at + kx * dx * channels;
+                            tap.copy_from_slice(&padded[from..from + channels]);
+                        }
+                    }
                 }
             }
-        }
-    }
+        },
+    );
     Ok(rows)
 }
 
-/// Writes NCHW images `x` (`n` of `channels × size`) into NHWC images of `padded` size at
-/// offset `[top, left]` in `out`, leaving the rest of `out` as it is; `starts` is kept
-/// between calls.
+/// Where each pixel of an `[h, w]` image goes in NHWC rows `stride` pixels wide at offset
+/// `[top, left]`, into `starts` (a table kept between calls: no division per pixel).
 #[cfg(feature = "alloc")]
-#[allow(clippy::too_many_arguments)]
-fn to_nhwc<T: Transposable>(
+fn pixel_starts(
     starts: &mut Vec<usize>,
-    x: &[T],
-    n: usize,
     channels: usize,
     [h, w]: [usize; 2],
     [top, left]: [usize; 2],
-    [ph, pw]: [usize; 2],
+    stride: usize,
+) {
+    starts.clear();
+    starts.extend(
+        (0..h).flat_map(|y| (0..w).map(move |x| ((y + top) * stride + left + x) * channels)),
+    );
+}
+
+/// Writes one NCHW image (`channels` planes of `plane` values) as NHWC pixel rows into `out`,
+/// pixel `p`'s channels from `starts[p]`, leaving the rest of `out` as it is.
+#[cfg(feature = "alloc")]
+fn to_nhwc<T: Transposable>(
+    image: &[T],
+    channels: usize,
+    plane: usize,
+    starts: &[usize],
     out: &mut [T],
 ) {
-    // Where pixel p's channels go in the padded image (a table: no division per pixel).
-    starts.clear();
-    starts.extend((0..h).flat_map(|y| (0..w).map(move |x| ((y + top) * pw + left + x) * channels)));
-    let plane = h * w;
-    for (image, padded) in x
-        .chunks_exact(channels * plane)
-        .zip(out.chunks_exact_mut(ph * pw * channels))
-        .take(n)
+    transpose(image, plane, [channels, plane], out, |p| starts[p]);
+}
+
+/// From this many output values on, a convolution's per-image layout work is shared out
+/// across the thread team.
+#[cfg(feature = "std")]
+const PARALLEL_VALUES: usize = 1 << 15;
+
+/// Runs `f` on each of `images` images: its `in_len` values of `input` and its `out_len`
+/// values of `output`, shared out across the thread team (contiguous runs of images) when
+/// there is enough to do.
+#[cfg(feature = "alloc")]
+fn per_image<A: Sync, B: Send>(
+    (input, in_len): (&[A], usize),
+    (output, out_len): (&mut [B], usize),
+    images: usize,
+    f: &(dyn Fn(&[A], &mut [B]) + Sync),
+) {
+    #[cfg(feature = "std")]
     {
-        transpose(image, plane, [channels, plane], padded, |p| starts[p]);
+        let threads = crate::team::threads().min(images);
+        if threads > 1 && images * out_len >= PARALLEL_VALUES {
+            let per = images.div_ceil(threads);
+            let parts: Vec<std::sync::Mutex<(&[A], &mut [B])>> = input
+                .chunks(per * in_len)
+                .zip(output.chunks_mut(per * out_len))
+                .take(threads)
+                .map(std::sync::Mutex::new)
+                .collect();
+            crate::team::run(parts.len(), &|t| {
+                let mut part = parts[t].lock().unwrap_or_else(|e| e.into_inner());
+                let (input, output) = &mut *part;
+                for (x, y) in input.chunks(in_len).zip(output.chunks_mut(out_len)) {
+                    f(x, y);
+                }
+            });
+            return;
+        }
+    }
+    for (x, y) in input
+        .chunks(in_len)
+        .zip(output.chunks_mut(out_len))
+        .take(images)
+    {
+        f(x, y);
     }
 }
 
@@ -282,14 +340,17 @@ fn grown<T: Copy>(buf: &mut Vec<T>, len: usize, fill: T) -> &mut [T] {
 
 /// `[N·P, M]` rows (one per output position) → `[N, M, P]` planes.
 #[cfg(feature = "alloc")]
-fn to_planes<T: Transposable>(rows: &[T], n: usize, m: usize, positions: usize, out: &mut [T]) {
-    for (image, planes) in rows
-        .chunks_exact(positions * m)
-        .zip(out.chunks_exact_mut(m * positions))
-        .take(n)
-    {
-        transpose(image, m, [positions, m], planes, |o| o * positions);
-    }
+fn to_planes<T: Transposable + Sync + Send>(
+    rows: &[T],
+    n: usize,
+    m: usize,
+    positions: usize,
+    out: &mut [T],
+) {
+    let image = positions * m;
+    per_image((rows, image), (out, image), n, &|rows, planes| {
+        transpose(rows, m, [positions, m], planes, |o| o * positions)
+    });
 }
 
 /// A convolution packed for one kernel family: its geometry and the packed GEMM `G` that runs

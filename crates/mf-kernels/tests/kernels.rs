@@ -376,6 +376,72 @@ proptest! {
     }
 }
 
+/// Batches large enough that a convolution's layout work (padding, NHWC transposes, receptive
+/// fields, planes) is shared out across the thread team stay bit-exact to the reference (int8)
+/// and to the same convolution on one thread (fp32): a padded 3×3 and a 1×1 kernel.
+#[test]
+fn convolutions_shared_across_threads_equal_one_thread() {
+    let (n, c, h, w, m) = (5, 16, 24, 23, 16);
+    for (kernel, pads) in [([3, 3], [1, 1, 1, 1]), ([1, 1], [0; 4])] {
+        let geometry = ConvGeometry {
+            channels: c,
+            kernel,
+            pads,
+            strides: [1, 1],
+            dilations: [1, 1],
+        };
+        let k = geometry.depth();
+        let dense = I8Case {
+            m: n,
+            n: m,
+            k,
+            codes: (0..n * c * h * w).map(|i| (i * 37 % 251) as u8).collect(),
+            weights: (0..m * k).map(|i| (i * 53 % 255) as u8 as i8).collect(),
+            w_scales: (0..m).map(|i| 0.001 * (i + 1) as f32).collect(),
+            bias: (0..m).map(|i| i as f32 * 0.1 - 0.8).collect(),
+            input: QuantParams::new(0.02, 100).unwrap(),
+            activation: Activation::Silu,
+        };
+        let case = ConvCase {
+            size: [n, h, w],
+            geometry,
+            dense,
+        };
+        assert!(n * m * h * w >= 1 << 15, "large enough to be shared out");
+        let x: Vec<f32> = (0..n * c * h * w)
+            .map(|i| (i % 97) as f32 / 24.0 - 2.0)
+            .collect();
+        let weights: Vec<f32> = (0..m * k).map(|i| (i % 31) as f32 / 31.0 - 0.5).collect();
+        for isa in available() {
+            let mut scratch = ConvScratch::default();
+            case.check(isa, &mut scratch).unwrap();
+            let packed = PackedConvF32::new(
+                isa,
+                &weights,
+                &case.dense.bias,
+                m,
+                geometry,
+                Activation::None,
+            )
+            .unwrap();
+            let mut shared = vec![0f32; n * m * h * w];
+            conv_f32(&packed, &x, case.size, &mut shared, &mut scratch).unwrap();
+            let mut alone = vec![0f32; shared.len()];
+            mf_kernels::team::single_threaded(|| {
+                conv_f32(
+                    &packed,
+                    &x,
+                    case.size,
+                    &mut alone,
+                    &mut ConvScratch::default(),
+                )
+                .unwrap()
+            });
+            assert_eq!(shared, alone, "{isa} fp32 {kernel:?}");
+        }
+    }
+}
+
 /// A 3×3 box filter over ones by hand: a padded corner sums 4 taps, an edge 6, the middle 9;
 /// stride 2 keeps every other one; a kernel larger than the padded input is an error.
 #[test]
