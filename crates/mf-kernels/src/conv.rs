@@ -258,6 +258,9 @@ fn per_image<A: Sync, B: Send>(
     images: usize,
     f: &(dyn Fn(&[A], &mut [B]) + Sync),
 ) {
+    if images == 0 || in_len == 0 || out_len == 0 {
+        return; // Nothing to lay out (an empty batch).
+    }
     #[cfg(feature = "std")]
     {
         let threads = crate::team::threads().min(images);
@@ -447,9 +450,12 @@ pub fn conv_i8(
             check_images(g, size, x.len())?;
             let codes = grown(codes, x.len(), 0);
             let quantize = conv.gemm.micro.epilogue.quantize;
-            // SAFETY: the epilogue belongs to the family the weights were packed for, which was
-            // checked available then; `codes` is as long as `x`.
-            unsafe { quantize(x, params, codes) };
+            let image = x.len() / size[0].max(1);
+            per_image((x, image), (codes, image), size[0], &|x, codes| {
+                // SAFETY: the epilogue belongs to the family the weights were packed for, which
+                // was checked available then; `codes` is as long as `x` (one image each).
+                unsafe { quantize(x, params, codes) }
+            });
             codes
         }
     };

@@ -438,6 +438,12 @@ fn convolutions_shared_across_threads_equal_one_thread() {
                 .unwrap()
             });
             assert_eq!(shared, alone, "{isa} fp32 {kernel:?}");
+            // An empty batch lays out nothing and writes nothing.
+            let mut none: [f32; 0] = [];
+            conv_f32(&packed, &[], [0, h, w], &mut none, &mut scratch).unwrap();
+            let int8 = PackedConvI8::new(isa, &case.dense.layer(), geometry).unwrap();
+            let empty = Output::F32(&mut none);
+            conv_i8(&int8, Input::F32(&[]), [0, h, w], empty, &mut scratch).unwrap();
         }
     }
 }
