@@ -248,7 +248,7 @@ fn finish_values_f32<S: Store>(
 }
 
 /// How a finished f32 value is stored.
-trait Store: Copy {
+pub(crate) trait Store: Copy {
     /// The stored element.
     type Value;
     /// The element stored for the finished value `y`.
@@ -257,7 +257,7 @@ trait Store: Copy {
 
 /// The f32 value itself.
 #[derive(Clone, Copy)]
-struct AsIs;
+pub(crate) struct AsIs;
 
 impl Store for AsIs {
     type Value = f32;
@@ -268,7 +268,7 @@ impl Store for AsIs {
 }
 
 /// The value's uint8 code.
-struct Coded<D> {
+pub(crate) struct Coded<D> {
     params: QuantParams,
     inv: f32,
     divide: PhantomData<D>,
@@ -295,8 +295,9 @@ impl<D> Clone for OnGrid<D> {
 impl<D> Copy for OnGrid<D> {}
 
 impl<D> Coded<D> {
+    /// Codes for `params`.
     #[inline(always)]
-    fn new(params: QuantParams) -> Self {
+    pub(crate) fn new(params: QuantParams) -> Self {
         let inv = 1.0 / params.scale;
         Coded {
             params,

@@ -4,6 +4,7 @@
 //! (wider vectors, the same operations in the same order), so every family gives the bits of
 //! [`moments`] and [`affine`].
 use crate::activation::exp;
+use crate::epilogue::{AsIs, Coded, Store};
 use crate::error::KernelError;
 use crate::isa::Isa;
 use crate::quant::QuantParams;
@@ -88,17 +89,7 @@ fn gather(acc: &[f32; LANES]) -> f64 {
 /// `out[i] = ` the plane affine of `x[i]` (over the shorter of the two).
 #[inline(always)]
 pub fn affine(x: &[f32], out: &mut [f32], p: &PlaneAffine) {
-    let norm = |v: f32| ((v - p.mean) * p.gain + p.bias) * p.gamma + p.beta;
-    if p.silu {
-        for (y, &v) in out.iter_mut().zip(x) {
-            let a = norm(v);
-            *y = a * sigmoid(a);
-        }
-    } else {
-        for (y, &v) in out.iter_mut().zip(x) {
-            *y = norm(v);
-        }
-    }
+    affine_stored(x, out, p, AsIs)
 }
 
 /// [`affine`] with each value then quantized to `params`' uint8 code (what the int8 layer
@@ -110,16 +101,21 @@ pub(crate) fn affine_codes<D: crate::quant::Divide>(
     p: &PlaneAffine,
     params: QuantParams,
 ) {
-    let inv = 1.0 / params.scale;
+    affine_stored(x, out, p, Coded::<D>::new(params))
+}
+
+/// The plane affine of each `x[i]`, stored into `out[i]` as `store` says.
+#[inline(always)]
+fn affine_stored<S: Store>(x: &[f32], out: &mut [S::Value], p: &PlaneAffine, store: S) {
     let norm = |v: f32| ((v - p.mean) * p.gain + p.bias) * p.gamma + p.beta;
     if p.silu {
-        for (q, &v) in out.iter_mut().zip(x) {
+        for (y, &v) in out.iter_mut().zip(x) {
             let a = norm(v);
-            *q = params.quantize_by::<D>(a * sigmoid(a), inv);
+            *y = store.value(a * sigmoid(a));
         }
     } else {
-        for (q, &v) in out.iter_mut().zip(x) {
-            *q = params.quantize_by::<D>(norm(v), inv);
+        for (y, &v) in out.iter_mut().zip(x) {
+            *y = store.value(norm(v));
         }
     }
 }
