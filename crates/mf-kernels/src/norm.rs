@@ -48,36 +48,32 @@ const BLOCK: usize = 1024;
 #[inline(always)]
 pub fn moments(row: &[f32]) -> (f64, f64) {
     let len = row.len() as f64;
-    let mut total = 0f64;
-    for block in row.chunks(BLOCK) {
-        let mut acc = [0f32; LANES];
-        let mut lanes = block.chunks_exact(LANES);
-        for values in &mut lanes {
-            for (a, &v) in acc.iter_mut().zip(values) {
-                *a += v;
-            }
-        }
-        total += gather(&acc) + lanes.remainder().iter().map(|&v| v as f64).sum::<f64>();
-    }
-    let mean = total / len;
+    let mean = lane_sum(row, |v| v) / len;
     let center = mean as f32;
+    let var = lane_sum(row, |v| {
+        let d = v - center;
+        d * d
+    }) / len;
+    (mean, var)
+}
+
+/// `Σ f(v)` over `row`: [`LANES`] f32 partial sums per block of [`BLOCK`], each block's
+/// lanes and its tail added into an f64 total.
+#[inline(always)]
+fn lane_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     let mut total = 0f64;
     for block in row.chunks(BLOCK) {
         let mut acc = [0f32; LANES];
         let mut lanes = block.chunks_exact(LANES);
         for values in &mut lanes {
             for (a, &v) in acc.iter_mut().zip(values) {
-                let d = v - center;
-                *a += d * d;
+                *a += f(v);
             }
         }
-        let tail = lanes.remainder().iter().map(|&v| {
-            let d = v - center;
-            (d * d) as f64
-        });
+        let tail = lanes.remainder().iter().map(|&v| f(v) as f64);
         total += gather(&acc) + tail.sum::<f64>();
     }
-    (mean, total / len)
+    total
 }
 
 /// The lanes' sum in f64, in lane order.
