@@ -30,6 +30,8 @@ use crate::model::Model;
 use crate::ops::{self, GroupNormChain};
 use crate::tensor::Value;
 
+mod gelu;
+
 /// A dense layer packed for the kernels.
 enum Packed {
     F32(PackedF32),
@@ -968,6 +970,10 @@ impl<'g> Planner<'g> {
             taken.extend([silu.0, silu.1]);
             output = self.node(silu.1).output[0].clone();
             activation = Activation::Silu;
+        } else if let Some((nodes, gelu_output)) = self.gelu_tanh(&output) {
+            taken.extend(nodes);
+            output = gelu_output;
+            activation = Activation::GeluTanh;
         }
 
         let mut written = Written::Float;
@@ -1620,6 +1626,91 @@ mod tests {
             .collect();
         env.insert("x".into(), x.clone());
         for node in &graph.node {
+            let args: Vec<&Value> = node.input.iter().map(|i| &env[i]).collect();
+            let out = ops::run(node, &args).unwrap();
+            env.insert(node.output[0].clone(), out);
+        }
+        env.remove("y").unwrap()
+    }
+
+    /// x `[5, 70]` · W `[70, 37]` + b, then mf-export's tanh GELU with `cubic` as its cubic
+    /// coefficient.
+    fn gelu_graph(cubic: f32) -> onnx::GraphProto {
+        let info = |name: &str| onnx::ValueInfoProto {
+            name: name.into(),
+            ..Default::default()
+        };
+        let scalar = |name: &str, v: f32| floats(name, &[1], vec![v]);
+        // Pre-activations spread over [-6, 6], past where tanh saturates.
+        let w: Vec<f32> = values(70 * 37, 3).iter().map(|v| v * 0.6).collect();
+        onnx::GraphProto {
+            node: vec![
+                op("MatMul", &["x", "w"], "h"),
+                op("Add", &["h", "b"], "pre"),
+                op("Mul", &["pre", "pre"], "square"),
+                op("Mul", &["square", "pre"], "cube"),
+                op("Mul", &["cube", "cubic"], "cubic_term"),
+                op("Add", &["cubic_term", "pre"], "inner"),
+                op("Mul", &["inner", "scale"], "angle"),
+                op("Tanh", &["angle"], "tanh"),
+                op("Add", &["tanh", "one"], "gate"),
+                op("Mul", &["gate", "half"], "half_gate"),
+                op("Mul", &["pre", "half_gate"], "y"),
+            ],
+            initializer: vec![
+                floats("w", &[70, 37], w),
+                floats("b", &[37], values(37, 4)),
+                scalar("cubic", cubic),
+                scalar("scale", mf_kernels::activation::GELU_SCALE),
+                scalar("one", 1.0),
+                scalar("half", 0.5),
+            ],
+            input: vec![info("x")],
+            output: vec![info("y")],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_dense_layer_fuses_the_exported_gelu_bit_for_bit() {
+        let x = Value::F32(values(5 * 70, 5), vec![5, 70]);
+        let bits = |v: &Value| match v {
+            Value::F32(v, _) => v.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            other => panic!("float output expected, got {other:?}"),
+        };
+        for isa in Isa::ALL.into_iter().filter(|isa| isa.is_available()) {
+            let graph = gelu_graph(mf_kernels::activation::GELU_CUBIC);
+            let engine = NativeEngine::from_graph(&graph, isa).unwrap();
+            assert_eq!(engine.summary().other_ops, 0, "{isa:?}: one fused step");
+            let got = engine.run(vec![("x", x.clone())]).unwrap();
+            assert_eq!(
+                bits(&got),
+                bits(&gelu_nodes_after(&graph, isa, &x)),
+                "{isa:?}"
+            );
+        }
+        // Another coefficient is another function: the nodes run as they are.
+        let graph = gelu_graph(0.044_716);
+        let engine = NativeEngine::from_graph(&graph, Isa::Scalar).unwrap();
+        assert_eq!(engine.summary().other_ops, 9);
+    }
+
+    /// The engine's dense layer `pre = x·W + b` of [`gelu_graph`], then its GELU node by node.
+    fn gelu_nodes_after(graph: &onnx::GraphProto, isa: Isa, x: &Value) -> Value {
+        let mut dense = graph.clone();
+        dense.node.truncate(2);
+        dense.output[0].name = "pre".into();
+        let pre = NativeEngine::from_graph(&dense, isa)
+            .unwrap()
+            .run(vec![("x", x.clone())])
+            .unwrap();
+        let mut env: HashMap<String, Value> = graph
+            .initializer
+            .iter()
+            .map(|t| (t.name.clone(), Value::from_proto(t).unwrap()))
+            .collect();
+        env.insert("pre".into(), pre);
+        for node in &graph.node[2..] {
             let args: Vec<&Value> = node.input.iter().map(|i| &env[i]).collect();
             let out = ops::run(node, &args).unwrap();
             env.insert(node.output[0].clone(), out);

@@ -9,6 +9,8 @@ pub enum Activation {
     None,
     /// SiLU (swish): `y / (1 + exp(−y))`.
     Silu,
+    /// GELU, tanh approximation ([`gelu_tanh`]).
+    GeluTanh,
 }
 
 impl Activation {
@@ -18,6 +20,7 @@ impl Activation {
         match self {
             Activation::None => y,
             Activation::Silu => silu(y),
+            Activation::GeluTanh => gelu_tanh(y),
         }
     }
 }
@@ -26,6 +29,23 @@ impl Activation {
 #[inline(always)]
 pub fn silu(x: f32) -> f32 {
     x / (1.0 + exp(-x))
+}
+
+/// GELU's cubic coefficient, 0.044715, in f32.
+pub const GELU_CUBIC: f32 = 0.044_715;
+
+/// √(2/π) rounded to f32, GELU's tanh-argument scale.
+pub const GELU_SCALE: f32 = 0.797_884_560_802_865_4_f64 as f32;
+
+/// GELU, tanh approximation: `x · ((1 + tanh(√(2/π) · (x³ · 0.044715 + x))) · 0.5)`, as
+/// PyTorch's `gelu(approximate="tanh")`. Each operation is rounded in the order the exported
+/// graph takes them (`Mul`, `Mul`, `Mul`, `Add`, `Mul`, `Tanh`, `Add`, `Mul`, `Mul`; [`tanh`]),
+/// so the fused activation gives the same bits as that chain of nodes.
+#[inline(always)]
+pub fn gelu_tanh(x: f32) -> f32 {
+    let inner = x * x * x * GELU_CUBIC + x;
+    let gate = tanh(inner * GELU_SCALE) + 1.0;
+    x * (gate * 0.5)
 }
 
 /// 1.5 · 2^23: adding and subtracting it rounds an f32 of magnitude below 2^22 to the nearest
@@ -62,6 +82,7 @@ pub fn exp(x: f32) -> f32 {
 /// `generic_fast_tanh_float`), within a few float rounding steps of the true value, clamped
 /// where tanh rounds to ±1, and `x` itself below 4e-4. Plain multiplies and adds, so the same
 /// bits on every target and no call into a libm per element.
+#[inline(always)]
 pub fn tanh(x: f32) -> f32 {
     const CLAMP: f32 = 7.905_311;
     const ALPHA: [f32; 7] = [
@@ -107,6 +128,29 @@ mod tests {
         assert!((silu(-1.0) + 0.268_941_4).abs() < 1e-6);
         assert!(silu(-100.0).abs() < 1e-30);
         assert_eq!(silu(100.0), 100.0);
+    }
+
+    #[test]
+    fn gelu_tanh_is_within_float_rounding_of_the_f64_formula() {
+        extern crate std;
+        for i in -30_000..=30_000 {
+            let x = i as f32 * 3e-4;
+            let xd = x as f64;
+            let want = 0.5
+                * xd
+                * (1.0
+                    + ((2.0 / core::f64::consts::PI).sqrt() * (xd + 0.044715 * xd.powi(3))).tanh());
+            let got = gelu_tanh(x) as f64;
+            // 1 + tanh cancels for negative x: the error is relative to |x|, not to the value.
+            let bound = 1e-6 * (want.abs() + xd.abs());
+            assert!(
+                (got - want).abs() <= bound,
+                "gelu({x}) = {got}, want {want}"
+            );
+        }
+        assert_eq!(gelu_tanh(0.0), 0.0);
+        assert_eq!(gelu_tanh(20.0), 20.0);
+        assert_eq!(gelu_tanh(-20.0), 0.0);
     }
 
     fn libm_exp(x: f32) -> f32 {

@@ -219,6 +219,12 @@ fn finish_values_i8<S: Store>(
                 dst[j] = store.value(finish_i8(sum, scale[j], bias[j], Activation::Silu));
             }
         }
+        Activation::GeluTanh => {
+            for j in 0..n {
+                let sum = acc[j].wrapping_add(corr[j]);
+                dst[j] = store.value(finish_i8(sum, scale[j], bias[j], Activation::GeluTanh));
+            }
+        }
     }
 }
 
@@ -242,6 +248,11 @@ fn finish_values_f32<S: Store>(
         Activation::Silu => {
             for j in 0..n {
                 dst[j] = store.value(finish_f32(acc[j], bias[j], Activation::Silu));
+            }
+        }
+        Activation::GeluTanh => {
+            for j in 0..n {
+                dst[j] = store.value(finish_f32(acc[j], bias[j], Activation::GeluTanh));
             }
         }
     }

@@ -23,7 +23,11 @@ struct I8Case {
 }
 
 fn activation() -> impl Strategy<Value = Activation> {
-    prop_oneof![Just(Activation::None), Just(Activation::Silu)]
+    prop_oneof![
+        Just(Activation::None),
+        Just(Activation::Silu),
+        Just(Activation::GeluTanh)
+    ]
 }
 
 /// Codes drawn uniformly, or pinned to an extreme so that every product is at its largest
