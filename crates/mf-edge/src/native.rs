@@ -30,7 +30,10 @@ use crate::model::Model;
 use crate::ops::{self, GroupNormChain};
 use crate::tensor::Value;
 
+mod attention;
 mod gelu;
+
+use attention::Attention;
 
 /// A dense layer packed for the kernels.
 enum Packed {
@@ -91,6 +94,12 @@ enum Step {
         output: String,
         chain: GroupNormChain,
     },
+    /// Attention's scores, softmax and weighted sum (inputs Q, Kᵀ, V).
+    Attention {
+        inputs: [String; 3],
+        output: String,
+        attention: Attention,
+    },
     /// Any other node.
     Op(onnx::NodeProto),
 }
@@ -121,6 +130,12 @@ enum Slotted {
         /// uint8 codes for the int8 layer that alone reads the output, instead of f32.
         codes: Option<QuantParams>,
     },
+    /// Attention's scores, softmax and weighted sum (inputs Q, Kᵀ, V).
+    Attention {
+        inputs: [usize; 3],
+        output: usize,
+        attention: Attention,
+    },
     /// Any other node.
     Op {
         node: onnx::NodeProto,
@@ -136,6 +151,7 @@ impl Slotted {
             Slotted::Dense { input, .. }
             | Slotted::Conv { input, .. }
             | Slotted::Norm { input, .. } => std::slice::from_ref(input),
+            Slotted::Attention { inputs, .. } => inputs,
             Slotted::Op { inputs, .. } => inputs,
         }
     }
@@ -283,6 +299,9 @@ impl NativeEngine {
         let mut absorbed = folded;
         let mut fused_at = HashMap::new();
         for (i, node) in graph.node.iter().enumerate() {
+            if absorbed.contains(&i) {
+                continue;
+            }
             let fused = match node.op_type.as_str() {
                 "MatMul" | "Gemm" => plan.dense(i, &mut absorbed)?,
                 "Conv" => plan.conv(i, &mut absorbed)?,
@@ -291,6 +310,19 @@ impl NativeEngine {
             };
             if let Some(fused) = fused {
                 fused_at.insert(i, fused);
+            } else if node.op_type == "MatMul"
+                && let Some((nodes, inputs, output, attention)) = plan.attention(i)
+            {
+                // Emitted where its last node was: V may be computed after the scores.
+                let last = *nodes.last().expect("the scores' MatMul at least");
+                absorbed.extend(nodes);
+                let step = Step::Attention {
+                    inputs,
+                    output,
+                    attention,
+                };
+                let weights = Vec::new();
+                fused_at.insert(last, Fused { step, weights });
             }
         }
         let mut steps = Vec::new();
@@ -359,6 +391,15 @@ impl NativeEngine {
                     chain,
                     codes: None,
                 },
+                Step::Attention {
+                    inputs,
+                    output,
+                    attention,
+                } => Slotted::Attention {
+                    inputs: inputs.map(|name| slot(&name)),
+                    output: slot(&output),
+                    attention,
+                },
                 Step::Op(node) => {
                     let inputs = node
                         .input
@@ -425,7 +466,9 @@ impl NativeEngine {
                     packed: PackedConv::F32(_),
                     ..
                 } => s.f32_layers += 1,
-                Slotted::Op { .. } | Slotted::Norm { .. } => s.other_ops += 1,
+                Slotted::Op { .. } | Slotted::Norm { .. } | Slotted::Attention { .. } => {
+                    s.other_ops += 1
+                }
             }
         }
         s
@@ -481,6 +524,15 @@ impl NativeEngine {
                     let mut buffer = |len| floats.take(len);
                     let out = chain.run(value, self.isa, &mut buffer, *codes);
                     env[*output] = Some(out.context("GroupNorm")?);
+                }
+                Slotted::Attention {
+                    inputs,
+                    output,
+                    attention,
+                } => {
+                    let [q, kt, v] = inputs.map(|slot| self.lookup(&env, slot));
+                    let out = attention.run(self.isa, [q?, kt?, v?], floats);
+                    env[*output] = Some(out.context("attention")?);
                 }
                 Slotted::Op {
                     node,
@@ -788,9 +840,8 @@ fn chain_int8_inputs(steps: &mut [Slotted], graph_output: usize) {
                     int8_input.insert(*input, p.input());
                 }
             }
-            Slotted::Norm { input, .. } => *uses.entry(*input).or_default() += 1,
-            Slotted::Op { inputs, .. } => {
-                for i in inputs {
+            other => {
+                for i in other.inputs() {
                     *uses.entry(*i).or_default() += 1;
                 }
             }
@@ -1716,6 +1767,92 @@ mod tests {
             env.insert(node.output[0].clone(), out);
         }
         env.remove("y").unwrap()
+    }
+
+    /// mf-export's attention over inputs `q`, `kt`, `v`, with the scores scaled by 0.35 or
+    /// not.
+    fn attention_graph(scaled: bool) -> onnx::GraphProto {
+        let info = |name: &str| onnx::ValueInfoProto {
+            name: name.into(),
+            ..Default::default()
+        };
+        let mut node = vec![op("MatMul", &["q", "kt"], "scores")];
+        if scaled {
+            node.push(op("Mul", &["scale", "scores"], "scaled"));
+        }
+        node.push(op(
+            "Softmax",
+            &[if scaled { "scaled" } else { "scores" }],
+            "weights",
+        ));
+        node.push(op("MatMul", &["weights", "v"], "y"));
+        onnx::GraphProto {
+            node,
+            initializer: vec![floats("scale", &[], vec![0.35])],
+            input: ["q", "kt", "v"].map(info).to_vec(),
+            output: vec![info("y")],
+            ..Default::default()
+        }
+    }
+
+    /// The graph's nodes one by one on `inputs`; its value `y`.
+    fn run_nodes(graph: &onnx::GraphProto, inputs: &[(&str, &Value)]) -> Value {
+        let mut env: HashMap<String, Value> = graph
+            .initializer
+            .iter()
+            .map(|t| (t.name.clone(), Value::from_proto(t).unwrap()))
+            .collect();
+        env.extend(inputs.iter().map(|(n, v)| (n.to_string(), (*v).clone())));
+        for node in &graph.node {
+            let args: Vec<&Value> = node.input.iter().map(|i| &env[i]).collect();
+            let out = ops::run(node, &args).unwrap();
+            env.insert(node.output[0].clone(), out);
+        }
+        env.remove("y").unwrap()
+    }
+
+    #[test]
+    fn fused_attention_equals_its_nodes_bit_for_bit() {
+        let isa = Isa::select().expect("a kernel family");
+        // Scores spread over about ±8, so the softmax is far from uniform.
+        let tensor = |shape: &[usize], seed| {
+            let count = shape.iter().product();
+            let data = values(count, seed).iter().map(|v| v * 2.9).collect();
+            Value::F32(data, shape.to_vec())
+        };
+        // [batch, heads, T, d] · [.., d, S] · [.., S, e]: small, large enough to be shared
+        // out across threads, and Kᵀ broadcast over the batch (run node by node).
+        let cases: [([usize; 2], [usize; 4], bool); 3] = [
+            ([2, 3], [5, 4, 6, 7], false),
+            ([16, 4], [16, 32, 16, 32], false),
+            ([2, 3], [5, 4, 6, 7], true),
+        ];
+        for (batch, [t, d, s, e], kt_broadcast) in cases {
+            let q = tensor(&[batch[0], batch[1], t, d], 1);
+            let kt_images = if kt_broadcast { 1 } else { batch[0] };
+            let kt = tensor(&[kt_images, batch[1], d, s], 2);
+            let v = tensor(&[batch[0], batch[1], s, e], 3);
+            for scaled in [true, false] {
+                let graph = attention_graph(scaled);
+                let engine = NativeEngine::from_graph(&graph, isa).unwrap();
+                assert_eq!(engine.summary().other_ops, 1, "one fused step");
+                let inputs = [("q", &q), ("kt", &kt), ("v", &v)];
+                let got = engine
+                    .run(inputs.iter().map(|(n, v)| (*n, (*v).clone())).collect())
+                    .unwrap();
+                let want = run_nodes(&graph, &inputs);
+                let (Value::F32(g, gs), Value::F32(w, ws)) = (&got, &want) else {
+                    panic!("float outputs expected")
+                };
+                assert_eq!(gs, ws);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(g),
+                    bits(w),
+                    "{batch:?} {t} {d} {s} {e} scaled {scaled}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::format;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
+use std::vec::Vec;
 
 /// A job as the helpers see it: a task function with its lifetime erased, valid until the
 /// caller of [`run`] returns (it waits for every task).
@@ -145,6 +146,34 @@ pub fn configure(threads: usize) -> bool {
 pub fn single_threaded<R>(f: impl FnOnce() -> R) -> R {
     let _solo = FlagGuard::set(&SOLO);
     f()
+}
+
+/// Calls `f(i, chunk)` for the `i`-th `chunk_len`-value chunk of `out` (the last may be
+/// shorter), every chunk once. With `parallel`, the chunks are shared out across the team in
+/// contiguous runs, one run per thread; otherwise they run in order on the calling thread.
+pub fn for_each_chunk<T: Send>(
+    out: &mut [T],
+    chunk_len: usize,
+    parallel: bool,
+    f: &(dyn Fn(usize, &mut [T]) + Sync),
+) {
+    let chunk_len = chunk_len.max(1);
+    let chunks = out.len().div_ceil(chunk_len);
+    let threads = if parallel { threads().min(chunks) } else { 1 };
+    if threads <= 1 {
+        out.chunks_mut(chunk_len)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+        return;
+    }
+    let per = chunks.div_ceil(threads);
+    let runs: Vec<Mutex<&mut [T]>> = out.chunks_mut(per * chunk_len).map(Mutex::new).collect();
+    run(runs.len(), &|r| {
+        let mut part = runs[r].lock().unwrap_or_else(|e| e.into_inner());
+        for (j, chunk) in part.chunks_mut(chunk_len).enumerate() {
+            f(r * per + j, chunk);
+        }
+    });
 }
 
 static REQUESTED: AtomicUsize = AtomicUsize::new(0);
@@ -295,6 +324,26 @@ mod tests {
         let caught = catch_unwind(|| single_threaded(|| panic!("inside single_threaded")));
         assert!(caught.is_err());
         assert_eq!(threads(), outside, "the thread stayed single-threaded");
+    }
+
+    #[test]
+    fn every_chunk_is_handed_out_once_with_its_index() {
+        for parallel in [false, true] {
+            for (len, chunk) in [(0, 3), (1, 3), (10, 3), (12, 3), (1_000, 7), (5, 0)] {
+                let mut out = std::vec![usize::MAX; len];
+                for_each_chunk(&mut out, chunk, parallel, &|i, part| {
+                    for (j, v) in part.iter_mut().enumerate() {
+                        assert_eq!(*v, usize::MAX, "written twice");
+                        *v = i * chunk.max(1) + j;
+                    }
+                });
+                let want: std::vec::Vec<usize> = (0..len).collect();
+                assert_eq!(
+                    out, want,
+                    "len {len}, chunks of {chunk}, parallel {parallel}"
+                );
+            }
+        }
     }
 
     #[test]

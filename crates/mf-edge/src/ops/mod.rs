@@ -9,7 +9,7 @@ use crate::tensor::{Value, element_count};
 mod group_norm;
 mod layout;
 pub mod linear;
-mod normalize;
+pub(crate) mod normalize;
 
 pub use group_norm::GroupNormChain;
 

@@ -23,14 +23,7 @@ pub fn softmax(x: &[f32], shape: &[usize], axis: i64) -> anyhow::Result<Value> {
             .zip(out.chunks_mut(len.max(1)))
             .take(outer)
         {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            for (y, &v) in y.iter_mut().zip(row) {
-                *y = exp(v - max);
-            }
-            let sum: f64 = y.iter().map(|&e| e as f64).sum();
-            for y in y.iter_mut() {
-                *y = (*y as f64 / sum) as f32;
-            }
+            softmax_row(row, y);
         }
         return Ok(Value::F32(out, shape.to_vec()));
     }
@@ -45,6 +38,18 @@ pub fn softmax(x: &[f32], shape: &[usize], axis: i64) -> anyhow::Result<Value> {
         }
     }
     Ok(Value::F32(out, shape.to_vec()))
+}
+
+/// Softmax of one contiguous row `x` into `y` (the same length), as [`softmax`] takes it.
+pub fn softmax_row(x: &[f32], y: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for (y, &v) in y.iter_mut().zip(x) {
+        *y = exp(v - max);
+    }
+    let sum: f64 = y.iter().map(|&e| e as f64).sum();
+    for y in y.iter_mut() {
+        *y = (*y as f64 / sum) as f32;
+    }
 }
 
 /// LayerNormalization (opset 17): normalized over the axes from `axis` on, then
