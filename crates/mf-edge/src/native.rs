@@ -98,7 +98,7 @@ enum Step {
     Attention {
         inputs: [String; 3],
         output: String,
-        attention: Attention,
+        attention: Box<Attention>,
     },
     /// Any other node.
     Op(onnx::NodeProto),
@@ -134,7 +134,7 @@ enum Slotted {
     Attention {
         inputs: [usize; 3],
         output: usize,
-        attention: Attention,
+        attention: Box<Attention>,
     },
     /// Any other node.
     Op {
@@ -319,7 +319,7 @@ impl NativeEngine {
                 let step = Step::Attention {
                     inputs,
                     output,
-                    attention,
+                    attention: Box::new(attention),
                 };
                 let weights = Vec::new();
                 fused_at.insert(last, Fused { step, weights });
@@ -1770,13 +1770,33 @@ mod tests {
     }
 
     /// mf-export's attention over inputs `q`, `kt`, `v`, with the scores scaled by 0.35 or
-    /// not.
-    fn attention_graph(scaled: bool) -> onnx::GraphProto {
+    /// not; with `heads`, the inputs are `[N, T, H, d]`, `[N, S, H, d]` and `[N, S, H, e]`,
+    /// split into heads by Transposes, and the output merged back to `[N, T, H, e]`.
+    fn attention_graph(scaled: bool, heads: bool) -> onnx::GraphProto {
         let info = |name: &str| onnx::ValueInfoProto {
             name: name.into(),
             ..Default::default()
         };
-        let mut node = vec![op("MatMul", &["q", "kt"], "scores")];
+        let transpose = |input: &str, perm: &[i64], output: &str| {
+            let mut node = op("Transpose", &[input], output);
+            node.attribute.push(onnx::AttributeProto {
+                name: "perm".into(),
+                ints: perm.to_vec(),
+                r#type: onnx::AttributeType::Ints as i32,
+                ..Default::default()
+            });
+            node
+        };
+        let (mut node, ends) = if heads {
+            let split = vec![
+                transpose("q", &[0, 2, 1, 3], "q_heads"),
+                transpose("kt", &[0, 2, 3, 1], "kt_heads"),
+            ];
+            (split, ["q_heads", "kt_heads", "v_heads", "merged"])
+        } else {
+            (Vec::new(), ["q", "kt", "v", "y"])
+        };
+        node.push(op("MatMul", &ends[..2], "scores"));
         if scaled {
             node.push(op("Mul", &["scale", "scores"], "scaled"));
         }
@@ -1785,7 +1805,14 @@ mod tests {
             &[if scaled { "scaled" } else { "scores" }],
             "weights",
         ));
-        node.push(op("MatMul", &["weights", "v"], "y"));
+        // V's Transpose after the scores, as a graph may order them.
+        if heads {
+            node.push(transpose("v", &[0, 2, 1, 3], "v_heads"));
+        }
+        node.push(op("MatMul", &["weights", ends[2]], ends[3]));
+        if heads {
+            node.push(transpose("merged", &[0, 2, 1, 3], "y"));
+        }
         onnx::GraphProto {
             node,
             initializer: vec![floats("scale", &[], vec![0.35])],
@@ -1821,36 +1848,39 @@ mod tests {
             Value::F32(data, shape.to_vec())
         };
         // [batch, heads, T, d] · [.., d, S] · [.., S, e]: small, large enough to be shared
-        // out across threads, and Kᵀ broadcast over the batch (run node by node).
+        // out across threads, and Kᵀ broadcast over the batch (run node by node); each as
+        // head matrices and as token rows split into heads.
         let cases: [([usize; 2], [usize; 4], bool); 3] = [
             ([2, 3], [5, 4, 6, 7], false),
             ([16, 4], [16, 32, 16, 32], false),
             ([2, 3], [5, 4, 6, 7], true),
         ];
-        for (batch, [t, d, s, e], kt_broadcast) in cases {
-            let q = tensor(&[batch[0], batch[1], t, d], 1);
-            let kt_images = if kt_broadcast { 1 } else { batch[0] };
-            let kt = tensor(&[kt_images, batch[1], d, s], 2);
-            let v = tensor(&[batch[0], batch[1], s, e], 3);
-            for scaled in [true, false] {
-                let graph = attention_graph(scaled);
-                let engine = NativeEngine::from_graph(&graph, isa).unwrap();
-                assert_eq!(engine.summary().other_ops, 1, "one fused step");
-                let inputs = [("q", &q), ("kt", &kt), ("v", &v)];
-                let got = engine
-                    .run(inputs.iter().map(|(n, v)| (*n, (*v).clone())).collect())
-                    .unwrap();
-                let want = run_nodes(&graph, &inputs);
-                let (Value::F32(g, gs), Value::F32(w, ws)) = (&got, &want) else {
-                    panic!("float outputs expected")
+        for (batch @ [n, h], [t, d, s, e], kt_broadcast) in cases {
+            let kt_n = if kt_broadcast { 1 } else { n };
+            for heads in [false, true] {
+                let [q, kt, v] = if heads {
+                    [[n, t, h, d], [kt_n, s, h, d], [n, s, h, e]]
+                } else {
+                    [[n, h, t, d], [kt_n, h, d, s], [n, h, s, e]]
                 };
-                assert_eq!(gs, ws);
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(
-                    bits(g),
-                    bits(w),
-                    "{batch:?} {t} {d} {s} {e} scaled {scaled}"
-                );
+                let (q, kt, v) = (tensor(&q, 1), tensor(&kt, 2), tensor(&v, 3));
+                for scaled in [true, false] {
+                    let graph = attention_graph(scaled, heads);
+                    let engine = NativeEngine::from_graph(&graph, isa).unwrap();
+                    assert_eq!(engine.summary().other_ops, 1, "one fused step");
+                    let inputs = [("q", &q), ("kt", &kt), ("v", &v)];
+                    let got = engine
+                        .run(inputs.iter().map(|(n, v)| (*n, (*v).clone())).collect())
+                        .unwrap();
+                    let want = run_nodes(&graph, &inputs);
+                    let (Value::F32(g, gs), Value::F32(w, ws)) = (&got, &want) else {
+                        panic!("float outputs expected")
+                    };
+                    assert_eq!(gs, ws);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    let case = format!("{batch:?} {t} {d} {s} {e} heads {heads} scaled {scaled}");
+                    assert_eq!(bits(g), bits(w), "{case}");
+                }
             }
         }
     }

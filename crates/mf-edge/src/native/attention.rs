@@ -1,8 +1,10 @@
 //! Scaled dot-product attention as exported node by node, `MatMul(Q, Kᵀ)` → `Mul(scale)` →
-//! `Softmax` (last axis) → `MatMul(·, V)`, run as one step: each (batch, head) matrix on one
-//! thread of the team, its scores in a small buffer of that thread, never written out as
-//! `[N, H, T, S]` tensors. Each operation is the node's own (the same product loop, multiply
-//! and softmax row), so the step gives the same bits as the nodes.
+//! `Softmax` (last axis) → `MatMul(·, V)`, with the head-splitting Transposes before it and
+//! the head-merging one after, run as one step: each image's matrices on one thread of the
+//! team, each matrix read through the Transposes' strides into a small buffer of that thread,
+//! its scores never written out as `[N, H, T, S]` tensors. Each operation is the node's own
+//! (the same product loop, multiply and softmax row), so the step gives the same bits as the
+//! nodes.
 use std::cell::RefCell;
 
 use mf_core::onnx;
@@ -15,18 +17,23 @@ use crate::tensor::Value;
 /// Multiply-adds of a call below which its matrices run on the calling thread alone.
 const PARALLEL_MACS: usize = 1 << 16;
 
-/// A fused attention: the scale and the nodes it stands for.
+/// A fused attention: the scale, the absorbed Transposes and the nodes it stands for.
 pub(super) struct Attention {
     /// The constant the scores are multiplied by (none when no Mul sits between).
     scale: Option<f32>,
-    /// The nodes it replaces, run one by one when the operands do not fit the fused path
-    /// (batch dimensions that differ or broadcast, a Softmax axis other than the last).
-    nodes: Vec<onnx::NodeProto>,
+    /// Per input (Q, Kᵀ, V), the Transpose it was read through, if absorbed, and its perm.
+    input_transposes: [Option<(onnx::NodeProto, Vec<usize>)>; 3],
+    /// The Transpose of the output, if absorbed, and its perm.
+    output_transpose: Option<(onnx::NodeProto, Vec<usize>)>,
+    /// The MatMul, Mul, Softmax and MatMul nodes it replaces, with the Transposes run one by
+    /// one when the operands do not fit the fused path (batch dimensions that differ or
+    /// broadcast, other ranks, a size 0).
+    chain: Vec<onnx::NodeProto>,
 }
 
 impl Planner<'_> {
-    /// The attention starting at the activation × activation MatMul `i`: the indices of its
-    /// nodes, its three inputs (Q, Kᵀ, V) and output, and the step. `None` unless each node's
+    /// The attention whose scores are the activation × activation MatMul `i`: the indices of
+    /// its nodes, its three inputs and its output, and the step. `None` unless each node's
     /// output is read by the next node alone and is not a graph output.
     pub(super) fn attention(
         &self,
@@ -37,7 +44,7 @@ impl Planner<'_> {
         if scores.input.len() != 2 || scores.input.iter().any(is_constant) {
             return None;
         }
-        let mut taken = vec![i];
+        let mut chain = vec![i];
         let mut value = scores.output.first()?;
         let mut scale = None;
         if let Some(mul) = self.sole_consumer(value, "Mul") {
@@ -49,103 +56,230 @@ impl Planner<'_> {
                 }
                 _ => return None,
             }
-            taken.push(mul);
+            chain.push(mul);
             value = node.output.first()?;
         }
         let softmax = self.sole_consumer(value, "Softmax")?;
         if ops::int_attr(self.node(softmax), "axis", -1) != -1 {
             return None;
         }
-        taken.push(softmax);
+        chain.push(softmax);
         let weights = self.node(softmax).output.first()?;
         let product = self.sole_consumer(weights, "MatMul")?;
         let node = self.node(product);
         if node.input.len() != 2 || node.input[0] != *weights || node.input[1] == *weights {
             return None;
         }
-        taken.push(product);
-        let hidden = taken[..taken.len() - 1]
+        chain.push(product);
+        let mut output = node.output.first()?.clone();
+        let hidden = &chain[..chain.len() - 1];
+        if hidden
             .iter()
-            .map(|&t| &self.node(t).output[0]);
-        let hidden_outputs = hidden
-            .into_iter()
-            .any(|h| self.graph.output.iter().any(|o| o.name == *h));
-        if hidden_outputs {
+            .any(|&h| self.is_graph_output(&self.node(h).output[0]))
+        {
             return None;
         }
-        let inputs = [
-            scores.input[0].clone(),
-            scores.input[1].clone(),
-            node.input[1].clone(),
-        ];
-        let nodes = taken.iter().map(|&t| self.node(t).clone()).collect();
-        Some((
-            taken,
-            inputs,
-            node.output.first()?.clone(),
-            Attention { scale, nodes },
-        ))
+        let mut nodes = chain.clone();
+        let mut output_transpose = None;
+        if let Some(t) = self.sole_consumer(&output, "Transpose")
+            && let Some(perm) = self.batch_keeping_perm(t)
+            && !self.is_graph_output(&output)
+        {
+            nodes.push(t);
+            output = self.node(t).output.first()?.clone();
+            output_transpose = Some((self.node(t).clone(), perm));
+        }
+        // Q, Kᵀ and V, each through the Transpose that alone reads it, if any.
+        let mut inputs = [&scores.input[0], &scores.input[1], &node.input[1]].map(|n| n.clone());
+        let mut input_transposes = [None, None, None];
+        for (input, transpose) in inputs.iter_mut().zip(&mut input_transposes) {
+            if let Some(t) = self.sole_producer(input, "Transpose", 1)
+                && let Some(perm) = self.batch_keeping_perm(t)
+            {
+                nodes.push(t);
+                *input = self.node(t).input[0].clone();
+                *transpose = Some((self.node(t).clone(), perm));
+            }
+        }
+        nodes.sort_unstable();
+        let attention = Attention {
+            scale,
+            input_transposes,
+            output_transpose,
+            chain: chain.iter().map(|&c| self.node(c).clone()).collect(),
+        };
+        Some((nodes, inputs, output, attention))
+    }
+
+    /// The explicit perm of Transpose `t` if it keeps axis 0 in place.
+    fn batch_keeping_perm(&self, t: usize) -> Option<Vec<usize>> {
+        let node = self.node(t);
+        let perm = node.attribute.iter().find(|a| a.name == "perm")?;
+        let perm: Vec<usize> = perm
+            .ints
+            .iter()
+            .map(|&p| usize::try_from(p).ok())
+            .collect::<Option<_>>()?;
+        let mut sorted = perm.clone();
+        sorted.sort_unstable();
+        let is_permutation = sorted.iter().enumerate().all(|(i, &p)| i == p);
+        (is_permutation && perm.first() == Some(&0) && node.input.len() == 1).then_some(perm)
+    }
+
+    fn is_graph_output(&self, name: &str) -> bool {
+        self.graph.output.iter().any(|o| o.name == name)
     }
 }
 
 std::thread_local! {
-    /// A thread's scores and weights for one matrix.
-    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// A thread's gathered operands, scores, weights and product for one matrix.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A tensor read through a permutation: logical axis `a` is the source's axis `perm[a]`.
+struct View<'a> {
+    data: &'a [f32],
+    shape: Vec<usize>,
+    strides: Vec<usize>,
+}
+
+impl<'a> View<'a> {
+    /// `data` of `shape` seen through `perm`; `None` when the ranks differ.
+    fn new(data: &'a [f32], shape: &[usize], perm: Option<&[usize]>) -> Option<View<'a>> {
+        let contiguous = ops::strides(shape);
+        match perm {
+            None => Some(View {
+                data,
+                shape: shape.to_vec(),
+                strides: contiguous,
+            }),
+            Some(perm) if perm.len() == shape.len() => Some(View {
+                data,
+                shape: perm.iter().map(|&p| shape[p]).collect(),
+                strides: perm.iter().map(|&p| contiguous[p]).collect(),
+            }),
+            Some(_) => None,
+        }
+    }
+
+    /// The `[rows, cols]` matrix at batch index `batch` (its leading axes) copied into `out`.
+    fn matrix_into(&self, batch: &[usize], out: &mut [f32]) {
+        let rank = self.shape.len();
+        let start: usize = batch.iter().zip(&self.strides).map(|(i, s)| i * s).sum();
+        let (rows, cols) = (self.shape[rank - 2], self.shape[rank - 1]);
+        let (row_step, col_step) = (self.strides[rank - 2], self.strides[rank - 1]);
+        for (r, line) in out.chunks_exact_mut(cols).take(rows).enumerate() {
+            let at = start + r * row_step;
+            if col_step == 1 {
+                line.copy_from_slice(&self.data[at..at + cols]);
+            } else {
+                for (c, y) in line.iter_mut().enumerate() {
+                    *y = self.data[at + c * col_step];
+                }
+            }
+        }
+    }
 }
 
 impl Attention {
-    /// `softmax(Q·Kᵀ · scale) · V` for `q` `[.., T, d]`, `kt` `[.., d, S]` and `v` `[.., S, e]`
-    /// with the same batch dimensions; otherwise the nodes one by one.
+    /// `softmax(Q·Kᵀ · scale) · V` for Q `[.., T, d]`, Kᵀ `[.., d, S]` and V `[.., S, e]` (as
+    /// seen through the absorbed Transposes) with the same batch dimensions, then the output
+    /// Transpose; otherwise the nodes one by one.
     pub(super) fn run(
         &self,
         isa: Isa,
-        [q, kt, v]: [&Value; 3],
+        inputs: [&Value; 3],
         floats: &mut FloatPool,
     ) -> anyhow::Result<Value> {
-        let fused = match (q, kt, v) {
-            (Value::F32(q, sq), Value::F32(k, sk), Value::F32(v, sv)) => {
-                Geometry::of(sq, sk, sv).map(|g| (g, [&q[..], &k[..], &v[..]]))
+        let views = match inputs {
+            [Value::F32(q, sq), Value::F32(k, sk), Value::F32(v, sv)] => {
+                let [pq, pk, pv] = self
+                    .input_transposes
+                    .each_ref()
+                    .map(|t| t.as_ref().map(|(_, perm)| &perm[..]));
+                View::new(q, sq, pq)
+                    .zip(View::new(k, sk, pk))
+                    .zip(View::new(v, sv, pv))
+                    .map(|((q, k), v)| [q, k, v])
             }
             _ => None,
         };
-        let Some((g, [q, kt, v])) = fused else {
-            return self.node_by_node(isa, [q, kt, v]);
+        let fused = views.and_then(|views| {
+            let g = Geometry::of(&views[0].shape, &views[1].shape, &views[2].shape)?;
+            let perm = self.output_transpose.as_ref().map(|(_, perm)| &perm[..]);
+            let out = Placement::new(&g, perm)?;
+            Some((views, g, out))
+        });
+        let Some((views, g, place)) = fused else {
+            return self.node_by_node(isa, inputs);
         };
-        let mut out = floats.take(g.matrices * g.t * g.e);
+        let [q, kt, v] = &views;
+        let mut out = floats.take(place.len);
         let macs = g.matrices * g.t * g.s * (g.d + g.e);
+        let images = g.batch.first().copied().unwrap_or(1);
+        let per_image = g.matrices / images.max(1);
         let scale = self.scale;
         let mut failed = std::sync::atomic::AtomicBool::new(false);
-        team::for_each_chunk(&mut out, g.t * g.e, macs >= PARALLEL_MACS, &|m, out| {
-            let ok = SCORES.with_borrow_mut(|scratch| {
-                scratch.resize(2 * g.t * g.s, 0.0);
-                let (scores, weights) = scratch.split_at_mut(g.t * g.s);
-                let q = &q[m * g.t * g.d..][..g.t * g.d];
-                let kt = &kt[m * g.d * g.s..][..g.d * g.s];
-                let v = &v[m * g.s * g.e..][..g.s * g.e];
-                mf_kernels::pointwise::matmul(isa, q, kt, scores, [g.t, g.d, g.s]).is_ok() && {
+        let image_len = place.len / images.max(1);
+        team::for_each_chunk(&mut out, image_len, macs >= PARALLEL_MACS, &|n, out| {
+            SCRATCH.with_borrow_mut(|scratch| {
+                let sizes = [
+                    g.t * g.d,
+                    g.d * g.s,
+                    g.s * g.e,
+                    g.t * g.s,
+                    g.t * g.s,
+                    g.t * g.e,
+                ];
+                scratch.resize(sizes.iter().sum(), 0.0);
+                let (qm, rest) = scratch.split_at_mut(sizes[0]);
+                let (km, rest) = rest.split_at_mut(sizes[1]);
+                let (vm, rest) = rest.split_at_mut(sizes[2]);
+                let (scores, rest) = rest.split_at_mut(sizes[3]);
+                let (weights, product) = rest.split_at_mut(sizes[4]);
+                let mut index = vec![0; g.batch.len()];
+                for m in n * per_image..(n + 1) * per_image {
+                    unravel(m, &g.batch, &mut index);
+                    q.matrix_into(&index, qm);
+                    kt.matrix_into(&index, km);
+                    v.matrix_into(&index, vm);
+                    let ok =
+                        mf_kernels::pointwise::matmul(isa, qm, km, scores, [g.t, g.d, g.s]).is_ok();
                     if let Some(c) = scale {
                         scores.iter_mut().for_each(|x| *x *= c);
                     }
                     for (x, y) in scores.chunks(g.s).zip(weights.chunks_mut(g.s)) {
                         softmax_row(x, y);
                     }
-                    mf_kernels::pointwise::matmul(isa, weights, v, out, [g.t, g.s, g.e]).is_ok()
+                    let ok = ok
+                        && mf_kernels::pointwise::matmul(
+                            isa,
+                            weights,
+                            vm,
+                            product,
+                            [g.t, g.s, g.e],
+                        )
+                        .is_ok();
+                    if !ok {
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    place.write(&index, n * image_len, product, out);
                 }
             });
-            if !ok {
-                failed.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
         });
         anyhow::ensure!(!*failed.get_mut(), "attention products of mismatched sizes");
-        let mut shape = g.batch;
-        shape.extend([g.t, g.e]);
-        Ok(Value::F32(out, shape))
+        Ok(Value::F32(out, place.shape))
     }
 
-    /// The replaced nodes, one after the other.
-    fn node_by_node(&self, isa: Isa, [q, kt, v]: [&Value; 3]) -> anyhow::Result<Value> {
-        let mut value = ops::run_on(isa, &self.nodes[0], &[q, kt])?;
-        for node in &self.nodes[1..] {
+    /// The replaced nodes, one after the other, on the step's inputs.
+    fn node_by_node(&self, isa: Isa, inputs: [&Value; 3]) -> anyhow::Result<Value> {
+        let operand = |i: usize| match &self.input_transposes[i] {
+            Some((node, _)) => ops::run_on(isa, node, &[inputs[i]]),
+            None => Ok(inputs[i].clone()),
+        };
+        let (q, kt, v) = (&operand(0)?, &operand(1)?, &operand(2)?);
+        let mut value = ops::run_on(isa, &self.chain[0], &[q, kt])?;
+        for node in &self.chain[1..] {
             value = match node.op_type.as_str() {
                 "Mul" => {
                     let scale = Value::F32(vec![self.scale.unwrap_or(1.0)], vec![]);
@@ -155,7 +289,18 @@ impl Attention {
                 _ => ops::run_on(isa, node, &[&value, v])?,
             };
         }
-        Ok(value)
+        match &self.output_transpose {
+            Some((node, _)) => ops::run_on(isa, node, &[&value]),
+            None => Ok(value),
+        }
+    }
+}
+
+/// `m`'s index in row-major `shape`.
+fn unravel(mut m: usize, shape: &[usize], index: &mut [usize]) {
+    for (i, &d) in index.iter_mut().zip(shape).rev() {
+        *i = m % d;
+        m /= d;
     }
 }
 
@@ -185,6 +330,9 @@ impl Geometry {
         if sk[rank - 2] != d || sv[rank - 2] != s || [t, d, s, e].contains(&0) {
             return None;
         }
+        if batch.contains(&0) {
+            return None;
+        }
         Some(Geometry {
             batch: batch.to_vec(),
             matrices: batch.iter().product(),
@@ -193,5 +341,70 @@ impl Geometry {
             s,
             e,
         })
+    }
+}
+
+/// Where the product `[.., T, e]` lands in the step's output (through the absorbed output
+/// Transpose, if any).
+struct Placement {
+    /// The output's shape.
+    shape: Vec<usize>,
+    /// The output's values.
+    len: usize,
+    /// Per axis of the product, its stride in the output.
+    strides: Vec<usize>,
+    /// The product's row length.
+    cols: usize,
+}
+
+impl Placement {
+    /// `None` when the Transpose's rank is not the product's.
+    fn new(g: &Geometry, perm: Option<&[usize]>) -> Option<Placement> {
+        let mut product = g.batch.clone();
+        product.extend([g.t, g.e]);
+        let len = product.iter().product();
+        let (shape, strides) = match perm {
+            None => (product.clone(), ops::strides(&product)),
+            Some(perm) if perm.len() == product.len() => {
+                let shape: Vec<usize> = perm.iter().map(|&p| product[p]).collect();
+                let out_strides = ops::strides(&shape);
+                let mut strides = vec![0; perm.len()];
+                for (a, &p) in perm.iter().enumerate() {
+                    strides[p] = out_strides[a];
+                }
+                (shape, strides)
+            }
+            Some(_) => return None,
+        };
+        Some(Placement {
+            shape,
+            len,
+            strides,
+            cols: g.e,
+        })
+    }
+
+    /// Writes the `[T, e]` product at batch index `batch` into `out`, the part of the output
+    /// that starts at value `offset`.
+    fn write(&self, batch: &[usize], offset: usize, product: &[f32], out: &mut [f32]) {
+        let rank = self.strides.len();
+        let start: usize = batch
+            .iter()
+            .zip(&self.strides)
+            .map(|(i, s)| i * s)
+            .sum::<usize>()
+            - offset;
+        let (row_step, col_step) = (self.strides[rank - 2], self.strides[rank - 1]);
+        let cols = self.cols;
+        for (r, line) in product.chunks_exact(cols).enumerate() {
+            let at = start + r * row_step;
+            if col_step == 1 {
+                out[at..at + cols].copy_from_slice(line);
+            } else {
+                for (c, &y) in line.iter().enumerate() {
+                    out[at + c * col_step] = y;
+                }
+            }
+        }
     }
 }
