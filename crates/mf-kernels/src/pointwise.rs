@@ -18,8 +18,36 @@ pub(crate) fn tanh_into(x: &[f32], out: &mut [f32]) {
 /// `c = a · b` for row-major `a` `[m, k]`, `b` `[k, n]` and `c` `[m, n]`: each output row
 /// starts at 0 and adds `a[i, p] · b[p, :]` for `p` in order, each product and sum rounded
 /// (no fused multiply-add).
+///
+/// Rows of 16, 32 or 64 outputs (attention's head sizes and token counts) are summed in a
+/// fixed-size row that stays in registers across the depth; other widths through `c` itself.
 #[inline(always)]
 pub(crate) fn matmul_into(a: &[f32], b: &[f32], c: &mut [f32], [m, k, n]: [usize; 3]) {
+    match n {
+        16 => fixed_rows::<16>(a, b, c, [m, k]),
+        32 => fixed_rows::<32>(a, b, c, [m, k]),
+        64 => fixed_rows::<64>(a, b, c, [m, k]),
+        _ => any_rows(a, b, c, [m, k, n]),
+    }
+}
+
+/// [`matmul_into`] for rows of `N` outputs, summed in a local row.
+#[inline(always)]
+fn fixed_rows<const N: usize>(a: &[f32], b: &[f32], c: &mut [f32], [m, k]: [usize; 2]) {
+    for (row, out) in a.chunks_exact(k).zip(c.chunks_exact_mut(N)).take(m) {
+        let mut sums = [0f32; N];
+        for (&x, line) in row.iter().zip(b.chunks_exact(N)) {
+            for (y, &w) in sums.iter_mut().zip(line) {
+                *y += x * w;
+            }
+        }
+        out.copy_from_slice(&sums);
+    }
+}
+
+/// [`matmul_into`] for any row length, summed in `c`.
+#[inline(always)]
+fn any_rows(a: &[f32], b: &[f32], c: &mut [f32], [m, k, n]: [usize; 3]) {
     for (row, out) in a.chunks_exact(k).zip(c.chunks_exact_mut(n)).take(m) {
         out.fill(0.0);
         for (&x, line) in row.iter().zip(b.chunks_exact(n)) {
@@ -77,10 +105,18 @@ mod tests {
                 .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 125.0 - 4.0)
                 .collect()
         };
-        for [m, k, n] in [[1, 1, 1], [16, 32, 16], [5, 7, 33], [3, 64, 17]] {
+        let shapes = [
+            [1, 1, 1],
+            [16, 32, 16],
+            [5, 7, 33],
+            [3, 64, 17],
+            [4, 16, 32],
+            [3, 9, 64],
+        ];
+        for [m, k, n] in shapes {
             let (a, b) = (values(m * k, 1), values(k * n, 2));
             let mut want = alloc::vec![0f32; m * n];
-            matmul_into(&a, &b, &mut want, [m, k, n]);
+            any_rows(&a, &b, &mut want, [m, k, n]);
             // Against f64 sums too: a wrong index would be far off.
             for i in 0..m {
                 for j in 0..n {
