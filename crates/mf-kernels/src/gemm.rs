@@ -31,9 +31,10 @@ pub fn gemm_i8(
         n,
         mr: micro.mr,
         nr: micro.nr,
+        weight_bytes: w.panels.len(),
     };
     let sink = Sink::new(out, n);
-    grid.run(m * n * k, [0i32; MAX_TILE], |tile, row0, rows, col0| {
+    grid.run(k, [0i32; MAX_TILE], |tile, row0, rows, col0| {
         let block = &a[row0 * lda..];
         let panel = &w.panels[col0 / micro.nr * b_panel..];
         let padded = rows.next_multiple_of(micro.row_align);
@@ -85,9 +86,10 @@ pub fn gemm_f32(w: &PackedF32, a: &[f32], m: usize, out: &mut [f32]) -> Result<(
         n,
         mr: micro.mr,
         nr: micro.nr,
+        weight_bytes: core::mem::size_of_val(&w.panels[..]),
     };
     let sink = Sink::new(Output::F32(out), n);
-    grid.run(m * n * k, [0f32; MAX_TILE], |tile, row0, rows, col0| {
+    grid.run(k, [0f32; MAX_TILE], |tile, row0, rows, col0| {
         let block = &a[row0 * k..];
         let panel = &w.panels[col0 / micro.nr * k * micro.nr..];
         // SAFETY: as in gemm_i8, with rows of k f32.
@@ -122,11 +124,28 @@ struct Grid {
     n: usize,
     mr: usize,
     nr: usize,
+    /// The packed weights' size.
+    weight_bytes: usize,
 }
 
-/// Below this many multiply-adds a product runs on the calling thread.
+/// Below this many multiply-adds, counted over whole tiles (the padding of a narrow layer's
+/// tiles included), [`PARALLEL_OUTPUTS`] outputs and [`PARALLEL_WEIGHT_BYTES`] of weights, a
+/// product runs on the calling thread: sharing out a small product moves its operands between
+/// cores' caches for longer than the work takes (batch-1 U-Net convolutions of 1.8M
+/// multiply-adds ran 10% slower on two threads than on one).
 #[cfg(feature = "std")]
-const PARALLEL_MACS: usize = 1 << 16;
+const PARALLEL_MACS: usize = 1 << 21;
+
+/// From this many outputs on, a product is shared out whatever its depth: finishing each
+/// output (scale, bias, activation, quantization) is work of its own (a batch-16 convolution
+/// of one input channel, depth 9, ran slower on one thread).
+#[cfg(feature = "std")]
+const PARALLEL_OUTPUTS: usize = 1 << 16;
+
+/// From this many bytes of weights on, a product is shared out: each core then streams half
+/// of them (the fp32 DiT's batch-1 layers ran 20% slower on one thread).
+#[cfg(feature = "std")]
+const PARALLEL_WEIGHT_BYTES: usize = 1 << 17;
 
 impl Grid {
     fn tiles(&self) -> usize {
@@ -148,11 +167,11 @@ impl Grid {
         }
     }
 
-    /// Runs every tile, split into one contiguous range per thread when the product is large;
-    /// each thread works in its own copy of the `tile` buffer.
+    /// Runs every tile of a product of `depth`, split into one contiguous range per thread
+    /// when the product is large; each thread works in its own copy of the `tile` buffer.
     fn run<T: Copy + Send + Sync>(
         &self,
-        macs: usize,
+        depth: usize,
         tile: T,
         f: impl Fn(&mut T, usize, usize, usize) + Sync,
     ) {
@@ -160,14 +179,20 @@ impl Grid {
         #[cfg(feature = "std")]
         {
             let threads = crate::team::threads().min(tiles);
-            if threads > 1 && macs >= PARALLEL_MACS {
+            let macs = tiles
+                .saturating_mul(self.mr * self.nr)
+                .saturating_mul(depth);
+            let large = macs >= PARALLEL_MACS
+                || self.m * self.n >= PARALLEL_OUTPUTS
+                || self.weight_bytes >= PARALLEL_WEIGHT_BYTES;
+            if threads > 1 && large {
                 crate::team::run(threads, &|t| {
                     self.run_range(tiles * t / threads..tiles * (t + 1) / threads, tile, &f)
                 });
                 return;
             }
         }
-        let _ = macs;
+        let _ = depth;
         self.run_range(0..tiles, tile, &f);
     }
 }
