@@ -381,11 +381,12 @@ proptest! {
 }
 
 /// Batches large enough that a convolution's layout work (padding, NHWC transposes, receptive
-/// fields, planes) is shared out across the thread team stay bit-exact to the reference (int8)
-/// and to the same convolution on one thread (fp32): a padded 3×3 and a 1×1 kernel.
+/// fields, planes) and its product are shared out across the thread team stay bit-exact to
+/// the reference (int8) and to the same convolution on one thread (fp32): a padded 3×3 and a
+/// 1×1 kernel.
 #[test]
 fn convolutions_shared_across_threads_equal_one_thread() {
-    let (n, c, h, w, m) = (5, 16, 24, 23, 16);
+    let (n, c, h, w, m) = (8, 16, 24, 23, 16);
     for (kernel, pads) in [([3, 3], [1, 1, 1, 1]), ([1, 1], [0; 4])] {
         let geometry = ConvGeometry {
             channels: c,
@@ -411,7 +412,8 @@ fn convolutions_shared_across_threads_equal_one_thread() {
             geometry,
             dense,
         };
-        assert!(n * m * h * w >= 1 << 15, "large enough to be shared out");
+        // The layout work from 32K output values on, the product from 64K outputs on.
+        assert!(n * m * h * w >= 1 << 16, "large enough to be shared out");
         let x: Vec<f32> = (0..n * c * h * w)
             .map(|i| (i % 97) as f32 / 24.0 - 2.0)
             .collect();
