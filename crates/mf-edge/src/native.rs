@@ -560,7 +560,8 @@ impl NativeEngine {
                             let value = env[inputs[0]].take().expect("checked above");
                             ops::with_shape(value, shape)
                         }
-                        _ => ops::run_on(self.isa, node, &args).with_context(context)?,
+                        _ => ops::run_into(self.isa, node, &args, &mut |len| floats.take(len))
+                            .with_context(context)?,
                     };
                     env[*output] = Some(out);
                 }

@@ -170,6 +170,18 @@ pub fn run(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
 
 /// [`run`] with the loops of kernel family `isa` (the engine's).
 pub fn run_on(isa: Isa, node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
+    run_into(isa, node, inputs, &mut |len| Vec::with_capacity(len))
+}
+
+/// [`run_on`] with the f32 output of an element-wise Add, Sub, Mul or Div and of a
+/// LayerNormalization in a buffer from `buffer(len)` (the engine's kept buffers: a fresh large
+/// allocation is faulted in page by page on every call); any length and contents will do.
+pub fn run_into(
+    isa: Isa,
+    node: &onnx::NodeProto,
+    inputs: &[&Value],
+    buffer: &mut dyn FnMut(usize) -> Vec<f32>,
+) -> anyhow::Result<Value> {
     let op = node.op_type.as_str();
     let args = Args { node, inputs };
     let what = |i: usize| args.what(i);
@@ -209,12 +221,13 @@ pub fn run_on(isa: Isa, node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Re
             need(2)?;
             let (a, sa) = inputs[0].f32(&what(0))?;
             let (b, sb) = inputs[1].f32(&what(1))?;
+            let out = buffer(a.len().max(b.len()));
             // One monomorphized loop per op, so that each inlines and vectorizes.
             match op {
-                "Add" => broadcast(a, sa, b, sb, |x, y| x + y)?,
-                "Sub" => broadcast(a, sa, b, sb, |x, y| x - y)?,
-                "Mul" => broadcast(a, sa, b, sb, |x, y| x * y)?,
-                _ => broadcast(a, sa, b, sb, |x, y| x / y)?,
+                "Add" => broadcast_into(a, sa, b, sb, |x, y| x + y, out)?,
+                "Sub" => broadcast_into(a, sa, b, sb, |x, y| x - y, out)?,
+                "Mul" => broadcast_into(a, sa, b, sb, |x, y| x * y, out)?,
+                _ => broadcast_into(a, sa, b, sb, |x, y| x / y, out)?,
             }
         }
         "Max" => {
@@ -366,8 +379,11 @@ pub fn run_on(isa: Isa, node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Re
                 sx,
                 scale,
                 bias,
-                int_attr(node, "axis", -1),
-                float_attr(node, "epsilon", 1e-5),
+                (
+                    int_attr(node, "axis", -1),
+                    float_attr(node, "epsilon", 1e-5),
+                ),
+                buffer(x.len()),
             )?
         }
         "InstanceNormalization" => {
@@ -519,14 +535,25 @@ pub(crate) fn broadcast(
     sb: &[usize],
     f: impl Fn(f32, f32) -> f32,
 ) -> anyhow::Result<Value> {
+    broadcast_into(a, sa, b, sb, f, Vec::new())
+}
+
+/// [`broadcast`] into the buffer `out` (its length and contents do not matter).
+fn broadcast_into(
+    a: &[f32],
+    sa: &[usize],
+    b: &[f32],
+    sb: &[usize],
+    f: impl Fn(f32, f32) -> f32,
+    mut out: Vec<f32>,
+) -> anyhow::Result<Value> {
+    out.clear();
     if sa == sb {
-        return Ok(Value::F32(
-            a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect(),
-            sa.to_vec(),
-        ));
+        out.extend(a.iter().zip(b).map(|(&x, &y)| f(x, y)));
+        return Ok(Value::F32(out, sa.to_vec()));
     }
     let total = element_count(&broadcast_shapes(sa, sb)?.2)?;
-    let mut out = Vec::with_capacity(total);
+    out.reserve(total);
     let shape = broadcast_rows(sa, sb, |run| {
         let Run {
             a: ia,
@@ -826,6 +853,31 @@ mod tests {
         assert!(!broadcast_in_place("Add", &mut a, &[3], &data(6), &[2, 3]).unwrap());
         assert_eq!(a, data(3));
         assert!(broadcast_in_place("Add", &mut a, &[3], &data(2), &[2]).is_err());
+    }
+
+    #[test]
+    fn outputs_written_into_given_buffers_ignore_what_they_held() {
+        let data = |n: usize| (0..n).map(|i| i as f32 * 0.37 - 2.0).collect::<Vec<f32>>();
+        let (a, b) = (
+            Value::F32(data(24), vec![2, 3, 4]),
+            Value::F32(data(4), vec![4]),
+        );
+        let scale = Value::F32(vec![0.5, 1.0, 2.0, -1.0], vec![4]);
+        let cases: [(onnx::NodeProto, Vec<&Value>); 4] = [
+            (node("Add", &[]), vec![&a, &b]),
+            (node("Sub", &[]), vec![&a, &a]),
+            (node("Div", &[]), vec![&b, &a]),
+            (node("LayerNormalization", &[]), vec![&a, &scale]),
+        ];
+        for (node, inputs) in cases {
+            let want = run_on(Isa::Scalar, &node, &inputs).unwrap();
+            // Stale values, shorter and longer than the output.
+            for len in [0, 5, 24, 100] {
+                let mut stale = |_: usize| vec![f32::NAN; len];
+                let got = run_into(Isa::Scalar, &node, &inputs, &mut stale).unwrap();
+                assert_eq!(got, want, "{} into {len} stale values", node.op_type);
+            }
+        }
     }
 
     #[test]

@@ -52,15 +52,16 @@ pub fn softmax_row(x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// LayerNormalization (opset 17): normalized over the axes from `axis` on, then
-/// `· scale + bias` (broadcast to those axes).
+/// LayerNormalization (opset 17): normalized over the axes from `axis` on (with `epsilon`),
+/// then `· scale + bias` (broadcast to those axes); written into `out` (any length and
+/// contents).
 pub fn layer_norm(
     x: &[f32],
     shape: &[usize],
     scale: (&[f32], &[usize]),
     bias: Option<(&[f32], &[usize])>,
-    axis: i64,
-    epsilon: f32,
+    (axis, epsilon): (i64, f32),
+    mut out: Vec<f32>,
 ) -> anyhow::Result<Value> {
     let a = normalized_axis(axis, shape.len(), "LayerNormalization")?;
     let (outer, len, _) = split(shape, a, shape.len());
@@ -76,7 +77,7 @@ pub fn layer_norm(
         }
     };
     let fused = over_axes(scale.1) && bias.is_none_or(|(_, sb)| over_axes(sb));
-    let mut out = vec![0f32; x.len()];
+    out.resize(x.len(), 0.0);
     for o in 0..outer {
         let row = &x[o * len..(o + 1) * len];
         let (mean, var) = norm::moments(row);
@@ -351,23 +352,39 @@ mod tests {
         // [1, 4] is over the normalized axis (one pass); the same values repeated as [3, 4]
         // broadcast afterwards.
         let rep = |v: &[f32]| v.repeat(3);
-        let one_pass = layer_norm(&x, &[2, 3, 4], (&s, &[1, 4]), Some((&b, &[4])), -1, 1e-5);
+        let one_pass = layer_norm(
+            &x,
+            &[2, 3, 4],
+            (&s, &[1, 4]),
+            Some((&b, &[4])),
+            (-1, 1e-5),
+            Vec::new(),
+        );
         let (rs, rb) = (rep(&s), rep(&b));
         let after = layer_norm(
             &x,
             &[2, 3, 4],
             (&rs, &[3, 4]),
             Some((&rb, &[3, 4])),
-            -1,
-            1e-5,
+            (-1, 1e-5),
+            Vec::new(),
         );
         assert_eq!(one_pass.unwrap(), after.unwrap());
-        let one_pass = layer_norm(&x, &[2, 3, 4], (&s, &[4]), None, -1, 1e-5).unwrap();
-        let after = layer_norm(&x, &[2, 3, 4], (&rs, &[3, 4]), None, -1, 1e-5).unwrap();
+        let one_pass =
+            layer_norm(&x, &[2, 3, 4], (&s, &[4]), None, (-1, 1e-5), Vec::new()).unwrap();
+        let after =
+            layer_norm(&x, &[2, 3, 4], (&rs, &[3, 4]), None, (-1, 1e-5), Vec::new()).unwrap();
         assert_eq!(one_pass, after);
         // Each normalized row has mean 0 and variance 1 before the affine.
-        let Value::F32(y, _) = layer_norm(&x, &[6, 4], (&[1.0; 4], &[4]), None, -1, 0.0).unwrap()
-        else {
+        let Value::F32(y, _) = layer_norm(
+            &x,
+            &[6, 4],
+            (&[1.0; 4], &[4]),
+            None,
+            (-1, 0.0),
+            vec![7.0; 3],
+        )
+        .unwrap() else {
             panic!("float output")
         };
         for row in y.chunks(4) {
