@@ -192,7 +192,7 @@ impl Grid {
                 return;
             }
         }
-        let _ = depth;
+        let _ = (depth, self.weight_bytes);
         self.run_range(0..tiles, tile, &f);
     }
 }
