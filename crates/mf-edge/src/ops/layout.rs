@@ -21,6 +21,13 @@ fn gather(
     ) -> Vec<T> {
         let mut out = Vec::with_capacity(out_shape.iter().product());
         blocks(out_shape, start, step, stride, |block| {
+            if (block.len, block.delta, block.line_delta) == (2, 0, 1) {
+                // Nearest 2× upsampling's rows: each input value twice, read in order.
+                for &x in &d[block.at..block.at + block.lines] {
+                    out.extend_from_slice(&[x, x]);
+                }
+                return;
+            }
             for line in 0..block.lines {
                 let at = (block.at as i64 + line as i64 * block.line_delta) as usize;
                 let len = block.len;
@@ -234,6 +241,41 @@ mod tests {
         for step in [1, -1, 3, -3] {
             let out = slice(&v, &[5], &[-5], Some(&[0]), Some(&[step])).unwrap();
             assert_eq!(out.shape(), &[0, 3]);
+        }
+    }
+
+    #[test]
+    fn expand_repeats_each_value_along_its_stretched_axes() {
+        // Nearest 2× upsampling as exported ([.., H, 1, W, 1] → [.., H, 2, W, 2]: rows of two
+        // equal values), a stretch of 3 and a stretched middle axis alone.
+        let cases: [(&[usize], &[i64]); 3] = [
+            (&[2, 3, 1, 4, 1], &[2, 3, 2, 4, 2]),
+            (&[2, 3, 1, 4, 1], &[2, 3, 3, 4, 3]),
+            (&[2, 1, 5], &[2, 4, 5]),
+        ];
+        for (shape, target) in cases {
+            let count: usize = shape.iter().product();
+            let v = Value::F32((0..count).map(|i| i as f32).collect(), shape.to_vec());
+            let Value::F32(got, out_shape) = expand(&v, target).unwrap() else {
+                panic!("float output")
+            };
+            let want_shape: Vec<usize> = target.iter().map(|&d| d as usize).collect();
+            assert_eq!(out_shape, want_shape);
+            // Each output reads the input at its index, 0 along the stretched axes.
+            let out_strides = strides(&want_shape);
+            let in_strides = strides(shape);
+            for (o, &y) in got.iter().enumerate() {
+                let at: usize = (0..shape.len())
+                    .map(|d| {
+                        if shape[d] == 1 {
+                            0
+                        } else {
+                            o / out_strides[d] % want_shape[d] * in_strides[d]
+                        }
+                    })
+                    .sum();
+                assert_eq!(y, at as f32, "{shape:?} → {target:?} at {o}");
+            }
         }
     }
 
