@@ -131,7 +131,7 @@ fn im2col<'a, T: Transposable + Sync + Send>(
     [n, h, w]: ImageSize,
     [oh, ow]: [usize; 2],
     pad: T,
-    (staging, starts): (&mut Vec<T>, &mut Vec<usize>),
+    (staging, tables): (&mut Vec<T>, &mut PixelStarts),
     rows: &'a mut Vec<T>,
 ) -> Result<&'a [T], KernelError> {
     let kw = g.kernel[1];
@@ -143,8 +143,7 @@ fn im2col<'a, T: Transposable + Sync + Send>(
     let plain = g.kernel == [1, 1] && g.strides == [1, 1] && g.pads == [0; 4];
     if plain {
         let rows = grown(rows, len, pad);
-        pixel_starts(starts, channels, [h, w], [0, 0], w);
-        let starts = &starts[..];
+        let starts = tables.get(channels, [h, w], [0, 0], w);
         per_image(
             (x, channels * h * w),
             (rows, positions * depth),
@@ -162,8 +161,7 @@ fn im2col<'a, T: Transposable + Sync + Send>(
         .and_then(|v| v.checked_mul(channels))
         .ok_or(KernelError::Geometry("the padded input overflows"))?;
     let staging = grown(staging, staged, pad);
-    pixel_starts(starts, channels, [h, w], [top, left], pw);
-    let starts = &starts[..];
+    let starts = tables.get(channels, [h, w], [top, left], pw);
     let padded_image = ph * pw * channels;
     per_image(
         (x, channels * h * w),
@@ -214,20 +212,49 @@ fn im2col<'a, T: Transposable + Sync + Send>(
     Ok(rows)
 }
 
-/// Where each pixel of an `[h, w]` image goes in NHWC rows `stride` pixels wide at offset
-/// `[top, left]`, into `starts` (a table kept between calls: no division per pixel).
+/// The tables kept between calls.
 #[cfg(feature = "alloc")]
-fn pixel_starts(
-    starts: &mut Vec<usize>,
-    channels: usize,
-    [h, w]: [usize; 2],
-    [top, left]: [usize; 2],
-    stride: usize,
-) {
-    starts.clear();
-    starts.extend(
-        (0..h).flat_map(|y| (0..w).map(move |x| ((y + top) * stride + left + x) * channels)),
-    );
+const PIXEL_TABLES: usize = 8;
+
+/// Where each pixel of an image goes in padded NHWC rows (no division per pixel), for the
+/// last few geometries asked for: a network's convolutions come back to the same few, so a
+/// table is built once, not per call.
+#[cfg(feature = "alloc")]
+#[derive(Default)]
+pub(crate) struct PixelStarts {
+    /// `[channels, h, w, top, left, stride]` and its table.
+    tables: Vec<([usize; 6], Vec<usize>)>,
+}
+
+#[cfg(feature = "alloc")]
+impl PixelStarts {
+    /// Where pixel `p` of an `[h, w]` image goes in NHWC rows `stride` pixels wide at offset
+    /// `[top, left]`: `((y + top)·stride + left + x)·channels`.
+    fn get(
+        &mut self,
+        channels: usize,
+        [h, w]: [usize; 2],
+        [top, left]: [usize; 2],
+        stride: usize,
+    ) -> &[usize] {
+        let key = [channels, h, w, top, left, stride];
+        let at = match self.tables.iter().position(|(k, _)| *k == key) {
+            Some(at) => at,
+            None => {
+                let mut table = Vec::with_capacity(h * w);
+                for y in 0..h {
+                    let row = (y + top) * stride + left;
+                    table.extend((row..row + w).map(|pixel| pixel * channels));
+                }
+                if self.tables.len() == PIXEL_TABLES {
+                    self.tables.remove(0);
+                }
+                self.tables.push((key, table));
+                self.tables.len() - 1
+            }
+        };
+        &self.tables[at].1
+    }
 }
 
 /// Writes one NCHW image (`channels` planes of `plane` values) as NHWC pixel rows into `out`,
@@ -322,7 +349,7 @@ fn tap_major<T: Copy>(weights: &[T], g: &ConvGeometry) -> Vec<T> {
 pub struct ConvScratch {
     f32_staging: Vec<f32>,
     u8_staging: Vec<u8>,
-    pixel_starts: Vec<usize>,
+    pixel_starts: PixelStarts,
     f32_fields: Vec<f32>,
     u8_fields: Vec<u8>,
     codes: Vec<u8>,
