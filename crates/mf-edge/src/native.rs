@@ -1884,6 +1884,17 @@ mod tests {
                 }
             }
         }
+        // Scores beyond what one value may hold (2^15 × 2^15 from inputs of 128 KB) are
+        // refused with an error, not allocated.
+        let long = 1 << 15;
+        let engine = NativeEngine::from_graph(&attention_graph(true, false), isa).unwrap();
+        let inputs = vec![
+            ("q", tensor(&[1, 1, long, 1], 1)),
+            ("kt", tensor(&[1, 1, 1, long], 2)),
+            ("v", tensor(&[1, 1, long, 1], 3)),
+        ];
+        let err = engine.run(inputs).unwrap_err();
+        assert!(format!("{err:#}").contains("exceeds"), "{err:#}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use mf_kernels::{Isa, team};
 
 use super::{FloatPool, Planner};
 use crate::ops::{self, normalize::softmax_row};
-use crate::tensor::Value;
+use crate::tensor::{Value, element_count};
 
 /// Multiply-adds of a call below which its matrices run on the calling thread alone.
 const PARALLEL_MACS: usize = 1 << 16;
@@ -215,7 +215,9 @@ impl Attention {
         };
         let [q, kt, v] = &views;
         let mut out = floats.take(place.len);
-        let macs = g.matrices * g.t * g.s * (g.d + g.e);
+        let macs = [g.matrices, g.t, g.s, g.d + g.e]
+            .into_iter()
+            .fold(1usize, usize::saturating_mul);
         let images = g.batch.first().copied().unwrap_or(1);
         let per_image = g.matrices / images.max(1);
         let scale = self.scale;
@@ -330,7 +332,12 @@ impl Geometry {
         if sk[rank - 2] != d || sv[rank - 2] != s || [t, d, s, e].contains(&0) {
             return None;
         }
-        if batch.contains(&0) {
+        // A matrix's scores, and the output, within what one value may hold (larger ones go
+        // node by node, which refuses them with the error naming the shape).
+        let mut output = batch.to_vec();
+        output.extend([t, e]);
+        if batch.contains(&0) || element_count(&[t, s]).is_err() || element_count(&output).is_err()
+        {
             return None;
         }
         Some(Geometry {
