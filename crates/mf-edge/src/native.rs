@@ -917,6 +917,11 @@ impl<'g> Planner<'g> {
         (self.node(i).op_type == op && used == uses).then_some(i)
     }
 
+    /// Whether `name` is one of the graph's outputs (a value a fusion may not hide).
+    fn is_graph_output(&self, name: &str) -> bool {
+        self.graph.output.iter().any(|o| o.name == name)
+    }
+
     /// The only consumer of `value`, if it is `op`.
     fn sole_consumer(&self, value: &str, op: &str) -> Option<usize> {
         match self.consumers.get(value).map(Vec::as_slice) {
@@ -1326,20 +1331,13 @@ impl<'g> Planner<'g> {
         let mut output = self.node(add).output.first()?.clone();
         let mut taken = vec![first, i, second, mul, add];
         // Values inside the chain vanish: none may be the graph's output.
-        let inner = taken[..4].iter().flat_map(|&n| self.node(n).output.first());
-        if inner
-            .clone()
-            .any(|v| self.graph.output.iter().any(|o| &o.name == v))
-        {
+        let mut inner = taken[..4].iter().flat_map(|&n| self.node(n).output.first());
+        if inner.any(|v| self.is_graph_output(v)) {
             return None;
         }
         let silu = self.silu(&output).filter(|&(sig, _)| {
-            !self
-                .graph
-                .output
-                .iter()
-                .any(|o| Some(&o.name) == self.node(sig).output.first())
-                && !self.graph.output.iter().any(|o| o.name == output)
+            let gate = self.node(sig).output.first();
+            !gate.is_some_and(|g| self.is_graph_output(g)) && !self.is_graph_output(&output)
         });
         if let Some((sig, mul)) = silu {
             taken.extend([sig, mul]);
@@ -1403,7 +1401,7 @@ impl<'g> Planner<'g> {
     fn rounding_pair(&self, q: usize) -> Option<usize> {
         let q_node = self.node(q);
         let codes = q_node.output.first()?;
-        if self.graph.output.iter().any(|o| &o.name == codes) {
+        if self.is_graph_output(codes) {
             return None;
         }
         let dq = self.sole_consumer(codes, "DequantizeLinear")?;

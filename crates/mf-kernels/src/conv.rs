@@ -288,34 +288,16 @@ fn per_image<A: Sync, B: Send>(
     if images == 0 || in_len == 0 || out_len == 0 {
         return; // Nothing to lay out (an empty batch).
     }
+    let images = images.min(input.len() / in_len).min(output.len() / out_len);
+    let output = &mut output[..images * out_len];
+    let image = |i: usize, out: &mut [B]| f(&input[i * in_len..(i + 1) * in_len], out);
     #[cfg(feature = "std")]
-    {
-        let threads = crate::team::threads().min(images);
-        if threads > 1 && images * out_len >= PARALLEL_VALUES {
-            let per = images.div_ceil(threads);
-            let parts: Vec<std::sync::Mutex<(&[A], &mut [B])>> = input
-                .chunks(per * in_len)
-                .zip(output.chunks_mut(per * out_len))
-                .take(threads)
-                .map(std::sync::Mutex::new)
-                .collect();
-            crate::team::run(parts.len(), &|t| {
-                let mut part = parts[t].lock().unwrap_or_else(|e| e.into_inner());
-                let (input, output) = &mut *part;
-                for (x, y) in input.chunks(in_len).zip(output.chunks_mut(out_len)) {
-                    f(x, y);
-                }
-            });
-            return;
-        }
-    }
-    for (x, y) in input
-        .chunks(in_len)
-        .zip(output.chunks_mut(out_len))
-        .take(images)
-    {
-        f(x, y);
-    }
+    crate::team::for_each_chunk(output, out_len, output.len() >= PARALLEL_VALUES, &image);
+    #[cfg(not(feature = "std"))]
+    output
+        .chunks_mut(out_len)
+        .enumerate()
+        .for_each(|(i, out)| image(i, out));
 }
 
 /// The element count of `[outputs, depth]` weights, or an error when it overflows.

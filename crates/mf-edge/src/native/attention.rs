@@ -125,10 +125,6 @@ impl Planner<'_> {
         let is_permutation = sorted.iter().enumerate().all(|(i, &p)| i == p);
         (is_permutation && perm.first() == Some(&0) && node.input.len() == 1).then_some(perm)
     }
-
-    fn is_graph_output(&self, name: &str) -> bool {
-        self.graph.output.iter().any(|o| o.name == name)
-    }
 }
 
 std::thread_local! {

@@ -49,7 +49,7 @@ impl Planner<'_> {
         }
         // Every reader of x is in the chain (the square reads it twice), and no value before
         // the last is a graph output.
-        let outputs_hidden = !self.graph.output.iter().any(|o| hidden.contains(&o.name));
+        let outputs_hidden = !hidden.iter().any(|h| self.is_graph_output(h));
         (users.len() == 5 && users.iter().all(|u| taken.contains(u)) && outputs_hidden)
             .then_some((taken, value))
     }
