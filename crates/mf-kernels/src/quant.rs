@@ -113,6 +113,7 @@ pub(crate) type FastDivide = Fused;
 /// The quotient the SIMD families use: [`Fused`] with std, [`Divided`] without.
 #[cfg(all(
     not(feature = "std"),
+    feature = "alloc",
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
 pub(crate) type FastDivide = Divided;
