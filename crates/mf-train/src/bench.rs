@@ -2,6 +2,8 @@
 //! loss, backward, Adam, EMA), for plain flow matching and for MeanFlow with its exact JVP on
 //! the same network, batch and device; MeanFlow once without guidance and once with the
 //! config's guidance (ω, κ) when it has any, so that the guidance forward is reported apart.
+//! Batches are drawn ahead on a thread of their own, as `fit` draws them.
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::bail;
@@ -11,9 +13,9 @@ use serde::Serialize;
 
 use crate::config::{Config, ObjectiveKind};
 use crate::datasets::Dataset;
+use crate::draw_ahead::DrawAhead;
 use crate::ema;
 use crate::model::{NetSpec, VelocityNet};
-use crate::objective::draw;
 use crate::rng::Rng;
 use crate::train::{DeviceKind, adam, step};
 
@@ -60,7 +62,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<Vec<BenchRow>> {
     }
     let base = opts.device.device()?;
     let device = base.clone().autodiff();
-    let dataset = Dataset::open(&opts.config.data)?;
+    let dataset = Arc::new(Dataset::open(&opts.config.data)?);
     let mut variants = vec![
         ("flow-matching", ObjectiveKind::FlowMatching, 1.0),
         ("meanflow", ObjectiveKind::MeanFlow, 1.0),
@@ -90,16 +92,23 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<Vec<BenchRow>> {
         let mut model = VelocityNet::new(&spec, &device);
         let mut average = model.valid();
         let mut optim = adam(&config).init();
-        let mut rng = Rng::seed_from_u64(config.train.seed);
         let batch = config.train.batch;
         let null = spec.null_class();
+        let batches = DrawAhead::start(
+            dataset.clone(),
+            Rng::seed_from_u64(config.train.seed),
+            config.train.seed,
+            batch,
+            config.objective.clone(),
+            null,
+        );
         reset_peak_rss();
         let mut started = Instant::now();
         for i in 0..opts.warmup + opts.steps {
             if i == opts.warmup {
                 started = Instant::now();
             }
-            let draws = draw(&dataset, &mut rng, batch, &config.objective, null);
+            let draws = batches.next()?.draws;
             let stats;
             (model, stats) = step(model, &mut optim, &draws, &config, config.optim.lr)?;
             if !stats.loss.is_finite() {

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod classifier;
 pub mod config;
 pub mod datasets;
+pub mod draw_ahead;
 pub mod ema;
 pub mod eval;
 pub mod metrics;

@@ -2,6 +2,7 @@
 //! checkpoints, with an indicatif progress bar.
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail, ensure};
@@ -13,8 +14,9 @@ use rand::SeedableRng;
 use crate::checkpoint::{self, RunState};
 use crate::config::Config;
 use crate::datasets::Dataset;
+use crate::draw_ahead::{DrawAhead, Drawn};
 use crate::model::{NetSpec, VelocityNet};
-use crate::objective::{Draws, StepLoss, draw, loss as objective_loss};
+use crate::objective::{Draws, StepLoss, loss as objective_loss};
 use crate::parallel::{self, DeviceGroup};
 use crate::rng::{Rng, RngState};
 use crate::{ema, plot, sample};
@@ -170,7 +172,7 @@ pub fn fit(opts: &FitOptions) -> anyhow::Result<FitReport> {
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
     let device = base.clone().autodiff();
-    let (config, dataset, mut model, mut ema, mut optim, mut rng, mut state) = if opts.resume {
+    let (config, dataset, mut model, mut ema, mut optim, rng, mut state) = if opts.resume {
         let mut loaded = checkpoint::load(&opts.out, &device)?;
         // The run's own config; only the step count may change (extending a run).
         loaded.state.config.train.steps = opts.config.train.steps;
@@ -229,6 +231,14 @@ pub fn fit(opts: &FitOptions) -> anyhow::Result<FitReport> {
         Some(group)
     };
     let null = state.spec.null_class();
+    let batches = DrawAhead::start(
+        Arc::new(dataset),
+        rng,
+        state.rng.seed,
+        train.batch,
+        obj.clone(),
+        null,
+    );
     let mut log = LossLog::open(&opts.out, state.step)?;
     let bar = progress(opts.progress, train.steps, state.step);
     let started = Instant::now();
@@ -242,7 +252,7 @@ pub fn fit(opts: &FitOptions) -> anyhow::Result<FitReport> {
         {
             break;
         }
-        let draws = draw(&dataset, &mut rng, train.batch, obj, null);
+        let Drawn { draws, after } = batches.next()?;
         let stats;
         let lr = config.optim.lr_at(state.step, train.steps);
         (model, stats) = match &group {
@@ -259,6 +269,7 @@ pub fn fit(opts: &FitOptions) -> anyhow::Result<FitReport> {
         }
         ema = ema::update(ema, &model, config.optim.ema_decay);
         state.step += 1;
+        state.rng = after;
         (window_loss, window_mse, window_n) = (
             window_loss + stats.loss,
             window_mse + stats.mse,
@@ -288,7 +299,7 @@ pub fn fit(opts: &FitOptions) -> anyhow::Result<FitReport> {
             )?;
         }
         if train.checkpoint_every > 0 && state.step % train.checkpoint_every == 0 && !done {
-            save_checkpoint(&opts.out, &model, &ema, &optim, &mut state, &rng, &started)?;
+            save_checkpoint(&opts.out, &model, &ema, &optim, &mut state, &started)?;
         }
     }
     bar.finish();
@@ -299,7 +310,7 @@ pub fn fit(opts: &FitOptions) -> anyhow::Result<FitReport> {
         samples_per_s: (state.step - start_step) as f64 * train.batch as f64
             / started.elapsed().as_secs_f64(),
     };
-    save_checkpoint(&opts.out, &model, &ema, &optim, &mut state, &rng, &started)?;
+    save_checkpoint(&opts.out, &model, &ema, &optim, &mut state, &started)?;
     write_samples(&ema, &opts.out.join("samples.png"))?;
     plot::curve(&opts.out.join("loss.png"), &log.mse_history()?)?;
     Ok(report)
@@ -354,11 +365,9 @@ fn save_checkpoint(
     ema: &VelocityNet,
     optim: &ModuleOptimizer,
     state: &mut RunState,
-    rng: &Rng,
     started: &Instant,
 ) -> anyhow::Result<()> {
     let snapshot = RunState {
-        rng: RngState::capture(state.rng.seed, rng),
         elapsed_s: state.elapsed_s + started.elapsed().as_secs_f64(),
         ..state.clone()
     };
