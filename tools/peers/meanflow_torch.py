@@ -301,7 +301,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="an mf-train TOML config (mlp, unet or dit)")
     ap.add_argument("--data", required=True, help="folder with train-{images-idx3,labels-idx1}-ubyte")
-    ap.add_argument("--objective", choices=["flow-matching", "meanflow", "meanflow-guided"], required=True)
+    ap.add_argument("--objective", choices=["flow-matching", "meanflow", "meanflow-guided"], nargs="+",
+                    required=True, help="one or more, each timed on a fresh network (one row each)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--batch", type=int, help="instead of the config's train.batch")
@@ -311,12 +312,20 @@ def main():
                     help="instead of timing: load FILE's weights (mf-export fp32 of this config) and "
                          "compare the peer's u with ONNX Runtime's")
     a = ap.parse_args()
+    if a.check_onnx:
+        return run(a, "meanflow")
+    for objective in a.objective:
+        run(a, objective)
+
+
+def run(a, objective):
+    """Times one objective on a fresh network (or, with --check-onnx, checks the network)."""
     c = read_config(a.config)
     m, o = c["model"], c["objective"]
     batch = a.batch or c["train"]["batch"]
-    omega = o.get("omega", 1.0) if a.objective == "meanflow-guided" else 1.0
-    kappa = o.get("kappa", 0.0) if a.objective == "meanflow-guided" else 0.0
-    lo, hi = o.get("guidance_interval", [0.0, 1.0]) if a.objective == "meanflow-guided" else (0.0, 1.0)
+    omega = o.get("omega", 1.0) if objective == "meanflow-guided" else 1.0
+    kappa = o.get("kappa", 0.0) if objective == "meanflow-guided" else 0.0
+    lo, hi = o.get("guidance_interval", [0.0, 1.0]) if objective == "meanflow-guided" else (0.0, 1.0)
     dev = torch.device("cpu" if a.check_onnx else a.device)
     torch.manual_seed(c["train"].get("seed", 0))
 
@@ -348,11 +357,11 @@ def main():
         y = torch.where(drop, torch.full_like(y, null), y)
         e = torch.randn_like(x)
         t, r = sample_tr(batch, o, dev)
-        if a.objective == "flow-matching":
+        if objective == "flow-matching":
             r = t
         z = (1 - t[:, None]) * x + t[:, None] * e
         v = e - x
-        if a.objective == "flow-matching":
+        if objective == "flow-matching":
             u, tgt = model(z, t, t, y), v
         else:
             vg = v
@@ -390,7 +399,7 @@ def main():
         "peer": "pytorch " + torch.__version__,
         "network": m["arch"],
         "parameters": sum(p.numel() for p in model.parameters()),
-        "objective": a.objective,
+        "objective": objective,
         "omega": omega,
         "batch": batch,
         "steps": a.steps,
@@ -399,7 +408,8 @@ def main():
         "peak_allocated_mib": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
     }
     print(json.dumps(row) if a.json else
-          f"{a.objective:<16} {omega:5.2f} {batch:6} {row['ms_per_step']:8.2f} {row['samples_per_s']:10.0f}")
+          f"{objective:<16} {omega:5.2f} {batch:6} {row['ms_per_step']:8.2f} {row['samples_per_s']:10.0f}",
+          flush=True)
 
 
 if __name__ == "__main__":
