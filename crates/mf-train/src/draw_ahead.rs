@@ -1,8 +1,9 @@
 //! A step's host-side draws (batch, noise, times, dropped labels) made on a thread of their
-//! own, ahead of the step that uses them, so that the device never waits for the CPU to draw:
-//! on a GPU, drawing a batch of noise takes as long as a small network's whole step. One
-//! generator drawn from by one thread in order, so the batches are those drawn inline, value
-//! for value, and each comes with the generator's position just after it, for checkpoints.
+//! own, ahead of the step that uses them, so that the device never waits for the CPU to draw
+//! (the MNIST MLP at batch 256 draws 200K normals a step, between GPU steps of a few
+//! milliseconds). One generator drawn from by one thread in order, so the batches are those
+//! drawn inline, value for value, and each comes with the generator's position just after it,
+//! for checkpoints.
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::thread::JoinHandle;
