@@ -45,6 +45,9 @@ pub struct BenchRow {
     pub steps: u64,
     /// Mean wall time of one step, milliseconds.
     pub ms_per_step: f64,
+    /// Wall time of each untimed warm-up step, milliseconds, in order: what kernel
+    /// compilation, autotuning and allocator warm-up cost, and whether they have settled.
+    pub warmup_ms: Vec<f64>,
     /// Training samples per second.
     pub samples_per_s: f64,
     /// This row's step time over flow matching's.
@@ -103,9 +106,17 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<Vec<BenchRow>> {
             null,
         );
         reset_peak_rss();
+        let mut warmup_ms = Vec::with_capacity(opts.warmup as usize);
         let mut started = Instant::now();
         for i in 0..opts.warmup + opts.steps {
-            if i == opts.warmup {
+            if i <= opts.warmup {
+                if i > 0 {
+                    let ms = 1e3 * started.elapsed().as_secs_f64();
+                    // As it happens, so that a run stopped in its warm-up still shows where
+                    // the time went.
+                    eprintln!("{name}: warm-up step {i}/{}: {ms:.1} ms", opts.warmup);
+                    warmup_ms.push(ms);
+                }
                 started = Instant::now();
             }
             let draws = batches.next()?.draws;
@@ -125,6 +136,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<Vec<BenchRow>> {
             batch,
             steps: opts.steps,
             ms_per_step,
+            warmup_ms,
             samples_per_s: (opts.steps as usize * batch) as f64 / seconds,
             step_ratio_to_flow_matching: ms_per_step / reference,
             peak_rss_mib: peak_rss_mib(),

@@ -251,21 +251,26 @@ fn run() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 println!(
-                    "objective        omega  batch  ms/step  samples/s  × flow matching  peak RSS MiB"
+                    "objective        omega  batch  ms/step  samples/s  × flow matching  peak RSS MiB  first warm-up step ms"
                 );
                 for r in &rows {
                     let rss = r
                         .peak_rss_mib
                         .map_or("-".to_string(), |m| format!("{m:.0}"));
+                    let first = r
+                        .warmup_ms
+                        .first()
+                        .map_or("-".to_string(), |ms| format!("{ms:.1}"));
                     println!(
-                        "{:<16} {:>5.2} {:>6} {:>8.2} {:>10.0} {:>16.3} {:>13}",
+                        "{:<16} {:>5.2} {:>6} {:>8.2} {:>10.0} {:>16.3} {:>13} {:>22}",
                         r.objective,
                         r.omega,
                         r.batch,
                         r.ms_per_step,
                         r.samples_per_s,
                         r.step_ratio_to_flow_matching,
-                        rss
+                        rss,
+                        first
                     );
                 }
             }

@@ -248,6 +248,10 @@ fn bench_times_each_objective_on_the_same_batch() {
                 r["samples_per_s"].as_f64().unwrap(),
             );
             assert!(ms > 0.0 && (per_s * ms / 1e3 - 24.0).abs() < 1e-6, "{r}");
+            // One time per warm-up step (here one), each a real step's time.
+            let warmup = r["warmup_ms"].as_array().unwrap();
+            assert_eq!(warmup.len(), 1, "{r}");
+            assert!(warmup[0].as_f64().unwrap() > 0.0, "{r}");
             // Linux reports the peak resident memory: at least the program itself.
             let rss = r["peak_rss_mib"].as_f64().unwrap();
             assert!(rss > 1.0, "{r}");
