@@ -12,9 +12,13 @@ use crate::error::KernelError;
 #[cfg(feature = "alloc")]
 use crate::{
     activation::Activation,
+    arch::AForm,
     error::check_len,
-    gemm::{Input, Output, gemm_f32, gemm_i8},
+    gemm::{
+        Input, Output, Segment, check_segments, gemm_f32, gemm_f32_rows, gemm_i8, gemm_i8_rows,
+    },
     isa::Isa,
+    pack::convert_codes,
     pack::{PackedF32, PackedI8},
     reference::QuantizedLayer,
     transpose::{Transposable, transpose},
@@ -152,35 +156,8 @@ fn im2col<'a, T: Transposable + Sync + Send>(
         );
         return Ok(rows);
     }
-    let [top, left, bottom, right] = g.pads;
-    // output_size has checked that these sums do not overflow.
-    let (ph, pw) = (h + top + bottom, w + left + right);
-    let staged = n
-        .checked_mul(ph)
-        .and_then(|v| v.checked_mul(pw))
-        .and_then(|v| v.checked_mul(channels))
-        .ok_or(KernelError::Geometry("the padded input overflows"))?;
-    let staging = grown(staging, staged, pad);
-    let starts = tables.get(channels, [h, w], [top, left], pw);
-    let padded_image = ph * pw * channels;
-    per_image(
-        (x, channels * h * w),
-        (staging, padded_image),
-        n,
-        &|image, padded| {
-            // The interior is overwritten, so only the border is filled with the pad value (a
-            // buffer kept from another convolution may hold another zero point there).
-            let (above, rest) = padded.split_at_mut(top * pw * channels);
-            above.fill(pad);
-            let (lines, below) = rest.split_at_mut(h * pw * channels);
-            below.fill(pad);
-            for line in lines.chunks_exact_mut(pw * channels) {
-                line[..left * channels].fill(pad);
-                line[(left + w) * channels..].fill(pad);
-            }
-            to_nhwc(image, channels, h * w, starts, padded);
-        },
-    );
+    let (staging, [_, pw]) = stage_padded(g, x, [n, h, w], pad, (staging, tables), 0)?;
+    let padded_image = staging.len() / n.max(1);
     // Every element is written below, so a buffer kept from another convolution is not
     // cleared first.
     let rows = grown(rows, len, pad);
@@ -210,6 +187,135 @@ fn im2col<'a, T: Transposable + Sync + Send>(
         },
     );
     Ok(rows)
+}
+
+/// `x` `[N, C, H, W]` as padded NHWC images (`pad` in the border) in `staging`, each followed
+/// by `slack` further elements (unspecified: read only by rows whose results are dropped).
+/// Returns the images and the padded `[height, width]`.
+#[cfg(feature = "alloc")]
+fn stage_padded<'a, T: Transposable + Sync + Send>(
+    g: &ConvGeometry,
+    x: &[T],
+    [n, h, w]: ImageSize,
+    pad: T,
+    (staging, tables): (&'a mut Vec<T>, &mut PixelStarts),
+    slack: usize,
+) -> Result<(&'a [T], [usize; 2]), KernelError> {
+    let channels = g.channels;
+    let [top, left, bottom, right] = g.pads;
+    // output_size has checked that these sums do not overflow.
+    let (ph, pw) = (h + top + bottom, w + left + right);
+    let padded_image = ph
+        .checked_mul(pw)
+        .and_then(|v| v.checked_mul(channels))
+        .ok_or(KernelError::Geometry("the padded input overflows"))?;
+    let image = padded_image
+        .checked_add(slack)
+        .ok_or(KernelError::Geometry("the padded input overflows"))?;
+    let staged = n
+        .checked_mul(image)
+        .ok_or(KernelError::Geometry("the padded input overflows"))?;
+    let staging = grown(staging, staged, pad);
+    let starts = tables.get(channels, [h, w], [top, left], pw);
+    per_image(
+        (x, channels * h * w),
+        (staging, image),
+        n,
+        &|image, padded| {
+            // The interior is overwritten, so only the border is filled with the pad value (a
+            // buffer kept from another convolution may hold another zero point there).
+            let padded = &mut padded[..padded_image];
+            let (above, rest) = padded.split_at_mut(top * pw * channels);
+            above.fill(pad);
+            let (lines, below) = rest.split_at_mut(h * pw * channels);
+            below.fill(pad);
+            for line in lines.chunks_exact_mut(pw * channels) {
+                line[..left * channels].fill(pad);
+                line[(left + w) * channels..].fill(pad);
+            }
+            to_nhwc(image, channels, h * w, starts, padded);
+        },
+    );
+    Ok((staging, [ph, pw]))
+}
+
+/// A convolution that reads its receptive fields straight from the padded NHWC images (an
+/// implicit GEMM): with stride and dilation 1, output `(oy, ox)`'s taps of kernel row `ky` are
+/// the `KW·C` consecutive values from padded pixel `(oy + ky, ox)`, so the outputs of an image,
+/// taken as `OH` rows of the padded width `PW` (the last `KW − 1` of each row are dropped),
+/// are GEMM rows `C` values apart, and each kernel row is one segment of the depth.
+#[cfg(feature = "alloc")]
+struct Implicit {
+    /// GEMM rows per image: `(OH − 1)·PW + OW`.
+    rows: usize,
+    /// The padded width `PW`.
+    padded_width: usize,
+}
+
+#[cfg(feature = "alloc")]
+impl Implicit {
+    /// The layout for `g` on images of `[h, w]` read in depth steps of `ku` values, or `None`
+    /// when the receptive fields must be laid out (a stride or dilation above 1, a 1×1 kernel,
+    /// or kernel rows that are not whole steps).
+    fn new(g: &ConvGeometry, [oh, ow]: [usize; 2], w: usize, ku: usize) -> Option<Self> {
+        let takes = g.strides == [1, 1]
+            && g.dilations == [1, 1]
+            && g.kernel != [1, 1]
+            && (g.kernel[1] * g.channels).is_multiple_of(ku)
+            && oh > 0
+            && ow > 0;
+        let padded_width = w + g.pads[1] + g.pads[3];
+        takes.then(|| Implicit {
+            rows: (oh - 1) * padded_width + ow,
+            padded_width,
+        })
+    }
+
+    /// One segment per kernel row, in `segments`, for depth steps of `ku` elements of `size`
+    /// bytes (1 for fp32 rows, whose offsets count values).
+    fn segments(&self, g: &ConvGeometry, (ku, size): (usize, usize), segments: &mut Vec<Segment>) {
+        let run = g.kernel[1] * g.channels;
+        segments.clear();
+        segments.extend((0..g.kernel[0]).map(|ky| Segment {
+            offset: ky * self.padded_width * g.channels * size,
+            first_step: ky * run / ku,
+            steps: run / ku,
+        }));
+    }
+
+    /// `[N, rows, M]` GEMM rows → `[N, M, OH, OW]` planes, dropping the rows past each output
+    /// row's end; `planes` holds one image's `[M, rows]` on the way.
+    fn to_planes<T: Transposable + Sync + Send>(
+        &self,
+        rows: &[T],
+        (n, m, [oh, ow]): (usize, usize, [usize; 2]),
+        planes: &mut Vec<T>,
+        out: &mut [T],
+    ) {
+        let (virtual_rows, pw) = (self.rows, self.padded_width);
+        let planes = grown(planes, n * m * virtual_rows, T::default());
+        per_image(
+            (rows, virtual_rows * m),
+            (planes, virtual_rows * m),
+            n,
+            &|rows, planes| transpose(rows, m, [virtual_rows, m], planes, |o| o * virtual_rows),
+        );
+        per_image(
+            (planes, virtual_rows * m),
+            (out, oh * ow * m),
+            n,
+            &|planes, out| {
+                for (plane, out) in planes
+                    .chunks_exact(virtual_rows)
+                    .zip(out.chunks_exact_mut(oh * ow))
+                {
+                    for (oy, line) in out.chunks_exact_mut(ow).enumerate() {
+                        line.copy_from_slice(&plane[oy * pw..oy * pw + ow]);
+                    }
+                }
+            },
+        );
+    }
 }
 
 /// The tables kept between calls.
@@ -337,6 +443,12 @@ pub struct ConvScratch {
     codes: Vec<u8>,
     f32_rows: Vec<f32>,
     u8_rows: Vec<u8>,
+    /// The padded codes in the kernel's element form, when it is not the codes themselves.
+    a_form_staging: Vec<u8>,
+    /// The implicit GEMM's segments and its planes before the dropped rows go.
+    segments: Vec<Segment>,
+    f32_planes: Vec<f32>,
+    u8_planes: Vec<u8>,
 }
 
 /// The first `len` elements of `buf`, which grows (filled with `fill`) when shorter; never
@@ -451,6 +563,10 @@ pub fn conv_i8(
         codes,
         f32_rows,
         u8_rows,
+        a_form_staging,
+        segments,
+        f32_planes,
+        u8_planes,
         ..
     } = scratch;
     let codes: &[u8] = match input {
@@ -471,6 +587,65 @@ pub fn conv_i8(
     let [oh, ow] = check_images(g, size, codes.len())?;
     let (n, m, positions) = (size[0], conv.gemm.n(), oh * ow);
     out.check(n * positions, m)?;
+    let micro = conv.gemm.micro;
+    if let Some(layout) = Implicit::new(g, [oh, ow], size[2], micro.ku).filter(|_| n > 0) {
+        // The padded codes in the kernel's form, each image followed by the rows a kernel that
+        // takes rows in pairs may read past its last.
+        let (form, bytes) = (micro.a_form, micro.a_form.size());
+        let slack = micro.row_align * g.channels;
+        let staging = (&mut *u8_staging, &mut *pixel_starts);
+        let (staged, _) = stage_padded(g, codes, size, params.zero_point, staging, slack)?;
+        let image = staged.len() / n.max(1);
+        let a: &[u8] = if form == AForm::U8 {
+            staged
+        } else {
+            let converted = grown(a_form_staging, staged.len() * bytes, 0);
+            per_image(
+                (staged, image),
+                (converted, image * bytes),
+                n,
+                &|codes, dst| convert_codes(form, codes, dst),
+            );
+            converted
+        };
+        layout.segments(g, (micro.ku, bytes), segments);
+        let lda = g.channels * bytes;
+        check_segments(
+            segments,
+            (image * bytes, lda),
+            layout.rows,
+            (micro.row_align, micro.ku * bytes, conv.gemm.steps),
+        )?;
+        let one_image = n == 1;
+        let gemm = |a: &[u8], out: Output<'_>| {
+            gemm_i8_rows(&conv.gemm, (a, lda), layout.rows, segments, out, one_image)
+                .expect("rows and segments checked above");
+        };
+        let (rows_len, image_rows) = (n * layout.rows * m, layout.rows * m);
+        let a = (a, image * bytes);
+        match out {
+            Output::F32(dst) => {
+                let rows = grown(f32_rows, rows_len, 0.0);
+                per_image(a, (rows, image_rows), n, &|a, r| gemm(a, Output::F32(r)));
+                layout.to_planes(rows, (n, m, [oh, ow]), f32_planes, dst);
+            }
+            Output::U8(dst, next) => {
+                let rows = grown(u8_rows, rows_len, 0);
+                per_image(a, (rows, image_rows), n, &|a, r| {
+                    gemm(a, Output::U8(r, next))
+                });
+                layout.to_planes(rows, (n, m, [oh, ow]), u8_planes, dst);
+            }
+            Output::Requantized(dst, grid) => {
+                let rows = grown(f32_rows, rows_len, 0.0);
+                per_image(a, (rows, image_rows), n, &|a, r| {
+                    gemm(a, Output::Requantized(r, grid))
+                });
+                layout.to_planes(rows, (n, m, [oh, ow]), f32_planes, dst);
+            }
+        }
+        return Ok(());
+    }
     let fields = im2col(
         g,
         codes,
@@ -543,6 +718,30 @@ pub fn conv_f32(
     let [oh, ow] = check_images(g, size, x.len())?;
     let (n, m, positions) = (size[0], conv.gemm.n(), oh * ow);
     check_len("output", n * m * positions, out.len())?;
+    if let Some(layout) = Implicit::new(g, [oh, ow], size[2], 1).filter(|_| n > 0) {
+        let ConvScratch {
+            f32_staging,
+            pixel_starts,
+            f32_rows,
+            segments,
+            f32_planes,
+            ..
+        } = scratch;
+        let slack = g.channels;
+        let (staged, _) = stage_padded(g, x, size, 0.0, (f32_staging, pixel_starts), slack)?;
+        let image = staged.len() / n.max(1);
+        layout.segments(g, (1, 1), segments);
+        let lda = g.channels;
+        check_segments(segments, (image, lda), layout.rows, (1, 1, conv.gemm.k()))?;
+        let one_image = n == 1;
+        let rows = grown(f32_rows, n * layout.rows * m, 0.0);
+        per_image((staged, image), (rows, layout.rows * m), n, &|a, r| {
+            gemm_f32_rows(&conv.gemm, (a, lda), layout.rows, segments, r, one_image)
+                .expect("rows and segments checked above");
+        });
+        layout.to_planes(rows, (n, m, [oh, ow]), f32_planes, out);
+        return Ok(());
+    }
     let fields = im2col(
         g,
         x,

@@ -17,12 +17,89 @@ pub fn gemm_i8(
     m: usize,
     out: Output<'_>,
 ) -> Result<(), KernelError> {
-    let (n, k) = (w.n, w.k);
+    out.check(m, w.n)?;
+    let mut scratch = Vec::new();
+    let (a, lda) = prepare_a(w.micro, input, m, w.k, w.input, &mut scratch)?;
+    let whole = [Segment::whole(w.steps)];
+    gemm_i8_rows(w, (a, lda), m, &whole, out, true)
+}
+
+/// A run of the weights' depth steps and where the activations for it start in each row: a
+/// dense layer is one segment over the whole depth; a convolution reading its receptive fields
+/// straight from a padded NHWC input has one per kernel row, each shifted by that row.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Segment {
+    /// Where the segment's activations start from each row's start: in bytes for int8 rows
+    /// (elements times the kernel's element size), in values for fp32 ones.
+    pub offset: usize,
+    /// The first depth step of the packed weights it multiplies.
+    pub first_step: usize,
+    /// Its depth steps.
+    pub steps: usize,
+}
+
+impl Segment {
+    /// The whole depth of `steps` steps from each row's start.
+    pub(crate) fn whole(steps: usize) -> Self {
+        Segment {
+            offset: 0,
+            first_step: 0,
+            steps,
+        }
+    }
+}
+
+/// Checks that every row the kernels read (`m` rounded up to `row_align`, `lda` elements apart)
+/// holds every segment's steps of `ku` elements inside `len` elements, and that the segments lie
+/// inside the packed depth of `steps` steps. Offsets, `lda`, `ku` and `len` count the same
+/// elements (bytes for int8 rows).
+pub(crate) fn check_segments(
+    segments: &[Segment],
+    (len, lda): (usize, usize),
+    m: usize,
+    (row_align, ku, steps): (usize, usize, usize),
+) -> Result<(), KernelError> {
+    let rows = m.next_multiple_of(row_align);
+    if rows == 0 {
+        return Ok(()); // No row is read.
+    }
+    let last_row = (rows - 1).saturating_mul(lda);
+    for s in segments {
+        let end = s
+            .offset
+            .checked_add(s.steps.saturating_mul(ku))
+            .and_then(|e| e.checked_add(last_row));
+        if s.first_step.saturating_add(s.steps) > steps || end.is_none_or(|e| e > len) {
+            return Err(KernelError::Geometry(
+                "an activation segment reaches past its rows or the packed depth",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// [`gemm_i8`] on activation rows already in the kernel's form (`lda` bytes apart; rows up to
+/// `m` rounded to the kernel's row alignment are read), each tile summed over `segments`;
+/// shared across the thread team when `shared` and the product is large.
+pub(crate) fn gemm_i8_rows(
+    w: &PackedI8,
+    (a, lda): (&[u8], usize),
+    m: usize,
+    segments: &[Segment],
+    out: Output<'_>,
+    shared: bool,
+) -> Result<(), KernelError> {
+    let n = w.n;
     out.check(m, n)?;
     let micro = w.micro;
-    let mut scratch = Vec::new();
-    let (a, lda) = prepare_a(micro, input, m, k, w.input, &mut scratch)?;
-    if m == 0 || n == 0 {
+    let size = micro.a_form.size();
+    check_segments(
+        segments,
+        (a.len(), lda),
+        m,
+        (micro.row_align, micro.ku * size, w.steps),
+    )?;
+    if m == 0 || n == 0 || segments.is_empty() {
         return Ok(());
     }
     let b_panel = w.steps * micro.ku * micro.nr;
@@ -32,25 +109,39 @@ pub fn gemm_i8(
         mr: micro.mr,
         nr: micro.nr,
         weight_bytes: w.panels.len(),
+        shared,
     };
     let sink = Sink::new(out, n);
-    grid.run(k, [0i32; MAX_TILE], |tile, row0, rows, col0| {
+    let depth = segments.iter().map(|s| s.steps * micro.ku).sum();
+    let tiles = ([0i32; MAX_TILE], [0i32; MAX_TILE]);
+    grid.run(depth, tiles, |(tile, part), row0, rows, col0| {
         let block = &a[row0 * lda..];
         let panel = &w.panels[col0 / micro.nr * b_panel..];
         let padded = rows.next_multiple_of(micro.row_align);
-        // SAFETY: prepare_a gave `padded` rows of w.steps depth steps from row0, the panel holds
-        // w.steps steps of `nr` columns, the tile has room for padded·nr sums, and `w.isa` was
-        // checked available.
-        unsafe {
-            (micro.tile)(
-                padded,
-                w.steps,
-                block.as_ptr(),
-                lda,
-                panel.as_ptr(),
-                tile.as_mut_ptr(),
-            )
-        };
+        for (i, s) in segments.iter().enumerate() {
+            let sums = if i == 0 { &mut *tile } else { &mut *part };
+            // SAFETY: check_segments showed that each of the `padded` rows from row0 holds the
+            // segment's steps from its offset, the panel holds w.steps steps of `nr` columns
+            // (the segment's among them), the tile has room for padded·nr sums, and `w.isa`
+            // was checked available.
+            unsafe {
+                (micro.tile)(
+                    padded,
+                    s.steps,
+                    block[s.offset..].as_ptr(),
+                    lda,
+                    panel[s.first_step * micro.ku * micro.nr..].as_ptr(),
+                    sums.as_mut_ptr(),
+                )
+            };
+            if i > 0 {
+                let len = padded * micro.nr;
+                tile[..len]
+                    .iter_mut()
+                    .zip(&part[..len])
+                    .for_each(|(t, p)| *t += p);
+            }
+        }
         let cols = micro.nr.min(n - col0);
         let columns = ColumnsI8 {
             corr: &w.corr[col0..col0 + cols],
@@ -74,10 +165,24 @@ pub fn gemm_i8(
 
 /// `out = act(a · Wᵀ + b)` for `m` rows: the fp32 layer.
 pub fn gemm_f32(w: &PackedF32, a: &[f32], m: usize, out: &mut [f32]) -> Result<(), KernelError> {
+    check_len("input", m * w.k, a.len())?;
+    gemm_f32_rows(w, (a, w.k), m, &[Segment::whole(w.k)], out, true)
+}
+
+/// [`gemm_f32`] on rows `lda` values apart, each tile summed over `segments` (depth steps of
+/// one value); shared across the thread team when `shared` and the product is large.
+pub(crate) fn gemm_f32_rows(
+    w: &PackedF32,
+    (a, lda): (&[f32], usize),
+    m: usize,
+    segments: &[Segment],
+    out: &mut [f32],
+    shared: bool,
+) -> Result<(), KernelError> {
     let (n, k) = (w.n, w.k);
-    check_len("input", m * k, a.len())?;
     check_len("output", m * n, out.len())?;
-    if m == 0 || n == 0 {
+    check_segments(segments, (a.len(), lda), m, (1, 1, k))?;
+    if m == 0 || n == 0 || segments.is_empty() {
         return Ok(());
     }
     let micro = w.micro;
@@ -87,22 +192,35 @@ pub fn gemm_f32(w: &PackedF32, a: &[f32], m: usize, out: &mut [f32]) -> Result<(
         mr: micro.mr,
         nr: micro.nr,
         weight_bytes: core::mem::size_of_val(&w.panels[..]),
+        shared,
     };
     let sink = Sink::new(Output::F32(out), n);
-    grid.run(k, [0f32; MAX_TILE], |tile, row0, rows, col0| {
-        let block = &a[row0 * k..];
+    let depth = segments.iter().map(|s| s.steps).sum();
+    let tiles = ([0f32; MAX_TILE], [0f32; MAX_TILE]);
+    grid.run(depth, tiles, |(tile, part), row0, rows, col0| {
+        let block = &a[row0 * lda..];
         let panel = &w.panels[col0 / micro.nr * k * micro.nr..];
-        // SAFETY: as in gemm_i8, with rows of k f32.
-        unsafe {
-            (micro.tile)(
-                rows,
-                k,
-                block.as_ptr(),
-                k,
-                panel.as_ptr(),
-                tile.as_mut_ptr(),
-            )
-        };
+        for (i, s) in segments.iter().enumerate() {
+            let sums = if i == 0 { &mut *tile } else { &mut *part };
+            // SAFETY: as in gemm_i8_rows, with rows of f32 and steps of one value.
+            unsafe {
+                (micro.tile)(
+                    rows,
+                    s.steps,
+                    block[s.offset..].as_ptr(),
+                    lda,
+                    panel[s.first_step * micro.nr..].as_ptr(),
+                    sums.as_mut_ptr(),
+                )
+            };
+            if i > 0 {
+                let len = rows * micro.nr;
+                tile[..len]
+                    .iter_mut()
+                    .zip(&part[..len])
+                    .for_each(|(t, p)| *t += p);
+            }
+        }
         let cols = micro.nr.min(n - col0);
         let at = TileAt {
             sink: &sink,
@@ -126,6 +244,8 @@ struct Grid {
     nr: usize,
     /// The packed weights' size.
     weight_bytes: usize,
+    /// Whether the tiles may be shared across the thread team.
+    shared: bool,
 }
 
 /// Below this many multiply-adds, counted over whole tiles (the padding of a narrow layer's
@@ -185,14 +305,14 @@ impl Grid {
             let large = macs >= PARALLEL_MACS
                 || self.m * self.n >= PARALLEL_OUTPUTS
                 || self.weight_bytes >= PARALLEL_WEIGHT_BYTES;
-            if threads > 1 && large {
+            if threads > 1 && large && self.shared {
                 crate::team::run(threads, &|t| {
                     self.run_range(tiles * t / threads..tiles * (t + 1) / threads, tile, &f)
                 });
                 return;
             }
         }
-        let _ = (depth, self.weight_bytes);
+        let _ = (depth, self.weight_bytes, self.shared);
         self.run_range(0..tiles, tile, &f);
     }
 }

@@ -255,7 +255,7 @@ pub(crate) fn prepare_a<'a>(
 }
 
 /// Writes uint8 codes into the start of `dst` in the kernel's element form.
-fn convert_codes(form: AForm, codes: &[u8], dst: &mut [u8]) {
+pub(crate) fn convert_codes(form: AForm, codes: &[u8], dst: &mut [u8]) {
     match form {
         AForm::U8 => dst[..codes.len()].copy_from_slice(codes),
         AForm::S8 => dst.iter_mut().zip(codes).for_each(|(d, &q)| *d = q ^ 0x80),

@@ -235,6 +235,41 @@ fn conv_case(
                 dilations,
             },
         );
+    conv_case_of(geometry, max_batch, max_side, max_m)
+}
+
+/// Convolutions that read their receptive fields straight from the padded input (stride and
+/// dilation 1, more than one tap): channel counts whose kernel rows are whole depth steps of
+/// every family (4 for VNNI and `sdot`, 8 for `smmla`, 16 for NEON) and some that are not.
+fn implicit_conv_case(
+    max_batch: usize,
+    max_side: usize,
+    max_m: usize,
+) -> impl Strategy<Value = ConvCase> {
+    let geometry = (
+        prop::sample::select(vec![3usize, 4, 8, 16, 32]),
+        [1..=3usize, 1..=3usize],
+        [0..=2usize, 0..=2usize, 0..=2usize, 0..=2usize],
+    )
+        .prop_filter("more than one tap", |(_, kernel, _)| *kernel != [1, 1])
+        .prop_map(|(channels, kernel, pads)| ConvGeometry {
+            channels,
+            kernel,
+            pads,
+            strides: [1, 1],
+            dilations: [1, 1],
+        });
+    conv_case_of(geometry, max_batch, max_side, max_m)
+}
+
+/// Cases of `geometry` on up to `max_batch` images of up to `max_side` pixels a side, with up
+/// to `max_m` output channels.
+fn conv_case_of(
+    geometry: impl Strategy<Value = ConvGeometry>,
+    max_batch: usize,
+    max_side: usize,
+    max_m: usize,
+) -> impl Strategy<Value = ConvCase> {
     (
         1..=max_batch,
         (3..=max_side, 3..=max_side),
@@ -330,6 +365,16 @@ proptest! {
 
     #[test]
     fn int8_convolutions_equal_the_direct_reference_bit_for_bit(case in conv_case(3, 7, 9, 21)) {
+        let mut scratch = ConvScratch::default();
+        for isa in available() {
+            case.check(isa, &mut scratch)?;
+        }
+    }
+
+    #[test]
+    fn implicit_convolutions_equal_the_direct_reference_bit_for_bit(
+        case in implicit_conv_case(3, 9, 40)
+    ) {
         let mut scratch = ConvScratch::default();
         for isa in available() {
             case.check(isa, &mut scratch)?;
