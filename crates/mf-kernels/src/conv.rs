@@ -12,11 +12,9 @@ use crate::error::KernelError;
 #[cfg(feature = "alloc")]
 use crate::{
     activation::Activation,
-    arch::AForm,
+    arch::{AForm, Depth},
     error::check_len,
-    gemm::{
-        Input, Output, Segment, check_segments, gemm_f32, gemm_f32_rows, gemm_i8, gemm_i8_rows,
-    },
+    gemm::{Input, Output, check_depth, gemm_f32, gemm_f32_rows, gemm_i8, gemm_i8_rows},
     isa::Isa,
     pack::convert_codes,
     pack::{PackedF32, PackedI8},
@@ -243,7 +241,7 @@ fn stage_padded<'a, T: Transposable + Sync + Send>(
 /// implicit GEMM): with stride and dilation 1, output `(oy, ox)`'s taps of kernel row `ky` are
 /// the `KW·C` consecutive values from padded pixel `(oy + ky, ox)`, so the outputs of an image,
 /// taken as `OH` rows of the padded width `PW` (the last `KW − 1` of each row are dropped),
-/// are GEMM rows `C` values apart, and each kernel row is one segment of the depth.
+/// are GEMM rows `C` values apart, and each kernel row is one run of the depth.
 #[cfg(feature = "alloc")]
 struct Implicit {
     /// GEMM rows per image: `(OH − 1)·PW + OW`.
@@ -271,16 +269,14 @@ impl Implicit {
         })
     }
 
-    /// One segment per kernel row, in `segments`, for depth steps of `ku` elements of `size`
-    /// bytes (1 for fp32 rows, whose offsets count values).
-    fn segments(&self, g: &ConvGeometry, (ku, size): (usize, usize), segments: &mut Vec<Segment>) {
-        let run = g.kernel[1] * g.channels;
-        segments.clear();
-        segments.extend((0..g.kernel[0]).map(|ky| Segment {
-            offset: ky * self.padded_width * g.channels * size,
-            first_step: ky * run / ku,
-            steps: run / ku,
-        }));
+    /// One run per kernel row, for depth steps of `ku` elements of `size` bytes (1 for fp32
+    /// rows, whose stride counts values).
+    fn depth(&self, g: &ConvGeometry, (ku, size): (usize, usize)) -> Depth {
+        Depth {
+            runs: g.kernel[0],
+            steps: g.kernel[1] * g.channels / ku,
+            stride: self.padded_width * g.channels * size,
+        }
     }
 
     /// `[N, rows, M]` GEMM rows → `[N, M, OH, OW]` planes, dropping the rows past each output
@@ -445,8 +441,7 @@ pub struct ConvScratch {
     u8_rows: Vec<u8>,
     /// The padded codes in the kernel's element form, when it is not the codes themselves.
     a_form_staging: Vec<u8>,
-    /// The implicit GEMM's segments and its planes before the dropped rows go.
-    segments: Vec<Segment>,
+    /// The implicit GEMM's planes before the dropped rows go.
     f32_planes: Vec<f32>,
     u8_planes: Vec<u8>,
 }
@@ -564,7 +559,6 @@ pub fn conv_i8(
         f32_rows,
         u8_rows,
         a_form_staging,
-        segments,
         f32_planes,
         u8_planes,
         ..
@@ -608,18 +602,18 @@ pub fn conv_i8(
             );
             converted
         };
-        layout.segments(g, (micro.ku, bytes), segments);
+        let depth = layout.depth(g, (micro.ku, bytes));
         let lda = g.channels * bytes;
-        check_segments(
-            segments,
+        check_depth(
+            depth,
             (image * bytes, lda),
             layout.rows,
             (micro.row_align, micro.ku * bytes, conv.gemm.steps),
         )?;
         let one_image = n == 1;
         let gemm = |a: &[u8], out: Output<'_>| {
-            gemm_i8_rows(&conv.gemm, (a, lda), layout.rows, segments, out, one_image)
-                .expect("rows and segments checked above");
+            gemm_i8_rows(&conv.gemm, (a, lda), layout.rows, depth, out, one_image)
+                .expect("rows and depth checked above");
         };
         let (rows_len, image_rows) = (n * layout.rows * m, layout.rows * m);
         let a = (a, image * bytes);
@@ -723,21 +717,20 @@ pub fn conv_f32(
             f32_staging,
             pixel_starts,
             f32_rows,
-            segments,
             f32_planes,
             ..
         } = scratch;
         let slack = g.channels;
         let (staged, _) = stage_padded(g, x, size, 0.0, (f32_staging, pixel_starts), slack)?;
         let image = staged.len() / n.max(1);
-        layout.segments(g, (1, 1), segments);
+        let depth = layout.depth(g, (1, 1));
         let lda = g.channels;
-        check_segments(segments, (image, lda), layout.rows, (1, 1, conv.gemm.k()))?;
+        check_depth(depth, (image, lda), layout.rows, (1, 1, conv.gemm.k()))?;
         let one_image = n == 1;
         let rows = grown(f32_rows, n * layout.rows * m, 0.0);
         per_image((staged, image), (rows, layout.rows * m), n, &|a, r| {
-            gemm_f32_rows(&conv.gemm, (a, lda), layout.rows, segments, r, one_image)
-                .expect("rows and segments checked above");
+            gemm_f32_rows(&conv.gemm, (a, lda), layout.rows, depth, r, one_image)
+                .expect("rows and depth checked above");
         });
         layout.to_planes(rows, (n, m, [oh, ow]), f32_planes, out);
         return Ok(());

@@ -3,7 +3,7 @@
 //! them across threads, and finishes each tile with the epilogue.
 use alloc::vec::Vec;
 
-use crate::arch::MAX_TILE;
+use crate::arch::{Depth, MAX_TILE};
 use crate::epilogue::{ColumnsI8, Sink, TileAt};
 use crate::error::{KernelError, check_len};
 pub use crate::pack::Input;
@@ -20,72 +20,44 @@ pub fn gemm_i8(
     out.check(m, w.n)?;
     let mut scratch = Vec::new();
     let (a, lda) = prepare_a(w.micro, input, m, w.k, w.input, &mut scratch)?;
-    let whole = [Segment::whole(w.steps)];
-    gemm_i8_rows(w, (a, lda), m, &whole, out, true)
-}
-
-/// A run of the weights' depth steps and where the activations for it start in each row: a
-/// dense layer is one segment over the whole depth; a convolution reading its receptive fields
-/// straight from a padded NHWC input has one per kernel row, each shifted by that row.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Segment {
-    /// Where the segment's activations start from each row's start: in bytes for int8 rows
-    /// (elements times the kernel's element size), in values for fp32 ones.
-    pub offset: usize,
-    /// The first depth step of the packed weights it multiplies.
-    pub first_step: usize,
-    /// Its depth steps.
-    pub steps: usize,
-}
-
-impl Segment {
-    /// The whole depth of `steps` steps from each row's start.
-    pub(crate) fn whole(steps: usize) -> Self {
-        Segment {
-            offset: 0,
-            first_step: 0,
-            steps,
-        }
-    }
+    gemm_i8_rows(w, (a, lda), m, Depth::whole(w.steps), out, true)
 }
 
 /// Checks that every row the kernels read (`m` rounded up to `row_align`, `lda` elements apart)
-/// holds every segment's steps of `ku` elements inside `len` elements, and that the segments lie
-/// inside the packed depth of `steps` steps. Offsets, `lda`, `ku` and `len` count the same
-/// elements (bytes for int8 rows).
-pub(crate) fn check_segments(
-    segments: &[Segment],
+/// holds each of `depth`'s runs of steps of `ku` elements inside `len` elements, and that the
+/// runs' steps are at most the packed depth's `steps`. `stride`, `lda`, `ku` and `len` count the
+/// same elements (bytes for int8 rows).
+pub(crate) fn check_depth(
+    depth: Depth,
     (len, lda): (usize, usize),
     m: usize,
     (row_align, ku, steps): (usize, usize, usize),
 ) -> Result<(), KernelError> {
     let rows = m.next_multiple_of(row_align);
-    if rows == 0 {
-        return Ok(()); // No row is read.
+    if rows == 0 || depth.runs == 0 {
+        return Ok(()); // Nothing is read.
     }
-    let last_row = (rows - 1).saturating_mul(lda);
-    for s in segments {
-        let end = s
-            .offset
-            .checked_add(s.steps.saturating_mul(ku))
-            .and_then(|e| e.checked_add(last_row));
-        if s.first_step.saturating_add(s.steps) > steps || end.is_none_or(|e| e > len) {
-            return Err(KernelError::Geometry(
-                "an activation segment reaches past its rows or the packed depth",
-            ));
-        }
+    let end = (rows - 1)
+        .checked_mul(lda)
+        .and_then(|e| e.checked_add((depth.runs - 1).checked_mul(depth.stride)?))
+        .and_then(|e| e.checked_add(depth.steps.checked_mul(ku)?));
+    let total = depth.runs.checked_mul(depth.steps);
+    if total.is_none_or(|t| t > steps) || end.is_none_or(|e| e > len) {
+        return Err(KernelError::Geometry(
+            "the activation runs reach past their rows or the packed depth",
+        ));
     }
     Ok(())
 }
 
 /// [`gemm_i8`] on activation rows already in the kernel's form (`lda` bytes apart; rows up to
-/// `m` rounded to the kernel's row alignment are read), each tile summed over `segments`;
-/// shared across the thread team when `shared` and the product is large.
+/// `m` rounded to the kernel's row alignment are read), summed over `depth`'s runs; shared
+/// across the thread team when `shared` and the product is large.
 pub(crate) fn gemm_i8_rows(
     w: &PackedI8,
     (a, lda): (&[u8], usize),
     m: usize,
-    segments: &[Segment],
+    depth: Depth,
     out: Output<'_>,
     shared: bool,
 ) -> Result<(), KernelError> {
@@ -93,13 +65,13 @@ pub(crate) fn gemm_i8_rows(
     out.check(m, n)?;
     let micro = w.micro;
     let size = micro.a_form.size();
-    check_segments(
-        segments,
+    check_depth(
+        depth,
         (a.len(), lda),
         m,
         (micro.row_align, micro.ku * size, w.steps),
     )?;
-    if m == 0 || n == 0 || segments.is_empty() {
+    if m == 0 || n == 0 || depth.total() == 0 {
         return Ok(());
     }
     let b_panel = w.steps * micro.ku * micro.nr;
@@ -112,77 +84,68 @@ pub(crate) fn gemm_i8_rows(
         shared,
     };
     let sink = Sink::new(out, n);
-    let depth = segments.iter().map(|s| s.steps * micro.ku).sum();
-    let tiles = ([0i32; MAX_TILE], [0i32; MAX_TILE]);
-    grid.run(depth, tiles, |(tile, part), row0, rows, col0| {
-        let block = &a[row0 * lda..];
-        let panel = &w.panels[col0 / micro.nr * b_panel..];
-        let padded = rows.next_multiple_of(micro.row_align);
-        for (i, s) in segments.iter().enumerate() {
-            let sums = if i == 0 { &mut *tile } else { &mut *part };
-            // SAFETY: check_segments showed that each of the `padded` rows from row0 holds the
-            // segment's steps from its offset, the panel holds w.steps steps of `nr` columns
-            // (the segment's among them), the tile has room for padded·nr sums, and `w.isa`
-            // was checked available.
+    grid.run(
+        depth.total() * micro.ku,
+        [0i32; MAX_TILE],
+        |tile, row0, rows, col0| {
+            let block = &a[row0 * lda..];
+            let panel = &w.panels[col0 / micro.nr * b_panel..];
+            let padded = rows.next_multiple_of(micro.row_align);
+            // SAFETY: check_depth showed that each of the `padded` rows from row0 holds every run
+            // of `depth`, the panel holds w.steps steps of `nr` columns (the runs' among them), the
+            // tile has room for padded·nr sums, and `w.isa` was checked available.
             unsafe {
                 (micro.tile)(
                     padded,
-                    s.steps,
-                    block[s.offset..].as_ptr(),
+                    depth,
+                    block.as_ptr(),
                     lda,
-                    panel[s.first_step * micro.ku * micro.nr..].as_ptr(),
-                    sums.as_mut_ptr(),
+                    panel.as_ptr(),
+                    tile.as_mut_ptr(),
                 )
             };
-            if i > 0 {
-                let len = padded * micro.nr;
-                tile[..len]
-                    .iter_mut()
-                    .zip(&part[..len])
-                    .for_each(|(t, p)| *t += p);
-            }
-        }
-        let cols = micro.nr.min(n - col0);
-        let columns = ColumnsI8 {
-            corr: &w.corr[col0..col0 + cols],
-            scale: &w.scale[col0..col0 + cols],
-            bias: &w.bias[col0..col0 + cols],
-        };
-        let at = TileAt {
-            sink: &sink,
-            row0,
-            col0,
-            rows,
-            cols,
-            nr: micro.nr,
-        };
-        // SAFETY: the tile is inside [m, n] and owned by this thread alone; the epilogue's
-        // features are the kernel's, which were checked available.
-        unsafe { (micro.epilogue.i8)(tile, &at, &columns, w.activation) };
-    });
+            let cols = micro.nr.min(n - col0);
+            let columns = ColumnsI8 {
+                corr: &w.corr[col0..col0 + cols],
+                scale: &w.scale[col0..col0 + cols],
+                bias: &w.bias[col0..col0 + cols],
+            };
+            let at = TileAt {
+                sink: &sink,
+                row0,
+                col0,
+                rows,
+                cols,
+                nr: micro.nr,
+            };
+            // SAFETY: the tile is inside [m, n] and owned by this thread alone; the epilogue's
+            // features are the kernel's, which were checked available.
+            unsafe { (micro.epilogue.i8)(tile, &at, &columns, w.activation) };
+        },
+    );
     Ok(())
 }
 
 /// `out = act(a · Wᵀ + b)` for `m` rows: the fp32 layer.
 pub fn gemm_f32(w: &PackedF32, a: &[f32], m: usize, out: &mut [f32]) -> Result<(), KernelError> {
     check_len("input", m * w.k, a.len())?;
-    gemm_f32_rows(w, (a, w.k), m, &[Segment::whole(w.k)], out, true)
+    gemm_f32_rows(w, (a, w.k), m, Depth::whole(w.k), out, true)
 }
 
-/// [`gemm_f32`] on rows `lda` values apart, each tile summed over `segments` (depth steps of
-/// one value); shared across the thread team when `shared` and the product is large.
+/// [`gemm_f32`] on rows `lda` values apart, summed over `depth`'s runs (steps of one value);
+/// shared across the thread team when `shared` and the product is large.
 pub(crate) fn gemm_f32_rows(
     w: &PackedF32,
     (a, lda): (&[f32], usize),
     m: usize,
-    segments: &[Segment],
+    depth: Depth,
     out: &mut [f32],
     shared: bool,
 ) -> Result<(), KernelError> {
     let (n, k) = (w.n, w.k);
     check_len("output", m * n, out.len())?;
-    check_segments(segments, (a.len(), lda), m, (1, 1, k))?;
-    if m == 0 || n == 0 || segments.is_empty() {
+    check_depth(depth, (a.len(), lda), m, (1, 1, k))?;
+    if m == 0 || n == 0 || depth.total() == 0 {
         return Ok(());
     }
     let micro = w.micro;
@@ -195,32 +158,20 @@ pub(crate) fn gemm_f32_rows(
         shared,
     };
     let sink = Sink::new(Output::F32(out), n);
-    let depth = segments.iter().map(|s| s.steps).sum();
-    let tiles = ([0f32; MAX_TILE], [0f32; MAX_TILE]);
-    grid.run(depth, tiles, |(tile, part), row0, rows, col0| {
+    grid.run(depth.total(), [0f32; MAX_TILE], |tile, row0, rows, col0| {
         let block = &a[row0 * lda..];
         let panel = &w.panels[col0 / micro.nr * k * micro.nr..];
-        for (i, s) in segments.iter().enumerate() {
-            let sums = if i == 0 { &mut *tile } else { &mut *part };
-            // SAFETY: as in gemm_i8_rows, with rows of f32 and steps of one value.
-            unsafe {
-                (micro.tile)(
-                    rows,
-                    s.steps,
-                    block[s.offset..].as_ptr(),
-                    lda,
-                    panel[s.first_step * micro.nr..].as_ptr(),
-                    sums.as_mut_ptr(),
-                )
-            };
-            if i > 0 {
-                let len = rows * micro.nr;
-                tile[..len]
-                    .iter_mut()
-                    .zip(&part[..len])
-                    .for_each(|(t, p)| *t += p);
-            }
-        }
+        // SAFETY: as in gemm_i8_rows, with rows of f32 and steps of one value.
+        unsafe {
+            (micro.tile)(
+                rows,
+                depth,
+                block.as_ptr(),
+                lda,
+                panel.as_ptr(),
+                tile.as_mut_ptr(),
+            )
+        };
         let cols = micro.nr.min(n - col0);
         let at = TileAt {
             sink: &sink,

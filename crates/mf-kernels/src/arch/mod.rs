@@ -38,13 +38,40 @@ impl AForm {
     }
 }
 
+/// The depth a tile kernel sums over: `runs` runs of `steps` depth steps each, run `r` read
+/// from `r · stride` elements (bytes for int8 rows) after each row's start, the packed weights'
+/// steps read in order across the runs. A dense layer is one run; a convolution reading its
+/// taps from the padded input one run per kernel row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Depth {
+    pub runs: usize,
+    pub steps: usize,
+    pub stride: usize,
+}
+
+impl Depth {
+    /// One run of `steps` steps.
+    pub(crate) fn whole(steps: usize) -> Self {
+        Depth {
+            runs: 1,
+            steps,
+            stride: 0,
+        }
+    }
+
+    /// The depth steps over all runs.
+    pub(crate) fn total(&self) -> usize {
+        self.runs * self.steps
+    }
+}
+
 /// An int8 tile kernel.
 ///
 /// # Safety of `tile`
 /// `a` points at `rows` rows of activations in the kernel's [`AForm`], `lda` bytes apart, each
-/// with `kb · ku` elements readable (`rows` a multiple of `row_align`, at most `mr`); `b` holds
-/// `kb · ku · nr` packed weights; `c` has room for `rows · nr` i32; the CPU has the kernel's
-/// features.
+/// with `(runs − 1) · stride + steps · ku` elements readable (`rows` a multiple of `row_align`,
+/// at most `mr`); `b` holds `runs · steps · ku · nr` packed weights; `c` has room for
+/// `rows · nr` i32; the CPU has the kernel's features.
 pub(crate) struct I8Micro {
     pub mr: usize,
     pub nr: usize,
@@ -52,7 +79,7 @@ pub(crate) struct I8Micro {
     pub row_align: usize,
     pub a_form: AForm,
     pub tile:
-        unsafe fn(rows: usize, kb: usize, a: *const u8, lda: usize, b: *const i8, c: *mut i32),
+        unsafe fn(rows: usize, depth: Depth, a: *const u8, lda: usize, b: *const i8, c: *mut i32),
     pub epilogue: &'static Epilogue,
 }
 
@@ -62,7 +89,7 @@ pub(crate) struct F32Micro {
     pub mr: usize,
     pub nr: usize,
     pub tile:
-        unsafe fn(rows: usize, k: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32),
+        unsafe fn(rows: usize, depth: Depth, a: *const f32, lda: usize, b: *const f32, c: *mut f32),
     pub epilogue: &'static Epilogue,
 }
 

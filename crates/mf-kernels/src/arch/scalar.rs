@@ -1,5 +1,5 @@
 //! Portable tile kernels: the scalar twins of the SIMD kernels and the Cortex-M path.
-use super::{AForm, F32Micro, I8Micro};
+use super::{AForm, Depth, F32Micro, I8Micro};
 use crate::epilogue::{
     ColumnsI8, Epilogue, TileAt, finish_tile_f32, finish_tile_i8, quantize_slice,
 };
@@ -53,41 +53,58 @@ unsafe fn finish_f32(acc: &[f32], at: &TileAt<'_>, bias: &[f32], act: Activation
     unsafe { finish_tile_f32::<Divided>(acc, at, bias, act) }
 }
 
-unsafe fn i8_tile(rows: usize, kb: usize, a: *const u8, lda: usize, b: *const i8, c: *mut i32) {
+unsafe fn i8_tile(rows: usize, depth: Depth, a: *const u8, lda: usize, b: *const i8, c: *mut i32) {
     const NR: usize = 4;
-    // SAFETY: the tile contract gives `rows` rows `lda` apart with `kb` (or `k`) elements each:
-    // (rows − 1)·lda + kb elements from `a`.
-    let a = unsafe { core::slice::from_raw_parts(a, (rows - 1) * lda + kb) };
-    // SAFETY: the tile contract gives kb depth steps of NR packed weights (the depth unit is 1).
-    let b = unsafe { core::slice::from_raw_parts(b, kb * NR) };
+    let (kb, stride) = (depth.steps, depth.stride);
+    // SAFETY: the tile contract gives `rows` rows `lda` apart, each with its last run's `kb`
+    // elements from `(runs − 1)·stride`: (rows − 1)·lda + (runs − 1)·stride + kb elements.
+    let a = unsafe {
+        core::slice::from_raw_parts(a, (rows - 1) * lda + (depth.runs - 1) * stride + kb)
+    };
+    // SAFETY: the tile contract gives runs·kb depth steps of NR packed weights (depth unit 1).
+    let b = unsafe { core::slice::from_raw_parts(b, depth.total() * NR) };
     // SAFETY: the tile contract gives room for rows·NR sums in `c`, written by this call alone.
     let c = unsafe { core::slice::from_raw_parts_mut(c, rows * NR) };
     c.fill(0);
     for i in 0..rows {
-        for p in 0..kb {
-            let x = a[i * lda + p] as i32;
-            for j in 0..NR {
-                c[i * NR + j] = c[i * NR + j].wrapping_add(x * b[p * NR + j] as i32);
+        for run in 0..depth.runs {
+            for p in 0..kb {
+                let x = a[i * lda + run * stride + p] as i32;
+                let w = &b[(run * kb + p) * NR..][..NR];
+                for j in 0..NR {
+                    c[i * NR + j] = c[i * NR + j].wrapping_add(x * w[j] as i32);
+                }
             }
         }
     }
 }
 
-unsafe fn f32_tile(rows: usize, k: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32) {
+unsafe fn f32_tile(
+    rows: usize,
+    depth: Depth,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    c: *mut f32,
+) {
     const NR: usize = 4;
-    // SAFETY: the tile contract gives `rows` rows `lda` apart with `kb` (or `k`) elements each:
-    // (rows − 1)·lda + kb elements from `a`.
-    let a = unsafe { core::slice::from_raw_parts(a, (rows - 1) * lda + k) };
-    // SAFETY: the tile contract gives kb depth steps of NR packed weights (the depth unit is 1).
-    let b = unsafe { core::slice::from_raw_parts(b, k * NR) };
+    let (k, stride) = (depth.steps, depth.stride);
+    // SAFETY: as in `i8_tile`: (rows − 1)·lda + (runs − 1)·stride + k elements from `a`.
+    let a =
+        unsafe { core::slice::from_raw_parts(a, (rows - 1) * lda + (depth.runs - 1) * stride + k) };
+    // SAFETY: the tile contract gives runs·k depth steps of NR packed weights (depth unit 1).
+    let b = unsafe { core::slice::from_raw_parts(b, depth.total() * NR) };
     // SAFETY: the tile contract gives room for rows·NR sums in `c`, written by this call alone.
     let c = unsafe { core::slice::from_raw_parts_mut(c, rows * NR) };
     c.fill(0.0);
     for i in 0..rows {
-        for p in 0..k {
-            let x = a[i * lda + p];
-            for j in 0..NR {
-                c[i * NR + j] += x * b[p * NR + j];
+        for run in 0..depth.runs {
+            for p in 0..k {
+                let x = a[i * lda + run * stride + p];
+                let w = &b[(run * k + p) * NR..][..NR];
+                for j in 0..NR {
+                    c[i * NR + j] += x * w[j];
+                }
             }
         }
     }

@@ -2,13 +2,13 @@
 //! four depths per column, so one 16-byte vector covers 4 columns. Activations go four depth
 //! steps at a time: one 16-byte load per row, and the lane-indexed `sdot` (`x.4b[l]`) takes
 //! step `l`'s four bytes from it, so a row is loaded once per 8 `sdot`s of each step instead of
-//! once per step (llvm-mca: `tools/llvm-mca-kernels`). The last `kb mod 4` steps load a row's
+//! once per step (llvm-mca: `tools/llvm-mca-kernels`). The last `steps mod 4` steps of a run load a row's
 //! four bytes replicated (`ld1r`), so any row count reads only its own bytes. Tiles: 8×8.
 use core::arch::aarch64::*;
 use core::arch::asm;
 
 use crate::arch::aarch64::neon::EPILOGUE;
-use crate::arch::{AForm, I8Micro, by_rows};
+use crate::arch::{AForm, Depth, I8Micro, by_rows};
 
 /// dotprod int8 tiles: 8×8, depth unit 4, s8 activations.
 pub(crate) static I8: I8Micro = I8Micro {
@@ -49,27 +49,28 @@ fn sdot_lane<const L: i32>(acc: int32x4_t, w: int8x16_t, x: int8x16_t) -> int32x
     acc
 }
 
-unsafe fn i8_tile(rows: usize, kb: usize, a: *const u8, lda: usize, b: *const i8, c: *mut i32) {
+unsafe fn i8_tile(rows: usize, depth: Depth, a: *const u8, lda: usize, b: *const i8, c: *mut i32) {
     // SAFETY: the caller holds `I8Micro`'s tile contract; `by_rows!` passes it on unchanged to the
     // kernel instance for exactly `rows` rows, and every row count up to `mr` has an instance.
     unsafe {
-        by_rows!(rows, i8_rows, (kb, a, lda, b, c),
+        by_rows!(rows, i8_rows, (depth, a, lda, b, c),
             [1 => 4, 2 => 2, 3 => 2, 4 => 1, 5 => 1, 6 => 1, 7 => 1, 8 => 1])
     }
 }
 
 #[target_feature(enable = "neon,dotprod")]
 unsafe fn i8_rows<const R: usize, const S: usize>(
-    kb: usize,
+    depth: Depth,
     a: *const u8,
     lda: usize,
     b: *const i8,
     c: *mut i32,
 ) {
     let mut acc = [[[vdupq_n_s32(0); 2]; R]; S];
-    let mut ap = a;
+    let mut ap;
     let mut bp = b;
-    // SAFETY (both loops): kb steps of 32 weight bytes; R rows (lda bytes apart) of kb dwords.
+    // SAFETY (every loop): runs·steps steps of 32 weight bytes; R rows (lda bytes apart) each
+    // holding every run's dwords from its start.
     macro_rules! step {
         ($set:expr) => {
             // SAFETY: as stated above `step!`: the loads stay inside the packed panel and the R rows
@@ -105,19 +106,23 @@ unsafe fn i8_rows<const R: usize, const S: usize>(
             }
         };
     }
-    for _ in 0..kb / 4 {
-        // SAFETY: at least 4 steps remain, so each of the R rows has 16 bytes from `ap`.
-        let x: [int8x16_t; R] =
-            core::array::from_fn(|i| unsafe { vld1q_s8(ap.add(i * lda).cast::<i8>()) });
-        lane!(0, x);
-        lane!(1, x);
-        lane!(2, x);
-        lane!(3, x);
-        // SAFETY: the 16 bytes just read.
-        ap = unsafe { ap.add(16) };
-    }
-    for _ in 0..kb % 4 {
-        step!(acc[0]);
+    for run in 0..depth.runs {
+        // SAFETY: run `run` starts `run · stride` bytes into each row (the tile contract).
+        ap = unsafe { a.add(run * depth.stride) };
+        for _ in 0..depth.steps / 4 {
+            // SAFETY: at least 4 steps remain, so each of the R rows has 16 bytes from `ap`.
+            let x: [int8x16_t; R] =
+                core::array::from_fn(|i| unsafe { vld1q_s8(ap.add(i * lda).cast::<i8>()) });
+            lane!(0, x);
+            lane!(1, x);
+            lane!(2, x);
+            lane!(3, x);
+            // SAFETY: the 16 bytes just read.
+            ap = unsafe { ap.add(16) };
+        }
+        for _ in 0..depth.steps % 4 {
+            step!(acc[0]);
+        }
     }
     for i in 0..R {
         for h in 0..2 {

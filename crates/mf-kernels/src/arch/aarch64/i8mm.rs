@@ -6,7 +6,7 @@ use core::arch::aarch64::*;
 use core::arch::asm;
 
 use crate::arch::aarch64::neon::EPILOGUE;
-use crate::arch::{AForm, I8Micro, by_rows};
+use crate::arch::{AForm, Depth, I8Micro, by_rows};
 
 /// i8mm int8 tiles: 8×8, depth unit 8, rows in pairs, s8 activations.
 pub(crate) static I8: I8Micro = I8Micro {
@@ -33,37 +33,46 @@ fn smmla(acc: int32x4_t, x: int8x16_t, w: int8x16_t) -> int32x4_t {
     acc
 }
 
-unsafe fn i8_tile(rows: usize, kb: usize, a: *const u8, lda: usize, b: *const i8, c: *mut i32) {
+unsafe fn i8_tile(rows: usize, depth: Depth, a: *const u8, lda: usize, b: *const i8, c: *mut i32) {
     // SAFETY: the caller holds `I8Micro`'s tile contract; `by_rows!` passes it on unchanged to the
     // kernel instance for exactly `rows` rows, and every row count up to `mr` has an instance.
-    unsafe { by_rows!(rows / 2, i8_pairs, (kb, a, lda, b, c), [1, 2, 3, 4]) }
+    unsafe { by_rows!(rows / 2, i8_pairs, (depth, a, lda, b, c), [1, 2, 3, 4]) }
 }
 
 #[target_feature(enable = "neon,i8mm")]
-unsafe fn i8_pairs<const P: usize>(kb: usize, a: *const u8, lda: usize, b: *const i8, c: *mut i32) {
+unsafe fn i8_pairs<const P: usize>(
+    depth: Depth,
+    a: *const u8,
+    lda: usize,
+    b: *const i8,
+    c: *mut i32,
+) {
     let mut acc = [[vdupq_n_s32(0); 4]; P];
-    let mut ap = a as *const i8;
     let mut bp = b;
-    for _ in 0..kb {
-        // SAFETY: kb steps of 64 weight bytes; 2·P rows (lda bytes apart) of kb·8 bytes.
-        unsafe {
-            let w = [
-                vld1q_s8(bp),
-                vld1q_s8(bp.add(16)),
-                vld1q_s8(bp.add(32)),
-                vld1q_s8(bp.add(48)),
-            ];
-            for (p, row) in acc.iter_mut().enumerate() {
-                let x = vcombine_s8(
-                    vld1_s8(ap.add(2 * p * lda)),
-                    vld1_s8(ap.add((2 * p + 1) * lda)),
-                );
-                for (q, sum) in row.iter_mut().enumerate() {
-                    *sum = smmla(*sum, x, w[q]);
+    for run in 0..depth.runs {
+        // SAFETY: run `run` starts `run · stride` bytes into each row (the tile contract).
+        let mut ap = unsafe { a.add(run * depth.stride) } as *const i8;
+        for _ in 0..depth.steps {
+            // SAFETY: the run's steps of 64 weight bytes; 2·P rows (lda bytes apart) of 8 bytes a step.
+            unsafe {
+                let w = [
+                    vld1q_s8(bp),
+                    vld1q_s8(bp.add(16)),
+                    vld1q_s8(bp.add(32)),
+                    vld1q_s8(bp.add(48)),
+                ];
+                for (p, row) in acc.iter_mut().enumerate() {
+                    let x = vcombine_s8(
+                        vld1_s8(ap.add(2 * p * lda)),
+                        vld1_s8(ap.add((2 * p + 1) * lda)),
+                    );
+                    for (q, sum) in row.iter_mut().enumerate() {
+                        *sum = smmla(*sum, x, w[q]);
+                    }
                 }
+                ap = ap.add(8);
+                bp = bp.add(64);
             }
-            ap = ap.add(8);
-            bp = bp.add(64);
         }
     }
     for (p, row) in acc.iter().enumerate() {

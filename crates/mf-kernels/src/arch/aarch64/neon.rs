@@ -5,7 +5,7 @@
 //! would overflow at (−128)·(−128) + (−128)·(−128) = 32768.) fp32: `fmla` on 8×8 tiles.
 use core::arch::aarch64::*;
 
-use crate::arch::{AForm, F32Micro, I8Micro, by_rows};
+use crate::arch::{AForm, Depth, F32Micro, I8Micro, by_rows};
 use crate::epilogue::epilogue_for;
 
 epilogue_for!("neon");
@@ -29,36 +29,45 @@ pub(crate) static F32: F32Micro = F32Micro {
     epilogue: &EPILOGUE,
 };
 
-unsafe fn i8_tile(rows: usize, kb: usize, a: *const u8, lda: usize, b: *const i8, c: *mut i32) {
+unsafe fn i8_tile(rows: usize, depth: Depth, a: *const u8, lda: usize, b: *const i8, c: *mut i32) {
     // SAFETY: the caller holds `I8Micro`'s tile contract; `by_rows!` passes it on unchanged to the
     // kernel instance for exactly `rows` rows, and every row count up to `mr` has an instance.
-    unsafe { by_rows!(rows, i8_rows, (kb, a, lda, b, c), [1, 2, 3, 4]) }
+    unsafe { by_rows!(rows, i8_rows, (depth, a, lda, b, c), [1, 2, 3, 4]) }
 }
 
 #[target_feature(enable = "neon")]
-unsafe fn i8_rows<const R: usize>(kb: usize, a: *const u8, lda: usize, b: *const i8, c: *mut i32) {
+unsafe fn i8_rows<const R: usize>(
+    depth: Depth,
+    a: *const u8,
+    lda: usize,
+    b: *const i8,
+    c: *mut i32,
+) {
     let mut acc = [[vdupq_n_s32(0); 4]; R];
-    let mut ap = a as *const i8;
     let mut bp = b;
-    for _ in 0..kb {
-        // SAFETY: kb steps of 4 columns; R rows (lda bytes apart) of kb·16 bytes.
-        unsafe {
-            let w = [
-                vld1q_s8(bp),
-                vld1q_s8(bp.add(16)),
-                vld1q_s8(bp.add(32)),
-                vld1q_s8(bp.add(48)),
-            ];
-            for (i, row) in acc.iter_mut().enumerate() {
-                let x = vld1q_s8(ap.add(i * lda));
-                for (j, sum) in row.iter_mut().enumerate() {
-                    let lo = vmull_s8(vget_low_s8(x), vget_low_s8(w[j]));
-                    let hi = vmull_high_s8(x, w[j]);
-                    *sum = vpadalq_s16(vpadalq_s16(*sum, lo), hi);
+    for run in 0..depth.runs {
+        // SAFETY: run `run` starts `run · stride` bytes into each row (the tile contract).
+        let mut ap = unsafe { a.add(run * depth.stride) } as *const i8;
+        for _ in 0..depth.steps {
+            // SAFETY: the run's steps of 4 columns; R rows (lda bytes apart) of 16 bytes a step.
+            unsafe {
+                let w = [
+                    vld1q_s8(bp),
+                    vld1q_s8(bp.add(16)),
+                    vld1q_s8(bp.add(32)),
+                    vld1q_s8(bp.add(48)),
+                ];
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let x = vld1q_s8(ap.add(i * lda));
+                    for (j, sum) in row.iter_mut().enumerate() {
+                        let lo = vmull_s8(vget_low_s8(x), vget_low_s8(w[j]));
+                        let hi = vmull_high_s8(x, w[j]);
+                        *sum = vpadalq_s16(vpadalq_s16(*sum, lo), hi);
+                    }
                 }
+                ap = ap.add(16);
+                bp = bp.add(64);
             }
-            ap = ap.add(16);
-            bp = bp.add(64);
         }
     }
     for (i, row) in acc.iter().enumerate() {
@@ -69,27 +78,35 @@ unsafe fn i8_rows<const R: usize>(kb: usize, a: *const u8, lda: usize, b: *const
     }
 }
 
-unsafe fn f32_tile(rows: usize, k: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32) {
+unsafe fn f32_tile(
+    rows: usize,
+    depth: Depth,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    c: *mut f32,
+) {
     // SAFETY: the caller holds `F32Micro`'s tile contract; `by_rows!` passes it on unchanged to the
     // kernel instance for exactly `rows` rows, and every row count up to `mr` has an instance.
     unsafe {
-        by_rows!(rows, f32_rows, (k, a, lda, b, c),
+        by_rows!(rows, f32_rows, (depth, a, lda, b, c),
             [1 => 4, 2 => 2, 3 => 2, 4 => 1, 5 => 1, 6 => 1, 7 => 1, 8 => 1])
     }
 }
 
 #[target_feature(enable = "neon")]
 unsafe fn f32_rows<const R: usize, const S: usize>(
-    k: usize,
+    depth: Depth,
     a: *const f32,
     lda: usize,
     b: *const f32,
     c: *mut f32,
 ) {
     let mut acc = [[[vdupq_n_f32(0.0); 2]; R]; S];
-    let mut ap = a;
+    let mut ap;
     let mut bp = b;
-    // SAFETY (both loops): k steps of 8 weights; R rows (lda apart) of k activations.
+    // SAFETY (every loop): runs·steps steps of 8 weights; R rows (lda apart) each holding
+    // every run's activations from its start.
     macro_rules! step {
         ($set:expr) => {
             // SAFETY: as stated above `step!`: the loads stay inside the packed panel and the R rows
@@ -107,13 +124,17 @@ unsafe fn f32_rows<const R: usize, const S: usize>(
             }
         };
     }
-    for _ in 0..k / S {
-        for set in acc.iter_mut() {
-            step!(set);
+    for run in 0..depth.runs {
+        // SAFETY: run `run` starts `run · stride` elements into each row (the tile contract).
+        ap = unsafe { a.add(run * depth.stride) };
+        for _ in 0..depth.steps / S {
+            for set in acc.iter_mut() {
+                step!(set);
+            }
         }
-    }
-    for _ in 0..k % S {
-        step!(acc[0]);
+        for _ in 0..depth.steps % S {
+            step!(acc[0]);
+        }
     }
     for i in 0..R {
         for h in 0..2 {

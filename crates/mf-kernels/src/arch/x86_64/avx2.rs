@@ -4,7 +4,7 @@
 use core::arch::asm;
 use core::arch::x86_64::*;
 
-use crate::arch::{AForm, F32Micro, I8Micro, by_rows};
+use crate::arch::{AForm, Depth, F32Micro, I8Micro, by_rows};
 use crate::epilogue::epilogue_for;
 
 epilogue_for!("avx2,fma");
@@ -28,26 +28,27 @@ pub(crate) static F32: F32Micro = F32Micro {
     epilogue: &EPILOGUE,
 };
 
-unsafe fn i8_tile(rows: usize, kb: usize, a: *const u8, lda: usize, b: *const i8, c: *mut i32) {
+unsafe fn i8_tile(rows: usize, depth: Depth, a: *const u8, lda: usize, b: *const i8, c: *mut i32) {
     // SAFETY: the caller holds `I8Micro`'s tile contract; `by_rows!` passes it on unchanged to the
     // kernel instance for exactly `rows` rows, and every row count up to `mr` has an instance.
     unsafe {
-        by_rows!(rows, i8_rows, (kb, a, lda, b, c), [1 => 4, 2 => 2, 3 => 1, 4 => 1, 5 => 1, 6 => 1])
+        by_rows!(rows, i8_rows, (depth, a, lda, b, c), [1 => 4, 2 => 2, 3 => 1, 4 => 1, 5 => 1, 6 => 1])
     }
 }
 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn i8_rows<const R: usize, const S: usize>(
-    kb: usize,
+    depth: Depth,
     a: *const u8,
     lda: usize,
     b: *const i8,
     c: *mut i32,
 ) {
     let mut acc = [[[_mm256_setzero_si256(); 2]; R]; S];
-    let mut ap = a;
+    let mut ap;
     let mut bp = b as *const __m128i;
-    // SAFETY (both loops): kb steps of 32 weight bytes; R rows (lda bytes apart) of kb i16 pairs.
+    // SAFETY (every loop): runs·steps steps of 32 weight bytes; R rows (lda bytes apart) each
+    // holding every run's i16 pairs from its start.
     macro_rules! step {
         ($set:expr) => {
             // SAFETY: as stated above `step!`: the loads stay inside the packed panel and the R rows
@@ -65,13 +66,17 @@ unsafe fn i8_rows<const R: usize, const S: usize>(
             }
         };
     }
-    for _ in 0..kb / S {
-        for set in acc.iter_mut() {
-            step!(set);
+    for run in 0..depth.runs {
+        // SAFETY: run `run` starts `run · stride` elements into each row (the tile contract).
+        ap = unsafe { a.add(run * depth.stride) };
+        for _ in 0..depth.steps / S {
+            for set in acc.iter_mut() {
+                step!(set);
+            }
         }
-    }
-    for _ in 0..kb % S {
-        step!(acc[0]);
+        for _ in 0..depth.steps % S {
+            step!(acc[0]);
+        }
     }
     for i in 0..R {
         for h in 0..2 {
@@ -85,26 +90,34 @@ unsafe fn i8_rows<const R: usize, const S: usize>(
     }
 }
 
-unsafe fn f32_tile(rows: usize, k: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32) {
+unsafe fn f32_tile(
+    rows: usize,
+    depth: Depth,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    c: *mut f32,
+) {
     // SAFETY: the caller holds `F32Micro`'s tile contract; `by_rows!` passes it on unchanged to the
     // kernel instance for exactly `rows` rows, and every row count up to `mr` has an instance.
     unsafe {
-        by_rows!(rows, f32_rows, (k, a, lda, b, c), [1 => 4, 2 => 2, 3 => 2, 4 => 1, 5 => 1, 6 => 1])
+        by_rows!(rows, f32_rows, (depth, a, lda, b, c), [1 => 4, 2 => 2, 3 => 2, 4 => 1, 5 => 1, 6 => 1])
     }
 }
 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn f32_rows<const R: usize, const S: usize>(
-    k: usize,
+    depth: Depth,
     a: *const f32,
     lda: usize,
     b: *const f32,
     c: *mut f32,
 ) {
     let mut acc = [[[_mm256_setzero_ps(); 2]; R]; S];
-    let mut ap = a;
+    let mut ap;
     let mut bp = b;
-    // SAFETY (both loops): k steps of 16 weights; R rows (lda apart) of k activations.
+    // SAFETY (every loop): runs·steps steps of 16 weights; R rows (lda apart) each holding
+    // every run's activations from its start.
     macro_rules! step {
         ($set:expr) => {
             // SAFETY: as stated above `step!`: the loads stay inside the packed panel and the R rows
@@ -122,13 +135,17 @@ unsafe fn f32_rows<const R: usize, const S: usize>(
             }
         };
     }
-    for _ in 0..k / S {
-        for set in acc.iter_mut() {
-            step!(set);
+    for run in 0..depth.runs {
+        // SAFETY: run `run` starts `run · stride` elements into each row (the tile contract).
+        ap = unsafe { a.add(run * depth.stride) };
+        for _ in 0..depth.steps / S {
+            for set in acc.iter_mut() {
+                step!(set);
+            }
         }
-    }
-    for _ in 0..k % S {
-        step!(acc[0]);
+        for _ in 0..depth.steps % S {
+            step!(acc[0]);
+        }
     }
     for i in 0..R {
         for h in 0..2 {

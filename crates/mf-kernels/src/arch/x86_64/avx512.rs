@@ -5,7 +5,7 @@
 use core::arch::asm;
 use core::arch::x86_64::*;
 
-use crate::arch::{AForm, F32Micro, I8Micro, by_rows};
+use crate::arch::{AForm, Depth, F32Micro, I8Micro, by_rows};
 use crate::epilogue::epilogue_for;
 
 epilogue_for!("avx512f,avx512bw");
@@ -49,18 +49,18 @@ pub(crate) static F32_NARROW: F32Micro = F32Micro {
     epilogue: &EPILOGUE,
 };
 
-unsafe fn i8_tile(rows: usize, kb: usize, a: *const u8, lda: usize, b: *const i8, c: *mut i32) {
+unsafe fn i8_tile(rows: usize, depth: Depth, a: *const u8, lda: usize, b: *const i8, c: *mut i32) {
     // SAFETY: the caller holds `I8Micro`'s tile contract; `by_rows!` passes it on unchanged to the
     // kernel instance for exactly `rows` rows, and every row count up to `mr` has an instance.
     unsafe {
-        by_rows!(rows, i8_rows, (kb, a, lda, b, c),
+        by_rows!(rows, i8_rows, (depth, a, lda, b, c),
             [1 => 6, 2 => 3, 3 => 2, 4 => 2, 5 => 1, 6 => 1, 7 => 1, 8 => 1, 9 => 1, 10 => 1, 11 => 1, 12 => 1])
     }
 }
 
 unsafe fn i8_tile_narrow(
     rows: usize,
-    kb: usize,
+    depth: Depth,
     a: *const u8,
     lda: usize,
     b: *const i8,
@@ -68,7 +68,7 @@ unsafe fn i8_tile_narrow(
 ) {
     // SAFETY: as for `i8_tile`, with `I8_NARROW`'s panels of one vector per depth step.
     unsafe {
-        by_rows!(rows, i8_rows_narrow, (kb, a, lda, b, c),
+        by_rows!(rows, i8_rows_narrow, (depth, a, lda, b, c),
             [1 => 8, 2 => 4, 3 => 3, 4 => 2, 5 => 2, 6 => 1, 7 => 1, 8 => 1, 9 => 1, 10 => 1, 11 => 1, 12 => 1])
     }
 }
@@ -76,44 +76,44 @@ unsafe fn i8_tile_narrow(
 /// [`i8_rows_of`] for 32-wide panels.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn i8_rows<const R: usize, const S: usize>(
-    kb: usize,
+    depth: Depth,
     a: *const u8,
     lda: usize,
     b: *const i8,
     c: *mut i32,
 ) {
     // SAFETY: the caller's tile contract, for panels of two vectors.
-    unsafe { i8_rows_of::<R, S, 2>(kb, a, lda, b, c) }
+    unsafe { i8_rows_of::<R, S, 2>(depth, a, lda, b, c) }
 }
 
 /// [`i8_rows_of`] for 16-wide panels.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn i8_rows_narrow<const R: usize, const S: usize>(
-    kb: usize,
+    depth: Depth,
     a: *const u8,
     lda: usize,
     b: *const i8,
     c: *mut i32,
 ) {
     // SAFETY: the caller's tile contract, for panels of one vector.
-    unsafe { i8_rows_of::<R, S, 1>(kb, a, lda, b, c) }
+    unsafe { i8_rows_of::<R, S, 1>(depth, a, lda, b, c) }
 }
 
 /// R rows × `V` vectors of 16 columns: `S` accumulator sets interleaved over the depth.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
 unsafe fn i8_rows_of<const R: usize, const S: usize, const V: usize>(
-    kb: usize,
+    depth: Depth,
     a: *const u8,
     lda: usize,
     b: *const i8,
     c: *mut i32,
 ) {
     let mut acc = [[[_mm512_setzero_si512(); V]; R]; S];
-    let mut ap = a;
+    let mut ap;
     let mut bp = b as *const __m512i;
-    // SAFETY (both loops): the panel holds kb steps of V vectors, each of the R rows (lda
-    // bytes apart) kb dwords.
+    // SAFETY (every loop): the panel holds runs·steps steps of V vectors, each of the R rows
+    // (lda bytes apart) every run's dwords from its start.
     macro_rules! step {
         ($set:expr) => {
             // SAFETY: as stated above `step!`: the loads stay inside the packed panel and the R rows
@@ -134,13 +134,17 @@ unsafe fn i8_rows_of<const R: usize, const S: usize, const V: usize>(
             }
         };
     }
-    for _ in 0..kb / S {
-        for set in acc.iter_mut() {
-            step!(set);
+    for run in 0..depth.runs {
+        // SAFETY: run `run` starts `run · stride` elements into each row (the tile contract).
+        ap = unsafe { a.add(run * depth.stride) };
+        for _ in 0..depth.steps / S {
+            for set in acc.iter_mut() {
+                step!(set);
+            }
         }
-    }
-    for _ in 0..kb % S {
-        step!(acc[0]);
+        for _ in 0..depth.steps % S {
+            step!(acc[0]);
+        }
     }
     for i in 0..R {
         for h in 0..V {
@@ -154,18 +158,25 @@ unsafe fn i8_rows_of<const R: usize, const S: usize, const V: usize>(
     }
 }
 
-unsafe fn f32_tile(rows: usize, k: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32) {
+unsafe fn f32_tile(
+    rows: usize,
+    depth: Depth,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    c: *mut f32,
+) {
     // SAFETY: the caller holds `F32Micro`'s tile contract; `by_rows!` passes it on unchanged to the
     // kernel instance for exactly `rows` rows, and every row count up to `mr` has an instance.
     unsafe {
-        by_rows!(rows, f32_rows, (k, a, lda, b, c),
+        by_rows!(rows, f32_rows, (depth, a, lda, b, c),
             [1 => 6, 2 => 3, 3 => 2, 4 => 2, 5 => 1, 6 => 1, 7 => 1, 8 => 1, 9 => 1, 10 => 1, 11 => 1, 12 => 1])
     }
 }
 
 unsafe fn f32_tile_narrow(
     rows: usize,
-    k: usize,
+    depth: Depth,
     a: *const f32,
     lda: usize,
     b: *const f32,
@@ -173,7 +184,7 @@ unsafe fn f32_tile_narrow(
 ) {
     // SAFETY: as for `f32_tile`, with `F32_NARROW`'s panels of one vector per depth step.
     unsafe {
-        by_rows!(rows, f32_rows_narrow, (k, a, lda, b, c),
+        by_rows!(rows, f32_rows_narrow, (depth, a, lda, b, c),
             [1 => 8, 2 => 4, 3 => 3, 4 => 2, 5 => 2, 6 => 1, 7 => 1, 8 => 1, 9 => 1, 10 => 1, 11 => 1, 12 => 1])
     }
 }
@@ -181,44 +192,44 @@ unsafe fn f32_tile_narrow(
 /// [`f32_rows_of`] for 32-wide panels.
 #[target_feature(enable = "avx512f")]
 unsafe fn f32_rows<const R: usize, const S: usize>(
-    k: usize,
+    depth: Depth,
     a: *const f32,
     lda: usize,
     b: *const f32,
     c: *mut f32,
 ) {
     // SAFETY: the caller's tile contract, for panels of two vectors.
-    unsafe { f32_rows_of::<R, S, 2>(k, a, lda, b, c) }
+    unsafe { f32_rows_of::<R, S, 2>(depth, a, lda, b, c) }
 }
 
 /// [`f32_rows_of`] for 16-wide panels.
 #[target_feature(enable = "avx512f")]
 unsafe fn f32_rows_narrow<const R: usize, const S: usize>(
-    k: usize,
+    depth: Depth,
     a: *const f32,
     lda: usize,
     b: *const f32,
     c: *mut f32,
 ) {
     // SAFETY: the caller's tile contract, for panels of one vector.
-    unsafe { f32_rows_of::<R, S, 1>(k, a, lda, b, c) }
+    unsafe { f32_rows_of::<R, S, 1>(depth, a, lda, b, c) }
 }
 
 /// R rows × `V` vectors of 16 columns: `S` accumulator sets interleaved over the depth.
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn f32_rows_of<const R: usize, const S: usize, const V: usize>(
-    k: usize,
+    depth: Depth,
     a: *const f32,
     lda: usize,
     b: *const f32,
     c: *mut f32,
 ) {
     let mut acc = [[[_mm512_setzero_ps(); V]; R]; S];
-    let mut ap = a;
+    let mut ap;
     let mut bp = b;
-    // SAFETY (both loops): the panel holds k steps of V·16 weights, each of the R rows (lda
-    // apart) k activations.
+    // SAFETY (every loop): the panel holds runs·steps steps of V·16 weights, each of the R
+    // rows (lda apart) every run's activations from its start.
     macro_rules! step {
         ($set:expr) => {
             // SAFETY: as stated above `step!`: the loads stay inside the packed panel and the R rows
@@ -239,13 +250,17 @@ unsafe fn f32_rows_of<const R: usize, const S: usize, const V: usize>(
             }
         };
     }
-    for _ in 0..k / S {
-        for set in acc.iter_mut() {
-            step!(set);
+    for run in 0..depth.runs {
+        // SAFETY: run `run` starts `run · stride` elements into each row (the tile contract).
+        ap = unsafe { a.add(run * depth.stride) };
+        for _ in 0..depth.steps / S {
+            for set in acc.iter_mut() {
+                step!(set);
+            }
         }
-    }
-    for _ in 0..k % S {
-        step!(acc[0]);
+        for _ in 0..depth.steps % S {
+            step!(acc[0]);
+        }
     }
     for i in 0..R {
         for h in 0..V {
