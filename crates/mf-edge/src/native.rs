@@ -8,7 +8,7 @@
 //! The following `Add` (bias) and `Sigmoid` + `Mul` (SiLU) are folded in. Weights are packed once, here.
 //! Every leading dimension of a dense step's input is a row (a DiT's `[N, T, D]` tokens).
 //! A `Conv` with constant weights (float, or int8 behind DequantizeLinear with an int32 bias)
-//! becomes a packed convolution step the same way (mf-kernels' im2col into the GEMMs); an int8
+//! becomes a packed convolution step the same way (mf-kernels' implicit GEMM or im2col); an int8
 //! one also absorbs the QuantizeLinear of its output, whose codes its epilogue writes. An int8
 //! layer whose output QuantizeLinear → DequantizeLinear pair feeds no int8 layer absorbs the
 //! pair, its epilogue writing the rounded values. mf-export's GroupNorm (Reshape →

@@ -1,10 +1,13 @@
 //! 2-D convolution (group 1) on the packed GEMMs: the weights `[M, C, KH, KW]` are packed once,
 //! tap-major (`[M, KH, KW, C]`), as a dense layer of `M` outputs over `KH·KW·C` depths, and each
-//! call lays the input's receptive fields out as rows (im2col from a padded NHWC copy of the
-//! input: one row per output position, ordered batch, y, x; columns ordered ky, kx, channel, as
-//! the weights are) and runs the GEMM with its fused epilogue. Padding is the value 0, which in uint8 codes is the input's zero point, so the
-//! integers summed are those of the direct convolution in [`crate::reference::conv_i8`], and
-//! the int8 result is the same bit for bit.
+//! call lays the input out as padded NHWC images and runs the GEMM with its fused epilogue. With
+//! stride and dilation 1 the tile kernels read each kernel row's taps straight from those images
+//! (an implicit GEMM: one run of the depth per kernel row, see `Implicit`); otherwise the
+//! receptive fields are first copied out as rows (im2col: one row per output position, ordered
+//! batch, y, x; columns ordered ky, kx, channel, as the weights are). Padding is the value 0,
+//! which in uint8 codes is the input's zero point, so the integers summed are those of the
+//! direct convolution in [`crate::reference::conv_i8`], and the int8 result is the same bit for
+//! bit.
 #[cfg(feature = "alloc")]
 use alloc::vec::Vec;
 
@@ -279,35 +282,23 @@ impl Implicit {
         }
     }
 
-    /// `[N, rows, M]` GEMM rows → `[N, M, OH, OW]` planes, dropping the rows past each output
-    /// row's end; `planes` holds one image's `[M, rows]` on the way.
+    /// `[N, rows, M]` GEMM rows → `[N, M, OH, OW]` planes: each output row's `OW` GEMM rows
+    /// transposed straight into place, the `KW − 1` rows past its end dropped.
     fn to_planes<T: Transposable + Sync + Send>(
         &self,
         rows: &[T],
         (n, m, [oh, ow]): (usize, usize, [usize; 2]),
-        planes: &mut Vec<T>,
         out: &mut [T],
     ) {
-        let (virtual_rows, pw) = (self.rows, self.padded_width);
-        let planes = grown(planes, n * m * virtual_rows, T::default());
+        let (virtual_rows, pw, plane) = (self.rows, self.padded_width, oh * ow);
         per_image(
             (rows, virtual_rows * m),
-            (planes, virtual_rows * m),
+            (out, plane * m),
             n,
-            &|rows, planes| transpose(rows, m, [virtual_rows, m], planes, |o| o * virtual_rows),
-        );
-        per_image(
-            (planes, virtual_rows * m),
-            (out, oh * ow * m),
-            n,
-            &|planes, out| {
-                for (plane, out) in planes
-                    .chunks_exact(virtual_rows)
-                    .zip(out.chunks_exact_mut(oh * ow))
-                {
-                    for (oy, line) in out.chunks_exact_mut(ow).enumerate() {
-                        line.copy_from_slice(&plane[oy * pw..oy * pw + ow]);
-                    }
+            &|rows, planes| {
+                for oy in 0..oh {
+                    let line = &rows[oy * pw * m..];
+                    transpose(line, m, [ow, m], planes, |j| j * plane + oy * ow);
                 }
             },
         );
@@ -441,9 +432,6 @@ pub struct ConvScratch {
     u8_rows: Vec<u8>,
     /// The padded codes in the kernel's element form, when it is not the codes themselves.
     a_form_staging: Vec<u8>,
-    /// The implicit GEMM's planes before the dropped rows go.
-    f32_planes: Vec<f32>,
-    u8_planes: Vec<u8>,
 }
 
 /// The first `len` elements of `buf`, which grows (filled with `fill`) when shorter; never
@@ -559,8 +547,6 @@ pub fn conv_i8(
         f32_rows,
         u8_rows,
         a_form_staging,
-        f32_planes,
-        u8_planes,
         ..
     } = scratch;
     let codes: &[u8] = match input {
@@ -621,21 +607,21 @@ pub fn conv_i8(
             Output::F32(dst) => {
                 let rows = grown(f32_rows, rows_len, 0.0);
                 per_image(a, (rows, image_rows), n, &|a, r| gemm(a, Output::F32(r)));
-                layout.to_planes(rows, (n, m, [oh, ow]), f32_planes, dst);
+                layout.to_planes(rows, (n, m, [oh, ow]), dst);
             }
             Output::U8(dst, next) => {
                 let rows = grown(u8_rows, rows_len, 0);
                 per_image(a, (rows, image_rows), n, &|a, r| {
                     gemm(a, Output::U8(r, next))
                 });
-                layout.to_planes(rows, (n, m, [oh, ow]), u8_planes, dst);
+                layout.to_planes(rows, (n, m, [oh, ow]), dst);
             }
             Output::Requantized(dst, grid) => {
                 let rows = grown(f32_rows, rows_len, 0.0);
                 per_image(a, (rows, image_rows), n, &|a, r| {
                     gemm(a, Output::Requantized(r, grid))
                 });
-                layout.to_planes(rows, (n, m, [oh, ow]), f32_planes, dst);
+                layout.to_planes(rows, (n, m, [oh, ow]), dst);
             }
         }
         return Ok(());
@@ -717,7 +703,6 @@ pub fn conv_f32(
             f32_staging,
             pixel_starts,
             f32_rows,
-            f32_planes,
             ..
         } = scratch;
         let slack = g.channels;
@@ -732,7 +717,7 @@ pub fn conv_f32(
             gemm_f32_rows(&conv.gemm, (a, lda), layout.rows, depth, r, one_image)
                 .expect("rows and depth checked above");
         });
-        layout.to_planes(rows, (n, m, [oh, ow]), f32_planes, out);
+        layout.to_planes(rows, (n, m, [oh, ow]), out);
         return Ok(());
     }
     let fields = im2col(
