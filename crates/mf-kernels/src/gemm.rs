@@ -82,6 +82,7 @@ pub(crate) fn gemm_i8_rows(
         nr: micro.nr,
         weight_bytes: w.panels.len(),
         shared,
+        parallel_macs: PARALLEL_MACS_I8,
     };
     let sink = Sink::new(out, n);
     grid.run(
@@ -156,6 +157,7 @@ pub(crate) fn gemm_f32_rows(
         nr: micro.nr,
         weight_bytes: core::mem::size_of_val(&w.panels[..]),
         shared,
+        parallel_macs: PARALLEL_MACS_F32,
     };
     let sink = Sink::new(Output::F32(out), n);
     grid.run(depth.total(), [0f32; MAX_TILE], |tile, row0, rows, col0| {
@@ -197,15 +199,24 @@ struct Grid {
     weight_bytes: usize,
     /// Whether the tiles may be shared across the thread team.
     shared: bool,
+    /// The multiply-adds from which the product is shared out ([`PARALLEL_MACS_I8`] or
+    /// [`PARALLEL_MACS_F32`]).
+    parallel_macs: usize,
 }
 
-/// Below this many multiply-adds, counted over whole tiles (the padding of a narrow layer's
-/// tiles included), [`PARALLEL_OUTPUTS`] outputs and [`PARALLEL_WEIGHT_BYTES`] of weights, a
-/// product runs on the calling thread: sharing out a small product moves its operands between
-/// cores' caches for longer than the work takes (batch-1 U-Net convolutions of 1.8M
-/// multiply-adds ran 10% slower on two threads than on one).
-#[cfg(feature = "std")]
-const PARALLEL_MACS: usize = 1 << 21;
+/// Below this many int8 multiply-adds, counted over whole tiles (the padding of a narrow
+/// layer's tiles included), [`PARALLEL_OUTPUTS`] outputs and [`PARALLEL_WEIGHT_BYTES`] of
+/// weights, a product runs on the calling thread: sharing out a small product moves its
+/// operands between cores' caches for longer than the work takes (batch-1 U-Net convolutions
+/// of 1.8M multiply-adds ran 10% slower on two threads than on one, with im2col, on an Intel
+/// Xeon; with the implicit GEMM on an AMD EPYC, int8 is level either way).
+const PARALLEL_MACS_I8: usize = 1 << 21;
+
+/// [`PARALLEL_MACS_I8`] for fp32, whose multiply-adds take about four times as long (16 per
+/// instruction against 64): the batch-1 U-Net's 1.8M-multiply-add convolutions ran 12% faster
+/// on two threads than on one (implicit GEMM, AMD EPYC Zen 4, median of 12 alternated runs:
+/// 0.660 → 0.582 ms for the whole network).
+const PARALLEL_MACS_F32: usize = 1 << 20;
 
 /// From this many outputs on, a product is shared out whatever its depth: finishing each
 /// output (scale, bias, activation, quantization) is work of its own (a batch-16 convolution
@@ -253,7 +264,7 @@ impl Grid {
             let macs = tiles
                 .saturating_mul(self.mr * self.nr)
                 .saturating_mul(depth);
-            let large = macs >= PARALLEL_MACS
+            let large = macs >= self.parallel_macs
                 || self.m * self.n >= PARALLEL_OUTPUTS
                 || self.weight_bytes >= PARALLEL_WEIGHT_BYTES;
             if threads > 1 && large && self.shared {
@@ -263,7 +274,7 @@ impl Grid {
                 return;
             }
         }
-        let _ = (depth, self.weight_bytes, self.shared);
+        let _ = (depth, self.weight_bytes, self.shared, self.parallel_macs);
         self.run_range(0..tiles, tile, &f);
     }
 }
