@@ -165,6 +165,29 @@ macro_rules! by_rows {
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) use by_rows;
 
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+/// The depth loop of a kernel that interleaves `S` accumulator sets (`S` a const generic of
+/// the kernel): for each run of `$depth`, `$ap` set to the run's start in `$a`, then `$step!`
+/// over the run's steps, the sets of `$acc` in turn and the remainder into the first.
+macro_rules! interleaved_runs {
+    ($depth:expr, $a:expr, $ap:ident, $acc:ident, $step:ident) => {
+        for run in 0..$depth.runs {
+            // SAFETY: run `run` starts `run · stride` elements into each row (the tile contract).
+            $ap = unsafe { $a.add(run * $depth.stride) };
+            for _ in 0..$depth.steps / S {
+                for set in $acc.iter_mut() {
+                    $step!(set);
+                }
+            }
+            for _ in 0..$depth.steps % S {
+                $step!($acc[0]);
+            }
+        }
+    };
+}
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) use interleaved_runs;
+
 #[cfg(test)]
 mod tests {
     use super::*;

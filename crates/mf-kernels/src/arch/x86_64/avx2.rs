@@ -4,7 +4,7 @@
 use core::arch::asm;
 use core::arch::x86_64::*;
 
-use crate::arch::{AForm, Depth, F32Micro, I8Micro, by_rows};
+use crate::arch::{AForm, Depth, F32Micro, I8Micro, by_rows, interleaved_runs};
 use crate::epilogue::epilogue_for;
 
 epilogue_for!("avx2,fma");
@@ -66,18 +66,7 @@ unsafe fn i8_rows<const R: usize, const S: usize>(
             }
         };
     }
-    for run in 0..depth.runs {
-        // SAFETY: run `run` starts `run · stride` elements into each row (the tile contract).
-        ap = unsafe { a.add(run * depth.stride) };
-        for _ in 0..depth.steps / S {
-            for set in acc.iter_mut() {
-                step!(set);
-            }
-        }
-        for _ in 0..depth.steps % S {
-            step!(acc[0]);
-        }
-    }
+    interleaved_runs!(depth, a, ap, acc, step);
     for i in 0..R {
         for h in 0..2 {
             let mut sum = acc[0][i][h];
@@ -135,18 +124,7 @@ unsafe fn f32_rows<const R: usize, const S: usize>(
             }
         };
     }
-    for run in 0..depth.runs {
-        // SAFETY: run `run` starts `run · stride` elements into each row (the tile contract).
-        ap = unsafe { a.add(run * depth.stride) };
-        for _ in 0..depth.steps / S {
-            for set in acc.iter_mut() {
-                step!(set);
-            }
-        }
-        for _ in 0..depth.steps % S {
-            step!(acc[0]);
-        }
-    }
+    interleaved_runs!(depth, a, ap, acc, step);
     for i in 0..R {
         for h in 0..2 {
             let mut sum = acc[0][i][h];

@@ -5,7 +5,7 @@
 use core::arch::asm;
 use core::arch::x86_64::*;
 
-use crate::arch::{AForm, Depth, F32Micro, I8Micro, by_rows};
+use crate::arch::{AForm, Depth, F32Micro, I8Micro, by_rows, interleaved_runs};
 use crate::epilogue::epilogue_for;
 
 epilogue_for!("avx512f,avx512bw");
@@ -134,18 +134,7 @@ unsafe fn i8_rows_of<const R: usize, const S: usize, const V: usize>(
             }
         };
     }
-    for run in 0..depth.runs {
-        // SAFETY: run `run` starts `run · stride` elements into each row (the tile contract).
-        ap = unsafe { a.add(run * depth.stride) };
-        for _ in 0..depth.steps / S {
-            for set in acc.iter_mut() {
-                step!(set);
-            }
-        }
-        for _ in 0..depth.steps % S {
-            step!(acc[0]);
-        }
-    }
+    interleaved_runs!(depth, a, ap, acc, step);
     for i in 0..R {
         for h in 0..V {
             let mut sum = acc[0][i][h];
@@ -250,18 +239,7 @@ unsafe fn f32_rows_of<const R: usize, const S: usize, const V: usize>(
             }
         };
     }
-    for run in 0..depth.runs {
-        // SAFETY: run `run` starts `run · stride` elements into each row (the tile contract).
-        ap = unsafe { a.add(run * depth.stride) };
-        for _ in 0..depth.steps / S {
-            for set in acc.iter_mut() {
-                step!(set);
-            }
-        }
-        for _ in 0..depth.steps % S {
-            step!(acc[0]);
-        }
-    }
+    interleaved_runs!(depth, a, ap, acc, step);
     for i in 0..R {
         for h in 0..V {
             let mut sum = acc[0][i][h];
