@@ -1193,7 +1193,7 @@ impl<'g> Planner<'g> {
             };
             let what = || format!("the bias of {} {:?}", node.op_type, node.name);
             let bias = ops::run(dq_node, &args).with_context(what)?;
-            let bias = bias.f32(&what())?.0.to_vec();
+            let bias = bias.f32(what())?.0.to_vec();
             taken.push(dq);
             weight_names.push(dq_node.input[0].clone());
             bias

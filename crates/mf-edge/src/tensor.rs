@@ -50,7 +50,7 @@ impl Value {
     }
 
     /// The f32 data and shape, or an error naming `what`.
-    pub fn f32(&self, what: &str) -> anyhow::Result<(&[f32], &[usize])> {
+    pub fn f32(&self, what: impl std::fmt::Display) -> anyhow::Result<(&[f32], &[usize])> {
         match self {
             Value::F32(d, s) => Ok((d, s)),
             other => bail!("{what}: expected float data, found {}", other.type_name()),
@@ -58,7 +58,7 @@ impl Value {
     }
 
     /// The i64 data and shape, or an error naming `what`.
-    pub fn i64(&self, what: &str) -> anyhow::Result<(&[i64], &[usize])> {
+    pub fn i64(&self, what: impl std::fmt::Display) -> anyhow::Result<(&[i64], &[usize])> {
         match self {
             Value::I64(d, s) => Ok((d, s)),
             other => bail!("{what}: expected int64 data, found {}", other.type_name()),
@@ -77,7 +77,7 @@ impl Value {
     }
 
     /// A single number of a scalar or one-element tensor, as f64.
-    pub fn scalar(&self, what: &str) -> anyhow::Result<f64> {
+    pub fn scalar(&self, what: impl std::fmt::Display) -> anyhow::Result<f64> {
         let v = match self {
             Value::F32(d, _) if d.len() == 1 => d[0] as f64,
             Value::I64(d, _) if d.len() == 1 => d[0] as f64,

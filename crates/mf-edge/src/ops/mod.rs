@@ -143,10 +143,27 @@ struct Args<'a> {
     inputs: &'a [&'a Value],
 }
 
-impl Args<'_> {
-    /// "`Op` node "name" input i", for errors about that input.
-    fn what(&self, i: usize) -> String {
-        format!("{} node {:?} input {i}", self.node.op_type, self.node.name)
+/// "`Op` node "name" input i", for errors about that input: written out only when an error
+/// shows it (a value's accessors take it on every call).
+struct InputName<'a> {
+    node: &'a onnx::NodeProto,
+    input: usize,
+}
+
+impl std::fmt::Display for InputName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (op, name) = (&self.node.op_type, &self.node.name);
+        write!(f, "{op} node {name:?} input {}", self.input)
+    }
+}
+
+impl<'a> Args<'a> {
+    /// The name of input `i` in errors about it.
+    fn what(&self, i: usize) -> InputName<'a> {
+        InputName {
+            node: self.node,
+            input: i,
+        }
     }
 
     /// An error unless the node has at least `n` inputs.
@@ -212,15 +229,15 @@ pub fn run_into(
         "Cast" => match int_attr(node, "to", 1) {
             // float16 is computed in f32 by this runtime.
             1 | 10 => Value::F32(
-                inputs[0].f32(&what(0))?.0.to_vec(),
+                inputs[0].f32(what(0))?.0.to_vec(),
                 inputs[0].shape().to_vec(),
             ),
             to => bail!("Cast to type {to} is not supported (float and float16 are)"),
         },
         "Add" | "Sub" | "Mul" | "Div" => {
             need(2)?;
-            let (a, sa) = inputs[0].f32(&what(0))?;
-            let (b, sb) = inputs[1].f32(&what(1))?;
+            let (a, sa) = inputs[0].f32(what(0))?;
+            let (b, sb) = inputs[1].f32(what(1))?;
             let out = buffer(a.len().max(b.len()));
             // One monomorphized loop per op, so that each inlines and vectorizes.
             match op {
@@ -232,18 +249,18 @@ pub fn run_into(
         }
         "Max" => {
             // Variadic: the element-wise maximum of every input, broadcast together.
-            let (a, sa) = inputs[0].f32(&what(0))?;
+            let (a, sa) = inputs[0].f32(what(0))?;
             let mut max = Value::F32(a.to_vec(), sa.to_vec());
             for (i, input) in inputs.iter().enumerate().skip(1) {
-                let (a, sa) = max.f32(&what(0))?;
-                let (b, sb) = input.f32(&what(i))?;
+                let (a, sa) = max.f32(what(0))?;
+                let (b, sb) = input.f32(what(i))?;
                 max = broadcast(a, sa, b, sb, f32::max)?;
             }
             max
         }
         "Sin" | "Cos" | "Sigmoid" | "Tanh" => {
             // libm's software sinf/cosf: the same bits on every target, the Cortex-M7 included.
-            let (a, s) = inputs[0].f32(&what(0))?;
+            let (a, s) = inputs[0].f32(what(0))?;
             // One monomorphized loop per function, so that each inlines.
             match op {
                 "Sin" => map_f32(a, s, libm::sinf),
@@ -259,8 +276,8 @@ pub fn run_into(
         "Concat" => concat(inputs, int_attr(node, "axis", 0))?,
         "Gather" => {
             need(2)?;
-            let (table, shape) = inputs[0].f32(&what(0))?;
-            let (ids, id_shape) = inputs[1].i64(&what(1))?;
+            let (table, shape) = inputs[0].f32(what(0))?;
+            let (ids, id_shape) = inputs[1].i64(what(1))?;
             ensure!(
                 !shape.is_empty(),
                 "Gather from a scalar table: the table must have at least one dimension"
@@ -296,8 +313,8 @@ pub fn run_into(
         }
         "MatMul" => {
             need(2)?;
-            let (a, sa) = inputs[0].f32(&what(0))?;
-            let (b, sb) = inputs[1].f32(&what(1))?;
+            let (a, sa) = inputs[0].f32(what(0))?;
+            let (b, sb) = inputs[1].f32(what(1))?;
             linear::matmul(isa, a, sa, b, sb)?
         }
         "Gemm" => {
@@ -314,15 +331,15 @@ pub fn run_into(
                 }
             };
             let (a, b) = (operand(0, "transA")?, operand(1, "transB")?);
-            let (a, sa) = a.f32(&what(0))?;
-            let (b, sb) = b.f32(&what(1))?;
+            let (a, sa) = a.f32(what(0))?;
+            let (b, sb) = b.f32(what(1))?;
             let product = linear::matmul(isa, a, sa, b, sb)?;
             let (y, sy) = product.f32("Gemm")?;
             let alpha = float_attr(node, "alpha", 1.0);
             match optional_input(node, inputs, 2) {
                 None => Value::F32(y.iter().map(|&v| alpha * v).collect(), sy.to_vec()),
                 Some(c) => {
-                    let (c, sc) = c.f32(&what(2))?;
+                    let (c, sc) = c.f32(what(2))?;
                     let beta = float_attr(node, "beta", 1.0);
                     let out = broadcast(y, sy, c, sc, |y, c| alpha * y + beta * c)?;
                     ensure!(
@@ -335,11 +352,11 @@ pub fn run_into(
         }
         "Conv" => {
             need(2)?;
-            let (x, sx) = inputs[0].f32(&what(0))?;
-            let (w, sw) = inputs[1].f32(&what(1))?;
+            let (x, sx) = inputs[0].f32(what(0))?;
+            let (w, sw) = inputs[1].f32(what(1))?;
             let geometry = linear::conv_geometry(node, sw)?;
             let bias = optional_input(node, inputs, 2)
-                .map(|b| b.f32(&what(2)).map(|(b, _)| b))
+                .map(|b| b.f32(what(2)).map(|(b, _)| b))
                 .transpose()?;
             linear::conv2d(x, sx, w, sw, bias, &geometry)?
         }
@@ -352,14 +369,14 @@ pub fn run_into(
             need(3)?;
             let ints = |i: usize| -> anyhow::Result<Option<&[i64]>> {
                 optional_input(node, inputs, i)
-                    .map(|v| v.i64(&what(i)).map(|(d, _)| d))
+                    .map(|v| v.i64(what(i)).map(|(d, _)| d))
                     .transpose()
             };
-            let (starts, ends) = (inputs[1].i64(&what(1))?.0, inputs[2].i64(&what(2))?.0);
+            let (starts, ends) = (inputs[1].i64(what(1))?.0, inputs[2].i64(what(2))?.0);
             layout::slice(inputs[0], starts, ends, ints(3)?, ints(4)?)?
         }
         "Softmax" => {
-            let (x, sx) = inputs[0].f32(&what(0))?;
+            let (x, sx) = inputs[0].f32(what(0))?;
             normalize::softmax(x, sx, int_attr(node, "axis", -1))?
         }
         "LayerNormalization" => {
@@ -369,10 +386,10 @@ pub fn run_into(
                 "LayerNormalization stash_type {} is not supported (1, float, is)",
                 int_attr(node, "stash_type", 1)
             );
-            let (x, sx) = inputs[0].f32(&what(0))?;
-            let scale = inputs[1].f32(&what(1))?;
+            let (x, sx) = inputs[0].f32(what(0))?;
+            let scale = inputs[1].f32(what(1))?;
             let bias = optional_input(node, inputs, 2)
-                .map(|b| b.f32(&what(2)))
+                .map(|b| b.f32(what(2)))
                 .transpose()?;
             normalize::layer_norm(
                 x,
@@ -388,25 +405,25 @@ pub fn run_into(
         }
         "InstanceNormalization" => {
             need(3)?;
-            let (x, sx) = inputs[0].f32(&what(0))?;
+            let (x, sx) = inputs[0].f32(what(0))?;
             normalize::instance_norm(
                 x,
                 sx,
-                inputs[1].f32(&what(1))?.0,
-                inputs[2].f32(&what(2))?.0,
+                inputs[1].f32(what(1))?.0,
+                inputs[2].f32(what(2))?.0,
                 float_attr(node, "epsilon", 1e-5),
             )?
         }
         "Expand" => {
             need(2)?;
-            layout::expand(inputs[0], inputs[1].i64(&what(1))?.0)?
+            layout::expand(inputs[0], inputs[1].i64(what(1))?.0)?
         }
         "QuantizeLinear" => {
             need(3)?;
-            let (x, s) = inputs[0].f32(&what(0))?;
+            let (x, s) = inputs[0].f32(what(0))?;
             let params = mf_kernels::QuantParams::new(
-                inputs[1].scalar(&what(1))? as f32,
-                inputs[2].scalar(&what(2))? as u8,
+                inputs[1].scalar(what(1))? as f32,
+                inputs[2].scalar(what(2))? as u8,
             )?;
             Value::U8(x.iter().map(|&v| params.quantize(v)).collect(), s.to_vec())
         }
@@ -430,12 +447,12 @@ pub fn view_shape(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<O
         }
         "Reshape" => {
             need(2)?;
-            let (target, _) = inputs[1].i64(&what(1))?;
+            let (target, _) = inputs[1].i64(what(1))?;
             reshape(inputs[0].shape(), target)?
         }
         "Unsqueeze" => {
             need(2)?;
-            let (axes, _) = inputs[1].i64(&what(1))?;
+            let (axes, _) = inputs[1].i64(what(1))?;
             let mut shape = inputs[0].shape().to_vec();
             let rank = shape.len() + axes.len();
             let mut axes: Vec<usize> = axes
