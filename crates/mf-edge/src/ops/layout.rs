@@ -135,7 +135,7 @@ pub fn transpose(v: &Value, perm: &[i64]) -> anyhow::Result<Value> {
     let out_stride: Vec<usize> = perm.iter().map(|&p| stride[p]).collect();
     Ok(gather(
         v,
-        out_shape,
+        out_shape.to_vec(),
         &vec![0; rank],
         &vec![1; rank],
         &out_stride,
@@ -224,7 +224,7 @@ pub fn expand(v: &Value, target: &[i64]) -> anyhow::Result<Value> {
     let rank = out_shape.len();
     Ok(gather(
         v,
-        out_shape,
+        out_shape.to_vec(),
         &vec![0; rank],
         &vec![1; rank],
         &stride,

@@ -37,7 +37,7 @@ pub fn matmul(isa: Isa, a: &[f32], sa: &[usize], b: &[f32], sb: &[usize]) -> any
     })?;
     let rank = batch.len();
     let count: usize = batch.iter().product();
-    let mut out_shape = batch.clone();
+    let mut out_shape = batch.to_vec();
     out_shape.extend([m, n]);
     let mut out = vec![0f32; element_count(&out_shape)?];
     let (sta, stb) = (strides(&pa), strides(&pb));

@@ -77,18 +77,15 @@ fn has_attr(node: &onnx::NodeProto, name: &str) -> bool {
 
 /// Numpy broadcasting of two shapes: both padded with leading 1s to one rank, and the
 /// broadcast shape.
-fn broadcast_shapes(
-    sa: &[usize],
-    sb: &[usize],
-) -> anyhow::Result<(Vec<usize>, Vec<usize>, Vec<usize>)> {
+fn broadcast_shapes(sa: &[usize], sb: &[usize]) -> anyhow::Result<(Dims, Dims, Dims)> {
     let rank = sa.len().max(sb.len());
-    let pad = |s: &[usize]| -> Vec<usize> {
+    let pad = |s: &[usize]| -> Dims {
         std::iter::repeat_n(1, rank - s.len())
             .chain(s.iter().copied())
             .collect()
     };
     let (pa, pb) = (pad(sa), pad(sb));
-    let mut out = Vec::with_capacity(rank);
+    let mut out = Dims::with_capacity(rank);
     for (&x, &y) in pa.iter().zip(&pb) {
         ensure!(
             x == y || x == 1 || y == 1,
@@ -99,6 +96,10 @@ fn broadcast_shapes(
     }
     Ok((pa, pb, out))
 }
+
+/// A shape or index held inline up to rank 8 (the element-wise ops' bookkeeping, no heap
+/// allocation per call at the ranks networks use).
+type Dims = smallvec::SmallVec<[usize; 8]>;
 
 /// Row-major strides of `shape`.
 pub(crate) fn strides(shape: &[usize]) -> Vec<usize> {
@@ -592,7 +593,7 @@ fn broadcast_into(
             _ => out.extend((0..len).map(|j| f(a[ia + j * a_step], b[ib + j * b_step]))),
         }
     })?;
-    Ok(Value::F32(out, shape))
+    Ok(Value::F32(out, shape.to_vec()))
 }
 
 /// `a = f(a, b)` in place when `b` broadcasts to `a`'s own shape (the engine's path for an
@@ -621,7 +622,7 @@ fn in_place(
     sb: &[usize],
     f: impl Fn(f32, f32) -> f32,
 ) -> anyhow::Result<bool> {
-    if broadcast_shapes(sa, sb)?.2 != sa || a.len() != element_count(sa)? {
+    if broadcast_shapes(sa, sb)?.2.as_slice() != sa || a.len() != element_count(sa)? {
         return Ok(false);
     }
     broadcast_rows(sa, sb, |run: Run| {
@@ -653,11 +654,7 @@ struct Run {
 
 /// Walks the output of `sa` broadcast against `sb` in row-major order, one [`Run`] per row of
 /// its innermost (merged) axis. Returns the output shape.
-fn broadcast_rows(
-    sa: &[usize],
-    sb: &[usize],
-    mut row: impl FnMut(Run),
-) -> anyhow::Result<Vec<usize>> {
+fn broadcast_rows(sa: &[usize], sb: &[usize], mut row: impl FnMut(Run)) -> anyhow::Result<Dims> {
     let (full_a, full_b, full_shape) = broadcast_shapes(sa, sb)?;
     let total = element_count(&full_shape)?;
     if total == 0 {
@@ -666,7 +663,7 @@ fn broadcast_rows(
     // Neighbouring axes that each operand either spans or repeats alike walk as one axis (a
     // per-channel [C, 1, 1] against [N, C, H, W] becomes [1, C, 1] against [N, C, H·W]), and
     // axes of size 1 drop out: longer rows for the loops.
-    let (mut pa, mut pb, mut out_shape) = (Vec::new(), Vec::new(), Vec::<usize>::new());
+    let (mut pa, mut pb, mut out_shape) = (Dims::new(), Dims::new(), Dims::new());
     let mut last = None;
     for d in (0..full_shape.len()).filter(|&d| full_shape[d] > 1) {
         let spans = (full_a[d] > 1, full_b[d] > 1);
@@ -683,11 +680,12 @@ fn broadcast_rows(
         }
     }
     if out_shape.is_empty() {
-        (pa, pb, out_shape) = (vec![1], vec![1], vec![1]);
+        let one = || Dims::from_slice(&[1]);
+        (pa, pb, out_shape) = (one(), one(), one());
     }
     let rank = out_shape.len();
-    let strides = |s: &[usize]| -> Vec<usize> {
-        let mut st = vec![0; rank];
+    let strides = |s: &[usize]| -> Dims {
+        let mut st = Dims::from_elem(0, rank);
         let mut acc = 1;
         for i in (0..rank).rev() {
             st[i] = if s[i] == 1 { 0 } else { acc };
@@ -699,7 +697,7 @@ fn broadcast_rows(
     // Walk the outer dimensions with an index vector and the last one with plain strides.
     let len = out_shape[rank - 1];
     let (a_step, b_step) = (st_a[rank - 1], st_b[rank - 1]);
-    let mut idx = vec![0usize; rank - 1];
+    let mut idx = Dims::from_elem(0, rank - 1);
     for _ in 0..total / len.max(1) {
         let a: usize = idx.iter().zip(&st_a).map(|(i, s)| i * s).sum();
         let b: usize = idx.iter().zip(&st_b).map(|(i, s)| i * s).sum();
