@@ -157,25 +157,41 @@ impl Slotted {
     }
 }
 
-/// What a run keeps for the next: the convolutions' buffers and spare float buffers.
+/// What a run keeps for the next: the convolutions' buffers and spare value buffers.
 #[derive(Default)]
 struct RunBuffers {
     conv: ConvScratch,
-    floats: FloatPool,
+    pools: Pools,
 }
 
-/// Float buffers of values no later step reads, kept for later steps' outputs (a fresh
-/// allocation of a large output is faulted in page by page).
+/// Buffers of values no later step reads, kept for later steps' outputs: floats and uint8
+/// codes.
 #[derive(Default)]
-struct FloatPool(Vec<Vec<f32>>);
+struct Pools {
+    floats: Pool<f32>,
+    codes: Pool<u8>,
+}
 
-/// The most buffers a [`FloatPool`] keeps.
+/// Buffers of one element type kept for later steps' outputs (a fresh allocation of a large
+/// output is faulted in page by page, and a small one is an allocation per call).
+struct Pool<T>(Vec<Vec<T>>);
+
+/// Float buffers (the attention step's output).
+type FloatPool = Pool<f32>;
+
+impl<T> Default for Pool<T> {
+    fn default() -> Self {
+        Pool(Vec::new())
+    }
+}
+
+/// The most buffers a [`Pool`] keeps.
 const POOLED: usize = 4;
 
-impl FloatPool {
+impl<T: Copy + Default> Pool<T> {
     /// `len` values in the smallest kept buffer that holds them (what an earlier step left
     /// there: every taker overwrites them all), or zeros in a new one.
-    fn take(&mut self, len: usize) -> Vec<f32> {
+    fn take(&mut self, len: usize) -> Vec<T> {
         let fits = self
             .0
             .iter()
@@ -184,15 +200,15 @@ impl FloatPool {
         match fits.min_by_key(|(_, b)| b.capacity()).map(|(i, _)| i) {
             Some(i) => {
                 let mut buffer = self.0.swap_remove(i);
-                buffer.resize(len, 0.0);
+                buffer.resize(len, T::default());
                 buffer
             }
-            None => vec![0.0; len],
+            None => vec![T::default(); len],
         }
     }
 
     /// Keeps `buffer` (in place of the smallest kept one when full).
-    fn give(&mut self, buffer: Vec<f32>) {
+    fn give(&mut self, buffer: Vec<T>) {
         if self.0.len() < POOLED {
             self.0.push(buffer);
         } else if let Some(smallest) = self.0.iter_mut().min_by_key(|b| b.capacity())
@@ -487,7 +503,7 @@ impl NativeEngine {
         let mut own = RunBuffers::default();
         let RunBuffers {
             conv: scratch,
-            floats,
+            pools,
         } = kept.as_deref_mut().unwrap_or(&mut own);
         for (name, value) in inputs {
             let slot = self.inputs.iter().find(|(n, _)| n == name).map(|&(_, s)| s);
@@ -503,7 +519,7 @@ impl NativeEngine {
                     written,
                 } => {
                     let value = self.lookup(&env, *input)?;
-                    env[*output] = Some(dense(packed, value, *written, floats)?);
+                    env[*output] = Some(dense(packed, value, *written, pools)?);
                 }
                 Slotted::Conv {
                     input,
@@ -512,7 +528,7 @@ impl NativeEngine {
                     written,
                 } => {
                     let value = self.lookup(&env, *input)?;
-                    env[*output] = Some(convolve(packed, value, *written, scratch, floats)?);
+                    env[*output] = Some(convolve(packed, value, *written, scratch, pools)?);
                 }
                 Slotted::Norm {
                     input,
@@ -521,8 +537,12 @@ impl NativeEngine {
                     codes,
                 } => {
                     let value = self.lookup(&env, *input)?;
-                    let mut buffer = |len| floats.take(len);
-                    let out = chain.run(value, self.isa, &mut buffer, *codes);
+                    let Pools {
+                        floats,
+                        codes: bytes,
+                    } = pools;
+                    let (mut buffer, mut bytes) = (|len| floats.take(len), |len| bytes.take(len));
+                    let out = chain.run(value, self.isa, (&mut buffer, &mut bytes), *codes);
                     env[*output] = Some(out.context("GroupNorm")?);
                 }
                 Slotted::Attention {
@@ -531,7 +551,7 @@ impl NativeEngine {
                     attention,
                 } => {
                     let [q, kt, v] = inputs.map(|slot| self.lookup(&env, slot));
-                    let out = attention.run(self.isa, [q?, kt?, v?], floats);
+                    let out = attention.run(self.isa, [q?, kt?, v?], &mut pools.floats);
                     env[*output] = Some(out.context("attention")?);
                 }
                 Slotted::Op {
@@ -545,7 +565,7 @@ impl NativeEngine {
                         .with_context(context)?
                     {
                         env[*output] = Some(value);
-                        self.drop_last_reads(&mut env, step, i, floats);
+                        self.drop_last_reads(&mut env, step, i, pools);
                         continue;
                     }
                     let args = inputs
@@ -560,13 +580,15 @@ impl NativeEngine {
                             let value = env[inputs[0]].take().expect("checked above");
                             ops::with_shape(value, shape)
                         }
-                        _ => ops::run_into(self.isa, node, &args, &mut |len| floats.take(len))
-                            .with_context(context)?,
+                        _ => {
+                            ops::run_into(self.isa, node, &args, &mut |len| pools.floats.take(len))
+                                .with_context(context)?
+                        }
                     };
                     env[*output] = Some(out);
                 }
             }
-            self.drop_last_reads(&mut env, step, i, floats);
+            self.drop_last_reads(&mut env, step, i, pools);
         }
         // A graph may return one of its constants (a folded Constant node) as it is.
         match env[self.output].take() {
@@ -578,19 +600,22 @@ impl NativeEngine {
     }
 
     /// Values no later step than `i` reads are dropped (constants stay in their own table).
-    /// Their float buffers are kept for later steps' outputs.
+    /// Their float and code buffers are kept for later steps' outputs.
     fn drop_last_reads(
         &self,
         env: &mut [Option<Value>],
         step: &Slotted,
         i: usize,
-        floats: &mut FloatPool,
+        pools: &mut Pools,
     ) {
         for &slot in step.inputs() {
-            if self.last_use[slot] == i
-                && let Some(Value::F32(buffer, _)) = env[slot].take()
-            {
-                floats.give(buffer);
+            if self.last_use[slot] != i {
+                continue;
+            }
+            match env[slot].take() {
+                Some(Value::F32(buffer, _)) => pools.floats.give(buffer),
+                Some(Value::U8(buffer, _)) => pools.codes.give(buffer),
+                _ => {}
             }
         }
     }
@@ -691,7 +716,10 @@ fn dense(
     packed: &Packed,
     value: &Value,
     written: Written,
-    floats: &mut FloatPool,
+    Pools {
+        floats,
+        codes: bytes,
+    }: &mut Pools,
 ) -> anyhow::Result<Value> {
     // Every leading dimension is a row: [N, T, K] (a DiT's tokens) is N·T rows of K.
     let shape = value.shape();
@@ -713,7 +741,7 @@ fn dense(
             };
             let shape = out_shape(p.n());
             if let Written::Codes(params) = written {
-                let mut codes = vec![0u8; m * p.n()];
+                let mut codes = bytes.take(m * p.n());
                 gemm_i8(p, input, m, Output::U8(&mut codes, params))?;
                 return Ok(Value::U8(codes, shape));
             }
@@ -732,9 +760,9 @@ fn convolve(
     value: &Value,
     written: Written,
     scratch: &mut ConvScratch,
-    floats: &mut FloatPool,
+    pools: &mut Pools,
 ) -> anyhow::Result<Value> {
-    convolve_in_groups(packed, value, written, (scratch, floats), FIELDS_AT_ONCE)
+    convolve_in_groups(packed, value, written, (scratch, pools), FIELDS_AT_ONCE)
 }
 
 /// [`convolve`], laying out the receptive fields of at most `fields_at_once` values at a time
@@ -743,7 +771,7 @@ fn convolve_in_groups(
     packed: &PackedConv,
     value: &Value,
     written: Written,
-    (scratch, floats): (&mut ConvScratch, &mut FloatPool),
+    (scratch, Pools { floats, codes }): (&mut ConvScratch, &mut Pools),
     fields_at_once: usize,
 ) -> anyhow::Result<Value> {
     // uint8 codes come from an int8 convolution before that wrote this one's input codes.
@@ -797,7 +825,7 @@ fn convolve_in_groups(
             Value::F32(out, out_shape)
         }
         (PackedConv::I8(p), Written::Codes(params)) => {
-            let mut out = vec![0u8; len];
+            let mut out = codes.take(len);
             for (first, count) in groups() {
                 let y = &mut out[first * out_image..(first + count) * out_image];
                 let output = Output::U8(y, params);
@@ -1454,7 +1482,7 @@ mod tests {
     #[test]
     fn chained_codes_equal_quantizing_the_float_output() {
         let isa = Isa::select().expect("a kernel family");
-        let mut pool = FloatPool::default();
+        let mut pool = Pools::default();
         let (m, n, k) = (5, 37, 70);
         let input = QuantParams::from_range(-1.0, 1.0);
         let next = QuantParams::from_range(-0.3, 2.5);
@@ -1554,7 +1582,7 @@ mod tests {
         );
         let x = Value::F32(values(n * c * h * w, 3), vec![n, c, h, w]);
         let next = QuantParams::from_range(-0.5, 2.0);
-        let (mut scratch, mut pool) = (ConvScratch::default(), FloatPool::default());
+        let (mut scratch, mut pool) = (ConvScratch::default(), Pools::default());
         for packed in [&int8, &float] {
             for written in [Written::Float, Written::Codes(next), Written::Rounded(next)] {
                 if matches!(packed, PackedConv::F32(_)) && written != Written::Float {
@@ -1575,7 +1603,7 @@ mod tests {
 
     #[test]
     fn pooled_buffers_come_back_at_the_asked_length_and_the_largest_are_kept() {
-        let mut pool = FloatPool::default();
+        let mut pool = Pool::<f32>::default();
         pool.give(vec![7.0; 100]);
         let reused = pool.take(60);
         assert_eq!(reused.len(), 60);

@@ -28,17 +28,23 @@ pub struct GroupNormChain {
     pub silu: bool,
 }
 
+/// Where the one pass's output goes: `len` floats or `len` uint8 codes (any contents: all
+/// are overwritten).
+pub type FreshBuffers<'a> = (
+    &'a mut dyn FnMut(usize) -> Vec<f32>,
+    &'a mut dyn FnMut(usize) -> Vec<u8>,
+);
+
 impl GroupNormChain {
     /// The chain's output for `x`: in one pass when `γ` and `β` are per channel of the
     /// ungrouped shape and each channel lies in one group, else node by node; the same bits
-    /// either way. The one pass writes into `buffer(len)` (`len` values, any contents: all
-    /// are overwritten). With `codes`, the output is uint8 codes for those parameters (the
-    /// codes of the f32 output).
+    /// either way. The one pass writes into a buffer of [`FreshBuffers`]. With `codes`, the
+    /// output is uint8 codes for those parameters (the codes of the f32 output).
     pub fn run(
         &self,
         x: &Value,
         isa: Isa,
-        buffer: &mut dyn FnMut(usize) -> Vec<f32>,
+        (buffer, bytes): FreshBuffers<'_>,
         codes: Option<QuantParams>,
     ) -> anyhow::Result<Value> {
         let (data, shape) = x.f32("GroupNorm input")?;
@@ -58,13 +64,10 @@ impl GroupNormChain {
                     normalize::group_norm(isa, data, &grouped, norm, target, self.silu, buffer, ())?
                         .map(|out| Value::F32(out, ungrouped.clone()))
                 }
-                Some(params) => {
-                    let mut bytes = |len| vec![0u8; len];
-                    normalize::group_norm(
-                        isa, data, &grouped, norm, target, self.silu, &mut bytes, params,
-                    )?
-                    .map(|out| Value::U8(out, ungrouped.clone()))
-                }
+                Some(params) => normalize::group_norm(
+                    isa, data, &grouped, norm, target, self.silu, bytes, params,
+                )?
+                .map(|out| Value::U8(out, ungrouped.clone())),
             };
             if let Some(out) = fused {
                 return Ok(out);
@@ -154,9 +157,11 @@ mod tests {
                 beta: Value::F32(ramp(-0.3, 0.002), per.clone()),
                 silu: true,
             };
-            let mut fresh = |len| vec![0.0; len];
-            let floats = chain.run(&x, isa, &mut fresh, None).unwrap();
-            let codes = chain.run(&x, isa, &mut fresh, Some(params)).unwrap();
+            let (mut fresh, mut bytes) = (|len| vec![0.0; len], |len| vec![0u8; len]);
+            let floats = chain.run(&x, isa, (&mut fresh, &mut bytes), None).unwrap();
+            let codes = chain
+                .run(&x, isa, (&mut fresh, &mut bytes), Some(params))
+                .unwrap();
             let (f, shape) = floats.f32("floats").unwrap();
             let want: Vec<u8> = f.iter().map(|&v| params.quantize(v)).collect();
             assert!(want.contains(&255) && want.iter().any(|&q| q != 255));
