@@ -568,21 +568,31 @@ impl NativeEngine {
                         self.drop_last_reads(&mut env, step, i, pools);
                         continue;
                     }
+                    // Held inline: a node has a few inputs, and this runs for every node.
                     let args = inputs
                         .iter()
                         .map(|&i| self.lookup(&env, i))
-                        .collect::<anyhow::Result<Vec<_>>>()?;
-                    let out = match ops::view_shape(node, &args).with_context(context)? {
-                        // The input's last reader relabels it: its data moves on uncopied.
+                        .collect::<anyhow::Result<smallvec::SmallVec<[_; 4]>>>()?;
+                    // The input's last reader relabels it: its data moves on uncopied.
+                    let relabel = match ops::view_shape(node, &args).with_context(context)? {
                         Some(shape)
                             if self.last_use[inputs[0]] == i && env[inputs[0]].is_some() =>
                         {
+                            Some(shape)
+                        }
+                        _ => None,
+                    };
+                    let out = match relabel {
+                        Some(shape) => {
+                            drop(args);
                             let value = env[inputs[0]].take().expect("checked above");
                             ops::with_shape(value, shape)
                         }
-                        _ => {
-                            ops::run_into(self.isa, node, &args, &mut |len| pools.floats.take(len))
-                                .with_context(context)?
+                        None => {
+                            let floats = &mut |len| pools.floats.take(len);
+                            let out = ops::run_into(self.isa, node, &args, floats);
+                            drop(args);
+                            out.with_context(context)?
                         }
                     };
                     env[*output] = Some(out);
