@@ -157,7 +157,7 @@ fn im2col<'a, T: Transposable + Sync + Send>(
         );
         return Ok(rows);
     }
-    let (staging, [_, pw]) = stage_padded(g, x, [n, h, w], pad, (staging, tables), 0)?;
+    let (staging, pw) = stage_padded(g, x, [n, h, w], pad, (staging, tables), 0)?;
     let padded_image = staging.len() / n.max(1);
     // Every element is written below, so a buffer kept from another convolution is not
     // cleared first.
@@ -192,7 +192,7 @@ fn im2col<'a, T: Transposable + Sync + Send>(
 
 /// `x` `[N, C, H, W]` as padded NHWC images (`pad` in the border) in `staging`, each followed
 /// by `slack` further elements (unspecified: read only by rows whose results are dropped).
-/// Returns the images and the padded `[height, width]`.
+/// Returns the images and the padded width.
 #[cfg(feature = "alloc")]
 fn stage_padded<'a, T: Transposable + Sync + Send>(
     g: &ConvGeometry,
@@ -201,7 +201,7 @@ fn stage_padded<'a, T: Transposable + Sync + Send>(
     pad: T,
     (staging, tables): (&'a mut Vec<T>, &mut PixelStarts),
     slack: usize,
-) -> Result<(&'a [T], [usize; 2]), KernelError> {
+) -> Result<(&'a [T], usize), KernelError> {
     let channels = g.channels;
     let [top, left, bottom, right] = g.pads;
     // output_size has checked that these sums do not overflow.
@@ -237,7 +237,7 @@ fn stage_padded<'a, T: Transposable + Sync + Send>(
             to_nhwc(image, channels, h * w, starts, padded);
         },
     );
-    Ok((staging, [ph, pw]))
+    Ok((staging, pw))
 }
 
 /// A convolution that reads its receptive fields straight from the padded NHWC images (an
@@ -569,10 +569,10 @@ pub fn conv_i8(
     out.check(n * positions, m)?;
     let micro = conv.gemm.micro;
     if let Some(layout) = Implicit::new(g, [oh, ow], size[2], micro.ku).filter(|_| n > 0) {
-        // The padded codes in the kernel's form, each image followed by the rows a kernel that
-        // takes rows in pairs may read past its last.
+        // The padded codes in the kernel's form. The last GEMM row of an image reads up to the
+        // image's end; a kernel that takes rows in pairs reads row_align − 1 rows past it.
         let (form, bytes) = (micro.a_form, micro.a_form.size());
-        let slack = micro.row_align * g.channels;
+        let slack = (micro.row_align - 1) * g.channels;
         let staging = (&mut *u8_staging, &mut *pixel_starts);
         let (staged, _) = stage_padded(g, codes, size, params.zero_point, staging, slack)?;
         let image = staged.len() / n.max(1);
@@ -705,8 +705,8 @@ pub fn conv_f32(
             f32_rows,
             ..
         } = scratch;
-        let slack = g.channels;
-        let (staged, _) = stage_padded(g, x, size, 0.0, (f32_staging, pixel_starts), slack)?;
+        // fp32 tiles take any row count: the last GEMM row reads up to the image's end.
+        let (staged, _) = stage_padded(g, x, size, 0.0, (f32_staging, pixel_starts), 0)?;
         let image = staged.len() / n.max(1);
         let depth = layout.depth(g, (1, 1));
         let lda = g.channels;
