@@ -86,12 +86,21 @@ fn every_kernel_family_gives_the_same_int8_image() {
         mf_core::noise::Noise::new(1).fill(&mut z);
         let out = engine
             .run(vec![
-                ("z", mf_edge::tensor::Value::F32(z, vec![n, 1, 28, 28])),
-                ("t", mf_edge::tensor::Value::F32(vec![1.0; n], vec![n])),
-                ("r", mf_edge::tensor::Value::F32(vec![0.0; n], vec![n])),
+                (
+                    "z",
+                    mf_edge::tensor::Value::F32(z, vec![n, 1, 28, 28].into()),
+                ),
+                (
+                    "t",
+                    mf_edge::tensor::Value::F32(vec![1.0; n], vec![n].into()),
+                ),
+                (
+                    "r",
+                    mf_edge::tensor::Value::F32(vec![0.0; n], vec![n].into()),
+                ),
                 (
                     "class",
-                    mf_edge::tensor::Value::I64(vec![0, 1, 2, 10], vec![n]),
+                    mf_edge::tensor::Value::I64(vec![0, 1, 2, 10], vec![n].into()),
                 ),
             ])
             .unwrap();

@@ -137,7 +137,8 @@ impl Bytes<'_> {
     /// A tensor of rank 0 to 3 with sizes 0 to 4, of one of the four element types.
     fn value(&mut self) -> Value {
         let rank = usize::from(self.next() % 4);
-        let shape: Vec<usize> = (0..rank).map(|_| usize::from(self.next() % 5)).collect();
+        let shape: mf_edge::tensor::Shape =
+            (0..rank).map(|_| usize::from(self.next() % 5)).collect();
         let len: usize = shape.iter().product();
         match self.next() % 4 {
             0 => Value::F32(

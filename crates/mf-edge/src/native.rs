@@ -22,13 +22,13 @@ use anyhow::{Context, bail, ensure};
 use mf_core::onnx;
 use mf_kernels::reference::QuantizedLayer;
 use mf_kernels::{
-    Activation, ConvGeometry, ConvScratch, Input, Isa, Output, PackedConvF32, PackedConvI8,
-    PackedF32, PackedI8, QuantParams, conv_f32, conv_i8, gemm_f32, gemm_i8,
+    Activation, ConvGeometry, ConvScratch, GemmScratch, Input, Isa, Output, PackedConvF32,
+    PackedConvI8, PackedF32, PackedI8, QuantParams, conv_f32, conv_i8, gemm_f32, gemm_i8_reusing,
 };
 
 use crate::model::Model;
 use crate::ops::{self, GroupNormChain};
-use crate::tensor::Value;
+use crate::tensor::{Shape, Value};
 
 mod attention;
 mod gelu;
@@ -157,10 +157,13 @@ impl Slotted {
     }
 }
 
-/// What a run keeps for the next: the convolutions' buffers and spare value buffers.
+/// What a run keeps for the next: the value slots, the convolutions' and int8 products'
+/// buffers, and spare value buffers.
 #[derive(Default)]
 struct RunBuffers {
+    env: Vec<Option<Value>>,
     conv: ConvScratch,
+    gemm: GemmScratch,
     pools: Pools,
 }
 
@@ -170,6 +173,17 @@ struct RunBuffers {
 struct Pools {
     floats: Pool<f32>,
     codes: Pool<u8>,
+}
+
+impl Pools {
+    /// Keeps `value`'s buffer if it is one of the pooled kinds (float or uint8).
+    fn give(&mut self, value: Value) {
+        match value {
+            Value::F32(buffer, _) => self.floats.give(buffer),
+            Value::U8(buffer, _) => self.codes.give(buffer),
+            _ => {}
+        }
+    }
 }
 
 /// Buffers of one element type kept for later steps' outputs (a fresh allocation of a large
@@ -186,7 +200,7 @@ impl<T> Default for Pool<T> {
 }
 
 /// The most buffers a [`Pool`] keeps.
-const POOLED: usize = 4;
+const POOLED: usize = 32;
 
 impl<T: Copy + Default> Pool<T> {
     /// `len` values in the smallest kept buffer that holds them (what an earlier step left
@@ -492,7 +506,6 @@ impl NativeEngine {
 
     /// Runs the graph on named inputs and returns the output.
     pub fn run(&self, inputs: Vec<(&str, Value)>) -> anyhow::Result<Value> {
-        let mut env: Vec<Option<Value>> = (0..self.constants.len()).map(|_| None).collect();
         // The kept buffers, or (while another thread's run of this engine holds them) buffers
         // of this run's own; a panic in an earlier run leaves the kept ones as valid as before.
         let mut kept = match self.buffers.try_lock() {
@@ -502,9 +515,18 @@ impl NativeEngine {
         };
         let mut own = RunBuffers::default();
         let RunBuffers {
+            env,
             conv: scratch,
+            gemm,
             pools,
         } = kept.as_deref_mut().unwrap_or(&mut own);
+        // Every slot empty: what a run left behind (a value nothing read, or a failed run's)
+        // gives its buffer back first.
+        for value in env.drain(..).flatten() {
+            pools.give(value);
+        }
+        env.resize_with(self.constants.len(), || None);
+        let env = &mut env[..];
         for (name, value) in inputs {
             let slot = self.inputs.iter().find(|(n, _)| n == name).map(|&(_, s)| s);
             let slot = slot.with_context(|| format!("the model has no input {name:?}"))?;
@@ -518,8 +540,8 @@ impl NativeEngine {
                     packed,
                     written,
                 } => {
-                    let value = self.lookup(&env, *input)?;
-                    env[*output] = Some(dense(packed, value, *written, pools)?);
+                    let value = self.lookup(env, *input)?;
+                    env[*output] = Some(dense(packed, value, *written, (gemm, pools))?);
                 }
                 Slotted::Conv {
                     input,
@@ -527,7 +549,7 @@ impl NativeEngine {
                     packed,
                     written,
                 } => {
-                    let value = self.lookup(&env, *input)?;
+                    let value = self.lookup(env, *input)?;
                     env[*output] = Some(convolve(packed, value, *written, scratch, pools)?);
                 }
                 Slotted::Norm {
@@ -536,7 +558,7 @@ impl NativeEngine {
                     chain,
                     codes,
                 } => {
-                    let value = self.lookup(&env, *input)?;
+                    let value = self.lookup(env, *input)?;
                     let Pools {
                         floats,
                         codes: bytes,
@@ -550,7 +572,7 @@ impl NativeEngine {
                     output,
                     attention,
                 } => {
-                    let [q, kt, v] = inputs.map(|slot| self.lookup(&env, slot));
+                    let [q, kt, v] = inputs.map(|slot| self.lookup(env, slot));
                     let out = attention.run(self.isa, [q?, kt?, v?], &mut pools.floats);
                     env[*output] = Some(out.context("attention")?);
                 }
@@ -560,18 +582,17 @@ impl NativeEngine {
                     output,
                 } => {
                     let context = || format!("{} node {:?}", node.op_type, node.name);
-                    if let Some(value) = self
-                        .in_place(&mut env, i, node, inputs)
-                        .with_context(context)?
+                    if let Some(value) =
+                        self.in_place(env, i, node, inputs).with_context(context)?
                     {
                         env[*output] = Some(value);
-                        self.drop_last_reads(&mut env, step, i, pools);
+                        self.drop_last_reads(env, step, i, pools);
                         continue;
                     }
                     // Held inline: a node has a few inputs, and this runs for every node.
                     let args = inputs
                         .iter()
-                        .map(|&i| self.lookup(&env, i))
+                        .map(|&i| self.lookup(env, i))
                         .collect::<anyhow::Result<smallvec::SmallVec<[_; 4]>>>()?;
                     // The input's last reader relabels it: its data moves on uncopied.
                     let relabel = match ops::view_shape(node, &args).with_context(context)? {
@@ -598,7 +619,7 @@ impl NativeEngine {
                     env[*output] = Some(out);
                 }
             }
-            self.drop_last_reads(&mut env, step, i, pools);
+            self.drop_last_reads(env, step, i, pools);
         }
         // A graph may return one of its constants (a folded Constant node) as it is.
         match env[self.output].take() {
@@ -622,10 +643,8 @@ impl NativeEngine {
             if self.last_use[slot] != i {
                 continue;
             }
-            match env[slot].take() {
-                Some(Value::F32(buffer, _)) => pools.floats.give(buffer),
-                Some(Value::U8(buffer, _)) => pools.codes.give(buffer),
-                _ => {}
+            if let Some(value) = env[slot].take() {
+                pools.give(value);
             }
         }
     }
@@ -726,17 +745,20 @@ fn dense(
     packed: &Packed,
     value: &Value,
     written: Written,
-    Pools {
-        floats,
-        codes: bytes,
-    }: &mut Pools,
+    (
+        scratch,
+        Pools {
+            floats,
+            codes: bytes,
+        },
+    ): (&mut GemmScratch, &mut Pools),
 ) -> anyhow::Result<Value> {
     // Every leading dimension is a row: [N, T, K] (a DiT's tokens) is N·T rows of K.
     let shape = value.shape();
     ensure!(!shape.is_empty(), "dense layer input of shape {shape:?}");
     let lead = &shape[..shape.len() - 1];
     let m: usize = lead.iter().product();
-    let out_shape = |n: usize| lead.iter().copied().chain([n]).collect::<Vec<_>>();
+    let out_shape = |n: usize| lead.iter().copied().chain([n]).collect::<Shape>();
     match packed {
         Packed::F32(p) => {
             let (x, _) = value.f32("fp32 dense layer input")?;
@@ -752,12 +774,12 @@ fn dense(
             let shape = out_shape(p.n());
             if let Written::Codes(params) = written {
                 let mut codes = bytes.take(m * p.n());
-                gemm_i8(p, input, m, Output::U8(&mut codes, params))?;
+                gemm_i8_reusing(p, input, m, Output::U8(&mut codes, params), scratch)?;
                 return Ok(Value::U8(codes, shape));
             }
             let mut out = floats.take(m * p.n());
             let floats = written.floats(&mut out).expect("codes returned above");
-            gemm_i8(p, input, m, floats)?;
+            gemm_i8_reusing(p, input, m, floats, scratch)?;
             Ok(Value::F32(out, shape))
         }
     }
@@ -803,7 +825,7 @@ fn convolve_in_groups(
     );
     let [n, h, w] = [shape[0], shape[2], shape[3]];
     let [oh, ow] = geometry.output_size(h, w)?;
-    let out_shape = vec![n, m, oh, ow];
+    let out_shape = Shape::from_slice(&[n, m, oh, ow]);
     let len = crate::tensor::element_count(&out_shape)?;
     // One image's receptive fields are laid out at a time at least: refuse what would not fit.
     let fields = crate::tensor::element_count(&[oh, ow, geometry.depth()])
@@ -1136,7 +1158,7 @@ impl<'g> Planner<'g> {
             taken.push(dq);
             weight_names.push(name);
             let codes = codes.to_vec();
-            (Weights::Int8 { codes, scales }, shape.to_vec())
+            (Weights::Int8 { codes, scales }, Shape::from_slice(shape))
         } else {
             return Ok(None);
         };
@@ -1507,23 +1529,39 @@ mod tests {
         )
         .unwrap();
         let packed = Packed::I8(layer);
-        let x = Value::F32(values(m * k, 3), vec![m, k]);
-        let Value::F32(floats, _) = dense(&packed, &x, Written::Float, &mut pool).unwrap() else {
+        let x = Value::F32(values(m * k, 3), smallvec::smallvec![m, k]);
+        let Value::F32(floats, _) = dense(
+            &packed,
+            &x,
+            Written::Float,
+            (&mut GemmScratch::default(), &mut pool),
+        )
+        .unwrap() else {
             panic!("f32 output expected")
         };
-        let Value::U8(codes, shape) = dense(&packed, &x, Written::Codes(next), &mut pool).unwrap()
-        else {
+        let Value::U8(codes, shape) = dense(
+            &packed,
+            &x,
+            Written::Codes(next),
+            (&mut GemmScratch::default(), &mut pool),
+        )
+        .unwrap() else {
             panic!("codes expected")
         };
         // Rounded output: the codes read back, as the DequantizeLinear it absorbs reads them.
-        let Value::F32(rounded, _) = dense(&packed, &x, Written::Rounded(next), &mut pool).unwrap()
-        else {
+        let Value::F32(rounded, _) = dense(
+            &packed,
+            &x,
+            Written::Rounded(next),
+            (&mut GemmScratch::default(), &mut pool),
+        )
+        .unwrap() else {
             panic!("f32 output expected")
         };
         let read_back: Vec<f32> = codes.iter().map(|&q| next.dequantize(q)).collect();
         assert_eq!(rounded, read_back);
         assert_ne!(rounded, floats, "rounding to the grid changes values");
-        assert_eq!(shape, vec![m, n]);
+        assert_eq!(shape.as_slice(), [m, n]);
         let want: Vec<u8> = floats.iter().map(|&v| next.quantize(v)).collect();
         assert_eq!(codes, want);
         // The codes feed the next int8 layer exactly as quantized floats would.
@@ -1541,16 +1579,16 @@ mod tests {
         );
         let from_codes = dense(
             &second,
-            &Value::U8(codes, vec![m, n]),
+            &Value::U8(codes, smallvec::smallvec![m, n]),
             Written::Float,
-            &mut pool,
+            (&mut GemmScratch::default(), &mut pool),
         )
         .unwrap();
         let from_floats = dense(
             &second,
-            &Value::F32(floats, vec![m, n]),
+            &Value::F32(floats, smallvec::smallvec![m, n]),
             Written::Float,
-            &mut pool,
+            (&mut GemmScratch::default(), &mut pool),
         )
         .unwrap();
         assert_eq!(from_codes, from_floats);
@@ -1590,7 +1628,7 @@ mod tests {
             )
             .unwrap(),
         );
-        let x = Value::F32(values(n * c * h * w, 3), vec![n, c, h, w]);
+        let x = Value::F32(values(n * c * h * w, 3), smallvec::smallvec![n, c, h, w]);
         let next = QuantParams::from_range(-0.5, 2.0);
         let (mut scratch, mut pool) = (ConvScratch::default(), Pools::default());
         for packed in [&int8, &float] {
@@ -1761,7 +1799,7 @@ mod tests {
 
     #[test]
     fn a_dense_layer_fuses_the_exported_gelu_bit_for_bit() {
-        let x = Value::F32(values(5 * 70, 5), vec![5, 70]);
+        let x = Value::F32(values(5 * 70, 5), smallvec::smallvec![5, 70]);
         let bits = |v: &Value| match v {
             Value::F32(v, _) => v.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
             other => panic!("float output expected, got {other:?}"),
@@ -1882,7 +1920,7 @@ mod tests {
         let tensor = |shape: &[usize], seed| {
             let count = shape.iter().product();
             let data = values(count, seed).iter().map(|v| v * 2.9).collect();
-            Value::F32(data, shape.to_vec())
+            Value::F32(data, shape.into())
         };
         // [batch, heads, T, d] · [.., d, S] · [.., S, e]: small, large enough to be shared
         // out across threads, and Kᵀ broadcast over the batch (run node by node); each as
@@ -1944,7 +1982,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, &v)| v * (1.0 + (i / plane % 7) as f32) + (i / (2 * plane)) as f32)
                 .collect();
-            Value::F32(data, vec![n, c, h, w])
+            Value::F32(data, smallvec::smallvec![n, c, h, w])
         };
         let x = images([2, 6, 3, 5]);
         // Per channel (the one-pass path), per element (the node-by-node path), and large

@@ -22,19 +22,23 @@ pub fn element_count(shape: &[usize]) -> anyhow::Result<usize> {
         })
 }
 
+/// A tensor's shape, held inline up to rank 8 (every shape a network here uses), so that a
+/// value's shape is no heap allocation.
+pub type Shape = smallvec::SmallVec<[usize; 8]>;
+
 /// A tensor value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     /// float32 (float16 data is widened to f32 on load).
-    F32(Vec<f32>, Vec<usize>),
+    F32(Vec<f32>, Shape),
     /// int64
-    I64(Vec<i64>, Vec<usize>),
+    I64(Vec<i64>, Shape),
     /// int32 (the codes of a quantized bias)
-    I32(Vec<i32>, Vec<usize>),
+    I32(Vec<i32>, Shape),
     /// int8
-    I8(Vec<i8>, Vec<usize>),
+    I8(Vec<i8>, Shape),
     /// uint8
-    U8(Vec<u8>, Vec<usize>),
+    U8(Vec<u8>, Shape),
 }
 
 impl Value {
@@ -91,7 +95,7 @@ impl Value {
 
     /// Decodes an ONNX initializer.
     pub fn from_proto(t: &onnx::TensorProto) -> anyhow::Result<Value> {
-        let shape: Vec<usize> = t
+        let shape: Shape = t
             .dims
             .iter()
             .map(|&d| usize::try_from(d))

@@ -87,16 +87,16 @@ fn run_native(path: &Path, isa: Isa) -> (Vec<f32>, mf_edge::native::PlanSummary)
         let (z, t, r, class) = inputs();
         let out = engine
             .run(vec![
-                ("z", Value::F32(z[..n * 784].to_vec(), vec![n, 784])),
-                ("t", Value::F32(t[..n].to_vec(), vec![n])),
-                ("r", Value::F32(r[..n].to_vec(), vec![n])),
-                ("class", Value::I64(class[..n].to_vec(), vec![n])),
+                ("z", Value::F32(z[..n * 784].to_vec(), vec![n, 784].into())),
+                ("t", Value::F32(t[..n].to_vec(), vec![n].into())),
+                ("r", Value::F32(r[..n].to_vec(), vec![n].into())),
+                ("class", Value::I64(class[..n].to_vec(), vec![n].into())),
             ])
             .unwrap();
         let Value::F32(u, shape) = out else {
             panic!("float output expected")
         };
-        assert_eq!(shape, [n, 784]);
+        assert_eq!(shape.as_slice(), [n, 784]);
         u
     };
     let (all, two, again) = (run(BATCH), run(2), run(BATCH));

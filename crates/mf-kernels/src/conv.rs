@@ -17,7 +17,10 @@ use crate::{
     activation::Activation,
     arch::{AForm, Depth},
     error::check_len,
-    gemm::{Input, Output, check_depth, gemm_f32, gemm_f32_rows, gemm_i8, gemm_i8_rows},
+    gemm::{
+        GemmScratch, Input, Output, check_depth, gemm_f32, gemm_f32_rows, gemm_i8_reusing,
+        gemm_i8_rows,
+    },
     isa::Isa,
     pack::convert_codes,
     pack::{PackedF32, PackedI8},
@@ -307,7 +310,7 @@ impl Implicit {
 
 /// The tables kept between calls.
 #[cfg(feature = "alloc")]
-const PIXEL_TABLES: usize = 8;
+const PIXEL_TABLES: usize = 32;
 
 /// Where each pixel of an image goes in padded NHWC rows (no division per pixel), for the
 /// last few geometries asked for: a network's convolutions come back to the same few, so a
@@ -432,6 +435,8 @@ pub struct ConvScratch {
     u8_rows: Vec<u8>,
     /// The padded codes in the kernel's element form, when it is not the codes themselves.
     a_form_staging: Vec<u8>,
+    /// The receptive fields in the kernel's element form (im2col's product).
+    gemm: GemmScratch,
 }
 
 /// The first `len` elements of `buf`, which grows (filled with `fill`) when shorter; never
@@ -547,6 +552,7 @@ pub fn conv_i8(
         f32_rows,
         u8_rows,
         a_form_staging,
+        gemm: gemm_scratch,
         ..
     } = scratch;
     let codes: &[u8] = match input {
@@ -639,21 +645,34 @@ pub fn conv_i8(
     match out {
         Output::F32(dst) => {
             let rows = grown(f32_rows, dst.len(), 0.0);
-            gemm_i8(&conv.gemm, input, n * positions, Output::F32(rows))?;
+            gemm_i8_reusing(
+                &conv.gemm,
+                input,
+                n * positions,
+                Output::F32(rows),
+                gemm_scratch,
+            )?;
             to_planes(rows, n, m, positions, dst);
         }
         Output::U8(dst, next) => {
             let rows = grown(u8_rows, dst.len(), 0);
-            gemm_i8(&conv.gemm, input, n * positions, Output::U8(rows, next))?;
+            gemm_i8_reusing(
+                &conv.gemm,
+                input,
+                n * positions,
+                Output::U8(rows, next),
+                gemm_scratch,
+            )?;
             to_planes(rows, n, m, positions, dst);
         }
         Output::Requantized(dst, grid) => {
             let rows = grown(f32_rows, dst.len(), 0.0);
-            gemm_i8(
+            gemm_i8_reusing(
                 &conv.gemm,
                 input,
                 n * positions,
                 Output::Requantized(rows, grid),
+                gemm_scratch,
             )?;
             to_planes(rows, n, m, positions, dst);
         }

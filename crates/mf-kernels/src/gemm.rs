@@ -17,9 +17,29 @@ pub fn gemm_i8(
     m: usize,
     out: Output<'_>,
 ) -> Result<(), KernelError> {
+    gemm_i8_reusing(w, input, m, out, &mut GemmScratch::default())
+}
+
+/// The buffers an int8 product converts its activations into (quantized, padded to whole
+/// depth steps, in the kernel's element form), kept by a caller between calls.
+#[derive(Default)]
+pub struct GemmScratch {
+    rows: Vec<u8>,
+    row_codes: Vec<u8>,
+}
+
+/// [`gemm_i8`] converting the activations in `scratch`'s buffers, which grow to the largest
+/// product and are kept: no allocation per call once they have.
+pub fn gemm_i8_reusing(
+    w: &PackedI8,
+    input: Input<'_>,
+    m: usize,
+    out: Output<'_>,
+    scratch: &mut GemmScratch,
+) -> Result<(), KernelError> {
     out.check(m, w.n)?;
-    let mut scratch = Vec::new();
-    let (a, lda) = prepare_a(w.micro, input, m, w.k, w.input, &mut scratch)?;
+    let buffers = (&mut scratch.rows, &mut scratch.row_codes);
+    let (a, lda) = prepare_a(w.micro, input, m, w.k, w.input, buffers)?;
     gemm_i8_rows(w, (a, lda), m, Depth::whole(w.steps), out, true)
 }
 

@@ -69,7 +69,7 @@ pub use conv::{ConvGeometry, ImageSize};
 pub use conv::{ConvScratch, PackedConv, PackedConvF32, PackedConvI8, conv_f32, conv_i8};
 pub use error::KernelError;
 #[cfg(feature = "alloc")]
-pub use gemm::{Input, Output, gemm_f32, gemm_i8};
+pub use gemm::{GemmScratch, Input, Output, gemm_f32, gemm_i8, gemm_i8_reusing};
 pub use isa::Isa;
 #[cfg(feature = "alloc")]
 pub use pack::{PackedF32, PackedI8};

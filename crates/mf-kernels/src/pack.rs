@@ -197,7 +197,8 @@ pub enum Input<'a> {
 
 /// Activation rows as a kernel reads them: row-major in the kernel's [`AForm`], each row padded
 /// to whole depth steps, and the row count to the kernel's row alignment. Uint8 codes already in
-/// that shape are used in place; anything else is converted once into `scratch`.
+/// that shape are used in place; anything else is converted once into `scratch` (through
+/// `row_codes`, one row's codes, for a form other than uint8).
 /// Returns the rows and their stride in bytes.
 pub(crate) fn prepare_a<'a>(
     micro: &I8Micro,
@@ -205,7 +206,7 @@ pub(crate) fn prepare_a<'a>(
     m: usize,
     k: usize,
     params: QuantParams,
-    scratch: &'a mut Vec<u8>,
+    (scratch, row_codes): (&'a mut Vec<u8>, &mut Vec<u8>),
 ) -> Result<(&'a [u8], usize), KernelError> {
     let form = micro.a_form;
     match input {
@@ -227,7 +228,8 @@ pub(crate) fn prepare_a<'a>(
         scratch.resize(len, 0);
     }
     let scratch = &mut scratch[..len];
-    let mut row_codes = vec![0u8; if form == AForm::U8 { 0 } else { k }];
+    // One row's codes on the way to another form (kept at its largest, as `scratch`).
+    row_codes.resize(if form == AForm::U8 { 0 } else { k }, 0);
     for (r, dst) in scratch.chunks_exact_mut(stride).enumerate() {
         // Depth padding and the rows that only align the row count hold zeros.
         if r >= m {
@@ -245,8 +247,8 @@ pub(crate) fn prepare_a<'a>(
                     unsafe { quantize(src, params, &mut dst[..k]) };
                 } else {
                     // SAFETY: the epilogue belongs to a family checked available at pack time.
-                    unsafe { quantize(src, params, &mut row_codes) };
-                    convert_codes(form, &row_codes, dst);
+                    unsafe { quantize(src, params, row_codes) };
+                    convert_codes(form, row_codes, dst);
                 }
             }
         }

@@ -13,7 +13,6 @@ use std::format;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
-use std::vec::Vec;
 
 /// A job as the helpers see it: a task function with its lifetime erased, valid until the
 /// caller of [`run`] returns (it waits for every task).
@@ -167,13 +166,44 @@ pub fn for_each_chunk<T: Send>(
         return;
     }
     let per = chunks.div_ceil(threads);
-    let runs: Vec<Mutex<&mut [T]>> = out.chunks_mut(per * chunk_len).map(Mutex::new).collect();
-    run(runs.len(), &|r| {
-        let mut part = runs[r].lock().unwrap_or_else(|e| e.into_inner());
+    let run_len = per * chunk_len;
+    let parts = Parts {
+        ptr: out.as_mut_ptr(),
+        len: out.len(),
+    };
+    run(out.len().div_ceil(run_len), &|r| {
+        let start = r * run_len;
+        // SAFETY: `run` calls each task index once, and task `r` takes values
+        // `start..start + run_len` (clipped to the slice): disjoint ranges of `out`, which is
+        // borrowed mutably for as long as `run` lasts (it returns when every task is done).
+        let part = unsafe { parts.range(start, run_len.min(parts.len - start)) };
         for (j, chunk) in part.chunks_mut(chunk_len).enumerate() {
             f(r * per + j, chunk);
         }
     });
+}
+
+/// A mutably borrowed slice taken apart so that tasks can each take a disjoint range of it
+/// (no vector of per-task slices to allocate per call).
+struct Parts<T> {
+    ptr: *mut T,
+    len: usize,
+}
+
+// SAFETY: tasks take disjoint ranges (`range`'s contract) of values that are `Send`.
+unsafe impl<T: Send> Sync for Parts<T> {}
+
+impl<T> Parts<T> {
+    /// Values `start..start + len`.
+    ///
+    /// # Safety
+    /// The range lies inside the slice and no other live reference covers any of it.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn range(&self, start: usize, len: usize) -> &mut [T] {
+        debug_assert!(start + len <= self.len);
+        // SAFETY: in bounds of the borrowed slice and unaliased, as the caller promises.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
 }
 
 static REQUESTED: AtomicUsize = AtomicUsize::new(0);

@@ -41,10 +41,13 @@ impl Backend for Native {
     fn run(&mut self, inputs: &Batch) -> anyhow::Result<Vec<f32>> {
         let n = inputs.len();
         let values = vec![
-            ("z", Value::F32(inputs.z.clone(), inputs.z_shape())),
-            ("t", Value::F32(inputs.t.clone(), vec![n])),
-            ("r", Value::F32(inputs.r.clone(), vec![n])),
-            ("class", Value::I64(inputs.class.clone(), vec![n])),
+            ("z", Value::F32(inputs.z.clone(), inputs.z_shape().into())),
+            ("t", Value::F32(inputs.t.clone(), smallvec::smallvec![n])),
+            ("r", Value::F32(inputs.r.clone(), smallvec::smallvec![n])),
+            (
+                "class",
+                Value::I64(inputs.class.clone(), smallvec::smallvec![n]),
+            ),
         ];
         match self.engine.run(values)? {
             Value::F32(data, _) => Ok(data),

@@ -134,7 +134,7 @@ impl Classifier {
         let (mut features, mut predicted) = (Vec::new(), Vec::new());
         for chunk in images.chunks(500 * dims) {
             let n = chunk.len() / dims;
-            let shape: Vec<usize> = std::iter::once(n)
+            let shape: crate::tensor::Shape = std::iter::once(n)
                 .chain(self.shape.iter().copied())
                 .collect();
             let out = self

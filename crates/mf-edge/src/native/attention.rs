@@ -12,7 +12,7 @@ use mf_kernels::{Isa, team};
 
 use super::{FloatPool, Planner};
 use crate::ops::{self, normalize::softmax_row};
-use crate::tensor::{Value, element_count};
+use crate::tensor::{Shape, Value, element_count};
 
 /// Multiply-adds of a call below which its matrices run on the calling thread alone.
 const PARALLEL_MACS: usize = 1 << 16;
@@ -135,8 +135,8 @@ std::thread_local! {
 /// A tensor read through a permutation: logical axis `a` is the source's axis `perm[a]`.
 struct View<'a> {
     data: &'a [f32],
-    shape: Vec<usize>,
-    strides: Vec<usize>,
+    shape: Shape,
+    strides: Shape,
 }
 
 impl<'a> View<'a> {
@@ -146,7 +146,7 @@ impl<'a> View<'a> {
         match perm {
             None => Some(View {
                 data,
-                shape: shape.to_vec(),
+                shape: shape.into(),
                 strides: contiguous,
             }),
             Some(perm) if perm.len() == shape.len() => Some(View {
@@ -235,7 +235,7 @@ impl Attention {
                 let (vm, rest) = rest.split_at_mut(sizes[2]);
                 let (scores, rest) = rest.split_at_mut(sizes[3]);
                 let (weights, product) = rest.split_at_mut(sizes[4]);
-                let mut index = vec![0; g.batch.len()];
+                let mut index = Shape::from_elem(0, g.batch.len());
                 for m in n * per_image..(n + 1) * per_image {
                     unravel(m, &g.batch, &mut index);
                     q.matrix_into(&index, qm);
@@ -280,7 +280,7 @@ impl Attention {
         for node in &self.chain[1..] {
             value = match node.op_type.as_str() {
                 "Mul" => {
-                    let scale = Value::F32(vec![self.scale.unwrap_or(1.0)], vec![]);
+                    let scale = Value::F32(vec![self.scale.unwrap_or(1.0)], smallvec::smallvec![]);
                     ops::run_on(isa, node, &[&value, &scale])?
                 }
                 "Softmax" => ops::run_on(isa, node, &[&value])?,
@@ -304,7 +304,7 @@ fn unravel(mut m: usize, shape: &[usize], index: &mut [usize]) {
 
 /// The sizes of a fused attention.
 struct Geometry {
-    batch: Vec<usize>,
+    batch: Shape,
     matrices: usize,
     t: usize,
     d: usize,
@@ -330,14 +330,14 @@ impl Geometry {
         }
         // A matrix's scores, and the output, within what one value may hold (larger ones go
         // node by node, which refuses them with the error naming the shape).
-        let mut output = batch.to_vec();
+        let mut output = Shape::from_slice(batch);
         output.extend([t, e]);
         if batch.contains(&0) || element_count(&[t, s]).is_err() || element_count(&output).is_err()
         {
             return None;
         }
         Some(Geometry {
-            batch: batch.to_vec(),
+            batch: batch.into(),
             matrices: batch.iter().product(),
             t,
             d,
@@ -351,11 +351,11 @@ impl Geometry {
 /// Transpose, if any).
 struct Placement {
     /// The output's shape.
-    shape: Vec<usize>,
+    shape: Shape,
     /// The output's values.
     len: usize,
     /// Per axis of the product, its stride in the output.
-    strides: Vec<usize>,
+    strides: Shape,
     /// The product's row length.
     cols: usize,
 }
@@ -369,9 +369,9 @@ impl Placement {
         let (shape, strides) = match perm {
             None => (product.clone(), ops::strides(&product)),
             Some(perm) if perm.len() == product.len() => {
-                let shape: Vec<usize> = perm.iter().map(|&p| product[p]).collect();
+                let shape: Shape = perm.iter().map(|&p| product[p]).collect();
                 let out_strides = ops::strides(&shape);
-                let mut strides = vec![0; perm.len()];
+                let mut strides = Shape::from_elem(0, perm.len());
                 for (a, &p) in perm.iter().enumerate() {
                     strides[p] = out_strides[a];
                 }

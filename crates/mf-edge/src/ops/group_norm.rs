@@ -5,7 +5,7 @@ use mf_kernels::norm::sigmoid;
 use mf_kernels::{Isa, QuantParams};
 
 use super::{broadcast, normalize, reshape, with_shape};
-use crate::tensor::Value;
+use crate::tensor::{Shape, Value};
 
 /// The constants of one exported GroupNorm chain.
 #[derive(Debug, Clone)]
@@ -84,7 +84,7 @@ impl GroupNormChain {
             None => out,
             Some(params) => {
                 let (y, sy) = out.f32("GroupNorm")?;
-                Value::U8(y.iter().map(|&v| params.quantize(v)).collect(), sy.to_vec())
+                Value::U8(y.iter().map(|&v| params.quantize(v)).collect(), sy.into())
             }
         })
     }
@@ -94,7 +94,7 @@ impl GroupNormChain {
         &self,
         data: &[f32],
         grouped: &[usize],
-        ungrouped: Vec<usize>,
+        ungrouped: Shape,
         (gamma, gamma_shape): (&[f32], &[usize]),
         (beta, beta_shape): (&[f32], &[usize]),
     ) -> anyhow::Result<Value> {
@@ -111,7 +111,7 @@ impl GroupNormChain {
         let (y, sy) = shifted.f32("GroupNorm")?;
         Ok(Value::F32(
             y.iter().map(|&a| a * sigmoid(a)).collect(),
-            sy.to_vec(),
+            sy.into(),
         ))
     }
 }
@@ -141,7 +141,7 @@ mod tests {
         let data: Vec<f32> = (0..n * c * h * w)
             .map(|i| ((i * 7919) % 997) as f32 / 97.0 - 4.0 + (i / (h * w)) as f32 * 0.3)
             .collect();
-        let x = Value::F32(data, vec![n, c, h, w]);
+        let x = Value::F32(data, smallvec::smallvec![n, c, h, w]);
         let params = QuantParams::new(0.005, 40).expect("a valid scale");
         // γ per channel (the one pass) and per element (node by node).
         for per in [vec![c, 1, 1], vec![c, h, w]] {
@@ -153,8 +153,8 @@ mod tests {
                 bias: vec![0.1, -0.2, 0.0],
                 epsilon: 1e-5,
                 ungrouped: vec![2, 6, 5, 7],
-                gamma: Value::F32(ramp(1.5, 0.01), per.clone()),
-                beta: Value::F32(ramp(-0.3, 0.002), per.clone()),
+                gamma: Value::F32(ramp(1.5, 0.01), per.as_slice().into()),
+                beta: Value::F32(ramp(-0.3, 0.002), per.as_slice().into()),
                 silu: true,
             };
             let (mut fresh, mut bytes) = (|len| vec![0.0; len], |len| vec![0u8; len]);
@@ -165,7 +165,7 @@ mod tests {
             let (f, shape) = floats.f32("floats").unwrap();
             let want: Vec<u8> = f.iter().map(|&v| params.quantize(v)).collect();
             assert!(want.contains(&255) && want.iter().any(|&q| q != 255));
-            assert_eq!(codes, Value::U8(want, shape.to_vec()), "γ of shape {per:?}");
+            assert_eq!(codes, Value::U8(want, shape.into()), "γ of shape {per:?}");
         }
     }
 }

@@ -1,25 +1,29 @@
 //! Ops that move elements without computing: Transpose, Slice and Expand, for any element type.
 use anyhow::{Context, ensure};
 
-use super::{broadcast_shapes, strides};
-use crate::tensor::{Value, element_count};
+use super::{FloatBuffer, broadcast_shapes, strides};
+use crate::tensor::{Shape, Value, element_count};
 
-/// The values of `v` that the walk of [`blocks`] visits, in that order, with shape `out_shape`.
+/// Starts or steps per axis, held inline up to rank 8.
+type Offsets = smallvec::SmallVec<[i64; 8]>;
+
+/// The values of `v` that the walk of [`blocks`] visits, in that order, with shape
+/// `out_shape`; float data goes into a buffer from `buffer`.
 fn gather(
     v: &Value,
-    out_shape: Vec<usize>,
-    start: &[i64],
-    step: &[i64],
+    out_shape: Shape,
+    [start, step]: [&[i64]; 2],
     stride: &[usize],
+    buffer: FloatBuffer<'_>,
 ) -> Value {
     fn walk<T: Copy>(
         d: &[T],
         out_shape: &[usize],
-        start: &[i64],
-        step: &[i64],
+        [start, step]: [&[i64]; 2],
         stride: &[usize],
+        mut out: Vec<T>,
     ) -> Vec<T> {
-        let mut out = Vec::with_capacity(out_shape.iter().product());
+        out.clear();
         blocks(out_shape, start, step, stride, |block| {
             if (block.len, block.delta, block.line_delta) == (2, 0, 1) {
                 // Nearest 2× upsampling's rows: each input value twice, read in order.
@@ -44,12 +48,14 @@ fn gather(
         });
         out
     }
+    let len = out_shape.iter().product();
+    let at = [start, step];
     match v {
-        Value::F32(d, _) => Value::F32(walk(d, &out_shape, start, step, stride), out_shape),
-        Value::I64(d, _) => Value::I64(walk(d, &out_shape, start, step, stride), out_shape),
-        Value::I32(d, _) => Value::I32(walk(d, &out_shape, start, step, stride), out_shape),
-        Value::I8(d, _) => Value::I8(walk(d, &out_shape, start, step, stride), out_shape),
-        Value::U8(d, _) => Value::U8(walk(d, &out_shape, start, step, stride), out_shape),
+        Value::F32(d, _) => Value::F32(walk(d, &out_shape, at, stride, buffer(len)), out_shape),
+        Value::I64(d, _) => Value::I64(walk(d, &out_shape, at, stride, Vec::new()), out_shape),
+        Value::I32(d, _) => Value::I32(walk(d, &out_shape, at, stride, Vec::new()), out_shape),
+        Value::I8(d, _) => Value::I8(walk(d, &out_shape, at, stride, Vec::new()), out_shape),
+        Value::U8(d, _) => Value::U8(walk(d, &out_shape, at, stride, Vec::new()), out_shape),
     }
 }
 
@@ -77,7 +83,7 @@ fn blocks(
 ) {
     let count: usize = out_shape.iter().product();
     let rank = out_shape.len();
-    let delta: Vec<i64> = (0..rank).map(|d| step[d] * stride[d] as i64).collect();
+    let delta: Offsets = (0..rank).map(|d| step[d] * stride[d] as i64).collect();
     let at: i64 = (0..rank).map(|d| start[d] * stride[d] as i64).sum();
     let (len, delta_len) = match rank {
         0 => (1, 1),
@@ -92,7 +98,7 @@ fn blocks(
     }
     let outer_shape = &out_shape[..rank.saturating_sub(2)];
     let mut at = at;
-    let mut index = vec![0usize; outer_shape.len()];
+    let mut index = Shape::from_elem(0, outer_shape.len());
     for _ in 0..count / (lines * len) {
         block(Block {
             at: at as usize,
@@ -113,16 +119,17 @@ fn blocks(
     }
 }
 
-/// Transpose with permutation `perm` (reversed dimensions when empty).
-pub fn transpose(v: &Value, perm: &[i64]) -> anyhow::Result<Value> {
+/// Transpose with permutation `perm` (reversed dimensions when empty); float data goes into a
+/// buffer from `buffer`.
+pub fn transpose(v: &Value, perm: &[i64], buffer: FloatBuffer<'_>) -> anyhow::Result<Value> {
     let shape = v.shape();
     let rank = shape.len();
-    let perm: Vec<usize> = if perm.is_empty() {
+    let perm: Shape = if perm.is_empty() {
         (0..rank).rev().collect()
     } else {
         perm.iter().map(|&p| p as usize).collect()
     };
-    let mut seen = vec![false; rank];
+    let mut seen = smallvec::SmallVec::<[bool; 8]>::from_elem(false, rank);
     ensure!(
         perm.len() == rank
             && perm
@@ -131,25 +138,20 @@ pub fn transpose(v: &Value, perm: &[i64]) -> anyhow::Result<Value> {
         "Transpose perm {perm:?} is not a permutation of the {rank} dimensions of {shape:?}"
     );
     let stride = strides(shape);
-    let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
-    let out_stride: Vec<usize> = perm.iter().map(|&p| stride[p]).collect();
-    Ok(gather(
-        v,
-        out_shape.to_vec(),
-        &vec![0; rank],
-        &vec![1; rank],
-        &out_stride,
-    ))
+    let out_shape: Shape = perm.iter().map(|&p| shape[p]).collect();
+    let out_stride: Shape = perm.iter().map(|&p| stride[p]).collect();
+    let (start, step) = (Offsets::from_elem(0, rank), Offsets::from_elem(1, rank));
+    Ok(gather(v, out_shape, [&start, &step], &out_stride, buffer))
 }
 
 /// Slice (opset 10+): `starts`, `ends`, optional `axes` and `steps`, with ONNX's clamping of
-/// negative and out-of-range bounds.
+/// negative and out-of-range bounds; float data goes into a buffer from `buffer`.
 pub fn slice(
     v: &Value,
-    starts: &[i64],
-    ends: &[i64],
+    [starts, ends]: [&[i64]; 2],
     axes: Option<&[i64]>,
     steps: Option<&[i64]>,
+    buffer: FloatBuffer<'_>,
 ) -> anyhow::Result<Value> {
     let shape = v.shape();
     let rank = shape.len() as i64;
@@ -159,18 +161,18 @@ pub fn slice(
         starts.len(),
         ends.len()
     );
-    let default_axes: Vec<i64> = (0..starts.len() as i64).collect();
+    let default_axes: Offsets = (0..starts.len() as i64).collect();
     let axes = axes.unwrap_or(&default_axes);
-    let ones = vec![1i64; starts.len()];
+    let ones = Offsets::from_elem(1, starts.len());
     let steps = steps.unwrap_or(&ones);
     ensure!(
         axes.len() == starts.len() && steps.len() == starts.len(),
         "Slice: starts, ends, axes and steps differ in length"
     );
-    let mut start = vec![0i64; shape.len()];
-    let mut step = vec![1i64; shape.len()];
-    let mut out_shape = shape.to_vec();
-    let mut done = vec![false; shape.len()];
+    let mut start = Offsets::from_elem(0, shape.len());
+    let mut step = Offsets::from_elem(1, shape.len());
+    let mut out_shape = Shape::from_slice(shape);
+    let mut done = smallvec::SmallVec::<[bool; 8]>::from_elem(false, shape.len());
     for i in 0..starts.len() {
         let axis = if axes[i] < 0 { axes[i] + rank } else { axes[i] };
         ensure!(
@@ -201,13 +203,20 @@ pub fn slice(
         out_shape[a] = len as usize;
     }
     element_count(&out_shape).context("Slice output")?;
-    Ok(gather(v, out_shape, &start, &step, &strides(shape)))
+    Ok(gather(
+        v,
+        out_shape,
+        [&start, &step],
+        &strides(shape),
+        buffer,
+    ))
 }
 
-/// Expand: `v` broadcast against `target` (numpy rules in both directions, as ONNX says).
-pub fn expand(v: &Value, target: &[i64]) -> anyhow::Result<Value> {
+/// Expand: `v` broadcast against `target` (numpy rules in both directions, as ONNX says);
+/// float data goes into a buffer from `buffer`.
+pub fn expand(v: &Value, target: &[i64], buffer: FloatBuffer<'_>) -> anyhow::Result<Value> {
     let shape = v.shape();
-    let target: Vec<usize> = target
+    let target: Shape = target
         .iter()
         .map(|&d| usize::try_from(d))
         .collect::<Result<_, _>>()
@@ -216,19 +225,14 @@ pub fn expand(v: &Value, target: &[i64]) -> anyhow::Result<Value> {
         .with_context(|| format!("Expand of {shape:?} to {target:?}"))?;
     element_count(&out_shape)?;
     // A stretched dimension reads the same input element along it: stride 0.
-    let stride: Vec<usize> = strides(&padded)
+    let stride: Shape = strides(&padded)
         .into_iter()
         .zip(&padded)
         .map(|(s, &d)| if d == 1 { 0 } else { s })
         .collect();
     let rank = out_shape.len();
-    Ok(gather(
-        v,
-        out_shape.to_vec(),
-        &vec![0; rank],
-        &vec![1; rank],
-        &stride,
-    ))
+    let (start, step) = (Offsets::from_elem(0, rank), Offsets::from_elem(1, rank));
+    Ok(gather(v, out_shape, [&start, &step], &stride, buffer))
 }
 
 #[cfg(test)]
@@ -237,9 +241,16 @@ mod tests {
 
     #[test]
     fn an_empty_axis_slices_to_nothing_whatever_the_step() {
-        let v = Value::F32(Vec::new(), vec![0, 3]);
+        let v = Value::F32(Vec::new(), smallvec::smallvec![0, 3]);
         for step in [1, -1, 3, -3] {
-            let out = slice(&v, &[5], &[-5], Some(&[0]), Some(&[step])).unwrap();
+            let out = slice(
+                &v,
+                [&[5], &[-5]],
+                Some(&[0]),
+                Some(&[step]),
+                &mut Vec::with_capacity,
+            )
+            .unwrap();
             assert_eq!(out.shape(), &[0, 3]);
         }
     }
@@ -255,12 +266,13 @@ mod tests {
         ];
         for (shape, target) in cases {
             let count: usize = shape.iter().product();
-            let v = Value::F32((0..count).map(|i| i as f32).collect(), shape.to_vec());
-            let Value::F32(got, out_shape) = expand(&v, target).unwrap() else {
+            let v = Value::F32((0..count).map(|i| i as f32).collect(), shape.into());
+            let Value::F32(got, out_shape) = expand(&v, target, &mut Vec::with_capacity).unwrap()
+            else {
                 panic!("float output")
             };
             let want_shape: Vec<usize> = target.iter().map(|&d| d as usize).collect();
-            assert_eq!(out_shape, want_shape);
+            assert_eq!(out_shape.as_slice(), want_shape);
             // Each output reads the input at its index, 0 along the stretched axes.
             let out_strides = strides(&want_shape);
             let in_strides = strides(shape);
@@ -281,10 +293,18 @@ mod tests {
 
     #[test]
     fn transpose_refuses_what_is_not_a_permutation() {
-        let v = Value::F32(vec![0.0; 6], vec![2, 3]);
+        let v = Value::F32(vec![0.0; 6], smallvec::smallvec![2, 3]);
         for perm in [&[0, 0][..], &[0, 2], &[-1, 0], &[1]] {
-            assert!(transpose(&v, perm).is_err(), "{perm:?}");
+            assert!(
+                transpose(&v, perm, &mut Vec::with_capacity).is_err(),
+                "{perm:?}"
+            );
         }
-        assert_eq!(transpose(&v, &[1, 0]).unwrap().shape(), &[3, 2]);
+        assert_eq!(
+            transpose(&v, &[1, 0], &mut Vec::with_capacity)
+                .unwrap()
+                .shape(),
+            &[3, 2]
+        );
     }
 }

@@ -5,25 +5,30 @@ use anyhow::{bail, ensure};
 use mf_core::onnx;
 use mf_kernels::{Activation, ConvGeometry, Isa};
 
+use super::FloatBuffer;
 use super::{broadcast_shapes, int_attr, ints_attr, strides};
-use crate::tensor::{Value, element_count};
+use crate::tensor::{Shape, Value, element_count};
 
 /// MatMul with numpy semantics: 1-D operands get a dimension for the product and lose it
-/// after; batch dimensions broadcast.
-pub fn matmul(isa: Isa, a: &[f32], sa: &[usize], b: &[f32], sb: &[usize]) -> anyhow::Result<Value> {
+/// after; batch dimensions broadcast. The product goes into a buffer from `buffer`.
+pub fn matmul(
+    isa: Isa,
+    [(a, sa), (b, sb)]: [(&[f32], &[usize]); 2],
+    buffer: FloatBuffer<'_>,
+) -> anyhow::Result<Value> {
     ensure!(
         !sa.is_empty() && !sb.is_empty(),
         "MatMul of {sa:?} by {sb:?}: scalars are not matrices"
     );
-    let sa2: Vec<usize> = if sa.len() == 1 {
-        vec![1, sa[0]]
+    let sa2: Shape = if sa.len() == 1 {
+        Shape::from_slice(&[1, sa[0]])
     } else {
-        sa.to_vec()
+        Shape::from_slice(sa)
     };
-    let sb2: Vec<usize> = if sb.len() == 1 {
-        vec![sb[0], 1]
+    let sb2: Shape = if sb.len() == 1 {
+        Shape::from_slice(&[sb[0], 1])
     } else {
-        sb.to_vec()
+        Shape::from_slice(sb)
     };
     let (m, k) = (sa2[sa2.len() - 2], sa2[sa2.len() - 1]);
     let (k2, n) = (sb2[sb2.len() - 2], sb2[sb2.len() - 1]);
@@ -37,11 +42,13 @@ pub fn matmul(isa: Isa, a: &[f32], sa: &[usize], b: &[f32], sb: &[usize]) -> any
     })?;
     let rank = batch.len();
     let count: usize = batch.iter().product();
-    let mut out_shape = batch.to_vec();
+    let mut out_shape = batch.clone();
     out_shape.extend([m, n]);
-    let mut out = vec![0f32; element_count(&out_shape)?];
+    let len = element_count(&out_shape)?;
+    let mut out = buffer(len);
+    out.resize(len, 0.0);
     let (sta, stb) = (strides(&pa), strides(&pb));
-    let mut index = vec![0usize; rank];
+    let mut index = Shape::from_elem(0, rank);
     for t in 0..count {
         let offset = |p: &[usize], st: &[usize]| -> usize {
             (0..rank)
@@ -163,7 +170,7 @@ pub fn conv2d(
         bias.len()
     );
     let [oh, ow] = g.output_size(sx[2], sx[3])?;
-    let shape = vec![sx[0], m, oh, ow];
+    let shape = Shape::from_slice(&[sx[0], m, oh, ow]);
     let mut out = vec![0f32; element_count(&shape)?];
     mf_kernels::reference::conv_f32(
         w,
@@ -210,7 +217,10 @@ mod tests {
             &geometry(3, 1),
         )
         .unwrap();
-        assert_eq!(out, Value::F32(vec![4.5; 4], vec![1, 1, 2, 2]));
+        assert_eq!(
+            out,
+            Value::F32(vec![4.5; 4], smallvec::smallvec![1, 1, 2, 2])
+        );
     }
 
     #[test]
@@ -218,15 +228,30 @@ mod tests {
         // [2, 1, 1, 2] x [3, 2, 1]: batches [2, 1] and [3] broadcast to [2, 3].
         let a = [1.0, 2.0, 3.0, 4.0];
         let b = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
-        let Value::F32(out, shape) =
-            matmul(Isa::Scalar, &a, &[2, 1, 1, 2], &b, &[3, 2, 1]).unwrap()
-        else {
+        let Value::F32(out, shape) = matmul(
+            Isa::Scalar,
+            [(&a, &[2, 1, 1, 2]), (&b, &[3, 2, 1])],
+            &mut Vec::with_capacity,
+        )
+        .unwrap() else {
             panic!("f32 expected")
         };
-        assert_eq!(shape, [2, 3, 1, 1]);
+        assert_eq!(shape.as_slice(), [2, 3, 1, 1]);
         assert_eq!(out, [1.0, 2.0, 3.0, 3.0, 4.0, 7.0]);
-        let v = matmul(Isa::detect(), &[1.0, 2.0], &[2], &[3.0, 4.0], &[2]).unwrap();
-        assert_eq!(v, Value::F32(vec![11.0], vec![]));
-        assert!(matmul(Isa::Scalar, &a, &[2, 2], &b, &[3, 2]).is_err());
+        let v = matmul(
+            Isa::detect(),
+            [(&[1.0, 2.0], &[2]), (&[3.0, 4.0], &[2])],
+            &mut Vec::with_capacity,
+        )
+        .unwrap();
+        assert_eq!(v, Value::F32(vec![11.0], smallvec::smallvec![]));
+        assert!(
+            matmul(
+                Isa::Scalar,
+                [(&a, &[2, 2]), (&b, &[3, 2])],
+                &mut Vec::with_capacity
+            )
+            .is_err()
+        );
     }
 }

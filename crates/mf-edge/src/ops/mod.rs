@@ -4,7 +4,7 @@ use anyhow::{Context, bail, ensure};
 use mf_core::onnx;
 use mf_kernels::Isa;
 
-use crate::tensor::{Value, element_count};
+use crate::tensor::{Shape, Value, element_count};
 
 mod group_norm;
 mod layout;
@@ -99,11 +99,11 @@ fn broadcast_shapes(sa: &[usize], sb: &[usize]) -> anyhow::Result<(Dims, Dims, D
 
 /// A shape or index held inline up to rank 8 (the element-wise ops' bookkeeping, no heap
 /// allocation per call at the ranks networks use).
-type Dims = smallvec::SmallVec<[usize; 8]>;
+type Dims = Shape;
 
 /// Row-major strides of `shape`.
-pub(crate) fn strides(shape: &[usize]) -> Vec<usize> {
-    let mut strides = vec![1; shape.len()];
+pub(crate) fn strides(shape: &[usize]) -> Shape {
+    let mut strides = Shape::from_elem(1, shape.len());
     for d in (0..shape.len().saturating_sub(1)).rev() {
         strides[d] = strides[d + 1] * shape[d + 1];
     }
@@ -188,17 +188,22 @@ pub fn run(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
 
 /// [`run`] with the loops of kernel family `isa` (the engine's).
 pub fn run_on(isa: Isa, node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value> {
-    run_into(isa, node, inputs, &mut |len| Vec::with_capacity(len))
+    run_into(isa, node, inputs, &mut Vec::with_capacity)
 }
 
-/// [`run_on`] with the f32 output of an element-wise Add, Sub, Mul or Div and of a
-/// LayerNormalization in a buffer from `buffer(len)` (the engine's kept buffers: a fresh large
-/// allocation is faulted in page by page on every call); any length and contents will do.
+/// Where an op's f32 output goes: `buffer(len)` hands out a buffer that holds `len` values
+/// (its length and contents do not matter; the op overwrites or clears it).
+pub type FloatBuffer<'a> = &'a mut dyn FnMut(usize) -> Vec<f32>;
+
+/// [`run_on`] with every f32 output the engine computes at run time (element-wise ops,
+/// layout moves, Concat, Gather, MatMul, LayerNormalization) in a buffer from `buffer` (the
+/// engine's kept buffers: no allocation per call, and a fresh large allocation would be faulted
+/// in page by page).
 pub fn run_into(
     isa: Isa,
     node: &onnx::NodeProto,
     inputs: &[&Value],
-    buffer: &mut dyn FnMut(usize) -> Vec<f32>,
+    buffer: FloatBuffer<'_>,
 ) -> anyhow::Result<Value> {
     let op = node.op_type.as_str();
     let args = Args { node, inputs };
@@ -221,17 +226,20 @@ pub fn run_into(
                 .map(|&d| d as i64)
                 .collect();
             let len = dims.len();
-            Value::I64(dims, vec![len])
+            Value::I64(dims, smallvec::smallvec![len])
         }
         "Identity" | "Reshape" | "Unsqueeze" => {
             let shape = view_shape(node, inputs)?.expect("a view op");
-            with_shape(inputs[0].clone(), shape)
+            match inputs[0] {
+                Value::F32(d, _) => Value::F32(copied(d, buffer), shape),
+                other => with_shape(other.clone(), shape),
+            }
         }
         "Cast" => match int_attr(node, "to", 1) {
             // float16 is computed in f32 by this runtime.
             1 | 10 => Value::F32(
-                inputs[0].f32(what(0))?.0.to_vec(),
-                inputs[0].shape().to_vec(),
+                copied(inputs[0].f32(what(0))?.0, buffer),
+                inputs[0].shape().into(),
             ),
             to => bail!("Cast to type {to} is not supported (float and float16 are)"),
         },
@@ -251,11 +259,12 @@ pub fn run_into(
         "Max" => {
             // Variadic: the element-wise maximum of every input, broadcast together.
             let (a, sa) = inputs[0].f32(what(0))?;
-            let mut max = Value::F32(a.to_vec(), sa.to_vec());
+            let mut max = Value::F32(copied(a, buffer), sa.into());
             for (i, input) in inputs.iter().enumerate().skip(1) {
                 let (a, sa) = max.f32(what(0))?;
                 let (b, sb) = input.f32(what(i))?;
-                max = broadcast(a, sa, b, sb, f32::max)?;
+                let out = buffer(a.len().max(b.len()));
+                max = broadcast_into(a, sa, b, sb, f32::max, out)?;
             }
             max
         }
@@ -263,18 +272,20 @@ pub fn run_into(
             // libm's software sinf/cosf: the same bits on every target, the Cortex-M7 included.
             let (a, s) = inputs[0].f32(what(0))?;
             // One monomorphized loop per function, so that each inlines.
+            let out = buffer(a.len());
             match op {
-                "Sin" => map_f32(a, s, libm::sinf),
-                "Cos" => map_f32(a, s, libm::cosf),
+                "Sin" => map_f32(a, s, libm::sinf, out),
+                "Cos" => map_f32(a, s, libm::cosf, out),
                 "Tanh" => {
-                    let mut out = vec![0f32; a.len()];
+                    let mut out = out;
+                    out.resize(a.len(), 0.0);
                     mf_kernels::pointwise::tanh_slice(isa, a, &mut out)?;
-                    Value::F32(out, s.to_vec())
+                    Value::F32(out, s.into())
                 }
-                _ => map_f32(a, s, mf_kernels::norm::sigmoid),
+                _ => map_f32(a, s, mf_kernels::norm::sigmoid, out),
             }
         }
-        "Concat" => concat(inputs, int_attr(node, "axis", 0))?,
+        "Concat" => concat(inputs, int_attr(node, "axis", 0), buffer)?,
         "Gather" => {
             need(2)?;
             let (table, shape) = inputs[0].f32(what(0))?;
@@ -287,26 +298,27 @@ pub fn run_into(
             // [outer, rows, inner]: each id picks one of `rows` blocks of `inner` values.
             let (outer, rows) = (shape[..axis].iter().product::<usize>(), shape[axis]);
             let inner: usize = shape[axis + 1..].iter().product();
-            let out_shape: Vec<usize> = shape[..axis]
+            let out_shape: Shape = shape[..axis]
                 .iter()
                 .chain(id_shape)
                 .chain(&shape[axis + 1..])
                 .copied()
                 .collect();
-            let mut out = Vec::with_capacity(element_count(&out_shape)?);
             // Negative ids count from the end, as ONNX says.
-            let picks = ids
-                .iter()
-                .map(|&id| {
-                    let i = if id < 0 { id + rows as i64 } else { id };
-                    usize::try_from(i).ok().filter(|&i| i < rows).with_context(|| {
-                        format!("index {id} out of range: axis {axis} has {rows} entries (class ids of a model are 0..{rows})")
-                    })
+            let pick = |id: i64| {
+                let i = if id < 0 { id + rows as i64 } else { id };
+                usize::try_from(i).ok().filter(|&i| i < rows).with_context(|| {
+                    format!("index {id} out of range: axis {axis} has {rows} entries (class ids of a model are 0..{rows})")
                 })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            };
+            for &id in ids {
+                pick(id)?;
+            }
+            let mut out = buffer(element_count(&out_shape)?);
+            out.clear();
             for o in 0..outer {
-                for &i in &picks {
-                    let at = (o * rows + i) * inner;
+                for &id in ids {
+                    let at = (o * rows + pick(id)?) * inner;
                     out.extend_from_slice(&table[at..at + inner]);
                 }
             }
@@ -314,9 +326,8 @@ pub fn run_into(
         }
         "MatMul" => {
             need(2)?;
-            let (a, sa) = inputs[0].f32(what(0))?;
-            let (b, sb) = inputs[1].f32(what(1))?;
-            linear::matmul(isa, a, sa, b, sb)?
+            let operands = [inputs[0].f32(what(0))?, inputs[1].f32(what(1))?];
+            linear::matmul(isa, operands, buffer)?
         }
         "Gemm" => {
             need(2)?;
@@ -328,17 +339,16 @@ pub fn run_into(
                 );
                 match int_attr(node, attr, 0) {
                     0 => Ok(inputs[i].clone()),
-                    _ => layout::transpose(inputs[i], &[1, 0]),
+                    _ => layout::transpose(inputs[i], &[1, 0], &mut Vec::with_capacity),
                 }
             };
             let (a, b) = (operand(0, "transA")?, operand(1, "transB")?);
-            let (a, sa) = a.f32(what(0))?;
-            let (b, sb) = b.f32(what(1))?;
-            let product = linear::matmul(isa, a, sa, b, sb)?;
+            let operands = [a.f32(what(0))?, b.f32(what(1))?];
+            let product = linear::matmul(isa, operands, &mut Vec::with_capacity)?;
             let (y, sy) = product.f32("Gemm")?;
             let alpha = float_attr(node, "alpha", 1.0);
             match optional_input(node, inputs, 2) {
-                None => Value::F32(y.iter().map(|&v| alpha * v).collect(), sy.to_vec()),
+                None => Value::F32(y.iter().map(|&v| alpha * v).collect(), sy.into()),
                 Some(c) => {
                     let (c, sc) = c.f32(what(2))?;
                     let beta = float_attr(node, "beta", 1.0);
@@ -361,7 +371,7 @@ pub fn run_into(
                 .transpose()?;
             linear::conv2d(x, sx, w, sw, bias, &geometry)?
         }
-        "Transpose" => layout::transpose(inputs[0], ints_attr(node, "perm"))?,
+        "Transpose" => layout::transpose(inputs[0], ints_attr(node, "perm"), buffer)?,
         "Slice" => {
             ensure!(
                 !has_attr(node, "starts"),
@@ -374,7 +384,7 @@ pub fn run_into(
                     .transpose()
             };
             let (starts, ends) = (inputs[1].i64(what(1))?.0, inputs[2].i64(what(2))?.0);
-            layout::slice(inputs[0], starts, ends, ints(3)?, ints(4)?)?
+            layout::slice(inputs[0], [starts, ends], ints(3)?, ints(4)?, buffer)?
         }
         "Softmax" => {
             let (x, sx) = inputs[0].f32(what(0))?;
@@ -417,7 +427,7 @@ pub fn run_into(
         }
         "Expand" => {
             need(2)?;
-            layout::expand(inputs[0], inputs[1].i64(what(1))?.0)?
+            layout::expand(inputs[0], inputs[1].i64(what(1))?.0, buffer)?
         }
         "QuantizeLinear" => {
             need(3)?;
@@ -426,7 +436,7 @@ pub fn run_into(
                 inputs[1].scalar(what(1))? as f32,
                 inputs[2].scalar(what(2))? as u8,
             )?;
-            Value::U8(x.iter().map(|&v| params.quantize(v)).collect(), s.to_vec())
+            Value::U8(x.iter().map(|&v| params.quantize(v)).collect(), s.into())
         }
         "DequantizeLinear" => dequantize(node, inputs)?,
         other => bail!("unsupported op {other}"),
@@ -436,7 +446,7 @@ pub fn run_into(
 /// For the ops that only relabel their first input's shape (Identity, Reshape, Unsqueeze):
 /// the output's shape, so that a caller owning the input can reuse its data; `None` for every
 /// other op.
-pub fn view_shape(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Option<Vec<usize>>> {
+pub fn view_shape(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Option<Shape>> {
     let op = node.op_type.as_str();
     let args = Args { node, inputs };
     let what = |i: usize| args.what(i);
@@ -444,7 +454,7 @@ pub fn view_shape(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<O
     Ok(Some(match op {
         "Identity" => {
             need(1)?;
-            inputs[0].shape().to_vec()
+            inputs[0].shape().into()
         }
         "Reshape" => {
             need(2)?;
@@ -454,9 +464,9 @@ pub fn view_shape(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<O
         "Unsqueeze" => {
             need(2)?;
             let (axes, _) = inputs[1].i64(what(1))?;
-            let mut shape = inputs[0].shape().to_vec();
+            let mut shape = Shape::from_slice(inputs[0].shape());
             let rank = shape.len() + axes.len();
-            let mut axes: Vec<usize> = axes
+            let mut axes: Shape = axes
                 .iter()
                 .map(|&a| {
                     if a < 0 {
@@ -490,10 +500,10 @@ fn constant(node: &onnx::NodeProto) -> anyhow::Result<Value> {
             let t = attr.t.as_ref().context("Constant value without a tensor")?;
             Value::from_proto(t).with_context(|| format!("Constant node {:?}", node.name))?
         }
-        "value_float" => Value::F32(vec![attr.f], vec![]),
-        "value_floats" => Value::F32(attr.floats.clone(), vec![attr.floats.len()]),
-        "value_int" => Value::I64(vec![attr.i], vec![]),
-        "value_ints" => Value::I64(attr.ints.clone(), vec![attr.ints.len()]),
+        "value_float" => Value::F32(vec![attr.f], smallvec::smallvec![]),
+        "value_floats" => Value::F32(attr.floats.clone(), smallvec::smallvec![attr.floats.len()]),
+        "value_int" => Value::I64(vec![attr.i], smallvec::smallvec![]),
+        "value_ints" => Value::I64(attr.ints.clone(), smallvec::smallvec![attr.ints.len()]),
         other => {
             bail!("Constant {other} is not supported (value, value_float(s) and value_int(s) are)")
         }
@@ -501,7 +511,7 @@ fn constant(node: &onnx::NodeProto) -> anyhow::Result<Value> {
 }
 
 /// `v`'s data with shape `shape` (the caller checked the element count).
-pub fn with_shape(v: Value, shape: Vec<usize>) -> Value {
+pub fn with_shape(v: Value, shape: Shape) -> Value {
     match v {
         Value::F32(d, _) => Value::F32(d, shape),
         Value::I64(d, _) => Value::I64(d, shape),
@@ -512,14 +522,14 @@ pub fn with_shape(v: Value, shape: Vec<usize>) -> Value {
 }
 
 /// ONNX Reshape target resolution (`0` keeps a dimension, one `-1` is inferred).
-pub(crate) fn reshape(from: &[usize], target: &[i64]) -> anyhow::Result<Vec<usize>> {
+pub(crate) fn reshape(from: &[usize], target: &[i64]) -> anyhow::Result<Shape> {
     let total = element_count(from)?;
     let fail = || anyhow::anyhow!("cannot reshape {from:?} to {target:?}");
     ensure!(
         target.iter().all(|&d| d >= -1) && target.iter().filter(|&&d| d == -1).count() <= 1,
         "cannot reshape {from:?} to {target:?}: dimensions are 0 (keep), -1 (once, inferred) or positive"
     );
-    let mut shape: Vec<usize> = target
+    let mut shape: Shape = target
         .iter()
         .enumerate()
         .map(|(i, &d)| match d {
@@ -540,9 +550,19 @@ pub(crate) fn reshape(from: &[usize], target: &[i64]) -> anyhow::Result<Vec<usiz
     Ok(shape)
 }
 
-/// Element-wise `f(a)`.
-fn map_f32(a: &[f32], shape: &[usize], f: impl Fn(f32) -> f32) -> Value {
-    Value::F32(a.iter().map(|&x| f(x)).collect(), shape.to_vec())
+/// Element-wise `f(a)` into the buffer `out` (its length and contents do not matter).
+fn map_f32(a: &[f32], shape: &[usize], f: impl Fn(f32) -> f32, mut out: Vec<f32>) -> Value {
+    out.clear();
+    out.extend(a.iter().map(|&x| f(x)));
+    Value::F32(out, shape.into())
+}
+
+/// `a`'s values in a buffer from `buffer`.
+fn copied(a: &[f32], buffer: FloatBuffer<'_>) -> Vec<f32> {
+    let mut out = buffer(a.len());
+    out.clear();
+    out.extend_from_slice(a);
+    out
 }
 
 /// Element-wise `f(a, b)` with NumPy broadcasting.
@@ -568,7 +588,7 @@ fn broadcast_into(
     out.clear();
     if sa == sb {
         out.extend(a.iter().zip(b).map(|(&x, &y)| f(x, y)));
-        return Ok(Value::F32(out, sa.to_vec()));
+        return Ok(Value::F32(out, sa.into()));
     }
     let total = element_count(&broadcast_shapes(sa, sb)?.2)?;
     out.reserve(total);
@@ -593,7 +613,7 @@ fn broadcast_into(
             _ => out.extend((0..len).map(|j| f(a[ia + j * a_step], b[ib + j * b_step]))),
         }
     })?;
-    Ok(Value::F32(out, shape.to_vec()))
+    Ok(Value::F32(out, shape))
 }
 
 /// `a = f(a, b)` in place when `b` broadcasts to `a`'s own shape (the engine's path for an
@@ -719,7 +739,8 @@ fn broadcast_rows(sa: &[usize], sb: &[usize], mut row: impl FnMut(Run)) -> anyho
     Ok(full_shape)
 }
 
-fn concat(inputs: &[&Value], axis: i64) -> anyhow::Result<Value> {
+/// Concat of float inputs along `axis`, into a buffer from `buffer`.
+fn concat(inputs: &[&Value], axis: i64, buffer: FloatBuffer<'_>) -> anyhow::Result<Value> {
     let rank = inputs[0].shape().len();
     let axis = if axis < 0 {
         (axis + rank as i64) as usize
@@ -731,9 +752,10 @@ fn concat(inputs: &[&Value], axis: i64) -> anyhow::Result<Value> {
         "Concat axis {axis} out of range for rank {rank}"
     );
     let outer: usize = inputs[0].shape()[..axis].iter().product();
-    let mut out_shape = inputs[0].shape().to_vec();
+    let mut out_shape = Shape::from_slice(inputs[0].shape());
     out_shape[axis] = 0;
-    let mut parts = Vec::new();
+    // Held inline: a Concat has a few inputs.
+    let mut parts = smallvec::SmallVec::<[(&[f32], usize); 4]>::new();
     for v in inputs {
         let (d, s) = v.f32("Concat input")?;
         ensure!(
@@ -745,7 +767,8 @@ fn concat(inputs: &[&Value], axis: i64) -> anyhow::Result<Value> {
         out_shape[axis] += s[axis];
         parts.push((d, s[axis..].iter().product::<usize>()));
     }
-    let mut out = Vec::with_capacity(out_shape.iter().product());
+    let mut out = buffer(out_shape.iter().product());
+    out.clear();
     for o in 0..outer {
         for (d, chunk) in &parts {
             out.extend_from_slice(&d[o * chunk..(o + 1) * chunk]);
@@ -776,7 +799,7 @@ fn dequantize(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<Value
         ),
         None => vec![0],
     };
-    let shape = inputs[0].shape().to_vec();
+    let shape = Shape::from_slice(inputs[0].shape());
     let (scales, _) = inputs[1].f32("DequantizeLinear scale")?;
     ensure!(!scales.is_empty(), "DequantizeLinear with no scale");
     // One zero point for every channel (a scalar), or one per scale.
@@ -853,14 +876,14 @@ mod tests {
                 let want = run(
                     &node(op, &[]),
                     &[
-                        &Value::F32(a.clone(), sa.to_vec()),
-                        &Value::F32(b.clone(), sb.to_vec()),
+                        &Value::F32(a.clone(), sa.into()),
+                        &Value::F32(b.clone(), sb.into()),
                     ],
                 )
                 .unwrap();
                 let mut got = a.clone();
                 assert!(broadcast_in_place(op, &mut got, sa, &b, sb).unwrap());
-                assert_eq!(Value::F32(got, sa.to_vec()), want, "{op} {sa:?} {sb:?}");
+                assert_eq!(Value::F32(got, sa.into()), want, "{op} {sa:?} {sb:?}");
             }
         }
         // A result larger than the operand is left to the allocating path.
@@ -874,10 +897,10 @@ mod tests {
     fn outputs_written_into_given_buffers_ignore_what_they_held() {
         let data = |n: usize| (0..n).map(|i| i as f32 * 0.37 - 2.0).collect::<Vec<f32>>();
         let (a, b) = (
-            Value::F32(data(24), vec![2, 3, 4]),
-            Value::F32(data(4), vec![4]),
+            Value::F32(data(24), smallvec::smallvec![2, 3, 4]),
+            Value::F32(data(4), smallvec::smallvec![4]),
         );
-        let scale = Value::F32(vec![0.5, 1.0, 2.0, -1.0], vec![4]);
+        let scale = Value::F32(vec![0.5, 1.0, 2.0, -1.0], smallvec::smallvec![4]);
         let cases: [(onnx::NodeProto, Vec<&Value>); 4] = [
             (node("Add", &[]), vec![&a, &b]),
             (node("Sub", &[]), vec![&a, &a]),
@@ -907,7 +930,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             v,
-            Value::F32(vec![11.0, 21.0, 31.0, 12.0, 22.0, 32.0], vec![2, 3])
+            Value::F32(
+                vec![11.0, 21.0, 31.0, 12.0, 22.0, 32.0],
+                smallvec::smallvec![2, 3]
+            )
         );
         assert!(broadcast(&[1.0, 2.0], &[2], &[1.0, 2.0, 3.0], &[3], |a, b| a + b).is_err());
     }
@@ -916,19 +942,19 @@ mod tests {
     /// max(0, 1) = 1 and read past the empty data.
     #[test]
     fn an_empty_dimension_broadcasts_to_empty() {
-        let empty = Value::F32(vec![], vec![0, 0, 0]);
-        let scalar = Value::F32(vec![2.0], vec![]);
+        let empty = Value::F32(vec![], smallvec::smallvec![0, 0, 0]);
+        let scalar = Value::F32(vec![2.0], smallvec::smallvec![]);
         let got = run(&node("Div", &[]), &[&empty, &scalar]).unwrap();
-        assert_eq!(got, Value::F32(vec![], vec![0, 0, 0]));
+        assert_eq!(got, Value::F32(vec![], smallvec::smallvec![0, 0, 0]));
         let got = run(&node("Add", &[]), &[&scalar, &empty]).unwrap();
-        assert_eq!(got, Value::F32(vec![], vec![0, 0, 0]));
-        let col = Value::F32(vec![1.0, 2.0], vec![2, 1]);
-        let none = Value::F32(vec![], vec![2, 0]);
+        assert_eq!(got, Value::F32(vec![], smallvec::smallvec![0, 0, 0]));
+        let col = Value::F32(vec![1.0, 2.0], smallvec::smallvec![2, 1]);
+        let none = Value::F32(vec![], smallvec::smallvec![2, 0]);
         assert_eq!(
             run(&node("Mul", &[]), &[&col, &none]).unwrap(),
-            Value::F32(vec![], vec![2, 0])
+            Value::F32(vec![], smallvec::smallvec![2, 0])
         );
-        let row = Value::F32(vec![1.0, 2.0], vec![1, 2]);
+        let row = Value::F32(vec![1.0, 2.0], smallvec::smallvec![1, 2]);
         assert!(run(&node("Mul", &[]), &[&row, &none]).is_err());
     }
 
@@ -996,27 +1022,33 @@ mod tests {
 
     #[test]
     fn gather_from_a_scalar_table_is_an_error() {
-        let table = Value::F32(vec![1.0], vec![]);
-        let ids = Value::I64(vec![0], vec![1]);
+        let table = Value::F32(vec![1.0], smallvec::smallvec![]);
+        let ids = Value::I64(vec![0], smallvec::smallvec![1]);
         let err = run(&node("Gather", &[]), &[&table, &ids]).unwrap_err();
         assert!(format!("{err:#}").contains("scalar table"), "{err:#}");
-        let table = Value::F32(vec![1.0, 2.0, 3.0, 4.0], vec![2, 2]);
+        let table = Value::F32(vec![1.0, 2.0, 3.0, 4.0], smallvec::smallvec![2, 2]);
         let got = run(&node("Gather", &[]), &[&table, &ids]).unwrap();
-        assert_eq!(got, Value::F32(vec![1.0, 2.0], vec![1, 2]));
+        assert_eq!(got, Value::F32(vec![1.0, 2.0], smallvec::smallvec![1, 2]));
     }
 
     #[test]
     fn per_axis_dequantize_takes_a_scalar_or_per_channel_zero_point() {
-        let codes = Value::U8(vec![10, 20, 30, 40], vec![2, 2]);
-        let scales = Value::F32(vec![0.5, 2.0], vec![2]);
+        let codes = Value::U8(vec![10, 20, 30, 40], smallvec::smallvec![2, 2]);
+        let scales = Value::F32(vec![0.5, 2.0], smallvec::smallvec![2]);
         let dq = node("DequantizeLinear", &[("axis", 0)]);
-        let scalar_zero = Value::U8(vec![10], vec![]);
+        let scalar_zero = Value::U8(vec![10], smallvec::smallvec![]);
         let got = run(&dq, &[&codes, &scales, &scalar_zero]).unwrap();
-        assert_eq!(got, Value::F32(vec![0.0, 5.0, 40.0, 60.0], vec![2, 2]));
-        let per_channel = Value::U8(vec![10, 30], vec![2]);
+        assert_eq!(
+            got,
+            Value::F32(vec![0.0, 5.0, 40.0, 60.0], smallvec::smallvec![2, 2])
+        );
+        let per_channel = Value::U8(vec![10, 30], smallvec::smallvec![2]);
         let got = run(&dq, &[&codes, &scales, &per_channel]).unwrap();
-        assert_eq!(got, Value::F32(vec![0.0, 5.0, 0.0, 20.0], vec![2, 2]));
-        let three = Value::U8(vec![1, 2, 3], vec![3]);
+        assert_eq!(
+            got,
+            Value::F32(vec![0.0, 5.0, 0.0, 20.0], smallvec::smallvec![2, 2])
+        );
+        let three = Value::U8(vec![1, 2, 3], smallvec::smallvec![3]);
         let err = run(&dq, &[&codes, &scales, &three]).unwrap_err();
         assert!(
             format!("{err:#}").contains("3 zero points for 2 scales"),
@@ -1026,12 +1058,12 @@ mod tests {
 
     #[test]
     fn outputs_past_the_element_limit_are_errors_not_allocations() {
-        let a = Value::F32(vec![0.0; 1 << 15], vec![1 << 15, 1]);
-        let b = Value::F32(vec![0.0; 1 << 15], vec![1, 1 << 15]);
+        let a = Value::F32(vec![0.0; 1 << 15], smallvec::smallvec![1 << 15, 1]);
+        let b = Value::F32(vec![0.0; 1 << 15], smallvec::smallvec![1, 1 << 15]);
         let err = run(&node("Mul", &[]), &[&a, &b]).unwrap_err();
         assert!(format!("{err:#}").contains("elements"), "{err:#}");
-        let a = Value::F32(vec![], vec![1 << 20, 0]);
-        let b = Value::F32(vec![], vec![0, 1 << 20]);
+        let a = Value::F32(vec![], smallvec::smallvec![1 << 20, 0]);
+        let b = Value::F32(vec![], smallvec::smallvec![0, 1 << 20]);
         let err = run(&node("MatMul", &[]), &[&a, &b]).unwrap_err();
         assert!(format!("{err:#}").contains("elements"), "{err:#}");
         let err = reshape(&[2, 3], &[i64::MAX, i64::MAX]).unwrap_err();
@@ -1040,7 +1072,7 @@ mod tests {
 
     #[test]
     fn reshape_infers_minus_one() {
-        assert_eq!(reshape(&[4, 1, 2, 3], &[-1, 6]).unwrap(), vec![4, 6]);
+        assert_eq!(reshape(&[4, 1, 2, 3], &[-1, 6]).unwrap().as_slice(), [4, 6]);
         assert!(reshape(&[4, 5], &[-1, 3]).is_err());
     }
 }

@@ -25,7 +25,7 @@ pub fn softmax(x: &[f32], shape: &[usize], axis: i64) -> anyhow::Result<Value> {
         {
             softmax_row(row, y);
         }
-        return Ok(Value::F32(out, shape.to_vec()));
+        return Ok(Value::F32(out, shape.into()));
     }
     for o in 0..outer {
         for i in 0..inner {
@@ -37,7 +37,7 @@ pub fn softmax(x: &[f32], shape: &[usize], axis: i64) -> anyhow::Result<Value> {
             }
         }
     }
-    Ok(Value::F32(out, shape.to_vec()))
+    Ok(Value::F32(out, shape.into()))
 }
 
 /// Softmax of one contiguous row `x` into `y` (the same length), as [`softmax`] takes it.
@@ -103,7 +103,7 @@ pub fn layer_norm(
         }
     }
     if fused {
-        return Ok(Value::F32(out, shape.to_vec()));
+        return Ok(Value::F32(out, shape.into()));
     }
     let scaled = broadcast(&out, shape, scale.0, scale.1, |x, s| x * s)?;
     match bias {
@@ -142,7 +142,7 @@ pub fn instance_norm(
         let p = plane_affine(norm::moments(row), scale[c], bias[c], epsilon, None);
         norm::affine(row, y, &p);
     }
-    Ok(Value::F32(out, shape.to_vec()))
+    Ok(Value::F32(out, shape.into()))
 }
 
 /// InstanceNormalization's pass over one plane of these moments, with a following
@@ -217,19 +217,14 @@ pub fn group_norm<T: NormOutput>(
         out.len(),
         x.len()
     );
-    let runs: Vec<Mutex<PlaneRun<'_, T>>> = x
-        .chunks(per_task * group_plane)
-        .zip(out.chunks_mut(per_task * group_plane))
-        .enumerate()
-        .map(|(t, (x, y))| Mutex::new((t * per_task, x, y)))
-        .collect();
     let failure = Mutex::new(None);
-    mf_kernels::team::run(runs.len(), &|t| {
-        let mut run = runs[t].lock().unwrap_or_else(|e| e.into_inner());
-        let (first, x, y) = &mut *run;
+    let run_len = per_task * group_plane;
+    let parallel = planes > per_task;
+    mf_kernels::team::for_each_chunk(&mut out, run_len, parallel, &|t, y| {
+        let x = &x[t * run_len..t * run_len + y.len()];
         let planes = x.chunks(group_plane).zip(y.chunks_mut(group_plane));
         for (j, (xg, yg)) in planes.enumerate() {
-            let g = *first + j;
+            let g = t * per_task + j;
             let done = norm::plane_moments(isa, xg).and_then(|moments| {
                 let cells = xg.chunks(plane).zip(yg.chunks_mut(plane));
                 for (k, (row, y)) in cells.enumerate() {
@@ -252,15 +247,11 @@ pub fn group_norm<T: NormOutput>(
             }
         }
     });
-    drop(runs);
     if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
         return Err(e.into());
     }
     Ok(Some(out))
 }
-
-/// A run of group planes for one task: the index of its first plane, its input, its output.
-type PlaneRun<'a, T> = (usize, &'a [f32], &'a mut [T]);
 
 /// What a fused GroupNorm writes: f32 values, or uint8 codes for the int8 layer that reads
 /// them (each the code that layer would give the f32 value).
