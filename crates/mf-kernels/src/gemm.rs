@@ -25,7 +25,6 @@ pub fn gemm_i8(
 #[derive(Default)]
 pub struct GemmScratch {
     rows: Vec<u8>,
-    row_codes: Vec<u8>,
 }
 
 /// [`gemm_i8`] converting the activations in `scratch`'s buffers, which grow to the largest
@@ -38,8 +37,7 @@ pub fn gemm_i8_reusing(
     scratch: &mut GemmScratch,
 ) -> Result<(), KernelError> {
     out.check(m, w.n)?;
-    let buffers = (&mut scratch.rows, &mut scratch.row_codes);
-    let (a, lda) = prepare_a(w.micro, input, m, w.k, w.input, buffers)?;
+    let (a, lda) = prepare_a(w.micro, input, m, w.k, w.input, &mut scratch.rows)?;
     gemm_i8_rows(w, (a, lda), m, Depth::whole(w.steps), out, true)
 }
 

@@ -197,8 +197,8 @@ pub enum Input<'a> {
 
 /// Activation rows as a kernel reads them: row-major in the kernel's [`AForm`], each row padded
 /// to whole depth steps, and the row count to the kernel's row alignment. Uint8 codes already in
-/// that shape are used in place; anything else is converted once into `scratch` (through
-/// `row_codes`, one row's codes, for a form other than uint8).
+/// that shape are used in place; anything else is converted once into `scratch`, rows shared
+/// across the thread team when there are many values.
 /// Returns the rows and their stride in bytes.
 pub(crate) fn prepare_a<'a>(
     micro: &I8Micro,
@@ -206,7 +206,7 @@ pub(crate) fn prepare_a<'a>(
     m: usize,
     k: usize,
     params: QuantParams,
-    (scratch, row_codes): (&'a mut Vec<u8>, &mut Vec<u8>),
+    scratch: &'a mut Vec<u8>,
 ) -> Result<(&'a [u8], usize), KernelError> {
     let form = micro.a_form;
     match input {
@@ -228,32 +228,69 @@ pub(crate) fn prepare_a<'a>(
         scratch.resize(len, 0);
     }
     let scratch = &mut scratch[..len];
-    // One row's codes on the way to another form (kept at its largest, as `scratch`).
-    row_codes.resize(if form == AForm::U8 { 0 } else { k }, 0);
-    for (r, dst) in scratch.chunks_exact_mut(stride).enumerate() {
+    let quantize = micro.epilogue.quantize;
+    let row = |r: usize, dst: &mut [u8]| {
         // Depth padding and the rows that only align the row count hold zeros.
         if r >= m {
             dst.fill(0);
-            continue;
+            return;
         }
         dst[k * form.size()..].fill(0);
         match input {
             Input::U8(codes) => convert_codes(form, &codes[r * k..(r + 1) * k], dst),
             Input::F32(x) => {
                 let src = &x[r * k..(r + 1) * k];
-                let quantize = micro.epilogue.quantize;
                 if form == AForm::U8 {
                     // SAFETY: the epilogue belongs to a family checked available at pack time.
                     unsafe { quantize(src, params, &mut dst[..k]) };
-                } else {
+                    return;
+                }
+                // Other forms: codes a piece at a time through the stack, then converted.
+                let mut codes = [0u8; CODE_PIECE];
+                let pieces = src.chunks(CODE_PIECE);
+                for (piece, out) in pieces.zip(dst.chunks_mut(CODE_PIECE * form.size())) {
+                    let codes = &mut codes[..piece.len()];
                     // SAFETY: the epilogue belongs to a family checked available at pack time.
-                    unsafe { quantize(src, params, row_codes) };
-                    convert_codes(form, row_codes, dst);
+                    unsafe { quantize(piece, params, codes) };
+                    convert_codes(form, codes, out);
                 }
             }
         }
-    }
+    };
+    let parallel = m * k >= PARALLEL_VALUES;
+    for_row_runs(scratch, stride, parallel, &|first, run| {
+        for (j, dst) in run.chunks_exact_mut(stride).enumerate() {
+            row(first + j, dst);
+        }
+    });
     Ok((scratch, stride))
+}
+
+/// Values quantized per piece on the way to a form other than uint8 (a stack buffer).
+const CODE_PIECE: usize = 256;
+
+/// Activation values from which their conversion is shared across the thread team (below it,
+/// waking the team costs more than the pass: a DiT's batch of 16 has 32K per layer).
+const PARALLEL_VALUES: usize = 16 * 1024;
+
+/// Calls `f(first_row, run)` over runs of whole `stride`-byte rows of `rows` (`first_row`
+/// being the run's first row), one run per thread of the team when `parallel`, else one run
+/// on the calling thread.
+fn for_row_runs(
+    rows: &mut [u8],
+    stride: usize,
+    parallel: bool,
+    f: &(dyn Fn(usize, &mut [u8]) + Sync),
+) {
+    #[cfg(feature = "std")]
+    if parallel && stride > 0 {
+        let count = rows.len() / stride;
+        let per = count.div_ceil(crate::team::threads()).max(1);
+        crate::team::for_each_chunk(rows, per * stride, true, &|i, run| f(i * per, run));
+        return;
+    }
+    let _ = (stride, parallel);
+    f(0, rows);
 }
 
 /// Writes uint8 codes into the start of `dst` in the kernel's element form.

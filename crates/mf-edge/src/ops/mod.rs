@@ -571,10 +571,14 @@ pub(crate) fn broadcast(
     sa: &[usize],
     b: &[f32],
     sb: &[usize],
-    f: impl Fn(f32, f32) -> f32,
+    f: impl Fn(f32, f32) -> f32 + Sync,
 ) -> anyhow::Result<Value> {
     broadcast_into(a, sa, b, sb, f, Vec::new())
 }
+
+/// Outputs from which an element-wise op is shared out across the kernels' thread team
+/// (below it, waking the team costs about what the pass does).
+const PARALLEL_ELEMENTS: usize = 1 << 15;
 
 /// [`broadcast`] into the buffer `out` (its length and contents do not matter).
 fn broadcast_into(
@@ -582,17 +586,13 @@ fn broadcast_into(
     sa: &[usize],
     b: &[f32],
     sb: &[usize],
-    f: impl Fn(f32, f32) -> f32,
+    f: impl Fn(f32, f32) -> f32 + Sync,
     mut out: Vec<f32>,
 ) -> anyhow::Result<Value> {
+    let walk = Broadcast::new(sa, sb)?;
     out.clear();
-    if sa == sb {
-        out.extend(a.iter().zip(b).map(|(&x, &y)| f(x, y)));
-        return Ok(Value::F32(out, sa.into()));
-    }
-    let total = element_count(&broadcast_shapes(sa, sb)?.2)?;
-    out.reserve(total);
-    let shape = broadcast_rows(sa, sb, |run| {
+    out.resize(walk.total, 0.0);
+    walk.rows_of(&mut out, &|run, dst| {
         let Run {
             a: ia,
             a_step,
@@ -602,18 +602,26 @@ fn broadcast_into(
         } = run;
         // Contiguous rows and scalars get slice loops; other strides the general walk.
         match (a_step, b_step) {
-            (1, 1) => out.extend(
-                a[ia..ia + len]
-                    .iter()
-                    .zip(&b[ib..ib + len])
-                    .map(|(&x, &y)| f(x, y)),
-            ),
-            (1, 0) => out.extend(a[ia..ia + len].iter().map(|&x| f(x, b[ib]))),
-            (0, 1) => out.extend(b[ib..ib + len].iter().map(|&y| f(a[ia], y))),
-            _ => out.extend((0..len).map(|j| f(a[ia + j * a_step], b[ib + j * b_step]))),
+            (1, 1) => {
+                let rows = dst.iter_mut().zip(&a[ia..ia + len]).zip(&b[ib..ib + len]);
+                rows.for_each(|((d, &x), &y)| *d = f(x, y));
+            }
+            (1, 0) => {
+                let rows = dst.iter_mut().zip(&a[ia..ia + len]);
+                rows.for_each(|(d, &x)| *d = f(x, b[ib]));
+            }
+            (0, 1) => {
+                let rows = dst.iter_mut().zip(&b[ib..ib + len]);
+                rows.for_each(|(d, &y)| *d = f(a[ia], y));
+            }
+            _ => {
+                for (j, d) in dst.iter_mut().enumerate() {
+                    *d = f(a[ia + j * a_step], b[ib + j * b_step]);
+                }
+            }
         }
-    })?;
-    Ok(Value::F32(out, shape))
+    });
+    Ok(Value::F32(out, walk.shape))
 }
 
 /// `a = f(a, b)` in place when `b` broadcasts to `a`'s own shape (the engine's path for an
@@ -640,25 +648,24 @@ fn in_place(
     sa: &[usize],
     b: &[f32],
     sb: &[usize],
-    f: impl Fn(f32, f32) -> f32,
+    f: impl Fn(f32, f32) -> f32 + Sync,
 ) -> anyhow::Result<bool> {
-    if broadcast_shapes(sa, sb)?.2.as_slice() != sa || a.len() != element_count(sa)? {
+    let walk = Broadcast::new(sa, sb)?;
+    if walk.shape.as_slice() != sa || a.len() != walk.total {
         return Ok(false);
     }
-    broadcast_rows(sa, sb, |run: Run| {
-        let row = &mut a[run.a..run.a + run.len];
-        match run.b_step {
-            0 => row.iter_mut().for_each(|x| *x = f(*x, b[run.b])),
-            1 => row
-                .iter_mut()
-                .zip(&b[run.b..run.b + run.len])
-                .for_each(|(x, &y)| *x = f(*x, y)),
-            step => row
-                .iter_mut()
-                .enumerate()
-                .for_each(|(j, x)| *x = f(*x, b[run.b + j * step])),
-        }
-    })?;
+    // `a` has the output's shape: each output row is `a`'s own row, read and written in place.
+    walk.rows_of(a, &|run, row| match run.b_step {
+        0 => row.iter_mut().for_each(|x| *x = f(*x, b[run.b])),
+        1 => row
+            .iter_mut()
+            .zip(&b[run.b..run.b + run.len])
+            .for_each(|(x, &y)| *x = f(*x, y)),
+        step => row
+            .iter_mut()
+            .enumerate()
+            .for_each(|(j, x)| *x = f(*x, b[run.b + j * step])),
+    });
     Ok(true)
 }
 
@@ -672,71 +679,123 @@ struct Run {
     len: usize,
 }
 
-/// Walks the output of `sa` broadcast against `sb` in row-major order, one [`Run`] per row of
-/// its innermost (merged) axis. Returns the output shape.
-fn broadcast_rows(sa: &[usize], sb: &[usize], mut row: impl FnMut(Run)) -> anyhow::Result<Dims> {
-    let (full_a, full_b, full_shape) = broadcast_shapes(sa, sb)?;
-    let total = element_count(&full_shape)?;
-    if total == 0 {
-        return Ok(full_shape);
-    }
-    // Neighbouring axes that each operand either spans or repeats alike walk as one axis (a
-    // per-channel [C, 1, 1] against [N, C, H, W] becomes [1, C, 1] against [N, C, H·W]), and
-    // axes of size 1 drop out: longer rows for the loops.
-    let (mut pa, mut pb, mut out_shape) = (Dims::new(), Dims::new(), Dims::new());
-    let mut last = None;
-    for d in (0..full_shape.len()).filter(|&d| full_shape[d] > 1) {
-        let spans = (full_a[d] > 1, full_b[d] > 1);
-        if last == Some(spans) {
-            let n = full_shape[d];
-            *out_shape.last_mut().expect("an axis before") *= n;
-            *pa.last_mut().expect("an axis before") *= if spans.0 { n } else { 1 };
-            *pb.last_mut().expect("an axis before") *= if spans.1 { n } else { 1 };
-        } else {
-            out_shape.push(full_shape[d]);
-            pa.push(full_a[d]);
-            pb.push(full_b[d]);
-            last = Some(spans);
-        }
-    }
-    if out_shape.is_empty() {
-        let one = || Dims::from_slice(&[1]);
-        (pa, pb, out_shape) = (one(), one(), one());
-    }
-    let rank = out_shape.len();
-    let strides = |s: &[usize]| -> Dims {
-        let mut st = Dims::from_elem(0, rank);
-        let mut acc = 1;
-        for i in (0..rank).rev() {
-            st[i] = if s[i] == 1 { 0 } else { acc };
-            acc *= s[i];
-        }
-        st
-    };
-    let (st_a, st_b) = (strides(&pa), strides(&pb));
-    // Walk the outer dimensions with an index vector and the last one with plain strides.
-    let len = out_shape[rank - 1];
-    let (a_step, b_step) = (st_a[rank - 1], st_b[rank - 1]);
-    let mut idx = Dims::from_elem(0, rank - 1);
-    for _ in 0..total / len.max(1) {
-        let a: usize = idx.iter().zip(&st_a).map(|(i, s)| i * s).sum();
-        let b: usize = idx.iter().zip(&st_b).map(|(i, s)| i * s).sum();
-        row(Run {
-            a,
-            a_step,
-            b,
-            b_step,
-            len,
-        });
-        for d in (0..rank - 1).rev() {
-            idx[d] += 1;
-            if idx[d] < out_shape[d] {
-                break;
+/// The walk over the output of `sa` broadcast against `sb` in row-major order, one [`Run`] per
+/// row of its innermost (merged) axis.
+struct Broadcast {
+    /// The output's shape.
+    shape: Dims,
+    /// Its element count.
+    total: usize,
+    /// The merged output shape the rows walk, and each operand's strides along it.
+    merged: Dims,
+    strides: [Dims; 2],
+}
+
+impl Broadcast {
+    /// The walk, or an error when the shapes do not broadcast or the output is too large.
+    fn new(sa: &[usize], sb: &[usize]) -> anyhow::Result<Broadcast> {
+        let (full_a, full_b, shape) = broadcast_shapes(sa, sb)?;
+        let total = element_count(&shape)?;
+        // Neighbouring axes that each operand either spans or repeats alike walk as one axis
+        // (a per-channel [C, 1, 1] against [N, C, H, W] becomes [1, C, 1] against
+        // [N, C, H·W]), and axes of size 1 drop out: longer rows for the loops.
+        let (mut pa, mut pb, mut merged) = (Dims::new(), Dims::new(), Dims::new());
+        let mut last = None;
+        for d in (0..shape.len()).filter(|&d| shape[d] > 1) {
+            let spans = (full_a[d] > 1, full_b[d] > 1);
+            if last == Some(spans) {
+                let n = shape[d];
+                *merged.last_mut().expect("an axis before") *= n;
+                *pa.last_mut().expect("an axis before") *= if spans.0 { n } else { 1 };
+                *pb.last_mut().expect("an axis before") *= if spans.1 { n } else { 1 };
+            } else {
+                merged.push(shape[d]);
+                pa.push(full_a[d]);
+                pb.push(full_b[d]);
+                last = Some(spans);
             }
-            idx[d] = 0;
+        }
+        if merged.is_empty() {
+            let one = || Dims::from_slice(&[1]);
+            (pa, pb, merged) = (one(), one(), one());
+        }
+        let rank = merged.len();
+        let strides = |s: &[usize]| -> Dims {
+            let mut st = Dims::from_elem(0, rank);
+            let mut acc = 1;
+            for i in (0..rank).rev() {
+                st[i] = if s[i] == 1 { 0 } else { acc };
+                acc *= s[i];
+            }
+            st
+        };
+        let strides = [strides(&pa), strides(&pb)];
+        Ok(Broadcast {
+            shape,
+            total,
+            merged,
+            strides,
+        })
+    }
+
+    /// The length of a row.
+    fn row_len(&self) -> usize {
+        self.merged[self.merged.len() - 1]
+    }
+
+    /// Calls `row(run, dst)` for every row of the output, `dst` being that row's part of `out`
+    /// (the output's `total` values, in order). A large output is shared out across the
+    /// thread team in equal runs of values, a row cut where a run ends (a same-shape op is one
+    /// long row).
+    fn rows_of(&self, out: &mut [f32], row: &(dyn Fn(Run, &mut [f32]) + Sync)) {
+        let len = self.row_len();
+        if self.total == 0 || len == 0 {
+            return;
+        }
+        let per_task = if self.total >= PARALLEL_ELEMENTS {
+            self.total.div_ceil(mf_kernels::team::threads())
+        } else {
+            self.total
+        };
+        let parallel = self.total > per_task;
+        mf_kernels::team::for_each_chunk(out, per_task, parallel, &|t, part| {
+            let (mut at, mut done) = (t * per_task, 0);
+            while done < part.len() {
+                let (r, j) = (at / len, at % len);
+                let n = (len - j).min(part.len() - done);
+                let whole = self.run(r);
+                let run = Run {
+                    a: whole.a + j * whole.a_step,
+                    b: whole.b + j * whole.b_step,
+                    len: n,
+                    ..whole
+                };
+                row(run, &mut part[done..done + n]);
+                (at, done) = (at + n, done + n);
+            }
+        });
+    }
+
+    /// Row `r`'s run.
+    fn run(&self, mut r: usize) -> Run {
+        let rank = self.merged.len();
+        let [st_a, st_b] = &self.strides;
+        let (mut a, mut b) = (0, 0);
+        // Row `r`'s index over the outer axes, innermost first.
+        for d in (0..rank - 1).rev() {
+            let i = r % self.merged[d];
+            r /= self.merged[d];
+            a += i * st_a[d];
+            b += i * st_b[d];
+        }
+        Run {
+            a,
+            a_step: st_a[rank - 1],
+            b,
+            b_step: st_b[rank - 1],
+            len: self.row_len(),
         }
     }
-    Ok(full_shape)
 }
 
 /// Concat of float inputs along `axis`, into a buffer from `buffer`.
@@ -862,13 +921,17 @@ mod tests {
     #[test]
     fn in_place_broadcasting_equals_the_allocating_one() {
         let data = |n: usize| (0..n).map(|i| i as f32 * 0.37 - 2.0).collect::<Vec<f32>>();
-        let cases: [(&[usize], &[usize]); 6] = [
+        let cases: [(&[usize], &[usize]); 9] = [
             (&[2, 3, 4], &[2, 3, 4]),
             (&[2, 3, 4], &[3, 1]),
             (&[2, 3, 4], &[1, 1, 4]),
             (&[2, 3, 4], &[2, 1, 4]),
             (&[2, 3, 4], &[]),
             (&[4, 3], &[1, 3]),
+            // Large enough to be shared out across the team (runs cut mid-row).
+            (&[33_001], &[33_001]),
+            (&[5, 67, 101], &[5, 1, 101]),
+            (&[3, 11, 1_009], &[11, 1]),
         ];
         for op in ["Add", "Sub", "Mul", "Div"] {
             for (sa, sb) in cases {
@@ -969,6 +1032,13 @@ mod tests {
             (vec![3, 4], vec![4]),
             (vec![2, 3, 4], vec![2, 1, 4]),
             (vec![2, 1, 4], vec![3, 1]),
+            // Past PARALLEL_ELEMENTS, shared out across the team in runs that cut rows at odd
+            // places: one long same-shape row, long rows, a per-row scalar, a strided walk.
+            (vec![33_001], vec![33_001]),
+            (vec![5, 67, 101], vec![5, 1, 101]),
+            (vec![7, 4_801], vec![7, 1]),
+            (vec![3, 11, 1_009], vec![11, 1]),
+            (vec![3, 1, 1_009], vec![3, 11, 1]),
         ] {
             let a: Vec<f32> = (0..sa.iter().product::<usize>())
                 .map(|i| i as f32)

@@ -78,30 +78,41 @@ pub fn layer_norm(
     };
     let fused = over_axes(scale.1) && bias.is_none_or(|(_, sb)| over_axes(sb));
     out.resize(x.len(), 0.0);
-    for o in 0..outer {
-        let row = &x[o * len..(o + 1) * len];
-        let (mean, var) = norm::moments(row);
-        let (mean, inv) = (mean as f32, (1.0 / (var + epsilon as f64).sqrt()) as f32);
-        let y = &mut out[o * len..(o + 1) * len];
-        let normalized = |v: f32| (v - mean) * inv;
-        match (fused, bias) {
-            (true, Some((b, _))) => {
-                for (((y, &v), &s), &b) in y.iter_mut().zip(row).zip(scale.0).zip(b) {
-                    *y = normalized(v) * s + b;
+    // Rows are independent: runs of them are shared out across the team when there are many
+    // values.
+    let per_task = if x.len() >= PARALLEL_VALUES {
+        outer.div_ceil(mf_kernels::team::threads()).max(1)
+    } else {
+        outer.max(1)
+    };
+    let parallel = outer > per_task;
+    mf_kernels::team::for_each_chunk(&mut out, per_task * len, parallel, &|t, ys| {
+        let first = t * per_task;
+        for (i, y) in ys.chunks_mut(len).enumerate() {
+            let o = first + i;
+            let row = &x[o * len..(o + 1) * len];
+            let (mean, var) = norm::moments(row);
+            let (mean, inv) = (mean as f32, (1.0 / (var + epsilon as f64).sqrt()) as f32);
+            let normalized = |v: f32| (v - mean) * inv;
+            match (fused, bias) {
+                (true, Some((b, _))) => {
+                    for (((y, &v), &s), &b) in y.iter_mut().zip(row).zip(scale.0).zip(b) {
+                        *y = normalized(v) * s + b;
+                    }
                 }
-            }
-            (true, None) => {
-                for ((y, &v), &s) in y.iter_mut().zip(row).zip(scale.0) {
-                    *y = normalized(v) * s;
+                (true, None) => {
+                    for ((y, &v), &s) in y.iter_mut().zip(row).zip(scale.0) {
+                        *y = normalized(v) * s;
+                    }
                 }
-            }
-            (false, _) => {
-                for (y, &v) in y.iter_mut().zip(row) {
-                    *y = normalized(v);
+                (false, _) => {
+                    for (y, &v) in y.iter_mut().zip(row) {
+                        *y = normalized(v);
+                    }
                 }
             }
         }
-    }
+    });
     if fused {
         return Ok(Value::F32(out, shape.into()));
     }
