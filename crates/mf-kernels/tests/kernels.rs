@@ -3,8 +3,9 @@
 //! extreme zero points and extreme codes.
 use mf_kernels::reference::{self, QuantizedLayer};
 use mf_kernels::{
-    Activation, ConvGeometry, ConvScratch, Input, Isa, Output, PackedConvF32, PackedConvI8,
-    PackedF32, PackedI8, QuantParams, conv_f32, conv_i8, gemm_f32, gemm_i8,
+    Activation, ConvGeometry, ConvScratch, GemmScratch, Input, Isa, Output, PackedConvF32,
+    PackedConvI8, PackedF32, PackedI8, QuantParams, conv_f32, conv_i8, gemm_f32, gemm_i8,
+    gemm_i8_reusing,
 };
 use proptest::prelude::*;
 
@@ -594,34 +595,44 @@ fn weights_of_minus_128_are_exact_in_every_kernel() {
 
 #[test]
 fn f32_input_is_quantized_like_the_reference() {
-    let (m, n, k) = (5, 9, 37);
-    let x: Vec<f32> = (0..m * k)
-        .map(|i| ((i * 7919) % 113) as f32 / 20.0 - 2.5)
-        .collect();
-    let w: Vec<i8> = (0..n * k)
-        .map(|i| ((i * 31) % 255) as i8)
-        .map(|v| v.max(-127))
-        .collect();
-    let scales = vec![0.01f32; n];
-    let bias = vec![0.5f32; n];
-    let input = QuantParams::from_range(-2.5, 3.0);
-    let layer = QuantizedLayer {
-        weights: &w,
-        weight_scales: &scales,
-        bias: &bias,
-        input,
-        activation: Activation::Silu,
-        n,
-        k,
-    };
-    let codes: Vec<u8> = x.iter().map(|&v| input.quantize(v)).collect();
-    let mut want = vec![0f32; m * n];
-    reference::gemm_i8(&layer, &codes, m, Output::F32(&mut want)).unwrap();
-    for isa in available() {
-        let packed = PackedI8::new(isa, &layer).unwrap();
-        let mut got = vec![0f32; m * n];
-        gemm_i8(&packed, Input::F32(&x), m, Output::F32(&mut got)).unwrap();
-        assert_eq!(got, want, "{isa}");
+    // A small product, and one past the size from which the quantizing is shared across the
+    // thread team with rows longer than the 256-value pieces of the AVX2/NEON forms; one kept
+    // scratch for every product of a family (the larger first), as the engine keeps it.
+    let cases = [(40, 9, 601), (5, 9, 37)];
+    let mut scratch: Vec<GemmScratch> =
+        available().iter().map(|_| GemmScratch::default()).collect();
+    for (m, n, k) in cases {
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7919) % 113) as f32 / 20.0 - 2.5)
+            .collect();
+        let w: Vec<i8> = (0..n * k)
+            .map(|i| ((i * 31) % 255) as i8)
+            .map(|v| v.max(-127))
+            .collect();
+        let scales = vec![0.01f32; n];
+        let bias = vec![0.5f32; n];
+        let input = QuantParams::from_range(-2.5, 3.0);
+        let layer = QuantizedLayer {
+            weights: &w,
+            weight_scales: &scales,
+            bias: &bias,
+            input,
+            activation: Activation::Silu,
+            n,
+            k,
+        };
+        let codes: Vec<u8> = x.iter().map(|&v| input.quantize(v)).collect();
+        let mut want = vec![0f32; m * n];
+        reference::gemm_i8(&layer, &codes, m, Output::F32(&mut want)).unwrap();
+        for (isa, scratch) in available().into_iter().zip(&mut scratch) {
+            let packed = PackedI8::new(isa, &layer).unwrap();
+            let mut got = vec![0f32; m * n];
+            gemm_i8(&packed, Input::F32(&x), m, Output::F32(&mut got)).unwrap();
+            assert_eq!(got, want, "{isa}, [{m}, {k}]");
+            let mut kept = vec![0f32; m * n];
+            gemm_i8_reusing(&packed, Input::F32(&x), m, Output::F32(&mut kept), scratch).unwrap();
+            assert_eq!(kept, want, "{isa}, [{m}, {k}], kept scratch");
+        }
     }
 }
 
