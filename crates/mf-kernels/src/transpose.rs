@@ -8,9 +8,9 @@
 pub(crate) trait Transposable: Copy + Default {
     /// The block's side.
     const B: usize;
-    /// Transposes the `B × B` block whose row `r` is `rows[r]` (each `B` long) into
-    /// `out[c]` (each `B` long).
-    fn block(rows: &[&[Self]], out: &mut [&mut [Self]]);
+    /// Transposes the `B × B` block whose row `r` is `src[at + r·stride..][..B]`, `from` being
+    /// `(at, stride)`, into `dst[to[c]..][..B]` for each column `c < B`.
+    fn block(src: &[Self], from: (usize, usize), dst: &mut [Self], to: &[usize; 16]);
 }
 
 /// `dst[start(j) + i] = src[i · stride + j]` for `i < rows`, `j < cols`: the `rows × cols`
@@ -26,23 +26,9 @@ pub(crate) fn transpose<T: Transposable>(
     let (full_rows, full_cols) = (rows - rows % b, cols - cols % b);
     for i0 in (0..full_rows).step_by(b) {
         for j0 in (0..full_cols).step_by(b) {
-            let block_rows: [&[T]; 16] = core::array::from_fn(|r| {
-                let at = (i0 + r.min(b - 1)) * stride + j0;
-                &src[at..at + b]
-            });
-            let mut outs: [&mut [T]; 16] = Default::default();
-            let mut rest = &mut *dst;
-            let mut taken = 0;
-            // Output rows in increasing order of `start` are split off one after another.
-            for (c, out) in outs.iter_mut().enumerate().take(b) {
-                let at = start(j0 + c) + i0 - taken;
-                let (_, tail) = core::mem::take(&mut rest).split_at_mut(at);
-                let (row, after) = tail.split_at_mut(b);
-                *out = row;
-                rest = after;
-                taken += at + b;
-            }
-            T::block(&block_rows[..b], &mut outs[..b]);
+            let to: [usize; 16] =
+                core::array::from_fn(|c| if c < b { start(j0 + c) + i0 } else { 0 });
+            T::block(src, (i0 * stride + j0, stride), dst, &to);
         }
         for j in full_cols..cols {
             for i in i0..i0 + b {
@@ -61,12 +47,14 @@ impl Transposable for u8 {
     const B: usize = 16;
 
     #[inline(always)]
-    fn block(rows: &[&[u8]], out: &mut [&mut [u8]]) {
+    fn block(src: &[u8], (at, stride): (usize, usize), dst: &mut [u8], to: &[usize; 16]) {
         #[cfg(target_arch = "x86_64")]
         {
             use core::arch::x86_64::*;
             let row = |r: usize| {
-                let r: &[u8; 16] = rows[r].try_into().expect("a 16-byte row");
+                let r: &[u8; 16] = src[at + r * stride..][..16]
+                    .try_into()
+                    .expect("a 16-byte row");
                 // SAFETY: SSE2 is part of x86-64's baseline; the load reads the 16 bytes of `r`.
                 unsafe { _mm_loadu_si128(r.as_ptr().cast()) }
             };
@@ -80,8 +68,8 @@ impl Transposable for u8 {
                     }
                 });
             }
-            for (o, v) in out.iter_mut().zip(x) {
-                let o: &mut [u8; 16] = (&mut **o).try_into().expect("a 16-byte row");
+            for (&o, v) in to.iter().zip(x) {
+                let o: &mut [u8; 16] = (&mut dst[o..][..16]).try_into().expect("a 16-byte row");
                 // SAFETY: SSE2 is baseline; the store writes the 16 bytes of `o`.
                 unsafe { _mm_storeu_si128(o.as_mut_ptr().cast(), v) };
             }
@@ -90,7 +78,9 @@ impl Transposable for u8 {
         {
             use core::arch::aarch64::*;
             let row = |r: usize| {
-                let r: &[u8; 16] = rows[r].try_into().expect("a 16-byte row");
+                let r: &[u8; 16] = src[at + r * stride..][..16]
+                    .try_into()
+                    .expect("a 16-byte row");
                 // SAFETY: NEON is part of aarch64's baseline; the load reads the 16 bytes of `r`.
                 unsafe { vld1q_u8(r.as_ptr()) }
             };
@@ -104,14 +94,14 @@ impl Transposable for u8 {
                     }
                 });
             }
-            for (o, v) in out.iter_mut().zip(x) {
-                let o: &mut [u8; 16] = (&mut **o).try_into().expect("a 16-byte row");
+            for (&o, v) in to.iter().zip(x) {
+                let o: &mut [u8; 16] = (&mut dst[o..][..16]).try_into().expect("a 16-byte row");
                 // SAFETY: NEON is baseline; the store writes the 16 bytes of `o`.
                 unsafe { vst1q_u8(o.as_mut_ptr(), v) };
             }
         }
         #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-        portable_block(rows, out);
+        portable_block(src, (at, stride), dst, &to[..Self::B]);
     }
 }
 
@@ -119,12 +109,14 @@ impl Transposable for f32 {
     const B: usize = 4;
 
     #[inline(always)]
-    fn block(rows: &[&[f32]], out: &mut [&mut [f32]]) {
+    fn block(src: &[f32], (at, stride): (usize, usize), dst: &mut [f32], to: &[usize; 16]) {
         #[cfg(target_arch = "x86_64")]
         {
             use core::arch::x86_64::*;
             let row = |r: usize| {
-                let r: &[f32; 4] = rows[r].try_into().expect("a 4-float row");
+                let r: &[f32; 4] = src[at + r * stride..][..4]
+                    .try_into()
+                    .expect("a 4-float row");
                 // SAFETY: SSE is part of x86-64's baseline; the load reads the 4 floats of `r`.
                 unsafe { _mm_loadu_ps(r.as_ptr()) }
             };
@@ -138,8 +130,8 @@ impl Transposable for f32 {
                     }
                 });
             }
-            for (o, v) in out.iter_mut().zip(x) {
-                let o: &mut [f32; 4] = (&mut **o).try_into().expect("a 4-float row");
+            for (&o, v) in to.iter().zip(x) {
+                let o: &mut [f32; 4] = (&mut dst[o..][..4]).try_into().expect("a 4-float row");
                 // SAFETY: SSE is baseline; the store writes the 4 floats of `o`.
                 unsafe { _mm_storeu_ps(o.as_mut_ptr(), v) };
             }
@@ -148,7 +140,9 @@ impl Transposable for f32 {
         {
             use core::arch::aarch64::*;
             let row = |r: usize| {
-                let r: &[f32; 4] = rows[r].try_into().expect("a 4-float row");
+                let r: &[f32; 4] = src[at + r * stride..][..4]
+                    .try_into()
+                    .expect("a 4-float row");
                 // SAFETY: NEON is part of aarch64's baseline; the load reads the 4 floats of `r`.
                 unsafe { vld1q_f32(r.as_ptr()) }
             };
@@ -162,23 +156,23 @@ impl Transposable for f32 {
                     }
                 });
             }
-            for (o, v) in out.iter_mut().zip(x) {
-                let o: &mut [f32; 4] = (&mut **o).try_into().expect("a 4-float row");
+            for (&o, v) in to.iter().zip(x) {
+                let o: &mut [f32; 4] = (&mut dst[o..][..4]).try_into().expect("a 4-float row");
                 // SAFETY: NEON is baseline; the store writes the 4 floats of `o`.
                 unsafe { vst1q_f32(o.as_mut_ptr(), v) };
             }
         }
         #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-        portable_block(rows, out);
+        portable_block(src, (at, stride), dst, &to[..Self::B]);
     }
 }
 
 /// The block transpose one element at a time (targets without baseline SIMD).
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-fn portable_block<T: Copy>(rows: &[&[T]], out: &mut [&mut [T]]) {
-    for (c, o) in out.iter_mut().enumerate() {
-        for (r, v) in o.iter_mut().enumerate() {
-            *v = rows[r][c];
+fn portable_block<T: Copy>(src: &[T], (at, stride): (usize, usize), dst: &mut [T], to: &[usize]) {
+    for (c, &o) in to.iter().enumerate() {
+        for r in 0..to.len() {
+            dst[o + r] = src[at + r * stride + c];
         }
     }
 }
