@@ -82,9 +82,22 @@ pub fn grid(samples: &[f32], shape: &[usize], cols: usize, zoom: u32) -> anyhow:
     Ok(img)
 }
 
+/// Checks that `path` names a PNG file: its extension, if it has one, is `png` (any case), so
+/// that PNG bytes never land in a file named `.jpg` or `.txt`.
+pub fn check_png_path(path: &Path) -> anyhow::Result<()> {
+    match path.extension() {
+        Some(ext) if !ext.eq_ignore_ascii_case("png") => anyhow::bail!(
+            "cannot write {}: images are written as PNG only; give a path ending in .png",
+            path.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Writes a PNG atomically ([`crate::atomic::write`]): encoded in memory, then written
-/// whole, flushed and renamed into place.
+/// whole, flushed and renamed into place. The path must pass [`check_png_path`].
 pub fn save_png(img: &RgbImage, path: &Path) -> anyhow::Result<()> {
+    check_png_path(path)?;
     let mut png = std::vec::Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
         .with_context(|| format!("cannot encode {}", path.display()))?;
@@ -94,6 +107,20 @@ pub fn save_png(img: &RgbImage, path: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_png_paths_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = grid(&[0.0; 4], &[1, 2, 2], 1, 1).unwrap();
+        for name in ["a.png", "b.PNG", "c"] {
+            save_png(&img, &dir.path().join(name)).unwrap();
+        }
+        for name in ["d.jpg", "e.txt", "f.png.tmp"] {
+            let err = save_png(&img, &dir.path().join(name)).unwrap_err();
+            assert!(format!("{err}").contains("PNG only"), "{err}");
+            assert!(!dir.path().join(name).exists(), "{name} was written");
+        }
+    }
 
     #[test]
     fn four_channels_draw_their_first_three_and_two_are_refused() {

@@ -13,7 +13,7 @@ use fast_image_resize::{FilterType, PixelTrait, ResizeAlg, ResizeOptions, Resize
 use image::{DynamicImage, GrayImage, RgbImage};
 use mf_core::schedule::to_pixel;
 
-pub use mf_core::images::{MAX_GRID_PIXELS, grid, grid_size, save_png};
+pub use mf_core::images::{MAX_GRID_PIXELS, check_png_path, grid, grid_size, save_png};
 
 /// The largest photo file read (256 MiB); decoding is bounded by the `image` crate's limits.
 pub const MAX_PHOTO_BYTES: u64 = 256 << 20;

@@ -274,7 +274,11 @@ fn run() -> anyhow::Result<()> {
             } else {
                 (count as f64).sqrt().ceil() as usize
             };
-            // The canvas is checked before any network runs, so a bad size costs nothing.
+            // The canvas and the file name are checked before any network runs, so a bad size
+            // or name costs nothing.
+            if out_dir.is_none() {
+                images::check_png_path(&out)?;
+            }
             match &out_dir {
                 Some(_) => images::grid_size(1, shape, 1, zoom)?,
                 None => images::grid_size(total, shape, cols, zoom)?,
@@ -348,6 +352,7 @@ fn run() -> anyhow::Result<()> {
                 return paint_stream(&model, &run, format, class, strength, seed);
             }
             let (input, out) = input.zip(out).context("--input and --out are required")?;
+            images::check_png_path(&out)?;
             images::grid_size(1, &model.card.sample_shape, 1, zoom)?;
             let photo = images::read_photo(&input, &model.card.sample_shape)?;
             let mut backend = backends::open(run.backend, &model, &run.options())?;
