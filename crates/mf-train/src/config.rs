@@ -250,6 +250,14 @@ fn default_log_every() -> u64 {
     50
 }
 
+/// The most samples one training step may hold (`train.batch`).
+pub const MAX_BATCH: usize = 65_536;
+
+/// Whether `v` is a finite number above 0 (NaN is not).
+fn positive(v: f64) -> bool {
+    v > 0.0 && v.is_finite()
+}
+
 impl Config {
     /// Reads and checks a TOML config file.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
@@ -265,20 +273,39 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks value ranges that the types cannot express.
+    /// Checks value ranges that the types cannot express. Every comparison is written so
+    /// that NaN fails it.
     pub fn check(&self) -> anyhow::Result<()> {
         let o = &self.objective;
         if !(0.0..=1.0).contains(&o.ratio_r_neq_t) || !(0.0..1.0).contains(&o.label_drop) {
             bail!("objective.ratio_r_neq_t must be in [0, 1] and objective.label_drop in [0, 1)");
         }
-        if o.t_sigma <= 0.0 || o.c <= 0.0 || o.p < 0.0 {
-            bail!("objective.t_sigma and objective.c must be positive, objective.p non-negative");
+        if !(positive(o.t_sigma) && positive(o.c) && o.p >= 0.0 && o.p.is_finite()) {
+            bail!(
+                "objective.t_sigma and objective.c must be positive, objective.p non-negative \
+                 (finite numbers)"
+            );
         }
         if !o.t_mu.is_finite() || o.r_mu.is_some_and(|m| !m.is_finite()) {
             bail!("objective.t_mu and objective.r_mu must be finite numbers");
         }
-        if o.r_sigma.is_some_and(|s| s.is_nan() || s <= 0.0) {
+        if o.r_sigma.is_some_and(|s| !positive(s)) {
             bail!("objective.r_sigma must be positive");
+        }
+        if !(positive(o.omega) && (0.0..1.0).contains(&o.kappa)) {
+            bail!(
+                "objective.omega {} and objective.kappa {}: ω must be positive and κ in [0, 1) \
+                 (the effective guidance scale is ω / (1 − κ))",
+                o.omega,
+                o.kappa
+            );
+        }
+        let [from, to] = o.guidance_interval;
+        if !((0.0..=1.0).contains(&from) && (from..=1.0).contains(&to)) {
+            bail!(
+                "objective.guidance_interval {:?}: [a, b] with 0 ≤ a ≤ b ≤ 1 is accepted",
+                o.guidance_interval
+            );
         }
         if !["u", "x"].contains(&self.model.prediction.as_str()) {
             bail!(
@@ -289,14 +316,33 @@ impl Config {
         if !self.model.time_dim.is_multiple_of(2) || self.model.time_dim == 0 {
             bail!("model.time_dim must be even and positive");
         }
+        if !positive(self.model.time_scale) {
+            bail!(
+                "model.time_scale {} must be a positive number",
+                self.model.time_scale
+            );
+        }
         if self.train.batch == 0 || self.train.steps == 0 {
             bail!("train.batch and train.steps must be positive");
+        }
+        if self.train.batch > MAX_BATCH {
+            bail!(
+                "train.batch {} is more than the {MAX_BATCH} samples a step may hold",
+                self.train.batch
+            );
         }
         if self.train.log_every == 0 {
             bail!("train.log_every must be 1 or more steps, not 0 (the default is 50)");
         }
-        if !(0.0..1.0).contains(&self.optim.ema_decay) || self.optim.lr <= 0.0 {
+        if !(0.0..1.0).contains(&self.optim.ema_decay) || !positive(self.optim.lr) {
             bail!("optim.ema_decay must be in [0, 1) and optim.lr positive");
+        }
+        let adam = &self.optim;
+        if !((0.0..1.0).contains(&adam.beta1)
+            && (0.0..1.0).contains(&adam.beta2)
+            && positive(adam.eps.into()))
+        {
+            bail!("optim.beta1 and optim.beta2 must be in [0, 1) and optim.eps positive");
         }
         if !(0.0..=1.0).contains(&self.optim.cooldown) {
             bail!(
@@ -331,6 +377,48 @@ mod tests {
         batch = 8
         seed = 1
     "#;
+
+    #[test]
+    fn out_of_range_and_nan_values_are_refused_by_name() {
+        let cases = [
+            (
+                "[train]",
+                "[objective]\nt_sigma = nan\n[train]",
+                "objective.t_sigma",
+            ),
+            ("[train]", "[objective]\nc = -1.0\n[train]", "objective.c"),
+            (
+                "[train]",
+                "[objective]\nomega = nan\n[train]",
+                "objective.omega",
+            ),
+            (
+                "[train]",
+                "[objective]\nkappa = 1.0\n[train]",
+                "objective.kappa",
+            ),
+            (
+                "[train]",
+                "[objective]\nguidance_interval = [0.8, 0.3]\n[train]",
+                "guidance_interval",
+            ),
+            ("[train]", "[optim]\nlr = nan\n[train]", "optim.lr"),
+            ("[train]", "[optim]\nbeta2 = 1.0\n[train]", "optim.beta1"),
+            (
+                "depth = 2",
+                "depth = 2\ntime_scale = inf",
+                "model.time_scale",
+            ),
+            ("batch = 8", "batch = 100000000", "train.batch"),
+        ];
+        for (from, to, named) in cases {
+            let text = MINIMAL.replace(from, to);
+            assert_ne!(text, MINIMAL);
+            let err = Config::parse(&text).unwrap_err();
+            assert!(format!("{err:#}").contains(named), "{to}: {err:#}");
+        }
+        Config::parse(MINIMAL).expect("the minimal config is accepted");
+    }
 
     #[test]
     fn a_log_interval_of_zero_is_refused_by_name() {

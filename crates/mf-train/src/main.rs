@@ -107,7 +107,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Measure one- and few-step sample quality of a run's EMA weights.
+    /// Measure one- and few-step sample quality of a toy run's EMA weights (an image run is
+    /// measured by `mf-edge eval` on its export).
     Eval {
         /// The run folder.
         #[arg(long)]
@@ -280,7 +281,14 @@ fn run() -> anyhow::Result<()> {
             let device = burn::prelude::Device::flex();
             let (state, ema) = checkpoint::load_ema(&run, &device)?;
             let Dataset::Toy(toy) = Dataset::open(&state.config.data)? else {
-                bail!("eval of image models is not implemented yet; toy sets only");
+                bail!(
+                    "mf-train eval measures toy datasets (sliced Wasserstein distance and MMD \
+                     against true samples); {} is an image run: export it and measure it with \
+                     the reference classifier: mf-export --run {} --precision fp32 --out m.onnx \
+                     && mf-edge eval --model m.onnx",
+                    run.display(),
+                    run.display()
+                );
             };
             let floor = toy_floor(toy, count);
             println!(
