@@ -225,10 +225,12 @@ struct Grid {
 /// Below this many int8 multiply-adds, counted over whole tiles (the padding of a narrow
 /// layer's tiles included), [`PARALLEL_OUTPUTS`] outputs and [`PARALLEL_WEIGHT_BYTES`] of
 /// weights, a product runs on the calling thread: sharing out a small product moves its
-/// operands between cores' caches for longer than the work takes (batch-1 U-Net convolutions
-/// of 1.8M multiply-adds ran 10% slower on two threads than on one, with im2col, on an Intel
-/// Xeon; with the implicit GEMM on an AMD EPYC, int8 is level either way).
-const PARALLEL_MACS_I8: usize = 1 << 21;
+/// operands between cores' caches for longer than the work takes. Measured on an AMD EPYC Zen 4
+/// (medians of 5 alternated runs, batch 1): 2^20 against 2^21 took the U-Net from 0.377 to
+/// 0.353 ms and the DiT from 0.223 to 0.192 (AVX2 kernels: 0.671 → 0.577, 0.383 → 0.313),
+/// the MLP level; 2^19 is no faster than 2^20. (Before the implicit GEMM, an Intel Xeon ran
+/// 1.8M-multiply-add convolutions with im2col 10% slower shared; not measured there since.)
+const PARALLEL_MACS_I8: usize = 1 << 20;
 
 /// [`PARALLEL_MACS_I8`] for fp32, whose multiply-adds take about four times as long (16 per
 /// instruction against 64): the batch-1 U-Net's 1.8M-multiply-add convolutions ran 12% faster

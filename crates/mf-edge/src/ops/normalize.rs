@@ -305,8 +305,10 @@ impl NormOutput for u8 {
     }
 }
 
-/// From this many values on, a GroupNorm is shared out across the thread team.
-const PARALLEL_VALUES: usize = 1 << 15;
+/// From this many values on, a GroupNorm (or LayerNormalization) is shared out across the
+/// thread team: the batch-1 U-Net's GroupNorms of 6K-25K values ran 6% faster shared (int8,
+/// AMD EPYC Zen 4: 0.401 → 0.376 ms for the network; fp32 level) than below 2^15.
+const PARALLEL_VALUES: usize = 1 << 12;
 
 /// `(product of dims before from, product of dims from..to, product of dims after to)`.
 fn split(shape: &[usize], from: usize, to: usize) -> (usize, usize, usize) {
