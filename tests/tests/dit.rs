@@ -1,37 +1,13 @@
 //! The DiT end to end through the one export path every network takes (no DiT-specific export
 //! code): a short mf-train run, exported in fp32, fp16 and int8 (each checked against mf-train's
 //! forward inside the exporter), run in tract and ONNX Runtime through mf-edge and sampled in
-//! one step; the native engine refuses it by name.
+//! one step, and in the native engine.
 mod common;
 
 use std::collections::BTreeSet;
 
 use prost::Message;
 use tract_onnx::pb;
-
-/// Two adaLN-Zero blocks of width 16 with 2 heads on 7×7 patches of MNIST (16 tokens).
-const CONFIG: &str = r#"
-[data]
-dataset = "mnist"
-[model]
-arch = "dit"
-width = 16
-depth = 2
-heads = 2
-patch = 7
-mlp_ratio = 2
-time_dim = 16
-prediction = "x"
-[objective]
-omega = 1.5
-[optim]
-lr = 3e-3
-ema_decay = 0.0
-[train]
-steps = 30
-batch = 8
-seed = 5
-"#;
 
 fn graph(path: &std::path::Path) -> pb::GraphProto {
     let proto = pb::ModelProto::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
@@ -42,7 +18,7 @@ fn graph(path: &std::path::Path) -> pb::GraphProto {
 fn a_trained_dit_exports_runs_in_tract_and_onnx_runtime_and_samples() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    assert!(common::train(CONFIG, &run).is_finite());
+    assert!(common::train(common::DIT_CONFIG, &run).is_finite());
 
     let [fp32, fp16, int8] = common::export_three(&run, dir.path(), "dit");
 

@@ -122,50 +122,6 @@ fn traces() -> String {
     out
 }
 
-const UNET: &str = r#"
-[data]
-dataset = "mnist"
-[model]
-arch = "unet"
-width = 8
-depth = 2
-time_dim = 16
-class_dim = 8
-prediction = "x"
-[objective]
-omega = 1.5
-[optim]
-lr = 3e-3
-ema_decay = 0.0
-[train]
-steps = 8
-batch = 8
-seed = 3
-"#;
-
-const DIT: &str = r#"
-[data]
-dataset = "mnist"
-[model]
-arch = "dit"
-width = 16
-depth = 2
-heads = 2
-patch = 7
-mlp_ratio = 2
-time_dim = 16
-prediction = "x"
-[objective]
-omega = 1.5
-[optim]
-lr = 3e-3
-ema_decay = 0.0
-[train]
-steps = 8
-batch = 8
-seed = 5
-"#;
-
 #[test]
 fn the_native_engine_allocates_only_its_output_once_warm() {
     TRACING.store(
@@ -174,7 +130,7 @@ fn the_native_engine_allocates_only_its_output_once_warm() {
     );
     let dir = tempfile::tempdir().unwrap();
     let mut files = Vec::new();
-    for (arch, config) in [("unet", UNET), ("dit", DIT)] {
+    for (arch, config) in [("unet", common::UNET_CONFIG), ("dit", common::DIT_CONFIG)] {
         let run = dir.path().join(arch);
         assert!(common::train(config, &run).is_finite());
         let [fp32, _, int8] = common::export_three(&run, dir.path(), arch);

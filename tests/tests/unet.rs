@@ -9,33 +9,11 @@ use mf_export::{Target, export};
 use prost::Message;
 use tract_onnx::pb;
 
-/// A two-level U-Net of 8 and 16 channels on MNIST, with guidance and x-prediction.
-const CONFIG: &str = r#"
-[data]
-dataset = "mnist"
-[model]
-arch = "unet"
-width = 8
-depth = 2
-time_dim = 16
-class_dim = 8
-prediction = "x"
-[objective]
-omega = 1.5
-[optim]
-lr = 3e-3
-ema_decay = 0.0
-[train]
-steps = 16
-batch = 8
-seed = 3
-"#;
-
 #[test]
 fn a_trained_unet_exports_runs_in_tract_and_onnx_runtime_and_samples() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    assert!(common::train(CONFIG, &run).is_finite());
+    assert!(common::train(common::UNET_CONFIG, &run).is_finite());
 
     let [fp32, fp16, int8] = common::export_three(&run, dir.path(), "unet");
     // QDQ around every Conv and MatMul with constant weights.

@@ -31,6 +31,52 @@ batch = 64
 seed = 11
 "#;
 
+/// A two-level U-Net of 8 and 16 channels on MNIST, with guidance and x-prediction.
+pub const UNET_CONFIG: &str = r#"
+[data]
+dataset = "mnist"
+[model]
+arch = "unet"
+width = 8
+depth = 2
+time_dim = 16
+class_dim = 8
+prediction = "x"
+[objective]
+omega = 1.5
+[optim]
+lr = 3e-3
+ema_decay = 0.0
+[train]
+steps = 16
+batch = 8
+seed = 3
+"#;
+
+/// Two adaLN-Zero blocks of width 16 with 2 heads on 7×7 patches of MNIST (16 tokens).
+pub const DIT_CONFIG: &str = r#"
+[data]
+dataset = "mnist"
+[model]
+arch = "dit"
+width = 16
+depth = 2
+heads = 2
+patch = 7
+mlp_ratio = 2
+time_dim = 16
+prediction = "x"
+[objective]
+omega = 1.5
+[optim]
+lr = 3e-3
+ema_decay = 0.0
+[train]
+steps = 30
+batch = 8
+seed = 5
+"#;
+
 /// The fixture: the run folder and its exported models.
 pub struct Fixture {
     _dir: tempfile::TempDir,
