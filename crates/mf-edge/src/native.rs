@@ -1530,32 +1530,17 @@ mod tests {
         .unwrap();
         let packed = Packed::I8(layer);
         let x = Value::F32(values(m * k, 3), smallvec::smallvec![m, k]);
-        let Value::F32(floats, _) = dense(
-            &packed,
-            &x,
-            Written::Float,
-            (&mut GemmScratch::default(), &mut pool),
-        )
-        .unwrap() else {
+        let mut run = |packed: &Packed, x: &Value, written| {
+            dense(packed, x, written, (&mut GemmScratch::default(), &mut pool)).unwrap()
+        };
+        let Value::F32(floats, _) = run(&packed, &x, Written::Float) else {
             panic!("f32 output expected")
         };
-        let Value::U8(codes, shape) = dense(
-            &packed,
-            &x,
-            Written::Codes(next),
-            (&mut GemmScratch::default(), &mut pool),
-        )
-        .unwrap() else {
+        let Value::U8(codes, shape) = run(&packed, &x, Written::Codes(next)) else {
             panic!("codes expected")
         };
         // Rounded output: the codes read back, as the DequantizeLinear it absorbs reads them.
-        let Value::F32(rounded, _) = dense(
-            &packed,
-            &x,
-            Written::Rounded(next),
-            (&mut GemmScratch::default(), &mut pool),
-        )
-        .unwrap() else {
+        let Value::F32(rounded, _) = run(&packed, &x, Written::Rounded(next)) else {
             panic!("f32 output expected")
         };
         let read_back: Vec<f32> = codes.iter().map(|&q| next.dequantize(q)).collect();
@@ -1577,20 +1562,16 @@ mod tests {
             )
             .unwrap(),
         );
-        let from_codes = dense(
+        let from_codes = run(
             &second,
             &Value::U8(codes, smallvec::smallvec![m, n]),
             Written::Float,
-            (&mut GemmScratch::default(), &mut pool),
-        )
-        .unwrap();
-        let from_floats = dense(
+        );
+        let from_floats = run(
             &second,
             &Value::F32(floats, smallvec::smallvec![m, n]),
             Written::Float,
-            (&mut GemmScratch::default(), &mut pool),
-        )
-        .unwrap();
+        );
         assert_eq!(from_codes, from_floats);
     }
 

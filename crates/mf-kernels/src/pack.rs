@@ -273,9 +273,8 @@ const CODE_PIECE: usize = 256;
 /// waking the team costs more than the pass: a DiT's batch of 16 has 32K per layer).
 const PARALLEL_VALUES: usize = 16 * 1024;
 
-/// Calls `f(first_row, run)` over runs of whole `stride`-byte rows of `rows` (`first_row`
-/// being the run's first row), one run per thread of the team when `parallel`, else one run
-/// on the calling thread.
+/// Calls `f(first_row, run)` over runs of whole `stride`-byte rows of `rows`, shared across
+/// the thread team when `parallel` ([`crate::team::for_each_run`]; one run without `std`).
 fn for_row_runs(
     rows: &mut [u8],
     stride: usize,
@@ -283,14 +282,12 @@ fn for_row_runs(
     f: &(dyn Fn(usize, &mut [u8]) + Sync),
 ) {
     #[cfg(feature = "std")]
-    if parallel && stride > 0 {
-        let count = rows.len() / stride;
-        let per = count.div_ceil(crate::team::threads()).max(1);
-        crate::team::for_each_chunk(rows, per * stride, true, &|i, run| f(i * per, run));
-        return;
+    crate::team::for_each_run(rows, stride, parallel, f);
+    #[cfg(not(feature = "std"))]
+    {
+        let _ = (stride, parallel);
+        f(0, rows);
     }
-    let _ = (stride, parallel);
-    f(0, rows);
 }
 
 /// Writes uint8 codes into the start of `dst` in the kernel's element form.

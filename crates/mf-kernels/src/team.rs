@@ -183,6 +183,23 @@ pub fn for_each_chunk<T: Send>(
     });
 }
 
+/// Calls `f(first, run)` over runs of whole `unit`-value units of `out` (`first` being the
+/// index of the run's first unit): with `parallel`, one run per thread of the team, else the
+/// whole of `out` as one run on the calling thread.
+pub fn for_each_run<T: Send>(
+    out: &mut [T],
+    unit: usize,
+    parallel: bool,
+    f: &(dyn Fn(usize, &mut [T]) + Sync),
+) {
+    if !parallel || unit == 0 {
+        f(0, out);
+        return;
+    }
+    let per = (out.len() / unit).div_ceil(threads()).max(1);
+    for_each_chunk(out, per * unit, true, &|i, run| f(i * per, run));
+}
+
 /// A mutably borrowed slice taken apart so that tasks can each take a disjoint range of it
 /// (no vector of per-task slices to allocate per call).
 struct Parts<T> {
@@ -333,6 +350,22 @@ mod tests {
                 counts[i].fetch_add(1, Ordering::Relaxed);
             });
             assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+        }
+    }
+
+    #[test]
+    fn runs_of_whole_units_cover_every_unit_once_with_their_first_index() {
+        // Each unit's values are written with the unit's index as the run saw it.
+        for (units, unit, parallel) in [(7, 3, true), (1, 5, true), (9, 4, false), (0, 2, true)] {
+            let mut out = std::vec![usize::MAX; units * unit];
+            for_each_run(&mut out, unit, parallel, &|first, run| {
+                assert_eq!(run.len() % unit, 0, "whole units");
+                for (j, values) in run.chunks_mut(unit).enumerate() {
+                    values.fill(first + j);
+                }
+            });
+            let want: std::vec::Vec<usize> = (0..units * unit).map(|i| i / unit).collect();
+            assert_eq!(out, want, "{units} units of {unit}, parallel {parallel}");
         }
     }
 

@@ -77,15 +77,15 @@ fn has_attr(node: &onnx::NodeProto, name: &str) -> bool {
 
 /// Numpy broadcasting of two shapes: both padded with leading 1s to one rank, and the
 /// broadcast shape.
-fn broadcast_shapes(sa: &[usize], sb: &[usize]) -> anyhow::Result<(Dims, Dims, Dims)> {
+fn broadcast_shapes(sa: &[usize], sb: &[usize]) -> anyhow::Result<(Shape, Shape, Shape)> {
     let rank = sa.len().max(sb.len());
-    let pad = |s: &[usize]| -> Dims {
+    let pad = |s: &[usize]| -> Shape {
         std::iter::repeat_n(1, rank - s.len())
             .chain(s.iter().copied())
             .collect()
     };
     let (pa, pb) = (pad(sa), pad(sb));
-    let mut out = Dims::with_capacity(rank);
+    let mut out = Shape::with_capacity(rank);
     for (&x, &y) in pa.iter().zip(&pb) {
         ensure!(
             x == y || x == 1 || y == 1,
@@ -96,10 +96,6 @@ fn broadcast_shapes(sa: &[usize], sb: &[usize]) -> anyhow::Result<(Dims, Dims, D
     }
     Ok((pa, pb, out))
 }
-
-/// A shape or index held inline up to rank 8 (the element-wise ops' bookkeeping, no heap
-/// allocation per call at the ranks networks use).
-type Dims = Shape;
 
 /// Row-major strides of `shape`.
 pub(crate) fn strides(shape: &[usize]) -> Shape {
@@ -683,12 +679,12 @@ struct Run {
 /// row of its innermost (merged) axis.
 struct Broadcast {
     /// The output's shape.
-    shape: Dims,
+    shape: Shape,
     /// Its element count.
     total: usize,
     /// The merged output shape the rows walk, and each operand's strides along it.
-    merged: Dims,
-    strides: [Dims; 2],
+    merged: Shape,
+    strides: [Shape; 2],
 }
 
 impl Broadcast {
@@ -699,7 +695,7 @@ impl Broadcast {
         // Neighbouring axes that each operand either spans or repeats alike walk as one axis
         // (a per-channel [C, 1, 1] against [N, C, H, W] becomes [1, C, 1] against
         // [N, C, H·W]), and axes of size 1 drop out: longer rows for the loops.
-        let (mut pa, mut pb, mut merged) = (Dims::new(), Dims::new(), Dims::new());
+        let (mut pa, mut pb, mut merged) = (Shape::new(), Shape::new(), Shape::new());
         let mut last = None;
         for d in (0..shape.len()).filter(|&d| shape[d] > 1) {
             let spans = (full_a[d] > 1, full_b[d] > 1);
@@ -716,12 +712,12 @@ impl Broadcast {
             }
         }
         if merged.is_empty() {
-            let one = || Dims::from_slice(&[1]);
+            let one = || Shape::from_slice(&[1]);
             (pa, pb, merged) = (one(), one(), one());
         }
         let rank = merged.len();
-        let strides = |s: &[usize]| -> Dims {
-            let mut st = Dims::from_elem(0, rank);
+        let strides = |s: &[usize]| -> Shape {
+            let mut st = Shape::from_elem(0, rank);
             let mut acc = 1;
             for i in (0..rank).rev() {
                 st[i] = if s[i] == 1 { 0 } else { acc };

@@ -64,7 +64,7 @@ pub fn layer_norm(
     mut out: Vec<f32>,
 ) -> anyhow::Result<Value> {
     let a = normalized_axis(axis, shape.len(), "LayerNormalization")?;
-    let (outer, len, _) = split(shape, a, shape.len());
+    let len = split(shape, a, shape.len()).1;
     ensure!(len > 0, "LayerNormalization over an empty axis");
     // Scale and bias over exactly the normalized axes (the usual case) are applied in the
     // same pass; anything else broadcasts afterwards. Either way each value is rounded to f32
@@ -80,14 +80,8 @@ pub fn layer_norm(
     out.resize(x.len(), 0.0);
     // Rows are independent: runs of them are shared out across the team when there are many
     // values.
-    let per_task = if x.len() >= PARALLEL_VALUES {
-        outer.div_ceil(mf_kernels::team::threads()).max(1)
-    } else {
-        outer.max(1)
-    };
-    let parallel = outer > per_task;
-    mf_kernels::team::for_each_chunk(&mut out, per_task * len, parallel, &|t, ys| {
-        let first = t * per_task;
+    let parallel = x.len() >= PARALLEL_VALUES;
+    mf_kernels::team::for_each_run(&mut out, len, parallel, &|first, ys| {
         for (i, y) in ys.chunks_mut(len).enumerate() {
             let o = first + i;
             let row = &x[o * len..(o + 1) * len];
@@ -214,13 +208,6 @@ pub fn group_norm<T: NormOutput>(
     }
     // Each group's plane is normalized where its moments were just read (it is still in
     // cache), and runs of group planes are shared out across the kernels' thread team.
-    let planes = x.len() / group_plane;
-    let per_task = if x.len() >= PARALLEL_VALUES {
-        planes.div_ceil(mf_kernels::team::threads())
-    } else {
-        planes
-    }
-    .max(1);
     let mut out = buffer(x.len());
     ensure!(
         out.len() == x.len(),
@@ -229,13 +216,12 @@ pub fn group_norm<T: NormOutput>(
         x.len()
     );
     let failure = Mutex::new(None);
-    let run_len = per_task * group_plane;
-    let parallel = planes > per_task;
-    mf_kernels::team::for_each_chunk(&mut out, run_len, parallel, &|t, y| {
-        let x = &x[t * run_len..t * run_len + y.len()];
+    let parallel = x.len() >= PARALLEL_VALUES;
+    mf_kernels::team::for_each_run(&mut out, group_plane, parallel, &|first, y| {
+        let x = &x[first * group_plane..][..y.len()];
         let planes = x.chunks(group_plane).zip(y.chunks_mut(group_plane));
         for (j, (xg, yg)) in planes.enumerate() {
-            let g = t * per_task + j;
+            let g = first + j;
             let done = norm::plane_moments(isa, xg).and_then(|moments| {
                 let cells = xg.chunks(plane).zip(yg.chunks_mut(plane));
                 for (k, (row, y)) in cells.enumerate() {
