@@ -13,7 +13,9 @@
 //! layer whose output QuantizeLinear → DequantizeLinear pair feeds no int8 layer absorbs the
 //! pair, its epilogue writing the rounded values. mf-export's GroupNorm (Reshape →
 //! InstanceNormalization → Reshape → Mul → Add, and the SiLU after it) runs as one step.
-//! Element-wise Add/Sub/Mul/Div write into an operand no later step reads.
+//! Element-wise Add/Sub/Mul/Div write into an operand no later step reads. Between
+//! convolutions, images stay NHWC pixel rows (the GEMM's rows) instead of ONNX's planes: see
+//! [`pixel_rows`].
 //! Everything else runs through [`crate::ops`]. float16 graphs run in f32 arithmetic.
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, TryLockError};
@@ -22,16 +24,19 @@ use anyhow::{Context, bail, ensure};
 use mf_core::onnx;
 use mf_kernels::reference::QuantizedLayer;
 use mf_kernels::{
-    Activation, ConvGeometry, ConvScratch, GemmScratch, Input, Isa, Output, PackedConvF32,
-    PackedConvI8, PackedF32, PackedI8, QuantParams, conv_f32, conv_i8, gemm_f32, gemm_i8_reusing,
+    Activation, ConvGeometry, ConvScratch, GemmScratch, Input, Isa, Layout, Layouts, Output,
+    PackedConvF32, PackedConvI8, PackedF32, PackedI8, QuantParams, conv_f32, conv_i8, gemm_f32,
+    gemm_i8_reusing,
 };
 
 use crate::model::Model;
+use crate::ops::normalize::NormScratch;
 use crate::ops::{self, GroupNormChain};
 use crate::tensor::{Shape, Value};
 
 mod attention;
 mod gelu;
+mod pixel_rows;
 
 use attention::Attention;
 
@@ -121,6 +126,8 @@ enum Slotted {
         output: usize,
         packed: PackedConv,
         written: Written,
+        /// Planes or pixel rows in and out.
+        layouts: Layouts,
     },
     /// An exported GroupNorm (+ SiLU) in one pass.
     Norm {
@@ -129,6 +136,15 @@ enum Slotted {
         chain: GroupNormChain,
         /// uint8 codes for the int8 layer that alone reads the output, instead of f32.
         codes: Option<QuantParams>,
+        /// Whether it reads and writes NHWC pixel rows (else planes).
+        pixel_rows: bool,
+    },
+    /// Images moved between planes and pixel rows.
+    Relayout {
+        input: usize,
+        output: usize,
+        /// The layout written.
+        to: Layout,
     },
     /// Attention's scores, softmax and weighted sum (inputs Q, Kᵀ, V).
     Attention {
@@ -150,9 +166,34 @@ impl Slotted {
         match self {
             Slotted::Dense { input, .. }
             | Slotted::Conv { input, .. }
-            | Slotted::Norm { input, .. } => std::slice::from_ref(input),
+            | Slotted::Norm { input, .. }
+            | Slotted::Relayout { input, .. } => std::slice::from_ref(input),
             Slotted::Attention { inputs, .. } => inputs,
             Slotted::Op { inputs, .. } => inputs,
+        }
+    }
+
+    /// The slots it reads, to be renamed.
+    fn inputs_mut(&mut self) -> &mut [usize] {
+        match self {
+            Slotted::Dense { input, .. }
+            | Slotted::Conv { input, .. }
+            | Slotted::Norm { input, .. }
+            | Slotted::Relayout { input, .. } => std::slice::from_mut(input),
+            Slotted::Attention { inputs, .. } => inputs,
+            Slotted::Op { inputs, .. } => inputs,
+        }
+    }
+
+    /// The slot it writes, to be renamed.
+    fn output_mut(&mut self) -> &mut usize {
+        match self {
+            Slotted::Dense { output, .. }
+            | Slotted::Conv { output, .. }
+            | Slotted::Norm { output, .. }
+            | Slotted::Relayout { output, .. }
+            | Slotted::Attention { output, .. }
+            | Slotted::Op { output, .. } => output,
         }
     }
 }
@@ -164,6 +205,7 @@ struct RunBuffers {
     env: Vec<Option<Value>>,
     conv: ConvScratch,
     gemm: GemmScratch,
+    norm: NormScratch,
     pools: Pools,
 }
 
@@ -410,6 +452,7 @@ impl NativeEngine {
                     output: slot(&output),
                     packed,
                     written,
+                    layouts: Layouts::ONNX,
                 },
                 Step::Norm {
                     input,
@@ -420,6 +463,7 @@ impl NativeEngine {
                     output: slot(&output),
                     chain,
                     codes: None,
+                    pixel_rows: false,
                 },
                 Step::Attention {
                     inputs,
@@ -447,18 +491,19 @@ impl NativeEngine {
             });
         }
         let output = slot(&graph.output[0].name);
+        let mut constants: Vec<Option<Value>> = (0..slots.len()).map(|_| None).collect();
+        for (i, v) in constant_slots {
+            constants[i] = Some(v);
+        }
+        let mut slotted = pixel_rows::keep_pixel_rows(slotted, &mut constants, output)?;
         chain_int8_inputs(&mut slotted, output);
-        let mut last_use = vec![usize::MAX; slots.len()];
+        let mut last_use = vec![usize::MAX; constants.len()];
         for (i, step) in slotted.iter().enumerate() {
             for &slot in step.inputs() {
                 last_use[slot] = i;
             }
         }
         last_use[output] = usize::MAX;
-        let mut constants: Vec<Option<Value>> = (0..slots.len()).map(|_| None).collect();
-        for (i, v) in constant_slots {
-            constants[i] = Some(v);
-        }
         Ok(NativeEngine {
             steps: slotted,
             constants,
@@ -496,9 +541,10 @@ impl NativeEngine {
                     packed: PackedConv::F32(_),
                     ..
                 } => s.f32_layers += 1,
-                Slotted::Op { .. } | Slotted::Norm { .. } | Slotted::Attention { .. } => {
-                    s.other_ops += 1
-                }
+                Slotted::Op { .. }
+                | Slotted::Norm { .. }
+                | Slotted::Attention { .. }
+                | Slotted::Relayout { .. } => s.other_ops += 1,
             }
         }
         s
@@ -518,6 +564,7 @@ impl NativeEngine {
             env,
             conv: scratch,
             gemm,
+            norm,
             pools,
         } = kept.as_deref_mut().unwrap_or(&mut own);
         // Every slot empty: what a run left behind (a value nothing read, or a failed run's)
@@ -548,15 +595,18 @@ impl NativeEngine {
                     output,
                     packed,
                     written,
+                    layouts,
                 } => {
                     let value = self.lookup(env, *input)?;
-                    env[*output] = Some(convolve(packed, value, *written, scratch, pools)?);
+                    let written = (*written, *layouts);
+                    env[*output] = Some(convolve(packed, value, written, scratch, pools)?);
                 }
                 Slotted::Norm {
                     input,
                     output,
                     chain,
                     codes,
+                    pixel_rows,
                 } => {
                     let value = self.lookup(env, *input)?;
                     let Pools {
@@ -564,8 +614,16 @@ impl NativeEngine {
                         codes: bytes,
                     } = pools;
                     let (mut buffer, mut bytes) = (|len| floats.take(len), |len| bytes.take(len));
-                    let out = chain.run(value, self.isa, (&mut buffer, &mut bytes), *codes);
+                    let fresh = (&mut buffer as _, &mut bytes as _);
+                    let out = match pixel_rows {
+                        true => chain.run_pixels(value, self.isa, fresh, *codes, norm),
+                        false => chain.run(value, self.isa, fresh, *codes),
+                    };
                     env[*output] = Some(out.context("GroupNorm")?);
+                }
+                Slotted::Relayout { input, output, to } => {
+                    let value = self.lookup(env, *input)?;
+                    env[*output] = Some(pixel_rows::relayout_value(value, *to, pools)?);
                 }
                 Slotted::Attention {
                     inputs,
@@ -786,11 +844,12 @@ fn dense(
 }
 
 /// Runs one packed convolution on `[N, C, H, W]` f32 values, writing `[N, M, OH, OW]` f32
-/// values, rounded values or uint8 codes, as `written` says.
+/// values, rounded values or uint8 codes, as `written` says (each `[N, H, W, C]` pixel rows
+/// where its layouts say so).
 fn convolve(
     packed: &PackedConv,
     value: &Value,
-    written: Written,
+    written: (Written, Layouts),
     scratch: &mut ConvScratch,
     pools: &mut Pools,
 ) -> anyhow::Result<Value> {
@@ -802,7 +861,7 @@ fn convolve(
 fn convolve_in_groups(
     packed: &PackedConv,
     value: &Value,
-    written: Written,
+    (written, layouts): (Written, Layouts),
     (scratch, Pools { floats, codes }): (&mut ConvScratch, &mut Pools),
     fields_at_once: usize,
 ) -> anyhow::Result<Value> {
@@ -818,14 +877,25 @@ fn convolve_in_groups(
         PackedConv::F32(p) => (p.geometry(), p.outputs()),
         PackedConv::I8(p) => (p.geometry(), p.outputs()),
     };
+    let rows = layouts.input == Layout::Nhwc;
+    let channels = if rows { 3 } else { 1 };
     ensure!(
-        shape.len() == 4 && shape[1] == geometry.channels,
-        "convolution input of shape {shape:?}: [N, {}, H, W] expected",
-        geometry.channels
+        shape.len() == 4 && shape[channels] == geometry.channels,
+        "convolution input of shape {shape:?}: {} expected",
+        match rows {
+            true => format!("pixel rows [N, H, W, {}]", geometry.channels),
+            false => format!("[N, {}, H, W]", geometry.channels),
+        }
     );
-    let [n, h, w] = [shape[0], shape[2], shape[3]];
+    let [n, h, w] = match rows {
+        true => [shape[0], shape[1], shape[2]],
+        false => [shape[0], shape[2], shape[3]],
+    };
     let [oh, ow] = geometry.output_size(h, w)?;
-    let out_shape = Shape::from_slice(&[n, m, oh, ow]);
+    let out_shape = Shape::from_slice(&match layouts.output {
+        Layout::Nchw => [n, m, oh, ow],
+        Layout::Nhwc => [n, oh, ow, m],
+    });
     let len = crate::tensor::element_count(&out_shape)?;
     // One image's receptive fields are laid out at a time at least: refuse what would not fit.
     let fields = crate::tensor::element_count(&[oh, ow, geometry.depth()])
@@ -852,7 +922,7 @@ fn convolve_in_groups(
             for (first, count) in groups() {
                 let x = &x[first * in_image..(first + count) * in_image];
                 let y = &mut out[first * out_image..(first + count) * out_image];
-                conv_f32(p, x, [count, h, w], y, scratch)?;
+                conv_f32(p, x, [count, h, w], y, layouts, scratch)?;
             }
             Value::F32(out, out_shape)
         }
@@ -861,7 +931,14 @@ fn convolve_in_groups(
             for (first, count) in groups() {
                 let y = &mut out[first * out_image..(first + count) * out_image];
                 let output = Output::U8(y, params);
-                conv_i8(p, input_of(first, count), [count, h, w], output, scratch)?;
+                conv_i8(
+                    p,
+                    input_of(first, count),
+                    [count, h, w],
+                    output,
+                    layouts,
+                    scratch,
+                )?;
             }
             Value::U8(out, out_shape)
         }
@@ -870,7 +947,14 @@ fn convolve_in_groups(
             for (first, count) in groups() {
                 let y = &mut out[first * out_image..(first + count) * out_image];
                 let output = float_output.floats(y).expect("codes matched above");
-                conv_i8(p, input_of(first, count), [count, h, w], output, scratch)?;
+                conv_i8(
+                    p,
+                    input_of(first, count),
+                    [count, h, w],
+                    output,
+                    layouts,
+                    scratch,
+                )?;
             }
             Value::F32(out, out_shape)
         }
@@ -1612,13 +1696,24 @@ mod tests {
         let x = Value::F32(values(n * c * h * w, 3), smallvec::smallvec![n, c, h, w]);
         let next = QuantParams::from_range(-0.5, 2.0);
         let (mut scratch, mut pool) = (ConvScratch::default(), Pools::default());
-        for packed in [&int8, &float] {
+        // The same values taken as pixel rows, and written as pixel rows.
+        let rows = Value::F32(values(n * c * h * w, 3), smallvec::smallvec![n, h, w, c]);
+        let pixel_rows = Layouts {
+            input: Layout::Nhwc,
+            output: Layout::Nhwc,
+        };
+        let cases = [(&int8, &x, Layouts::ONNX), (&float, &x, Layouts::ONNX)];
+        let cases = cases
+            .into_iter()
+            .chain([(&int8, &rows, pixel_rows), (&float, &rows, pixel_rows)]);
+        for (packed, x, layouts) in cases {
             for written in [Written::Float, Written::Codes(next), Written::Rounded(next)] {
                 if matches!(packed, PackedConv::F32(_)) && written != Written::Float {
                     continue;
                 }
                 let mut run = |limit| {
-                    convolve_in_groups(packed, &x, written, (&mut scratch, &mut pool), limit)
+                    let written = (written, layouts);
+                    convolve_in_groups(packed, x, written, (&mut scratch, &mut pool), limit)
                         .unwrap()
                 };
                 let at_once = run(usize::MAX);
@@ -1738,6 +1833,110 @@ mod tests {
             env.insert(node.output[0].clone(), out);
         }
         env.remove("y").unwrap()
+    }
+
+    /// Convolutions around the steps that pass pixel rows on: a constant per-channel Add, a
+    /// Sigmoid, a channel Concat with another convolution's output, a per-tensor
+    /// QuantizeLinear → DequantizeLinear pair, a runtime per-channel Add from the second input
+    /// `v` `[1, 6, 1, 1]`, and a stride-2 convolution added to itself for the graph's output
+    /// (planes); a Reshape reads pixel rows back as planes.
+    fn pixel_rows_graph() -> onnx::GraphProto {
+        let info = |name: &str| onnx::ValueInfoProto {
+            name: name.into(),
+            ..Default::default()
+        };
+        let ints_attr = |name: &str, v: &[i64]| onnx::AttributeProto {
+            name: name.into(),
+            ints: v.to_vec(),
+            r#type: onnx::AttributeType::Ints as i32,
+            ..Default::default()
+        };
+        let conv = |inputs: &[&str], out: &str, kernel: i64, pad: i64, stride: i64| {
+            let mut node = op("Conv", inputs, out);
+            node.attribute
+                .push(ints_attr("kernel_shape", &[kernel, kernel]));
+            node.attribute.push(ints_attr("pads", &[pad; 4]));
+            node.attribute.push(ints_attr("strides", &[stride, stride]));
+            node
+        };
+        let mut concat = op("Concat", &["c", "d"], "e");
+        concat.attribute.push(onnx::AttributeProto {
+            name: "axis".into(),
+            i: 1,
+            r#type: onnx::AttributeType::Int as i32,
+            ..Default::default()
+        });
+        onnx::GraphProto {
+            node: vec![
+                conv(&["x", "wa", "ba"], "a", 3, 1, 1),
+                op("Add", &["a", "per_channel"], "b"),
+                op("Sigmoid", &["b"], "c"),
+                conv(&["x", "wd"], "d", 1, 0, 1),
+                concat,
+                op("QuantizeLinear", &["e", "scale", "zero"], "eq"),
+                op("DequantizeLinear", &["eq", "scale", "zero"], "edq"),
+                op("Add", &["edq", "v"], "ev"),
+                conv(&["ev", "wf", "bf"], "f", 3, 1, 2),
+                op("Reshape", &["ev", "flat"], "flat_e"),
+                op("Add", &["f", "f"], "y"),
+            ],
+            initializer: vec![
+                floats("wa", &[4, 3, 3, 3], values(4 * 27, 11)),
+                floats("ba", &[4], values(4, 12)),
+                floats("per_channel", &[4, 1, 1], values(4, 13)),
+                floats("wd", &[2, 3, 1, 1], values(6, 14)),
+                floats("wf", &[3, 6, 3, 3], values(3 * 54, 15)),
+                floats("bf", &[3], values(3, 16)),
+                floats("scale", &[], vec![0.05]),
+                onnx::TensorProto {
+                    name: "zero".into(),
+                    data_type: onnx::DataType::Uint8 as i32,
+                    int32_data: vec![100],
+                    ..Default::default()
+                },
+                ints("flat", &[1, -1]),
+            ],
+            input: vec![info("x"), info("v")],
+            output: vec![info("y")],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pixel_rows_between_convolutions_give_what_planes_give() {
+        let graph = pixel_rows_graph();
+        let x = Value::F32(values(3 * 6 * 5, 17), smallvec::smallvec![1, 3, 6, 5]);
+        let v = Value::F32(values(6, 18), smallvec::smallvec![1, 6, 1, 1]);
+        let want = run_nodes(&graph, &[("x", &x), ("v", &v)]);
+        for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
+            let engine = NativeEngine::from_graph(&graph, isa).unwrap();
+            // Every convolution writes pixel rows, which the steps after pass on; the Reshape's
+            // planes and the graph's output cost two relayouts, `v` a third.
+            let relayouts = engine
+                .steps
+                .iter()
+                .filter(|s| matches!(s, Slotted::Relayout { .. }))
+                .count();
+            assert_eq!(relayouts, 3, "{isa}");
+            let rows_written = engine.steps.iter().filter(
+                |s| matches!(s, Slotted::Conv { layouts, .. } if layouts.output == Layout::Nhwc),
+            );
+            assert_eq!(rows_written.count(), 3, "{isa}");
+            for _ in 0..2 {
+                let got = engine
+                    .run(vec![("x", x.clone()), ("v", v.clone())])
+                    .unwrap();
+                let (g, shape) = got.f32("y").unwrap();
+                let (w, want_shape) = want.f32("y").unwrap();
+                assert_eq!(shape, want_shape);
+                for (i, (a, b)) in g.iter().zip(w).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "{isa} {i}: {a} vs {b}"
+                    );
+                }
+            }
+        }
     }
 
     /// x `[5, 70]` · W `[70, 37]` + b, then mf-export's tanh GELU with `cubic` as its cubic

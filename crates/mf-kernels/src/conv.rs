@@ -16,12 +16,14 @@ use crate::error::KernelError;
 use crate::{
     activation::Activation,
     arch::{AForm, Depth},
+    epilogue::RowMap,
     error::check_len,
     gemm::{
         GemmScratch, Input, Output, check_depth, gemm_f32, gemm_f32_rows, gemm_i8_reusing,
         gemm_i8_rows,
     },
     isa::Isa,
+    layout::{Layout, Layouts},
     pack::convert_codes,
     pack::{PackedF32, PackedI8},
     reference::QuantizedLayer,
@@ -125,17 +127,19 @@ pub(crate) fn check_images(
     g.output_size(h, w)
 }
 
-/// The receptive fields of `x` `[N, C, H, W]` as rows `[N·OH·OW, KH·KW·C]`, `pad` outside,
-/// columns in tap-major order (ky, kx, then channel: see [`tap_major`]).
+/// The receptive fields of `x` (`[N, C, H, W]` or `[N, H, W, C]`, as `layout` says) as rows
+/// `[N·OH·OW, KH·KW·C]`, `pad` outside, columns in tap-major order (ky, kx, then channel: see
+/// [`tap_major`]).
 ///
 /// The input is first laid out once as padded NHWC images (`staging`), so that a kernel row
 /// of taps is one contiguous run of `KW·C` values (undilated) or `KW` runs of `C`: every row is
 /// a few slice copies, with no bounds test per tap. A 1×1 kernel with stride 1 and no padding
-/// is the NCHW → NHWC transpose alone.
+/// is the NCHW → NHWC transpose alone, and NHWC input itself.
 #[cfg(feature = "alloc")]
+#[allow(clippy::too_many_arguments)]
 fn im2col<'a, T: Transposable + Sync + Send>(
     g: &ConvGeometry,
-    x: &[T],
+    (x, layout): (&'a [T], Layout),
     [n, h, w]: ImageSize,
     [oh, ow]: [usize; 2],
     pad: T,
@@ -149,6 +153,9 @@ fn im2col<'a, T: Transposable + Sync + Send>(
         .and_then(|v| v.checked_mul(depth))
         .ok_or(KernelError::Geometry("the receptive fields overflow"))?;
     let plain = g.kernel == [1, 1] && g.strides == [1, 1] && g.pads == [0; 4];
+    if plain && layout == Layout::Nhwc {
+        return Ok(x);
+    }
     if plain {
         let rows = grown(rows, len, pad);
         let starts = tables.get(channels, [h, w], [0, 0], w);
@@ -160,7 +167,7 @@ fn im2col<'a, T: Transposable + Sync + Send>(
         );
         return Ok(rows);
     }
-    let (staging, pw) = stage_padded(g, x, [n, h, w], pad, (staging, tables), 0)?;
+    let (staging, pw) = stage_padded(g, (x, layout), [n, h, w], pad, (staging, tables), 0)?;
     let padded_image = staging.len() / n.max(1);
     // Every element is written below, so a buffer kept from another convolution is not
     // cleared first.
@@ -193,13 +200,13 @@ fn im2col<'a, T: Transposable + Sync + Send>(
     Ok(rows)
 }
 
-/// `x` `[N, C, H, W]` as padded NHWC images (`pad` in the border) in `staging`, each followed
-/// by `slack` further elements (unspecified: read only by rows whose results are dropped).
-/// Returns the images and the padded width.
+/// `x` (`[N, C, H, W]` or `[N, H, W, C]`, as `layout` says) as padded NHWC images (`pad` in
+/// the border) in `staging`, each followed by `slack` further elements (unspecified: read only
+/// by rows whose results are dropped). Returns the images and the padded width.
 #[cfg(feature = "alloc")]
 fn stage_padded<'a, T: Transposable + Sync + Send>(
     g: &ConvGeometry,
-    x: &[T],
+    (x, layout): (&[T], Layout),
     [n, h, w]: ImageSize,
     pad: T,
     (staging, tables): (&'a mut Vec<T>, &mut PixelStarts),
@@ -220,7 +227,10 @@ fn stage_padded<'a, T: Transposable + Sync + Send>(
         .checked_mul(image)
         .ok_or(KernelError::Geometry("the padded input overflows"))?;
     let staging = grown(staging, staged, pad);
-    let starts = tables.get(channels, [h, w], [top, left], pw);
+    let starts: &[usize] = match layout {
+        Layout::Nchw => tables.get(channels, [h, w], [top, left], pw),
+        Layout::Nhwc => &[],
+    };
     per_image(
         (x, channels * h * w),
         (staging, image),
@@ -237,7 +247,16 @@ fn stage_padded<'a, T: Transposable + Sync + Send>(
                 line[..left * channels].fill(pad);
                 line[(left + w) * channels..].fill(pad);
             }
-            to_nhwc(image, channels, h * w, starts, padded);
+            match layout {
+                Layout::Nchw => to_nhwc(image, channels, h * w, starts, padded),
+                Layout::Nhwc => {
+                    let run = w * channels;
+                    let inside = lines.chunks_exact_mut(pw * channels);
+                    for (line, from) in inside.zip(image.chunks_exact(run)) {
+                        line[left * channels..][..run].copy_from_slice(from);
+                    }
+                }
+            }
         },
     );
     Ok((staging, pw))
@@ -305,6 +324,14 @@ impl Implicit {
                 }
             },
         );
+    }
+
+    /// Where its GEMM rows go in pixel rows `[OH, OW, M]`: of each padded line, the first `OW`.
+    fn pixel_rows(&self, ow: usize) -> RowMap {
+        RowMap::Lines {
+            width: self.padded_width,
+            kept: ow,
+        }
     }
 }
 
@@ -375,7 +402,7 @@ const PARALLEL_VALUES: usize = 1 << 15;
 /// values of `output`, shared out across the thread team (contiguous runs of images) when
 /// there is enough to do.
 #[cfg(feature = "alloc")]
-fn per_image<A: Sync, B: Send>(
+pub(crate) fn per_image<A: Sync, B: Send>(
     (input, in_len): (&[A], usize),
     (output, out_len): (&mut [B], usize),
     images: usize,
@@ -532,14 +559,15 @@ impl PackedConvI8 {
 }
 
 /// `out = act(conv(dequant(input)) + b)`, `input` `[N, C, H, W]` as f32 values (quantized with
-/// the layer's input parameters) or uint8 codes, `out` `[N, M, OH, OW]`; `scratch` holds the
-/// buffers between calls.
+/// the layer's input parameters) or uint8 codes, `out` `[N, M, OH, OW]` (or each NHWC, as
+/// `layouts` says); `scratch` holds the buffers between calls.
 #[cfg(feature = "alloc")]
 pub fn conv_i8(
     conv: &PackedConvI8,
     input: Input<'_>,
     size: ImageSize,
     out: Output<'_>,
+    layouts: Layouts,
     scratch: &mut ConvScratch,
 ) -> Result<(), KernelError> {
     let g = &conv.geometry;
@@ -574,13 +602,14 @@ pub fn conv_i8(
     let (n, m, positions) = (size[0], conv.gemm.n(), oh * ow);
     out.check(n * positions, m)?;
     let micro = conv.gemm.micro;
+    let input = (codes, layouts.input);
     if let Some(layout) = Implicit::new(g, [oh, ow], size[2], micro.ku).filter(|_| n > 0) {
         // The padded codes in the kernel's form. The last GEMM row of an image reads up to the
         // image's end; a kernel that takes rows in pairs reads row_align − 1 rows past it.
         let (form, bytes) = (micro.a_form, micro.a_form.size());
         let slack = (micro.row_align - 1) * g.channels;
         let staging = (&mut *u8_staging, &mut *pixel_starts);
-        let (staged, _) = stage_padded(g, codes, size, params.zero_point, staging, slack)?;
+        let (staged, _) = stage_padded(g, input, size, params.zero_point, staging, slack)?;
         let image = staged.len() / n.max(1);
         let a: &[u8] = if form == AForm::U8 {
             staged
@@ -603,38 +632,58 @@ pub fn conv_i8(
             (micro.row_align, micro.ku * bytes, conv.gemm.steps),
         )?;
         let one_image = n == 1;
-        let gemm = |a: &[u8], out: Output<'_>| {
+        let gemm = |a: &[u8], out: (Output<'_>, RowMap)| {
             gemm_i8_rows(&conv.gemm, (a, lda), layout.rows, depth, out, one_image)
                 .expect("rows and depth checked above");
         };
-        let (rows_len, image_rows) = (n * layout.rows * m, layout.rows * m);
         let a = (a, image * bytes);
+        if layouts.output == Layout::Nhwc {
+            // The GEMM writes the output's pixel rows itself, dropping the padding's rows.
+            let (map, image_out) = (layout.pixel_rows(ow), positions * m);
+            match out {
+                Output::F32(dst) => per_image(a, (dst, image_out), n, &|a, d| {
+                    gemm(a, (Output::F32(d), map))
+                }),
+                Output::U8(dst, next) => per_image(a, (dst, image_out), n, &|a, d| {
+                    gemm(a, (Output::U8(d, next), map))
+                }),
+                Output::Requantized(dst, grid) => per_image(a, (dst, image_out), n, &|a, d| {
+                    gemm(a, (Output::Requantized(d, grid), map))
+                }),
+            }
+            return Ok(());
+        }
+        let (rows_len, image_rows) = (n * layout.rows * m, layout.rows * m);
+        let dims = (n, m, [oh, ow]);
+        let all = RowMap::All;
         match out {
             Output::F32(dst) => {
                 let rows = grown(f32_rows, rows_len, 0.0);
-                per_image(a, (rows, image_rows), n, &|a, r| gemm(a, Output::F32(r)));
-                layout.to_planes(rows, (n, m, [oh, ow]), dst);
+                per_image(a, (rows, image_rows), n, &|a, r| {
+                    gemm(a, (Output::F32(r), all))
+                });
+                layout.to_planes(rows, dims, dst);
             }
             Output::U8(dst, next) => {
                 let rows = grown(u8_rows, rows_len, 0);
                 per_image(a, (rows, image_rows), n, &|a, r| {
-                    gemm(a, Output::U8(r, next))
+                    gemm(a, (Output::U8(r, next), all))
                 });
-                layout.to_planes(rows, (n, m, [oh, ow]), dst);
+                layout.to_planes(rows, dims, dst);
             }
             Output::Requantized(dst, grid) => {
                 let rows = grown(f32_rows, rows_len, 0.0);
                 per_image(a, (rows, image_rows), n, &|a, r| {
-                    gemm(a, Output::Requantized(r, grid))
+                    gemm(a, (Output::Requantized(r, grid), all))
                 });
-                layout.to_planes(rows, (n, m, [oh, ow]), dst);
+                layout.to_planes(rows, dims, dst);
             }
         }
         return Ok(());
     }
     let fields = im2col(
         g,
-        codes,
+        input,
         size,
         [oh, ow],
         params.zero_point,
@@ -642,39 +691,27 @@ pub fn conv_i8(
         u8_fields,
     )?;
     let input = Input::U8(fields);
+    let rows = n * positions;
+    if layouts.output == Layout::Nhwc {
+        // The GEMM's rows are the output's pixel rows.
+        return gemm_i8_reusing(&conv.gemm, input, rows, out, gemm_scratch);
+    }
     match out {
         Output::F32(dst) => {
-            let rows = grown(f32_rows, dst.len(), 0.0);
-            gemm_i8_reusing(
-                &conv.gemm,
-                input,
-                n * positions,
-                Output::F32(rows),
-                gemm_scratch,
-            )?;
-            to_planes(rows, n, m, positions, dst);
+            let tmp = grown(f32_rows, dst.len(), 0.0);
+            gemm_i8_reusing(&conv.gemm, input, rows, Output::F32(tmp), gemm_scratch)?;
+            to_planes(tmp, n, m, positions, dst);
         }
         Output::U8(dst, next) => {
-            let rows = grown(u8_rows, dst.len(), 0);
-            gemm_i8_reusing(
-                &conv.gemm,
-                input,
-                n * positions,
-                Output::U8(rows, next),
-                gemm_scratch,
-            )?;
-            to_planes(rows, n, m, positions, dst);
+            let tmp = grown(u8_rows, dst.len(), 0);
+            gemm_i8_reusing(&conv.gemm, input, rows, Output::U8(tmp, next), gemm_scratch)?;
+            to_planes(tmp, n, m, positions, dst);
         }
         Output::Requantized(dst, grid) => {
-            let rows = grown(f32_rows, dst.len(), 0.0);
-            gemm_i8_reusing(
-                &conv.gemm,
-                input,
-                n * positions,
-                Output::Requantized(rows, grid),
-                gemm_scratch,
-            )?;
-            to_planes(rows, n, m, positions, dst);
+            let tmp = grown(f32_rows, dst.len(), 0.0);
+            let requantized = Output::Requantized(tmp, grid);
+            gemm_i8_reusing(&conv.gemm, input, rows, requantized, gemm_scratch)?;
+            to_planes(tmp, n, m, positions, dst);
         }
     }
     Ok(())
@@ -703,20 +740,22 @@ impl PackedConvF32 {
     }
 }
 
-/// `out = act(conv(x) + b)` for `x` `[N, C, H, W]`, `out` `[N, M, OH, OW]`; `scratch` holds
-/// the buffers between calls.
+/// `out = act(conv(x) + b)` for `x` `[N, C, H, W]`, `out` `[N, M, OH, OW]` (or each NHWC, as
+/// `layouts` says); `scratch` holds the buffers between calls.
 #[cfg(feature = "alloc")]
 pub fn conv_f32(
     conv: &PackedConvF32,
     x: &[f32],
     size: ImageSize,
     out: &mut [f32],
+    layouts: Layouts,
     scratch: &mut ConvScratch,
 ) -> Result<(), KernelError> {
     let g = &conv.geometry;
     let [oh, ow] = check_images(g, size, x.len())?;
     let (n, m, positions) = (size[0], conv.gemm.n(), oh * ow);
     check_len("output", n * m * positions, out.len())?;
+    let input = (x, layouts.input);
     if let Some(layout) = Implicit::new(g, [oh, ow], size[2], 1).filter(|_| n > 0) {
         let ConvScratch {
             f32_staging,
@@ -725,29 +764,44 @@ pub fn conv_f32(
             ..
         } = scratch;
         // fp32 tiles take any row count: the last GEMM row reads up to the image's end.
-        let (staged, _) = stage_padded(g, x, size, 0.0, (f32_staging, pixel_starts), 0)?;
+        let (staged, _) = stage_padded(g, input, size, 0.0, (f32_staging, pixel_starts), 0)?;
         let image = staged.len() / n.max(1);
         let depth = layout.depth(g, (1, 1));
         let lda = g.channels;
         check_depth(depth, (image, lda), layout.rows, (1, 1, conv.gemm.k()))?;
         let one_image = n == 1;
+        let gemm = |a: &[f32], out: (&mut [f32], RowMap)| {
+            gemm_f32_rows(&conv.gemm, (a, lda), layout.rows, depth, out, one_image)
+                .expect("rows and depth checked above");
+        };
+        if layouts.output == Layout::Nhwc {
+            // The GEMM writes the output's pixel rows itself, dropping the padding's rows.
+            let map = layout.pixel_rows(ow);
+            per_image((staged, image), (out, positions * m), n, &|a, d| {
+                gemm(a, (d, map))
+            });
+            return Ok(());
+        }
         let rows = grown(f32_rows, n * layout.rows * m, 0.0);
         per_image((staged, image), (rows, layout.rows * m), n, &|a, r| {
-            gemm_f32_rows(&conv.gemm, (a, lda), layout.rows, depth, r, one_image)
-                .expect("rows and depth checked above");
+            gemm(a, (r, RowMap::All))
         });
         layout.to_planes(rows, (n, m, [oh, ow]), out);
         return Ok(());
     }
     let fields = im2col(
         g,
-        x,
+        input,
         size,
         [oh, ow],
         0.0,
         (&mut scratch.f32_staging, &mut scratch.pixel_starts),
         &mut scratch.f32_fields,
     )?;
+    if layouts.output == Layout::Nhwc {
+        // The GEMM's rows are the output's pixel rows.
+        return gemm_f32(&conv.gemm, fields, n * positions, out);
+    }
     let rows = grown(&mut scratch.f32_rows, out.len(), 0.0);
     gemm_f32(&conv.gemm, fields, n * positions, rows)?;
     to_planes(rows, n, m, positions, out);

@@ -24,6 +24,38 @@ pub(crate) enum RowOut<'a> {
     Requantized(&'a mut [f32], QuantParams),
 }
 
+/// Which output row each GEMM row is written to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RowMap {
+    /// GEMM row `r` to output row `r`.
+    All,
+    /// Of each line of `width` GEMM rows, the first `kept` to consecutive output rows, the rest
+    /// dropped (an implicit convolution's rows past the end of an output row).
+    Lines { width: usize, kept: usize },
+}
+
+impl RowMap {
+    /// The output rows of `m` GEMM rows.
+    pub(crate) fn rows(self, m: usize) -> usize {
+        match self {
+            RowMap::All => m,
+            RowMap::Lines { width, kept } => m / width * kept + (m % width).min(kept),
+        }
+    }
+
+    /// The output row of GEMM row `r`, or `None` when it is dropped.
+    #[inline(always)]
+    fn target(self, r: usize) -> Option<usize> {
+        match self {
+            RowMap::All => Some(r),
+            RowMap::Lines { width, kept } => {
+                let (line, x) = (r / width, r % width);
+                (x < kept).then_some(line * kept + x)
+            }
+        }
+    }
+}
+
 /// The whole `[m, n]` output as raw parts, so threads can write their disjoint tiles.
 pub(crate) struct Sink {
     f32: *mut f32,
@@ -32,6 +64,7 @@ pub(crate) struct Sink {
     /// f32 output rounded to `params`' grid.
     requantized: bool,
     ldc: usize,
+    map: RowMap,
 }
 
 // SAFETY: every thread writes a disjoint set of tiles, and the buffer outlives the team's job
@@ -41,8 +74,8 @@ unsafe impl Send for Sink {}
 unsafe impl Sync for Sink {}
 
 impl Sink {
-    /// Takes the output apart; `ldc` is its row length `n`.
-    pub(crate) fn new(out: crate::reference::Output<'_>, ldc: usize) -> Self {
+    /// Takes the output apart; `ldc` is its row length `n`, `map` where GEMM rows go in it.
+    pub(crate) fn new(out: crate::reference::Output<'_>, ldc: usize, map: RowMap) -> Self {
         use crate::reference::Output;
         let null = (core::ptr::null_mut(), core::ptr::null_mut());
         let unit = QuantParams {
@@ -60,19 +93,21 @@ impl Sink {
             params,
             requantized,
             ldc,
+            map,
         }
     }
 
-    /// The `len` outputs of `row` from column `col`.
+    /// The `len` outputs of GEMM row `row` from column `col`, or `None` when the row map drops
+    /// the row.
     ///
     /// # Safety
     /// The segment is in bounds and no other thread touches it while the row lives.
     #[inline(always)]
-    unsafe fn row(&self, row: usize, col: usize, len: usize) -> RowOut<'_> {
-        let start = row * self.ldc + col;
+    unsafe fn row(&self, row: usize, col: usize, len: usize) -> Option<RowOut<'_>> {
+        let start = self.map.target(row)? * self.ldc + col;
         // SAFETY: the caller promises that `start..start + len` lies inside the output and that no
         // other thread touches it: in bounds of the pointer `new` took apart, and unaliased.
-        unsafe {
+        Some(unsafe {
             if self.u8.is_null() {
                 let values = core::slice::from_raw_parts_mut(self.f32.add(start), len);
                 if self.requantized {
@@ -86,7 +121,7 @@ impl Sink {
                     self.params,
                 )
             }
-        }
+        })
     }
 }
 
@@ -115,8 +150,9 @@ pub(crate) unsafe fn finish_tile_i8<D: Divide>(
     for (i, sums) in acc.chunks_exact(at.nr).take(at.rows).enumerate() {
         // SAFETY: rows row0..row0+rows and columns col0..col0+cols lie inside the output (the
         // caller's contract), and this thread alone writes this tile.
-        let out = unsafe { at.sink.row(at.row0 + i, at.col0, at.cols) };
-        finish_row_i8::<D>(&sums[..at.cols], cols, act, out);
+        if let Some(out) = unsafe { at.sink.row(at.row0 + i, at.col0, at.cols) } {
+            finish_row_i8::<D>(&sums[..at.cols], cols, act, out);
+        }
     }
 }
 
@@ -134,8 +170,9 @@ pub(crate) unsafe fn finish_tile_f32<D: Divide>(
     for (i, sums) in acc.chunks_exact(at.nr).take(at.rows).enumerate() {
         // SAFETY: rows row0..row0+rows and columns col0..col0+cols lie inside the output (the
         // caller's contract), and this thread alone writes this tile.
-        let out = unsafe { at.sink.row(at.row0 + i, at.col0, at.cols) };
-        finish_row_f32::<D>(&sums[..at.cols], bias, act, out);
+        if let Some(out) = unsafe { at.sink.row(at.row0 + i, at.col0, at.cols) } {
+            finish_row_f32::<D>(&sums[..at.cols], bias, act, out);
+        }
     }
 }
 
@@ -369,11 +406,20 @@ pub(crate) struct Epilogue {
     pub affine: unsafe fn(&[f32], &mut [f32], &crate::norm::PlaneAffine),
     /// The same pass writing uint8 codes ([`crate::norm::affine_codes`]).
     pub affine_codes: unsafe fn(&[f32], &mut [u8], &crate::norm::PlaneAffine, QuantParams),
+    /// Per-channel shifted sums over pixel rows ([`crate::norm::shifted_sums`]).
+    pub shifted_sums: ShiftedSums,
+    /// The affine + SiLU pass over pixel rows ([`crate::norm::pixel_affine`]).
+    pub pixel_affine: unsafe fn(&[f32], &mut [f32], &crate::norm::ChannelAffine),
+    /// The same pass writing uint8 codes.
+    pub pixel_affine_codes: unsafe fn(&[f32], &mut [u8], &crate::norm::ChannelAffine, QuantParams),
     /// tanh over a slice ([`crate::pointwise::tanh_into`]).
     pub tanh: unsafe fn(&[f32], &mut [f32]),
     /// The product of two activation matrices ([`crate::pointwise::matmul_into`]).
     pub matmul: MatMul,
 }
+
+/// Per-channel shifted sums over `(pixels, stride)` pixel rows ([`crate::norm::shifted_sums`]).
+pub(crate) type ShiftedSums = unsafe fn(&[f32], (usize, usize), &[f32], &mut [f64]);
 
 /// `c = a · b` with `[m, k, n]` ([`crate::pointwise::matmul_into`]).
 pub(crate) type MatMul = unsafe fn(&[f32], &[f32], &mut [f32], [usize; 3]);
@@ -436,6 +482,26 @@ macro_rules! epilogue_for {
         }
 
         #[target_feature(enable = $features)]
+        fn shifted_sums(x: &[f32], rows: (usize, usize), shift: &[f32], sums: &mut [f64]) {
+            $crate::norm::shifted_sums(x, rows, shift, sums)
+        }
+
+        #[target_feature(enable = $features)]
+        fn pixel_affine(x: &[f32], out: &mut [f32], a: &$crate::norm::ChannelAffine) {
+            $crate::norm::pixel_affine(x, out, a)
+        }
+
+        #[target_feature(enable = $features)]
+        fn pixel_affine_codes(
+            x: &[f32],
+            out: &mut [u8],
+            a: &$crate::norm::ChannelAffine,
+            params: $crate::QuantParams,
+        ) {
+            $crate::norm::pixel_affine_codes::<$crate::quant::FastDivide>(x, out, a, params)
+        }
+
+        #[target_feature(enable = $features)]
         fn tanh(x: &[f32], out: &mut [f32]) {
             $crate::pointwise::tanh_into(x, out)
         }
@@ -453,6 +519,9 @@ macro_rules! epilogue_for {
             moments,
             affine,
             affine_codes,
+            shifted_sums,
+            pixel_affine,
+            pixel_affine_codes,
             tanh,
             matmul,
         };

@@ -4,7 +4,7 @@
 use alloc::vec::Vec;
 
 use crate::arch::{Depth, MAX_TILE};
-use crate::epilogue::{ColumnsI8, Sink, TileAt};
+use crate::epilogue::{ColumnsI8, RowMap, Sink, TileAt};
 use crate::error::{KernelError, check_len};
 pub use crate::pack::Input;
 use crate::pack::{PackedF32, PackedI8, prepare_a};
@@ -38,7 +38,14 @@ pub fn gemm_i8_reusing(
 ) -> Result<(), KernelError> {
     out.check(m, w.n)?;
     let (a, lda) = prepare_a(w.micro, input, m, w.k, w.input, &mut scratch.rows)?;
-    gemm_i8_rows(w, (a, lda), m, Depth::whole(w.steps), out, true)
+    gemm_i8_rows(
+        w,
+        (a, lda),
+        m,
+        Depth::whole(w.steps),
+        (out, RowMap::All),
+        true,
+    )
 }
 
 /// Checks that every row the kernels read (`m` rounded up to `row_align`, `lda` elements apart)
@@ -69,18 +76,19 @@ pub(crate) fn check_depth(
 }
 
 /// [`gemm_i8`] on activation rows already in the kernel's form (`lda` bytes apart; rows up to
-/// `m` rounded to the kernel's row alignment are read), summed over `depth`'s runs; shared
-/// across the thread team when `shared` and the product is large.
+/// `m` rounded to the kernel's row alignment are read), summed over `depth`'s runs, each row
+/// written where `map` says; shared across the thread team when `shared` and the product is
+/// large.
 pub(crate) fn gemm_i8_rows(
     w: &PackedI8,
     (a, lda): (&[u8], usize),
     m: usize,
     depth: Depth,
-    out: Output<'_>,
+    (out, map): (Output<'_>, RowMap),
     shared: bool,
 ) -> Result<(), KernelError> {
     let n = w.n;
-    out.check(m, n)?;
+    out.check(map.rows(m), n)?;
     let micro = w.micro;
     let size = micro.a_form.size();
     check_depth(
@@ -102,7 +110,7 @@ pub(crate) fn gemm_i8_rows(
         shared,
         parallel_macs: PARALLEL_MACS_I8,
     };
-    let sink = Sink::new(out, n);
+    let sink = Sink::new(out, n, map);
     grid.run(
         depth.total() * micro.ku,
         [0i32; MAX_TILE],
@@ -148,21 +156,22 @@ pub(crate) fn gemm_i8_rows(
 /// `out = act(a · Wᵀ + b)` for `m` rows: the fp32 layer.
 pub fn gemm_f32(w: &PackedF32, a: &[f32], m: usize, out: &mut [f32]) -> Result<(), KernelError> {
     check_len("input", m * w.k, a.len())?;
-    gemm_f32_rows(w, (a, w.k), m, Depth::whole(w.k), out, true)
+    gemm_f32_rows(w, (a, w.k), m, Depth::whole(w.k), (out, RowMap::All), true)
 }
 
-/// [`gemm_f32`] on rows `lda` values apart, summed over `depth`'s runs (steps of one value);
-/// shared across the thread team when `shared` and the product is large.
+/// [`gemm_f32`] on rows `lda` values apart, summed over `depth`'s runs (steps of one value),
+/// each row written where `map` says; shared across the thread team when `shared` and the
+/// product is large.
 pub(crate) fn gemm_f32_rows(
     w: &PackedF32,
     (a, lda): (&[f32], usize),
     m: usize,
     depth: Depth,
-    out: &mut [f32],
+    (out, map): (&mut [f32], RowMap),
     shared: bool,
 ) -> Result<(), KernelError> {
     let (n, k) = (w.n, w.k);
-    check_len("output", m * n, out.len())?;
+    check_len("output", map.rows(m) * n, out.len())?;
     check_depth(depth, (a.len(), lda), m, (1, 1, k))?;
     if m == 0 || n == 0 || depth.total() == 0 {
         return Ok(());
@@ -177,7 +186,7 @@ pub(crate) fn gemm_f32_rows(
         shared,
         parallel_macs: PARALLEL_MACS_F32,
     };
-    let sink = Sink::new(Output::F32(out), n);
+    let sink = Sink::new(Output::F32(out), n, map);
     grid.run(depth.total(), [0f32; MAX_TILE], |tile, row0, rows, col0| {
         let block = &a[row0 * lda..];
         let panel = &w.panels[col0 / micro.nr * k * micro.nr..];

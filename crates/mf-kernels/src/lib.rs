@@ -48,6 +48,7 @@ mod error;
 #[cfg(feature = "alloc")]
 mod gemm;
 mod isa;
+pub mod layout;
 #[cfg(feature = "alloc")]
 pub mod norm;
 #[cfg(feature = "alloc")]
@@ -71,6 +72,7 @@ pub use error::KernelError;
 #[cfg(feature = "alloc")]
 pub use gemm::{GemmScratch, Input, Output, gemm_f32, gemm_i8, gemm_i8_reusing};
 pub use isa::Isa;
+pub use layout::{Layout, Layouts};
 #[cfg(feature = "alloc")]
 pub use pack::{PackedF32, PackedI8};
 pub use quant::QuantParams;

@@ -116,6 +116,224 @@ fn affine_stored<S: Store>(x: &[f32], out: &mut [S::Value], p: &PlaneAffine, sto
     }
 }
 
+/// Pixels whose values a channel sums in f32 before the sum is added into its f64 total.
+pub const PIXEL_BLOCK: usize = 64;
+
+/// Channels summed side by side (the partial sums live on the stack).
+pub const CHANNEL_CHUNK: usize = 64;
+
+/// Per-channel sums over pixel rows (NHWC) of the values' deviations from `shift[j]` and of
+/// their squares: `sums[j] += Σ_p d` and `sums[w + j] += Σ_p d²`, `d = x[p·stride + j] −
+/// shift[j]`, over `pixels` pixels of `w = shift.len()` channels (at most [`CHANNEL_CHUNK`];
+/// `sums` holds `2w`). Each channel sums in pixel order in f32, in blocks of [`PIXEL_BLOCK`]
+/// pixels, each block's sums added into the f64 totals: the same additions in the same order
+/// whatever the vector width, so every family gives the same bits. With a shift near the
+/// values (a value of the same group), `Σd²/n − (Σd/n)²` is their variance without the
+/// cancellation of `E[x²] − E[x]²`.
+#[inline(always)]
+pub fn shifted_sums(x: &[f32], (pixels, stride): (usize, usize), shift: &[f32], sums: &mut [f64]) {
+    let width = shift.len().min(CHANNEL_CHUNK);
+    let (total, squared) = sums.split_at_mut(width);
+    let (mut acc, mut acc_sq) = ([0f32; CHANNEL_CHUNK], [0f32; CHANNEL_CHUNK]);
+    let (acc, acc_sq) = (&mut acc[..width], &mut acc_sq[..width]);
+    for first in (0..pixels).step_by(PIXEL_BLOCK) {
+        acc.fill(0.0);
+        acc_sq.fill(0.0);
+        for p in first..pixels.min(first + PIXEL_BLOCK) {
+            let row = &x[p * stride..][..width];
+            for (((a, q), &v), &s) in acc.iter_mut().zip(acc_sq.iter_mut()).zip(row).zip(shift) {
+                let d = v - s;
+                *a += d;
+                *q += d * d;
+            }
+        }
+        for (t, &a) in total.iter_mut().zip(acc.iter()) {
+            *t += a as f64;
+        }
+        for (t, &a) in squared.iter_mut().zip(acc_sq.iter()) {
+            *t += a as f64;
+        }
+    }
+}
+
+/// The plane affine of pixel rows (NHWC): channel `j` of every pixel goes through
+/// [`PlaneAffine`] with `mean[j]`, `gain[j]`, `bias[j]`, `gamma[j]` and `beta[j]` (each as
+/// long as a pixel has channels), the same operations in the same order, so a value gives the
+/// bits [`affine`] gives it with those coefficients.
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelAffine<'a> {
+    /// Each channel's group mean.
+    pub mean: &'a [f32],
+    /// Each channel's `scale / √(var + ε)`.
+    pub gain: &'a [f32],
+    /// Each channel's normalization bias.
+    pub bias: &'a [f32],
+    /// Each channel's scale.
+    pub gamma: &'a [f32],
+    /// Each channel's shift.
+    pub beta: &'a [f32],
+    /// Whether SiLU follows.
+    pub silu: bool,
+}
+
+/// Channels of a pixel normalized side by side with their coefficients held in registers.
+const PIXEL_LANES: usize = 16;
+
+/// [`ChannelAffine`] over whole pixels of `x`, written into `out` as `store` says: blocks of
+/// [`PIXEL_LANES`] channels down all the pixels (each block's coefficients loaded once), then
+/// the channels left over.
+#[inline(always)]
+fn pixel_affine_stored<S: Store>(x: &[f32], out: &mut [S::Value], a: &ChannelAffine, store: S) {
+    if a.silu {
+        pixel_affine_with::<S, true>(x, out, a, store)
+    } else {
+        pixel_affine_with::<S, false>(x, out, a, store)
+    }
+}
+
+/// [`pixel_affine_stored`] with or without the SiLU.
+#[inline(always)]
+fn pixel_affine_with<S: Store, const SILU: bool>(
+    x: &[f32],
+    out: &mut [S::Value],
+    a: &ChannelAffine,
+    store: S,
+) {
+    let channels = a.mean.len();
+    if channels == 0 {
+        return;
+    }
+    let value = |v: f32, [mean, gain, bias, gamma, beta]: [f32; 5]| {
+        let n = ((v - mean) * gain + bias) * gamma + beta;
+        store.value(if SILU { n * sigmoid(n) } else { n })
+    };
+    let full = channels - channels % PIXEL_LANES;
+    for first in (0..full).step_by(PIXEL_LANES) {
+        let lanes = |c: &[f32]| -> [f32; PIXEL_LANES] {
+            c[first..first + PIXEL_LANES]
+                .try_into()
+                .expect("a block of lanes")
+        };
+        let (mean, gain, bias) = (lanes(a.mean), lanes(a.gain), lanes(a.bias));
+        let (gamma, beta) = (lanes(a.gamma), lanes(a.beta));
+        for (xs, ys) in x.chunks_exact(channels).zip(out.chunks_exact_mut(channels)) {
+            let xs: &[f32; PIXEL_LANES] = xs[first..first + PIXEL_LANES]
+                .try_into()
+                .expect("a block of lanes");
+            let ys = &mut ys[first..first + PIXEL_LANES];
+            for k in 0..PIXEL_LANES {
+                ys[k] = value(xs[k], [mean[k], gain[k], bias[k], gamma[k], beta[k]]);
+            }
+        }
+    }
+    if full == channels {
+        return;
+    }
+    for (xs, ys) in x.chunks_exact(channels).zip(out.chunks_exact_mut(channels)) {
+        for j in full..channels {
+            ys[j] = value(
+                xs[j],
+                [a.mean[j], a.gain[j], a.bias[j], a.gamma[j], a.beta[j]],
+            );
+        }
+    }
+}
+
+/// [`ChannelAffine`] over whole pixels of `x` into f32 `out`.
+#[inline(always)]
+pub fn pixel_affine(x: &[f32], out: &mut [f32], a: &ChannelAffine) {
+    pixel_affine_stored(x, out, a, AsIs)
+}
+
+/// [`pixel_affine`] with each value then quantized to `params`' uint8 code.
+#[inline(always)]
+pub(crate) fn pixel_affine_codes<D: crate::quant::Divide>(
+    x: &[f32],
+    out: &mut [u8],
+    a: &ChannelAffine,
+    params: QuantParams,
+) {
+    pixel_affine_stored(x, out, a, Coded::<D>::new(params))
+}
+
+/// [`shifted_sums`] compiled for `isa`, or an error when this CPU lacks it, there are more
+/// than [`CHANNEL_CHUNK`] channels, `sums` does not hold two per channel or `x` is too short
+/// for `pixels` rows of `stride`.
+pub fn pixel_shifted_sums(
+    isa: Isa,
+    x: &[f32],
+    (pixels, stride): (usize, usize),
+    shift: &[f32],
+    sums: &mut [f64],
+) -> Result<(), KernelError> {
+    let width = shift.len();
+    if width > CHANNEL_CHUNK || width > stride || sums.len() != 2 * width {
+        return Err(KernelError::Geometry(
+            "shifted sums take at most 64 channels of a pixel, with two sums each",
+        ));
+    }
+    let needed = match pixels {
+        0 => 0,
+        p => (p - 1) * stride + width,
+    };
+    if x.len() < needed {
+        return Err(KernelError::Shape {
+            what: "pixel rows",
+            expected: needed,
+            got: x.len(),
+        });
+    }
+    let f = crate::arch::f32_micro(isa.require()?).epilogue.shifted_sums;
+    // SAFETY: `require` checked that this CPU has the family's features.
+    unsafe { f(x, (pixels, stride), shift, sums) };
+    Ok(())
+}
+
+/// Checks that `a`'s coefficients are one per channel and `x` and `out` whole pixels of them.
+fn check_pixels(x: usize, out: usize, a: &ChannelAffine) -> Result<(), KernelError> {
+    let c = a.mean.len();
+    let lens = [a.gain.len(), a.bias.len(), a.gamma.len(), a.beta.len()];
+    if lens.iter().any(|&l| l != c) || (c > 0 && !x.is_multiple_of(c)) {
+        return Err(KernelError::Geometry(
+            "pixel rows take one coefficient of each kind per channel",
+        ));
+    }
+    crate::error::check_len("normalized pixel rows", x, out)
+}
+
+/// [`pixel_affine`] compiled for `isa`, or an error when this CPU lacks it or the lengths
+/// differ.
+pub fn pixel_affine_into(
+    isa: Isa,
+    x: &[f32],
+    out: &mut [f32],
+    a: &ChannelAffine,
+) -> Result<(), KernelError> {
+    check_pixels(x.len(), out.len(), a)?;
+    let f = crate::arch::f32_micro(isa.require()?).epilogue.pixel_affine;
+    // SAFETY: `require` checked that this CPU has the family's features.
+    unsafe { f(x, out, a) };
+    Ok(())
+}
+
+/// [`pixel_affine`] compiled for `isa`, each value written as its uint8 code for `params`,
+/// or an error when this CPU lacks the family or the lengths differ.
+pub fn pixel_affine_codes_into(
+    isa: Isa,
+    x: &[f32],
+    out: &mut [u8],
+    a: &ChannelAffine,
+    params: QuantParams,
+) -> Result<(), KernelError> {
+    check_pixels(x.len(), out.len(), a)?;
+    let f = crate::arch::f32_micro(isa.require()?)
+        .epilogue
+        .pixel_affine_codes;
+    // SAFETY: `require` checked that this CPU has the family's features.
+    unsafe { f(x, out, a, params) };
+    Ok(())
+}
+
 /// [`moments`] compiled for `isa`, or an error when this CPU lacks it.
 pub fn plane_moments(isa: Isa, row: &[f32]) -> Result<(f64, f64), KernelError> {
     let f = crate::arch::f32_micro(isa.require()?).epilogue.moments;
@@ -171,6 +389,90 @@ mod tests {
         let (m, v) = moments(&x);
         assert!((m - mean).abs() < 1e-6 * mean, "mean {m} vs {mean}");
         assert!((v - var).abs() < 1e-5 * var, "variance {v} vs {var}");
+    }
+
+    #[test]
+    fn pixel_rows_give_the_plane_bits_in_every_family() {
+        let got_sums = || [0f64; 6];
+        // 3 channels of a 5-wide pixel (a channel range inside the row), 200 pixels: more than
+        // one block of pixels.
+        let (pixels, stride, width) = (200usize, 5usize, 3usize);
+        let x: Vec<f32> = (0..pixels * stride)
+            .map(|i| ((i * 7919) % 1000) as f32 / 97.0 - 3.0 + (i % 5) as f32 * 0.37)
+            .collect();
+        let at = 1; // the range's first channel
+        let shift = [0.5f32, -1.0, 2.0];
+        let mut sums = [0f64; 6];
+        shifted_sums(&x[at..], (pixels, stride), &shift, &mut sums);
+        for j in 0..width {
+            let column = (0..pixels).map(|p| x[p * stride + at + j] as f64 - shift[j] as f64);
+            let sum: f64 = column.clone().sum();
+            let square: f64 = column.map(|d| d * d).sum();
+            assert!((sums[j] - sum).abs() < 1e-4 * sum.abs().max(1.0), "{j}");
+            assert!((sums[width + j] - square).abs() < 1e-4 * square, "{j}");
+        }
+        // Whole pixels of 19 channels (a block of 16 and 3 more), each with its own
+        // coefficients.
+        let width = 19;
+        let values = &x[..x.len() / width * width];
+        let ramp = |a: f32, b: f32| (0..width).map(|j| a + b * j as f32).collect::<Vec<_>>();
+        let (mean, gain, bias) = (ramp(0.1, -0.05), ramp(1.5, -0.07), ramp(0.0, 0.01));
+        let (gamma, beta) = (ramp(1.0, -0.1), ramp(0.2, -0.03));
+        for silu in [false, true] {
+            let a = ChannelAffine {
+                mean: &mean,
+                gain: &gain,
+                bias: &bias,
+                gamma: &gamma,
+                beta: &beta,
+                silu,
+            };
+            let mut want = alloc::vec![0f32; values.len()];
+            pixel_affine(values, &mut want, &a);
+            // Channel j's values give what the plane pass gives them with its coefficients.
+            for j in 0..width {
+                let column: Vec<f32> = values.iter().skip(j).step_by(width).copied().collect();
+                let p = PlaneAffine {
+                    mean: mean[j],
+                    gain: gain[j],
+                    bias: bias[j],
+                    gamma: gamma[j],
+                    beta: beta[j],
+                    silu,
+                };
+                let mut plane = alloc::vec![0f32; column.len()];
+                affine(&column, &mut plane, &p);
+                let got: Vec<f32> = want.iter().skip(j).step_by(width).copied().collect();
+                assert_eq!(got, plane, "channel {j}, silu {silu}");
+            }
+            let params = QuantParams::from_range(-3.0, 3.0);
+            let codes: Vec<u8> = want.iter().map(|&v| params.quantize(v)).collect();
+            for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
+                let mut got = [0f64; 6];
+                pixel_shifted_sums(isa, &x[at..], (pixels, stride), &shift, &mut got).unwrap();
+                assert_eq!(got, sums, "{isa}");
+                let mut got = alloc::vec![0f32; values.len()];
+                pixel_affine_into(isa, values, &mut got, &a).unwrap();
+                assert_eq!(got, want, "{isa}, silu {silu}");
+                let mut got = alloc::vec![0u8; values.len()];
+                pixel_affine_codes_into(isa, values, &mut got, &a, params).unwrap();
+                assert_eq!(got, codes, "{isa}, silu {silu}, codes");
+                // Pixel rows that are not whole pixels, and too many channels, are refused.
+                assert!(
+                    pixel_affine_into(
+                        isa,
+                        &values[1..],
+                        &mut alloc::vec![0.0; values.len() - 1],
+                        &a
+                    )
+                    .is_err()
+                );
+                let wide = [0f32; CHANNEL_CHUNK + 1];
+                let mut sums = [0f64; 2 * CHANNEL_CHUNK + 2];
+                assert!(pixel_shifted_sums(isa, &x, (1, 100), &wide, &mut sums).is_err());
+                assert!(pixel_shifted_sums(isa, &x[..7], (2, 5), &shift, &mut got_sums()).is_err());
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! block are copied one element at a time. Pure data movement: any order gives the same bits.
 
 /// An element with a block transpose: `u8` (16×16) and `f32` (4×4).
-pub(crate) trait Transposable: Copy + Default {
+pub trait Transposable: Copy + Default {
     /// The block's side.
     const B: usize;
     /// Transposes the `B × B` block whose row `r` is `src[at + r·stride..][..B]`, `from` being

@@ -3,9 +3,9 @@
 //! extreme zero points and extreme codes.
 use mf_kernels::reference::{self, QuantizedLayer};
 use mf_kernels::{
-    Activation, ConvGeometry, ConvScratch, GemmScratch, Input, Isa, Output, PackedConvF32,
-    PackedConvI8, PackedF32, PackedI8, QuantParams, conv_f32, conv_i8, gemm_f32, gemm_i8,
-    gemm_i8_reusing,
+    Activation, ConvGeometry, ConvScratch, GemmScratch, Input, Isa, Layout, Layouts, Output,
+    PackedConvF32, PackedConvI8, PackedF32, PackedI8, QuantParams, conv_f32, conv_i8, gemm_f32,
+    gemm_i8, gemm_i8_reusing,
 };
 use proptest::prelude::*;
 
@@ -212,6 +212,24 @@ struct ConvCase {
     size: [usize; 3],
     geometry: ConvGeometry,
     dense: I8Case,
+    /// The input's and output's layouts (planes or pixel rows).
+    layouts: Layouts,
+}
+
+/// Any of the four input and output layout pairs.
+fn layouts() -> impl Strategy<Value = Layouts> {
+    let layout = || prop_oneof![Just(Layout::Nchw), Just(Layout::Nhwc)];
+    (layout(), layout()).prop_map(|(input, output)| Layouts { input, output })
+}
+
+/// `x`, `[N, C, P]` as planes, in `layout`: as it is for NCHW, as pixel rows for NHWC.
+fn in_layout<T: Copy>(x: &[T], [n, c, p]: [usize; 3], layout: Layout) -> Vec<T> {
+    match layout {
+        Layout::Nchw => x.to_vec(),
+        Layout::Nhwc => (0..n * c * p)
+            .map(|i| x[i / (c * p) * c * p + i % c * p + i / c % p])
+            .collect(),
+    }
 }
 
 fn conv_case(
@@ -283,79 +301,80 @@ fn conv_case_of(
         .prop_flat_map(|(n, (h, w), m, geometry)| {
             let k = geometry.depth();
             let c = geometry.channels;
-            i8_layer(n, n * c * h * w, m, k).prop_map(move |dense| ConvCase {
-                size: [n, h, w],
-                geometry,
-                dense,
+            (i8_layer(n, n * c * h * w, m, k), layouts()).prop_map(move |(dense, layouts)| {
+                ConvCase {
+                    size: [n, h, w],
+                    geometry,
+                    dense,
+                    layouts,
+                }
             })
         })
 }
 
 impl ConvCase {
     /// `isa`'s convolution against the direct reference, f32 and uint8 outputs, bit for bit
-    /// (with buffers `scratch` kept from earlier, differently shaped calls).
+    /// (with buffers `scratch` kept from earlier, differently shaped calls), input and output in
+    /// the case's layouts.
     fn check(&self, isa: Isa, scratch: &mut ConvScratch) -> Result<(), TestCaseError> {
         let layer = self.dense.layer();
         let packed = PackedConvI8::new(isa, &layer, self.geometry).unwrap();
-        let [oh, ow] = self
-            .geometry
-            .output_size(self.size[1], self.size[2])
-            .unwrap();
-        let len = self.size[0] * layer.n * oh * ow;
+        let [n, h, w] = self.size;
+        let [oh, ow] = self.geometry.output_size(h, w).unwrap();
+        let len = n * layer.n * oh * ow;
         let codes = &self.dense.codes;
-        let (mut want, mut got) = (vec![0f32; len], vec![0f32; len]);
-        reference::conv_i8(
-            &layer,
-            &self.geometry,
+        let input = in_layout(
             codes,
-            self.size,
-            Output::F32(&mut want),
-        )
-        .unwrap();
-        conv_i8(
-            &packed,
-            Input::U8(codes),
-            self.size,
-            Output::F32(&mut got),
-            scratch,
-        )
-        .unwrap();
+            [n, self.geometry.channels, h * w],
+            self.layouts.input,
+        );
+        let (dims, layout) = ([n, layer.n, oh * ow], self.layouts.output);
+        let (mut want, mut got) = (vec![0f32; len], vec![0f32; len]);
+        let run = |out: Output<'_>, scratch: &mut ConvScratch| {
+            conv_i8(
+                &packed,
+                Input::U8(&input),
+                self.size,
+                out,
+                self.layouts,
+                scratch,
+            )
+            .unwrap()
+        };
+        let reference = |out: Output<'_>| {
+            reference::conv_i8(&layer, &self.geometry, codes, self.size, out).unwrap()
+        };
+        reference(Output::F32(&mut want));
+        run(Output::F32(&mut got), scratch);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        prop_assert_eq!(bits(&got), bits(&want), "{} conv f32 output", isa);
+        let layouts = self.layouts;
+        prop_assert_eq!(
+            bits(&got),
+            bits(&in_layout(&want, dims, layout)),
+            "{} conv f32 output, {:?}",
+            isa,
+            layouts
+        );
         let next = QuantParams::new(0.05, 37).unwrap();
         let (mut want_q, mut got_q) = (vec![0u8; len], vec![0u8; len]);
-        reference::conv_i8(
-            &layer,
-            &self.geometry,
-            codes,
-            self.size,
-            Output::U8(&mut want_q, next),
-        )
-        .unwrap();
-        conv_i8(
-            &packed,
-            Input::U8(codes),
-            self.size,
-            Output::U8(&mut got_q, next),
-            scratch,
-        )
-        .unwrap();
+        reference(Output::U8(&mut want_q, next));
+        run(Output::U8(&mut got_q, next), scratch);
         let from_codes: Vec<f32> = want_q.iter().map(|&q| next.dequantize(q)).collect();
-        prop_assert_eq!(got_q, want_q, "{} conv u8 output", isa);
+        prop_assert_eq!(
+            got_q,
+            in_layout(&want_q, dims, layout),
+            "{} conv u8 output, {:?}",
+            isa,
+            layouts
+        );
         let mut got_r = vec![0f32; len];
-        conv_i8(
-            &packed,
-            Input::U8(codes),
-            self.size,
-            Output::Requantized(&mut got_r, next),
-            scratch,
-        )
-        .unwrap();
+        run(Output::Requantized(&mut got_r, next), scratch);
         prop_assert_eq!(
             bits(&got_r),
-            bits(&from_codes),
-            "{} conv requantized output",
-            isa
+            bits(&in_layout(&from_codes, dims, layout)),
+            "{} conv requantized output, {:?}",
+            isa,
+            layouts
         );
         Ok(())
     }
@@ -408,19 +427,25 @@ proptest! {
         let w: Vec<f32> = case.dense.weights.iter().map(|&q| q as f32 / 128.0).collect();
         let bias = &case.dense.bias;
         let act = case.dense.activation;
-        let [oh, ow] = g.output_size(case.size[1], case.size[2]).unwrap();
-        let len = case.size[0] * m * oh * ow;
+        let [n, h, wd] = case.size;
+        let [oh, ow] = g.output_size(h, wd).unwrap();
+        let len = n * m * oh * ow;
         let mut want = vec![0f32; len];
         reference::conv_f32(&w, bias, act, m, &g, &x, case.size, &mut want).unwrap();
+        let want = in_layout(&want, [n, m, oh * ow], case.layouts.output);
+        let input = in_layout(&x, [n, g.channels, h * wd], case.layouts.input);
         let mut scratch = ConvScratch::default();
         for isa in available() {
             let packed = PackedConvF32::new(isa, &w, bias, m, g, act).unwrap();
             let mut got = vec![0f32; len];
-            conv_f32(&packed, &x, case.size, &mut got, &mut scratch).unwrap();
+            conv_f32(&packed, &input, case.size, &mut got, case.layouts, &mut scratch).unwrap();
             for (i, (g, r)) in got.iter().zip(&want).enumerate() {
                 // |x| ≤ 4 and |w| ≤ 1: each sum of k products within k rounding steps of 4k.
                 let tol = 4.0 * f32::EPSILON * k as f32 * (4.0 * k as f32 + 3.0);
-                prop_assert!((g - r).abs() <= tol, "{} at {}: {} vs {} (tol {})", isa, i, g, r, tol);
+                prop_assert!(
+                    (g - r).abs() <= tol,
+                    "{} at {}: {} vs {} (tol {}), {:?}", isa, i, g, r, tol, case.layouts
+                );
             }
         }
     }
@@ -433,7 +458,15 @@ proptest! {
 #[test]
 fn convolutions_shared_across_threads_equal_one_thread() {
     let (n, c, h, w, m) = (8, 16, 24, 23, 16);
-    for (kernel, pads) in [([3, 3], [1, 1, 1, 1]), ([1, 1], [0; 4])] {
+    let pixel_rows = Layouts {
+        input: Layout::Nhwc,
+        output: Layout::Nhwc,
+    };
+    let cases = [([3, 3], [1, 1, 1, 1]), ([1, 1], [0; 4])];
+    for ((kernel, pads), layouts) in cases
+        .into_iter()
+        .flat_map(|c| [(c, Layouts::ONNX), (c, pixel_rows)])
+    {
         let geometry = ConvGeometry {
             channels: c,
             kernel,
@@ -457,6 +490,7 @@ fn convolutions_shared_across_threads_equal_one_thread() {
             size: [n, h, w],
             geometry,
             dense,
+            layouts,
         };
         // The layout work from 32K output values on, the product from 64K outputs on.
         assert!(n * m * h * w >= 1 << 16, "large enough to be shared out");
@@ -477,7 +511,7 @@ fn convolutions_shared_across_threads_equal_one_thread() {
             )
             .unwrap();
             let mut shared = vec![0f32; n * m * h * w];
-            conv_f32(&packed, &x, case.size, &mut shared, &mut scratch).unwrap();
+            conv_f32(&packed, &x, case.size, &mut shared, layouts, &mut scratch).unwrap();
             let mut alone = vec![0f32; shared.len()];
             mf_kernels::team::single_threaded(|| {
                 conv_f32(
@@ -485,17 +519,26 @@ fn convolutions_shared_across_threads_equal_one_thread() {
                     &x,
                     case.size,
                     &mut alone,
+                    layouts,
                     &mut ConvScratch::default(),
                 )
                 .unwrap()
             });
-            assert_eq!(shared, alone, "{isa} fp32 {kernel:?}");
+            assert_eq!(shared, alone, "{isa} fp32 {kernel:?} {layouts:?}");
             // An empty batch lays out nothing and writes nothing.
             let mut none: [f32; 0] = [];
-            conv_f32(&packed, &[], [0, h, w], &mut none, &mut scratch).unwrap();
+            conv_f32(&packed, &[], [0, h, w], &mut none, layouts, &mut scratch).unwrap();
             let int8 = PackedConvI8::new(isa, &case.dense.layer(), geometry).unwrap();
             let empty = Output::F32(&mut none);
-            conv_i8(&int8, Input::F32(&[]), [0, h, w], empty, &mut scratch).unwrap();
+            conv_i8(
+                &int8,
+                Input::F32(&[]),
+                [0, h, w],
+                empty,
+                layouts,
+                &mut scratch,
+            )
+            .unwrap();
         }
     }
 }
@@ -534,6 +577,7 @@ fn convolution_geometry_by_hand() {
                 input,
                 [1, side, side],
                 Output::F32(&mut out),
+                Layouts::ONNX,
                 &mut scratch,
             )
             .map(|()| out)

@@ -2,8 +2,9 @@
 //! the SiLU (`Sigmoid` + `Mul`) that usually follows, run as one step.
 use anyhow::ensure;
 use mf_kernels::norm::sigmoid;
-use mf_kernels::{Isa, QuantParams};
+use mf_kernels::{Isa, Layout, QuantParams, layout::relayout};
 
+use super::normalize::NormScratch;
 use super::{broadcast, normalize, reshape, with_shape};
 use crate::tensor::{Shape, Value};
 
@@ -89,6 +90,83 @@ impl GroupNormChain {
         })
     }
 
+    /// The chain's output for `x` as NHWC pixel rows (`[N, H, W, C]`, what the engine keeps
+    /// between convolutions), as pixel rows: in one pass ([`normalize::group_norm_pixels`])
+    /// when the chain groups whole channels and `γ`, `β` are per channel; otherwise the images
+    /// are laid out as planes, run as [`GroupNormChain::run`] runs them, and laid back out.
+    pub fn run_pixels(
+        &self,
+        x: &Value,
+        isa: Isa,
+        (buffer, bytes): FreshBuffers<'_>,
+        codes: Option<QuantParams>,
+        scratch: &mut NormScratch,
+    ) -> anyhow::Result<Value> {
+        let (data, shape) = x.f32("GroupNorm input")?;
+        let &[n, h, w, c] = shape else {
+            anyhow::bail!("GroupNorm of pixel rows of shape {shape:?}: [N, H, W, C] expected");
+        };
+        let planes: Shape = smallvec::smallvec![n, c, h, w];
+        let grouped = reshape(&planes, &self.grouped)?;
+        let ungrouped = reshape(&grouped, &self.ungrouped)?;
+        let (gamma, gamma_shape) = self.gamma.f32("GroupNorm scale (Mul)")?;
+        let (beta, beta_shape) = self.beta.f32("GroupNorm shift (Add)")?;
+        let groups = grouped.get(1).copied().unwrap_or(0);
+        let fits = grouped.len() >= 3
+            && grouped[0] == n
+            && groups > 0
+            && c.is_multiple_of(groups)
+            && ungrouped == planes
+            && per_channel(gamma_shape, &planes)
+            && per_channel(beta_shape, &planes);
+        if fits {
+            let rows = [n, h * w, c];
+            let norm = (&self.scale[..], &self.bias[..], self.epsilon);
+            let affine = (gamma, beta, self.silu);
+            return Ok(match codes {
+                None => {
+                    let mut out = buffer(data.len());
+                    let out_form = (&mut out[..], ());
+                    normalize::group_norm_pixels(
+                        isa, data, rows, groups, norm, affine, out_form, scratch,
+                    )?;
+                    Value::F32(out, shape.into())
+                }
+                Some(params) => {
+                    let mut out = bytes(data.len());
+                    let out_form = (&mut out[..], params);
+                    normalize::group_norm_pixels(
+                        isa, data, rows, groups, norm, affine, out_form, scratch,
+                    )?;
+                    Value::U8(out, shape.into())
+                }
+            });
+        }
+        let mut laid = vec![0f32; data.len()];
+        relayout(data, [n, c, h * w], Layout::Nhwc, &mut laid);
+        let out = self.run(&Value::F32(laid, planes), isa, (buffer, bytes), codes)?;
+        let &[n, c, h, w] = out.shape() else {
+            anyhow::bail!(
+                "GroupNorm gives shape {:?} from pixel rows: [N, C, H, W] expected",
+                out.shape()
+            );
+        };
+        let rows: Shape = smallvec::smallvec![n, h, w, c];
+        Ok(match out {
+            Value::F32(y, _) => {
+                let mut laid = vec![0f32; y.len()];
+                relayout(&y, [n, c, h * w], Layout::Nchw, &mut laid);
+                Value::F32(laid, rows)
+            }
+            Value::U8(y, _) => {
+                let mut laid = vec![0u8; y.len()];
+                relayout(&y, [n, c, h * w], Layout::Nchw, &mut laid);
+                Value::U8(laid, rows)
+            }
+            _ => anyhow::bail!("GroupNorm writes f32 values or uint8 codes"),
+        })
+    }
+
     /// The chain's nodes one by one (γ or β not per channel, or a channel across groups).
     fn node_by_node(
         &self,
@@ -133,6 +211,94 @@ fn per_channel(constant: &[usize], shape: &[usize]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `v` (`[n, c, h, w]` planes, f32 or codes) as pixel rows `[n, h, w, c]`.
+    fn as_rows(v: &Value) -> Value {
+        let &[n, c, h, w] = v.shape() else {
+            panic!("planes of rank 4")
+        };
+        let rows: Shape = smallvec::smallvec![n, h, w, c];
+        match v {
+            Value::F32(d, _) => {
+                let mut out = vec![0.0; d.len()];
+                relayout(d, [n, c, h * w], Layout::Nchw, &mut out);
+                Value::F32(out, rows)
+            }
+            Value::U8(d, _) => {
+                let mut out = vec![0; d.len()];
+                relayout(d, [n, c, h * w], Layout::Nchw, &mut out);
+                Value::U8(out, rows)
+            }
+            _ => panic!("f32 values or codes"),
+        }
+    }
+
+    #[test]
+    fn pixel_rows_normalize_as_planes_do() {
+        let isa = Isa::select().expect("a kernel family");
+        // 80 channels (more than one chunk of 64) in 4 groups, 99 pixels (more than one block
+        // of 64), two images: shared across the team. Each group sits far from zero, where
+        // sums of squares would cancel.
+        let (n, c, h, w) = (2, 80, 9, 11);
+        let data: Vec<f32> = (0..n * c * h * w)
+            .map(|i| {
+                let group = i / (h * w) % c / 20;
+                ((i * 7919) % 997) as f32 / 97.0 + 100.0 * (group as f32 + 1.0)
+            })
+            .collect();
+        let planes = Value::F32(data, smallvec::smallvec![n, c, h, w]);
+        let params = QuantParams::new(0.01, 128).expect("a valid scale");
+        for per in [vec![c, 1, 1], vec![c, h, w]] {
+            let len: usize = per.iter().product();
+            let ramp = |a: f32, b: f32| (0..len).map(|i| a + b * i as f32).collect::<Vec<_>>();
+            let chain = GroupNormChain {
+                grouped: vec![0, 4, -1],
+                scale: vec![1.1, 0.9, 1.0, 1.2],
+                bias: vec![0.1, -0.2, 0.0, 0.3],
+                epsilon: 1e-5,
+                ungrouped: vec![0, 80, 9, 11],
+                gamma: Value::F32(ramp(0.5, 0.01), per.as_slice().into()),
+                beta: Value::F32(ramp(-0.3, 0.002), per.as_slice().into()),
+                silu: true,
+            };
+            let (mut fresh, mut bytes) = (|len| vec![0.0; len], |len| vec![0u8; len]);
+            let mut scratch = NormScratch::default();
+            for codes in [None, Some(params)] {
+                let want = chain
+                    .run(&planes, isa, (&mut fresh, &mut bytes), codes)
+                    .unwrap();
+                let got = chain
+                    .run_pixels(
+                        &as_rows(&planes),
+                        isa,
+                        (&mut fresh, &mut bytes),
+                        codes,
+                        &mut scratch,
+                    )
+                    .unwrap();
+                let want = as_rows(&want);
+                assert_eq!(got.shape(), [n, h, w, c]);
+                if per == [c, h, w] {
+                    // γ per element runs the nodes on planes: the same bits.
+                    assert_eq!(got, want);
+                    continue;
+                }
+                match (&got, &want) {
+                    (Value::F32(g, _), Value::F32(w, _)) => {
+                        for (i, (a, b)) in g.iter().zip(w).enumerate() {
+                            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{i}: {a} vs {b}");
+                        }
+                    }
+                    (Value::U8(g, _), Value::U8(w, _)) => {
+                        let off = g.iter().zip(w).filter(|(a, b)| a != b).count();
+                        assert!(g.iter().zip(w).all(|(a, b)| a.abs_diff(*b) <= 1));
+                        assert!(off * 100 < g.len(), "{off} codes of {} differ", g.len());
+                    }
+                    _ => panic!("f32 values or codes as asked"),
+                }
+            }
+        }
+    }
 
     #[test]
     fn codes_are_the_codes_of_the_float_output() {

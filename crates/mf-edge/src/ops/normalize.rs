@@ -250,6 +250,167 @@ pub fn group_norm<T: NormOutput>(
     Ok(Some(out))
 }
 
+/// What a GroupNorm over pixel rows keeps between calls: each (image, channel)'s shift, each
+/// block of pixels' sums, each (image, group)'s moments and each (image, channel)'s mean, gain
+/// and bias.
+#[derive(Default)]
+pub struct NormScratch {
+    shifts: Vec<f32>,
+    sums: Vec<f64>,
+    moments: Vec<[f64; 2]>,
+    coefficients: Vec<f32>,
+}
+
+/// The size of a batch of NHWC images: `[images, pixels per image, channels]`.
+pub type PixelRows = [usize; 3];
+
+/// GroupNorm of NHWC images `x` (the layout the engine keeps between convolutions) into `out`:
+/// each (image, group)'s moments from per-channel sums over the pixel rows of the values'
+/// deviations from one of the group's values and of their squares (blocks of pixels summed in
+/// f32, totals in f64: [`norm::shifted_sums`]), then every pixel's
+/// channels through their group's normalization, `gamma[c]`, `beta[c]` and SiLU if `silu`
+/// ([`norm::ChannelAffine`]): each value rounded as the separate nodes round it, with moments
+/// summed in another order than [`group_norm`]'s planes (so within rounding of it, not its
+/// bits). Both passes are shared out across the thread team when large.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_pixels<T: NormOutput>(
+    isa: Isa,
+    x: &[f32],
+    [images, pixels, channels]: PixelRows,
+    groups: usize,
+    (scale, bias, epsilon): (&[f32], &[f32], f32),
+    (gamma, beta, silu): (&[f32], &[f32], bool),
+    (out, form): (&mut [T], T::Form),
+    scratch: &mut NormScratch,
+) -> anyhow::Result<()> {
+    ensure!(
+        groups > 0 && channels > 0 && channels.is_multiple_of(groups) && pixels > 0,
+        "GroupNorm of {groups} groups over {channels} channels of {pixels} pixels"
+    );
+    ensure!(
+        x.len() == images * pixels * channels && out.len() == x.len(),
+        "GroupNorm of {} values into {} for {images} images of {pixels} pixels × {channels}",
+        x.len(),
+        out.len()
+    );
+    ensure!(
+        scale.len() == groups
+            && bias.len() == groups
+            && gamma.len() == channels
+            && beta.len() == channels,
+        "GroupNorm constants: one scale and bias per group, one γ and β per channel"
+    );
+    let per_group = channels / groups;
+    let image = pixels * channels;
+    let NormScratch {
+        shifts,
+        sums,
+        moments,
+        coefficients,
+    } = scratch;
+    // Each group's values are summed as deviations from one of them (its first channel's
+    // first pixel), per block of pixels; each block's sums go to a place of their own, so the
+    // totals, added up below in block order, do not depend on how the blocks were shared out.
+    shifts.clear();
+    for n in 0..images {
+        for g in 0..groups {
+            let first = x[n * image + g * per_group];
+            shifts.extend(std::iter::repeat_n(first, per_group));
+        }
+    }
+    let blocks = pixels.div_ceil(norm::PIXEL_BLOCK);
+    let unit = 2 * channels;
+    sums.clear();
+    sums.resize(images * blocks * unit, 0.0);
+    let failure = Mutex::new(None);
+    let fail = |e: mf_kernels::KernelError| {
+        *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+    };
+    let shifts = &shifts[..];
+    mf_kernels::team::for_each_run(sums, unit, x.len() >= PARALLEL_VALUES, &|first, run| {
+        for (i, block) in run.chunks_mut(unit).enumerate() {
+            let (n, b) = ((first + i) / blocks, (first + i) % blocks);
+            let from = b * norm::PIXEL_BLOCK;
+            let rows = (norm::PIXEL_BLOCK.min(pixels - from), channels);
+            let at = n * image + from * channels;
+            for start in (0..channels).step_by(norm::CHANNEL_CHUNK) {
+                let width = (channels - start).min(norm::CHANNEL_CHUNK);
+                let shift = &shifts[n * channels + start..][..width];
+                let mut part = [0f64; 2 * norm::CHANNEL_CHUNK];
+                let part = &mut part[..2 * width];
+                if let Err(e) = norm::pixel_shifted_sums(isa, &x[at + start..], rows, shift, part) {
+                    fail(e);
+                    return;
+                }
+                block[start..start + width].copy_from_slice(&part[..width]);
+                block[channels + start..][..width].copy_from_slice(&part[width..]);
+            }
+        }
+    });
+    if let Some(e) = failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        return Err(e.into());
+    }
+    moments.clear();
+    let count = (pixels * per_group) as f64;
+    for (n, image_sums) in sums.chunks(blocks * unit).enumerate() {
+        for g in 0..groups {
+            let (mut d, mut q) = (0f64, 0f64);
+            for block in image_sums.chunks(unit) {
+                let channels_of = g * per_group..(g + 1) * per_group;
+                d += block[channels_of.clone()].iter().sum::<f64>();
+                q += block[channels..][channels_of].iter().sum::<f64>();
+            }
+            let (mean, square) = (d / count, q / count);
+            let shift = shifts[n * channels + g * per_group] as f64;
+            moments.push([shift + mean, (square - mean * mean).max(0.0)]);
+        }
+    }
+    let parallel = x.len() >= PARALLEL_VALUES;
+    // Every image's per-channel means, then their gains, then the per-channel biases.
+    let len = images * channels;
+    coefficients.clear();
+    coefficients.resize(2 * len + channels, 0.0);
+    for (i, &[mean, var]) in moments.iter().enumerate() {
+        let g = i % groups;
+        let plane = plane_affine((mean, var), scale[g], bias[g], epsilon, None);
+        let at = i * per_group;
+        coefficients[at..at + per_group].fill(plane.mean);
+        coefficients[len + at..len + at + per_group].fill(plane.gain);
+    }
+    for (g, &b) in bias.iter().enumerate() {
+        coefficients[2 * len + g * per_group..][..per_group].fill(b);
+    }
+    let (means, rest) = coefficients.split_at(len);
+    let (gains, biases) = rest.split_at(len);
+    mf_kernels::team::for_each_run(out, channels, parallel, &|first, ys| {
+        // Runs of the pixels of one image at a time.
+        let mut done = 0;
+        while done < ys.len() / channels {
+            let (n, p) = ((first + done) / pixels, (first + done) % pixels);
+            let count = (pixels - p).min(ys.len() / channels - done);
+            let at = (first + done) * channels;
+            let a = norm::ChannelAffine {
+                mean: &means[n * channels..][..channels],
+                gain: &gains[n * channels..][..channels],
+                bias: biases,
+                gamma,
+                beta,
+                silu,
+            };
+            let y = &mut ys[done * channels..(done + count) * channels];
+            if let Err(e) = T::write_pixels(isa, &x[at..at + y.len()], y, &a, form) {
+                fail(e);
+                return;
+            }
+            done += count;
+        }
+    });
+    match failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
 /// What a fused GroupNorm writes: f32 values, or uint8 codes for the int8 layer that reads
 /// them (each the code that layer would give the f32 value).
 pub trait NormOutput: Copy + Send + Sync {
@@ -261,6 +422,14 @@ pub trait NormOutput: Copy + Send + Sync {
         x: &[f32],
         out: &mut [Self],
         plane: &PlaneAffine,
+        form: Self::Form,
+    ) -> Result<(), mf_kernels::KernelError>;
+    /// Normalizes whole pixel rows `x` into `out`.
+    fn write_pixels(
+        isa: Isa,
+        x: &[f32],
+        out: &mut [Self],
+        a: &norm::ChannelAffine,
         form: Self::Form,
     ) -> Result<(), mf_kernels::KernelError>;
 }
@@ -276,6 +445,15 @@ impl NormOutput for f32 {
     ) -> Result<(), mf_kernels::KernelError> {
         norm::plane_affine(isa, x, out, plane)
     }
+    fn write_pixels(
+        isa: Isa,
+        x: &[f32],
+        out: &mut [f32],
+        a: &norm::ChannelAffine,
+        _: (),
+    ) -> Result<(), mf_kernels::KernelError> {
+        norm::pixel_affine_into(isa, x, out, a)
+    }
 }
 
 impl NormOutput for u8 {
@@ -288,6 +466,15 @@ impl NormOutput for u8 {
         params: QuantParams,
     ) -> Result<(), mf_kernels::KernelError> {
         norm::plane_affine_codes(isa, x, out, plane, params)
+    }
+    fn write_pixels(
+        isa: Isa,
+        x: &[f32],
+        out: &mut [u8],
+        a: &norm::ChannelAffine,
+        params: QuantParams,
+    ) -> Result<(), mf_kernels::KernelError> {
+        norm::pixel_affine_codes_into(isa, x, out, a, params)
     }
 }
 

@@ -33,6 +33,9 @@ static EPILOGUE: Epilogue = Epilogue {
     moments: crate::norm::moments,
     affine: crate::norm::affine,
     affine_codes: crate::norm::affine_codes::<Divided>,
+    shifted_sums: crate::norm::shifted_sums,
+    pixel_affine: crate::norm::pixel_affine,
+    pixel_affine_codes: crate::norm::pixel_affine_codes::<Divided>,
     tanh: crate::pointwise::tanh_into,
     matmul: crate::pointwise::matmul_into,
 };

@@ -1,0 +1,340 @@
+//! Images kept as NHWC pixel rows between convolutions. A convolution's GEMM reads and writes
+//! one row per pixel, so ONNX's planes (NCHW) cost two transposes per convolution; instead, a
+//! convolution whose output some step can take as pixel rows writes them, and the steps that
+//! can (a convolution, a fused GroupNorm, element-wise Add/Sub/Mul/Div, Sigmoid and Tanh,
+//! per-tensor QuantizeLinear/DequantizeLinear, Concat) take and pass them on. Planes come back
+//! only where a step needs them (a Reshape, a dense layer, the graph's output): a
+//! [`Slotted::Relayout`] step moves the images there, once per value.
+//!
+//! A value held as pixel rows has the shape `[N, H, W, C]` of its layout, so element-wise ops
+//! broadcast it as they are: their other operands are moved to pixel rows too (a constant here,
+//! at load; a computed value by a relayout step, a per-channel `[N, C, 1, 1]` costing a copy).
+use std::collections::{HashMap, HashSet};
+
+use anyhow::{bail, ensure};
+use mf_core::onnx;
+use mf_kernels::Layout;
+use mf_kernels::layout::relayout;
+
+use super::{Pools, Slotted};
+use crate::ops;
+use crate::tensor::{Shape, Value};
+
+/// Which inputs of an op are images it can take as pixel rows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Operands {
+    /// Every input (element-wise ops, Concat).
+    All,
+    /// The first (QuantizeLinear, DequantizeLinear: the others are its parameters).
+    First,
+}
+
+impl Operands {
+    /// Whether input `i` is an image operand.
+    fn takes(self, i: usize) -> bool {
+        self == Operands::All || i == 0
+    }
+}
+
+/// How `node` (reading `inputs`) can take pixel rows, or `None` when it needs planes: a
+/// constant operand of an element-wise op must have rank 4 at most (it is moved to pixel rows
+/// here), and quantization parameters must be one per tensor.
+fn operands(
+    node: &onnx::NodeProto,
+    inputs: &[usize],
+    constants: &[Option<Value>],
+) -> Option<Operands> {
+    let constant = |slot: usize| constants[slot].as_ref();
+    match node.op_type.as_str() {
+        "Add" | "Sub" | "Mul" | "Div" | "Sigmoid" | "Tanh" | "Concat" => inputs
+            .iter()
+            .all(|&s| constant(s).is_none_or(|v| v.shape().len() <= 4))
+            .then_some(Operands::All),
+        "QuantizeLinear" | "DequantizeLinear" => inputs[1..]
+            .iter()
+            .all(|&s| constant(s).is_some_and(|v| v.shape().iter().product::<usize>() == 1))
+            .then_some(Operands::First),
+        _ => None,
+    }
+}
+
+/// The axis of pixel rows that holds an axis of rank-4 planes (N, C, H, W → 0, 3, 1, 2), or
+/// `None` for an axis outside rank 4.
+fn pixel_axis(axis: i64) -> Option<i64> {
+    let axis = if axis < 0 { axis + 4 } else { axis };
+    [0, 3, 1, 2].get(usize::try_from(axis).ok()?).copied()
+}
+
+/// `steps` with images kept as pixel rows wherever every step on their way takes them, and
+/// relayout steps where planes are needed; new values (the relayouts' outputs, constants moved
+/// to pixel rows) get new slots in `constants`. `graph_output` stays planes.
+pub(super) fn keep_pixel_rows(
+    steps: Vec<Slotted>,
+    constants: &mut Vec<Option<Value>>,
+    graph_output: usize,
+) -> anyhow::Result<Vec<Slotted>> {
+    // The values some step could take as pixel rows: a convolution writes its output as pixel
+    // rows only for such a reader.
+    let mut wanted = HashSet::new();
+    for step in &steps {
+        match step {
+            Slotted::Conv { input, .. } | Slotted::Norm { input, .. } => {
+                wanted.insert(*input);
+            }
+            Slotted::Op { node, inputs, .. } => {
+                if let Some(which) = operands(node, inputs, constants) {
+                    let images = inputs.iter().enumerate().filter(|&(i, _)| which.takes(i));
+                    wanted.extend(images.map(|(_, &s)| s));
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut rows: HashSet<usize> = HashSet::new();
+    let mut planes_of: HashMap<usize, usize> = HashMap::new();
+    let mut rows_of: HashMap<usize, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(steps.len());
+    for mut step in steps {
+        let takes = match &mut step {
+            Slotted::Conv {
+                input,
+                output,
+                layouts,
+                ..
+            } => {
+                if rows.contains(input) {
+                    layouts.input = Layout::Nhwc;
+                }
+                if *output != graph_output && wanted.contains(output) {
+                    layouts.output = Layout::Nhwc;
+                    rows.insert(*output);
+                }
+                true
+            }
+            Slotted::Norm {
+                input,
+                output,
+                pixel_rows,
+                chain,
+                ..
+            } => {
+                // A GroupNorm that keeps rank 4 (as exported) passes pixel rows on.
+                *pixel_rows = rows.contains(input) && chain.ungrouped.len() == 4;
+                if *pixel_rows {
+                    rows.insert(*output);
+                }
+                *pixel_rows
+            }
+            Slotted::Op {
+                node,
+                inputs,
+                output,
+            } => match operands(node, inputs, constants) {
+                Some(which)
+                    if inputs
+                        .iter()
+                        .enumerate()
+                        .any(|(i, s)| which.takes(i) && rows.contains(s)) =>
+                {
+                    for (i, slot) in inputs.iter_mut().enumerate() {
+                        if !which.takes(i) || rows.contains(slot) {
+                            continue;
+                        }
+                        *slot = match rows_of.get(slot) {
+                            Some(&moved) => moved,
+                            None => {
+                                let moved = constants.len();
+                                match &constants[*slot] {
+                                    Some(c) => {
+                                        let c =
+                                            relayout_value(c, Layout::Nhwc, &mut Pools::default())?;
+                                        constants.push(Some(c));
+                                    }
+                                    None => {
+                                        constants.push(None);
+                                        out.push(Slotted::Relayout {
+                                            input: *slot,
+                                            output: moved,
+                                            to: Layout::Nhwc,
+                                        });
+                                    }
+                                }
+                                rows_of.insert(*slot, moved);
+                                moved
+                            }
+                        };
+                        rows.insert(*slot);
+                    }
+                    if node.op_type == "Concat" {
+                        let axis = ops::int_attr(node, "axis", 0);
+                        let Some(axis) = pixel_axis(axis) else {
+                            bail!(
+                                "Concat node {:?}: axis {axis} of images of rank 4",
+                                node.name
+                            );
+                        };
+                        if let Some(a) = node.attribute.iter_mut().find(|a| a.name == "axis") {
+                            a.i = axis;
+                        }
+                    }
+                    rows.insert(*output);
+                    true
+                }
+                _ => false,
+            },
+            _ => false,
+        };
+        if !takes {
+            // This step needs planes.
+            for slot in step.inputs_mut() {
+                if !rows.contains(slot) {
+                    continue;
+                }
+                *slot = *planes_of.entry(*slot).or_insert_with(|| {
+                    constants.push(None);
+                    let planes = constants.len() - 1;
+                    out.push(Slotted::Relayout {
+                        input: *slot,
+                        output: planes,
+                        to: Layout::Nchw,
+                    });
+                    planes
+                });
+            }
+        }
+        let output = step.output_mut();
+        if *output == graph_output && rows.remove(&graph_output) {
+            // The graph's output is given as planes.
+            constants.push(None);
+            let written = constants.len() - 1;
+            *output = written;
+            rows.insert(written);
+            out.push(step);
+            out.push(Slotted::Relayout {
+                input: written,
+                output: graph_output,
+                to: Layout::Nchw,
+            });
+            continue;
+        }
+        out.push(step);
+    }
+    Ok(out)
+}
+
+/// `value` moved between planes and pixel rows: to pixel rows `[N, H, W, C]` from planes of
+/// rank 4 at most (a lower rank taken as `[1, …]`-padded planes, as broadcasting does), or to
+/// planes `[N, C, H, W]` from pixel rows. Float and code buffers come from `pools`.
+pub(super) fn relayout_value(
+    value: &Value,
+    to: Layout,
+    pools: &mut Pools,
+) -> anyhow::Result<Value> {
+    let shape = value.shape();
+    let ([n, c, h, w], from) = match to {
+        Layout::Nhwc => {
+            ensure!(
+                shape.len() <= 4,
+                "an operand of shape {shape:?} meets images that the native engine keeps as \
+                 pixel rows, which broadcast operands of rank 4 at most; run this model with \
+                 --backend tract or --backend ort"
+            );
+            let mut planes = [1; 4];
+            planes[4 - shape.len()..].copy_from_slice(shape);
+            (planes, Layout::Nchw)
+        }
+        Layout::Nchw => {
+            let &[n, h, w, c] = shape else {
+                bail!("pixel rows of shape {shape:?}: [N, H, W, C] expected");
+            };
+            ([n, c, h, w], Layout::Nhwc)
+        }
+    };
+    let out_shape: Shape = match to {
+        Layout::Nhwc => smallvec::smallvec![n, h, w, c],
+        Layout::Nchw => smallvec::smallvec![n, c, h, w],
+    };
+    let dims = [n, c, h * w];
+    Ok(match value {
+        Value::F32(x, _) => {
+            let mut out = pools.floats.take(x.len());
+            relayout(x, dims, from, &mut out);
+            Value::F32(out, out_shape)
+        }
+        Value::U8(x, _) => {
+            let mut out = pools.codes.take(x.len());
+            relayout(x, dims, from, &mut out);
+            Value::U8(out, out_shape)
+        }
+        Value::I8(x, _) => Value::I8(moved(x, dims, from), out_shape),
+        Value::I32(x, _) => Value::I32(moved(x, dims, from), out_shape),
+        Value::I64(x, _) => Value::I64(moved(x, dims, from), out_shape),
+    })
+}
+
+/// [`relayout`] one element at a time, for the element types images rarely have.
+fn moved<T: Copy>(x: &[T], [_, c, p]: [usize; 3], from: Layout) -> Vec<T> {
+    (0..x.len())
+        .map(|i| {
+            let (image, rest) = (i / (c * p), i % (c * p));
+            let at = match from {
+                // Output pixel rows: `rest` is pixel · c + channel.
+                Layout::Nchw => rest % c * p + rest / c,
+                // Output planes: `rest` is channel · p + pixel.
+                Layout::Nhwc => rest % p * c + rest / p,
+            };
+            x[image * c * p + at]
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_element_type_moves_to_pixel_rows_and_back() {
+        let (n, c, h, w) = (2, 3, 2, 5);
+        let planes: Vec<i64> = (0..(n * c * h * w) as i64).collect();
+        let value = Value::I64(planes.clone(), smallvec::smallvec![n, c, h, w]);
+        let mut pools = Pools::default();
+        let rows = relayout_value(&value, Layout::Nhwc, &mut pools).unwrap();
+        let floats = Value::F32(
+            planes.iter().map(|&v| v as f32).collect(),
+            value.shape().into(),
+        );
+        let float_rows = relayout_value(&floats, Layout::Nhwc, &mut pools).unwrap();
+        let Value::I64(r, shape) = &rows else {
+            panic!("int64 rows")
+        };
+        assert_eq!(shape.as_slice(), [n, h, w, c]);
+        assert_eq!(
+            float_rows,
+            Value::F32(r.iter().map(|&v| v as f32).collect(), shape.clone())
+        );
+        // Pixel (y, x)'s channels side by side.
+        assert_eq!(&r[..3], [0, 10, 20]);
+        assert_eq!(
+            relayout_value(&rows, Layout::Nchw, &mut pools).unwrap(),
+            value
+        );
+        // A per-channel operand of rank 3 is padded to rank 4.
+        let bias = Value::F32(vec![1.0, 2.0, 3.0], smallvec::smallvec![3, 1, 1]);
+        let moved = relayout_value(&bias, Layout::Nhwc, &mut pools).unwrap();
+        assert_eq!(moved.shape(), [1, 1, 1, 3]);
+        let five = Value::F32(vec![0.0; 2], smallvec::smallvec![1, 1, 1, 1, 2]);
+        let refused = relayout_value(&five, Layout::Nhwc, &mut pools).unwrap_err();
+        assert!(refused.to_string().contains("rank 4 at most"), "{refused}");
+    }
+
+    #[test]
+    fn concat_axes_of_planes_map_to_pixel_rows() {
+        assert_eq!(pixel_axis(1), Some(3));
+        assert_eq!(pixel_axis(-3), Some(3));
+        assert_eq!(pixel_axis(2), Some(1));
+        assert_eq!(pixel_axis(-1), Some(2));
+        assert_eq!(pixel_axis(0), Some(0));
+        assert_eq!(pixel_axis(4), None);
+        assert_eq!(pixel_axis(-5), None);
+    }
+}
