@@ -650,6 +650,19 @@ fn in_place(
     if walk.shape.as_slice() != sa || a.len() != walk.total {
         return Ok(false);
     }
+    if let Some((rows, len, b_step)) = walk.repeated_row().filter(|_| a.len() < PARALLEL_ELEMENTS) {
+        // A row of `b` down each block of `rows` rows (a per-channel operand of pixel rows):
+        // plain loops, no walk per row.
+        for (k, block) in a.chunks_mut(rows * len).enumerate() {
+            let b_row = &b[k * b_step..][..len];
+            for row in block.chunks_exact_mut(len) {
+                for (x, &y) in row.iter_mut().zip(b_row) {
+                    *x = f(*x, y);
+                }
+            }
+        }
+        return Ok(true);
+    }
     // `a` has the output's shape: each output row is `a`'s own row, read and written in place.
     walk.rows_of(a, &|run, row| match run.b_step {
         0 => row.iter_mut().for_each(|x| *x = f(*x, b[run.b])),
@@ -732,6 +745,27 @@ impl Broadcast {
             merged,
             strides,
         })
+    }
+
+    /// `(rows, len, step)` when the output is blocks of `rows` rows of `len` values and `b`
+    /// gives each block one row of `len` values, `step` apart (`b` a per-channel `[N, 1, 1, C]`
+    /// against pixel rows `[N, H, W, C]`), and `a` spans the output.
+    fn repeated_row(&self) -> Option<(usize, usize, usize)> {
+        let [st_a, st_b] = &self.strides;
+        let rank = self.merged.len();
+        let (len, rows) = (
+            self.merged[rank - 1],
+            *self.merged.get(rank.checked_sub(2)?)?,
+        );
+        let spans_a = st_a[rank - 1] == 1 && st_a[rank - 2] == len;
+        let row_of_b = st_b[rank - 1] == 1 && st_b[rank - 2] == 0;
+        match rank {
+            2 if spans_a && row_of_b => Some((rows, len, 0)),
+            3 if spans_a && row_of_b && st_a[0] == rows * len && st_b[0] == len => {
+                Some((rows, len, len))
+            }
+            _ => None,
+        }
     }
 
     /// The length of a row.
@@ -935,8 +969,11 @@ mod tests {
     #[test]
     fn in_place_broadcasting_equals_the_allocating_one() {
         let data = |n: usize| (0..n).map(|i| i as f32 * 0.37 - 2.0).collect::<Vec<f32>>();
-        let cases: [(&[usize], &[usize]); 9] = [
+        let cases: [(&[usize], &[usize]); 11] = [
             (&[2, 3, 4], &[2, 3, 4]),
+            // A per-channel operand of pixel rows, for one image and for two.
+            (&[1, 7, 9, 16], &[1, 1, 1, 16]),
+            (&[2, 7, 9, 16], &[2, 1, 1, 16]),
             (&[2, 3, 4], &[3, 1]),
             (&[2, 3, 4], &[1, 1, 4]),
             (&[2, 3, 4], &[2, 1, 4]),
