@@ -37,6 +37,7 @@ use crate::tensor::{Shape, Value};
 mod attention;
 mod gelu;
 mod pixel_rows;
+mod upsample;
 
 use attention::Attention;
 
@@ -146,6 +147,12 @@ enum Slotted {
         /// The layout written.
         to: Layout,
     },
+    /// mf-export's nearest upsampling of pixel rows.
+    Upsample {
+        input: usize,
+        output: usize,
+        upsample: Box<upsample::Upsample>,
+    },
     /// Attention's scores, softmax and weighted sum (inputs Q, Kᵀ, V).
     Attention {
         inputs: [usize; 3],
@@ -167,7 +174,8 @@ impl Slotted {
             Slotted::Dense { input, .. }
             | Slotted::Conv { input, .. }
             | Slotted::Norm { input, .. }
-            | Slotted::Relayout { input, .. } => std::slice::from_ref(input),
+            | Slotted::Relayout { input, .. }
+            | Slotted::Upsample { input, .. } => std::slice::from_ref(input),
             Slotted::Attention { inputs, .. } => inputs,
             Slotted::Op { inputs, .. } => inputs,
         }
@@ -179,7 +187,8 @@ impl Slotted {
             Slotted::Dense { input, .. }
             | Slotted::Conv { input, .. }
             | Slotted::Norm { input, .. }
-            | Slotted::Relayout { input, .. } => std::slice::from_mut(input),
+            | Slotted::Relayout { input, .. }
+            | Slotted::Upsample { input, .. } => std::slice::from_mut(input),
             Slotted::Attention { inputs, .. } => inputs,
             Slotted::Op { inputs, .. } => inputs,
         }
@@ -192,6 +201,7 @@ impl Slotted {
             | Slotted::Conv { output, .. }
             | Slotted::Norm { output, .. }
             | Slotted::Relayout { output, .. }
+            | Slotted::Upsample { output, .. }
             | Slotted::Attention { output, .. }
             | Slotted::Op { output, .. } => output,
         }
@@ -544,7 +554,8 @@ impl NativeEngine {
                 Slotted::Op { .. }
                 | Slotted::Norm { .. }
                 | Slotted::Attention { .. }
-                | Slotted::Relayout { .. } => s.other_ops += 1,
+                | Slotted::Relayout { .. }
+                | Slotted::Upsample { .. } => s.other_ops += 1,
             }
         }
         s
@@ -624,6 +635,15 @@ impl NativeEngine {
                 Slotted::Relayout { input, output, to } => {
                     let value = self.lookup(env, *input)?;
                     env[*output] = Some(pixel_rows::relayout_value(value, *to, pools)?);
+                }
+                Slotted::Upsample {
+                    input,
+                    output,
+                    upsample,
+                } => {
+                    let value = self.lookup(env, *input)?;
+                    let out = upsample.run(value, self.isa, pools);
+                    env[*output] = Some(out.context("nearest upsampling")?);
                 }
                 Slotted::Attention {
                     inputs,

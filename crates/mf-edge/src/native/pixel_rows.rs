@@ -16,6 +16,7 @@ use mf_core::onnx;
 use mf_kernels::Layout;
 use mf_kernels::layout::relayout;
 
+use super::upsample::Upsample;
 use super::{Pools, Slotted};
 use crate::ops;
 use crate::tensor::{Shape, Value};
@@ -90,11 +91,25 @@ pub(super) fn keep_pixel_rows(
             _ => {}
         }
     }
+    // Which steps read each value (the graph's output read once more, by the caller).
+    let mut readers: HashMap<usize, Vec<usize>> = HashMap::from([(graph_output, vec![usize::MAX])]);
+    for (i, step) in steps.iter().enumerate() {
+        for &slot in step.inputs() {
+            readers.entry(slot).or_default().push(i);
+        }
+    }
+    let mut steps: Vec<Option<Slotted>> = steps.into_iter().map(Some).collect();
     let mut rows: HashSet<usize> = HashSet::new();
     let mut planes_of: HashMap<usize, usize> = HashMap::new();
     let mut rows_of: HashMap<usize, usize> = HashMap::new();
     let mut out = Vec::with_capacity(steps.len());
-    for mut step in steps {
+    for i in 0..steps.len() {
+        let Some(mut step) = steps[i].take() else {
+            continue; // Fused into an upsampling before it.
+        };
+        if let Some(fused) = upsampling(&mut steps, &step, (&rows, constants), &readers) {
+            step = fused;
+        }
         let takes = match &mut step {
             Slotted::Conv {
                 input,
@@ -124,6 +139,10 @@ pub(super) fn keep_pixel_rows(
                     rows.insert(*output);
                 }
                 *pixel_rows
+            }
+            Slotted::Upsample { output, .. } => {
+                rows.insert(*output);
+                true
             }
             Slotted::Op {
                 node,
@@ -220,6 +239,58 @@ pub(super) fn keep_pixel_rows(
         out.push(step);
     }
     Ok(out)
+}
+
+/// The upsampling that `step` starts when it is the Reshape of pixel rows that mf-export's
+/// nearest upsampling begins with, and the Expand and Reshape after it alone read what it and
+/// the Expand write: those two are taken out of `steps`. `None` otherwise.
+fn upsampling(
+    steps: &mut [Option<Slotted>],
+    step: &Slotted,
+    (rows, constants): (&HashSet<usize>, &[Option<Value>]),
+    readers: &HashMap<usize, Vec<usize>>,
+) -> Option<Slotted> {
+    let sole_reader = |slot: &usize| match readers.get(slot).map(Vec::as_slice) {
+        Some(&[i]) => Some(i),
+        _ => None,
+    };
+    let op = |i: usize, op_type: &str, input: usize| match &steps[i] {
+        Some(Slotted::Op {
+            node,
+            inputs,
+            output,
+        }) if node.op_type == op_type && inputs.len() == 2 && inputs[0] == input => {
+            Some((node.clone(), inputs[1], *output))
+        }
+        _ => None,
+    };
+    let Slotted::Op {
+        node,
+        inputs,
+        output,
+    } = step
+    else {
+        return None;
+    };
+    let (&[input, cells], true) = (inputs.as_slice(), node.op_type == "Reshape") else {
+        return None;
+    };
+    if !rows.contains(&input) {
+        return None;
+    }
+    let expand_at = sole_reader(output)?;
+    let (expand, repeat, expanded) = op(expand_at, "Expand", *output)?;
+    let joined_at = sole_reader(&expanded)?;
+    let (join, joined, written) = op(joined_at, "Reshape", expanded)?;
+    let shapes = [cells, repeat, joined].map(|s| constants[s].as_ref());
+    let upsample = Upsample::new([node.clone(), expand, join], shapes)?;
+    steps[expand_at] = None;
+    steps[joined_at] = None;
+    Some(Slotted::Upsample {
+        input,
+        output: written,
+        upsample: Box::new(upsample),
+    })
 }
 
 /// `value` moved between planes and pixel rows: to pixel rows `[N, H, W, C]` from planes of

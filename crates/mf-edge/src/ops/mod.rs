@@ -75,6 +75,11 @@ fn has_attr(node: &onnx::NodeProto, name: &str) -> bool {
     node.attribute.iter().any(|a| a.name == name)
 }
 
+/// The shape `Expand` gives `shape` for `target`: the two broadcast together.
+pub(crate) fn expanded_shape(shape: &[usize], target: &[usize]) -> anyhow::Result<Shape> {
+    Ok(broadcast_shapes(shape, target)?.2)
+}
+
 /// Numpy broadcasting of two shapes: both padded with leading 1s to one rank, and the
 /// broadcast shape.
 fn broadcast_shapes(sa: &[usize], sb: &[usize]) -> anyhow::Result<(Shape, Shape, Shape)> {
