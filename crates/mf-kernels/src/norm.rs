@@ -134,24 +134,40 @@ pub const CHANNEL_CHUNK: usize = 64;
 pub fn shifted_sums(x: &[f32], (pixels, stride): (usize, usize), shift: &[f32], sums: &mut [f64]) {
     let width = shift.len().min(CHANNEL_CHUNK);
     let (total, squared) = sums.split_at_mut(width);
-    let (mut acc, mut acc_sq) = ([0f32; CHANNEL_CHUNK], [0f32; CHANNEL_CHUNK]);
-    let (acc, acc_sq) = (&mut acc[..width], &mut acc_sq[..width]);
+    // Blocks of PIXEL_LANES channels with their sums in registers, then the channels left.
+    let full = width - width % PIXEL_LANES;
     for first in (0..pixels).step_by(PIXEL_BLOCK) {
-        acc.fill(0.0);
-        acc_sq.fill(0.0);
-        for p in first..pixels.min(first + PIXEL_BLOCK) {
-            let row = &x[p * stride..][..width];
-            for (((a, q), &v), &s) in acc.iter_mut().zip(acc_sq.iter_mut()).zip(row).zip(shift) {
-                let d = v - s;
-                *a += d;
-                *q += d * d;
+        let block = first..pixels.min(first + PIXEL_BLOCK);
+        for lane0 in (0..full).step_by(PIXEL_LANES) {
+            let lanes = lane0..lane0 + PIXEL_LANES;
+            let s: &[f32; PIXEL_LANES] = shift[lanes.clone()].try_into().expect("a block");
+            let (mut acc, mut acc_sq) = ([0f32; PIXEL_LANES], [0f32; PIXEL_LANES]);
+            for p in block.clone() {
+                let row: &[f32; PIXEL_LANES] = x[p * stride + lane0..][..PIXEL_LANES]
+                    .try_into()
+                    .expect("a block");
+                for k in 0..PIXEL_LANES {
+                    let d = row[k] - s[k];
+                    acc[k] += d;
+                    acc_sq[k] += d * d;
+                }
+            }
+            for (t, &a) in total[lanes.clone()].iter_mut().zip(&acc) {
+                *t += a as f64;
+            }
+            for (t, &a) in squared[lanes].iter_mut().zip(&acc_sq) {
+                *t += a as f64;
             }
         }
-        for (t, &a) in total.iter_mut().zip(acc.iter()) {
-            *t += a as f64;
-        }
-        for (t, &a) in squared.iter_mut().zip(acc_sq.iter()) {
-            *t += a as f64;
+        for j in full..width {
+            let (mut acc, mut acc_sq) = (0f32, 0f32);
+            for p in block.clone() {
+                let d = x[p * stride + j] - shift[j];
+                acc += d;
+                acc_sq += d * d;
+            }
+            total[j] += acc as f64;
+            squared[j] += acc_sq as f64;
         }
     }
 }
@@ -393,16 +409,16 @@ mod tests {
 
     #[test]
     fn pixel_rows_give_the_plane_bits_in_every_family() {
-        let got_sums = || [0f64; 6];
-        // 3 channels of a 5-wide pixel (a channel range inside the row), 200 pixels: more than
-        // one block of pixels.
-        let (pixels, stride, width) = (200usize, 5usize, 3usize);
+        let got_sums = || [0f64; 38];
+        // 19 channels (a block of 16 and 3 more) of a 23-wide pixel (a channel range inside the
+        // row), 200 pixels: more than one block of pixels.
+        let (pixels, stride, width) = (200usize, 23usize, 19usize);
         let x: Vec<f32> = (0..pixels * stride)
             .map(|i| ((i * 7919) % 1000) as f32 / 97.0 - 3.0 + (i % 5) as f32 * 0.37)
             .collect();
         let at = 1; // the range's first channel
-        let shift = [0.5f32, -1.0, 2.0];
-        let mut sums = [0f64; 6];
+        let shift: Vec<f32> = (0..width).map(|j| j as f32 * 0.3 - 2.0).collect();
+        let mut sums = [0f64; 38];
         shifted_sums(&x[at..], (pixels, stride), &shift, &mut sums);
         for j in 0..width {
             let column = (0..pixels).map(|p| x[p * stride + at + j] as f64 - shift[j] as f64);
@@ -448,7 +464,7 @@ mod tests {
             let params = QuantParams::from_range(-3.0, 3.0);
             let codes: Vec<u8> = want.iter().map(|&v| params.quantize(v)).collect();
             for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
-                let mut got = [0f64; 6];
+                let mut got = [0f64; 38];
                 pixel_shifted_sums(isa, &x[at..], (pixels, stride), &shift, &mut got).unwrap();
                 assert_eq!(got, sums, "{isa}");
                 let mut got = alloc::vec![0f32; values.len()];
@@ -470,7 +486,9 @@ mod tests {
                 let wide = [0f32; CHANNEL_CHUNK + 1];
                 let mut sums = [0f64; 2 * CHANNEL_CHUNK + 2];
                 assert!(pixel_shifted_sums(isa, &x, (1, 100), &wide, &mut sums).is_err());
-                assert!(pixel_shifted_sums(isa, &x[..7], (2, 5), &shift, &mut got_sums()).is_err());
+                assert!(
+                    pixel_shifted_sums(isa, &x[..7], (2, 23), &shift, &mut got_sums()).is_err()
+                );
             }
         }
     }
