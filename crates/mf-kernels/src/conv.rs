@@ -7,7 +7,10 @@
 //! batch, y, x; columns ordered ky, kx, channel, as the weights are). Padding is the value 0,
 //! which in uint8 codes is the input's zero point, so the integers summed are those of the
 //! direct convolution in [`crate::reference::conv_i8`], and the int8 result is the same bit for
-//! bit.
+//! bit. Input and output are ONNX's planes (NCHW) or pixel rows (NHWC, [`crate::Layouts`]):
+//! pixel rows in are copied into the padded images row by row (a 1×1 kernel reads them as
+//! they are), and pixel rows out are the GEMM's own rows, written in place by its epilogue
+//! (an implicit GEMM's rows in the padding dropped by its row map), with no transpose.
 #[cfg(feature = "alloc")]
 use alloc::vec::Vec;
 
