@@ -15,7 +15,7 @@
 //! InstanceNormalization → Reshape → Mul → Add, and the SiLU after it) runs as one step.
 //! Element-wise Add/Sub/Mul/Div write into an operand no later step reads. Between
 //! convolutions, images stay NHWC pixel rows (the GEMM's rows) instead of ONNX's planes: see
-//! [`pixel_rows`].
+//! the `pixel_rows` module.
 //! Everything else runs through [`crate::ops`]. float16 graphs run in f32 arithmetic.
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, TryLockError};

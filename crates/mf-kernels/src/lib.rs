@@ -29,7 +29,7 @@
 //! [`Isa`] names each kernel family; [`Isa::detect`] picks the best one the CPU has and
 //! [`Isa::select`] honours the `MF_KERNEL` environment variable (`scalar`, `avx2`,
 //! `avx512vnni`, `neon`, `dotprod`, `i8mm`). Every SIMD kernel has the scalar kernel as its twin
-//! and [`reference`] as the truth the tests hold it to.
+//! and [`reference`](mod@reference) as the truth the tests hold it to.
 #![no_std]
 #![deny(clippy::undocumented_unsafe_blocks)]
 

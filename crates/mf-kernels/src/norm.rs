@@ -42,7 +42,7 @@ const LANES: usize = 16;
 const BLOCK: usize = 1024;
 
 /// A plane's mean and (biased) variance: the values (then their squared deviations from the
-/// mean, rounded to f32) summed in [`LANES`] f32 partial sums per block of [`BLOCK`], each
+/// mean, rounded to f32) summed in `LANES` f32 partial sums per block of `BLOCK`, each
 /// block's lanes added into an f64 total. Every family runs the same additions in the same
 /// order, so the bits do not depend on the vector width.
 #[inline(always)]

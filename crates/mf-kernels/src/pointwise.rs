@@ -68,7 +68,7 @@ pub fn tanh_slice(isa: Isa, x: &[f32], out: &mut [f32]) -> Result<(), KernelErro
 }
 
 /// `c = a · b` (`[m, k]` by `[k, n]`, row-major) compiled for `isa`; the sums as
-/// [`matmul_into`] takes them.
+/// `matmul_into` takes them.
 pub fn matmul(
     isa: Isa,
     a: &[f32],

@@ -39,7 +39,7 @@ pub type FreshBuffers<'a> = (
 impl GroupNormChain {
     /// The chain's output for `x`: in one pass when `γ` and `β` are per channel of the
     /// ungrouped shape and each channel lies in one group, else node by node; the same bits
-    /// either way. The one pass writes into a buffer of [`FreshBuffers`]. With `codes`, the
+    /// either way. The one pass writes into a buffer of `FreshBuffers`. With `codes`, the
     /// output is uint8 codes for those parameters (the codes of the f32 output).
     pub fn run(
         &self,
@@ -91,7 +91,7 @@ impl GroupNormChain {
     }
 
     /// The chain's output for `x` as NHWC pixel rows (`[N, H, W, C]`, what the engine keeps
-    /// between convolutions), as pixel rows: in one pass ([`normalize::group_norm_pixels`])
+    /// between convolutions), as pixel rows: in one pass (`normalize::group_norm_pixels`)
     /// when the chain groups whole channels and `γ`, `β` are per channel; otherwise the images
     /// are laid out as planes, run as [`GroupNormChain::run`] runs them, and laid back out.
     pub fn run_pixels(
