@@ -212,6 +212,24 @@ fn per_channel(constant: &[usize], shape: &[usize]) -> bool {
 mod tests {
     use super::*;
 
+    /// A GroupNorm + SiLU chain with the given reshapes (groups `grouped[1]`), a scale and
+    /// bias per group, and `γ`, `β` of shape `per`.
+    fn chain(grouped: &[i64], ungrouped: &[i64], per: &[usize]) -> GroupNormChain {
+        let groups = grouped[1] as usize;
+        let len: usize = per.iter().product();
+        let ramp = |a: f32, b: f32, n: usize| (0..n).map(|i| a + b * i as f32).collect();
+        GroupNormChain {
+            grouped: grouped.to_vec(),
+            scale: ramp(1.1, -0.07, groups),
+            bias: ramp(0.1, -0.1, groups),
+            epsilon: 1e-5,
+            ungrouped: ungrouped.to_vec(),
+            gamma: Value::F32(ramp(1.5, -0.01, len), per.into()),
+            beta: Value::F32(ramp(-0.3, 0.002, len), per.into()),
+            silu: true,
+        }
+    }
+
     /// `v` (`[n, c, h, w]` planes, f32 or codes) as pixel rows `[n, h, w, c]`.
     fn as_rows(v: &Value) -> Value {
         let &[n, c, h, w] = v.shape() else {
@@ -249,18 +267,7 @@ mod tests {
         let planes = Value::F32(data, smallvec::smallvec![n, c, h, w]);
         let params = QuantParams::new(0.01, 128).expect("a valid scale");
         for per in [vec![c, 1, 1], vec![c, h, w]] {
-            let len: usize = per.iter().product();
-            let ramp = |a: f32, b: f32| (0..len).map(|i| a + b * i as f32).collect::<Vec<_>>();
-            let chain = GroupNormChain {
-                grouped: vec![0, 4, -1],
-                scale: vec![1.1, 0.9, 1.0, 1.2],
-                bias: vec![0.1, -0.2, 0.0, 0.3],
-                epsilon: 1e-5,
-                ungrouped: vec![0, 80, 9, 11],
-                gamma: Value::F32(ramp(0.5, 0.01), per.as_slice().into()),
-                beta: Value::F32(ramp(-0.3, 0.002), per.as_slice().into()),
-                silu: true,
-            };
+            let chain = chain(&[0, 4, -1], &[0, 80, 9, 11], &per);
             let (mut fresh, mut bytes) = (|len| vec![0.0; len], |len| vec![0u8; len]);
             let mut scratch = NormScratch::default();
             for codes in [None, Some(params)] {
@@ -311,18 +318,7 @@ mod tests {
         let params = QuantParams::new(0.005, 40).expect("a valid scale");
         // γ per channel (the one pass) and per element (node by node).
         for per in [vec![c, 1, 1], vec![c, h, w]] {
-            let len: usize = per.iter().product();
-            let ramp = |a: f32, b: f32| (0..len).map(|i| a + b * i as f32).collect::<Vec<_>>();
-            let chain = GroupNormChain {
-                grouped: vec![2, 3, -1],
-                scale: vec![1.1, 0.9, 1.0],
-                bias: vec![0.1, -0.2, 0.0],
-                epsilon: 1e-5,
-                ungrouped: vec![2, 6, 5, 7],
-                gamma: Value::F32(ramp(1.5, 0.01), per.as_slice().into()),
-                beta: Value::F32(ramp(-0.3, 0.002), per.as_slice().into()),
-                silu: true,
-            };
+            let chain = chain(&[2, 3, -1], &[2, 6, 5, 7], &per);
             let (mut fresh, mut bytes) = (|len| vec![0.0; len], |len| vec![0u8; len]);
             let floats = chain.run(&x, isa, (&mut fresh, &mut bytes), None).unwrap();
             let codes = chain

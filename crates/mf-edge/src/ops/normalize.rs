@@ -215,7 +215,7 @@ pub fn group_norm<T: NormOutput>(
         out.len(),
         x.len()
     );
-    let failure = Mutex::new(None);
+    let failure = Failure::default();
     let parallel = x.len() >= PARALLEL_VALUES;
     mf_kernels::team::for_each_run(&mut out, group_plane, parallel, &|first, y| {
         let x = &x[first * group_plane..][..y.len()];
@@ -239,14 +239,12 @@ pub fn group_norm<T: NormOutput>(
                 Ok(())
             });
             if let Err(e) = done {
-                *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                failure.record(e);
                 return;
             }
         }
     });
-    if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        return Err(e.into());
-    }
+    failure.into_result()?;
     Ok(Some(out))
 }
 
@@ -267,8 +265,8 @@ pub type PixelRows = [usize; 3];
 /// GroupNorm of NHWC images `x` (the layout the engine keeps between convolutions) into `out`:
 /// each (image, group)'s moments from per-channel sums over the pixel rows of the values'
 /// deviations from one of the group's values and of their squares (blocks of pixels summed in
-/// f32, totals in f64: [`norm::shifted_sums`]), then every pixel's
-/// channels through their group's normalization, `gamma[c]`, `beta[c]` and SiLU if `silu`
+/// f32, totals in f64: `pixel_moments`), then every pixel's channels through their group's
+/// normalization, `gamma[c]`, `beta[c]` and SiLU if `silu`
 /// ([`norm::ChannelAffine`]): each value rounded as the separate nodes round it, with moments
 /// summed in another order than [`group_norm`]'s planes (so within rounding of it, not its
 /// bits). Both passes are shared out across the thread team when large.
@@ -301,72 +299,15 @@ pub fn group_norm_pixels<T: NormOutput>(
         "GroupNorm constants: one scale and bias per group, one γ and β per channel"
     );
     let per_group = channels / groups;
-    let image = pixels * channels;
+    let parallel = x.len() >= PARALLEL_VALUES;
+    let rows = [images, pixels, channels];
+    pixel_moments(isa, x, rows, groups, parallel, scratch)?;
+    // Every image's per-channel means, then their gains, then the per-channel biases.
     let NormScratch {
-        shifts,
-        sums,
         moments,
         coefficients,
+        ..
     } = scratch;
-    // Each group's values are summed as deviations from one of them (its first channel's
-    // first pixel), per block of pixels; each block's sums go to a place of their own, so the
-    // totals, added up below in block order, do not depend on how the blocks were shared out.
-    shifts.clear();
-    for n in 0..images {
-        for g in 0..groups {
-            let first = x[n * image + g * per_group];
-            shifts.extend(std::iter::repeat_n(first, per_group));
-        }
-    }
-    let blocks = pixels.div_ceil(norm::PIXEL_BLOCK);
-    let unit = 2 * channels;
-    sums.clear();
-    sums.resize(images * blocks * unit, 0.0);
-    let failure = Mutex::new(None);
-    let fail = |e: mf_kernels::KernelError| {
-        *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
-    };
-    let shifts = &shifts[..];
-    mf_kernels::team::for_each_run(sums, unit, x.len() >= PARALLEL_VALUES, &|first, run| {
-        for (i, block) in run.chunks_mut(unit).enumerate() {
-            let (n, b) = ((first + i) / blocks, (first + i) % blocks);
-            let from = b * norm::PIXEL_BLOCK;
-            let rows = (norm::PIXEL_BLOCK.min(pixels - from), channels);
-            let at = n * image + from * channels;
-            for start in (0..channels).step_by(norm::CHANNEL_CHUNK) {
-                let width = (channels - start).min(norm::CHANNEL_CHUNK);
-                let shift = &shifts[n * channels + start..][..width];
-                let mut part = [0f64; 2 * norm::CHANNEL_CHUNK];
-                let part = &mut part[..2 * width];
-                if let Err(e) = norm::pixel_shifted_sums(isa, &x[at + start..], rows, shift, part) {
-                    fail(e);
-                    return;
-                }
-                block[start..start + width].copy_from_slice(&part[..width]);
-                block[channels + start..][..width].copy_from_slice(&part[width..]);
-            }
-        }
-    });
-    if let Some(e) = failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        return Err(e.into());
-    }
-    moments.clear();
-    let count = (pixels * per_group) as f64;
-    for (n, image_sums) in sums.chunks(blocks * unit).enumerate() {
-        for g in 0..groups {
-            let (mut d, mut q) = (0f64, 0f64);
-            for block in image_sums.chunks(unit) {
-                let channels_of = g * per_group..(g + 1) * per_group;
-                d += block[channels_of.clone()].iter().sum::<f64>();
-                q += block[channels..][channels_of].iter().sum::<f64>();
-            }
-            let (mean, square) = (d / count, q / count);
-            let shift = shifts[n * channels + g * per_group] as f64;
-            moments.push([shift + mean, (square - mean * mean).max(0.0)]);
-        }
-    }
-    let parallel = x.len() >= PARALLEL_VALUES;
-    // Every image's per-channel means, then their gains, then the per-channel biases.
     let len = images * channels;
     coefficients.clear();
     coefficients.resize(2 * len + channels, 0.0);
@@ -382,6 +323,7 @@ pub fn group_norm_pixels<T: NormOutput>(
     }
     let (means, rest) = coefficients.split_at(len);
     let (gains, biases) = rest.split_at(len);
+    let failure = Failure::default();
     mf_kernels::team::for_each_run(out, channels, parallel, &|first, ys| {
         // Runs of the pixels of one image at a time.
         let mut done = 0;
@@ -399,15 +341,107 @@ pub fn group_norm_pixels<T: NormOutput>(
             };
             let y = &mut ys[done * channels..(done + count) * channels];
             if let Err(e) = T::write_pixels(isa, &x[at..at + y.len()], y, &a, form) {
-                fail(e);
+                failure.record(e);
                 return;
             }
             done += count;
         }
     });
-    match failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        Some(e) => Err(e.into()),
-        None => Ok(()),
+    Ok(failure.into_result()?)
+}
+
+/// Each (image, group)'s `[mean, variance]` of NHWC images `x` into `scratch.moments`: each
+/// group's values summed as deviations from one of them (its first channel's first pixel),
+/// per block of pixels ([`norm::shifted_sums`]); each block's sums go to a place of their own
+/// (shared out across the team when `parallel`), so the totals, added up in block order, do
+/// not depend on how the blocks were shared out.
+fn pixel_moments(
+    isa: Isa,
+    x: &[f32],
+    [images, pixels, channels]: PixelRows,
+    groups: usize,
+    parallel: bool,
+    scratch: &mut NormScratch,
+) -> Result<(), mf_kernels::KernelError> {
+    let (per_group, image) = (channels / groups, pixels * channels);
+    let NormScratch {
+        shifts,
+        sums,
+        moments,
+        ..
+    } = scratch;
+    shifts.clear();
+    for n in 0..images {
+        for g in 0..groups {
+            let first = x[n * image + g * per_group];
+            shifts.extend(std::iter::repeat_n(first, per_group));
+        }
+    }
+    let blocks = pixels.div_ceil(norm::PIXEL_BLOCK);
+    let unit = 2 * channels;
+    sums.clear();
+    sums.resize(images * blocks * unit, 0.0);
+    let failure = Failure::default();
+    let shifts = &shifts[..];
+    mf_kernels::team::for_each_run(sums, unit, parallel, &|first, run| {
+        for (i, block) in run.chunks_mut(unit).enumerate() {
+            let (n, b) = ((first + i) / blocks, (first + i) % blocks);
+            let from = b * norm::PIXEL_BLOCK;
+            let rows = (norm::PIXEL_BLOCK.min(pixels - from), channels);
+            let at = n * image + from * channels;
+            for start in (0..channels).step_by(norm::CHANNEL_CHUNK) {
+                let width = (channels - start).min(norm::CHANNEL_CHUNK);
+                let shift = &shifts[n * channels + start..][..width];
+                let mut part = [0f64; 2 * norm::CHANNEL_CHUNK];
+                let part = &mut part[..2 * width];
+                if let Err(e) = norm::pixel_shifted_sums(isa, &x[at + start..], rows, shift, part) {
+                    failure.record(e);
+                    return;
+                }
+                block[start..start + width].copy_from_slice(&part[..width]);
+                block[channels + start..][..width].copy_from_slice(&part[width..]);
+            }
+        }
+    });
+    failure.into_result()?;
+    moments.clear();
+    let count = (pixels * per_group) as f64;
+    for (n, image_sums) in sums.chunks(blocks * unit).enumerate() {
+        for g in 0..groups {
+            let (mut d, mut q) = (0f64, 0f64);
+            let channels_of = g * per_group..(g + 1) * per_group;
+            for block in image_sums.chunks(unit) {
+                d += block[channels_of.clone()].iter().sum::<f64>();
+                q += block[channels..][channels_of.clone()].iter().sum::<f64>();
+            }
+            let (mean, square) = (d / count, q / count);
+            let shift = shifts[n * channels + g * per_group] as f64;
+            moments.push([shift + mean, (square - mean * mean).max(0.0)]);
+        }
+    }
+    Ok(())
+}
+
+/// The first error a task of the team met (the others' are dropped): tasks record it and
+/// return, the caller reads it once the team is done.
+#[derive(Default)]
+struct Failure(Mutex<Option<mf_kernels::KernelError>>);
+
+impl Failure {
+    /// Keeps `e` unless an error is kept already.
+    fn record(&self, e: mf_kernels::KernelError) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(e);
+    }
+
+    /// The kept error, if any.
+    fn into_result(self) -> Result<(), mf_kernels::KernelError> {
+        match self.0.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
