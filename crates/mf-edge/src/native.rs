@@ -228,6 +228,13 @@ struct Pools {
 }
 
 impl Pools {
+    /// `value` moved to layout `to` ([`ops::relayout_value`]) in pooled buffers.
+    fn relayout(&mut self, value: &Value, to: Layout) -> anyhow::Result<Value> {
+        let Pools { floats, codes } = self;
+        let (mut floats, mut bytes) = (|len| floats.take(len), |len| codes.take(len));
+        ops::relayout_value(value, to, (&mut floats, &mut bytes))
+    }
+
     /// Keeps `value`'s buffer if it is one of the pooled kinds (float or uint8).
     fn give(&mut self, value: Value) {
         match value {
@@ -634,7 +641,7 @@ impl NativeEngine {
                 }
                 Slotted::Relayout { input, output, to } => {
                     let value = self.lookup(env, *input)?;
-                    env[*output] = Some(pixel_rows::relayout_value(value, *to, pools)?);
+                    env[*output] = Some(pools.relayout(value, *to)?);
                 }
                 Slotted::Upsample {
                     input,

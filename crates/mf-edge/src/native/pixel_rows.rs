@@ -11,15 +11,14 @@
 //! at load; a computed value by a relayout step, a per-channel `[N, C, 1, 1]` costing a copy).
 use std::collections::{HashMap, HashSet};
 
-use anyhow::{bail, ensure};
+use anyhow::bail;
 use mf_core::onnx;
 use mf_kernels::Layout;
-use mf_kernels::layout::relayout;
 
 use super::upsample::Upsample;
 use super::{Pools, Slotted};
 use crate::ops;
-use crate::tensor::{Shape, Value};
+use crate::tensor::Value;
 
 /// Which inputs of an op are images it can take as pixel rows.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -165,8 +164,7 @@ pub(super) fn keep_pixel_rows(
                                 let moved = constants.len();
                                 match &constants[*slot] {
                                     Some(c) => {
-                                        let c =
-                                            relayout_value(c, Layout::Nhwc, &mut Pools::default())?;
+                                        let c = Pools::default().relayout(c, Layout::Nhwc)?;
                                         constants.push(Some(c));
                                     }
                                     None => {
@@ -293,110 +291,9 @@ fn upsampling(
     })
 }
 
-/// `value` moved between planes and pixel rows: to pixel rows `[N, H, W, C]` from planes of
-/// rank 4 at most (a lower rank taken as `[1, …]`-padded planes, as broadcasting does), or to
-/// planes `[N, C, H, W]` from pixel rows. Float and code buffers come from `pools`.
-pub(super) fn relayout_value(
-    value: &Value,
-    to: Layout,
-    pools: &mut Pools,
-) -> anyhow::Result<Value> {
-    let shape = value.shape();
-    let ([n, c, h, w], from) = match to {
-        Layout::Nhwc => {
-            ensure!(
-                shape.len() <= 4,
-                "an operand of shape {shape:?} meets images that the native engine keeps as \
-                 pixel rows, which broadcast operands of rank 4 at most; run this model with \
-                 --backend tract or --backend ort"
-            );
-            let mut planes = [1; 4];
-            planes[4 - shape.len()..].copy_from_slice(shape);
-            (planes, Layout::Nchw)
-        }
-        Layout::Nchw => {
-            let &[n, h, w, c] = shape else {
-                bail!("pixel rows of shape {shape:?}: [N, H, W, C] expected");
-            };
-            ([n, c, h, w], Layout::Nhwc)
-        }
-    };
-    let out_shape: Shape = match to {
-        Layout::Nhwc => smallvec::smallvec![n, h, w, c],
-        Layout::Nchw => smallvec::smallvec![n, c, h, w],
-    };
-    let dims = [n, c, h * w];
-    Ok(match value {
-        Value::F32(x, _) => {
-            let mut out = pools.floats.take(x.len());
-            relayout(x, dims, from, &mut out);
-            Value::F32(out, out_shape)
-        }
-        Value::U8(x, _) => {
-            let mut out = pools.codes.take(x.len());
-            relayout(x, dims, from, &mut out);
-            Value::U8(out, out_shape)
-        }
-        Value::I8(x, _) => Value::I8(moved(x, dims, from), out_shape),
-        Value::I32(x, _) => Value::I32(moved(x, dims, from), out_shape),
-        Value::I64(x, _) => Value::I64(moved(x, dims, from), out_shape),
-    })
-}
-
-/// [`relayout`] one element at a time, for the element types images rarely have.
-fn moved<T: Copy>(x: &[T], [_, c, p]: [usize; 3], from: Layout) -> Vec<T> {
-    (0..x.len())
-        .map(|i| {
-            let (image, rest) = (i / (c * p), i % (c * p));
-            let at = match from {
-                // Output pixel rows: `rest` is pixel · c + channel.
-                Layout::Nchw => rest % c * p + rest / c,
-                // Output planes: `rest` is channel · p + pixel.
-                Layout::Nhwc => rest % p * c + rest / p,
-            };
-            x[image * c * p + at]
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_element_type_moves_to_pixel_rows_and_back() {
-        let (n, c, h, w) = (2, 3, 2, 5);
-        let planes: Vec<i64> = (0..(n * c * h * w) as i64).collect();
-        let value = Value::I64(planes.clone(), smallvec::smallvec![n, c, h, w]);
-        let mut pools = Pools::default();
-        let rows = relayout_value(&value, Layout::Nhwc, &mut pools).unwrap();
-        let floats = Value::F32(
-            planes.iter().map(|&v| v as f32).collect(),
-            value.shape().into(),
-        );
-        let float_rows = relayout_value(&floats, Layout::Nhwc, &mut pools).unwrap();
-        let Value::I64(r, shape) = &rows else {
-            panic!("int64 rows")
-        };
-        assert_eq!(shape.as_slice(), [n, h, w, c]);
-        assert_eq!(
-            float_rows,
-            Value::F32(r.iter().map(|&v| v as f32).collect(), shape.clone())
-        );
-        // Pixel (y, x)'s channels side by side.
-        assert_eq!(&r[..3], [0, 10, 20]);
-        assert_eq!(
-            relayout_value(&rows, Layout::Nchw, &mut pools).unwrap(),
-            value
-        );
-        // A per-channel operand of rank 3 is padded to rank 4.
-        let bias = Value::F32(vec![1.0, 2.0, 3.0], smallvec::smallvec![3, 1, 1]);
-        let moved = relayout_value(&bias, Layout::Nhwc, &mut pools).unwrap();
-        assert_eq!(moved.shape(), [1, 1, 1, 3]);
-        let five = Value::F32(vec![0.0; 2], smallvec::smallvec![1, 1, 1, 1, 2]);
-        let refused = relayout_value(&five, Layout::Nhwc, &mut pools).unwrap_err();
-        assert!(refused.to_string().contains("rank 4 at most"), "{refused}");
-    }
 
     #[test]
     fn concat_axes_of_planes_map_to_pixel_rows() {

@@ -4,7 +4,7 @@
 use anyhow::{Context, ensure};
 use mf_core::onnx;
 
-use super::{Pools, pixel_rows::relayout_value};
+use super::Pools;
 use crate::ops;
 use crate::tensor::{Shape, Value};
 use mf_kernels::{Isa, Layout};
@@ -81,7 +81,7 @@ impl Upsample {
 
     /// The nodes one by one on `x` moved to planes, the result moved back to pixel rows.
     fn on_planes(&self, x: &Value, isa: Isa, pools: &mut Pools) -> anyhow::Result<Value> {
-        let mut value = relayout_value(x, Layout::Nchw, pools)?;
+        let mut value = pools.relayout(x, Layout::Nchw)?;
         for (node, shape) in self.nodes.iter().zip(&self.shapes) {
             let floats = &mut |len| pools.floats.take(len);
             value = ops::run_into(isa, node, &[&value, shape], floats)
@@ -92,7 +92,7 @@ impl Upsample {
             "upsampling gave {:?}",
             value.shape()
         );
-        relayout_value(&value, Layout::Nhwc, pools)
+        pools.relayout(&value, Layout::Nhwc)
     }
 }
 
@@ -117,7 +117,7 @@ mod tests {
         for (op, shape) in ["Reshape", "Expand", "Reshape"].into_iter().zip(shapes) {
             v = ops::run(&node(op), &[&v, shape]).unwrap();
         }
-        relayout_value(&v, Layout::Nhwc, pools).unwrap()
+        pools.relayout(&v, Layout::Nhwc).unwrap()
     }
 
     #[test]
@@ -126,7 +126,7 @@ mod tests {
         let data: Vec<f32> = (0..n * c * h * w).map(|i| i as f32).collect();
         let planes = Value::F32(data, smallvec::smallvec![n, c, h, w]);
         let mut pools = Pools::default();
-        let rows = relayout_value(&planes, Layout::Nhwc, &mut pools).unwrap();
+        let rows = pools.relayout(&planes, Layout::Nhwc).unwrap();
         let cases = [
             // mf-export's 2× (and a 3 × 2), batch and channels left to the graph (0, -1).
             [

@@ -2,10 +2,10 @@
 //! the SiLU (`Sigmoid` + `Mul`) that usually follows, run as one step.
 use anyhow::ensure;
 use mf_kernels::norm::sigmoid;
-use mf_kernels::{Isa, Layout, QuantParams, layout::relayout};
+use mf_kernels::{Isa, Layout, QuantParams};
 
 use super::normalize::NormScratch;
-use super::{broadcast, normalize, reshape, with_shape};
+use super::{FreshBuffers, broadcast, normalize, relayout_value, reshape, with_shape};
 use crate::tensor::{Shape, Value};
 
 /// The constants of one exported GroupNorm chain.
@@ -28,13 +28,6 @@ pub struct GroupNormChain {
     /// Whether the chain ends in SiLU.
     pub silu: bool,
 }
-
-/// Where the one pass's output goes: `len` floats or `len` uint8 codes (any contents: all
-/// are overwritten).
-pub type FreshBuffers<'a> = (
-    &'a mut dyn FnMut(usize) -> Vec<f32>,
-    &'a mut dyn FnMut(usize) -> Vec<u8>,
-);
 
 impl GroupNormChain {
     /// The chain's output for `x`: in one pass when `γ` and `β` are per channel of the
@@ -142,29 +135,9 @@ impl GroupNormChain {
                 }
             });
         }
-        let mut laid = vec![0f32; data.len()];
-        relayout(data, [n, c, h * w], Layout::Nhwc, &mut laid);
-        let out = self.run(&Value::F32(laid, planes), isa, (buffer, bytes), codes)?;
-        let &[n, c, h, w] = out.shape() else {
-            anyhow::bail!(
-                "GroupNorm gives shape {:?} from pixel rows: [N, C, H, W] expected",
-                out.shape()
-            );
-        };
-        let rows: Shape = smallvec::smallvec![n, h, w, c];
-        Ok(match out {
-            Value::F32(y, _) => {
-                let mut laid = vec![0f32; y.len()];
-                relayout(&y, [n, c, h * w], Layout::Nchw, &mut laid);
-                Value::F32(laid, rows)
-            }
-            Value::U8(y, _) => {
-                let mut laid = vec![0u8; y.len()];
-                relayout(&y, [n, c, h * w], Layout::Nchw, &mut laid);
-                Value::U8(laid, rows)
-            }
-            _ => anyhow::bail!("GroupNorm writes f32 values or uint8 codes"),
-        })
+        let laid = relayout_value(x, Layout::Nchw, (&mut *buffer, &mut *bytes))?;
+        let out = self.run(&laid, isa, (&mut *buffer, &mut *bytes), codes)?;
+        relayout_value(&out, Layout::Nhwc, (buffer, bytes))
     }
 
     /// The chain's nodes one by one (γ or β not per channel, or a channel across groups).
@@ -232,23 +205,8 @@ mod tests {
 
     /// `v` (`[n, c, h, w]` planes, f32 or codes) as pixel rows `[n, h, w, c]`.
     fn as_rows(v: &Value) -> Value {
-        let &[n, c, h, w] = v.shape() else {
-            panic!("planes of rank 4")
-        };
-        let rows: Shape = smallvec::smallvec![n, h, w, c];
-        match v {
-            Value::F32(d, _) => {
-                let mut out = vec![0.0; d.len()];
-                relayout(d, [n, c, h * w], Layout::Nchw, &mut out);
-                Value::F32(out, rows)
-            }
-            Value::U8(d, _) => {
-                let mut out = vec![0; d.len()];
-                relayout(d, [n, c, h * w], Layout::Nchw, &mut out);
-                Value::U8(out, rows)
-            }
-            _ => panic!("f32 values or codes"),
-        }
+        let (mut floats, mut bytes) = (|len| vec![0.0; len], |len| vec![0u8; len]);
+        relayout_value(v, Layout::Nhwc, (&mut floats, &mut bytes)).unwrap()
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod linear;
 pub(crate) mod normalize;
 
 pub use group_norm::GroupNormChain;
+pub use layout::relayout_value;
 
 /// The ops this runtime executes (the native engine fuses MatMul/Add/SiLU chains itself).
 pub const SUPPORTED: [&str; 28] = [
@@ -195,6 +196,13 @@ pub fn run_on(isa: Isa, node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Re
 /// Where an op's f32 output goes: `buffer(len)` hands out a buffer that holds `len` values
 /// (its length and contents do not matter; the op overwrites or clears it).
 pub type FloatBuffer<'a> = &'a mut dyn FnMut(usize) -> Vec<f32>;
+
+/// Where an output of either kind goes: `len` floats or `len` uint8 codes (any contents: all
+/// are overwritten).
+pub type FreshBuffers<'a> = (
+    &'a mut dyn FnMut(usize) -> Vec<f32>,
+    &'a mut dyn FnMut(usize) -> Vec<u8>,
+);
 
 /// [`run_on`] with every f32 output the engine computes at run time (element-wise ops,
 /// layout moves, Concat, Gather, MatMul, LayerNormalization) in a buffer from `buffer` (the
