@@ -2,7 +2,10 @@
 //! tap-major (`[M, KH, KW, C]`), as a dense layer of `M` outputs over `KH·KW·C` depths, and each
 //! call lays the input out as padded NHWC images and runs the GEMM with its fused epilogue. With
 //! stride and dilation 1 the tile kernels read each kernel row's taps straight from those images
-//! (an implicit GEMM: one run of the depth per kernel row, see `Implicit`); otherwise the
+//! (an implicit GEMM: one run of the depth per kernel row, see `Implicit`). A kernel row must
+//! then be whole depth steps of the int8 kernel: an image's 1 or 3 colour channels are staged
+//! with zero-weight channels added to make it so (`staged_channels`), which costs a few more
+//! multiply-adds and spares laying out 3-byte runs. Otherwise the
 //! receptive fields are first copied out as rows (im2col: one row per output position, ordered
 //! batch, y, x; columns ordered ky, kx, channel, as the weights are). Padding is the value 0,
 //! which in uint8 codes is the input's zero point, so the integers summed are those of the
@@ -26,7 +29,7 @@ use crate::{
         gemm_i8_rows,
     },
     isa::Isa,
-    layout::{Layout, Layouts},
+    layout::{Layout, Layouts, copy_short},
     pack::convert_codes,
     pack::{PackedF32, PackedI8},
     reference::QuantizedLayer,
@@ -132,12 +135,12 @@ pub(crate) fn check_images(
 
 /// The receptive fields of `x` (`[N, C, H, W]` or `[N, H, W, C]`, as `layout` says) as rows
 /// `[N·OH·OW, KH·KW·C]`, `pad` outside, columns in tap-major order (ky, kx, then channel: see
-/// [`tap_major`]).
+/// [`tap_major`]), each row `pitch` values apart (its values past the depth hold `pad`).
 ///
 /// The input is first laid out once as padded NHWC images (`staging`), so that a kernel row
 /// of taps is one contiguous run of `KW·C` values (undilated) or `KW` runs of `C`: every row is
-/// a few slice copies, with no bounds test per tap. A 1×1 kernel with stride 1 and no padding
-/// is the NCHW → NHWC transpose alone, and NHWC input itself.
+/// a few short copies, with no bounds test per tap. A 1×1 kernel with stride 1 and no padding
+/// is the NCHW → NHWC transpose alone, and NHWC input itself (when `pitch` is the depth).
 #[cfg(feature = "alloc")]
 #[allow(clippy::too_many_arguments)]
 fn im2col<'a, T: Transposable + Sync + Send>(
@@ -145,17 +148,18 @@ fn im2col<'a, T: Transposable + Sync + Send>(
     (x, layout): (&'a [T], Layout),
     [n, h, w]: ImageSize,
     [oh, ow]: [usize; 2],
-    pad: T,
+    (pad, pitch): (T, usize),
     (staging, tables): (&mut Vec<T>, &mut PixelStarts),
     rows: &'a mut Vec<T>,
 ) -> Result<&'a [T], KernelError> {
-    let kw = g.kernel[1];
+    let [kh, kw] = g.kernel;
     let (positions, depth, channels) = (oh * ow, g.depth(), g.channels);
+    debug_assert!(pitch >= depth, "a row holds the whole depth");
     let len = n
         .checked_mul(positions)
-        .and_then(|v| v.checked_mul(depth))
+        .and_then(|v| v.checked_mul(pitch))
         .ok_or(KernelError::Geometry("the receptive fields overflow"))?;
-    let plain = g.kernel == [1, 1] && g.strides == [1, 1] && g.pads == [0; 4];
+    let plain = g.kernel == [1, 1] && g.strides == [1, 1] && g.pads == [0; 4] && pitch == depth;
     if plain && layout == Layout::Nhwc {
         return Ok(x);
     }
@@ -170,7 +174,8 @@ fn im2col<'a, T: Transposable + Sync + Send>(
         );
         return Ok(rows);
     }
-    let (staging, pw) = stage_padded(g, (x, layout), [n, h, w], pad, (staging, tables), 0)?;
+    let size = ([n, h, w], channels);
+    let (staging, pw) = stage_padded(g, (x, layout), size, pad, (staging, tables), 0)?;
     let padded_image = staging.len() / n.max(1);
     // Every element is written below, so a buffer kept from another convolution is not
     // cleared first.
@@ -180,20 +185,24 @@ fn im2col<'a, T: Transposable + Sync + Send>(
     let run = kw * channels;
     per_image(
         (staging, padded_image),
-        (rows, positions * depth),
+        (rows, positions * pitch),
         n,
         &|padded, fields| {
-            for (p, row) in fields.chunks_exact_mut(depth).enumerate() {
-                let (oy, ox) = (p / ow, p % ow);
-                for (ky, taps) in row.chunks_exact_mut(run).enumerate() {
-                    // In the padded image: output_size guarantees every tap lies inside it.
-                    let at = ((oy * sy + ky * dy) * pw + ox * sx) * channels;
-                    if dx == 1 {
-                        taps.copy_from_slice(&padded[at..at + run]);
-                    } else {
-                        for (kx, tap) in taps.chunks_exact_mut(channels).enumerate() {
-                            let from = at + kx * dx * channels;
-                            tap.copy_from_slice(&padded[from..from + channels]);
+            let mut fields = fields.chunks_exact_mut(pitch);
+            for oy in 0..oh {
+                for (ox, row) in (0..ow).zip(&mut fields) {
+                    let (taps, beyond) = row.split_at_mut(depth);
+                    beyond.fill(pad);
+                    for (ky, taps) in taps.chunks_exact_mut(run).take(kh).enumerate() {
+                        // In the padded image: output_size guarantees every tap lies inside it.
+                        let at = ((oy * sy + ky * dy) * pw + ox * sx) * channels;
+                        if dx == 1 {
+                            copy_short(taps, &padded[at..at + run]);
+                        } else {
+                            for (kx, tap) in taps.chunks_exact_mut(channels).enumerate() {
+                                let from = at + kx * dx * channels;
+                                copy_short(tap, &padded[from..from + channels]);
+                            }
                         }
                     }
                 }
@@ -203,14 +212,15 @@ fn im2col<'a, T: Transposable + Sync + Send>(
     Ok(rows)
 }
 
-/// `x` (`[N, C, H, W]` or `[N, H, W, C]`, as `layout` says) as padded NHWC images (`pad` in
-/// the border) in `staging`, each followed by `slack` further elements (unspecified: read only
-/// by rows whose results are dropped). Returns the images and the padded width.
+/// `x` (`[N, C, H, W]` or `[N, H, W, C]`, as `layout` says) as padded NHWC images of
+/// `staged ≥ C` channels a pixel (`pad` in the border and in each pixel's channels past `C`)
+/// in `staging`, each image followed by `slack` further elements (unspecified: read only by
+/// rows whose results are dropped). Returns the images and the padded width.
 #[cfg(feature = "alloc")]
 fn stage_padded<'a, T: Transposable + Sync + Send>(
     g: &ConvGeometry,
     (x, layout): (&[T], Layout),
-    [n, h, w]: ImageSize,
+    ([n, h, w], staged): (ImageSize, usize),
     pad: T,
     (staging, tables): (&'a mut Vec<T>, &mut PixelStarts),
     slack: usize,
@@ -221,48 +231,112 @@ fn stage_padded<'a, T: Transposable + Sync + Send>(
     let (ph, pw) = (h + top + bottom, w + left + right);
     let padded_image = ph
         .checked_mul(pw)
-        .and_then(|v| v.checked_mul(channels))
+        .and_then(|v| v.checked_mul(staged))
         .ok_or(KernelError::Geometry("the padded input overflows"))?;
     let image = padded_image
         .checked_add(slack)
         .ok_or(KernelError::Geometry("the padded input overflows"))?;
-    let staged = n
+    let total = n
         .checked_mul(image)
         .ok_or(KernelError::Geometry("the padded input overflows"))?;
-    let staging = grown(staging, staged, pad);
-    let starts: &[usize] = match layout {
-        Layout::Nchw => tables.get(channels, [h, w], [top, left], pw),
-        Layout::Nhwc => &[],
-    };
+    let staging = grown(staging, total, pad);
+    if layout == Layout::Nhwc {
+        // Pixel rows are staged line by line: one image's lines shared across the team when it
+        // is large (each thread then stages the lines its share of the GEMM mostly reads).
+        let line_len = pw * staged;
+        let lines = |image: &[T], first: usize, padded: &mut [T]| {
+            for (y, line) in (first..).zip(padded.chunks_exact_mut(line_len)) {
+                match y.checked_sub(top).filter(|&iy| iy < h) {
+                    None => line.fill(pad),
+                    Some(iy) => {
+                        let from = &image[iy * w * channels..][..w * channels];
+                        stage_line(line, from, (left, channels, staged), pad);
+                    }
+                }
+            }
+        };
+        #[cfg(feature = "std")]
+        if n == 1 && padded_image >= PARALLEL_VALUES {
+            let padded = &mut staging[..padded_image];
+            crate::team::for_each_run(padded, line_len, true, &|first, run| lines(x, first, run));
+            return Ok((staging, pw));
+        }
+        per_image(
+            (x, channels * h * w),
+            (staging, image),
+            n,
+            &|image, padded| lines(image, 0, &mut padded[..padded_image]),
+        );
+        return Ok((staging, pw));
+    }
+    let starts = tables.get(staged, [h, w], [top, left], pw);
     per_image(
         (x, channels * h * w),
         (staging, image),
         n,
         &|image, padded| {
-            // The interior is overwritten, so only the border is filled with the pad value (a
-            // buffer kept from another convolution may hold another zero point there).
             let padded = &mut padded[..padded_image];
-            let (above, rest) = padded.split_at_mut(top * pw * channels);
-            above.fill(pad);
-            let (lines, below) = rest.split_at_mut(h * pw * channels);
-            below.fill(pad);
-            for line in lines.chunks_exact_mut(pw * channels) {
-                line[..left * channels].fill(pad);
-                line[(left + w) * channels..].fill(pad);
-            }
-            match layout {
-                Layout::Nchw => to_nhwc(image, channels, h * w, starts, padded),
-                Layout::Nhwc => {
-                    let run = w * channels;
-                    let inside = lines.chunks_exact_mut(pw * channels);
-                    for (line, from) in inside.zip(image.chunks_exact(run)) {
-                        line[left * channels..][..run].copy_from_slice(from);
-                    }
+            if staged > channels {
+                // Pixels of padded channels: every value the input does not overwrite is pad.
+                padded.fill(pad);
+            } else {
+                // The interior is overwritten, so only the border is filled with the pad value
+                // (a buffer kept from another convolution may hold another zero point there).
+                let (above, rest) = padded.split_at_mut(top * pw * channels);
+                above.fill(pad);
+                let (lines, below) = rest.split_at_mut(h * pw * channels);
+                below.fill(pad);
+                for line in lines.chunks_exact_mut(pw * channels) {
+                    line[..left * channels].fill(pad);
+                    line[(left + w) * channels..].fill(pad);
                 }
             }
+            to_nhwc(image, channels, h * w, starts, padded)
         },
     );
     Ok((staging, pw))
+}
+
+/// One padded line of `staged`-channel pixels from a line of `channels`-channel pixel rows
+/// `from`: `left` pixels of `pad`, the pixels (their channels past `channels` `pad`), then
+/// `pad` to the line's end.
+#[cfg(feature = "alloc")]
+fn stage_line<T: Copy>(
+    line: &mut [T],
+    from: &[T],
+    (left, channels, staged): (usize, usize, usize),
+    pad: T,
+) {
+    let (before, rest) = line.split_at_mut(left * staged);
+    before.fill(pad);
+    let inside = from.len() / channels.max(1) * staged;
+    let (inside, after) = rest.split_at_mut(inside);
+    after.fill(pad);
+    if staged == channels {
+        inside.copy_from_slice(from);
+        return;
+    }
+    for (pixel, values) in inside
+        .chunks_exact_mut(staged)
+        .zip(from.chunks_exact(channels))
+    {
+        let (head, tail) = pixel.split_at_mut(channels);
+        copy_short(head, values);
+        tail.fill(pad);
+    }
+}
+
+/// The channels a pixel is staged with for an implicit GEMM in depth steps of `ku`: `C`
+/// itself when a kernel row's `KW·C` taps are whole steps, else the fewest channels above it
+/// that make them so, when that at most doubles the depth or stays within one step (an image's
+/// 1 or 3 colour channels). The added channels have zero weights. `None`: no implicit GEMM
+/// (a stride or dilation above 1, a 1×1 kernel, or too much padding).
+#[cfg(feature = "alloc")]
+fn staged_channels(g: &ConvGeometry, ku: usize) -> Option<usize> {
+    let implicit = g.strides == [1, 1] && g.dilations == [1, 1] && g.kernel != [1, 1];
+    let c = g.channels;
+    let staged = (c..).find(|s| (g.kernel[1] * s).is_multiple_of(ku))?;
+    (implicit && (staged <= 2 * c || staged <= ku)).then_some(staged)
 }
 
 /// A convolution that reads its receptive fields straight from the padded NHWC images (an
@@ -280,16 +354,11 @@ struct Implicit {
 
 #[cfg(feature = "alloc")]
 impl Implicit {
-    /// The layout for `g` on images of `[h, w]` read in depth steps of `ku` values, or `None`
-    /// when the receptive fields must be laid out (a stride or dilation above 1, a 1×1 kernel,
-    /// or kernel rows that are not whole steps).
+    /// The layout for `g` (its channels as staged) on images of `[h, w]` read in depth steps
+    /// of `ku` values, or `None` when the receptive fields must be laid out (a stride or
+    /// dilation above 1, a 1×1 kernel, or kernel rows that are not whole steps).
     fn new(g: &ConvGeometry, [oh, ow]: [usize; 2], w: usize, ku: usize) -> Option<Self> {
-        let takes = g.strides == [1, 1]
-            && g.dilations == [1, 1]
-            && g.kernel != [1, 1]
-            && (g.kernel[1] * g.channels).is_multiple_of(ku)
-            && oh > 0
-            && ow > 0;
+        let takes = staged_channels(g, ku) == Some(g.channels) && oh > 0 && ow > 0;
         let padded_width = w + g.pads[1] + g.pads[3];
         takes.then(|| Implicit {
             rows: (oh - 1) * padded_width + ow,
@@ -434,16 +503,17 @@ fn weight_count(outputs: usize, depth: usize) -> Result<usize, KernelError> {
         .ok_or(KernelError::Geometry("the weights' size overflows"))
 }
 
-/// ONNX's weights `[M, C, KH, KW]` reordered to `[M, KH, KW, C]`, the column order of
-/// [`im2col`]'s rows.
+/// ONNX's weights `[M, C, KH, KW]` reordered to `[M, KH, KW, S]`, the column order of
+/// [`im2col`]'s rows, each tap's channels past `C` up to `staged = S` zero.
 #[cfg(feature = "alloc")]
-fn tap_major<T: Copy>(weights: &[T], g: &ConvGeometry) -> Vec<T> {
+fn tap_major<T: Copy + Default>(weights: &[T], g: &ConvGeometry, staged: usize) -> Vec<T> {
     let [kh, kw] = g.kernel;
     let (c, depth) = (g.channels, g.depth());
-    let mut out = Vec::with_capacity(weights.len());
+    let mut out = Vec::with_capacity(weights.len() / c * staged);
     for filter in weights.chunks_exact(depth) {
         for tap in 0..kh * kw {
             out.extend((0..c).map(|ch| filter[ch * kh * kw + tap]));
+            out.extend((c..staged).map(|_| T::default()));
         }
     }
     out
@@ -502,6 +572,9 @@ pub struct PackedConv<G> {
     gemm: G,
     geometry: ConvGeometry,
     outputs: usize,
+    /// The channels an input pixel is staged with (see [`staged_channels`]): the geometry's,
+    /// or more, whose weights are zero.
+    staged: usize,
 }
 
 /// An int8 convolution: per-output-channel int8 weights, uint8 input codes of one scale and
@@ -548,15 +621,19 @@ impl PackedConvI8 {
             weight_count(layer.n, layer.k)?,
             layer.weights.len(),
         )?;
-        let weights = tap_major(layer.weights, &geometry);
+        let ku = crate::arch::i8_micro(isa.require()?, layer.n).ku;
+        let staged = staged_channels(&geometry, ku).unwrap_or(geometry.channels);
+        let weights = tap_major(layer.weights, &geometry, staged);
         let layer = QuantizedLayer {
             weights: &weights,
+            k: weights.len() / layer.n.max(1),
             ..*layer
         };
         Ok(PackedConv {
             gemm: PackedI8::new(isa, &layer)?,
             geometry,
             outputs: layer.n,
+            staged,
         })
     }
 }
@@ -606,13 +683,19 @@ pub fn conv_i8(
     out.check(n * positions, m)?;
     let micro = conv.gemm.micro;
     let input = (codes, layouts.input);
-    if let Some(layout) = Implicit::new(g, [oh, ow], size[2], micro.ku).filter(|_| n > 0) {
+    // The geometry as the packed weights see it: pixels of the staged channels.
+    let gs = &ConvGeometry {
+        channels: conv.staged,
+        ..*g
+    };
+    if let Some(layout) = Implicit::new(gs, [oh, ow], size[2], micro.ku).filter(|_| n > 0) {
         // The padded codes in the kernel's form. The last GEMM row of an image reads up to the
         // image's end; a kernel that takes rows in pairs reads row_align − 1 rows past it.
         let (form, bytes) = (micro.a_form, micro.a_form.size());
-        let slack = (micro.row_align - 1) * g.channels;
+        let slack = (micro.row_align - 1) * gs.channels;
         let staging = (&mut *u8_staging, &mut *pixel_starts);
-        let (staged, _) = stage_padded(g, input, size, params.zero_point, staging, slack)?;
+        let sized = (size, gs.channels);
+        let (staged, _) = stage_padded(g, input, sized, params.zero_point, staging, slack)?;
         let image = staged.len() / n.max(1);
         let a: &[u8] = if form == AForm::U8 {
             staged
@@ -626,8 +709,8 @@ pub fn conv_i8(
             );
             converted
         };
-        let depth = layout.depth(g, (micro.ku, bytes));
-        let lda = g.channels * bytes;
+        let depth = layout.depth(gs, (micro.ku, bytes));
+        let lda = gs.channels * bytes;
         check_depth(
             depth,
             (image * bytes, lda),
@@ -684,36 +767,61 @@ pub fn conv_i8(
         }
         return Ok(());
     }
+    // Codes the kernel reads as they are get rows padded to whole depth steps here (no copy
+    // into the kernel's form after); other forms are converted from plain rows.
+    let in_place = micro.a_form == AForm::U8 && micro.row_align == 1;
+    let pitch = match in_place {
+        true => g.depth().next_multiple_of(micro.ku),
+        false => g.depth(),
+    };
     let fields = im2col(
         g,
         input,
         size,
         [oh, ow],
-        params.zero_point,
+        (params.zero_point, pitch),
         (u8_staging, pixel_starts),
         u8_fields,
     )?;
-    let input = Input::U8(fields);
     let rows = n * positions;
+    let steps = conv.gemm.steps;
+    if in_place {
+        check_depth(
+            Depth::whole(steps),
+            (fields.len(), pitch),
+            rows,
+            (1, micro.ku, steps),
+        )?;
+    }
+    let mut product = |out: Output<'_>| match in_place {
+        true => gemm_i8_rows(
+            &conv.gemm,
+            (fields, pitch),
+            rows,
+            Depth::whole(steps),
+            (out, RowMap::All),
+            true,
+        ),
+        false => gemm_i8_reusing(&conv.gemm, Input::U8(fields), rows, out, gemm_scratch),
+    };
     if layouts.output == Layout::Nhwc {
         // The GEMM's rows are the output's pixel rows.
-        return gemm_i8_reusing(&conv.gemm, input, rows, out, gemm_scratch);
+        return product(out);
     }
     match out {
         Output::F32(dst) => {
             let tmp = grown(f32_rows, dst.len(), 0.0);
-            gemm_i8_reusing(&conv.gemm, input, rows, Output::F32(tmp), gemm_scratch)?;
+            product(Output::F32(tmp))?;
             to_planes(tmp, n, m, positions, dst);
         }
         Output::U8(dst, next) => {
             let tmp = grown(u8_rows, dst.len(), 0);
-            gemm_i8_reusing(&conv.gemm, input, rows, Output::U8(tmp, next), gemm_scratch)?;
+            product(Output::U8(tmp, next))?;
             to_planes(tmp, n, m, positions, dst);
         }
         Output::Requantized(dst, grid) => {
             let tmp = grown(f32_rows, dst.len(), 0.0);
-            let requantized = Output::Requantized(tmp, grid);
-            gemm_i8_reusing(&conv.gemm, input, rows, requantized, gemm_scratch)?;
+            product(Output::Requantized(tmp, grid))?;
             to_planes(tmp, n, m, positions, dst);
         }
     }
@@ -734,11 +842,12 @@ impl PackedConvF32 {
         geometry.check()?;
         let depth = geometry.depth();
         check_len("weights", weight_count(outputs, depth)?, weights.len())?;
-        let weights = tap_major(weights, &geometry);
+        let weights = tap_major(weights, &geometry, geometry.channels);
         Ok(PackedConv {
             gemm: PackedF32::new(isa, &weights, bias, outputs, depth, activation)?,
             geometry,
             outputs,
+            staged: geometry.channels,
         })
     }
 }
@@ -767,7 +876,8 @@ pub fn conv_f32(
             ..
         } = scratch;
         // fp32 tiles take any row count: the last GEMM row reads up to the image's end.
-        let (staged, _) = stage_padded(g, input, size, 0.0, (f32_staging, pixel_starts), 0)?;
+        let sized = (size, g.channels);
+        let (staged, _) = stage_padded(g, input, sized, 0.0, (f32_staging, pixel_starts), 0)?;
         let image = staged.len() / n.max(1);
         let depth = layout.depth(g, (1, 1));
         let lda = g.channels;
@@ -797,7 +907,7 @@ pub fn conv_f32(
         input,
         size,
         [oh, ow],
-        0.0,
+        (0.0, g.depth()),
         (&mut scratch.f32_staging, &mut scratch.pixel_starts),
         &mut scratch.f32_fields,
     )?;

@@ -95,3 +95,23 @@ mod tests {
         }
     }
 }
+
+/// `dst.copy_from_slice(src)` for the short runs that layout moves copy (a pixel's channels,
+/// a kernel row's taps: a few to a few dozen values), in pieces of 16 values of a size known
+/// at compile time: a `memcpy` call per run costs more than the copy itself.
+///
+/// # Panics
+/// When the lengths differ.
+#[inline]
+pub fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
+    assert_eq!(dst.len(), src.len(), "copy_short of unequal lengths");
+    let mut to = dst.chunks_exact_mut(16);
+    let mut from = src.chunks_exact(16);
+    for (d, s) in (&mut to).zip(&mut from) {
+        let s: &[T; 16] = s.try_into().expect("16 values");
+        d.copy_from_slice(s);
+    }
+    for (d, &s) in to.into_remainder().iter_mut().zip(from.remainder()) {
+        *d = s;
+    }
+}
