@@ -36,6 +36,7 @@ use crate::tensor::{Shape, Value};
 
 mod attention;
 mod gelu;
+mod join;
 mod pixel_rows;
 mod upsample;
 
@@ -153,6 +154,12 @@ enum Slotted {
         output: usize,
         upsample: Box<upsample::Upsample>,
     },
+    /// A channel Concat of pixel rows with the upsampling of some inputs absorbed.
+    Join {
+        inputs: Vec<usize>,
+        output: usize,
+        join: Box<join::Join>,
+    },
     /// Attention's scores, softmax and weighted sum (inputs Q, Kᵀ, V).
     Attention {
         inputs: [usize; 3],
@@ -177,7 +184,7 @@ impl Slotted {
             | Slotted::Relayout { input, .. }
             | Slotted::Upsample { input, .. } => std::slice::from_ref(input),
             Slotted::Attention { inputs, .. } => inputs,
-            Slotted::Op { inputs, .. } => inputs,
+            Slotted::Op { inputs, .. } | Slotted::Join { inputs, .. } => inputs,
         }
     }
 
@@ -190,7 +197,7 @@ impl Slotted {
             | Slotted::Relayout { input, .. }
             | Slotted::Upsample { input, .. } => std::slice::from_mut(input),
             Slotted::Attention { inputs, .. } => inputs,
-            Slotted::Op { inputs, .. } => inputs,
+            Slotted::Op { inputs, .. } | Slotted::Join { inputs, .. } => inputs,
         }
     }
 
@@ -202,6 +209,7 @@ impl Slotted {
             | Slotted::Norm { output, .. }
             | Slotted::Relayout { output, .. }
             | Slotted::Upsample { output, .. }
+            | Slotted::Join { output, .. }
             | Slotted::Attention { output, .. }
             | Slotted::Op { output, .. } => output,
         }
@@ -512,7 +520,8 @@ impl NativeEngine {
         for (i, v) in constant_slots {
             constants[i] = Some(v);
         }
-        let mut slotted = pixel_rows::keep_pixel_rows(slotted, &mut constants, output)?;
+        let slotted = pixel_rows::keep_pixel_rows(slotted, &mut constants, output)?;
+        let mut slotted = join::join_upsampled(slotted, output);
         chain_int8_inputs(&mut slotted, output);
         let mut last_use = vec![usize::MAX; constants.len()];
         for (i, step) in slotted.iter().enumerate() {
@@ -562,7 +571,8 @@ impl NativeEngine {
                 | Slotted::Norm { .. }
                 | Slotted::Attention { .. }
                 | Slotted::Relayout { .. }
-                | Slotted::Upsample { .. } => s.other_ops += 1,
+                | Slotted::Upsample { .. }
+                | Slotted::Join { .. } => s.other_ops += 1,
             }
         }
         s
@@ -651,6 +661,19 @@ impl NativeEngine {
                     let value = self.lookup(env, *input)?;
                     let out = upsample.run(value, self.isa, pools);
                     env[*output] = Some(out.context("nearest upsampling")?);
+                }
+                Slotted::Join {
+                    inputs,
+                    output,
+                    join,
+                } => {
+                    let args = inputs
+                        .iter()
+                        .map(|&slot| self.lookup(env, slot))
+                        .collect::<anyhow::Result<smallvec::SmallVec<[_; 4]>>>()?;
+                    let out = join.run(&args, self.isa, pools);
+                    drop(args);
+                    env[*output] = Some(out.context("Concat of upsampled pixel rows")?);
                 }
                 Slotted::Attention {
                     inputs,

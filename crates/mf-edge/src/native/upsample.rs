@@ -30,7 +30,7 @@ impl Upsample {
     }
 
     /// The factors `(s, t)` when the nodes upsample planes `[n, c, h, w]` by them, else `None`.
-    fn factors(&self, [n, c, h, w]: [usize; 4]) -> Option<(usize, usize)> {
+    pub(super) fn factors(&self, [n, c, h, w]: [usize; 4]) -> Option<(usize, usize)> {
         let [cells, repeat, joined] = [0, 1, 2].map(|i| self.shapes[i].i64("shape").ok());
         let cells = ops::reshape(&[n, c, h, w], cells?.0).ok()?;
         let repeat: Shape = (repeat?.0.iter())

@@ -3,6 +3,7 @@
 use anyhow::{Context, bail, ensure};
 use mf_core::onnx;
 use mf_kernels::Isa;
+use mf_kernels::layout::copy_short;
 
 use crate::tensor::{Shape, Value, element_count};
 
@@ -875,26 +876,12 @@ fn concat(inputs: &[&Value], axis: i64, buffer: FloatBuffer<'_>) -> anyhow::Resu
     let mut at = 0;
     for o in 0..outer {
         for (d, chunk) in &parts {
-            copy_run(&mut out[at..at + chunk], &d[o * chunk..(o + 1) * chunk]);
+            // A channel Concat of pixel rows copies a pixel's channels: a few dozen values.
+            copy_short(&mut out[at..at + chunk], &d[o * chunk..(o + 1) * chunk]);
             at += chunk;
         }
     }
     Ok(Value::F32(out, out_shape))
-}
-
-/// `dst.copy_from_slice(src)`, in pieces of 16 values of a size known here: the runs of a
-/// channel Concat of pixel rows are a pixel's channels, a few dozen values, and a call to
-/// `memcpy` for each costs more than the copy.
-fn copy_run(dst: &mut [f32], src: &[f32]) {
-    let mut to = dst.chunks_exact_mut(16);
-    let mut from = src.chunks_exact(16);
-    for (d, s) in (&mut to).zip(&mut from) {
-        let s: &[f32; 16] = s.try_into().expect("16 values");
-        d.copy_from_slice(s);
-    }
-    for (d, &s) in to.into_remainder().iter_mut().zip(from.remainder()) {
-        *d = s;
-    }
 }
 
 /// `(x − zero_point) · scale`, per tensor or along `axis`.
