@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backends::{self, BackendKind, BackendOptions};
 use crate::model::Model;
+use crate::native::StepTime;
 use crate::sampler::denoise;
 use crate::stream::paint_frame;
 use mf_core::noise::Noise;
@@ -39,6 +40,9 @@ pub struct Measurement {
     /// evaluation, resize back), measured in batch-1 cases of image models.
     #[serde(default)]
     pub paint_fps: Option<f64>,
+    /// With `--profile`, each step's mean time per timed generation (native backend only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<StepTime>>,
 }
 
 /// The side of the square grey frames `paint_fps` is measured on.
@@ -72,13 +76,14 @@ fn measure_paint(
 const NOISE_POOL: u64 = 8;
 
 /// Runs one case in this process: 3 untimed one-step generations, then `iters` timed ones,
-/// each timing the network evaluation and update on noise drawn beforehand.
+/// each timing the network evaluation and update on noise drawn beforehand; with `profile`,
+/// the timed ones also time each step where the backend can.
 pub fn measure_here(
     model_path: &Path,
     kind: BackendKind,
     opts: &BackendOptions,
-    batch: usize,
-    iters: usize,
+    (batch, iters): (usize, usize),
+    profile: bool,
 ) -> anyhow::Result<Measurement> {
     ensure!(
         batch > 0 && iters > 0,
@@ -94,9 +99,12 @@ pub fn measure_here(
             z
         })
         .collect();
+    let timed_steps = profile && backend.time_steps();
     for z in noise.iter().take(3) {
         denoise(backend.as_mut(), &model.card, class, z.clone(), 1)?;
     }
+    // The untimed generations' step times are dropped.
+    backend.take_step_times();
     let mut times = Vec::with_capacity(iters);
     for z in noise.iter().cycle().take(iters) {
         let z = z.clone();
@@ -104,6 +112,7 @@ pub fn measure_here(
         denoise(backend.as_mut(), &model.card, class, z, 1)?;
         times.push(start.elapsed().as_secs_f64() * 1e3);
     }
+    let steps = timed_steps.then(|| backend.take_step_times()).flatten();
     let paints = batch == 1 && crate::images::image_shape(&model.card.sample_shape).is_ok();
     let paint_fps = if paints {
         Some(measure_paint(backend.as_mut(), &model.card, class, iters)?)
@@ -123,6 +132,7 @@ pub fn measure_here(
         images_per_s: batch as f64 / (mean / 1e3),
         peak_rss_mb: peak_rss_mb(),
         paint_fps,
+        steps,
     })
 }
 
@@ -145,9 +155,9 @@ pub type Row = Result<Measurement, String>;
 pub fn run_all(
     models: &[PathBuf],
     kinds: &[BackendKind],
-    batches: &[usize],
-    iters: usize,
+    (batches, iters): (&[usize], usize),
     opts: &BackendOptions,
+    profile: bool,
 ) -> anyhow::Result<Vec<Row>> {
     let exe = std::env::current_exe().context("cannot find the mf-edge executable")?;
     let total = (models.len() * kinds.len() * batches.len()) as u64;
@@ -176,6 +186,9 @@ pub fn run_all(
                 if let Some(lib) = &opts.ort_lib {
                     cmd.arg("--ort-lib").arg(lib);
                 }
+                if profile {
+                    cmd.arg("--profile");
+                }
                 let out = cmd.output().context("cannot start a benchmark process")?;
                 let row = if out.status.success() {
                     serde_json::from_slice::<Measurement>(&out.stdout)
@@ -195,6 +208,35 @@ pub fn run_all(
     }
     bar.finish_and_clear();
     Ok(rows)
+}
+
+/// The steps that take longest per generation, per case with step times: at most `top` of
+/// them, slowest first, each with its mean time and share of the steps' total.
+pub fn step_table(rows: &[Row], top: usize) -> String {
+    let mut s = String::new();
+    for m in rows.iter().flatten() {
+        let Some(steps) = &m.steps else { continue };
+        let total: f64 = steps.iter().map(|t| t.mean_us).sum();
+        s.push_str(&format!(
+            "\n{} on {}, batch {}: {} steps, {:.1} µs per generation\n",
+            m.model,
+            m.backend,
+            m.batch,
+            steps.len(),
+            total
+        ));
+        s.push_str(&format!("{:>5} {:>10} {:>6}  step\n", "#", "µs", "share"));
+        let mut slowest: Vec<&StepTime> = steps.iter().collect();
+        slowest.sort_by(|a, b| b.mean_us.total_cmp(&a.mean_us));
+        for t in slowest.into_iter().take(top) {
+            let share = 100.0 * t.mean_us / total.max(f64::MIN_POSITIVE);
+            s.push_str(&format!(
+                "{:>5} {:>10.2} {:>5.1}%  {}\n",
+                t.index, t.mean_us, share, t.step
+            ));
+        }
+    }
+    s
 }
 
 /// Formats rows as a table.

@@ -22,6 +22,8 @@ const MAX_THREADS: i64 = 1024;
 const MAX_BATCH: i64 = 4096;
 /// The most timed generations per bench case.
 const MAX_ITERS: i64 = 100_000;
+/// The slowest steps `bench --profile` lists per case.
+const STEPS_LISTED: usize = 20;
 /// The most eval samples per class.
 const MAX_PER_CLASS: i64 = 10_000;
 /// The most model values one `generate` holds in memory (2 GiB of f32).
@@ -160,6 +162,9 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also time each step of the plan (native backend) and list the slowest.
+        #[arg(long)]
+        profile: bool,
     },
     /// One benchmark case in this process (used by `bench`), as JSON.
     #[command(hide = true)]
@@ -176,6 +181,8 @@ enum Command {
         threads: Option<u32>,
         #[arg(long)]
         ort_lib: Option<PathBuf>,
+        #[arg(long)]
+        profile: bool,
     },
     /// Measure one-step quality with the reference classifier: accuracy and Fréchet distance.
     Eval {
@@ -371,6 +378,7 @@ fn run() -> anyhow::Result<()> {
             threads,
             ort_lib,
             json,
+            profile,
         } => {
             let models = if models.is_empty() {
                 default_bench_models()?
@@ -388,7 +396,8 @@ fn run() -> anyhow::Result<()> {
                 backends
             };
             let batch: Vec<usize> = batch.into_iter().map(|b| b as usize).collect();
-            let rows = bench::run_all(&models, &backends, &batch, iters as usize, &opts)?;
+            let cases = (&batch[..], iters as usize);
+            let rows = bench::run_all(&models, &backends, cases, &opts, profile)?;
             if json {
                 let values: Vec<_> = rows
                     .iter()
@@ -400,6 +409,7 @@ fn run() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&values)?);
             } else {
                 print!("{}", bench::table(&rows));
+                print!("{}", bench::step_table(&rows, STEPS_LISTED));
             }
             let failed = rows.iter().filter(|r| r.is_err()).count();
             ensure!(
@@ -415,13 +425,15 @@ fn run() -> anyhow::Result<()> {
             iters,
             threads,
             ort_lib,
+            profile,
         } => {
             let opts = BackendOptions {
                 threads: threads.map(|n| n as usize),
                 device: Device::Cpu,
                 ort_lib,
             };
-            let m = measure_here(&model, backend, &opts, batch as usize, iters as usize)?;
+            let case = (batch as usize, iters as usize);
+            let m = measure_here(&model, backend, &opts, case, profile)?;
             println!("{}", serde_json::to_string(&m)?);
         }
         Command::Eval {

@@ -38,7 +38,10 @@ mod attention;
 mod gelu;
 mod join;
 mod pixel_rows;
+mod profile;
 mod upsample;
+
+pub use profile::StepTime;
 
 use attention::Attention;
 
@@ -175,6 +178,64 @@ enum Slotted {
 }
 
 impl Slotted {
+    /// What it does, for step times: the op, its sizes and layouts.
+    fn label(&self) -> String {
+        let int8 = |yes: bool| if yes { "int8" } else { "fp32" };
+        let layout = |l: Layout| match l {
+            Layout::Nchw => "planes",
+            Layout::Nhwc => "pixel rows",
+        };
+        match self {
+            Slotted::Dense { packed, .. } => match packed {
+                Packed::I8(p) => format!("Dense int8 {}→{}", p.k(), p.n()),
+                Packed::F32(p) => format!("Dense fp32 {}→{}", p.k(), p.n()),
+            },
+            Slotted::Conv {
+                packed, layouts, ..
+            } => {
+                let (g, m, is_int8) = match packed {
+                    PackedConv::I8(c) => (*c.geometry(), c.outputs(), true),
+                    PackedConv::F32(c) => (*c.geometry(), c.outputs(), false),
+                };
+                format!(
+                    "Conv {} {}×{} {}→{} stride {}, {} → {}",
+                    int8(is_int8),
+                    g.kernel[0],
+                    g.kernel[1],
+                    g.channels,
+                    m,
+                    g.strides[0],
+                    layout(layouts.input),
+                    layout(layouts.output)
+                )
+            }
+            Slotted::Norm {
+                chain,
+                codes,
+                pixel_rows,
+                ..
+            } => format!(
+                "GroupNorm{} → {}, {}",
+                if chain.silu { " + SiLU" } else { "" },
+                if codes.is_some() {
+                    "uint8 codes"
+                } else {
+                    "f32"
+                },
+                layout(if *pixel_rows {
+                    Layout::Nhwc
+                } else {
+                    Layout::Nchw
+                })
+            ),
+            Slotted::Relayout { to, .. } => format!("Relayout → {}", layout(*to)),
+            Slotted::Upsample { .. } => "Upsample (nearest), pixel rows".into(),
+            Slotted::Join { .. } => "Concat of upsampled pixel rows".into(),
+            Slotted::Attention { .. } => "Attention".into(),
+            Slotted::Op { node, .. } => format!("{} {:?}", node.op_type, node.name),
+        }
+    }
+
     /// The slots it reads.
     fn inputs(&self) -> &[usize] {
         match self {
@@ -314,6 +375,8 @@ pub struct NativeEngine {
     /// values): a computed value is dropped after it, or handed on when that step only
     /// relabels its shape.
     last_use: Vec<usize>,
+    /// Each step's time, while [`NativeEngine::time_steps`] has it on.
+    clock: Option<profile::StepClock>,
 }
 
 /// Fused GEMM steps (dense layers and convolutions) of each kind, for reports.
@@ -538,12 +601,25 @@ impl NativeEngine {
             isa,
             buffers: Mutex::default(),
             last_use,
+            clock: None,
         })
     }
 
     /// The kernel family it runs on.
     pub fn isa(&self) -> Isa {
         self.isa
+    }
+
+    /// Times every step of the runs from now on (read with [`NativeEngine::take_step_times`]).
+    pub fn time_steps(&mut self) {
+        self.clock = Some(profile::StepClock::new(self.steps.len()));
+    }
+
+    /// Each step's mean time per run since timing began or the last call, or `None` when
+    /// timing is off or no run has finished since.
+    pub fn take_step_times(&self) -> Option<Vec<StepTime>> {
+        let clock = self.clock.as_ref()?;
+        clock.take(|i| self.steps[i].label())
     }
 
     /// What the plan holds.
@@ -608,6 +684,7 @@ impl NativeEngine {
             env[slot] = Some(value);
         }
         for (i, step) in self.steps.iter().enumerate() {
+            let _timer = self.clock.as_ref().map(|clock| clock.start(i));
             match step {
                 Slotted::Dense {
                     input,
@@ -728,6 +805,9 @@ impl NativeEngine {
                 }
             }
             self.drop_last_reads(env, step, i, pools);
+        }
+        if let Some(clock) = &self.clock {
+            clock.finish_run();
         }
         // A graph may return one of its constants (a folded Constant node) as it is.
         match env[self.output].take() {
@@ -1987,6 +2067,40 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn step_times_cover_each_step_of_the_timed_runs() {
+        let graph = pixel_rows_graph();
+        let x = Value::F32(values(3 * 6 * 5, 17), smallvec::smallvec![1, 3, 6, 5]);
+        let v = Value::F32(values(6, 18), smallvec::smallvec![1, 6, 1, 1]);
+        let mut engine = NativeEngine::from_graph(&graph, Isa::Scalar).unwrap();
+        let run = |engine: &NativeEngine| {
+            let inputs = vec![("x", x.clone()), ("v", v.clone())];
+            let start = std::time::Instant::now();
+            engine.run(inputs).unwrap();
+            start.elapsed().as_secs_f64() * 1e6
+        };
+        run(&engine);
+        assert!(engine.take_step_times().is_none(), "timing is off");
+        engine.time_steps();
+        let walls: Vec<f64> = (0..3).map(|_| run(&engine)).collect();
+        let times = engine.take_step_times().expect("three timed runs");
+        assert_eq!(times.len(), engine.steps.len());
+        for (i, t) in times.iter().enumerate() {
+            assert_eq!(t.index, i);
+            assert_eq!(t.step, engine.steps[i].label());
+            assert!(t.mean_us >= 0.0);
+        }
+        // The steps' means add up to no more than a run's mean wall time, and the three
+        // convolutions are labelled as such.
+        let sum: f64 = times.iter().map(|t| t.mean_us).sum();
+        let wall = walls.iter().sum::<f64>() / 3.0;
+        assert!(sum > 0.0 && sum <= wall, "steps {sum} µs, runs {wall} µs");
+        let convs = times.iter().filter(|t| t.step.starts_with("Conv fp32 "));
+        assert_eq!(convs.count(), 3, "{times:?}");
+        // Taken: the clock starts again at zero.
+        assert!(engine.take_step_times().is_none());
     }
 
     /// x `[5, 70]` · W `[70, 37]` + b, then mf-export's tanh GELU with `cubic` as its cubic

@@ -248,6 +248,50 @@ fn info_shows_the_card_and_ops() {
 /// non-zero exit, no panic or abort, and nothing written. Each case runs in an empty folder
 /// of its own, which must stay empty.
 #[test]
+fn bench_profile_times_every_step_of_the_native_plan() {
+    let args = [
+        "bench",
+        "--model",
+        SHIPPED_INT8,
+        "--backends",
+        "native",
+        "--batch",
+        "1",
+    ];
+    let args = [&args[..], &["--iters", "20", "--profile"]].concat();
+    let out = mf_edge(&[&args[..], &["--json"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let steps = rows[0]["steps"].as_array().expect("step times");
+    assert!(steps.len() > 3, "{steps:?}");
+    let p50_us = rows[0]["p50_ms"].as_f64().unwrap() * 1e3;
+    let mut sum = 0.0;
+    for (i, step) in steps.iter().enumerate() {
+        assert_eq!(step["index"].as_u64(), Some(i as u64));
+        let us = step["mean_us"].as_f64().unwrap();
+        assert!(us >= 0.0);
+        sum += us;
+    }
+    // The MLP's plan: its int8 dense layers are named, and the steps add up to about a
+    // generation (a mean against a median: within a factor of 2).
+    assert!(
+        steps
+            .iter()
+            .any(|s| s["step"].as_str().unwrap().starts_with("Dense int8"))
+    );
+    assert!(
+        sum > p50_us / 2.0 && sum < p50_us * 2.0,
+        "steps {sum} µs, p50 {p50_us} µs"
+    );
+    // The table lists them after the cases.
+    let out = mf_edge(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("µs per generation"), "{table}");
+    assert!(table.contains("Dense int8"), "{table}");
+}
+
+#[test]
 fn bad_values_are_named_with_what_is_accepted_and_write_nothing() {
     let cases: &[(&[&str], &[&str])] = &[
         (

@@ -17,6 +17,15 @@ pub trait Backend {
     fn describe(&self) -> String;
     /// u for a batch, flattened like z.
     fn run(&mut self, inputs: &Batch) -> anyhow::Result<Vec<f32>>;
+    /// Times each step of the runs from now on, where the backend can (the native engine);
+    /// whether it does.
+    fn time_steps(&mut self) -> bool {
+        false
+    }
+    /// Each step's mean time per run since timing began or the last call.
+    fn take_step_times(&mut self) -> Option<Vec<crate::native::StepTime>> {
+        None
+    }
 }
 
 /// Which backend.

@@ -57,4 +57,13 @@ impl Backend for Native {
             ),
         }
     }
+
+    fn time_steps(&mut self) -> bool {
+        self.engine.time_steps();
+        true
+    }
+
+    fn take_step_times(&mut self) -> Option<Vec<crate::native::StepTime>> {
+        self.engine.take_step_times()
+    }
 }
