@@ -465,10 +465,14 @@ fn to_nhwc<T: Transposable>(
     transpose(image, plane, [channels, plane], out, |p| starts[p]);
 }
 
-/// From this many output values on, a convolution's per-image layout work is shared out
-/// across the thread team.
-#[cfg(feature = "std")]
+/// From this many output values on, a convolution's per-image layout work (and its input's
+/// quantization) is shared out across the thread team.
+#[cfg(feature = "alloc")]
 const PARALLEL_VALUES: usize = 1 << 15;
+
+/// Values a run of the input's quantization starts on a multiple of.
+#[cfg(feature = "alloc")]
+const CODE_RUN: usize = 64;
 
 /// Runs `f` on each of `images` images: its `in_len` values of `input` and its `out_len`
 /// values of `output`, shared out across the thread team (contiguous runs of images) when
@@ -669,11 +673,14 @@ pub fn conv_i8(
             check_images(g, size, x.len())?;
             let codes = grown(codes, x.len(), 0);
             let quantize = conv.gemm.micro.epilogue.quantize;
-            let image = x.len() / size[0].max(1);
-            per_image((x, image), (codes, image), size[0], &|x, codes| {
+            // Value by value: runs of the batch (one image's halves included) shared across
+            // the team when there are many.
+            let parallel = x.len() >= PARALLEL_VALUES;
+            crate::pack::for_row_runs(codes, CODE_RUN, parallel, &|first, run| {
+                let from = &x[first * CODE_RUN..][..run.len()];
                 // SAFETY: the epilogue belongs to the family the weights were packed for, which
-                // was checked available then; `codes` is as long as `x` (one image each).
-                unsafe { quantize(x, params, codes) }
+                // was checked available then; `run` is as long as `from`.
+                unsafe { quantize(from, params, run) }
             });
             codes
         }

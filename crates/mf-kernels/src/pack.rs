@@ -275,7 +275,7 @@ const PARALLEL_VALUES: usize = 16 * 1024;
 
 /// Calls `f(first_row, run)` over runs of whole `stride`-byte rows of `rows`, shared across
 /// the thread team when `parallel` ([`crate::team::for_each_run`]; one run without `std`).
-fn for_row_runs(
+pub(crate) fn for_row_runs(
     rows: &mut [u8],
     stride: usize,
     parallel: bool,

@@ -526,6 +526,23 @@ fn convolutions_shared_across_threads_equal_one_thread() {
                 .unwrap()
             });
             assert_eq!(shared, alone, "{isa} fp32 {kernel:?} {layouts:?}");
+            // f32 input to an int8 convolution: quantized in runs across the team, as each
+            // value's own code would be.
+            let int8 = PackedConvI8::new(isa, &case.dense.layer(), geometry).unwrap();
+            let codes: Vec<u8> = x.iter().map(|&v| case.dense.input.quantize(v)).collect();
+            let mut by_floats = vec![0f32; shared.len()];
+            let mut by_codes = vec![0f32; shared.len()];
+            for (input, out) in [
+                (Input::F32(&x), &mut by_floats),
+                (Input::U8(&codes), &mut by_codes),
+            ] {
+                let out = Output::F32(out);
+                conv_i8(&int8, input, case.size, out, layouts, &mut scratch).unwrap();
+            }
+            assert_eq!(
+                by_floats, by_codes,
+                "{isa} int8 from f32 {kernel:?} {layouts:?}"
+            );
             // An empty batch lays out nothing and writes nothing.
             let mut none: [f32; 0] = [];
             conv_f32(&packed, &[], [0, h, w], &mut none, layouts, &mut scratch).unwrap();
