@@ -18,6 +18,9 @@ use mf_kernels::layout::copy_short;
 /// thread then writes the pixels that its share of the next normalization reads).
 const PARALLEL_VALUES: usize = 1 << 15;
 
+/// A join's inputs, held inline.
+type Parts<'a> = smallvec::SmallVec<[Part<'a>; 4]>;
+
 /// The Concat node and, per input, the upsampling it absorbed.
 pub(super) struct Join {
     /// The Concat, its axis that of pixel rows.
@@ -45,13 +48,14 @@ impl Join {
         pools: &mut Pools,
     ) -> anyhow::Result<Value> {
         match self.parts(inputs) {
-            Some(parts) => Ok(self.join(&parts, pools)),
+            Some(parts) => self.join(&parts, pools),
             None => self.node_by_node(inputs, isa, pools),
         }
     }
 
-    /// The inputs as parts of one output shape, or `None` when they are not.
-    fn parts<'a>(&self, inputs: &[&'a Value]) -> Option<Vec<Part<'a>>> {
+    /// The inputs as parts of one output shape, or `None` when they are not (held inline: a
+    /// Concat has a few inputs, and this runs every call).
+    fn parts<'a>(&self, inputs: &[&'a Value]) -> Option<Parts<'a>> {
         let axis = ops::int_attr(&self.node, "axis", 0);
         if axis != 3 && axis != -1 {
             return None;
@@ -70,7 +74,7 @@ impl Join {
                 factors,
             })
         });
-        let parts: Vec<Part<'a>> = parts.collect::<Option<_>>()?;
+        let parts: Parts<'a> = parts.collect::<Option<_>>()?;
         let out = |p: &Part| {
             let [n, h, w, _] = p.size;
             [n, h * p.factors.0, w * p.factors.1]
@@ -79,12 +83,13 @@ impl Join {
         parts.iter().all(|p| out(p) == first).then_some(parts)
     }
 
-    /// The parts joined into a pooled buffer.
-    fn join(&self, parts: &[Part], pools: &mut Pools) -> Value {
+    /// The parts joined into a pooled buffer, or an error when the result would be too large.
+    fn join(&self, parts: &[Part], pools: &mut Pools) -> anyhow::Result<Value> {
         let [n, h, w, _] = parts[0].size;
         let (oh, ow) = (h * parts[0].factors.0, w * parts[0].factors.1);
         let channels: usize = parts.iter().map(|p| p.size[3]).sum();
-        let len = n * oh * ow * channels;
+        let shape = Shape::from_slice(&[n, oh, ow, channels]);
+        let len = crate::tensor::element_count(&shape)?;
         let mut out = pools.floats.take(len);
         let line = ow * channels;
         if line > 0 {
@@ -109,7 +114,7 @@ impl Join {
                 }
             });
         }
-        Value::F32(out, Shape::from_slice(&[n, oh, ow, channels]))
+        Ok(Value::F32(out, shape))
     }
 
     /// Each upsampling on its own, then the Concat node.
