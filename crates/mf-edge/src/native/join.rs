@@ -161,59 +161,41 @@ pub(super) fn join_upsampled(steps: Vec<Slotted>, graph_output: usize) -> Vec<Sl
             absorbable.insert(*output, i);
         }
     }
-    let mut absorbed: HashMap<usize, (usize, Box<Upsample>)> = HashMap::new();
-    let joins: Vec<bool> = steps
-        .iter()
-        .map(|step| match step {
-            Slotted::Op { node, inputs, .. } if node.op_type == "Concat" => {
-                inputs.iter().any(|s| absorbable.contains_key(s))
-            }
-            _ => false,
-        })
-        .collect();
+    // Each Concat that reads such an output takes its upsampling step (an earlier one) in.
     let mut steps: Vec<Option<Slotted>> = steps.into_iter().map(Some).collect();
-    for (i, joined) in joins.iter().enumerate() {
-        let Some(Slotted::Op { inputs, .. }) = &steps[i] else {
+    for i in 0..steps.len() {
+        let Some(Slotted::Op { node, inputs, .. }) = &steps[i] else {
             continue;
         };
-        if !joined {
+        if node.op_type != "Concat" || !inputs.iter().any(|s| absorbable.contains_key(s)) {
             continue;
         }
-        for slot in inputs.clone() {
-            if let Some(&at) = absorbable.get(&slot)
-                && let Some(Slotted::Upsample {
-                    input, upsample, ..
-                }) = steps[at].take()
-            {
-                absorbed.insert(slot, (input, upsample));
-            }
-        }
+        let Some(Slotted::Op {
+            node,
+            inputs,
+            output,
+        }) = steps[i].take()
+        else {
+            unreachable!("matched above")
+        };
+        let (inputs, upsampled) = inputs
+            .iter()
+            .map(
+                |&slot| match absorbable.get(&slot).map(|&at| steps[at].take()) {
+                    Some(Some(Slotted::Upsample {
+                        input, upsample, ..
+                    })) => (input, Some(upsample)),
+                    _ => (slot, None),
+                },
+            )
+            .unzip();
+        steps[i] = Some(Slotted::Join {
+            inputs,
+            output,
+            join: Box::new(Join { node, upsampled }),
+        });
     }
-    steps
-        .into_iter()
-        .flatten()
-        .map(|step| match step {
-            Slotted::Op {
-                node,
-                inputs,
-                output,
-            } if node.op_type == "Concat" && inputs.iter().any(|s| absorbed.contains_key(s)) => {
-                let (inputs, upsampled) = inputs
-                    .iter()
-                    .map(|slot| match absorbed.remove(slot) {
-                        Some((source, up)) => (source, Some(up)),
-                        None => (*slot, None),
-                    })
-                    .unzip();
-                Slotted::Join {
-                    inputs,
-                    output,
-                    join: Box::new(Join { node, upsampled }),
-                }
-            }
-            step => step,
-        })
-        .collect()
+    steps.into_iter().flatten().collect()
 }
 
 #[cfg(test)]
@@ -251,6 +233,14 @@ mod tests {
         Box::new(Upsample::new(nodes, [0, 1, 2].map(|k| Some(&shapes[k]))).unwrap())
     }
 
+    /// A join of a Concat along `axis` with these upsamplings.
+    fn concat(axis: i64, upsampled: Vec<Option<Box<Upsample>>>) -> Join {
+        Join {
+            node: node("Concat", Some(axis)),
+            upsampled,
+        }
+    }
+
     fn rows(n: usize, h: usize, w: usize, c: usize, seed: usize) -> Value {
         let data = (0..n * h * w * c).map(|i| ((i * 7 + seed) % 23) as f32 - 11.0);
         Value::F32(data.collect(), smallvec::smallvec![n, h, w, c])
@@ -260,15 +250,13 @@ mod tests {
     fn a_join_equals_upsampling_then_concat() {
         let (n, h, w) = (2, 3, 4);
         // A 2×2 upsampled 5-channel input between plain 3- and 1-channel ones, a 3×1 one last.
-        let join = Join {
-            node: node("Concat", Some(3)),
-            upsampled: vec![
-                None,
-                Some(upsampling([3, 4], [2, 2])),
-                None,
-                Some(upsampling([2, 8], [3, 1])),
-            ],
-        };
+        let upsampled = vec![
+            None,
+            Some(upsampling([3, 4], [2, 2])),
+            None,
+            Some(upsampling([2, 8], [3, 1])),
+        ];
+        let join = concat(3, upsampled);
         let inputs = [
             rows(n, 2 * h, 2 * w, 3, 1),
             rows(n, h, w, 5, 2),
@@ -295,20 +283,14 @@ mod tests {
     fn inputs_that_do_not_fit_are_joined_node_by_node() {
         let mut pools = Pools::default();
         // Sizes that do not meet after upsampling: the Concat node's own error.
-        let join = Join {
-            node: node("Concat", Some(3)),
-            upsampled: vec![Some(upsampling([3, 4], [2, 2])), None],
-        };
+        let join = concat(3, vec![Some(upsampling([3, 4], [2, 2])), None]);
         let inputs = [rows(1, 3, 4, 2, 0), rows(1, 5, 8, 2, 1)];
         let args: Vec<&Value> = inputs.iter().collect();
         assert!(join.parts(&args).is_none());
         let err = join.run(&args, Isa::Scalar, &mut pools).unwrap_err();
         assert!(format!("{err:#}").contains("Concat"), "{err:#}");
         // Another axis: joined by the node, as planes of pixel rows would be.
-        let join = Join {
-            node: node("Concat", Some(1)),
-            upsampled: vec![Some(upsampling([3, 4], [2, 2])), None],
-        };
+        let join = concat(1, vec![Some(upsampling([3, 4], [2, 2])), None]);
         let inputs = [rows(1, 3, 4, 2, 0), rows(1, 2, 8, 2, 1)];
         let args: Vec<&Value> = inputs.iter().collect();
         assert!(join.parts(&args).is_none());
