@@ -3,11 +3,14 @@
 //! A microkernel computes one `rows × nr` tile of the product over the whole depth from packed
 //! weights (see `pack.rs` for the layout) and row-major activations, writing i32 (or f32) sums
 //! row-major with stride `nr`. The driver in `gemm.rs` owns blocking, threading and the epilogue, so a kernel is only
-//! its inner loop.
+//! its inner loop; the AVX-512, AVX2 and NEON fp32 kernels share that loop too (`broadcast.rs`,
+//! one body over each family's vector operations).
 #![allow(dead_code)] // each target compiles only its own kernels' users
 
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod aarch64;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) mod broadcast;
 pub(crate) mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_64;
@@ -164,29 +167,6 @@ macro_rules! by_rows {
 }
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) use by_rows;
-
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-/// The depth loop of a kernel that interleaves `S` accumulator sets (`S` a const generic of
-/// the kernel): for each run of `$depth`, `$ap` set to the run's start in `$a`, then `$step!`
-/// over the run's steps, the sets of `$acc` in turn and the remainder into the first.
-macro_rules! interleaved_runs {
-    ($depth:expr, $a:expr, $ap:ident, $acc:ident, $step:ident) => {
-        for run in 0..$depth.runs {
-            // SAFETY: run `run` starts `run · stride` elements into each row (the tile contract).
-            $ap = unsafe { $a.add(run * $depth.stride) };
-            for _ in 0..$depth.steps / S {
-                for set in $acc.iter_mut() {
-                    $step!(set);
-                }
-            }
-            for _ in 0..$depth.steps % S {
-                $step!($acc[0]);
-            }
-        }
-    };
-}
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-pub(crate) use interleaved_runs;
 
 #[cfg(test)]
 mod tests {

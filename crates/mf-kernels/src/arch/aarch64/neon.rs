@@ -5,7 +5,8 @@
 //! would overflow at (−128)·(−128) + (−128)·(−128) = 32768.) fp32: `fmla` on 8×8 tiles.
 use core::arch::aarch64::*;
 
-use crate::arch::{AForm, Depth, F32Micro, I8Micro, by_rows, interleaved_runs};
+use crate::arch::broadcast::{BroadcastOps, broadcast_rows};
+use crate::arch::{AForm, Depth, F32Micro, I8Micro, by_rows};
 use crate::epilogue::epilogue_for;
 
 epilogue_for!("neon");
@@ -94,6 +95,7 @@ unsafe fn f32_tile(
     }
 }
 
+/// [`broadcast_rows`] for fp32 panels of 8 columns.
 #[target_feature(enable = "neon")]
 unsafe fn f32_rows<const R: usize, const S: usize>(
     depth: Depth,
@@ -102,37 +104,60 @@ unsafe fn f32_rows<const R: usize, const S: usize>(
     b: *const f32,
     c: *mut f32,
 ) {
-    let mut acc = [[[vdupq_n_f32(0.0); 2]; R]; S];
-    let mut ap;
-    let mut bp = b;
-    // SAFETY (every loop): runs·steps steps of 8 weights; R rows (lda apart) each holding
-    // every run's activations from its start.
-    macro_rules! step {
-        ($set:expr) => {
-            // SAFETY: as stated above `step!`: the loads stay inside the packed panel and the R rows
-            // of activations that the tile contract promises.
-            unsafe {
-                let b0 = vld1q_f32(bp);
-                let b1 = vld1q_f32(bp.add(4));
-                for i in 0..R {
-                    let x = vld1q_dup_f32(ap.add(i * lda));
-                    $set[i][0] = vfmaq_f32($set[i][0], x, b0);
-                    $set[i][1] = vfmaq_f32($set[i][1], x, b1);
-                }
-                ap = ap.add(1);
-                bp = bp.add(8);
-            }
-        };
+    // SAFETY: the caller's tile contract, for panels of two vectors; NEON is enabled here.
+    unsafe { broadcast_rows::<Fmla, R, S, 2>(depth, a, lda, b, c) }
+}
+
+/// NEON fp32: a step is one activation of a row (`ld1r`) against 4 columns' weights, `fmla`
+/// adding the products.
+struct Fmla;
+
+// SAFETY: each operation reads or writes exactly the elements its contract states, and needs
+// no feature beyond NEON.
+unsafe impl BroadcastOps for Fmla {
+    type A = f32;
+    type B = f32;
+    type C = f32;
+    type Acc = float32x4_t;
+    type W = float32x4_t;
+    type X = float32x4_t;
+    const A_STEP: usize = 1;
+    const B_VECTOR: usize = 4;
+    const LANES: usize = 4;
+
+    #[inline(always)]
+    unsafe fn zero() -> float32x4_t {
+        // SAFETY: the CPU has NEON (the trait's contract).
+        unsafe { vdupq_n_f32(0.0) }
     }
-    interleaved_runs!(depth, a, ap, acc, step);
-    for i in 0..R {
-        for h in 0..2 {
-            let mut sum = acc[0][i][h];
-            for set in &acc[1..] {
-                sum = vaddq_f32(sum, set[i][h]);
-            }
-            // SAFETY: c has room for R rows of 8 f32.
-            unsafe { vst1q_f32(c.add(i * 8 + h * 4), sum) };
-        }
+
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> float32x4_t {
+        // SAFETY: 4 readable f32 (the trait's contract).
+        unsafe { vld1q_f32(p) }
+    }
+
+    #[inline(always)]
+    unsafe fn broadcast(p: *const f32) -> float32x4_t {
+        // SAFETY: one readable f32 (the trait's contract).
+        unsafe { vld1q_dup_f32(p) }
+    }
+
+    #[inline(always)]
+    unsafe fn madd(acc: float32x4_t, x: float32x4_t, w: float32x4_t) -> float32x4_t {
+        // SAFETY: the CPU has NEON (the trait's contract).
+        unsafe { vfmaq_f32(acc, x, w) }
+    }
+
+    #[inline(always)]
+    unsafe fn add(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        // SAFETY: the CPU has NEON (the trait's contract).
+        unsafe { vaddq_f32(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, acc: float32x4_t) {
+        // SAFETY: room for 4 f32 (the trait's contract).
+        unsafe { vst1q_f32(p, acc) }
     }
 }

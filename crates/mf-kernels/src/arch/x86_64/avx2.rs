@@ -1,10 +1,12 @@
 //! AVX2 + FMA kernels. int8 sign-extends both operands to i16 and multiplies with `vpmaddwd`
 //! (pairs of i16 products summed into i32): exact for every code, unlike `vpmaddubsw`, whose
-//! i16 pair sums saturate at 2·255·127 > 32767. Tiles are 6 rows × 16 columns (12 ymm sums).
+//! i16 pair sums saturate at 2·255·127 > 32767. Tiles are 6 rows × 16 columns (12 ymm sums),
+//! run by the shared broadcast body (`arch/broadcast.rs`).
 use core::arch::asm;
 use core::arch::x86_64::*;
 
-use crate::arch::{AForm, Depth, F32Micro, I8Micro, by_rows, interleaved_runs};
+use crate::arch::broadcast::{BroadcastOps, broadcast_rows};
+use crate::arch::{AForm, Depth, F32Micro, I8Micro, by_rows};
 use crate::epilogue::epilogue_for;
 
 epilogue_for!("avx2,fma");
@@ -36,6 +38,7 @@ unsafe fn i8_tile(rows: usize, depth: Depth, a: *const u8, lda: usize, b: *const
     }
 }
 
+/// [`broadcast_rows`] for int8 panels of 16 columns.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn i8_rows<const R: usize, const S: usize>(
     depth: Depth,
@@ -44,38 +47,62 @@ unsafe fn i8_rows<const R: usize, const S: usize>(
     b: *const i8,
     c: *mut i32,
 ) {
-    let mut acc = [[[_mm256_setzero_si256(); 2]; R]; S];
-    let mut ap;
-    let mut bp = b as *const __m128i;
-    // SAFETY (every loop): runs·steps steps of 32 weight bytes; R rows (lda bytes apart) each
-    // holding every run's i16 pairs from its start.
-    macro_rules! step {
-        ($set:expr) => {
-            // SAFETY: as stated above `step!`: the loads stay inside the packed panel and the R rows
-            // of activations that the tile contract promises.
-            unsafe {
-                let b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp));
-                let b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp.add(1)));
-                for i in 0..R {
-                    let x = _mm256_set1_epi32(ap.add(i * lda).cast::<i32>().read_unaligned());
-                    $set[i][0] = _mm256_add_epi32($set[i][0], _mm256_madd_epi16(x, b0));
-                    $set[i][1] = _mm256_add_epi32($set[i][1], _mm256_madd_epi16(x, b1));
-                }
-                ap = ap.add(4);
-                bp = bp.add(2);
-            }
-        };
+    // SAFETY: the caller's tile contract, for panels of two vectors; AVX2 is enabled here.
+    unsafe { broadcast_rows::<Madd16, R, S, 2>(depth, a, lda, b, c) }
+}
+
+/// AVX2 int8: a step is two activations of a row as i16 (one dword, broadcast) against 8
+/// columns of two s8 weights widened to i16 on load, `vpmaddwd` summing each pair of products
+/// into an i32 that `vpaddd` accumulates.
+struct Madd16;
+
+// SAFETY: each operation reads or writes exactly the elements its contract states, and needs
+// no feature beyond AVX2.
+unsafe impl BroadcastOps for Madd16 {
+    type A = u8;
+    type B = i8;
+    type C = i32;
+    type Acc = __m256i;
+    type W = __m256i;
+    type X = __m256i;
+    const A_STEP: usize = 4;
+    const B_VECTOR: usize = 16;
+    const LANES: usize = 8;
+
+    #[inline(always)]
+    unsafe fn zero() -> __m256i {
+        // SAFETY: the CPU has AVX (the trait's contract).
+        unsafe { _mm256_setzero_si256() }
     }
-    interleaved_runs!(depth, a, ap, acc, step);
-    for i in 0..R {
-        for h in 0..2 {
-            let mut sum = acc[0][i][h];
-            for set in &acc[1..] {
-                sum = _mm256_add_epi32(sum, set[i][h]);
-            }
-            // SAFETY: c has room for R rows of 16 i32.
-            unsafe { _mm256_storeu_si256(c.add(i * 16 + h * 8) as *mut __m256i, sum) };
-        }
+
+    #[inline(always)]
+    unsafe fn load(p: *const i8) -> __m256i {
+        // SAFETY: 16 readable bytes (the trait's contract), loaded unaligned and sign-extended.
+        unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(p.cast())) }
+    }
+
+    #[inline(always)]
+    unsafe fn broadcast(p: *const u8) -> __m256i {
+        // SAFETY: 4 readable bytes (the trait's contract), read unaligned.
+        unsafe { _mm256_set1_epi32(p.cast::<i32>().read_unaligned()) }
+    }
+
+    #[inline(always)]
+    unsafe fn madd(acc: __m256i, x: __m256i, w: __m256i) -> __m256i {
+        // SAFETY: the CPU has AVX2 (the trait's contract).
+        unsafe { _mm256_add_epi32(acc, _mm256_madd_epi16(x, w)) }
+    }
+
+    #[inline(always)]
+    unsafe fn add(a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: the CPU has AVX2 (the trait's contract).
+        unsafe { _mm256_add_epi32(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn store(p: *mut i32, acc: __m256i) {
+        // SAFETY: room for 8 i32 (the trait's contract); an unaligned store.
+        unsafe { _mm256_storeu_si256(p.cast(), acc) }
     }
 }
 
@@ -94,6 +121,7 @@ unsafe fn f32_tile(
     }
 }
 
+/// [`broadcast_rows`] for fp32 panels of 16 columns.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn f32_rows<const R: usize, const S: usize>(
     depth: Depth,
@@ -102,38 +130,61 @@ unsafe fn f32_rows<const R: usize, const S: usize>(
     b: *const f32,
     c: *mut f32,
 ) {
-    let mut acc = [[[_mm256_setzero_ps(); 2]; R]; S];
-    let mut ap;
-    let mut bp = b;
-    // SAFETY (every loop): runs·steps steps of 16 weights; R rows (lda apart) each holding
-    // every run's activations from its start.
-    macro_rules! step {
-        ($set:expr) => {
-            // SAFETY: as stated above `step!`: the loads stay inside the packed panel and the R rows
-            // of activations that the tile contract promises.
-            unsafe {
-                let b0 = _mm256_loadu_ps(bp);
-                let b1 = _mm256_loadu_ps(bp.add(8));
-                for i in 0..R {
-                    let x = _mm256_set1_ps(*ap.add(i * lda));
-                    $set[i][0] = _mm256_fmadd_ps(x, b0, $set[i][0]);
-                    $set[i][1] = _mm256_fmadd_ps(x, b1, $set[i][1]);
-                }
-                ap = ap.add(1);
-                bp = bp.add(16);
-            }
-        };
+    // SAFETY: the caller's tile contract, for panels of two vectors; AVX2 and FMA are enabled.
+    unsafe { broadcast_rows::<Fma256, R, S, 2>(depth, a, lda, b, c) }
+}
+
+/// AVX2 + FMA fp32: a step is one activation of a row (broadcast) against 8 columns' weights,
+/// `vfmadd231ps` adding the products.
+struct Fma256;
+
+// SAFETY: each operation reads or writes exactly the elements its contract states, and needs
+// no feature beyond AVX and FMA.
+unsafe impl BroadcastOps for Fma256 {
+    type A = f32;
+    type B = f32;
+    type C = f32;
+    type Acc = __m256;
+    type W = __m256;
+    type X = __m256;
+    const A_STEP: usize = 1;
+    const B_VECTOR: usize = 8;
+    const LANES: usize = 8;
+
+    #[inline(always)]
+    unsafe fn zero() -> __m256 {
+        // SAFETY: the CPU has AVX (the trait's contract).
+        unsafe { _mm256_setzero_ps() }
     }
-    interleaved_runs!(depth, a, ap, acc, step);
-    for i in 0..R {
-        for h in 0..2 {
-            let mut sum = acc[0][i][h];
-            for set in &acc[1..] {
-                sum = _mm256_add_ps(sum, set[i][h]);
-            }
-            // SAFETY: c has room for R rows of 16 f32.
-            unsafe { _mm256_storeu_ps(c.add(i * 16 + h * 8), sum) };
-        }
+
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m256 {
+        // SAFETY: 8 readable f32 (the trait's contract); an unaligned load.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+
+    #[inline(always)]
+    unsafe fn broadcast(p: *const f32) -> __m256 {
+        // SAFETY: one readable f32 (the trait's contract).
+        unsafe { _mm256_set1_ps(*p) }
+    }
+
+    #[inline(always)]
+    unsafe fn madd(acc: __m256, x: __m256, w: __m256) -> __m256 {
+        // SAFETY: the CPU has FMA (the trait's contract).
+        unsafe { _mm256_fmadd_ps(x, w, acc) }
+    }
+
+    #[inline(always)]
+    unsafe fn add(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: the CPU has AVX (the trait's contract).
+        unsafe { _mm256_add_ps(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, acc: __m256) {
+        // SAFETY: room for 8 f32 (the trait's contract); an unaligned store.
+        unsafe { _mm256_storeu_ps(p, acc) }
     }
 }
 

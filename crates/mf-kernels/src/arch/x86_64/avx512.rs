@@ -1,11 +1,13 @@
 //! AVX-512 kernels: int8 with VNNI `vpdpbusd` (u8 activations × s8 weights, four products per
 //! i32 lane) and fp32 with `vfmadd231ps`. Tiles are 12 rows × 32 columns: 24 zmm accumulators,
 //! two weight vectors per depth step and one broadcast per row. Short tiles interleave several
-//! accumulator sets over depth so that a matrix-vector product is not latency-bound.
+//! accumulator sets over depth so that a matrix-vector product is not latency-bound. The loop
+//! is the shared broadcast body (`arch/broadcast.rs`) over this family's vector operations.
 use core::arch::asm;
 use core::arch::x86_64::*;
 
-use crate::arch::{AForm, Depth, F32Micro, I8Micro, by_rows, interleaved_runs};
+use crate::arch::broadcast::{BroadcastOps, broadcast_rows};
+use crate::arch::{AForm, Depth, F32Micro, I8Micro, by_rows};
 use crate::epilogue::epilogue_for;
 
 epilogue_for!("avx512f,avx512bw");
@@ -73,7 +75,7 @@ unsafe fn i8_tile_narrow(
     }
 }
 
-/// [`i8_rows_of`] for 32-wide panels.
+/// [`broadcast_rows`] for 32-wide int8 panels.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn i8_rows<const R: usize, const S: usize>(
     depth: Depth,
@@ -82,11 +84,11 @@ unsafe fn i8_rows<const R: usize, const S: usize>(
     b: *const i8,
     c: *mut i32,
 ) {
-    // SAFETY: the caller's tile contract, for panels of two vectors.
-    unsafe { i8_rows_of::<R, S, 2>(depth, a, lda, b, c) }
+    // SAFETY: the caller's tile contract, for panels of two vectors; VNNI is enabled here.
+    unsafe { broadcast_rows::<Vnni, R, S, 2>(depth, a, lda, b, c) }
 }
 
-/// [`i8_rows_of`] for 16-wide panels.
+/// [`broadcast_rows`] for 16-wide int8 panels.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn i8_rows_narrow<const R: usize, const S: usize>(
     depth: Depth,
@@ -95,55 +97,61 @@ unsafe fn i8_rows_narrow<const R: usize, const S: usize>(
     b: *const i8,
     c: *mut i32,
 ) {
-    // SAFETY: the caller's tile contract, for panels of one vector.
-    unsafe { i8_rows_of::<R, S, 1>(depth, a, lda, b, c) }
+    // SAFETY: the caller's tile contract, for panels of one vector; VNNI is enabled here.
+    unsafe { broadcast_rows::<Vnni, R, S, 1>(depth, a, lda, b, c) }
 }
 
-/// R rows × `V` vectors of 16 columns: `S` accumulator sets interleaved over the depth.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-#[inline]
-unsafe fn i8_rows_of<const R: usize, const S: usize, const V: usize>(
-    depth: Depth,
-    a: *const u8,
-    lda: usize,
-    b: *const i8,
-    c: *mut i32,
-) {
-    let mut acc = [[[_mm512_setzero_si512(); V]; R]; S];
-    let mut ap;
-    let mut bp = b as *const __m512i;
-    // SAFETY (every loop): the panel holds runs·steps steps of V vectors, each of the R rows
-    // (lda bytes apart) every run's dwords from its start.
-    macro_rules! step {
-        ($set:expr) => {
-            // SAFETY: as stated above `step!`: the loads stay inside the packed panel and the R rows
-            // of activations that the tile contract promises.
-            unsafe {
-                let mut w = [_mm512_setzero_si512(); V];
-                for (h, w) in w.iter_mut().enumerate() {
-                    *w = _mm512_loadu_si512(bp.add(h));
-                }
-                for i in 0..R {
-                    let x = _mm512_set1_epi32(ap.add(i * lda).cast::<i32>().read_unaligned());
-                    for h in 0..V {
-                        $set[i][h] = _mm512_dpbusd_epi32($set[i][h], x, w[h]);
-                    }
-                }
-                ap = ap.add(4);
-                bp = bp.add(V);
-            }
-        };
+/// VNNI int8: a step is four u8 codes of a row (one dword, broadcast) against 16 columns of
+/// four s8 weights, `vpdpbusd` adding the four products into each column's i32.
+struct Vnni;
+
+// SAFETY: each operation reads or writes exactly the elements its contract states, and needs
+// no feature beyond AVX-512F/BW/VNNI.
+unsafe impl BroadcastOps for Vnni {
+    type A = u8;
+    type B = i8;
+    type C = i32;
+    type Acc = __m512i;
+    type W = __m512i;
+    type X = __m512i;
+    const A_STEP: usize = 4;
+    const B_VECTOR: usize = 64;
+    const LANES: usize = 16;
+
+    #[inline(always)]
+    unsafe fn zero() -> __m512i {
+        // SAFETY: the CPU has AVX-512F (the trait's contract).
+        unsafe { _mm512_setzero_si512() }
     }
-    interleaved_runs!(depth, a, ap, acc, step);
-    for i in 0..R {
-        for h in 0..V {
-            let mut sum = acc[0][i][h];
-            for set in &acc[1..] {
-                sum = _mm512_add_epi32(sum, set[i][h]);
-            }
-            // SAFETY: c has room for R rows of V·16 i32.
-            unsafe { _mm512_storeu_si512(c.add((i * V + h) * 16) as *mut __m512i, sum) };
-        }
+
+    #[inline(always)]
+    unsafe fn load(p: *const i8) -> __m512i {
+        // SAFETY: 64 readable bytes (the trait's contract); an unaligned load.
+        unsafe { _mm512_loadu_si512(p.cast()) }
+    }
+
+    #[inline(always)]
+    unsafe fn broadcast(p: *const u8) -> __m512i {
+        // SAFETY: 4 readable bytes (the trait's contract), read unaligned.
+        unsafe { _mm512_set1_epi32(p.cast::<i32>().read_unaligned()) }
+    }
+
+    #[inline(always)]
+    unsafe fn madd(acc: __m512i, x: __m512i, w: __m512i) -> __m512i {
+        // SAFETY: the CPU has AVX-512 VNNI (the trait's contract).
+        unsafe { _mm512_dpbusd_epi32(acc, x, w) }
+    }
+
+    #[inline(always)]
+    unsafe fn add(a: __m512i, b: __m512i) -> __m512i {
+        // SAFETY: the CPU has AVX-512F (the trait's contract).
+        unsafe { _mm512_add_epi32(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn store(p: *mut i32, acc: __m512i) {
+        // SAFETY: room for 16 i32 (the trait's contract); an unaligned store.
+        unsafe { _mm512_storeu_si512(p.cast(), acc) }
     }
 }
 
@@ -178,7 +186,7 @@ unsafe fn f32_tile_narrow(
     }
 }
 
-/// [`f32_rows_of`] for 32-wide panels.
+/// [`broadcast_rows`] for 32-wide fp32 panels.
 #[target_feature(enable = "avx512f")]
 unsafe fn f32_rows<const R: usize, const S: usize>(
     depth: Depth,
@@ -187,11 +195,11 @@ unsafe fn f32_rows<const R: usize, const S: usize>(
     b: *const f32,
     c: *mut f32,
 ) {
-    // SAFETY: the caller's tile contract, for panels of two vectors.
-    unsafe { f32_rows_of::<R, S, 2>(depth, a, lda, b, c) }
+    // SAFETY: the caller's tile contract, for panels of two vectors; AVX-512F is enabled here.
+    unsafe { broadcast_rows::<Fma512, R, S, 2>(depth, a, lda, b, c) }
 }
 
-/// [`f32_rows_of`] for 16-wide panels.
+/// [`broadcast_rows`] for 16-wide fp32 panels.
 #[target_feature(enable = "avx512f")]
 unsafe fn f32_rows_narrow<const R: usize, const S: usize>(
     depth: Depth,
@@ -200,55 +208,61 @@ unsafe fn f32_rows_narrow<const R: usize, const S: usize>(
     b: *const f32,
     c: *mut f32,
 ) {
-    // SAFETY: the caller's tile contract, for panels of one vector.
-    unsafe { f32_rows_of::<R, S, 1>(depth, a, lda, b, c) }
+    // SAFETY: the caller's tile contract, for panels of one vector; AVX-512F is enabled here.
+    unsafe { broadcast_rows::<Fma512, R, S, 1>(depth, a, lda, b, c) }
 }
 
-/// R rows × `V` vectors of 16 columns: `S` accumulator sets interleaved over the depth.
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn f32_rows_of<const R: usize, const S: usize, const V: usize>(
-    depth: Depth,
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    c: *mut f32,
-) {
-    let mut acc = [[[_mm512_setzero_ps(); V]; R]; S];
-    let mut ap;
-    let mut bp = b;
-    // SAFETY (every loop): the panel holds runs·steps steps of V·16 weights, each of the R
-    // rows (lda apart) every run's activations from its start.
-    macro_rules! step {
-        ($set:expr) => {
-            // SAFETY: as stated above `step!`: the loads stay inside the packed panel and the R rows
-            // of activations that the tile contract promises.
-            unsafe {
-                let mut w = [_mm512_setzero_ps(); V];
-                for (h, w) in w.iter_mut().enumerate() {
-                    *w = _mm512_loadu_ps(bp.add(h * 16));
-                }
-                for i in 0..R {
-                    let x = _mm512_set1_ps(*ap.add(i * lda));
-                    for h in 0..V {
-                        $set[i][h] = _mm512_fmadd_ps(x, w[h], $set[i][h]);
-                    }
-                }
-                ap = ap.add(1);
-                bp = bp.add(V * 16);
-            }
-        };
+/// AVX-512F fp32: a step is one activation of a row (broadcast) against 16 columns' weights,
+/// `vfmadd231ps` adding the products.
+struct Fma512;
+
+// SAFETY: each operation reads or writes exactly the elements its contract states, and needs
+// no feature beyond AVX-512F.
+unsafe impl BroadcastOps for Fma512 {
+    type A = f32;
+    type B = f32;
+    type C = f32;
+    type Acc = __m512;
+    type W = __m512;
+    type X = __m512;
+    const A_STEP: usize = 1;
+    const B_VECTOR: usize = 16;
+    const LANES: usize = 16;
+
+    #[inline(always)]
+    unsafe fn zero() -> __m512 {
+        // SAFETY: the CPU has AVX-512F (the trait's contract).
+        unsafe { _mm512_setzero_ps() }
     }
-    interleaved_runs!(depth, a, ap, acc, step);
-    for i in 0..R {
-        for h in 0..V {
-            let mut sum = acc[0][i][h];
-            for set in &acc[1..] {
-                sum = _mm512_add_ps(sum, set[i][h]);
-            }
-            // SAFETY: c has room for R rows of V·16 f32.
-            unsafe { _mm512_storeu_ps(c.add((i * V + h) * 16), sum) };
-        }
+
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m512 {
+        // SAFETY: 16 readable f32 (the trait's contract); an unaligned load.
+        unsafe { _mm512_loadu_ps(p) }
+    }
+
+    #[inline(always)]
+    unsafe fn broadcast(p: *const f32) -> __m512 {
+        // SAFETY: one readable f32 (the trait's contract).
+        unsafe { _mm512_set1_ps(*p) }
+    }
+
+    #[inline(always)]
+    unsafe fn madd(acc: __m512, x: __m512, w: __m512) -> __m512 {
+        // SAFETY: the CPU has AVX-512F (the trait's contract).
+        unsafe { _mm512_fmadd_ps(x, w, acc) }
+    }
+
+    #[inline(always)]
+    unsafe fn add(a: __m512, b: __m512) -> __m512 {
+        // SAFETY: the CPU has AVX-512F (the trait's contract).
+        unsafe { _mm512_add_ps(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, acc: __m512) {
+        // SAFETY: room for 16 f32 (the trait's contract); an unaligned store.
+        unsafe { _mm512_storeu_ps(p, acc) }
     }
 }
 
