@@ -25,8 +25,7 @@ use crate::{
     epilogue::RowMap,
     error::check_len,
     gemm::{
-        GemmScratch, Input, Output, check_depth, gemm_f32, gemm_f32_rows, gemm_i8_reusing,
-        gemm_i8_rows,
+        GemmScratch, Input, Output, Share, check_depth, gemm_f32_rows, gemm_i8_rows, gemm_i8_shared,
     },
     isa::Isa,
     layout::{Layout, Layouts, copy_short},
@@ -183,32 +182,43 @@ fn im2col<'a, T: Transposable + Sync + Send>(
     let [sy, sx] = g.strides;
     let [dy, dx] = g.dilations;
     let run = kw * channels;
-    per_image(
-        (staging, padded_image),
-        (rows, positions * pitch),
-        n,
-        &|padded, fields| {
-            let mut fields = fields.chunks_exact_mut(pitch);
-            for oy in 0..oh {
-                for (ox, row) in (0..ow).zip(&mut fields) {
-                    let (taps, beyond) = row.split_at_mut(depth);
-                    beyond.fill(pad);
-                    for (ky, taps) in taps.chunks_exact_mut(run).take(kh).enumerate() {
-                        // In the padded image: output_size guarantees every tap lies inside it.
-                        let at = ((oy * sy + ky * dy) * pw + ox * sx) * channels;
-                        if dx == 1 {
-                            copy_short(taps, &padded[at..at + run]);
-                        } else {
-                            for (kx, tap) in taps.chunks_exact_mut(channels).enumerate() {
-                                let from = at + kx * dx * channels;
-                                copy_short(tap, &padded[from..from + channels]);
-                            }
-                        }
+    if len == 0 {
+        return Ok(rows); // No output positions (or no images): nothing to lay out.
+    }
+    let staged: &[T] = staging;
+    // Runs of rows shared out across the team (one image's rows included), each row's output
+    // position followed from the run's first.
+    let fields = |first: usize, fields: &mut [T]| {
+        let (mut image, mut oy, mut ox) = (first / positions, first % positions / ow, first % ow);
+        for row in fields.chunks_exact_mut(pitch) {
+            let padded = &staged[image * padded_image..(image + 1) * padded_image];
+            let (taps, beyond) = row.split_at_mut(depth);
+            beyond.fill(pad);
+            for (ky, taps) in taps.chunks_exact_mut(run).take(kh).enumerate() {
+                // In the padded image: output_size guarantees every tap lies inside it.
+                let at = ((oy * sy + ky * dy) * pw + ox * sx) * channels;
+                if dx == 1 {
+                    copy_short(taps, &padded[at..at + run]);
+                } else {
+                    for (kx, tap) in taps.chunks_exact_mut(channels).enumerate() {
+                        let from = at + kx * dx * channels;
+                        copy_short(tap, &padded[from..from + channels]);
                     }
                 }
             }
-        },
-    );
+            ox += 1;
+            if ox == ow {
+                (ox, oy) = (0, oy + 1);
+                if oy == oh {
+                    (oy, image) = (0, image + 1);
+                }
+            }
+        }
+    };
+    #[cfg(feature = "std")]
+    crate::team::for_each_run(rows, pitch, len >= PARALLEL_VALUES, &fields);
+    #[cfg(not(feature = "std"))]
+    fields(0, rows);
     Ok(rows)
 }
 
@@ -465,10 +475,37 @@ fn to_nhwc<T: Transposable>(
     transpose(image, plane, [channels, plane], out, |p| starts[p]);
 }
 
-/// From this many output values on, a convolution's per-image layout work (and its input's
-/// quantization) is shared out across the thread team.
+/// From this many output values on, a convolution's layout work (its input staged or its
+/// receptive fields laid out, one image's rows included) and its input's quantization are
+/// shared out across the thread team. 2^13 against 2^15 shares the batch-1 U-Net's 28×28
+/// staging of 16 channels and 14×14 quantization of 64 (12.5K values each), with the
+/// products after them ([`SHARE`]).
 #[cfg(feature = "alloc")]
-const PARALLEL_VALUES: usize = 1 << 15;
+const PARALLEL_VALUES: usize = 1 << 13;
+
+/// How a convolution over the whole batch at once (its receptive fields laid out) shares its
+/// product: from 2^12 outputs or 2^18 multiply-adds, less than a dense layer
+/// ([`Share::Dense`]), since its input is laid out shared too and each core then reads the
+/// rows it wrote. The batch-1 int8 U-Net's stride-2 convolution (3,136 outputs, 470K
+/// multiply-adds over whole tiles) went from 10.0 to 6.9 µs, its 14×14 1×1 convolutions of
+/// 6,272 outputs from 6.6 to 4.1 and 3.6 to 2.7 µs. The DiT's patch convolution (2,048
+/// outputs, 100K multiply-adds) stays on one thread: sharing from 2^11 outputs, which shared
+/// it and the DiT's dense layers, made the batch-1 DiT 3% slower.
+#[cfg(feature = "alloc")]
+const SHARE: Share = Share::Above {
+    outputs: 1 << 12,
+    macs: 1 << 18,
+};
+
+/// How a convolution run image by image (the implicit GEMM) shares each image's product: one
+/// image's as [`SHARE`]; several images are shared out whole instead ([`per_image`]).
+#[cfg(feature = "alloc")]
+fn per_image_share(images: usize) -> Share {
+    match images {
+        1 => SHARE,
+        _ => Share::Never,
+    }
+}
 
 /// Values a run of the input's quantization starts on a multiple of.
 #[cfg(feature = "alloc")]
@@ -724,9 +761,9 @@ pub fn conv_i8(
             layout.rows,
             (micro.row_align, micro.ku * bytes, conv.gemm.steps),
         )?;
-        let one_image = n == 1;
+        let share = per_image_share(n);
         let gemm = |a: &[u8], out: (Output<'_>, RowMap)| {
-            gemm_i8_rows(&conv.gemm, (a, lda), layout.rows, depth, out, one_image)
+            gemm_i8_rows(&conv.gemm, (a, lda), layout.rows, depth, out, share)
                 .expect("rows and depth checked above");
         };
         let a = (a, image * bytes);
@@ -807,9 +844,16 @@ pub fn conv_i8(
             rows,
             Depth::whole(steps),
             (out, RowMap::All),
-            true,
+            SHARE,
         ),
-        false => gemm_i8_reusing(&conv.gemm, Input::U8(fields), rows, out, gemm_scratch),
+        false => gemm_i8_shared(
+            &conv.gemm,
+            Input::U8(fields),
+            rows,
+            out,
+            gemm_scratch,
+            SHARE,
+        ),
     };
     if layouts.output == Layout::Nhwc {
         // The GEMM's rows are the output's pixel rows.
@@ -889,9 +933,9 @@ pub fn conv_f32(
         let depth = layout.depth(g, (1, 1));
         let lda = g.channels;
         check_depth(depth, (image, lda), layout.rows, (1, 1, conv.gemm.k()))?;
-        let one_image = n == 1;
+        let share = per_image_share(n);
         let gemm = |a: &[f32], out: (&mut [f32], RowMap)| {
-            gemm_f32_rows(&conv.gemm, (a, lda), layout.rows, depth, out, one_image)
+            gemm_f32_rows(&conv.gemm, (a, lda), layout.rows, depth, out, share)
                 .expect("rows and depth checked above");
         };
         if layouts.output == Layout::Nhwc {
@@ -918,12 +962,15 @@ pub fn conv_f32(
         (&mut scratch.f32_staging, &mut scratch.pixel_starts),
         &mut scratch.f32_fields,
     )?;
+    let (k, rows) = (conv.gemm.k, n * positions);
+    check_len("receptive fields", rows * k, fields.len())?;
+    let product = |out| gemm_f32_rows(&conv.gemm, (fields, k), rows, Depth::whole(k), out, SHARE);
     if layouts.output == Layout::Nhwc {
         // The GEMM's rows are the output's pixel rows.
-        return gemm_f32(&conv.gemm, fields, n * positions, out);
+        return product((out, RowMap::All));
     }
-    let rows = grown(&mut scratch.f32_rows, out.len(), 0.0);
-    gemm_f32(&conv.gemm, fields, n * positions, rows)?;
-    to_planes(rows, n, m, positions, out);
+    let tmp = grown(&mut scratch.f32_rows, out.len(), 0.0);
+    product((&mut *tmp, RowMap::All))?;
+    to_planes(tmp, n, m, positions, out);
     Ok(())
 }

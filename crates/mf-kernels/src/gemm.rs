@@ -36,6 +36,18 @@ pub fn gemm_i8_reusing(
     out: Output<'_>,
     scratch: &mut GemmScratch,
 ) -> Result<(), KernelError> {
+    gemm_i8_shared(w, input, m, out, scratch, Share::Dense)
+}
+
+/// [`gemm_i8_reusing`] shared out across the thread team as `share` says.
+pub(crate) fn gemm_i8_shared(
+    w: &PackedI8,
+    input: Input<'_>,
+    m: usize,
+    out: Output<'_>,
+    scratch: &mut GemmScratch,
+    share: Share,
+) -> Result<(), KernelError> {
     out.check(m, w.n)?;
     let (a, lda) = prepare_a(w.micro, input, m, w.k, w.input, &mut scratch.rows)?;
     gemm_i8_rows(
@@ -44,7 +56,7 @@ pub fn gemm_i8_reusing(
         m,
         Depth::whole(w.steps),
         (out, RowMap::All),
-        true,
+        share,
     )
 }
 
@@ -77,15 +89,14 @@ pub(crate) fn check_depth(
 
 /// [`gemm_i8`] on activation rows already in the kernel's form (`lda` bytes apart; rows up to
 /// `m` rounded to the kernel's row alignment are read), summed over `depth`'s runs, each row
-/// written where `map` says; shared across the thread team when `shared` and the product is
-/// large.
+/// written where `map` says; shared across the thread team as `share` says.
 pub(crate) fn gemm_i8_rows(
     w: &PackedI8,
     (a, lda): (&[u8], usize),
     m: usize,
     depth: Depth,
     (out, map): (Output<'_>, RowMap),
-    shared: bool,
+    share: Share,
 ) -> Result<(), KernelError> {
     let n = w.n;
     out.check(map.rows(m), n)?;
@@ -107,7 +118,7 @@ pub(crate) fn gemm_i8_rows(
         mr: micro.mr,
         nr: micro.nr,
         weight_bytes: w.panels.len(),
-        shared,
+        share,
         parallel_macs: PARALLEL_MACS_I8,
     };
     let sink = Sink::new(out, n, map);
@@ -156,19 +167,25 @@ pub(crate) fn gemm_i8_rows(
 /// `out = act(a · Wᵀ + b)` for `m` rows: the fp32 layer.
 pub fn gemm_f32(w: &PackedF32, a: &[f32], m: usize, out: &mut [f32]) -> Result<(), KernelError> {
     check_len("input", m * w.k, a.len())?;
-    gemm_f32_rows(w, (a, w.k), m, Depth::whole(w.k), (out, RowMap::All), true)
+    gemm_f32_rows(
+        w,
+        (a, w.k),
+        m,
+        Depth::whole(w.k),
+        (out, RowMap::All),
+        Share::Dense,
+    )
 }
 
 /// [`gemm_f32`] on rows `lda` values apart, summed over `depth`'s runs (steps of one value),
-/// each row written where `map` says; shared across the thread team when `shared` and the
-/// product is large.
+/// each row written where `map` says; shared across the thread team as `share` says.
 pub(crate) fn gemm_f32_rows(
     w: &PackedF32,
     (a, lda): (&[f32], usize),
     m: usize,
     depth: Depth,
     (out, map): (&mut [f32], RowMap),
-    shared: bool,
+    share: Share,
 ) -> Result<(), KernelError> {
     let (n, k) = (w.n, w.k);
     check_len("output", map.rows(m) * n, out.len())?;
@@ -183,7 +200,7 @@ pub(crate) fn gemm_f32_rows(
         mr: micro.mr,
         nr: micro.nr,
         weight_bytes: core::mem::size_of_val(&w.panels[..]),
-        shared,
+        share,
         parallel_macs: PARALLEL_MACS_F32,
     };
     let sink = Sink::new(Output::F32(out), n, map);
@@ -224,8 +241,8 @@ struct Grid {
     nr: usize,
     /// The packed weights' size.
     weight_bytes: usize,
-    /// Whether the tiles may be shared across the thread team.
-    shared: bool,
+    /// When the tiles are shared across the thread team.
+    share: Share,
     /// The multiply-adds from which the product is shared out ([`PARALLEL_MACS_I8`] or
     /// [`PARALLEL_MACS_F32`]).
     parallel_macs: usize,
@@ -247,13 +264,28 @@ const PARALLEL_MACS_I8: usize = 1 << 20;
 /// 0.660 → 0.582 ms for the whole network).
 const PARALLEL_MACS_F32: usize = 1 << 20;
 
-/// From this many outputs on, a product is shared out whatever its depth: finishing each
-/// output (scale, bias, activation, quantization) is work of its own (a batch-16 convolution
-/// of one input channel, depth 9, ran slower on one thread). 2^13 against 2^16 took the
-/// batch-1 int8 U-Net from 0.299 to 0.289 ms, its 28×28 1×1 and first convolutions (12.5K
-/// outputs) then shared (AMD EPYC Zen 4, medians of 5 alternated runs); the DiT level.
+/// From this many outputs on, a dense layer's product is shared out whatever its depth:
+/// finishing each output (scale, bias, activation, quantization) is work of its own (a
+/// batch-16 convolution of one input channel, depth 9, ran slower on one thread). 2^13
+/// against 2^16 took the batch-1 int8 U-Net from 0.299 to 0.289 ms, its 28×28 1×1 and first
+/// convolutions (12.5K outputs) then shared (AMD EPYC Zen 4, medians of 5 alternated runs);
+/// the DiT level. 2^11 made the batch-1 DiT's layers of 16 tokens × 128 shared, and slower
+/// (int8 0.188 → 0.195 ms); convolutions share from less ([`Share::Above`]).
 #[cfg(feature = "std")]
 const PARALLEL_OUTPUTS: usize = 1 << 13;
+
+/// When a product's tiles are shared out across the thread team (without std, never).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "std"), allow(dead_code))]
+pub(crate) enum Share {
+    /// Never: the caller shares out the work around it (a batch's images).
+    Never,
+    /// A dense layer's: from [`PARALLEL_MACS_I8`] (or [`PARALLEL_MACS_F32`]) multiply-adds,
+    /// [`PARALLEL_OUTPUTS`] outputs or [`PARALLEL_WEIGHT_BYTES`] of weights.
+    Dense,
+    /// From this many outputs or multiply-adds, or [`PARALLEL_WEIGHT_BYTES`] of weights.
+    Above { outputs: usize, macs: usize },
+}
 
 /// From this many bytes of weights on, a product is shared out: each core then streams half
 /// of them (the fp32 DiT's batch-1 layers ran 20% slower on one thread).
@@ -295,17 +327,24 @@ impl Grid {
             let macs = tiles
                 .saturating_mul(self.mr * self.nr)
                 .saturating_mul(depth);
-            let large = macs >= self.parallel_macs
-                || self.m * self.n >= PARALLEL_OUTPUTS
-                || self.weight_bytes >= PARALLEL_WEIGHT_BYTES;
-            if threads > 1 && large && self.shared {
+            let from = match self.share {
+                Share::Never => None,
+                Share::Dense => Some((PARALLEL_OUTPUTS, self.parallel_macs)),
+                Share::Above { outputs, macs } => Some((outputs, macs)),
+            };
+            let large = |(outputs, from_macs)| {
+                macs >= from_macs
+                    || self.m * self.n >= outputs
+                    || self.weight_bytes >= PARALLEL_WEIGHT_BYTES
+            };
+            if threads > 1 && from.is_some_and(large) {
                 crate::team::run(threads, &|t| {
                     self.run_range(tiles * t / threads..tiles * (t + 1) / threads, tile, &f)
                 });
                 return;
             }
         }
-        let _ = (depth, self.weight_bytes, self.shared, self.parallel_macs);
+        let _ = (depth, self.weight_bytes, self.share, self.parallel_macs);
         self.run_range(0..tiles, tile, &f);
     }
 }

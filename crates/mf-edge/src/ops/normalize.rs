@@ -299,7 +299,7 @@ pub fn group_norm_pixels<T: NormOutput>(
         "GroupNorm constants: one scale and bias per group, one γ and β per channel"
     );
     let per_group = channels / groups;
-    let parallel = x.len() >= PARALLEL_VALUES;
+    let parallel = x.len() >= PARALLEL_PIXEL_VALUES;
     let rows = [images, pixels, channels];
     pixel_moments(isa, x, rows, groups, parallel, scratch)?;
     // Every image's per-channel means, then their gains, then the per-channel biases.
@@ -512,10 +512,17 @@ impl NormOutput for u8 {
     }
 }
 
-/// From this many values on, a GroupNorm (or LayerNormalization) is shared out across the
-/// thread team: the batch-1 U-Net's GroupNorms of 6K-25K values ran 6% faster shared (int8,
-/// AMD EPYC Zen 4: 0.401 → 0.376 ms for the network; fp32 level) than below 2^15.
+/// From this many values on, a LayerNormalization or a GroupNorm of planes is shared out across
+/// the thread team: the batch-1 U-Net's GroupNorms of 6K-25K values ran 6% faster shared
+/// (int8, AMD EPYC Zen 4: 0.401 → 0.376 ms for the network; fp32 level) than below 2^15.
+/// 2^11 shared the batch-1 DiT's layer norms of 16 tokens × 128, which then ran faster and
+/// made the Adds after them slower, reading what the other core wrote (int8 1% slower).
 const PARALLEL_VALUES: usize = 1 << 12;
+
+/// [`PARALLEL_VALUES`] for a GroupNorm of pixel rows, whose neighbours (convolutions) are
+/// shared out from fewer values too: the batch-1 U-Net's 14×14 GroupNorm of 3,136 values went
+/// from 3.6 to 2.7 µs shared.
+const PARALLEL_PIXEL_VALUES: usize = 1 << 11;
 
 /// `(product of dims before from, product of dims from..to, product of dims after to)`.
 fn split(shape: &[usize], from: usize, to: usize) -> (usize, usize, usize) {
