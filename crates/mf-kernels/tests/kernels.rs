@@ -454,17 +454,23 @@ proptest! {
 
 /// Batches large enough that a convolution's layout work (padding, NHWC transposes, receptive
 /// fields, planes) and its product are shared out across the thread team stay bit-exact to
-/// the reference (int8) and to the same convolution on one thread (fp32): a padded 3×3 and a
-/// 1×1 kernel.
+/// the reference (int8) and to the same convolution on one thread (fp32): a padded 3×3, a 1×1
+/// and a stride-2 3×3 kernel. The stride-2 one lays out its receptive fields in runs of rows
+/// across the team: with 7 images of 13 × 12 outputs, two threads split the rows inside an
+/// image and inside an output line.
 #[test]
 fn convolutions_shared_across_threads_equal_one_thread() {
-    let (n, c, h, w, m) = (8, 16, 24, 23, 16);
+    let (n, c, h, w, m) = (7, 16, 25, 23, 16);
     let pixel_rows = Layouts {
         input: Layout::Nhwc,
         output: Layout::Nhwc,
     };
-    let cases = [([3, 3], [1, 1, 1, 1]), ([1, 1], [0; 4])];
-    for ((kernel, pads), layouts) in cases
+    let cases = [
+        ([3, 3], [1, 1, 1, 1], [1, 1]),
+        ([1, 1], [0; 4], [1, 1]),
+        ([3, 3], [1, 1, 1, 1], [2, 2]),
+    ];
+    for ((kernel, pads, strides), layouts) in cases
         .into_iter()
         .flat_map(|c| [(c, Layouts::ONNX), (c, pixel_rows)])
     {
@@ -472,9 +478,10 @@ fn convolutions_shared_across_threads_equal_one_thread() {
             channels: c,
             kernel,
             pads,
-            strides: [1, 1],
+            strides,
             dilations: [1, 1],
         };
+        let [oh, ow] = geometry.output_size(h, w).unwrap();
         let k = geometry.depth();
         let dense = I8Case {
             m: n,
@@ -493,8 +500,8 @@ fn convolutions_shared_across_threads_equal_one_thread() {
             dense,
             layouts,
         };
-        // The layout work from 32K output values on, the product from 64K outputs on.
-        assert!(n * m * h * w >= 1 << 16, "large enough to be shared out");
+        // The layout work from 8K values on, a convolution's product from 4K outputs on.
+        assert!(n * m * oh * ow >= 1 << 13, "large enough to be shared out");
         let x: Vec<f32> = (0..n * c * h * w)
             .map(|i| (i % 97) as f32 / 24.0 - 2.0)
             .collect();
@@ -511,7 +518,7 @@ fn convolutions_shared_across_threads_equal_one_thread() {
                 Activation::None,
             )
             .unwrap();
-            let mut shared = vec![0f32; n * m * h * w];
+            let mut shared = vec![0f32; n * m * oh * ow];
             conv_f32(&packed, &x, case.size, &mut shared, layouts, &mut scratch).unwrap();
             let mut alone = vec![0f32; shared.len()];
             mf_kernels::team::single_threaded(|| {
