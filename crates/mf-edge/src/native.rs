@@ -2267,11 +2267,14 @@ mod tests {
             Value::F32(data, shape.into())
         };
         // [batch, heads, T, d] · [.., d, S] · [.., S, e]: small, large enough to be shared
-        // out across threads, and Kᵀ broadcast over the batch (run node by node); each as
-        // head matrices and as token rows split into heads.
-        let cases: [([usize; 2], [usize; 4], bool); 3] = [
+        // out across threads (by images, and one image's heads: 4 of them, and 3 over two
+        // threads), and Kᵀ broadcast over the batch (run node by node); each as head matrices
+        // and as token rows split into heads.
+        let cases: [([usize; 2], [usize; 4], bool); 5] = [
             ([2, 3], [5, 4, 6, 7], false),
             ([16, 4], [16, 32, 16, 32], false),
+            ([1, 4], [16, 32, 16, 32], false),
+            ([1, 3], [20, 32, 20, 32], false),
             ([2, 3], [5, 4, 6, 7], true),
         ];
         for (batch @ [n, h], [t, d, s, e], kt_broadcast) in cases {

@@ -414,6 +414,8 @@ pub(crate) struct Epilogue {
     pub pixel_affine_codes: unsafe fn(&[f32], &mut [u8], &crate::norm::ChannelAffine, QuantParams),
     /// tanh over a slice ([`crate::pointwise::tanh_into`]).
     pub tanh: unsafe fn(&[f32], &mut [f32]),
+    /// Softmax over rows of a length ([`crate::pointwise::softmax_into`]).
+    pub softmax: unsafe fn(&[f32], &mut [f32], usize),
     /// The product of two activation matrices ([`crate::pointwise::matmul_into`]).
     pub matmul: MatMul,
 }
@@ -507,6 +509,11 @@ macro_rules! epilogue_for {
         }
 
         #[target_feature(enable = $features)]
+        fn softmax(x: &[f32], y: &mut [f32], cols: usize) {
+            $crate::pointwise::softmax_into(x, y, cols)
+        }
+
+        #[target_feature(enable = $features)]
         fn matmul(a: &[f32], b: &[f32], c: &mut [f32], dims: [usize; 3]) {
             $crate::pointwise::matmul_into(a, b, c, dims)
         }
@@ -523,6 +530,7 @@ macro_rules! epilogue_for {
             pixel_affine,
             pixel_affine_codes,
             tanh,
+            softmax,
             matmul,
         };
     };

@@ -1,9 +1,9 @@
 //! Loops over activations that the engine's reference ops would otherwise run at the
-//! baseline vector width: tanh over a slice (the DiT's GELU) and the product of two activation
-//! matrices (attention's `Q·Kᵀ` and `·V`, whose operands change every call, so there is
-//! nothing to pack). Plain Rust compiled per kernel family (`epilogue_for!`): the same
+//! baseline vector width: tanh over a slice (the DiT's GELU), softmax over rows (attention's
+//! scores) and the product of two activation matrices (attention's `Q·Kᵀ` and `·V`, whose
+//! operands change every call, so there is nothing to pack). Plain Rust compiled per kernel family (`epilogue_for!`): the same
 //! operations in the same order on every family, so the same bits as the portable bodies.
-use crate::activation::tanh;
+use crate::activation::{exp, tanh};
 use crate::error::{KernelError, check_len};
 use crate::isa::Isa;
 
@@ -13,6 +13,43 @@ pub(crate) fn tanh_into(x: &[f32], out: &mut [f32]) {
     for (y, &v) in out.iter_mut().zip(x) {
         *y = tanh(v);
     }
+}
+
+/// Lanes of a softmax row's sum: value `j` is added into lane `j % ROW_LANES`, and the lanes
+/// are then added in a fixed tree of pairs, so every vector width sums in the same order.
+const ROW_LANES: usize = 16;
+
+/// Softmax of each `cols`-value row of `x` into `y`: `exp(v − max)` ([`exp`]), summed in f32
+/// over [`ROW_LANES`] lanes then a fixed tree of pairs, each value divided by the sum.
+#[inline(always)]
+pub(crate) fn softmax_into(x: &[f32], y: &mut [f32], cols: usize) {
+    for (row, out) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut lanes = [0f32; ROW_LANES];
+        for (values, outs) in row.chunks(ROW_LANES).zip(out.chunks_mut(ROW_LANES)) {
+            for ((lane, &v), e) in lanes.iter_mut().zip(values).zip(outs) {
+                *e = exp(v - max);
+                *lane += *e;
+            }
+        }
+        let sum = combine(lanes);
+        for e in out.iter_mut() {
+            *e /= sum;
+        }
+    }
+}
+
+/// The lanes added in a fixed tree: the upper half into the lower, halving.
+#[inline(always)]
+fn combine(mut lanes: [f32; ROW_LANES]) -> f32 {
+    let mut width = ROW_LANES / 2;
+    while width > 0 {
+        for i in 0..width {
+            lanes[i] += lanes[i + width];
+        }
+        width /= 2;
+    }
+    lanes[0]
 }
 
 /// `c = a · b` for row-major `a` `[m, k]`, `b` `[k, n]` and `c` `[m, n]`: each output row
@@ -64,6 +101,22 @@ pub fn tanh_slice(isa: Isa, x: &[f32], out: &mut [f32]) -> Result<(), KernelErro
     let f = crate::arch::f32_micro(isa.require()?).epilogue.tanh;
     // SAFETY: `require` checked that this CPU has the family's features.
     unsafe { f(x, out) };
+    Ok(())
+}
+
+/// Softmax of every `cols`-value row of `x` into `y` ([`softmax_into`]'s order, so the same
+/// bits on every family), compiled for `isa`.
+pub fn softmax_rows(isa: Isa, x: &[f32], y: &mut [f32], cols: usize) -> Result<(), KernelError> {
+    check_len("softmax output", x.len(), y.len())?;
+    if x.is_empty() {
+        return Ok(());
+    }
+    if cols == 0 || x.len() % cols != 0 {
+        return Err(KernelError::Geometry("softmax rows do not divide the values"));
+    }
+    let f = crate::arch::f32_micro(isa.require()?).epilogue.softmax;
+    // SAFETY: `require` checked that this CPU has the family's features.
+    unsafe { f(x, y, cols) };
     Ok(())
 }
 
@@ -143,5 +196,40 @@ mod tests {
         matmul(Isa::Scalar, &[], &[], &mut c, [2, 0, 3]).unwrap();
         assert_eq!(c, [0.0; 6], "an empty sum is 0");
         assert!(matmul(Isa::Scalar, &[1.0; 5], &[1.0; 6], &mut c, [2, 3, 3]).is_err());
+    }
+
+    #[test]
+    fn softmax_rows_sum_to_one_near_f64_and_give_the_portable_bits_on_every_family() {
+        extern crate std;
+        // Rows shorter than a lane set, of one set, one past it, several and a remainder;
+        // values over about ±30, so the weights span many orders of magnitude.
+        for cols in [1, 5, 16, 17, 33, 100] {
+            let rows = 7;
+            let x: Vec<f32> = (0..rows * cols)
+                .map(|i| ((i * 7919 + 13) % 1000) as f32 * 0.06 - 30.0)
+                .collect();
+            let mut want = alloc::vec![f32::NAN; x.len()];
+            softmax_into(&x, &mut want, cols);
+            for (row, y) in x.chunks(cols).zip(want.chunks(cols)) {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+                let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+                for (&v, &got) in row.iter().zip(y) {
+                    let exact = (v as f64 - max).exp() / sum;
+                    // `v − max` is rounded to f32 first: its error scales with its size.
+                    let tolerance = 4e-7 * (1.0 + (v as f64 - max).abs()) * exact;
+                    assert!((got as f64 - exact).abs() <= tolerance, "{cols}: {got} vs {exact}");
+                }
+            }
+            for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
+                let mut got = alloc::vec![f32::NAN; x.len()];
+                softmax_rows(isa, &x, &mut got, cols).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{isa} softmax of rows of {cols}");
+            }
+        }
+        let mut y = [0f32; 6];
+        assert!(softmax_rows(Isa::Scalar, &[0.0; 6], &mut y, 4).is_err());
+        assert!(softmax_rows(Isa::Scalar, &[0.0; 6], &mut y[..5], 3).is_err());
+        assert!(softmax_rows(Isa::Scalar, &[], &mut [], 0).is_ok());
     }
 }

@@ -11,7 +11,7 @@ use mf_core::onnx;
 use mf_kernels::{Isa, team};
 
 use super::{FloatPool, Planner};
-use crate::ops::{self, normalize::softmax_row};
+use crate::ops;
 use crate::tensor::{Shape, Value, element_count};
 
 /// Multiply-adds of a call below which its matrices run on the calling thread alone.
@@ -128,8 +128,10 @@ impl Planner<'_> {
 }
 
 std::thread_local! {
-    /// A thread's gathered operands, scores, weights and product for one matrix.
+    /// A thread's gathered operands, scores and weights for one matrix.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// A thread's product of one matrix, before it is placed in the output.
+    static PRODUCT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A tensor read through a permutation: logical axis `a` is the source's axis `perm[a]`.
@@ -209,64 +211,78 @@ impl Attention {
         let Some((views, g, place)) = fused else {
             return self.node_by_node(isa, inputs);
         };
-        let [q, kt, v] = &views;
         let mut out = floats.take(place.len);
         let macs = [g.matrices, g.t, g.s, g.d + g.e]
             .into_iter()
             .fold(1usize, usize::saturating_mul);
-        let images = g.batch.first().copied().unwrap_or(1);
-        let per_image = g.matrices / images.max(1);
-        let scale = self.scale;
-        let mut failed = std::sync::atomic::AtomicBool::new(false);
-        let image_len = place.len / images.max(1);
-        team::for_each_chunk(&mut out, image_len, macs >= PARALLEL_MACS, &|n, out| {
-            SCRATCH.with_borrow_mut(|scratch| {
-                let sizes = [
-                    g.t * g.d,
-                    g.d * g.s,
-                    g.s * g.e,
-                    g.t * g.s,
-                    g.t * g.s,
-                    g.t * g.e,
-                ];
-                scratch.resize(sizes.iter().sum(), 0.0);
-                let (qm, rest) = scratch.split_at_mut(sizes[0]);
-                let (km, rest) = rest.split_at_mut(sizes[1]);
-                let (vm, rest) = rest.split_at_mut(sizes[2]);
-                let (scores, rest) = rest.split_at_mut(sizes[3]);
-                let (weights, product) = rest.split_at_mut(sizes[4]);
-                let mut index = Shape::from_elem(0, g.batch.len());
-                for m in n * per_image..(n + 1) * per_image {
-                    unravel(m, &g.batch, &mut index);
-                    q.matrix_into(&index, qm);
-                    kt.matrix_into(&index, km);
-                    v.matrix_into(&index, vm);
-                    let ok =
-                        mf_kernels::pointwise::matmul(isa, qm, km, scores, [g.t, g.d, g.s]).is_ok();
-                    if let Some(c) = scale {
-                        scores.iter_mut().for_each(|x| *x *= c);
-                    }
-                    for (x, y) in scores.chunks(g.s).zip(weights.chunks_mut(g.s)) {
-                        softmax_row(x, y);
-                    }
-                    let ok = ok
-                        && mf_kernels::pointwise::matmul(
-                            isa,
-                            weights,
-                            vm,
-                            product,
-                            [g.t, g.s, g.e],
-                        )
-                        .is_ok();
-                    if !ok {
-                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    place.write(&index, n * image_len, product, out);
-                }
+        let parallel = macs >= PARALLEL_MACS;
+        let images = g.batch.first().copied().unwrap_or(1).max(1);
+        let per_image = g.matrices / images;
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let attend = |m: usize, index: &mut [usize], product: &mut [f32]| {
+            unravel(m, &g.batch, index);
+            if !self.attend(isa, &views, &g, index, product) {
+                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        };
+        if parallel && images < team::threads() {
+            // Fewer images than threads: the matrices (heads) are shared out instead, each
+            // product kept apart, then placed (a head's rows are not contiguous in the output).
+            let mut products = floats.take(g.matrices * g.t * g.e);
+            team::for_each_chunk(&mut products, g.t * g.e, true, &|m, product| {
+                attend(m, &mut Shape::from_elem(0, g.batch.len()), product);
             });
-        });
-        anyhow::ensure!(!*failed.get_mut(), "attention products of mismatched sizes");
+            let mut index = Shape::from_elem(0, g.batch.len());
+            for (m, product) in products.chunks_exact(g.t * g.e).enumerate() {
+                unravel(m, &g.batch, &mut index);
+                place.write(&index, 0, product, &mut out);
+            }
+            floats.give(products);
+        } else {
+            let image_len = place.len / images;
+            team::for_each_chunk(&mut out, image_len, parallel, &|n, out| {
+                let mut index = Shape::from_elem(0, g.batch.len());
+                PRODUCT.with_borrow_mut(|product| {
+                    product.resize(g.t * g.e, 0.0);
+                    for m in n * per_image..(n + 1) * per_image {
+                        attend(m, &mut index, product);
+                        place.write(&index, n * image_len, product, out);
+                    }
+                });
+            });
+        }
+        anyhow::ensure!(!failed.into_inner(), "attention products of mismatched sizes");
         Ok(Value::F32(out, place.shape))
+    }
+
+    /// Writes `softmax(Q·Kᵀ · scale) · V` of the matrices at batch index `index` into
+    /// `product` (`[T, e]`); false when the products' sizes do not match.
+    fn attend(
+        &self,
+        isa: Isa,
+        [q, kt, v]: &[View<'_>; 3],
+        g: &Geometry,
+        index: &[usize],
+        product: &mut [f32],
+    ) -> bool {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let sizes = [g.t * g.d, g.d * g.s, g.s * g.e, g.t * g.s, g.t * g.s];
+            scratch.resize(sizes.iter().sum(), 0.0);
+            let (qm, rest) = scratch.split_at_mut(sizes[0]);
+            let (km, rest) = rest.split_at_mut(sizes[1]);
+            let (vm, rest) = rest.split_at_mut(sizes[2]);
+            let (scores, weights) = rest.split_at_mut(sizes[3]);
+            q.matrix_into(index, qm);
+            kt.matrix_into(index, km);
+            v.matrix_into(index, vm);
+            let ok = mf_kernels::pointwise::matmul(isa, qm, km, scores, [g.t, g.d, g.s]).is_ok();
+            if let Some(c) = self.scale {
+                scores.iter_mut().for_each(|x| *x *= c);
+            }
+            let ok = ok && mf_kernels::pointwise::softmax_rows(isa, scores, weights, g.s).is_ok();
+            ok && mf_kernels::pointwise::matmul(isa, weights, vm, product, [g.t, g.s, g.e])
+                .is_ok()
+        })
     }
 
     /// The replaced nodes, one after the other, on the step's inputs.

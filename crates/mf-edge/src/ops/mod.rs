@@ -398,7 +398,7 @@ pub fn run_into(
         }
         "Softmax" => {
             let (x, sx) = inputs[0].f32(what(0))?;
-            normalize::softmax(x, sx, int_attr(node, "axis", -1))?
+            normalize::softmax(isa, x, sx, int_attr(node, "axis", -1))?
         }
         "LayerNormalization" => {
             need(2)?;

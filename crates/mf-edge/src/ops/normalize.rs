@@ -1,55 +1,36 @@
-//! Normalizations: Softmax, LayerNormalization and InstanceNormalization, in f32 with sums
-//! gathered in f64.
+//! Normalizations: Softmax (the kernels' rows, summed in f32), LayerNormalization and
+//! InstanceNormalization (in f32 with sums gathered in f64).
 use std::sync::Mutex;
 
 use anyhow::ensure;
-use mf_kernels::activation::exp;
 use mf_kernels::norm::{self, PlaneAffine};
 use mf_kernels::{Isa, QuantParams};
 
 use super::{broadcast, normalized_axis};
 use crate::tensor::Value;
 
-/// Softmax (opset 13) along `axis`: `exp(x − max)` in f32 with the kernels' portable `exp`
-/// (vectorizes), summed and divided in f64.
-pub fn softmax(x: &[f32], shape: &[usize], axis: i64) -> anyhow::Result<Value> {
+/// Softmax (opset 13) along `axis`, with the kernels' softmax rows
+/// ([`mf_kernels::pointwise::softmax_rows`]: `exp(x − max)` with the portable `exp`, summed
+/// in f32 in a fixed order): rows along the last axis in place, other axes gathered into one.
+pub fn softmax(isa: Isa, x: &[f32], shape: &[usize], axis: i64) -> anyhow::Result<Value> {
     let a = normalized_axis(axis, shape.len(), "Softmax")?;
     let (outer, len, inner) = split(shape, a, a + 1);
     let mut out = vec![0f32; x.len()];
     if inner == 1 {
         // The last axis (attention scores): contiguous rows.
-        for (row, y) in x
-            .chunks(len.max(1))
-            .zip(out.chunks_mut(len.max(1)))
-            .take(outer)
-        {
-            softmax_row(row, y);
-        }
+        mf_kernels::pointwise::softmax_rows(isa, x, &mut out, len)?;
         return Ok(Value::F32(out, shape.into()));
     }
+    let (mut row, mut y) = (vec![0f32; len], vec![0f32; len]);
     for o in 0..outer {
         for i in 0..inner {
             let at = |j: usize| o * len * inner + j * inner + i;
-            let max = (0..len).map(|j| x[at(j)]).fold(f32::NEG_INFINITY, f32::max);
-            let sum: f64 = (0..len).map(|j| exp(x[at(j)] - max) as f64).sum();
-            for j in 0..len {
-                out[at(j)] = (exp(x[at(j)] - max) as f64 / sum) as f32;
-            }
+            row.iter_mut().enumerate().for_each(|(j, v)| *v = x[at(j)]);
+            mf_kernels::pointwise::softmax_rows(isa, &row, &mut y, len)?;
+            y.iter().enumerate().for_each(|(j, &v)| out[at(j)] = v);
         }
     }
     Ok(Value::F32(out, shape.into()))
-}
-
-/// Softmax of one contiguous row `x` into `y` (the same length), as [`softmax`] takes it.
-pub fn softmax_row(x: &[f32], y: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    for (y, &v) in y.iter_mut().zip(x) {
-        *y = exp(v - max);
-    }
-    let sum: f64 = y.iter().map(|&e| e as f64).sum();
-    for y in y.iter_mut() {
-        *y = (*y as f64 / sum) as f32;
-    }
 }
 
 /// LayerNormalization (opset 17): normalized over the axes from `axis` on (with `epsilon`),
@@ -543,11 +524,12 @@ mod tests {
             .map(|i| ((i * 53) % 17) as f32 * 1.3 - 9.0)
             .collect();
         // [5, 6] along the last axis, and its transpose [6, 5] along the first.
-        let Value::F32(last, _) = softmax(&x, &[5, 6], -1).unwrap() else {
+        let isa = Isa::detect();
+        let Value::F32(last, _) = softmax(isa, &x, &[5, 6], -1).unwrap() else {
             panic!("float output")
         };
         let xt: Vec<f32> = (0..30).map(|i| x[(i % 5) * 6 + i / 5]).collect();
-        let Value::F32(first, _) = softmax(&xt, &[6, 5], 0).unwrap() else {
+        let Value::F32(first, _) = softmax(isa, &xt, &[6, 5], 0).unwrap() else {
             panic!("float output")
         };
         for (r, row) in x.chunks(6).enumerate() {

@@ -37,6 +37,7 @@ static EPILOGUE: Epilogue = Epilogue {
     pixel_affine: crate::norm::pixel_affine,
     pixel_affine_codes: crate::norm::pixel_affine_codes::<Divided>,
     tanh: crate::pointwise::tanh_into,
+    softmax: crate::pointwise::softmax_into,
     matmul: crate::pointwise::matmul_into,
 };
 
