@@ -251,7 +251,10 @@ impl Attention {
                 });
             });
         }
-        anyhow::ensure!(!failed.into_inner(), "attention products of mismatched sizes");
+        anyhow::ensure!(
+            !failed.into_inner(),
+            "attention products of mismatched sizes"
+        );
         Ok(Value::F32(out, place.shape))
     }
 
@@ -280,8 +283,7 @@ impl Attention {
                 scores.iter_mut().for_each(|x| *x *= c);
             }
             let ok = ok && mf_kernels::pointwise::softmax_rows(isa, scores, weights, g.s).is_ok();
-            ok && mf_kernels::pointwise::matmul(isa, weights, vm, product, [g.t, g.s, g.e])
-                .is_ok()
+            ok && mf_kernels::pointwise::matmul(isa, weights, vm, product, [g.t, g.s, g.e]).is_ok()
         })
     }
 
