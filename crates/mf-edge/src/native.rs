@@ -35,6 +35,7 @@ use crate::ops::{self, GroupNormChain};
 use crate::tensor::{Shape, Value};
 
 mod attention;
+mod chain;
 mod gelu;
 mod join;
 mod pixel_rows;
@@ -169,6 +170,12 @@ enum Slotted {
         output: usize,
         attention: Box<Attention>,
     },
+    /// Element-wise steps in a row, run as one.
+    Chain {
+        inputs: Vec<usize>,
+        output: usize,
+        chain: Box<chain::Chain>,
+    },
     /// Any other node.
     Op {
         node: onnx::NodeProto,
@@ -232,6 +239,7 @@ impl Slotted {
             Slotted::Upsample { .. } => "Upsample (nearest), pixel rows".into(),
             Slotted::Join { .. } => "Concat of upsampled pixel rows".into(),
             Slotted::Attention { .. } => "Attention".into(),
+            Slotted::Chain { chain, .. } => chain.label(),
             Slotted::Op { node, .. } => format!("{} {:?}", node.op_type, node.name),
         }
     }
@@ -245,7 +253,9 @@ impl Slotted {
             | Slotted::Relayout { input, .. }
             | Slotted::Upsample { input, .. } => std::slice::from_ref(input),
             Slotted::Attention { inputs, .. } => inputs,
-            Slotted::Op { inputs, .. } | Slotted::Join { inputs, .. } => inputs,
+            Slotted::Op { inputs, .. }
+            | Slotted::Join { inputs, .. }
+            | Slotted::Chain { inputs, .. } => inputs,
         }
     }
 
@@ -258,7 +268,9 @@ impl Slotted {
             | Slotted::Relayout { input, .. }
             | Slotted::Upsample { input, .. } => std::slice::from_mut(input),
             Slotted::Attention { inputs, .. } => inputs,
-            Slotted::Op { inputs, .. } | Slotted::Join { inputs, .. } => inputs,
+            Slotted::Op { inputs, .. }
+            | Slotted::Join { inputs, .. }
+            | Slotted::Chain { inputs, .. } => inputs,
         }
     }
 
@@ -272,6 +284,7 @@ impl Slotted {
             | Slotted::Upsample { output, .. }
             | Slotted::Join { output, .. }
             | Slotted::Attention { output, .. }
+            | Slotted::Chain { output, .. }
             | Slotted::Op { output, .. } => output,
         }
     }
@@ -584,7 +597,8 @@ impl NativeEngine {
             constants[i] = Some(v);
         }
         let slotted = pixel_rows::keep_pixel_rows(slotted, &mut constants, output)?;
-        let mut slotted = join::join_upsampled(slotted, output);
+        let slotted = join::join_upsampled(slotted, output);
+        let mut slotted = chain::fuse_chains(slotted, output);
         chain_int8_inputs(&mut slotted, output);
         let mut last_use = vec![usize::MAX; constants.len()];
         for (i, step) in slotted.iter().enumerate() {
@@ -646,6 +660,7 @@ impl NativeEngine {
                 Slotted::Op { .. }
                 | Slotted::Norm { .. }
                 | Slotted::Attention { .. }
+                | Slotted::Chain { .. }
                 | Slotted::Relayout { .. }
                 | Slotted::Upsample { .. }
                 | Slotted::Join { .. } => s.other_ops += 1,
@@ -760,6 +775,19 @@ impl NativeEngine {
                     let [q, kt, v] = inputs.map(|slot| self.lookup(env, slot));
                     let out = attention.run(self.isa, [q?, kt?, v?], &mut pools.floats);
                     env[*output] = Some(out.context("attention")?);
+                }
+                Slotted::Chain {
+                    inputs,
+                    output,
+                    chain,
+                } => {
+                    let args = inputs
+                        .iter()
+                        .map(|&slot| self.lookup(env, slot))
+                        .collect::<anyhow::Result<smallvec::SmallVec<[_; 4]>>>()?;
+                    let out = chain.run(self.isa, &args, &mut pools.floats);
+                    drop(args);
+                    env[*output] = Some(out?);
                 }
                 Slotted::Op {
                     node,
@@ -2159,10 +2187,11 @@ mod tests {
                 "{isa:?}"
             );
         }
-        // Another coefficient is another function: the nodes run as they are.
+        // Another coefficient is another function: the nodes are not fused into the layer
+        // (they run as two element-wise chains around the Tanh).
         let graph = gelu_graph(0.044_716);
         let engine = NativeEngine::from_graph(&graph, Isa::Scalar).unwrap();
-        assert_eq!(engine.summary().other_ops, 9);
+        assert_eq!(engine.summary().other_ops, 3);
     }
 
     /// The engine's dense layer `pre = x·W + b` of [`gelu_graph`], then its GELU node by node.

@@ -416,6 +416,13 @@ pub(crate) struct Epilogue {
     pub tanh: unsafe fn(&[f32], &mut [f32]),
     /// Softmax over rows of a length ([`crate::pointwise::softmax_into`]).
     pub softmax: unsafe fn(&[f32], &mut [f32], usize),
+    /// An element-wise operation over a row ([`crate::pointwise::row_op_into`]).
+    pub row_op: unsafe fn(
+        crate::pointwise::RowOp,
+        crate::pointwise::RowOperand<'_>,
+        crate::pointwise::RowOperand<'_>,
+        &mut [f32],
+    ),
     /// The product of two activation matrices ([`crate::pointwise::matmul_into`]).
     pub matmul: MatMul,
 }
@@ -514,6 +521,16 @@ macro_rules! epilogue_for {
         }
 
         #[target_feature(enable = $features)]
+        fn row_op(
+            op: $crate::pointwise::RowOp,
+            a: $crate::pointwise::RowOperand<'_>,
+            b: $crate::pointwise::RowOperand<'_>,
+            dst: &mut [f32],
+        ) {
+            $crate::pointwise::row_op_into(op, a, b, dst)
+        }
+
+        #[target_feature(enable = $features)]
         fn matmul(a: &[f32], b: &[f32], c: &mut [f32], dims: [usize; 3]) {
             $crate::pointwise::matmul_into(a, b, c, dims)
         }
@@ -531,6 +548,7 @@ macro_rules! epilogue_for {
             pixel_affine_codes,
             tanh,
             softmax,
+            row_op,
             matmul,
         };
     };

@@ -1,17 +1,128 @@
 //! Loops over activations that the engine's reference ops would otherwise run at the
 //! baseline vector width: tanh over a slice (the DiT's GELU), softmax over rows (attention's
-//! scores) and the product of two activation matrices (attention's `Q·Kᵀ` and `·V`, whose
-//! operands change every call, so there is nothing to pack). Plain Rust compiled per kernel family (`epilogue_for!`): the same
+//! scores), element-wise operations over a row (the engine's fused element-wise chains) and
+//! the product of two activation matrices (attention's `Q·Kᵀ` and `·V`, whose operands change
+//! every call, so there is nothing to pack). Plain Rust compiled per kernel family (`epilogue_for!`): the same
 //! operations in the same order on every family, so the same bits as the portable bodies.
 use crate::activation::{exp, tanh};
 use crate::error::{KernelError, check_len};
 use crate::isa::Isa;
+use crate::norm::sigmoid;
 
 /// `out[i] = tanh(x[i])` ([`tanh`]).
 #[inline(always)]
 pub(crate) fn tanh_into(x: &[f32], out: &mut [f32]) {
     for (y, &v) in out.iter_mut().zip(x) {
         *y = tanh(v);
+    }
+}
+
+/// An element-wise operation over a row ([`RowOps`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowOp {
+    /// `a + b`.
+    Add,
+    /// `a − b`.
+    Sub,
+    /// `a · b`.
+    Mul,
+    /// `a / b`.
+    Div,
+    /// [`sigmoid`]`(a)` (`b` unused).
+    Sigmoid,
+}
+
+/// An operand of a [`RowOp`]: a row's values, one value for the whole row, or the output's
+/// own values (the operation then runs in place).
+#[derive(Debug, Clone, Copy)]
+pub enum RowOperand<'a> {
+    /// One value per output.
+    Values(&'a [f32]),
+    /// The same value for every output.
+    Repeated(f32),
+    /// Each output's own value before it is overwritten.
+    Output,
+}
+
+impl RowOperand<'_> {
+    /// Whether it fits a row of `len` outputs.
+    fn fits(&self, len: usize) -> bool {
+        match self {
+            RowOperand::Values(v) => v.len() == len,
+            RowOperand::Repeated(_) | RowOperand::Output => true,
+        }
+    }
+}
+
+/// `dst = op(a, b)` over a row, each value one IEEE operation (the reference op's own).
+#[inline(always)]
+pub(crate) fn row_op_into(op: RowOp, a: RowOperand<'_>, b: RowOperand<'_>, dst: &mut [f32]) {
+    match op {
+        RowOp::Add => binary(a, b, dst, |x, y| x + y),
+        RowOp::Sub => binary(a, b, dst, |x, y| x - y),
+        RowOp::Mul => binary(a, b, dst, |x, y| x * y),
+        RowOp::Div => binary(a, b, dst, |x, y| x / y),
+        RowOp::Sigmoid => match a {
+            RowOperand::Values(a) => dst.iter_mut().zip(a).for_each(|(d, &x)| *d = sigmoid(x)),
+            RowOperand::Repeated(x) => dst.fill(sigmoid(x)),
+            RowOperand::Output => dst.iter_mut().for_each(|d| *d = sigmoid(*d)),
+        },
+    }
+}
+
+/// `dst = f(a, b)` over a row, one loop per pair of operand kinds.
+#[inline(always)]
+fn binary(a: RowOperand<'_>, b: RowOperand<'_>, dst: &mut [f32], f: impl Fn(f32, f32) -> f32) {
+    use RowOperand::{Output, Repeated, Values};
+    match (a, b) {
+        (Values(a), Values(b)) => dst
+            .iter_mut()
+            .zip(a)
+            .zip(b)
+            .for_each(|((d, &x), &y)| *d = f(x, y)),
+        (Values(a), Repeated(y)) => dst.iter_mut().zip(a).for_each(|(d, &x)| *d = f(x, y)),
+        (Repeated(x), Values(b)) => dst.iter_mut().zip(b).for_each(|(d, &y)| *d = f(x, y)),
+        (Repeated(x), Repeated(y)) => dst.fill(f(x, y)),
+        (Output, Values(b)) => dst.iter_mut().zip(b).for_each(|(d, &y)| *d = f(*d, y)),
+        (Output, Repeated(y)) => dst.iter_mut().for_each(|d| *d = f(*d, y)),
+        (Values(a), Output) => dst.iter_mut().zip(a).for_each(|(d, &x)| *d = f(x, *d)),
+        (Repeated(x), Output) => dst.iter_mut().for_each(|d| *d = f(x, *d)),
+        (Output, Output) => dst.iter_mut().for_each(|d| *d = f(*d, *d)),
+    }
+}
+
+/// Element-wise operations over rows, compiled for one kernel family: made only for a family
+/// this CPU has, so applying one needs no further check.
+#[derive(Clone, Copy)]
+pub struct RowOps {
+    f: unsafe fn(RowOp, RowOperand<'_>, RowOperand<'_>, &mut [f32]),
+}
+
+impl RowOps {
+    /// The operations of `isa`, or an error when this CPU lacks it.
+    pub fn new(isa: Isa) -> Result<RowOps, KernelError> {
+        Ok(RowOps {
+            f: crate::arch::f32_micro(isa.require()?).epilogue.row_op,
+        })
+    }
+
+    /// `dst = op(a, b)` ([`RowOp`]), `b` unused by Sigmoid; an error when an operand's row is
+    /// not `dst`'s length.
+    pub fn apply(
+        &self,
+        op: RowOp,
+        a: RowOperand<'_>,
+        b: RowOperand<'_>,
+        dst: &mut [f32],
+    ) -> Result<(), KernelError> {
+        if !a.fits(dst.len()) || !b.fits(dst.len()) {
+            return Err(KernelError::Geometry(
+                "an operand's row is not the output's length",
+            ));
+        }
+        // SAFETY: `new` checked that this CPU has the family's features.
+        unsafe { (self.f)(op, a, b, dst) };
+        Ok(())
     }
 }
 
@@ -111,8 +222,10 @@ pub fn softmax_rows(isa: Isa, x: &[f32], y: &mut [f32], cols: usize) -> Result<(
     if x.is_empty() {
         return Ok(());
     }
-    if cols == 0 || x.len() % cols != 0 {
-        return Err(KernelError::Geometry("softmax rows do not divide the values"));
+    if cols == 0 || !x.len().is_multiple_of(cols) {
+        return Err(KernelError::Geometry(
+            "softmax rows do not divide the values",
+        ));
     }
     let f = crate::arch::f32_micro(isa.require()?).epilogue.softmax;
     // SAFETY: `require` checked that this CPU has the family's features.
@@ -217,7 +330,10 @@ mod tests {
                     let exact = (v as f64 - max).exp() / sum;
                     // `v − max` is rounded to f32 first: its error scales with its size.
                     let tolerance = 4e-7 * (1.0 + (v as f64 - max).abs()) * exact;
-                    assert!((got as f64 - exact).abs() <= tolerance, "{cols}: {got} vs {exact}");
+                    assert!(
+                        (got as f64 - exact).abs() <= tolerance,
+                        "{cols}: {got} vs {exact}"
+                    );
                 }
             }
             for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
@@ -231,5 +347,58 @@ mod tests {
         assert!(softmax_rows(Isa::Scalar, &[0.0; 6], &mut y, 4).is_err());
         assert!(softmax_rows(Isa::Scalar, &[0.0; 6], &mut y[..5], 3).is_err());
         assert!(softmax_rows(Isa::Scalar, &[], &mut [], 0).is_ok());
+    }
+
+    #[test]
+    fn row_ops_compute_each_operation_on_every_kind_of_operand_and_family() {
+        let (a, b, before) = (
+            (0..37).map(|i| i as f32 * 0.37 - 6.0).collect::<Vec<f32>>(),
+            (0..37).map(|i| 3.0 - i as f32 * 0.11).collect::<Vec<f32>>(),
+            (0..37).map(|i| (i % 7) as f32 - 2.5).collect::<Vec<f32>>(),
+        );
+        type Reference = fn(f32, f32) -> f32;
+        let ops: [(RowOp, Reference); 5] = [
+            (RowOp::Add, |x, y| x + y),
+            (RowOp::Sub, |x, y| x - y),
+            (RowOp::Mul, |x, y| x * y),
+            (RowOp::Div, |x, y| x / y),
+            (RowOp::Sigmoid, |x, _| sigmoid(x)),
+        ];
+        fn kinds(v: &[f32]) -> [RowOperand<'_>; 3] {
+            [
+                RowOperand::Values(v),
+                RowOperand::Repeated(0.625),
+                RowOperand::Output,
+            ]
+        }
+        for (op, f) in ops {
+            for x in kinds(&a) {
+                for y in kinds(&b) {
+                    let value = |o: RowOperand<'_>, i: usize| match o {
+                        RowOperand::Values(v) => v[i],
+                        RowOperand::Repeated(r) => r,
+                        RowOperand::Output => before[i],
+                    };
+                    let want: Vec<u32> = (0..37)
+                        .map(|i| f(value(x, i), value(y, i)).to_bits())
+                        .collect();
+                    for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
+                        let mut dst = before.clone();
+                        RowOps::new(isa).unwrap().apply(op, x, y, &mut dst).unwrap();
+                        let got: Vec<u32> = dst.iter().map(|v| v.to_bits()).collect();
+                        assert_eq!(got, want, "{isa} {op:?} {x:?} {y:?}");
+                    }
+                }
+            }
+        }
+        let mut short = [0f32; 3];
+        let ops = RowOps::new(Isa::Scalar).unwrap();
+        let wrong = ops.apply(
+            RowOp::Add,
+            RowOperand::Values(&a),
+            RowOperand::Output,
+            &mut short,
+        );
+        assert!(wrong.is_err(), "a row of 37 into 3 outputs");
     }
 }

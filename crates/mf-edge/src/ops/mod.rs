@@ -84,7 +84,10 @@ pub(crate) fn expanded_shape(shape: &[usize], target: &[usize]) -> anyhow::Resul
 
 /// Numpy broadcasting of two shapes: both padded with leading 1s to one rank, and the
 /// broadcast shape.
-fn broadcast_shapes(sa: &[usize], sb: &[usize]) -> anyhow::Result<(Shape, Shape, Shape)> {
+pub(crate) fn broadcast_shapes(
+    sa: &[usize],
+    sb: &[usize],
+) -> anyhow::Result<(Shape, Shape, Shape)> {
     let rank = sa.len().max(sb.len());
     let pad = |s: &[usize]| -> Shape {
         std::iter::repeat_n(1, rank - s.len())
