@@ -22,6 +22,8 @@ pub enum KernelError {
     },
     /// A convolution's geometry cannot be computed (the reason).
     Geometry(&'static str),
+    /// An element-wise, softmax or matrix product's operands do not fit together (the reason).
+    Operands(&'static str),
     /// `MF_KERNEL` names no kernel.
     UnknownKernel,
     /// The requested kernel needs CPU features this machine lacks.
@@ -42,6 +44,7 @@ impl fmt::Display for KernelError {
                 write!(f, "{what}: scale {value} is not a positive finite number")
             }
             KernelError::Geometry(why) => write!(f, "convolution geometry: {why}"),
+            KernelError::Operands(why) => write!(f, "operands: {why}"),
             KernelError::UnknownKernel => write!(
                 f,
                 "MF_KERNEL names no kernel; accepted: scalar, avx2, avx512vnni, neon, dotprod, i8mm"

@@ -125,7 +125,7 @@ impl RowOps {
         dst: &mut [f32],
     ) -> Result<(), KernelError> {
         if !a.fits(dst.len()) || !b.fits(dst.len()) {
-            return Err(KernelError::Geometry(
+            return Err(KernelError::Operands(
                 "an operand's row is not the output's length",
             ));
         }
@@ -232,7 +232,7 @@ pub fn softmax_rows(isa: Isa, x: &[f32], y: &mut [f32], cols: usize) -> Result<(
         return Ok(());
     }
     if cols == 0 || !x.len().is_multiple_of(cols) {
-        return Err(KernelError::Geometry(
+        return Err(KernelError::Operands(
             "softmax rows do not divide the values",
         ));
     }
@@ -253,7 +253,7 @@ pub fn matmul(
 ) -> Result<(), KernelError> {
     let size = |r: usize, c: usize| {
         r.checked_mul(c)
-            .ok_or(KernelError::Geometry("the product's size overflows"))
+            .ok_or(KernelError::Operands("the product's size overflows"))
     };
     check_len("left operand", size(m, k)?, a.len())?;
     check_len("right operand", size(k, n)?, b.len())?;

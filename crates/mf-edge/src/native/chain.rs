@@ -80,7 +80,7 @@ impl Chain {
         let row_ops = RowOps::new(isa)?;
         let last = self.operations.len() - 1;
         // Each operation's result (empty once a later one took its buffer).
-        let mut results: Vec<Vec<f32>> = Vec::with_capacity(last);
+        let mut results: smallvec::SmallVec<[Vec<f32>; 4]> = smallvec::SmallVec::new();
         for (k, op) in self.operations.iter().enumerate() {
             let mut dst = match op.in_place.map(|p| op.operands[p]) {
                 Some(Operand::Earlier(j)) => std::mem::take(&mut results[j]),
@@ -234,7 +234,7 @@ fn apply(
         });
     }
     match failed.into_inner() {
-        true => Err(mf_kernels::KernelError::Geometry(
+        true => Err(mf_kernels::KernelError::Operands(
             "an operand's row is not the output's length",
         )),
         false => Ok(()),
