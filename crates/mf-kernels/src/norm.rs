@@ -357,6 +357,65 @@ pub fn plane_moments(isa: Isa, row: &[f32]) -> Result<(f64, f64), KernelError> {
     Ok(unsafe { f(row) })
 }
 
+/// One LayerNormalization row from its mean and `inv = 1 / √(var + ε)`: `(v − mean) · inv`
+/// rounded to f32, then times `scale` and plus `bias` (each step rounded) when given.
+#[inline(always)]
+pub(crate) fn layer_norm_row_into(
+    row: &[f32],
+    out: &mut [f32],
+    (mean, inv): (f32, f32),
+    scale: Option<&[f32]>,
+    bias: Option<&[f32]>,
+) {
+    let normalized = |v: f32| (v - mean) * inv;
+    match (scale, bias) {
+        (Some(s), Some(b)) => {
+            for (((y, &v), &s), &b) in out.iter_mut().zip(row).zip(s).zip(b) {
+                *y = normalized(v) * s + b;
+            }
+        }
+        (Some(s), None) => {
+            for ((y, &v), &s) in out.iter_mut().zip(row).zip(s) {
+                *y = normalized(v) * s;
+            }
+        }
+        _ => {
+            for (y, &v) in out.iter_mut().zip(row) {
+                *y = normalized(v);
+            }
+        }
+    }
+}
+
+/// [`layer_norm_row_into`] compiled for `isa`: `row` normalized with `(mean, inv)` into `out`,
+/// then scaled and shifted per value when `scale` (and `bias`) are given; an error when this
+/// CPU lacks the family, a length differs from the row's or a bias comes without a scale.
+pub fn layer_norm_row(
+    isa: Isa,
+    row: &[f32],
+    out: &mut [f32],
+    stats: (f32, f32),
+    scale: Option<&[f32]>,
+    bias: Option<&[f32]>,
+) -> Result<(), KernelError> {
+    crate::error::check_len("normalized row", row.len(), out.len())?;
+    if let Some(s) = scale {
+        crate::error::check_len("row scale", row.len(), s.len())?;
+    }
+    if let Some(b) = bias {
+        crate::error::check_len("row bias", row.len(), b.len())?;
+        if scale.is_none() {
+            return Err(KernelError::Operands("a row bias without a scale"));
+        }
+    }
+    let f = crate::arch::f32_micro(isa.require()?)
+        .epilogue
+        .layer_norm_row;
+    // SAFETY: `require` checked that this CPU has the family's features.
+    unsafe { f(row, out, stats, scale, bias) };
+    Ok(())
+}
+
 /// [`affine`] compiled for `isa`, or an error when this CPU lacks it or the lengths differ.
 pub fn plane_affine(
     isa: Isa,

@@ -416,6 +416,7 @@ pub fn run_into(
                 .map(|b| b.f32(what(2)))
                 .transpose()?;
             normalize::layer_norm(
+                isa,
                 x,
                 sx,
                 scale,

@@ -37,6 +37,7 @@ pub fn softmax(isa: Isa, x: &[f32], shape: &[usize], axis: i64) -> anyhow::Resul
 /// then `· scale + bias` (broadcast to those axes); written into `out` (any length and
 /// contents).
 pub fn layer_norm(
+    isa: Isa,
     x: &[f32],
     shape: &[usize],
     scale: (&[f32], &[usize]),
@@ -58,36 +59,32 @@ pub fn layer_norm(
         }
     };
     let fused = over_axes(scale.1) && bias.is_none_or(|(_, sb)| over_axes(sb));
+    let (row_scale, row_bias) = match fused {
+        true => (Some(scale.0), bias.map(|(b, _)| b)),
+        false => (None, None),
+    };
     out.resize(x.len(), 0.0);
     // Rows are independent: runs of them are shared out across the team when there are many
-    // values.
+    // values. Each row's moments and pass run on the kernels of `isa` (the portable bits).
     let parallel = x.len() >= PARALLEL_VALUES;
+    let failed = std::sync::atomic::AtomicBool::new(false);
     mf_kernels::team::for_each_run(&mut out, len, parallel, &|first, ys| {
         for (i, y) in ys.chunks_mut(len).enumerate() {
             let o = first + i;
             let row = &x[o * len..(o + 1) * len];
-            let (mean, var) = norm::moments(row);
-            let (mean, inv) = (mean as f32, (1.0 / (var + epsilon as f64).sqrt()) as f32);
-            let normalized = |v: f32| (v - mean) * inv;
-            match (fused, bias) {
-                (true, Some((b, _))) => {
-                    for (((y, &v), &s), &b) in y.iter_mut().zip(row).zip(scale.0).zip(b) {
-                        *y = normalized(v) * s + b;
-                    }
-                }
-                (true, None) => {
-                    for ((y, &v), &s) in y.iter_mut().zip(row).zip(scale.0) {
-                        *y = normalized(v) * s;
-                    }
-                }
-                (false, _) => {
-                    for (y, &v) in y.iter_mut().zip(row) {
-                        *y = normalized(v);
-                    }
-                }
+            let done = norm::plane_moments(isa, row).and_then(|(mean, var)| {
+                let stats = (mean as f32, (1.0 / (var + epsilon as f64).sqrt()) as f32);
+                norm::layer_norm_row(isa, row, y, stats, row_scale, row_bias)
+            });
+            if done.is_err() {
+                failed.store(true, std::sync::atomic::Ordering::Relaxed);
             }
         }
     });
+    if failed.into_inner() {
+        isa.require()?;
+        anyhow::bail!("LayerNormalization: the scale or bias does not match the normalized axes");
+    }
     if fused {
         return Ok(Value::F32(out, shape.into()));
     }
@@ -544,6 +541,46 @@ mod tests {
     }
 
     #[test]
+    fn layer_norm_gives_the_same_bits_on_every_kernel_family() {
+        // Rows of 37 (two lane sets and a tail), far from zero mean, with scale and bias.
+        let x: Vec<f32> = (0..5 * 37)
+            .map(|i| 3.0 + ((i * 7919) % 1000) as f32 / 300.0)
+            .collect();
+        let s: Vec<f32> = (0..37).map(|i| 0.5 + i as f32 * 0.03).collect();
+        let b: Vec<f32> = (0..37).map(|i| i as f32 * -0.01).collect();
+        let run = |isa| {
+            let shape = [5, 37];
+            layer_norm(
+                isa,
+                &x,
+                &shape,
+                (&s, &[37]),
+                Some((&b, &[37])),
+                (-1, 1e-5),
+                Vec::new(),
+            )
+            .unwrap()
+        };
+        let want = run(Isa::Scalar);
+        let Value::F32(rows, _) = &want else {
+            panic!("float output")
+        };
+        for row in rows.chunks(37) {
+            // Normalized, then scaled and shifted: undo the affine and the row has mean 0.
+            let mean: f32 = row
+                .iter()
+                .zip(&s)
+                .zip(&b)
+                .map(|((y, s), b)| (y - b) / s)
+                .sum();
+            assert!(mean.abs() < 1e-4, "{mean}");
+        }
+        for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
+            assert_eq!(run(isa), want, "{isa}");
+        }
+    }
+
+    #[test]
     fn layer_norm_in_one_pass_equals_broadcasting_afterwards() {
         let x: Vec<f32> = (0..24)
             .map(|i| ((i * 37) % 11) as f32 * 0.7 - 2.0)
@@ -553,6 +590,7 @@ mod tests {
         // broadcast afterwards.
         let rep = |v: &[f32]| v.repeat(3);
         let one_pass = layer_norm(
+            Isa::detect(),
             &x,
             &[2, 3, 4],
             (&s, &[1, 4]),
@@ -562,6 +600,7 @@ mod tests {
         );
         let (rs, rb) = (rep(&s), rep(&b));
         let after = layer_norm(
+            Isa::detect(),
             &x,
             &[2, 3, 4],
             (&rs, &[3, 4]),
@@ -570,13 +609,30 @@ mod tests {
             Vec::new(),
         );
         assert_eq!(one_pass.unwrap(), after.unwrap());
-        let one_pass =
-            layer_norm(&x, &[2, 3, 4], (&s, &[4]), None, (-1, 1e-5), Vec::new()).unwrap();
-        let after =
-            layer_norm(&x, &[2, 3, 4], (&rs, &[3, 4]), None, (-1, 1e-5), Vec::new()).unwrap();
+        let one_pass = layer_norm(
+            Isa::detect(),
+            &x,
+            &[2, 3, 4],
+            (&s, &[4]),
+            None,
+            (-1, 1e-5),
+            Vec::new(),
+        )
+        .unwrap();
+        let after = layer_norm(
+            Isa::detect(),
+            &x,
+            &[2, 3, 4],
+            (&rs, &[3, 4]),
+            None,
+            (-1, 1e-5),
+            Vec::new(),
+        )
+        .unwrap();
         assert_eq!(one_pass, after);
         // Each normalized row has mean 0 and variance 1 before the affine.
         let Value::F32(y, _) = layer_norm(
+            Isa::detect(),
             &x,
             &[6, 4],
             (&[1.0; 4], &[4]),
