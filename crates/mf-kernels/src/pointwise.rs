@@ -144,7 +144,7 @@ const ROW_LANES: usize = 16;
 #[inline(always)]
 pub(crate) fn softmax_into(x: &[f32], y: &mut [f32], cols: usize) {
     for (row, out) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let max = row_max(row);
         let mut lanes = [0f32; ROW_LANES];
         for (values, outs) in row.chunks(ROW_LANES).zip(out.chunks_mut(ROW_LANES)) {
             for ((lane, &v), e) in lanes.iter_mut().zip(values).zip(outs) {
@@ -157,6 +157,23 @@ pub(crate) fn softmax_into(x: &[f32], y: &mut [f32], cols: usize) {
             *e /= sum;
         }
     }
+}
+
+/// The largest value of `row` ignoring NaN (as `f32::max`), in four interleaved chains so
+/// that the comparisons do not wait on each other one by one. Only a zero's sign can depend
+/// on the order, and `v − max` is the same for either sign.
+#[inline(always)]
+fn row_max(row: &[f32]) -> f32 {
+    let mut chains = [f32::NEG_INFINITY; 4];
+    let mut quads = row.chunks_exact(4);
+    for quad in &mut quads {
+        for (m, &v) in chains.iter_mut().zip(quad) {
+            *m = m.max(v);
+        }
+    }
+    let tail = quads.remainder().iter().copied();
+    let [a, b, c, d] = chains;
+    tail.fold(a.max(b).max(c.max(d)), f32::max)
 }
 
 /// The lanes added in a fixed tree: the upper half into the lower, halving.
