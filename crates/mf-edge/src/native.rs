@@ -13,7 +13,10 @@
 //! layer whose output QuantizeLinear → DequantizeLinear pair feeds no int8 layer absorbs the
 //! pair, its epilogue writing the rounded values. mf-export's GroupNorm (Reshape →
 //! InstanceNormalization → Reshape → Mul → Add, and the SiLU after it) runs as one step.
-//! Element-wise Add/Sub/Mul/Div write into an operand no later step reads. Between
+//! Element-wise Add/Sub/Mul/Div write into an operand no later step reads; a run of them (and
+//! Sigmoid) whose intermediate values only the next one reads is one step (the `chain`
+//! module), and attention's `MatMul → Softmax → MatMul` with its head Transposes is one step
+//! (the `attention` module). Between
 //! convolutions, images stay NHWC pixel rows (the GEMM's rows) instead of ONNX's planes: see
 //! the `pixel_rows` module.
 //! Everything else runs through [`crate::ops`]. float16 graphs run in f32 arithmetic.
