@@ -1927,7 +1927,7 @@ mod tests {
         }
     }
 
-    fn op(op: &str, inputs: &[&str], output: &str) -> onnx::NodeProto {
+    pub(super) fn op(op: &str, inputs: &[&str], output: &str) -> onnx::NodeProto {
         onnx::NodeProto {
             op_type: op.into(),
             name: output.into(),
@@ -2274,7 +2274,7 @@ mod tests {
     }
 
     /// The graph's nodes one by one on `inputs`; its value `y`.
-    fn run_nodes(graph: &onnx::GraphProto, inputs: &[(&str, &Value)]) -> Value {
+    pub(super) fn run_nodes(graph: &onnx::GraphProto, inputs: &[(&str, &Value)]) -> Value {
         let mut env: HashMap<String, Value> = graph
             .initializer
             .iter()

@@ -390,20 +390,11 @@ pub(super) fn fuse_chains(steps: Vec<Slotted>, graph_output: usize) -> Vec<Slott
 mod tests {
     use super::*;
     use crate::native::NativeEngine;
+    use crate::native::tests::{op, run_nodes};
 
     fn info(name: &str) -> onnx::ValueInfoProto {
         onnx::ValueInfoProto {
             name: name.into(),
-            ..Default::default()
-        }
-    }
-
-    fn op(op: &str, inputs: &[&str], output: &str) -> onnx::NodeProto {
-        onnx::NodeProto {
-            op_type: op.into(),
-            name: output.into(),
-            input: inputs.iter().map(|&i| i.into()).collect(),
-            output: vec![output.into()],
             ..Default::default()
         }
     }
@@ -442,22 +433,6 @@ mod tests {
         Value::F32(data, shape.into())
     }
 
-    /// The graph's nodes one by one.
-    fn nodes(graph: &onnx::GraphProto, inputs: &[(&str, &Value)]) -> Value {
-        let mut env: HashMap<String, Value> = graph
-            .initializer
-            .iter()
-            .map(|t| (t.name.clone(), Value::from_proto(t).unwrap()))
-            .collect();
-        env.extend(inputs.iter().map(|(n, v)| (n.to_string(), (*v).clone())));
-        for node in &graph.node {
-            let args: Vec<&Value> = node.input.iter().map(|i| &env[i]).collect();
-            let out = ops::run(node, &args).unwrap();
-            env.insert(node.output[0].clone(), out);
-        }
-        env.remove("y").unwrap()
-    }
-
     #[test]
     fn a_fused_chain_equals_its_nodes_bit_for_bit() {
         let isa = Isa::detect();
@@ -478,7 +453,7 @@ mod tests {
             let got = engine
                 .run(inputs.iter().map(|(n, v)| (*n, (*v).clone())).collect())
                 .unwrap();
-            let want = nodes(&graph, &inputs);
+            let want = run_nodes(&graph, &inputs);
             let (Value::F32(g, gs), Value::F32(w, ws)) = (&got, &want) else {
                 panic!("float outputs expected")
             };
@@ -524,6 +499,6 @@ mod tests {
         let got = engine
             .run(inputs.iter().map(|(n, v)| (*n, (*v).clone())).collect())
             .unwrap();
-        assert_eq!(got, nodes(&graph, &inputs));
+        assert_eq!(got, run_nodes(&graph, &inputs));
     }
 }
