@@ -2350,6 +2350,92 @@ mod tests {
         assert!(format!("{err:#}").contains("exceeds"), "{err:#}");
     }
 
+    /// Attention whose Q, K and V are column ranges of one `qkv` input `[N, T, 3·h·d]`, as the
+    /// DiT exports them: Slice (last axis, `step`) → Reshape `[0, 0, h, d]` → Transpose each.
+    fn qkv_attention_graph(h: i64, d: i64, step: i64) -> onnx::GraphProto {
+        let info = |name: &str| onnx::ValueInfoProto {
+            name: name.into(),
+            ..Default::default()
+        };
+        let transpose = |input: &str, perm: &[i64], output: &str| {
+            let mut node = op("Transpose", &[input], output);
+            node.attribute.push(onnx::AttributeProto {
+                name: "perm".into(),
+                ints: perm.to_vec(),
+                r#type: onnx::AttributeType::Ints as i32,
+                ..Default::default()
+            });
+            node
+        };
+        let mut node = Vec::new();
+        let mut initializer = vec![
+            floats("scale", &[], vec![0.35]),
+            ints("axis", &[-1]),
+            ints("step", &[step]),
+            ints("heads", &[0, 0, h, d]),
+        ];
+        let width = h * d * step;
+        for (k, (name, perm)) in [
+            ("q", [0, 2, 1, 3]),
+            ("k", [0, 2, 3, 1]),
+            ("v", [0, 2, 1, 3]),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (start, end) = (format!("{name}_start"), format!("{name}_end"));
+            initializer.push(ints(&start, &[k as i64 * width]));
+            initializer.push(ints(&end, &[(k as i64 + 1) * width]));
+            let sliced = format!("{name}_cols");
+            let split = format!("{name}_split");
+            node.push(op("Slice", &["qkv", &start, &end, "axis", "step"], &sliced));
+            node.push(op("Reshape", &[&sliced, "heads"], &split));
+            node.push(transpose(&split, &perm, &format!("{name}_heads")));
+        }
+        node.push(op("MatMul", &["q_heads", "k_heads"], "scores"));
+        node.push(op("Mul", &["scores", "scale"], "scaled"));
+        node.push(op("Softmax", &["scaled"], "weights"));
+        node.push(op("MatMul", &["weights", "v_heads"], "merged"));
+        node.push(transpose("merged", &[0, 2, 1, 3], "y"));
+        onnx::GraphProto {
+            node,
+            initializer,
+            input: vec![info("qkv")],
+            output: vec![info("y")],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn attention_reads_q_k_v_as_columns_of_one_product() {
+        let isa = Isa::select().expect("a kernel family");
+        // [N, T, h, d]: two images of 3 heads, and one image of 4 heads shared across
+        // threads, each one step; then a Slice of step 2, which the view does not take: the
+        // three Slices and Reshapes run as steps of their own before it.
+        for (n, t, h, d, step, steps) in
+            [(2, 5, 3, 4, 1, 1), (1, 16, 4, 32, 1, 1), (2, 5, 3, 4, 2, 7)]
+        {
+            let graph = qkv_attention_graph(h as i64, d as i64, step as i64);
+            let engine = NativeEngine::from_graph(&graph, isa).unwrap();
+            assert_eq!(
+                engine.summary().other_ops,
+                steps,
+                "{n} {t} {h} {d} step {step}"
+            );
+            let count = n * t * 3 * h * d * step;
+            let data = values(count, 7).iter().map(|v| v * 2.9).collect();
+            let qkv = Value::F32(data, smallvec::smallvec![n, t, 3 * h * d * step]);
+            let got = engine.run(vec![("qkv", qkv.clone())]).unwrap();
+            let want = run_nodes(&graph, &[("qkv", &qkv)]);
+            let bits = |v: &Value| match v {
+                Value::F32(v, _) => v.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                other => panic!("float output expected, got {other:?}"),
+            };
+            assert_eq!(got.shape(), want.shape());
+            assert_eq!(bits(&got), bits(&want), "{n} {t} {h} {d} step {step}");
+        }
+    }
+
     #[test]
     fn a_fused_group_norm_equals_its_nodes_bit_for_bit() {
         let isa = Isa::select().expect("a kernel family");

@@ -23,6 +23,9 @@ pub(super) struct Attention {
     scale: Option<f32>,
     /// Per input (Q, Kᵀ, V), the Transpose it was read through, if absorbed, and its perm.
     input_transposes: [Option<(onnx::NodeProto, Vec<usize>)>; 3],
+    /// Per input, the column range of a wider value it was sliced from and split into heads
+    /// (Slice → Reshape before the Transpose), if absorbed.
+    input_columns: [Option<Columns>; 3],
     /// The Transpose of the output, if absorbed, and its perm.
     output_transpose: Option<(onnx::NodeProto, Vec<usize>)>,
     /// The MatMul, Mul, Softmax and MatMul nodes it replaces, with the Transposes run one by
@@ -92,7 +95,12 @@ impl Planner<'_> {
         // Q, Kᵀ and V, each through the Transpose that alone reads it, if any.
         let mut inputs = [&scores.input[0], &scores.input[1], &node.input[1]].map(|n| n.clone());
         let mut input_transposes = [None, None, None];
-        for (input, transpose) in inputs.iter_mut().zip(&mut input_transposes) {
+        let mut input_columns = [None, None, None];
+        for ((input, transpose), columns) in inputs
+            .iter_mut()
+            .zip(&mut input_transposes)
+            .zip(&mut input_columns)
+        {
             if let Some(t) = self.sole_producer(input, "Transpose", 1)
                 && let Some(perm) = self.batch_keeping_perm(t)
             {
@@ -100,15 +108,62 @@ impl Planner<'_> {
                 *input = self.node(t).input[0].clone();
                 *transpose = Some((self.node(t).clone(), perm));
             }
+            if let Some((absorbed, wide, found)) = self.columns(input) {
+                nodes.extend(absorbed);
+                *input = wide;
+                *columns = Some(found);
+            }
         }
         nodes.sort_unstable();
         let attention = Attention {
             scale,
             input_transposes,
+            input_columns,
             output_transpose,
             chain: chain.iter().map(|&c| self.node(c).clone()).collect(),
         };
         Some((nodes, inputs, output, attention))
+    }
+
+    /// `value` as a Reshape (its shape a constant) of a Slice of one axis with step 1 (its
+    /// bounds constants), each read by the next alone: the two nodes, the sliced value and
+    /// the view.
+    fn columns(&self, value: &str) -> Option<([usize; 2], String, Columns)> {
+        let r = self.sole_producer(value, "Reshape", 1)?;
+        let reshape = self.node(r);
+        if reshape.input.len() != 2 || ops::int_attr(reshape, "allowzero", 0) != 0 {
+            return None;
+        }
+        let target = self.constant_i64(&reshape.input[1])?;
+        let s = self.sole_producer(&reshape.input[0], "Slice", 1)?;
+        let slice = self.node(s);
+        let bound = |i: usize| match slice.input.get(i).filter(|n| !n.is_empty()) {
+            Some(name) => self.constant_i64(name).map(Some),
+            None => Some(None),
+        };
+        let (starts, ends) = (bound(1)??, bound(2)??);
+        let (axes, steps) = (bound(3)?, bound(4)?);
+        let one = |v: &[i64]| v.len() == 1;
+        if !one(&starts) || !one(&ends) || !axes.as_deref().is_some_and(one) {
+            return None;
+        }
+        if steps.is_some_and(|s| s != [1]) || slice.input.len() > 5 {
+            return None;
+        }
+        let arguments = |node: &onnx::NodeProto| -> Option<Vec<Value>> {
+            node.input[1..]
+                .iter()
+                .map(|n| self.constants.get(n).cloned())
+                .collect()
+        };
+        let columns = Columns {
+            bounds: [starts[0], ends[0]],
+            axis: axes.expect("checked above")[0],
+            target,
+            slice: (slice.clone(), arguments(slice)?),
+            reshape: (reshape.clone(), arguments(reshape)?),
+        };
+        Some(([r, s], slice.input[0].clone(), columns))
     }
 
     /// The explicit perm of Transpose `t` if it keeps axis 0 in place.
@@ -134,27 +189,95 @@ std::thread_local! {
     static PRODUCT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A tensor read through a permutation: logical axis `a` is the source's axis `perm[a]`.
+/// A column range of a wider value split into heads, as `Slice` (one axis, step 1) then
+/// `Reshape` export it: Q, K and V read in place from their one `qkv` product.
+pub(super) struct Columns {
+    /// The Slice's start and end.
+    bounds: [i64; 2],
+    /// The sliced axis.
+    axis: i64,
+    /// The Reshape's target.
+    target: Vec<i64>,
+    /// The Slice and the Reshape with their constant inputs, run as nodes where the view does
+    /// not apply.
+    slice: (onnx::NodeProto, Vec<Value>),
+    reshape: (onnx::NodeProto, Vec<Value>),
+}
+
+impl Columns {
+    /// The shape, strides and first value of the columns of a value of `shape`, when the
+    /// slice is of its last axis and the reshape splits that axis alone (else `None`).
+    fn view(&self, shape: &[usize]) -> Option<(Shape, Shape, usize)> {
+        let last = shape.len().checked_sub(1)?;
+        let dim = i64::try_from(shape[last]).ok()?;
+        let rank = i64::try_from(shape.len()).ok()?;
+        let axis = if self.axis < 0 {
+            self.axis + rank
+        } else {
+            self.axis
+        };
+        if axis != last as i64 {
+            return None;
+        }
+        let wrap = |x: i64| if x < 0 { x.saturating_add(dim) } else { x };
+        let [start, end] = self.bounds.map(|b| wrap(b).clamp(0, dim));
+        let mut sliced = Shape::from_slice(shape);
+        sliced[last] = usize::try_from(end - start).ok()?;
+        let target = ops::reshape(&sliced, &self.target).ok()?;
+        if target.len() < last || target[..last] != sliced[..last] {
+            return None;
+        }
+        let mut strides = Shape::from_slice(&ops::strides(shape)[..last]);
+        strides.extend(ops::strides(&target[last..]));
+        Some((target, strides, usize::try_from(start).ok()?))
+    }
+
+    /// The Slice and the Reshape run as nodes on `value`.
+    fn run_nodes(&self, isa: Isa, value: &Value) -> anyhow::Result<Value> {
+        let mut value = value.clone();
+        for (node, constants) in [&self.slice, &self.reshape] {
+            let mut args = vec![&value];
+            args.extend(constants);
+            value = ops::run_on(isa, node, &args)?;
+        }
+        Ok(value)
+    }
+}
+
+/// A tensor read through a permutation: logical axis `a` is the source's axis `perm[a]`,
+/// starting at value `offset`.
 struct View<'a> {
     data: &'a [f32],
     shape: Shape,
     strides: Shape,
+    offset: usize,
 }
 
 impl<'a> View<'a> {
-    /// `data` of `shape` seen through `perm`; `None` when the ranks differ.
-    fn new(data: &'a [f32], shape: &[usize], perm: Option<&[usize]>) -> Option<View<'a>> {
-        let contiguous = ops::strides(shape);
+    /// `data` of `shape`, through its absorbed `columns` if any, seen through `perm`; `None`
+    /// when the ranks differ or the columns do not apply.
+    fn new(
+        data: &'a [f32],
+        shape: &[usize],
+        columns: Option<&Columns>,
+        perm: Option<&[usize]>,
+    ) -> Option<View<'a>> {
+        let (shape, strides, offset) = match columns {
+            None => (Shape::from_slice(shape), ops::strides(shape), 0),
+            Some(c) => c.view(shape)?,
+        };
         match perm {
             None => Some(View {
                 data,
-                shape: shape.into(),
-                strides: contiguous,
+                shape,
+                strides,
+                offset,
             }),
             Some(perm) if perm.len() == shape.len() => Some(View {
                 data,
                 shape: perm.iter().map(|&p| shape[p]).collect(),
-                strides: perm.iter().map(|&p| contiguous[p]).collect(),
+                strides: perm.iter().map(|&p| strides[p]).collect(),
+                offset,
             }),
             Some(_) => None,
         }
@@ -163,7 +286,12 @@ impl<'a> View<'a> {
     /// The `[rows, cols]` matrix at batch index `batch` (its leading axes) copied into `out`.
     fn matrix_into(&self, batch: &[usize], out: &mut [f32]) {
         let rank = self.shape.len();
-        let start: usize = batch.iter().zip(&self.strides).map(|(i, s)| i * s).sum();
+        let start: usize = self.offset
+            + batch
+                .iter()
+                .zip(&self.strides)
+                .map(|(i, s)| i * s)
+                .sum::<usize>();
         let (rows, cols) = (self.shape[rank - 2], self.shape[rank - 1]);
         let (row_step, col_step) = (self.strides[rank - 2], self.strides[rank - 1]);
         for (r, line) in out.chunks_exact_mut(cols).take(rows).enumerate() {
@@ -195,9 +323,10 @@ impl Attention {
                     .input_transposes
                     .each_ref()
                     .map(|t| t.as_ref().map(|(_, perm)| &perm[..]));
-                View::new(q, sq, pq)
-                    .zip(View::new(k, sk, pk))
-                    .zip(View::new(v, sv, pv))
+                let [cq, ck, cv] = self.input_columns.each_ref().map(Option::as_ref);
+                View::new(q, sq, cq, pq)
+                    .zip(View::new(k, sk, ck, pk))
+                    .zip(View::new(v, sv, cv, pv))
                     .map(|((q, k), v)| [q, k, v])
             }
             _ => None,
@@ -289,9 +418,15 @@ impl Attention {
 
     /// The replaced nodes, one after the other, on the step's inputs.
     fn node_by_node(&self, isa: Isa, inputs: [&Value; 3]) -> anyhow::Result<Value> {
-        let operand = |i: usize| match &self.input_transposes[i] {
-            Some((node, _)) => ops::run_on(isa, node, &[inputs[i]]),
-            None => Ok(inputs[i].clone()),
+        let operand = |i: usize| {
+            let value = match &self.input_columns[i] {
+                Some(columns) => columns.run_nodes(isa, inputs[i])?,
+                None => inputs[i].clone(),
+            };
+            match &self.input_transposes[i] {
+                Some((node, _)) => ops::run_on(isa, node, &[&value]),
+                None => Ok(value),
+            }
         };
         let (q, kt, v) = (&operand(0)?, &operand(1)?, &operand(2)?);
         let mut value = ops::run_on(isa, &self.chain[0], &[q, kt])?;
