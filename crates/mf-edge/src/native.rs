@@ -1906,7 +1906,7 @@ mod tests {
     }
 
     /// A float initializer.
-    fn floats(name: &str, dims: &[i64], data: Vec<f32>) -> onnx::TensorProto {
+    pub(super) fn floats(name: &str, dims: &[i64], data: Vec<f32>) -> onnx::TensorProto {
         onnx::TensorProto {
             name: name.into(),
             dims: dims.to_vec(),
@@ -1927,6 +1927,26 @@ mod tests {
         }
     }
 
+    /// A graph input or output named `name`.
+    pub(super) fn info(name: &str) -> onnx::ValueInfoProto {
+        onnx::ValueInfoProto {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    /// A Transpose node with its `perm`.
+    fn transpose(input: &str, perm: &[i64], output: &str) -> onnx::NodeProto {
+        let mut node = op("Transpose", &[input], output);
+        node.attribute.push(onnx::AttributeProto {
+            name: "perm".into(),
+            ints: perm.to_vec(),
+            r#type: onnx::AttributeType::Ints as i32,
+            ..Default::default()
+        });
+        node
+    }
+
     pub(super) fn op(op: &str, inputs: &[&str], output: &str) -> onnx::NodeProto {
         onnx::NodeProto {
             op_type: op.into(),
@@ -1941,10 +1961,6 @@ mod tests {
     /// `β` of `affine` shape.
     fn group_norm_graph(affine: &[i64], shape: [i64; 4]) -> onnx::GraphProto {
         let count = affine.iter().product::<i64>() as usize;
-        let info = |name: &str| onnx::ValueInfoProto {
-            name: name.into(),
-            ..Default::default()
-        };
         let mut epsilon = op(
             "InstanceNormalization",
             &["groups", "unit", "zero"],
@@ -2002,10 +2018,6 @@ mod tests {
     /// `v` `[1, 6, 1, 1]`, and a stride-2 convolution added to itself for the graph's output
     /// (planes); a Reshape reads pixel rows back as planes.
     fn pixel_rows_graph() -> onnx::GraphProto {
-        let info = |name: &str| onnx::ValueInfoProto {
-            name: name.into(),
-            ..Default::default()
-        };
         let ints_attr = |name: &str, v: &[i64]| onnx::AttributeProto {
             name: name.into(),
             ints: v.to_vec(),
@@ -2137,10 +2149,6 @@ mod tests {
     /// x `[5, 70]` · W `[70, 37]` + b, then mf-export's tanh GELU with `cubic` as its cubic
     /// coefficient.
     fn gelu_graph(cubic: f32) -> onnx::GraphProto {
-        let info = |name: &str| onnx::ValueInfoProto {
-            name: name.into(),
-            ..Default::default()
-        };
         let scalar = |name: &str, v: f32| floats(name, &[1], vec![v]);
         // Pre-activations spread over [-6, 6], past where tanh saturates.
         let w: Vec<f32> = values(70 * 37, 3).iter().map(|v| v * 0.6).collect();
@@ -2224,20 +2232,6 @@ mod tests {
     /// not; with `heads`, the inputs are `[N, T, H, d]`, `[N, S, H, d]` and `[N, S, H, e]`,
     /// split into heads by Transposes, and the output merged back to `[N, T, H, e]`.
     fn attention_graph(scaled: bool, heads: bool) -> onnx::GraphProto {
-        let info = |name: &str| onnx::ValueInfoProto {
-            name: name.into(),
-            ..Default::default()
-        };
-        let transpose = |input: &str, perm: &[i64], output: &str| {
-            let mut node = op("Transpose", &[input], output);
-            node.attribute.push(onnx::AttributeProto {
-                name: "perm".into(),
-                ints: perm.to_vec(),
-                r#type: onnx::AttributeType::Ints as i32,
-                ..Default::default()
-            });
-            node
-        };
         let (mut node, ends) = if heads {
             let split = vec![
                 transpose("q", &[0, 2, 1, 3], "q_heads"),
@@ -2353,20 +2347,6 @@ mod tests {
     /// Attention whose Q, K and V are column ranges of one `qkv` input `[N, T, 3·h·d]`, as the
     /// DiT exports them: Slice (last axis, `step`) → Reshape `[0, 0, h, d]` → Transpose each.
     fn qkv_attention_graph(h: i64, d: i64, step: i64) -> onnx::GraphProto {
-        let info = |name: &str| onnx::ValueInfoProto {
-            name: name.into(),
-            ..Default::default()
-        };
-        let transpose = |input: &str, perm: &[i64], output: &str| {
-            let mut node = op("Transpose", &[input], output);
-            node.attribute.push(onnx::AttributeProto {
-                name: "perm".into(),
-                ints: perm.to_vec(),
-                r#type: onnx::AttributeType::Ints as i32,
-                ..Default::default()
-            });
-            node
-        };
         let mut node = Vec::new();
         let mut initializer = vec![
             floats("scale", &[], vec![0.35]),

@@ -390,14 +390,7 @@ pub(super) fn fuse_chains(steps: Vec<Slotted>, graph_output: usize) -> Vec<Slott
 mod tests {
     use super::*;
     use crate::native::NativeEngine;
-    use crate::native::tests::{op, run_nodes};
-
-    fn info(name: &str) -> onnx::ValueInfoProto {
-        onnx::ValueInfoProto {
-            name: name.into(),
-            ..Default::default()
-        }
-    }
+    use crate::native::tests::{floats, info, op, run_nodes};
 
     /// `x · (1 + s)`-like steps and more: every kind of operand (the output's shape, a row
     /// broadcast over rows, a value per row, a scalar constant, an earlier result twice),
@@ -413,12 +406,7 @@ mod tests {
                 op("Sigmoid", &["t4"], "t5"),
                 op("Add", &["t5", "x"], "y"),
             ],
-            initializer: vec![onnx::TensorProto {
-                name: "c".into(),
-                data_type: onnx::DataType::Float as i32,
-                float_data: vec![0.75],
-                ..Default::default()
-            }],
+            initializer: vec![floats("c", &[], vec![0.75])],
             input: ["x", "s", "r"].map(info).to_vec(),
             output: vec![info("y")],
             ..Default::default()
