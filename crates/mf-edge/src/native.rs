@@ -762,10 +762,7 @@ impl NativeEngine {
                     output,
                     join,
                 } => {
-                    let args = inputs
-                        .iter()
-                        .map(|&slot| self.lookup(env, slot))
-                        .collect::<anyhow::Result<smallvec::SmallVec<[_; 4]>>>()?;
+                    let args = self.lookup_all(env, inputs)?;
                     let out = join.run(&args, self.isa, pools);
                     drop(args);
                     env[*output] = Some(out.context("Concat of upsampled pixel rows")?);
@@ -784,10 +781,7 @@ impl NativeEngine {
                     output,
                     chain,
                 } => {
-                    let args = inputs
-                        .iter()
-                        .map(|&slot| self.lookup(env, slot))
-                        .collect::<anyhow::Result<smallvec::SmallVec<[_; 4]>>>()?;
+                    let args = self.lookup_all(env, inputs)?;
                     let out = chain.run(self.isa, &args, &mut pools.floats);
                     drop(args);
                     env[*output] = Some(out?);
@@ -805,11 +799,7 @@ impl NativeEngine {
                         self.drop_last_reads(env, step, i, pools);
                         continue;
                     }
-                    // Held inline: a node has a few inputs, and this runs for every node.
-                    let args = inputs
-                        .iter()
-                        .map(|&i| self.lookup(env, i))
-                        .collect::<anyhow::Result<smallvec::SmallVec<[_; 4]>>>()?;
+                    let args = self.lookup_all(env, inputs)?;
                     // The input's last reader relabels it: its data moves on uncopied.
                     let relabel = match ops::view_shape(node, &args).with_context(context)? {
                         Some(shape)
@@ -904,6 +894,16 @@ impl NativeEngine {
             env[own] = Some(Value::F32(a, sa));
         }
         Ok(None)
+    }
+
+    /// The values in `slots`, held inline (a step has a few inputs, and this runs for every
+    /// step that reads several).
+    fn lookup_all<'a>(
+        &'a self,
+        env: &'a [Option<Value>],
+        slots: &[usize],
+    ) -> anyhow::Result<smallvec::SmallVec<[&'a Value; 4]>> {
+        slots.iter().map(|&slot| self.lookup(env, slot)).collect()
     }
 
     /// The value in a slot: computed this run, or a constant.

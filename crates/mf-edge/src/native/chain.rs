@@ -1,13 +1,15 @@
 //! Element-wise chains: Add, Sub, Mul, Div and Sigmoid steps in a row, each intermediate value
 //! read by the next alone, run as one step (the DiT's adaLN `x · (1 + scale) + shift` and
-//! gated residuals, three and two nodes each). The output is walked row by row along its last
-//! axis: every operand is read where broadcasting puts it, the chain's operations run over the
-//! row in a thread's scratch rows, and the last one writes the output, so no intermediate
-//! tensor is written out. Each value goes through the nodes' own operations in their order,
-//! so the step gives the same bits as the nodes. Anything else (an operand that is not f32,
-//! shapes that do not broadcast) runs the nodes one by one, with their errors.
+//! gated residuals, three and two nodes each). Each operation runs over the whole output (row
+//! by row along the last axis when an operand is broadcast) through mf-kernels' [`RowOps`],
+//! the first into a fresh buffer and every later one in place in that buffer, which holds the
+//! previous result: one buffer per chain and one dispatch instead of a step per node. Each
+//! value goes through the nodes' own operations in their order, so the step gives the same
+//! bits as the nodes. Anything else (an operand that is not f32, shapes that do not
+//! broadcast) runs the nodes one by one, with their errors.
 use std::collections::HashMap;
 
+use anyhow::Context;
 use mf_core::onnx;
 use mf_kernels::pointwise::{RowOp, RowOperand, RowOps};
 use mf_kernels::{Isa, team};
@@ -33,20 +35,18 @@ fn row_op(node: &onnx::NodeProto, inputs: usize) -> Option<RowOp> {
     (inputs == wanted && node.input.len() == wanted).then_some(op)
 }
 
-/// Where an operation reads a value: an input of the step or an earlier operation's result.
+/// Where an operation reads a value: an input of the step, or the previous operation's result
+/// (the only earlier result a chain's operation reads: each is read by the next alone).
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Operand {
     Input(usize),
-    Earlier(usize),
+    Previous,
 }
 
 /// One operation: its node (run alone when the chain cannot be) and its operands.
 struct Operation {
     op: RowOp,
     operands: Vec<Operand>,
-    /// The operand (by position) that is the previous operation's result, which nothing else
-    /// reads: the operation runs in its buffer.
-    in_place: Option<usize>,
     node: onnx::NodeProto,
 }
 
@@ -78,53 +78,38 @@ impl Chain {
         };
         let total = element_count(&shape)?;
         let row_ops = RowOps::new(isa)?;
-        let last = self.operations.len() - 1;
-        // Each operation's result (empty once a later one took its buffer).
-        let mut results: smallvec::SmallVec<[Vec<f32>; 4]> = smallvec::SmallVec::new();
-        for (k, op) in self.operations.iter().enumerate() {
-            let mut dst = match op.in_place.map(|p| op.operands[p]) {
-                Some(Operand::Earlier(j)) => std::mem::take(&mut results[j]),
-                _ => floats.take(total),
-            };
-            let reused = op.in_place.map(|p| op.operands[p]);
+        // The first operation writes a fresh buffer; each later one runs in it, where the
+        // previous result is.
+        let mut out = floats.take(total);
+        for op in &self.operations {
             let source = |position: usize| match op.operands.get(position) {
-                Some(o) if Some(*o) == reused => Source::Output,
                 Some(Operand::Input(i)) => Source::of(data[*i], inputs[*i].shape(), &shape),
-                Some(Operand::Earlier(j)) => Source::Full(&results[*j]),
                 // Sigmoid reads its one operand.
-                None => Source::Output,
+                Some(Operand::Previous) | None => Source::Output,
             };
-            let (a, b) = (source(0), source(1));
-            let applied = apply(row_ops, op.op, [a, b], &shape, &mut dst);
-            if k == last || applied.is_err() {
-                for r in results.drain(..).filter(|r| r.capacity() > 0) {
-                    floats.give(r);
-                }
-                applied?;
-                return Ok(Value::F32(dst, shape));
-            }
-            results.push(dst);
+            apply(row_ops, op.op, [source(0), source(1)], &shape, &mut out)?;
         }
-        unreachable!("a chain has operations and returns from its last")
+        Ok(Value::F32(out, shape))
     }
 
     /// The nodes one after the other on the step's inputs.
     fn node_by_node(&self, isa: Isa, inputs: &[&Value]) -> anyhow::Result<Value> {
-        let mut results: Vec<Value> = Vec::with_capacity(self.operations.len());
+        let mut previous: Option<Value> = None;
         for op in &self.operations {
             let args: Vec<&Value> = op
                 .operands
                 .iter()
-                .map(|o| match *o {
-                    Operand::Input(i) => inputs[i],
-                    Operand::Earlier(j) => &results[j],
+                .map(|o| match o {
+                    Operand::Input(i) => Some(inputs[*i]),
+                    Operand::Previous => previous.as_ref(),
                 })
-                .collect();
+                .collect::<Option<_>>()
+                .expect("only operations after the first read the previous result");
             let value = ops::run_on(isa, &op.node, &args)
                 .map_err(|e| e.context(format!("{} node {:?}", op.node.op_type, op.node.name)))?;
-            results.push(value);
+            previous = Some(value);
         }
-        Ok(results.pop().expect("a chain has operations"))
+        previous.context("a chain has operations")
     }
 }
 
@@ -338,7 +323,7 @@ pub(super) fn fuse_chains(steps: Vec<Slotted>, graph_output: usize) -> Vec<Slott
         }
         let mut inputs: Vec<usize> = Vec::new();
         let mut operations = Vec::with_capacity(members.len());
-        let mut outputs: Vec<usize> = Vec::with_capacity(members.len());
+        let mut previous = None;
         for &m in &members {
             let Some(Slotted::Op {
                 node,
@@ -350,32 +335,18 @@ pub(super) fn fuse_chains(steps: Vec<Slotted>, graph_output: usize) -> Vec<Slott
             };
             let operands = reads
                 .iter()
-                .map(|slot| match outputs.iter().position(|o| o == slot) {
-                    Some(j) => Operand::Earlier(j),
-                    None => Operand::Input(match inputs.iter().position(|s| s == slot) {
-                        Some(i) => i,
-                        None => {
-                            inputs.push(*slot);
-                            inputs.len() - 1
-                        }
-                    }),
+                .map(|slot| match inputs.iter().position(|s| s == slot) {
+                    _ if previous == Some(*slot) => Operand::Previous,
+                    Some(i) => Operand::Input(i),
+                    None => {
+                        inputs.push(*slot);
+                        Operand::Input(inputs.len() - 1)
+                    }
                 })
                 .collect();
             let op = row_op(&node, reads.len()).expect("checked when chosen");
-            operations.push(Operation {
-                op,
-                operands,
-                in_place: None,
-                node,
-            });
-            outputs.push(output);
-        }
-        // Each result is read by the next operation alone, which runs in its buffer.
-        for op in &mut operations {
-            op.in_place = op
-                .operands
-                .iter()
-                .position(|o| matches!(o, Operand::Earlier(_)));
+            operations.push(Operation { op, operands, node });
+            previous = Some(output);
         }
         let last = *members.last().expect("two members at least");
         steps[last] = Some(Slotted::Chain {
