@@ -347,18 +347,20 @@ impl<T> Default for Pool<T> {
 const POOLED: usize = 32;
 
 impl<T: Copy + Default> Pool<T> {
-    /// `len` values in the smallest kept buffer that holds them (what an earlier step left
-    /// there: every taker overwrites them all), or zeros in a new one.
+    /// `len` values in the shortest kept buffer of `len` to `2 · len` values, shortened (what
+    /// an earlier step left there: every taker overwrites them all), or zeros in a new one.
+    /// A kept buffer is never lengthened: that would write every added value on each call,
+    /// where a new buffer of this length, kept in turn, is written once.
     fn take(&mut self, len: usize) -> Vec<T> {
         let fits = self
             .0
             .iter()
             .enumerate()
-            .filter(|(_, b)| b.capacity() >= len);
-        match fits.min_by_key(|(_, b)| b.capacity()).map(|(i, _)| i) {
+            .filter(|(_, b)| (len..=2 * len).contains(&b.len()));
+        match fits.min_by_key(|(_, b)| b.len()).map(|(i, _)| i) {
             Some(i) => {
                 let mut buffer = self.0.swap_remove(i);
-                buffer.resize(len, T::default());
+                buffer.truncate(len);
                 buffer
             }
             None => vec![T::default(); len],
@@ -1891,10 +1893,20 @@ mod tests {
         let mut pool = Pool::<f32>::default();
         pool.give(vec![7.0; 100]);
         let reused = pool.take(60);
-        assert_eq!(reused.len(), 60);
+        assert_eq!(reused, vec![7.0; 60], "the kept buffer, shortened");
         assert!(reused.capacity() >= 100, "the kept buffer is reused");
         pool.give(reused);
-        assert_eq!(pool.take(80).len(), 80, "grown back within its capacity");
+        assert_eq!(
+            pool.take(80),
+            vec![0.0; 80],
+            "a kept buffer is not lengthened"
+        );
+        assert_eq!(
+            pool.take(29),
+            vec![0.0; 29],
+            "nor one of over twice the length taken"
+        );
+        assert_eq!(pool.take(30), vec![7.0; 30], "one of twice the length is");
         assert_eq!(pool.take(10), vec![0.0; 10], "a new one when none is kept");
         for len in 1..=POOLED + 2 {
             pool.give(vec![1.0; len * 10]);

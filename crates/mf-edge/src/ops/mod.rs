@@ -260,13 +260,12 @@ pub fn run_into(
             need(2)?;
             let (a, sa) = inputs[0].f32(what(0))?;
             let (b, sb) = inputs[1].f32(what(1))?;
-            let out = buffer(a.len().max(b.len()));
             // One monomorphized loop per op, so that each inlines and vectorizes.
             match op {
-                "Add" => broadcast_into(a, sa, b, sb, |x, y| x + y, out)?,
-                "Sub" => broadcast_into(a, sa, b, sb, |x, y| x - y, out)?,
-                "Mul" => broadcast_into(a, sa, b, sb, |x, y| x * y, out)?,
-                _ => broadcast_into(a, sa, b, sb, |x, y| x / y, out)?,
+                "Add" => broadcast_into(a, sa, b, sb, |x, y| x + y, buffer)?,
+                "Sub" => broadcast_into(a, sa, b, sb, |x, y| x - y, buffer)?,
+                "Mul" => broadcast_into(a, sa, b, sb, |x, y| x * y, buffer)?,
+                _ => broadcast_into(a, sa, b, sb, |x, y| x / y, buffer)?,
             }
         }
         "Max" => {
@@ -276,8 +275,7 @@ pub fn run_into(
             for (i, input) in inputs.iter().enumerate().skip(1) {
                 let (a, sa) = max.f32(what(0))?;
                 let (b, sb) = input.f32(what(i))?;
-                let out = buffer(a.len().max(b.len()));
-                max = broadcast_into(a, sa, b, sb, f32::max, out)?;
+                max = broadcast_into(a, sa, b, sb, f32::max, &mut *buffer)?;
             }
             max
         }
@@ -587,24 +585,25 @@ pub(crate) fn broadcast(
     sb: &[usize],
     f: impl Fn(f32, f32) -> f32 + Sync,
 ) -> anyhow::Result<Value> {
-    broadcast_into(a, sa, b, sb, f, Vec::new())
+    broadcast_into(a, sa, b, sb, f, &mut |len| vec![0.0; len])
 }
 
 /// Outputs from which an element-wise op is shared out across the kernels' thread team
 /// (below it, waking the team costs about what the pass does).
 const PARALLEL_ELEMENTS: usize = 1 << 15;
 
-/// [`broadcast`] into the buffer `out` (its length and contents do not matter).
+/// [`broadcast`] into a buffer of the output's length from `buffer` (its contents do not
+/// matter: every value is written).
 fn broadcast_into(
     a: &[f32],
     sa: &[usize],
     b: &[f32],
     sb: &[usize],
     f: impl Fn(f32, f32) -> f32 + Sync,
-    mut out: Vec<f32>,
+    buffer: FloatBuffer<'_>,
 ) -> anyhow::Result<Value> {
     let walk = Broadcast::new(sa, sb)?;
-    out.clear();
+    let mut out = buffer(walk.total);
     out.resize(walk.total, 0.0);
     walk.rows_of(&mut out, &|run, dst| {
         let Run {
