@@ -22,7 +22,7 @@ use crate::error::KernelError;
 use crate::{
     activation::Activation,
     arch::{AForm, Depth},
-    epilogue::RowMap,
+    epilogue::{RowAddend, RowMap},
     error::check_len,
     gemm::{
         GemmScratch, Input, Output, Share, check_depth, gemm_f32_rows, gemm_i8_rows, gemm_i8_shared,
@@ -516,17 +516,28 @@ const CODE_RUN: usize = 64;
 /// there is enough to do.
 #[cfg(feature = "alloc")]
 pub(crate) fn per_image<A: Sync, B: Send>(
+    input: (&[A], usize),
+    output: (&mut [B], usize),
+    images: usize,
+    f: &(dyn Fn(&[A], &mut [B]) + Sync),
+) {
+    per_image_at(input, output, images, &|_, a, b| f(a, b))
+}
+
+/// [`per_image`] telling `f` which image it is given: `f(i, input_i, output_i)`.
+#[cfg(feature = "alloc")]
+pub(crate) fn per_image_at<A: Sync, B: Send, F: Fn(usize, &[A], &mut [B]) + Sync>(
     (input, in_len): (&[A], usize),
     (output, out_len): (&mut [B], usize),
     images: usize,
-    f: &(dyn Fn(&[A], &mut [B]) + Sync),
+    f: &F,
 ) {
     if images == 0 || in_len == 0 || out_len == 0 {
         return; // Nothing to lay out (an empty batch).
     }
     let images = images.min(input.len() / in_len).min(output.len() / out_len);
     let output = &mut output[..images * out_len];
-    let image = |i: usize, out: &mut [B]| f(&input[i * in_len..(i + 1) * in_len], out);
+    let image = |i: usize, out: &mut [B]| f(i, &input[i * in_len..(i + 1) * in_len], out);
     #[cfg(feature = "std")]
     crate::team::for_each_chunk(output, out_len, output.len() >= PARALLEL_VALUES, &image);
     #[cfg(not(feature = "std"))]
@@ -679,20 +690,81 @@ impl PackedConvI8 {
     }
 }
 
-/// `out = act(conv(dequant(input)) + b)`, `input` `[N, C, H, W]` as f32 values (quantized with
-/// the layer's input parameters) or uint8 codes, `out` `[N, M, OH, OW]` (or each NHWC, as
-/// `layouts` says); `scratch` holds the buffers between calls.
+/// A value added to a convolution's output as it is written: a residual connection, or a
+/// per-image bias (a time or class embedding) that the graph adds after the convolution. Each
+/// output `y` becomes `y + a`, rounded once in f32: an Add node after the convolution gives
+/// the same bits. Float pixel-row (NHWC) output only.
+#[cfg(feature = "alloc")]
+#[derive(Debug, Clone, Copy)]
+pub enum Addend<'a> {
+    /// One value per output value, laid out as the output: `[N, OH, OW, M]`.
+    Each(&'a [f32]),
+    /// One row of the `M` output channels per image, `[N, M]`, added at each of its pixels.
+    PerImage(&'a [f32]),
+}
+
+#[cfg(feature = "alloc")]
+impl<'a> Addend<'a> {
+    /// Checks that it fits `n` images of `positions` output pixels of `m` channels written as
+    /// `layout` (or says what is accepted).
+    fn check(
+        self,
+        (n, positions, m): (usize, usize, usize),
+        layout: Layout,
+    ) -> Result<(), KernelError> {
+        if layout != Layout::Nhwc {
+            return Err(KernelError::Geometry(
+                "an addend goes with pixel-row (NHWC) output, not planes",
+            ));
+        }
+        match self {
+            Addend::Each(v) => {
+                check_len("addend (one value per output)", n * positions * m, v.len())
+            }
+            Addend::PerImage(v) => check_len("addend (one row per image)", n * m, v.len()),
+        }
+    }
+
+    /// What image `i`'s output rows (`positions` rows of `m`) get, once checked.
+    fn of_image(self, i: usize, (positions, m): (usize, usize)) -> RowAddend<'a> {
+        match self {
+            Addend::Each(v) => RowAddend::Rows(&v[i * positions * m..][..positions * m]),
+            Addend::PerImage(v) => RowAddend::Row(&v[i * m..][..m]),
+        }
+    }
+
+    /// What the output rows of the whole batch get, `positions` rows an image, once checked.
+    fn of_batch(self, positions: usize) -> RowAddend<'a> {
+        match self {
+            Addend::Each(values) => RowAddend::Rows(values),
+            Addend::PerImage(values) => RowAddend::PerRun {
+                values,
+                rows: positions,
+            },
+        }
+    }
+}
+
+/// `out = act(conv(dequant(input)) + b)` (`+ addend` when given), `input` `[N, C, H, W]` as
+/// f32 values (quantized with the layer's input parameters) or uint8 codes, `out`
+/// `[N, M, OH, OW]` (or each NHWC, as `layouts` says); `scratch` holds the buffers between
+/// calls.
 #[cfg(feature = "alloc")]
 pub fn conv_i8(
     conv: &PackedConvI8,
     input: Input<'_>,
     size: ImageSize,
-    out: Output<'_>,
+    (out, addend): (Output<'_>, Option<Addend<'_>>),
     layouts: Layouts,
     scratch: &mut ConvScratch,
 ) -> Result<(), KernelError> {
     let g = &conv.geometry;
     let params = conv.gemm.input();
+    if addend.is_some() && matches!(out, Output::U8(..)) {
+        return Err(KernelError::Geometry(
+            "an addend goes with float output, not uint8 codes",
+        ));
+    }
     let ConvScratch {
         u8_staging,
         pixel_starts,
@@ -725,6 +797,9 @@ pub fn conv_i8(
     let [oh, ow] = check_images(g, size, codes.len())?;
     let (n, m, positions) = (size[0], conv.gemm.n(), oh * ow);
     out.check(n * positions, m)?;
+    if let Some(addend) = addend {
+        addend.check((n, positions, m), layouts.output)?;
+    }
     let micro = conv.gemm.micro;
     let input = (codes, layouts.input);
     // The geometry as the packed weights see it: pixels of the staged channels.
@@ -762,24 +837,27 @@ pub fn conv_i8(
             (micro.row_align, micro.ku * bytes, conv.gemm.steps),
         )?;
         let share = per_image_share(n);
-        let gemm = |a: &[u8], out: (Output<'_>, RowMap)| {
+        let gemm = |a: &[u8], out: (Output<'_>, RowMap, Option<RowAddend<'_>>)| {
             gemm_i8_rows(&conv.gemm, (a, lda), layout.rows, depth, out, share)
-                .expect("rows and depth checked above");
+                .expect("rows, depth and addend checked above");
         };
         let a = (a, image * bytes);
         if layouts.output == Layout::Nhwc {
             // The GEMM writes the output's pixel rows itself, dropping the padding's rows.
             let (map, image_out) = (layout.pixel_rows(ow), positions * m);
+            let plus = |i| addend.map(|add| add.of_image(i, (positions, m)));
             match out {
-                Output::F32(dst) => per_image(a, (dst, image_out), n, &|a, d| {
-                    gemm(a, (Output::F32(d), map))
+                Output::F32(dst) => per_image_at(a, (dst, image_out), n, &|i, a, d| {
+                    gemm(a, (Output::F32(d), map, plus(i)))
                 }),
                 Output::U8(dst, next) => per_image(a, (dst, image_out), n, &|a, d| {
-                    gemm(a, (Output::U8(d, next), map))
+                    gemm(a, (Output::U8(d, next), map, None))
                 }),
-                Output::Requantized(dst, grid) => per_image(a, (dst, image_out), n, &|a, d| {
-                    gemm(a, (Output::Requantized(d, grid), map))
-                }),
+                Output::Requantized(dst, grid) => {
+                    per_image_at(a, (dst, image_out), n, &|i, a, d| {
+                        gemm(a, (Output::Requantized(d, grid), map, plus(i)))
+                    })
+                }
             }
             return Ok(());
         }
@@ -790,21 +868,21 @@ pub fn conv_i8(
             Output::F32(dst) => {
                 let rows = grown(f32_rows, rows_len, 0.0);
                 per_image(a, (rows, image_rows), n, &|a, r| {
-                    gemm(a, (Output::F32(r), all))
+                    gemm(a, (Output::F32(r), all, None))
                 });
                 layout.to_planes(rows, dims, dst);
             }
             Output::U8(dst, next) => {
                 let rows = grown(u8_rows, rows_len, 0);
                 per_image(a, (rows, image_rows), n, &|a, r| {
-                    gemm(a, (Output::U8(r, next), all))
+                    gemm(a, (Output::U8(r, next), all, None))
                 });
                 layout.to_planes(rows, dims, dst);
             }
             Output::Requantized(dst, grid) => {
                 let rows = grown(f32_rows, rows_len, 0.0);
                 per_image(a, (rows, image_rows), n, &|a, r| {
-                    gemm(a, (Output::Requantized(r, grid), all))
+                    gemm(a, (Output::Requantized(r, grid), all, None))
                 });
                 layout.to_planes(rows, dims, dst);
             }
@@ -837,42 +915,42 @@ pub fn conv_i8(
             (1, micro.ku, steps),
         )?;
     }
-    let mut product = |out: Output<'_>| match in_place {
+    let mut product = |out: Output<'_>, addend| match in_place {
         true => gemm_i8_rows(
             &conv.gemm,
             (fields, pitch),
             rows,
             Depth::whole(steps),
-            (out, RowMap::All),
+            (out, RowMap::All, addend),
             SHARE,
         ),
         false => gemm_i8_shared(
             &conv.gemm,
             Input::U8(fields),
             rows,
-            out,
+            (out, addend),
             gemm_scratch,
             SHARE,
         ),
     };
     if layouts.output == Layout::Nhwc {
         // The GEMM's rows are the output's pixel rows.
-        return product(out);
+        return product(out, addend.map(|add| add.of_batch(positions)));
     }
     match out {
         Output::F32(dst) => {
             let tmp = grown(f32_rows, dst.len(), 0.0);
-            product(Output::F32(tmp))?;
+            product(Output::F32(tmp), None)?;
             to_planes(tmp, n, m, positions, dst);
         }
         Output::U8(dst, next) => {
             let tmp = grown(u8_rows, dst.len(), 0);
-            product(Output::U8(tmp, next))?;
+            product(Output::U8(tmp, next), None)?;
             to_planes(tmp, n, m, positions, dst);
         }
         Output::Requantized(dst, grid) => {
             let tmp = grown(f32_rows, dst.len(), 0.0);
-            product(Output::Requantized(tmp, grid))?;
+            product(Output::Requantized(tmp, grid), None)?;
             to_planes(tmp, n, m, positions, dst);
         }
     }
@@ -903,14 +981,15 @@ impl PackedConvF32 {
     }
 }
 
-/// `out = act(conv(x) + b)` for `x` `[N, C, H, W]`, `out` `[N, M, OH, OW]` (or each NHWC, as
-/// `layouts` says); `scratch` holds the buffers between calls.
+/// `out = act(conv(x) + b)` (`+ addend` when given) for `x` `[N, C, H, W]`, `out`
+/// `[N, M, OH, OW]` (or each NHWC, as `layouts` says); `scratch` holds the buffers between
+/// calls.
 #[cfg(feature = "alloc")]
 pub fn conv_f32(
     conv: &PackedConvF32,
     x: &[f32],
     size: ImageSize,
-    out: &mut [f32],
+    (out, addend): (&mut [f32], Option<Addend<'_>>),
     layouts: Layouts,
     scratch: &mut ConvScratch,
 ) -> Result<(), KernelError> {
@@ -918,6 +997,9 @@ pub fn conv_f32(
     let [oh, ow] = check_images(g, size, x.len())?;
     let (n, m, positions) = (size[0], conv.gemm.n(), oh * ow);
     check_len("output", n * m * positions, out.len())?;
+    if let Some(addend) = addend {
+        addend.check((n, positions, m), layouts.output)?;
+    }
     let input = (x, layouts.input);
     if let Some(layout) = Implicit::new(g, [oh, ow], size[2], 1).filter(|_| n > 0) {
         let ConvScratch {
@@ -934,21 +1016,22 @@ pub fn conv_f32(
         let lda = g.channels;
         check_depth(depth, (image, lda), layout.rows, (1, 1, conv.gemm.k()))?;
         let share = per_image_share(n);
-        let gemm = |a: &[f32], out: (&mut [f32], RowMap)| {
+        let gemm = |a: &[f32], out: (&mut [f32], RowMap, Option<RowAddend<'_>>)| {
             gemm_f32_rows(&conv.gemm, (a, lda), layout.rows, depth, out, share)
-                .expect("rows and depth checked above");
+                .expect("rows, depth and addend checked above");
         };
         if layouts.output == Layout::Nhwc {
             // The GEMM writes the output's pixel rows itself, dropping the padding's rows.
             let map = layout.pixel_rows(ow);
-            per_image((staged, image), (out, positions * m), n, &|a, d| {
-                gemm(a, (d, map))
+            let plus = |i| addend.map(|add| add.of_image(i, (positions, m)));
+            per_image_at((staged, image), (out, positions * m), n, &|i, a, d| {
+                gemm(a, (d, map, plus(i)))
             });
             return Ok(());
         }
         let rows = grown(f32_rows, n * layout.rows * m, 0.0);
         per_image((staged, image), (rows, layout.rows * m), n, &|a, r| {
-            gemm(a, (r, RowMap::All))
+            gemm(a, (r, RowMap::All, None))
         });
         layout.to_planes(rows, (n, m, [oh, ow]), out);
         return Ok(());
@@ -967,10 +1050,11 @@ pub fn conv_f32(
     let product = |out| gemm_f32_rows(&conv.gemm, (fields, k), rows, Depth::whole(k), out, SHARE);
     if layouts.output == Layout::Nhwc {
         // The GEMM's rows are the output's pixel rows.
-        return product((out, RowMap::All));
+        let addend = addend.map(|add| add.of_batch(positions));
+        return product((out, RowMap::All, addend));
     }
     let tmp = grown(&mut scratch.f32_rows, out.len(), 0.0);
-    product((&mut *tmp, RowMap::All))?;
+    product((&mut *tmp, RowMap::All, None))?;
     to_planes(tmp, n, m, positions, out);
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! quotient `x / scale` of quantizing may be taken another way that rounds to the same value
 //! ([`crate::quant::FastDivide`] where the family has FMA).
 use crate::activation::Activation;
+use crate::error::{KernelError, check_len};
 use core::marker::PhantomData;
 
 use crate::quant::{Divide, QuantParams};
@@ -14,14 +15,17 @@ use crate::reference::{finish_f32, finish_i8};
 /// The longest tile row (`nr`) of any kernel.
 pub(crate) const MAX_NR: usize = 32;
 
-/// Where a finished tile row goes.
-pub(crate) enum RowOut<'a> {
-    /// f32 values.
-    F32(&'a mut [f32]),
-    /// uint8 codes for the next layer.
-    U8(&'a mut [u8], QuantParams),
-    /// f32 values rounded to a uint8 grid.
-    Requantized(&'a mut [f32], QuantParams),
+/// Values added to the output rows as they are finished, each sum rounded once in f32 as an
+/// Add node after the layer rounds it.
+#[derive(Clone, Copy)]
+pub(crate) enum RowAddend<'a> {
+    /// One row per output row.
+    Rows(&'a [f32]),
+    /// One row for all output rows.
+    Row(&'a [f32]),
+    /// One row for each run of `rows` output rows (an image's pixels): a division per row,
+    /// where the others step.
+    PerRun { values: &'a [f32], rows: usize },
 }
 
 /// Which output row each GEMM row is written to.
@@ -65,6 +69,9 @@ pub(crate) struct Sink {
     requantized: bool,
     ldc: usize,
     map: RowMap,
+    /// [`RowAddend`]'s values (null for none), the step from one output row's addend to the
+    /// next (0 for a single row) and the output rows that share an addend row.
+    addend: (*const f32, usize, usize),
 }
 
 // SAFETY: every thread writes a disjoint set of tiles, and the buffer outlives the team's job
@@ -74,9 +81,37 @@ unsafe impl Send for Sink {}
 unsafe impl Sync for Sink {}
 
 impl Sink {
-    /// Takes the output apart; `ldc` is its row length `n`, `map` where GEMM rows go in it.
-    pub(crate) fn new(out: crate::reference::Output<'_>, ldc: usize, map: RowMap) -> Self {
+    /// Takes the output apart; `ldc` is its row length `n`, `map` where GEMM rows go in it,
+    /// `addend` what is added to its rows: float output only, with a row for each of `m` GEMM
+    /// rows' output rows (or an error naming what is accepted).
+    pub(crate) fn new(
+        out: crate::reference::Output<'_>,
+        (ldc, m): (usize, usize),
+        map: RowMap,
+        addend: Option<RowAddend<'_>>,
+    ) -> Result<Self, KernelError> {
         use crate::reference::Output;
+        if addend.is_some() && matches!(out, Output::U8(..)) {
+            return Err(KernelError::Geometry(
+                "an addend goes with float output, not uint8 codes",
+            ));
+        }
+        let addend = match addend {
+            None => (core::ptr::null(), 0, 1),
+            Some(RowAddend::Rows(values)) => {
+                check_len("addend", map.rows(m) * ldc, values.len())?;
+                (values.as_ptr(), ldc, 1)
+            }
+            Some(RowAddend::Row(values)) => {
+                check_len("addend", ldc, values.len())?;
+                (values.as_ptr(), 0, 1)
+            }
+            Some(RowAddend::PerRun { values, rows }) => {
+                let rows = rows.max(1);
+                check_len("addend", map.rows(m).div_ceil(rows) * ldc, values.len())?;
+                (values.as_ptr(), ldc, rows)
+            }
+        };
         let null = (core::ptr::null_mut(), core::ptr::null_mut());
         let unit = QuantParams {
             scale: 1.0,
@@ -87,42 +122,99 @@ impl Sink {
             Output::U8(d, params) => ((null.0, d.as_mut_ptr()), params, false),
             Output::Requantized(d, params) => ((d.as_mut_ptr(), null.1), params, true),
         };
-        Sink {
+        Ok(Sink {
             f32,
             u8,
             params,
             requantized,
             ldc,
             map,
-        }
-    }
-
-    /// The `len` outputs of GEMM row `row` from column `col`, or `None` when the row map drops
-    /// the row.
-    ///
-    /// # Safety
-    /// The segment is in bounds and no other thread touches it while the row lives.
-    #[inline(always)]
-    unsafe fn row(&self, row: usize, col: usize, len: usize) -> Option<RowOut<'_>> {
-        let start = self.map.target(row)? * self.ldc + col;
-        // SAFETY: the caller promises that `start..start + len` lies inside the output and that no
-        // other thread touches it: in bounds of the pointer `new` took apart, and unaliased.
-        Some(unsafe {
-            if self.u8.is_null() {
-                let values = core::slice::from_raw_parts_mut(self.f32.add(start), len);
-                if self.requantized {
-                    RowOut::Requantized(values, self.params)
-                } else {
-                    RowOut::F32(values)
-                }
-            } else {
-                RowOut::U8(
-                    core::slice::from_raw_parts_mut(self.u8.add(start), len),
-                    self.params,
-                )
-            }
+            addend,
         })
     }
+
+    /// Where output row `row`'s f32 outputs from column `col` start (in bounds when the row
+    /// and column are; a raw pointer, as threads sharing the sink write disjoint rows).
+    #[inline(always)]
+    fn f32_at(&self, row: usize, col: usize) -> *mut f32 {
+        self.f32.wrapping_add(row * self.ldc + col)
+    }
+
+    /// As [`Sink::f32_at`], for uint8 output.
+    #[inline(always)]
+    fn u8_at(&self, row: usize, col: usize) -> *mut u8 {
+        self.u8.wrapping_add(row * self.ldc + col)
+    }
+
+    /// The `len` addend values of output row `row` from column `col`, if there is an addend.
+    ///
+    /// # Safety
+    /// The row and columns are in bounds of the output.
+    #[inline(always)]
+    unsafe fn addend_row(&self, row: usize, col: usize, len: usize) -> Option<&[f32]> {
+        let (addend, step, run) = self.addend;
+        if addend.is_null() {
+            return None;
+        }
+        let row = if run == 1 { row } else { row / run };
+        // SAFETY: `new` checked that the addend has a row of `ldc` values for every `run`
+        // output rows (or one for all when `step` is 0), so the segment of an output row in
+        // bounds is in bounds too; it is only read.
+        Some(unsafe { core::slice::from_raw_parts(addend.add(row * step + col), len) })
+    }
+}
+
+/// Finishes each row of a tile whose sums are `acc`, as its sink's output kind says, the
+/// kind's store made once per tile: `$finish` computes a row given `$sums` (the row's sums),
+/// `$dst` (its outputs) and `$store`; the addend's row, if any, is added to float rows after.
+macro_rules! finish_rows {
+    ($divide:ty, $acc:expr, $at:expr, |$sums:ident, $dst:ident, $store:ident| $finish:expr) => {{
+        let at: &TileAt<'_> = $at;
+        let sink = at.sink;
+        let rows = $acc.chunks_exact(at.nr).take(at.rows).enumerate();
+        let targets = rows.filter_map(|(i, sums)| Some((sink.map.target(at.row0 + i)?, sums)));
+        if !sink.u8.is_null() {
+            let $store = Coded::<$divide>::new(sink.params);
+            for (row, sums) in targets {
+                let $sums = &sums[..at.cols];
+                let dst = sink.u8_at(row, at.col0);
+                // SAFETY: rows row0..row0+rows and columns col0..col0+cols lie inside the
+                // output (the caller's contract), and this thread alone writes this tile.
+                let $dst = unsafe { core::slice::from_raw_parts_mut(dst, at.cols) };
+                $finish;
+            }
+        } else if sink.requantized {
+            let $store = OnGrid::<$divide>::new(sink.params);
+            for (row, sums) in targets {
+                let $sums = &sums[..at.cols];
+                // SAFETY: as above, for f32 output (and its addend).
+                let ($dst, add) = unsafe {
+                    let add = sink.addend_row(row, at.col0, at.cols);
+                    let dst = sink.f32_at(row, at.col0);
+                    (core::slice::from_raw_parts_mut(dst, at.cols), add)
+                };
+                $finish;
+                if let Some(add) = add {
+                    add_row($dst, add);
+                }
+            }
+        } else {
+            let $store = AsIs;
+            for (row, sums) in targets {
+                let $sums = &sums[..at.cols];
+                // SAFETY: as above, for f32 output (and its addend).
+                let ($dst, add) = unsafe {
+                    let add = sink.addend_row(row, at.col0, at.cols);
+                    let dst = sink.f32_at(row, at.col0);
+                    (core::slice::from_raw_parts_mut(dst, at.cols), add)
+                };
+                $finish;
+                if let Some(add) = add {
+                    add_row($dst, add);
+                }
+            }
+        }
+    }};
 }
 
 /// Where a finished tile goes: `rows × cols` outputs from `(row0, col0)`; its sums are
@@ -147,13 +239,9 @@ pub(crate) unsafe fn finish_tile_i8<D: Divide>(
     cols: &ColumnsI8<'_>,
     act: Activation,
 ) {
-    for (i, sums) in acc.chunks_exact(at.nr).take(at.rows).enumerate() {
-        // SAFETY: rows row0..row0+rows and columns col0..col0+cols lie inside the output (the
-        // caller's contract), and this thread alone writes this tile.
-        if let Some(out) = unsafe { at.sink.row(at.row0 + i, at.col0, at.cols) } {
-            finish_row_i8::<D>(&sums[..at.cols], cols, act, out);
-        }
-    }
+    finish_rows!(D, acc, at, |sums, dst, store| finish_values_i8(
+        sums, cols, act, dst, store
+    ))
 }
 
 /// Finishes a whole fp32 tile, row by row.
@@ -167,13 +255,9 @@ pub(crate) unsafe fn finish_tile_f32<D: Divide>(
     bias: &[f32],
     act: Activation,
 ) {
-    for (i, sums) in acc.chunks_exact(at.nr).take(at.rows).enumerate() {
-        // SAFETY: rows row0..row0+rows and columns col0..col0+cols lie inside the output (the
-        // caller's contract), and this thread alone writes this tile.
-        if let Some(out) = unsafe { at.sink.row(at.row0 + i, at.col0, at.cols) } {
-            finish_row_f32::<D>(&sums[..at.cols], bias, act, out);
-        }
-    }
+    finish_rows!(D, acc, at, |sums, dst, store| finish_values_f32(
+        sums, bias, act, dst, store
+    ))
 }
 
 /// Per-column parameters of an int8 layer, sliced to the tile's columns.
@@ -183,43 +267,12 @@ pub(crate) struct ColumnsI8<'a> {
     pub bias: &'a [f32],
 }
 
-/// Finishes one int8 tile row: `act(f32(acc + corr) · scale + bias)`, stored as `out` asks.
+/// `dst += add`, value by value (a finished row in L1, so a second pass costs little).
 #[inline(always)]
-pub(crate) fn finish_row_i8<D: Divide>(
-    acc: &[i32],
-    cols: &ColumnsI8<'_>,
-    act: Activation,
-    out: RowOut<'_>,
-) {
-    let n = acc.len();
-    match out {
-        RowOut::F32(dst) => finish_values_i8(acc, cols, act, &mut dst[..n], AsIs),
-        RowOut::U8(codes, params) => {
-            finish_values_i8(acc, cols, act, &mut codes[..n], Coded::<D>::new(params))
-        }
-        RowOut::Requantized(dst, params) => {
-            finish_values_i8(acc, cols, act, &mut dst[..n], OnGrid::<D>::new(params))
-        }
-    }
-}
-
-/// Finishes one fp32 tile row: `act(acc + bias)`, stored as `out` asks.
-#[inline(always)]
-pub(crate) fn finish_row_f32<D: Divide>(
-    acc: &[f32],
-    bias: &[f32],
-    act: Activation,
-    out: RowOut<'_>,
-) {
-    let n = acc.len();
-    match out {
-        RowOut::F32(dst) => finish_values_f32(acc, bias, act, &mut dst[..n], AsIs),
-        RowOut::U8(codes, params) => {
-            finish_values_f32(acc, bias, act, &mut codes[..n], Coded::<D>::new(params))
-        }
-        RowOut::Requantized(dst, params) => {
-            finish_values_f32(acc, bias, act, &mut dst[..n], OnGrid::<D>::new(params))
-        }
+fn add_row(dst: &mut [f32], add: &[f32]) {
+    let add = &add[..dst.len()];
+    for j in 0..dst.len() {
+        dst[j] += add[j];
     }
 }
 

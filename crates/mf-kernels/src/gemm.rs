@@ -4,7 +4,7 @@
 use alloc::vec::Vec;
 
 use crate::arch::{Depth, MAX_TILE};
-use crate::epilogue::{ColumnsI8, RowMap, Sink, TileAt};
+use crate::epilogue::{ColumnsI8, RowAddend, RowMap, Sink, TileAt};
 use crate::error::{KernelError, check_len};
 pub use crate::pack::Input;
 use crate::pack::{PackedF32, PackedI8, prepare_a};
@@ -36,15 +36,16 @@ pub fn gemm_i8_reusing(
     out: Output<'_>,
     scratch: &mut GemmScratch,
 ) -> Result<(), KernelError> {
-    gemm_i8_shared(w, input, m, out, scratch, Share::Dense)
+    gemm_i8_shared(w, input, m, (out, None), scratch, Share::Dense)
 }
 
-/// [`gemm_i8_reusing`] shared out across the thread team as `share` says.
+/// [`gemm_i8_reusing`] shared out across the thread team as `share` says, `addend` added to
+/// the output rows.
 pub(crate) fn gemm_i8_shared(
     w: &PackedI8,
     input: Input<'_>,
     m: usize,
-    out: Output<'_>,
+    (out, addend): (Output<'_>, Option<RowAddend<'_>>),
     scratch: &mut GemmScratch,
     share: Share,
 ) -> Result<(), KernelError> {
@@ -55,7 +56,7 @@ pub(crate) fn gemm_i8_shared(
         (a, lda),
         m,
         Depth::whole(w.steps),
-        (out, RowMap::All),
+        (out, RowMap::All, addend),
         share,
     )
 }
@@ -89,13 +90,14 @@ pub(crate) fn check_depth(
 
 /// [`gemm_i8`] on activation rows already in the kernel's form (`lda` bytes apart; rows up to
 /// `m` rounded to the kernel's row alignment are read), summed over `depth`'s runs, each row
-/// written where `map` says; shared across the thread team as `share` says.
+/// written where `map` says with `addend` added; shared across the thread team as `share`
+/// says.
 pub(crate) fn gemm_i8_rows(
     w: &PackedI8,
     (a, lda): (&[u8], usize),
     m: usize,
     depth: Depth,
-    (out, map): (Output<'_>, RowMap),
+    (out, map, addend): (Output<'_>, RowMap, Option<RowAddend<'_>>),
     share: Share,
 ) -> Result<(), KernelError> {
     let n = w.n;
@@ -121,7 +123,7 @@ pub(crate) fn gemm_i8_rows(
         share,
         parallel_macs: PARALLEL_MACS_I8,
     };
-    let sink = Sink::new(out, n, map);
+    let sink = Sink::new(out, (n, m), map, addend)?;
     grid.run(
         depth.total() * micro.ku,
         [0i32; MAX_TILE],
@@ -172,19 +174,20 @@ pub fn gemm_f32(w: &PackedF32, a: &[f32], m: usize, out: &mut [f32]) -> Result<(
         (a, w.k),
         m,
         Depth::whole(w.k),
-        (out, RowMap::All),
+        (out, RowMap::All, None),
         Share::Dense,
     )
 }
 
 /// [`gemm_f32`] on rows `lda` values apart, summed over `depth`'s runs (steps of one value),
-/// each row written where `map` says; shared across the thread team as `share` says.
+/// each row written where `map` says with `addend` added; shared across the thread team as
+/// `share` says.
 pub(crate) fn gemm_f32_rows(
     w: &PackedF32,
     (a, lda): (&[f32], usize),
     m: usize,
     depth: Depth,
-    (out, map): (&mut [f32], RowMap),
+    (out, map, addend): (&mut [f32], RowMap, Option<RowAddend<'_>>),
     share: Share,
 ) -> Result<(), KernelError> {
     let (n, k) = (w.n, w.k);
@@ -203,7 +206,7 @@ pub(crate) fn gemm_f32_rows(
         share,
         parallel_macs: PARALLEL_MACS_F32,
     };
-    let sink = Sink::new(Output::F32(out), n, map);
+    let sink = Sink::new(Output::F32(out), (n, m), map, addend)?;
     grid.run(depth.total(), [0f32; MAX_TILE], |tile, row0, rows, col0| {
         let block = &a[row0 * lda..];
         let panel = &w.panels[col0 / micro.nr * k * micro.nr..];

@@ -68,9 +68,9 @@ pub mod team;
 mod transpose;
 
 pub use activation::Activation;
-pub use conv::{ConvGeometry, ImageSize};
 #[cfg(feature = "alloc")]
-pub use conv::{ConvScratch, PackedConv, PackedConvF32, PackedConvI8, conv_f32, conv_i8};
+pub use conv::{Addend, ConvScratch, PackedConv, PackedConvF32, PackedConvI8, conv_f32, conv_i8};
+pub use conv::{ConvGeometry, ImageSize};
 pub use error::KernelError;
 #[cfg(feature = "alloc")]
 pub use gemm::{GemmScratch, Input, Output, gemm_f32, gemm_i8, gemm_i8_reusing};

@@ -3,9 +3,9 @@
 //! extreme zero points and extreme codes.
 use mf_kernels::reference::{self, QuantizedLayer};
 use mf_kernels::{
-    Activation, ConvGeometry, ConvScratch, GemmScratch, Input, Isa, Layout, Layouts, Output,
-    PackedConvF32, PackedConvI8, PackedF32, PackedI8, QuantParams, conv_f32, conv_i8, gemm_f32,
-    gemm_i8, gemm_i8_reusing,
+    Activation, Addend, ConvGeometry, ConvScratch, GemmScratch, Input, Isa, Layout, Layouts,
+    Output, PackedConvF32, PackedConvI8, PackedF32, PackedI8, QuantParams, conv_f32, conv_i8,
+    gemm_f32, gemm_i8, gemm_i8_reusing,
 };
 use proptest::prelude::*;
 
@@ -331,7 +331,7 @@ impl ConvCase {
         );
         let (dims, layout) = ([n, layer.n, oh * ow], self.layouts.output);
         let (mut want, mut got) = (vec![0f32; len], vec![0f32; len]);
-        let run = |out: Output<'_>, scratch: &mut ConvScratch| {
+        let run = |out: (Output<'_>, Option<Addend<'_>>), scratch: &mut ConvScratch| {
             conv_i8(
                 &packed,
                 Input::U8(&input),
@@ -340,13 +340,12 @@ impl ConvCase {
                 self.layouts,
                 scratch,
             )
-            .unwrap()
         };
         let reference = |out: Output<'_>| {
             reference::conv_i8(&layer, &self.geometry, codes, self.size, out).unwrap()
         };
         reference(Output::F32(&mut want));
-        run(Output::F32(&mut got), scratch);
+        run((Output::F32(&mut got), None), scratch).unwrap();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         let layouts = self.layouts;
         prop_assert_eq!(
@@ -359,7 +358,7 @@ impl ConvCase {
         let next = QuantParams::new(0.05, 37).unwrap();
         let (mut want_q, mut got_q) = (vec![0u8; len], vec![0u8; len]);
         reference(Output::U8(&mut want_q, next));
-        run(Output::U8(&mut got_q, next), scratch);
+        run((Output::U8(&mut got_q, next), None), scratch).unwrap();
         let from_codes: Vec<f32> = want_q.iter().map(|&q| next.dequantize(q)).collect();
         prop_assert_eq!(
             got_q,
@@ -369,7 +368,7 @@ impl ConvCase {
             layouts
         );
         let mut got_r = vec![0f32; len];
-        run(Output::Requantized(&mut got_r, next), scratch);
+        run((Output::Requantized(&mut got_r, next), None), scratch).unwrap();
         prop_assert_eq!(
             bits(&got_r),
             bits(&in_layout(&from_codes, dims, layout)),
@@ -377,6 +376,40 @@ impl ConvCase {
             isa,
             layouts
         );
+        // An addend added as the output is written (one value per output, or one row of
+        // channels per image): the output's bits plus it, rounded once, for f32 and rounded
+        // output alike; planes and uint8 codes refuse one.
+        let m = layer.n;
+        let each: Vec<f32> = (0..len)
+            .map(|i| (i * 37 % 101) as f32 * 0.013 - 0.65)
+            .collect();
+        let per_image: Vec<f32> = (0..n * m)
+            .map(|i| (i * 53 % 97) as f32 * 0.021 - 1.0)
+            .collect();
+        let added = |a: &Addend<'_>, i: usize| match a {
+            Addend::Each(v) => v[i],
+            Addend::PerImage(v) => v[i / (len / n) * m + i % m],
+        };
+        for addend in [Addend::Each(&each), Addend::PerImage(&per_image)] {
+            let mut got = vec![0f32; len];
+            let result = run((Output::F32(&mut got), Some(addend)), scratch);
+            if layout == Layout::Nchw {
+                prop_assert!(result.is_err(), "{} accepted an addend for planes", isa);
+                continue;
+            }
+            result.unwrap();
+            for (plain, grid) in [(&want, None), (&from_codes, Some(next))] {
+                let base = in_layout(plain, dims, layout);
+                let sum: Vec<f32> = (0..len).map(|i| base[i] + added(&addend, i)).collect();
+                if let Some(grid) = grid {
+                    run((Output::Requantized(&mut got, grid), Some(addend)), scratch).unwrap();
+                }
+                prop_assert_eq!(bits(&got), bits(&sum), "{} {:?} on {:?}", isa, addend, grid);
+            }
+            let mut codes = vec![0u8; len];
+            let codes = Output::U8(&mut codes, next);
+            prop_assert!(run((codes, Some(addend)), scratch).is_err());
+        }
         Ok(())
     }
 }
@@ -439,7 +472,8 @@ proptest! {
         for isa in available() {
             let packed = PackedConvF32::new(isa, &w, bias, m, g, act).unwrap();
             let mut got = vec![0f32; len];
-            conv_f32(&packed, &input, case.size, &mut got, case.layouts, &mut scratch).unwrap();
+            let out = (&mut got[..], None);
+            conv_f32(&packed, &input, case.size, out, case.layouts, &mut scratch).unwrap();
             for (i, (g, r)) in got.iter().zip(&want).enumerate() {
                 // |x| ≤ 4 and |w| ≤ 1: each sum of k products within k rounding steps of 4k.
                 let tol = 4.0 * f32::EPSILON * k as f32 * (4.0 * k as f32 + 3.0);
@@ -519,14 +553,15 @@ fn convolutions_shared_across_threads_equal_one_thread() {
             )
             .unwrap();
             let mut shared = vec![0f32; n * m * oh * ow];
-            conv_f32(&packed, &x, case.size, &mut shared, layouts, &mut scratch).unwrap();
+            let out = (&mut shared[..], None);
+            conv_f32(&packed, &x, case.size, out, layouts, &mut scratch).unwrap();
             let mut alone = vec![0f32; shared.len()];
             mf_kernels::team::single_threaded(|| {
                 conv_f32(
                     &packed,
                     &x,
                     case.size,
-                    &mut alone,
+                    (&mut alone, None),
                     layouts,
                     &mut ConvScratch::default(),
                 )
@@ -543,7 +578,7 @@ fn convolutions_shared_across_threads_equal_one_thread() {
                 (Input::F32(&x), &mut by_floats),
                 (Input::U8(&codes), &mut by_codes),
             ] {
-                let out = Output::F32(out);
+                let out = (Output::F32(out), None);
                 conv_i8(&int8, input, case.size, out, layouts, &mut scratch).unwrap();
             }
             assert_eq!(
@@ -552,9 +587,10 @@ fn convolutions_shared_across_threads_equal_one_thread() {
             );
             // An empty batch lays out nothing and writes nothing.
             let mut none: [f32; 0] = [];
-            conv_f32(&packed, &[], [0, h, w], &mut none, layouts, &mut scratch).unwrap();
+            let out = (&mut none[..], None);
+            conv_f32(&packed, &[], [0, h, w], out, layouts, &mut scratch).unwrap();
             let int8 = PackedConvI8::new(isa, &case.dense.layer(), geometry).unwrap();
-            let empty = Output::F32(&mut none);
+            let empty = (Output::F32(&mut none), None);
             conv_i8(
                 &int8,
                 Input::F32(&[]),
@@ -601,7 +637,7 @@ fn convolution_geometry_by_hand() {
                 &packed,
                 input,
                 [1, side, side],
-                Output::F32(&mut out),
+                (Output::F32(&mut out), None),
                 Layouts::ONNX,
                 &mut scratch,
             )
