@@ -47,16 +47,43 @@ impl RowMap {
         }
     }
 
-    /// The output row of GEMM row `r`, or `None` when it is dropped.
+    /// The output rows of GEMM rows `r0, r0 + 1, …` in turn (`None` for a dropped one),
+    /// dividing once for the first instead of once per row.
     #[inline(always)]
-    fn target(self, r: usize) -> Option<usize> {
-        match self {
-            RowMap::All => Some(r),
-            RowMap::Lines { width, kept } => {
-                let (line, x) = (r / width, r % width);
-                (x < kept).then_some(line * kept + x)
-            }
+    fn targets_from(self, r0: usize) -> Targets {
+        let (width, kept) = match self {
+            // One line that never ends: every row kept, at its own index.
+            RowMap::All => (usize::MAX, usize::MAX),
+            RowMap::Lines { width, kept } => (width, kept),
+        };
+        Targets {
+            width,
+            kept,
+            line: r0 / width,
+            x: r0 % width,
         }
+    }
+}
+
+/// [`RowMap::targets_from`]'s walk: the position in the current line and the line.
+struct Targets {
+    width: usize,
+    kept: usize,
+    line: usize,
+    x: usize,
+}
+
+impl Iterator for Targets {
+    type Item = Option<usize>;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<Option<usize>> {
+        let target = (self.x < self.kept).then(|| self.line * self.kept + self.x);
+        self.x += 1;
+        if self.x == self.width {
+            (self.line, self.x) = (self.line + 1, 0);
+        }
+        Some(target)
     }
 }
 
@@ -167,31 +194,35 @@ impl Sink {
 /// Finishes each row of a tile whose sums are `acc`, as its sink's output kind says, the
 /// kind's store made once per tile: `$finish` computes a row given `$sums` (the row's sums),
 /// `$dst` (its outputs) and `$store`; the addend's row, if any, is added to float rows after.
+/// `$cols` is the tile's width (`at.cols`), a constant where the caller matched one.
 macro_rules! finish_rows {
-    ($divide:ty, $acc:expr, $at:expr, |$sums:ident, $dst:ident, $store:ident| $finish:expr) => {{
+    ($divide:ty, $acc:expr, $at:expr, $cols:expr, |$sums:ident, $dst:ident, $store:ident| $finish:expr) => {{
         let at: &TileAt<'_> = $at;
         let sink = at.sink;
-        let rows = $acc.chunks_exact(at.nr).take(at.rows).enumerate();
-        let targets = rows.filter_map(|(i, sums)| Some((sink.map.target(at.row0 + i)?, sums)));
+        let rows = sink
+            .map
+            .targets_from(at.row0)
+            .zip($acc.chunks_exact(at.nr).take(at.rows));
+        let targets = rows.filter_map(|(row, sums)| Some((row?, sums)));
         if !sink.u8.is_null() {
             let $store = Coded::<$divide>::new(sink.params);
             for (row, sums) in targets {
-                let $sums = &sums[..at.cols];
+                let $sums = &sums[..$cols];
                 let dst = sink.u8_at(row, at.col0);
                 // SAFETY: rows row0..row0+rows and columns col0..col0+cols lie inside the
                 // output (the caller's contract), and this thread alone writes this tile.
-                let $dst = unsafe { core::slice::from_raw_parts_mut(dst, at.cols) };
+                let $dst = unsafe { core::slice::from_raw_parts_mut(dst, $cols) };
                 $finish;
             }
         } else if sink.requantized {
             let $store = OnGrid::<$divide>::new(sink.params);
             for (row, sums) in targets {
-                let $sums = &sums[..at.cols];
+                let $sums = &sums[..$cols];
                 // SAFETY: as above, for f32 output (and its addend).
                 let ($dst, add) = unsafe {
-                    let add = sink.addend_row(row, at.col0, at.cols);
+                    let add = sink.addend_row(row, at.col0, $cols);
                     let dst = sink.f32_at(row, at.col0);
-                    (core::slice::from_raw_parts_mut(dst, at.cols), add)
+                    (core::slice::from_raw_parts_mut(dst, $cols), add)
                 };
                 $finish;
                 if let Some(add) = add {
@@ -201,12 +232,12 @@ macro_rules! finish_rows {
         } else {
             let $store = AsIs;
             for (row, sums) in targets {
-                let $sums = &sums[..at.cols];
+                let $sums = &sums[..$cols];
                 // SAFETY: as above, for f32 output (and its addend).
                 let ($dst, add) = unsafe {
-                    let add = sink.addend_row(row, at.col0, at.cols);
+                    let add = sink.addend_row(row, at.col0, $cols);
                     let dst = sink.f32_at(row, at.col0);
-                    (core::slice::from_raw_parts_mut(dst, at.cols), add)
+                    (core::slice::from_raw_parts_mut(dst, $cols), add)
                 };
                 $finish;
                 if let Some(add) = add {
@@ -239,9 +270,19 @@ pub(crate) unsafe fn finish_tile_i8<D: Divide>(
     cols: &ColumnsI8<'_>,
     act: Activation,
 ) {
-    finish_rows!(D, acc, at, |sums, dst, store| finish_values_i8(
-        sums, cols, act, dst, store
-    ))
+    // A full tile's width as a constant, so that its rows' loops unroll without remainders
+    // (the per-row bookkeeping of a 16- or 32-wide row otherwise costs about what it finishes).
+    match at.cols {
+        16 => finish_rows!(D, acc, at, 16, |sums, dst, store| finish_values_i8(
+            sums, cols, act, dst, store
+        )),
+        32 => finish_rows!(D, acc, at, 32, |sums, dst, store| finish_values_i8(
+            sums, cols, act, dst, store
+        )),
+        width => finish_rows!(D, acc, at, width, |sums, dst, store| finish_values_i8(
+            sums, cols, act, dst, store
+        )),
+    }
 }
 
 /// Finishes a whole fp32 tile, row by row.
@@ -255,9 +296,18 @@ pub(crate) unsafe fn finish_tile_f32<D: Divide>(
     bias: &[f32],
     act: Activation,
 ) {
-    finish_rows!(D, acc, at, |sums, dst, store| finish_values_f32(
-        sums, bias, act, dst, store
-    ))
+    // As in [`finish_tile_i8`].
+    match at.cols {
+        16 => finish_rows!(D, acc, at, 16, |sums, dst, store| finish_values_f32(
+            sums, bias, act, dst, store
+        )),
+        32 => finish_rows!(D, acc, at, 32, |sums, dst, store| finish_values_f32(
+            sums, bias, act, dst, store
+        )),
+        width => finish_rows!(D, acc, at, width, |sums, dst, store| finish_values_f32(
+            sums, bias, act, dst, store
+        )),
+    }
 }
 
 /// Per-column parameters of an int8 layer, sliced to the tile's columns.
