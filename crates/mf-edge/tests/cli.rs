@@ -258,13 +258,14 @@ fn bench_profile_times_every_step_of_the_native_plan() {
         "--batch",
         "1",
     ];
-    let args = [&args[..], &["--iters", "20", "--profile"]].concat();
+    let args = [&args[..], &["--iters", "200", "--profile"]].concat();
     let out = mf_edge(&[&args[..], &["--json"]].concat());
     assert!(out.status.success(), "{}", stderr(&out));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let steps = rows[0]["steps"].as_array().expect("step times");
     assert!(steps.len() > 3, "{steps:?}");
-    let p50_us = rows[0]["p50_ms"].as_f64().unwrap() * 1e3;
+    // The mean generation, from the throughput (one image per generation).
+    let mean_us = 1e6 / rows[0]["images_per_s"].as_f64().unwrap();
     let mut sum = 0.0;
     for (i, step) in steps.iter().enumerate() {
         assert_eq!(step["index"].as_u64(), Some(i as u64));
@@ -272,16 +273,17 @@ fn bench_profile_times_every_step_of_the_native_plan() {
         assert!(us >= 0.0);
         sum += us;
     }
-    // The MLP's plan: its int8 dense layers are named, and the steps add up to about a
-    // generation (a mean against a median: within a factor of 2).
+    // The MLP's plan: its int8 dense layers are named, and the steps, timed inside the same
+    // generations, add up to no more than a generation and to most of it (a preemption
+    // between two steps counts only in the generation: a quarter is far from any such).
     assert!(
         steps
             .iter()
             .any(|s| s["step"].as_str().unwrap().starts_with("Dense int8"))
     );
     assert!(
-        sum > p50_us / 2.0 && sum < p50_us * 2.0,
-        "steps {sum} µs, p50 {p50_us} µs"
+        sum > mean_us / 4.0 && sum <= mean_us * 1.001,
+        "steps {sum} µs, mean generation {mean_us} µs"
     );
     // The table lists them after the cases.
     let out = mf_edge(&args);
