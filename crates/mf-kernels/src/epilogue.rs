@@ -259,24 +259,28 @@ pub(crate) struct TileAt<'a> {
     pub nr: usize,
 }
 
-/// Finishes a whole int8 tile, row by row.
+/// Finishes a whole int8 tile, row by row; with `WIDTHS` (the vector families), a full
+/// 16- or 32-wide tile with its width as a constant, so that its rows' loops unroll without
+/// remainders (the per-row bookkeeping of a short row otherwise costs about what it
+/// finishes; 2-5% of a U-Net). The fp32 tiles and the scalar family keep one body: their
+/// copies cost more binary size than they saved time.
 ///
 /// # Safety
 /// The tile's outputs are in bounds and owned by the caller's thread.
 #[inline(always)]
-pub(crate) unsafe fn finish_tile_i8<D: Divide>(
+pub(crate) unsafe fn finish_tile_i8<D: Divide, const WIDTHS: bool>(
     acc: &[i32],
     at: &TileAt<'_>,
     cols: &ColumnsI8<'_>,
     act: Activation,
 ) {
-    // A full tile's width as a constant, so that its rows' loops unroll without remainders
-    // (the per-row bookkeeping of a 16- or 32-wide row otherwise costs about what it finishes).
+    // GELU (a DiT's dense layers, whose rows are wide) keeps the one body too.
+    let widths = WIDTHS && act != Activation::GeluTanh;
     match at.cols {
-        16 => finish_rows!(D, acc, at, 16, |sums, dst, store| finish_values_i8(
+        16 if widths => finish_rows!(D, acc, at, 16, |sums, dst, store| finish_values_i8(
             sums, cols, act, dst, store
         )),
-        32 => finish_rows!(D, acc, at, 32, |sums, dst, store| finish_values_i8(
+        32 if widths => finish_rows!(D, acc, at, 32, |sums, dst, store| finish_values_i8(
             sums, cols, act, dst, store
         )),
         width => finish_rows!(D, acc, at, width, |sums, dst, store| finish_values_i8(
@@ -296,18 +300,9 @@ pub(crate) unsafe fn finish_tile_f32<D: Divide>(
     bias: &[f32],
     act: Activation,
 ) {
-    // As in [`finish_tile_i8`].
-    match at.cols {
-        16 => finish_rows!(D, acc, at, 16, |sums, dst, store| finish_values_f32(
-            sums, bias, act, dst, store
-        )),
-        32 => finish_rows!(D, acc, at, 32, |sums, dst, store| finish_values_f32(
-            sums, bias, act, dst, store
-        )),
-        width => finish_rows!(D, acc, at, width, |sums, dst, store| finish_values_f32(
-            sums, bias, act, dst, store
-        )),
-    }
+    finish_rows!(D, acc, at, at.cols, |sums, dst, store| finish_values_f32(
+        sums, bias, act, dst, store
+    ))
 }
 
 /// Per-column parameters of an int8 layer, sliced to the tile's columns.
@@ -556,7 +551,9 @@ macro_rules! epilogue_for {
             // SAFETY: the caller holds this function's contract, which is `finish_tile_*`'s (the tile's
             // outputs are in bounds and owned by this thread).
             unsafe {
-                $crate::epilogue::finish_tile_i8::<$crate::quant::FastDivide>(acc, at, cols, act)
+                $crate::epilogue::finish_tile_i8::<$crate::quant::FastDivide, true>(
+                    acc, at, cols, act,
+                )
             }
         }
 

@@ -50,7 +50,7 @@ unsafe fn quantize(x: &[f32], params: QuantParams, codes: &mut [u8]) {
 unsafe fn finish_i8(acc: &[i32], at: &TileAt<'_>, cols: &ColumnsI8<'_>, act: Activation) {
     // SAFETY: the caller holds this function's contract, which is `finish_tile_*`'s (the tile's
     // outputs are in bounds and owned by this thread).
-    unsafe { finish_tile_i8::<Divided>(acc, at, cols, act) }
+    unsafe { finish_tile_i8::<Divided, false>(acc, at, cols, act) }
 }
 
 unsafe fn finish_f32(acc: &[f32], at: &TileAt<'_>, bias: &[f32], act: Activation) {
