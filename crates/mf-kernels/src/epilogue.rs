@@ -196,6 +196,26 @@ impl Sink {
 /// `$dst` (its outputs) and `$store`; the addend's row, if any, is added to float rows after.
 /// `$cols` is the tile's width (`at.cols`), a constant where the caller matched one.
 macro_rules! finish_rows {
+    // The loop over float rows, for the store `$new` makes.
+    (@floats $new:expr, $targets:ident, $sink:ident, $at:ident, $cols:expr,
+        |$sums:ident, $dst:ident, $store:ident| $finish:expr) => {{
+        let $store = $new;
+        for (row, sums) in $targets {
+            let $sums = &sums[..$cols];
+            // SAFETY: rows row0..row0+rows and columns col0..col0+cols lie inside the output
+            // (the caller's contract), and this thread alone writes this tile; the addend's
+            // row is in bounds with them.
+            let ($dst, add) = unsafe {
+                let add = $sink.addend_row(row, $at.col0, $cols);
+                let dst = $sink.f32_at(row, $at.col0);
+                (core::slice::from_raw_parts_mut(dst, $cols), add)
+            };
+            $finish;
+            if let Some(add) = add {
+                add_row($dst, add);
+            }
+        }
+    }};
     ($divide:ty, $acc:expr, $at:expr, $cols:expr, |$sums:ident, $dst:ident, $store:ident| $finish:expr) => {{
         let at: &TileAt<'_> = $at;
         let sink = at.sink;
@@ -215,35 +235,10 @@ macro_rules! finish_rows {
                 $finish;
             }
         } else if sink.requantized {
-            let $store = OnGrid::<$divide>::new(sink.params);
-            for (row, sums) in targets {
-                let $sums = &sums[..$cols];
-                // SAFETY: as above, for f32 output (and its addend).
-                let ($dst, add) = unsafe {
-                    let add = sink.addend_row(row, at.col0, $cols);
-                    let dst = sink.f32_at(row, at.col0);
-                    (core::slice::from_raw_parts_mut(dst, $cols), add)
-                };
-                $finish;
-                if let Some(add) = add {
-                    add_row($dst, add);
-                }
-            }
+            let grid = OnGrid::<$divide>::new(sink.params);
+            finish_rows!(@floats grid, targets, sink, at, $cols, |$sums, $dst, $store| $finish)
         } else {
-            let $store = AsIs;
-            for (row, sums) in targets {
-                let $sums = &sums[..$cols];
-                // SAFETY: as above, for f32 output (and its addend).
-                let ($dst, add) = unsafe {
-                    let add = sink.addend_row(row, at.col0, $cols);
-                    let dst = sink.f32_at(row, at.col0);
-                    (core::slice::from_raw_parts_mut(dst, $cols), add)
-                };
-                $finish;
-                if let Some(add) = add {
-                    add_row($dst, add);
-                }
-            }
+            finish_rows!(@floats AsIs, targets, sink, at, $cols, |$sums, $dst, $store| $finish)
         }
     }};
 }
