@@ -11,11 +11,17 @@
 //!   by a rayon pool of the same size, beside the whole layer on one thread: what the team's
 //!   dispatch costs or saves at the model's sizes.
 //!
+//! - `last_conv/*`: a U-Net's last convolution (3×3, 16 channels → 1, 28×28, padding 1, pixel
+//!   rows in, planes out) at batch 1 and 16, int8 and fp32, one thread and the default team:
+//!   the one-column tiles of the layers of very few outputs.
+//!
 //! Run: `cargo bench -p mf-benches --bench kernels` (add `-- gemm_256` to filter).
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use mf_kernels::reference::QuantizedLayer;
 use mf_kernels::team::single_threaded;
 use mf_kernels::{
-    Activation, Input, Isa, Output, PackedF32, PackedI8, QuantParams, gemm_f32, gemm_i8,
+    Activation, ConvGeometry, ConvScratch, Input, Isa, Layout, Layouts, Output, PackedConvF32,
+    PackedConvI8, PackedF32, PackedI8, QuantParams, conv_f32, conv_i8, gemm_f32, gemm_i8,
 };
 use rten_gemm::{GemmExecutor, GemmInputA, GemmInputB, GemmOptions};
 use rten_tensor::NdTensorView;
@@ -298,5 +304,74 @@ fn team_vs_rayon(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, peak, gemm_square, layers, team_vs_rayon);
+/// A U-Net's last convolution, to one image channel, as the native engine runs it: pixel rows
+/// in (uint8 codes for int8), planes out, at batch 1 and 16, on one thread and on the team.
+fn last_conv(c: &mut Criterion) {
+    let isa = Isa::select().expect("MF_KERNEL names an available kernel");
+    let mut group = c.benchmark_group("last_conv");
+    let (channels, side, outputs) = (16, 28, 1);
+    let geometry = ConvGeometry {
+        channels,
+        kernel: [3, 3],
+        pads: [1; 4],
+        strides: [1, 1],
+        dilations: [1, 1],
+    };
+    let depth = channels * 9;
+    let w = values(outputs * depth, 11);
+    let codes: Vec<i8> = w.iter().map(|&v| (v * 127.0) as i8).collect();
+    let (scales, bias) = (vec![0.01f32; outputs], vec![0.1f32; outputs]);
+    let input = QuantParams::new(0.02, 128).expect("valid parameters");
+    let layer = QuantizedLayer {
+        weights: &codes,
+        weight_scales: &scales,
+        bias: &bias,
+        input,
+        activation: Activation::None,
+        n: outputs,
+        k: depth,
+    };
+    let int8 = PackedConvI8::new(isa, &layer, geometry).expect("valid int8 convolution");
+    let fp32 = PackedConvF32::new(isa, &w, &bias, outputs, geometry, Activation::None)
+        .expect("valid fp32 convolution");
+    let layouts = Layouts {
+        input: Layout::Nhwc,
+        output: Layout::Nchw,
+    };
+    let mut scratch = ConvScratch::default();
+    for batch in [1, 16] {
+        let size = [batch, side, side];
+        let x = values(batch * side * side * channels, 5);
+        let x_codes: Vec<u8> = x.iter().map(|&v| input.quantize(v)).collect();
+        let mut out = vec![0f32; batch * side * side * outputs];
+        group.throughput(Throughput::Elements((2 * out.len() * depth) as u64));
+        for (threads, solo) in [("1t", true), ("team", false)] {
+            let run = |f: &mut dyn FnMut()| match solo {
+                true => single_threaded(f),
+                false => f(),
+            };
+            let id = format!("b{batch}-{threads}");
+            group.bench_function(BenchmarkId::new(format!("int8-{isa}"), &id), |b| {
+                b.iter(|| {
+                    run(&mut || {
+                        let out = (Output::F32(&mut out), None);
+                        conv_i8(&int8, Input::U8(&x_codes), size, out, layouts, &mut scratch)
+                            .expect("valid shapes")
+                    })
+                })
+            });
+            group.bench_function(BenchmarkId::new(format!("fp32-{isa}"), &id), |b| {
+                b.iter(|| {
+                    run(&mut || {
+                        conv_f32(&fp32, &x, size, (&mut out, None), layouts, &mut scratch)
+                            .expect("valid shapes")
+                    })
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, peak, gemm_square, layers, team_vs_rayon, last_conv);
 criterion_main!(benches);

@@ -160,6 +160,60 @@ fn config() -> ProptestConfig {
     }
 }
 
+/// An fp32 layer: `(m, n, k, a, w, bias, activation)`.
+type F32Case = (
+    usize,
+    usize,
+    usize,
+    Vec<f32>,
+    Vec<f32>,
+    Vec<f32>,
+    Activation,
+);
+
+fn f32_case(max_m: usize, max_n: usize, max_k: usize) -> impl Strategy<Value = F32Case> {
+    (1..=max_m, 1..=max_n, 1..=max_k).prop_flat_map(|(m, n, k)| {
+        (
+            Just(m),
+            Just(n),
+            Just(k),
+            prop::collection::vec(-4.0f32..4.0, m * k),
+            prop::collection::vec(-1.0f32..1.0, n * k),
+            prop::collection::vec(-1.0f32..1.0, n),
+            activation(),
+        )
+    })
+}
+
+/// Every family's fp32 layer within `k` rounding steps of the reference's.
+fn check_f32((m, n, k, a, w, bias, act): F32Case) -> Result<(), TestCaseError> {
+    let mut want = vec![0f32; m * n];
+    reference::gemm_f32(&a, &w, &bias, act, m, n, k, &mut want).unwrap();
+    for isa in available() {
+        let packed = PackedF32::new(isa, &w, &bias, n, k, act).unwrap();
+        let mut got = vec![0f32; m * n];
+        gemm_f32(&packed, &a, m, &mut got).unwrap();
+        for (i, (g, r)) in got.iter().zip(&want).enumerate() {
+            // Each sum of k products may differ by k rounding steps of its magnitude.
+            let (row, col) = (i / n, i % n);
+            let magnitude: f32 = (0..k)
+                .map(|d| (a[row * k + d] * w[col * k + d]).abs())
+                .sum();
+            let tol = 4.0 * f32::EPSILON * k as f32 * (magnitude + bias[col].abs() + 1.0);
+            prop_assert!(
+                (g - r).abs() <= tol,
+                "{} at {}: {} vs {} (tol {})",
+                isa,
+                i,
+                g,
+                r,
+                tol
+            );
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(config())]
 
@@ -178,29 +232,22 @@ proptest! {
     }
 
     #[test]
-    fn fp32_kernels_are_within_rounding(
-        (m, n, k, a, w, bias, act) in (1usize..30, 1usize..70, 1usize..300).prop_flat_map(|(m, n, k)| (
-            Just(m), Just(n), Just(k),
-            prop::collection::vec(-4.0f32..4.0, m * k),
-            prop::collection::vec(-1.0f32..1.0, n * k),
-            prop::collection::vec(-1.0f32..1.0, n),
-            activation(),
-        ))
-    ) {
-        let mut want = vec![0f32; m * n];
-        reference::gemm_f32(&a, &w, &bias, act, m, n, k, &mut want).unwrap();
+    fn fp32_kernels_are_within_rounding(case in f32_case(30, 70, 300)) {
+        check_f32(case)?;
+    }
+
+    // Layers of the fewest outputs (a network's last layer, to an image's channels) run
+    // one-column tiles on the x86 families; rows past one tile's 32 included.
+    #[test]
+    fn int8_layers_of_few_outputs_equal_the_reference_bit_for_bit(case in i8_case(70, 5, 300)) {
         for isa in available() {
-            let packed = PackedF32::new(isa, &w, &bias, n, k, act).unwrap();
-            let mut got = vec![0f32; m * n];
-            gemm_f32(&packed, &a, m, &mut got).unwrap();
-            for (i, (g, r)) in got.iter().zip(&want).enumerate() {
-                // Each sum of k products may differ by k rounding steps of its magnitude.
-                let (row, col) = (i / n, i % n);
-                let magnitude: f32 = (0..k).map(|d| (a[row * k + d] * w[col * k + d]).abs()).sum();
-                let tol = 4.0 * f32::EPSILON * k as f32 * (magnitude + bias[col].abs() + 1.0);
-                prop_assert!((g - r).abs() <= tol, "{} at {}: {} vs {} (tol {})", isa, i, g, r, tol);
-            }
+            case.check(isa)?;
         }
+    }
+
+    #[test]
+    fn fp32_layers_of_few_outputs_are_within_rounding(case in f32_case(70, 5, 300)) {
+        check_f32(case)?;
     }
 }
 
@@ -436,6 +483,16 @@ proptest! {
     }
 
     #[test]
+    fn implicit_convolutions_of_few_outputs_equal_the_direct_reference_bit_for_bit(
+        case in implicit_conv_case(2, 12, 4)
+    ) {
+        let mut scratch = ConvScratch::default();
+        for isa in available() {
+            case.check(isa, &mut scratch)?;
+        }
+    }
+
+    #[test]
     fn buffers_kept_from_other_convolutions_change_no_result(
         cases in prop::collection::vec(conv_case(2, 5, 7, 9), 2..5)
     ) {
@@ -450,40 +507,69 @@ proptest! {
     }
 
     #[test]
-    fn fp32_convolutions_are_within_rounding(
-        (case, x) in conv_case(3, 7, 9, 21).prop_flat_map(|case| {
-            let [n, h, w] = case.size;
-            let len = n * case.geometry.channels * h * w;
-            (Just(case), prop::collection::vec(-4.0f32..4.0, len))
-        })
+    fn fp32_convolutions_are_within_rounding(case in f32_conv_case(conv_case(3, 7, 9, 21))) {
+        check_f32_conv(case)?;
+    }
+
+    #[test]
+    fn fp32_implicit_convolutions_of_few_outputs_are_within_rounding(
+        case in f32_conv_case(implicit_conv_case(2, 12, 4))
     ) {
-        let (g, m, k) = (case.geometry, case.dense.n, case.dense.k);
-        let w: Vec<f32> = case.dense.weights.iter().map(|&q| q as f32 / 128.0).collect();
-        let bias = &case.dense.bias;
-        let act = case.dense.activation;
-        let [n, h, wd] = case.size;
-        let [oh, ow] = g.output_size(h, wd).unwrap();
-        let len = n * m * oh * ow;
-        let mut want = vec![0f32; len];
-        reference::conv_f32(&w, bias, act, m, &g, &x, case.size, &mut want).unwrap();
-        let want = in_layout(&want, [n, m, oh * ow], case.layouts.output);
-        let input = in_layout(&x, [n, g.channels, h * wd], case.layouts.input);
-        let mut scratch = ConvScratch::default();
-        for isa in available() {
-            let packed = PackedConvF32::new(isa, &w, bias, m, g, act).unwrap();
-            let mut got = vec![0f32; len];
-            let out = (&mut got[..], None);
-            conv_f32(&packed, &input, case.size, out, case.layouts, &mut scratch).unwrap();
-            for (i, (g, r)) in got.iter().zip(&want).enumerate() {
-                // |x| ≤ 4 and |w| ≤ 1: each sum of k products within k rounding steps of 4k.
-                let tol = 4.0 * f32::EPSILON * k as f32 * (4.0 * k as f32 + 3.0);
-                prop_assert!(
-                    (g - r).abs() <= tol,
-                    "{} at {}: {} vs {} (tol {}), {:?}", isa, i, g, r, tol, case.layouts
-                );
-            }
+        check_f32_conv(case)?;
+    }
+}
+
+/// A convolution case with f32 input values.
+fn f32_conv_case(
+    cases: impl Strategy<Value = ConvCase>,
+) -> impl Strategy<Value = (ConvCase, Vec<f32>)> {
+    cases.prop_flat_map(|case| {
+        let [n, h, w] = case.size;
+        let len = n * case.geometry.channels * h * w;
+        (Just(case), prop::collection::vec(-4.0f32..4.0, len))
+    })
+}
+
+/// Every family's fp32 convolution within rounding of the direct reference.
+fn check_f32_conv((case, x): (ConvCase, Vec<f32>)) -> Result<(), TestCaseError> {
+    let (g, m, k) = (case.geometry, case.dense.n, case.dense.k);
+    let w: Vec<f32> = case
+        .dense
+        .weights
+        .iter()
+        .map(|&q| q as f32 / 128.0)
+        .collect();
+    let bias = &case.dense.bias;
+    let act = case.dense.activation;
+    let [n, h, wd] = case.size;
+    let [oh, ow] = g.output_size(h, wd).unwrap();
+    let len = n * m * oh * ow;
+    let mut want = vec![0f32; len];
+    reference::conv_f32(&w, bias, act, m, &g, &x, case.size, &mut want).unwrap();
+    let want = in_layout(&want, [n, m, oh * ow], case.layouts.output);
+    let input = in_layout(&x, [n, g.channels, h * wd], case.layouts.input);
+    let mut scratch = ConvScratch::default();
+    for isa in available() {
+        let packed = PackedConvF32::new(isa, &w, bias, m, g, act).unwrap();
+        let mut got = vec![0f32; len];
+        let out = (&mut got[..], None);
+        conv_f32(&packed, &input, case.size, out, case.layouts, &mut scratch).unwrap();
+        for (i, (g, r)) in got.iter().zip(&want).enumerate() {
+            // |x| ≤ 4 and |w| ≤ 1: each sum of k products within k rounding steps of 4k.
+            let tol = 4.0 * f32::EPSILON * k as f32 * (4.0 * k as f32 + 3.0);
+            prop_assert!(
+                (g - r).abs() <= tol,
+                "{} at {}: {} vs {} (tol {}), {:?}",
+                isa,
+                i,
+                g,
+                r,
+                tol,
+                case.layouts
+            );
         }
     }
+    Ok(())
 }
 
 /// Batches large enough that a convolution's layout work (padding, NHWC transposes, receptive

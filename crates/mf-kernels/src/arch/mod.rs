@@ -11,6 +11,8 @@
 pub(crate) mod aarch64;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) mod broadcast;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) mod dot;
 pub(crate) mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_64;
@@ -99,18 +101,46 @@ pub(crate) struct F32Micro {
 /// The largest `mr · nr` of any kernel (the driver's tile buffer).
 pub(crate) const MAX_TILE: usize = 12 * crate::epilogue::MAX_NR;
 
+/// Layers of at most this many outputs run one-column tiles ([`dot`]) on the vector families:
+/// an 8- to 32-wide tile spends as many columns' multiply-adds on each of them, a one-column
+/// tile passes over the rows once per output. The batch-1 U-Net's last convolution (3×3, 16
+/// channels → 1, 28×28; `cargo bench -p mf-benches --bench kernels -- last_conv`, one
+/// thread, Sapphire Rapids): AVX2 int8 43.1 → 18.4 µs, fp32 53.5 → 19.2, AVX-512 fp32 45.6 →
+/// 21.3, of which 5-8 µs are staging and finishing, the same for any width: a second column
+/// still wins, a third about ties.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const DOT_OUTPUTS: usize = 2;
+
+/// [`DOT_OUTPUTS`] for AVX-512 VNNI int8, whose 16-wide tile does 64 multiply-adds an
+/// instruction: one column's dot product beats it (16.1 → 12.4 µs), two would not.
+#[cfg(target_arch = "x86_64")]
+const VNNI_DOT_OUTPUTS: usize = 1;
+
 /// The int8 kernel of a family for a layer of `n` outputs (AVX-512 has a narrower tile for
-/// `n ≤ 16`). The caller has checked availability.
-// Only an x86 family has a narrower tile: elsewhere `n` does not choose.
-#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+/// `n ≤ 16`, the vector families one-column tiles for the fewest outputs). The caller has
+/// checked availability.
+// The scalar family has one tile: there `n` does not choose.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(unused_variables)
+)]
 pub(crate) fn i8_micro(isa: Isa, n: usize) -> &'static I8Micro {
     match isa {
         #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if n <= DOT_OUTPUTS => &x86_64::avx2::I8_DOT,
+        #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => &x86_64::avx2::I8,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni if n <= VNNI_DOT_OUTPUTS => &x86_64::avx512::I8_DOT,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni if n <= x86_64::avx512::I8_NARROW.nr => &x86_64::avx512::I8_NARROW,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => &x86_64::avx512::I8,
+        // Plain NEON only: the 8-wide `sdot` and `smmla` tiles take fewer instructions than
+        // one column's dot product (the batch-1 U-Net under qemu: 8.40M instructions a
+        // generation with i8mm tiles, 8.45M with one-column ones; plain NEON 18.13M → 18.08M).
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon if n <= DOT_OUTPUTS => &aarch64::neon::I8_DOT,
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => &aarch64::neon::I8,
         #[cfg(target_arch = "aarch64")]
@@ -122,13 +152,26 @@ pub(crate) fn i8_micro(isa: Isa, n: usize) -> &'static I8Micro {
 }
 
 /// The fp32 kernel of a family for a layer of `n` outputs (AVX-512 has a narrower tile for
-/// `n ≤ 16`). The caller has checked availability.
-// Only an x86 family has a narrower tile: elsewhere `n` does not choose.
-#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+/// `n ≤ 16`, the vector families one-column tiles for the fewest outputs). The caller has
+/// checked availability.
+// The scalar family has one tile: there `n` does not choose.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(unused_variables)
+)]
 pub(crate) fn f32_gemm_micro(isa: Isa, n: usize) -> &'static F32Micro {
+    #[cfg(target_arch = "aarch64")]
+    if isa != Isa::Scalar && n <= DOT_OUTPUTS {
+        return &aarch64::neon::F32_DOT;
+    }
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512Vnni && n <= x86_64::avx512::F32_NARROW.nr {
-        return &x86_64::avx512::F32_NARROW;
+    match isa {
+        Isa::Avx2 if n <= DOT_OUTPUTS => return &x86_64::avx2::F32_DOT,
+        Isa::Avx512Vnni if n <= DOT_OUTPUTS => return &x86_64::avx512::F32_DOT,
+        Isa::Avx512Vnni if n <= x86_64::avx512::F32_NARROW.nr => {
+            return &x86_64::avx512::F32_NARROW;
+        }
+        _ => {}
     }
     f32_micro(isa)
 }

@@ -6,10 +6,12 @@
 use core::arch::aarch64::*;
 
 use crate::arch::broadcast::{BroadcastOps, broadcast_rows};
+use crate::arch::dot::dot_micros_for;
 use crate::arch::{AForm, Depth, F32Micro, I8Micro, by_rows};
 use crate::epilogue::epilogue_for;
 
 epilogue_for!("neon");
+dot_micros_for!("neon");
 
 /// NEON int8 tiles: 4×4, depth unit 16, s8 activations.
 pub(crate) static I8: I8Micro = I8Micro {

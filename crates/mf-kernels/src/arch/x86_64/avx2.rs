@@ -6,10 +6,12 @@ use core::arch::asm;
 use core::arch::x86_64::*;
 
 use crate::arch::broadcast::{BroadcastOps, broadcast_rows};
+use crate::arch::dot::dot_micros_for;
 use crate::arch::{AForm, Depth, F32Micro, I8Micro, by_rows};
 use crate::epilogue::epilogue_for;
 
 epilogue_for!("avx2,fma");
+dot_micros_for!("avx2,fma");
 
 /// AVX2 int8 tiles: 6×16, depth unit 2, activations widened to i16.
 pub(crate) static I8: I8Micro = I8Micro {

@@ -7,10 +7,12 @@ use core::arch::asm;
 use core::arch::x86_64::*;
 
 use crate::arch::broadcast::{BroadcastOps, broadcast_rows};
+use crate::arch::dot::dot_micros_for;
 use crate::arch::{AForm, Depth, F32Micro, I8Micro, by_rows};
 use crate::epilogue::epilogue_for;
 
 epilogue_for!("avx512f,avx512bw");
+dot_micros_for!("avx512f,avx512bw,avx512vnni");
 
 /// VNNI int8 tiles: 12×32, depth unit 4, u8 activations.
 pub(crate) static I8: I8Micro = I8Micro {
