@@ -11,9 +11,9 @@
 //!   by a rayon pool of the same size, beside the whole layer on one thread: what the team's
 //!   dispatch costs or saves at the model's sizes.
 //!
-//! - `last_conv/*`: a U-Net's last convolution (3×3, 16 channels → 1, 28×28, padding 1, pixel
-//!   rows in, planes out) at batch 1 and 16, int8 and fp32, one thread and the default team:
-//!   the one-column tiles of the layers of very few outputs.
+//! - `last_conv/*`: a U-Net's last convolution (3×3, 16 channels → 1, 2 or 3, 28×28, padding
+//!   1, pixel rows in, planes out) at batch 1 and 16, int8 and fp32, one thread and the default
+//!   team: the one-column tiles of the layers of one or two outputs, the wide tiles of three.
 //!
 //! Run: `cargo bench -p mf-benches --bench kernels` (add `-- gemm_256` to filter).
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -304,12 +304,25 @@ fn team_vs_rayon(c: &mut Criterion) {
     group.finish();
 }
 
-/// A U-Net's last convolution, to one image channel, as the native engine runs it: pixel rows
-/// in (uint8 codes for int8), planes out, at batch 1 and 16, on one thread and on the team.
+/// A U-Net's last convolution, to one, two or three image channels, as the native engine runs
+/// it: pixel rows in (uint8 codes for int8), planes out, at batch 1 and 16, on one thread and
+/// on the team.
 fn last_conv(c: &mut Criterion) {
     let isa = Isa::select().expect("MF_KERNEL names an available kernel");
     let mut group = c.benchmark_group("last_conv");
-    let (channels, side, outputs) = (16, 28, 1);
+    for outputs in [1, 2, 3] {
+        last_conv_of(&mut group, isa, outputs);
+    }
+    group.finish();
+}
+
+/// [`last_conv`] to `outputs` channels.
+fn last_conv_of(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    isa: Isa,
+    outputs: usize,
+) {
+    let (channels, side) = (16, 28);
     let geometry = ConvGeometry {
         channels,
         kernel: [3, 3],
@@ -350,7 +363,7 @@ fn last_conv(c: &mut Criterion) {
                 true => single_threaded(f),
                 false => f(),
             };
-            let id = format!("b{batch}-{threads}");
+            let id = format!("to{outputs}-b{batch}-{threads}");
             group.bench_function(BenchmarkId::new(format!("int8-{isa}"), &id), |b| {
                 b.iter(|| {
                     run(&mut || {
@@ -370,7 +383,6 @@ fn last_conv(c: &mut Criterion) {
             });
         }
     }
-    group.finish();
 }
 
 criterion_group!(benches, peak, gemm_square, layers, team_vs_rayon, last_conv);

@@ -106,13 +106,16 @@ pub(crate) const MAX_TILE: usize = 12 * crate::epilogue::MAX_NR;
 /// tile passes over the rows once per output. The batch-1 U-Net's last convolution (3×3, 16
 /// channels → 1, 28×28; `cargo bench -p mf-benches --bench kernels -- last_conv`, one
 /// thread, Sapphire Rapids): AVX2 int8 43.1 → 18.4 µs, fp32 53.5 → 19.2, AVX-512 fp32 45.6 →
-/// 21.3, of which 5-8 µs are staging and finishing, the same for any width: a second column
-/// still wins, a third about ties.
+/// 21.3, of which 5-8 µs are staging and finishing, the same for any width. To two outputs
+/// (a wide tile takes the same time for 1 to 16): AVX2 int8 34 µs one-column against 43
+/// wide, fp32 36 against 53, AVX-512 fp32 43 against 45; to three, the wide tiles win or tie
+/// (AVX2 int8 44 µs wide against 52, AVX-512 fp32 39 against 66, AVX2 fp32 54 against 53).
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const DOT_OUTPUTS: usize = 2;
 
 /// [`DOT_OUTPUTS`] for AVX-512 VNNI int8, whose 16-wide tile does 64 multiply-adds an
-/// instruction: one column's dot product beats it (16.1 → 12.4 µs), two would not.
+/// instruction: one column's dot product beats it (16.1 → 12.4 µs), two do not (23 µs
+/// against 13).
 #[cfg(target_arch = "x86_64")]
 const VNNI_DOT_OUTPUTS: usize = 1;
 
