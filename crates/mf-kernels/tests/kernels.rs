@@ -236,8 +236,9 @@ proptest! {
         check_f32(case)?;
     }
 
-    // Layers of the fewest outputs (a network's last layer, to an image's channels) run
-    // one-column tiles on the x86 families; rows past one tile's 32 included.
+    // Layers of one or two outputs (a network's last layer, to an image's channel) run
+    // one-column tiles on the vector families, three to five the wide tiles; rows past one
+    // tile's 32 included.
     #[test]
     fn int8_layers_of_few_outputs_equal_the_reference_bit_for_bit(case in i8_case(70, 5, 300)) {
         for isa in available() {

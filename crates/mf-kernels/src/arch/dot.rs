@@ -83,13 +83,8 @@ pub(crate) unsafe fn f32_rows(
             // SAFETY: row `r` holds `run · stride + steps` values from its start (the contract).
             let x =
                 unsafe { core::slice::from_raw_parts(a.add(r * lda + run * depth.stride), len) };
-            let (mut xs, mut ws) = (x.chunks_exact(F32_LANES), w.chunks_exact(F32_LANES));
-            for (x, w) in (&mut xs).zip(&mut ws) {
-                for i in 0..F32_LANES {
-                    acc[i] += x[i] * w[i];
-                }
-            }
-            for (i, (x, w)) in xs.remainder().iter().zip(ws.remainder()).enumerate() {
+            let (x, w) = lanes_into(&mut acc, (x, w), |x, w| x * w, |s, p| s + p);
+            for (i, (x, w)) in x.iter().zip(w).enumerate() {
                 acc[i] += x * w;
             }
         }

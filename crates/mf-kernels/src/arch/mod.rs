@@ -164,7 +164,7 @@ pub(crate) fn i8_micro(isa: Isa, n: usize) -> &'static I8Micro {
 )]
 pub(crate) fn f32_gemm_micro(isa: Isa, n: usize) -> &'static F32Micro {
     #[cfg(target_arch = "aarch64")]
-    if isa != Isa::Scalar && n <= DOT_OUTPUTS {
+    if matches!(isa, Isa::Neon | Isa::NeonDotprod | Isa::NeonI8mm) && n <= DOT_OUTPUTS {
         return &aarch64::neon::F32_DOT;
     }
     #[cfg(target_arch = "x86_64")]
