@@ -32,35 +32,68 @@ pub enum RowOp {
     Sigmoid,
 }
 
-/// An operand of a [`RowOp`]: a row's values, one value for the whole row, or the output's
-/// own values (the operation then runs in place).
+/// An operand of a [`RowOp`]: a row's values, one value for the whole row, a shorter row
+/// repeated along it, or the output's own values (the operation then runs in place).
 #[derive(Debug, Clone, Copy)]
 pub enum RowOperand<'a> {
     /// One value per output.
     Values(&'a [f32]),
     /// The same value for every output.
     Repeated(f32),
+    /// One value per column of outputs taken as rows of this length, the same for every such
+    /// row (an adaLN scale broadcast over a sample's tokens).
+    Tiled(&'a [f32]),
     /// Each output's own value before it is overwritten.
     Output,
 }
 
-impl RowOperand<'_> {
+impl<'a> RowOperand<'a> {
     /// Whether it fits a row of `len` outputs.
     fn fits(&self, len: usize) -> bool {
         match self {
             RowOperand::Values(v) => v.len() == len,
+            RowOperand::Tiled(t) => !t.is_empty() && len.is_multiple_of(t.len()),
             RowOperand::Repeated(_) | RowOperand::Output => true,
+        }
+    }
+
+    /// The length of its tile, if it is [`RowOperand::Tiled`].
+    fn tile(&self) -> Option<usize> {
+        match self {
+            RowOperand::Tiled(t) => Some(t.len()),
+            _ => None,
+        }
+    }
+
+    /// The operand over the `k`-th piece of `len` outputs, as a row of them: a tile's piece
+    /// is the tile itself.
+    #[inline(always)]
+    fn piece(self, k: usize, len: usize) -> RowOperand<'a> {
+        match self {
+            RowOperand::Values(v) => RowOperand::Values(&v[k * len..][..len]),
+            RowOperand::Tiled(t) => RowOperand::Values(t),
+            other => other,
         }
     }
 }
 
-/// `dst = op(a, b)` over a row, each value one IEEE operation (the reference op's own). A
-/// first operand that is not the output is copied there first (unless the second one is the
-/// output), so that five loops per operation cover every pair of operands: the code stays
-/// small in the lean device build, which compiles it once per kernel family (nine loops per
-/// operation made that build 70 KB larger).
+/// `dst = op(a, b)` over a row, each value one IEEE operation (the reference op's own), in
+/// pieces of a tiled operand's length (one piece without one), each piece reading the tile
+/// as its values. The operands' lengths are checked ([`RowOps::apply`]).
 #[inline(always)]
 pub(crate) fn row_op_into(op: RowOp, a: RowOperand<'_>, b: RowOperand<'_>, dst: &mut [f32]) {
+    let len = a.tile().or(b.tile()).unwrap_or(dst.len()).max(1);
+    for (k, piece) in dst.chunks_mut(len).enumerate() {
+        piece_op_into(op, a.piece(k, len), b.piece(k, len), piece);
+    }
+}
+
+/// [`row_op_into`] over one piece, no operand tiled. A first operand that is not the output is
+/// copied there first (unless the second one is the output), so that five loops per operation
+/// cover every pair of operands: the code stays small in the lean device build, which compiles
+/// it once per kernel family (nine loops per operation made that build 70 KB larger).
+#[inline(always)]
+fn piece_op_into(op: RowOp, a: RowOperand<'_>, b: RowOperand<'_>, dst: &mut [f32]) {
     use RowOperand::{Output, Repeated, Values};
     // Sigmoid reads `a` alone, whatever `b` is.
     let b_apart = op == RowOp::Sigmoid || !matches!(b, Output);
@@ -87,7 +120,7 @@ pub(crate) fn row_op_into(op: RowOp, a: RowOperand<'_>, b: RowOperand<'_>, dst: 
 /// `dst = f(a, b)` over a row where one operand at least is the output itself.
 #[inline(always)]
 fn in_place(a: RowOperand<'_>, b: RowOperand<'_>, dst: &mut [f32], f: impl Fn(f32, f32) -> f32) {
-    use RowOperand::{Output, Repeated, Values};
+    use RowOperand::{Output, Repeated, Tiled, Values};
     match (a, b) {
         (Output, Values(b)) => dst.iter_mut().zip(b).for_each(|(d, &y)| *d = f(*d, y)),
         (Output, Repeated(y)) => dst.iter_mut().for_each(|d| *d = f(*d, y)),
@@ -95,8 +128,9 @@ fn in_place(a: RowOperand<'_>, b: RowOperand<'_>, dst: &mut [f32], f: impl Fn(f3
         (Repeated(x), Output) => dst.iter_mut().for_each(|d| *d = f(x, *d)),
         (Output, Output) => dst.iter_mut().for_each(|d| *d = f(*d, *d)),
         (Values(_) | Repeated(_), Values(_) | Repeated(_)) => {
-            unreachable!("row_op_into copies the first operand to the output")
+            unreachable!("piece_op_into copies the first operand to the output")
         }
+        (Tiled(_), _) | (_, Tiled(_)) => unreachable!("row_op_into hands pieces, not tiles"),
     }
 }
 
@@ -126,7 +160,14 @@ impl RowOps {
     ) -> Result<(), KernelError> {
         if !a.fits(dst.len()) || !b.fits(dst.len()) {
             return Err(KernelError::Operands(
-                "an operand's row is not the output's length",
+                "an operand's row is not the output's length (or a tile's length does not divide it)",
+            ));
+        }
+        if let (Some(x), Some(y)) = (a.tile(), b.tile())
+            && x != y
+        {
+            return Err(KernelError::Operands(
+                "two tiled operands of different lengths",
             ));
         }
         // SAFETY: `new` checked that this CPU has the family's features.
@@ -378,10 +419,15 @@ mod tests {
     #[test]
     fn row_ops_compute_each_operation_on_every_kind_of_operand_and_family() {
         let (a, b, before) = (
-            (0..37).map(|i| i as f32 * 0.37 - 6.0).collect::<Vec<f32>>(),
-            (0..37).map(|i| 3.0 - i as f32 * 0.11).collect::<Vec<f32>>(),
-            (0..37).map(|i| (i % 7) as f32 - 2.5).collect::<Vec<f32>>(),
+            (0..36).map(|i| i as f32 * 0.37 - 6.0).collect::<Vec<f32>>(),
+            (0..36).map(|i| 3.0 - i as f32 * 0.11).collect::<Vec<f32>>(),
+            (0..36).map(|i| (i % 7) as f32 - 2.5).collect::<Vec<f32>>(),
         );
+        // Tiles of 12 and 9 values (three and four pieces of the row), unlike every row of it.
+        let tiles = [
+            (0..12).map(|i| 1.5 - i as f32 * 0.29).collect::<Vec<f32>>(),
+            (0..9).map(|i| i as f32 * 0.53 - 2.0).collect::<Vec<f32>>(),
+        ];
         type Reference = fn(f32, f32) -> f32;
         let ops: [(RowOp, Reference); 5] = [
             (RowOp::Add, |x, y| x + y),
@@ -390,29 +436,33 @@ mod tests {
             (RowOp::Div, |x, y| x / y),
             (RowOp::Sigmoid, |x, _| sigmoid(x)),
         ];
-        fn kinds(v: &[f32]) -> [RowOperand<'_>; 3] {
+        fn kinds<'a>(v: &'a [f32], tile: &'a [f32]) -> [RowOperand<'a>; 4] {
             [
                 RowOperand::Values(v),
                 RowOperand::Repeated(0.625),
+                RowOperand::Tiled(tile),
                 RowOperand::Output,
             ]
         }
         for (op, f) in ops {
-            for x in kinds(&a) {
-                for y in kinds(&b) {
-                    let value = |o: RowOperand<'_>, i: usize| match o {
-                        RowOperand::Values(v) => v[i],
-                        RowOperand::Repeated(r) => r,
-                        RowOperand::Output => before[i],
-                    };
-                    let want: Vec<u32> = (0..37)
-                        .map(|i| f(value(x, i), value(y, i)).to_bits())
-                        .collect();
-                    for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
-                        let mut dst = before.clone();
-                        RowOps::new(isa).unwrap().apply(op, x, y, &mut dst).unwrap();
-                        let got: Vec<u32> = dst.iter().map(|v| v.to_bits()).collect();
-                        assert_eq!(got, want, "{isa} {op:?} {x:?} {y:?}");
+            for tile in &tiles {
+                for x in kinds(&a, tile) {
+                    for y in kinds(&b, tile) {
+                        let value = |o: RowOperand<'_>, i: usize| match o {
+                            RowOperand::Values(v) => v[i],
+                            RowOperand::Repeated(r) => r,
+                            RowOperand::Tiled(t) => t[i % t.len()],
+                            RowOperand::Output => before[i],
+                        };
+                        let want: Vec<u32> = (0..36)
+                            .map(|i| f(value(x, i), value(y, i)).to_bits())
+                            .collect();
+                        for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
+                            let mut dst = before.clone();
+                            RowOps::new(isa).unwrap().apply(op, x, y, &mut dst).unwrap();
+                            let got: Vec<u32> = dst.iter().map(|v| v.to_bits()).collect();
+                            assert_eq!(got, want, "{isa} {op:?} {x:?} {y:?}");
+                        }
                     }
                 }
             }
@@ -425,6 +475,22 @@ mod tests {
             RowOperand::Output,
             &mut short,
         );
-        assert!(wrong.is_err(), "a row of 37 into 3 outputs");
+        assert!(wrong.is_err(), "a row of 36 into 3 outputs");
+        let mut row = before.clone();
+        let (seven, [twelve, nine]) = (&a[..7], &tiles);
+        let uneven = ops.apply(
+            RowOp::Mul,
+            RowOperand::Tiled(seven),
+            RowOperand::Output,
+            &mut row,
+        );
+        assert!(uneven.is_err(), "a tile of 7 along 36 outputs");
+        let unlike = RowOperand::Tiled(twelve);
+        let two = ops.apply(RowOp::Mul, unlike, RowOperand::Tiled(nine), &mut row);
+        assert!(two.is_err(), "tiles of 12 and 9 together");
+        assert_eq!(
+            row, before,
+            "a refused operation leaves the output as it was"
+        );
     }
 }

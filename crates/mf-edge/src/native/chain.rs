@@ -1,9 +1,9 @@
 //! Element-wise chains: Add, Sub, Mul, Div and Sigmoid steps in a row, each intermediate value
 //! read by the next alone, run as one step (the DiT's adaLN `x · (1 + scale) + shift` and
-//! gated residuals, three and two nodes each). Each operation runs over the whole output (row
-//! by row along the last axis when an operand is broadcast) through mf-kernels' [`RowOps`],
-//! the first into a fresh buffer and every later one in place in that buffer, which holds the
-//! previous result: one buffer per chain and one dispatch instead of a step per node. Each
+//! gated residuals, three and two nodes each). Each operation runs over the whole output (in
+//! units of the rows that share a broadcast operand's row, that row tiled along the unit)
+//! through mf-kernels' [`RowOps`], the first into a fresh buffer and every later one in place
+//! in that buffer, which holds the previous result: one buffer per chain and one dispatch instead of a step per node. Each
 //! value goes through the nodes' own operations in their order, so the step gives the same
 //! bits as the nodes. Anything else (an operand that is not f32, shapes that do not
 //! broadcast) runs the nodes one by one, with their errors.
@@ -161,9 +161,9 @@ impl<'a> Source<'a> {
     }
 }
 
-/// `dst = op(a, b)` over the output `shape`: in one pass when no operand is broadcast, else row
-/// by row along the last axis, each broadcast operand's row (or value) found by an odometer
-/// over the leading axes.
+/// `dst = op(a, b)` over the output `shape`: in one pass when no operand is broadcast, else in
+/// units of rows along the last axis (as many rows as share each broadcast operand's row or
+/// value), each unit's found by an odometer over the leading axes.
 fn apply(
     row_ops: RowOps,
     op: RowOp,
@@ -190,18 +190,29 @@ fn apply(
         let cols = shape.last().copied().unwrap_or(1).max(1);
         let outer = &shape[..shape.len().saturating_sub(1)];
         let walks = [a, b].map(|s| Walk::of(s, outer, cols));
-        team::for_each_run(dst, cols, parallel, &|first, run| {
+        // The trailing leading axes along which no broadcast operand moves (a sample's tokens
+        // under its adaLN scale): their rows form one unit, each such operand's row tiled
+        // along it, so that a unit is one call of the row kernel, not one per row.
+        let still = outer
+            .iter()
+            .enumerate()
+            .rev()
+            .take_while(|&(axis, _)| walks.iter().all(|w| w.still_along(axis)))
+            .count();
+        let (outer, grouped) = outer.split_at(outer.len() - still);
+        let unit = (cols * grouped.iter().product::<usize>()).max(1);
+        team::for_each_run(dst, unit, parallel, &|first, run| {
             let mut index = Shape::from_elem(0, outer.len());
             unravel(first, outer, &mut index);
             let mut at = walks.each_ref().map(|w| w.offset(&index));
-            for (r, out_row) in run.chunks_exact_mut(cols).enumerate() {
-                let start = (first + r) * cols;
-                let x = walks[0].row(at[0], start, cols);
-                let y = walks[1].row(at[1], start, cols);
+            for (r, out_row) in run.chunks_exact_mut(unit).enumerate() {
+                let start = (first + r) * unit;
+                let x = walks[0].row(at[0], start, [cols, unit]);
+                let y = walks[1].row(at[1], start, [cols, unit]);
                 if row_ops.apply(op, x, y, out_row).is_err() {
                     fail();
                 }
-                // The next row: an odometer over the leading axes.
+                // The next unit: an odometer over the leading axes left.
                 for axis in (0..outer.len()).rev() {
                     index[axis] += 1;
                     for (a, w) in at.iter_mut().zip(&walks) {
@@ -264,13 +275,23 @@ impl<'a> Walk<'a> {
         index.iter().zip(&self.strides).map(|(i, s)| i * s).sum()
     }
 
-    /// The operand's row for the output row starting at value `start`, its own at `at`.
-    fn row(&self, at: usize, start: usize, cols: usize) -> RowOperand<'a> {
+    /// Whether the operand reads the same row at every index along leading `axis` (true for
+    /// every operand but a broadcast one that moves along it).
+    fn still_along(&self, axis: usize) -> bool {
+        !matches!(self.source, Source::Broadcast(..)) || self.strides[axis] == 0
+    }
+
+    /// The operand over the `unit` outputs starting at value `start` (rows of `cols`, along
+    /// which a broadcast operand is still), its own at `at`.
+    fn row(&self, at: usize, start: usize, [cols, unit]: [usize; 2]) -> RowOperand<'a> {
         match self.source {
-            Source::Full(d) => RowOperand::Values(&d[start..start + cols]),
+            Source::Full(d) => RowOperand::Values(&d[start..start + unit]),
             Source::Repeated(v) => RowOperand::Repeated(v),
             Source::Output => RowOperand::Output,
-            Source::Broadcast(d, _) if self.columns => RowOperand::Values(&d[at..at + cols]),
+            Source::Broadcast(d, _) if self.columns && unit == cols => {
+                RowOperand::Values(&d[at..at + cols])
+            }
+            Source::Broadcast(d, _) if self.columns => RowOperand::Tiled(&d[at..at + cols]),
             Source::Broadcast(d, _) => RowOperand::Repeated(d[at]),
         }
     }
@@ -399,12 +420,14 @@ mod tests {
         let engine = NativeEngine::from_graph(&graph, isa).unwrap();
         assert_eq!(engine.summary().other_ops, 1, "one fused step");
         // Small, shared across threads (2^15 outputs and more), leading axes broadcast from
-        // both sides, and a row of one value.
-        let cases: [[&[usize]; 3]; 4] = [
+        // both sides, a row of one value, and a row broadcast along an inner axis but not
+        // along the one before it (units of four rows, its row tiled along them).
+        let cases: [[&[usize]; 3]; 5] = [
             [&[2, 3, 8], &[2, 1, 8], &[2, 3, 1]],
             [&[4, 64, 128], &[4, 1, 128], &[1, 64, 1]],
             [&[3, 5], &[5], &[3, 1]],
             [&[2, 3, 1], &[1, 1, 1], &[2, 1, 1]],
+            [&[2, 3, 4, 8], &[1, 3, 1, 8], &[2, 1, 4, 1]],
         ];
         for [sx, ss, sr] in cases {
             let (x, s, r) = (tensor(sx, 1), tensor(ss, 2), tensor(sr, 3));
