@@ -450,10 +450,10 @@ impl CompactModel<'_> {
         features[..dims].copy_from_slice(out);
         for i in 0..half {
             let (at, ah) = (t * self.frequencies.get(i), h * self.frequencies.get(i));
-            features[dims + i] = libm::sinf(at);
-            features[dims + half + i] = libm::cosf(at);
-            features[dims + 2 * half + i] = libm::sinf(ah);
-            features[dims + 3 * half + i] = libm::cosf(ah);
+            features[dims + i] = mf_kernels::trig::sin(at);
+            features[dims + half + i] = mf_kernels::trig::cos(at);
+            features[dims + 2 * half + i] = mf_kernels::trig::sin(ah);
+            features[dims + 3 * half + i] = mf_kernels::trig::cos(ah);
         }
         let row = class * self.class_dim;
         for j in 0..self.class_dim {

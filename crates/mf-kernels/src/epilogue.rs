@@ -513,6 +513,8 @@ pub(crate) struct Epilogue {
     pub pixel_affine_codes: unsafe fn(&[f32], &mut [u8], &crate::norm::ChannelAffine, QuantParams),
     /// tanh over a slice ([`crate::pointwise::tanh_into`]).
     pub tanh: unsafe fn(&[f32], &mut [f32]),
+    /// sin or cos over a slice ([`crate::trig::sin_cos_into`]).
+    pub sin_cos: unsafe fn(&[f32], &mut [f32], crate::trig::Wave),
     /// Softmax over rows of a length ([`crate::pointwise::softmax_into`]).
     pub softmax: unsafe fn(&[f32], &mut [f32], usize),
     /// An element-wise operation over a row ([`crate::pointwise::row_op_into`]).
@@ -536,6 +538,17 @@ pub(crate) type MatMul = unsafe fn(&[f32], &[f32], &mut [f32], [usize; 3]);
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 macro_rules! epilogue_for {
     ($features:literal) => {
+        /// sin or cos over a slice, vectorized for this family's features.
+        #[target_feature(enable = $features)]
+        pub(crate) fn sin_cos(x: &[f32], out: &mut [f32], wave: $crate::trig::Wave) {
+            $crate::trig::sin_cos_into(x, out, wave)
+        }
+
+        $crate::epilogue::epilogue_for!($features, sin_cos = sin_cos);
+    };
+    // With another family's sin and cos: a loop of a few hundred values a generation, not
+    // worth its own copy in the lean device build.
+    ($features:literal, sin_cos = $sin_cos:path) => {
         #[target_feature(enable = $features)]
         unsafe fn finish_i8_tile(
             acc: &[i32],
@@ -660,6 +673,7 @@ macro_rules! epilogue_for {
             pixel_affine,
             pixel_affine_codes,
             tanh,
+            sin_cos: $sin_cos,
             softmax,
             row_op,
             matmul,

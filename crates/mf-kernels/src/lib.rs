@@ -66,6 +66,7 @@ pub mod reference;
 pub mod team;
 #[cfg(feature = "alloc")]
 mod transpose;
+pub mod trig;
 
 pub use activation::Activation;
 #[cfg(feature = "alloc")]

@@ -282,6 +282,21 @@ pub fn tanh_slice(isa: Isa, x: &[f32], out: &mut [f32]) -> Result<(), KernelErro
     Ok(())
 }
 
+/// sin or cos ([`crate::trig`]) of every value of `x` into `out`, compiled for `isa`: the
+/// same bits as [`crate::trig::sin`] and [`crate::trig::cos`] one value at a time.
+pub fn sin_cos_slice(
+    isa: Isa,
+    x: &[f32],
+    out: &mut [f32],
+    wave: crate::trig::Wave,
+) -> Result<(), KernelError> {
+    check_len("sin or cos output", x.len(), out.len())?;
+    let f = crate::arch::f32_micro(isa.require()?).epilogue.sin_cos;
+    // SAFETY: `require` checked that this CPU has the family's features.
+    unsafe { f(x, out, wave) };
+    Ok(())
+}
+
 /// Softmax of every `cols`-value row of `x` into `y` ([`softmax_into`]'s order, so the same
 /// bits on every family), compiled for `isa`.
 pub fn softmax_rows(isa: Isa, x: &[f32], y: &mut [f32], cols: usize) -> Result<(), KernelError> {
@@ -370,6 +385,18 @@ mod tests {
                 let mut got = alloc::vec![0f32; x.len()];
                 tanh_slice(isa, &x, &mut got).unwrap();
                 assert_eq!(bits(&got), bits(&tanh_want), "{isa} tanh");
+                // Embedding-sized arguments (to ±500), and one beyond the reduction.
+                let mut angles: Vec<f32> = x.iter().map(|v| v * 125.0).collect();
+                angles.push(-1e5);
+                for (wave, one) in [
+                    (crate::trig::Wave::Sin, crate::trig::sin as fn(f32) -> f32),
+                    (crate::trig::Wave::Cos, crate::trig::cos),
+                ] {
+                    let want: Vec<f32> = angles.iter().map(|&v| one(v)).collect();
+                    let mut got = alloc::vec![0f32; angles.len()];
+                    sin_cos_slice(isa, &angles, &mut got, wave).unwrap();
+                    assert_eq!(bits(&got), bits(&want), "{isa} {wave:?}");
+                }
             }
         }
         let mut c = [1.0f32; 6];

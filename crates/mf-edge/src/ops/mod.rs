@@ -280,13 +280,22 @@ pub fn run_into(
             max
         }
         "Sin" | "Cos" | "Sigmoid" | "Tanh" => {
-            // libm's software sinf/cosf: the same bits on every target, the Cortex-M7 included.
+            // mf-kernels' sin, cos and tanh: the same bits on every target, the Cortex-M7
+            // included (`mf_kernels::trig`, whose `sin`/`cos` the firmware's embedding calls).
             let (a, s) = inputs[0].f32(what(0))?;
             // One monomorphized loop per function, so that each inlines.
             let out = buffer(a.len());
             match op {
-                "Sin" => map_f32(a, s, libm::sinf, out),
-                "Cos" => map_f32(a, s, libm::cosf, out),
+                "Sin" | "Cos" => {
+                    let wave = match op {
+                        "Sin" => mf_kernels::trig::Wave::Sin,
+                        _ => mf_kernels::trig::Wave::Cos,
+                    };
+                    let mut out = out;
+                    out.resize(a.len(), 0.0);
+                    mf_kernels::pointwise::sin_cos_slice(isa, a, &mut out, wave)?;
+                    Value::F32(out, s.into())
+                }
                 "Tanh" => {
                     let mut out = out;
                     out.resize(a.len(), 0.0);

@@ -38,6 +38,7 @@ static EPILOGUE: Epilogue = Epilogue {
     pixel_affine: crate::norm::pixel_affine,
     pixel_affine_codes: crate::norm::pixel_affine_codes::<Divided>,
     tanh: crate::pointwise::tanh_into,
+    sin_cos: crate::trig::sin_cos_into,
     softmax: crate::pointwise::softmax_into,
     row_op: crate::pointwise::row_op_into,
     matmul: crate::pointwise::matmul_into,

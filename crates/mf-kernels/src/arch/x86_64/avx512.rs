@@ -11,7 +11,8 @@ use crate::arch::dot::dot_micros_for;
 use crate::arch::{AForm, Depth, F32Micro, I8Micro, by_rows};
 use crate::epilogue::epilogue_for;
 
-epilogue_for!("avx512f,avx512bw");
+// sin and cos: the AVX2 loop (every AVX-512 CPU has AVX2 and FMA).
+epilogue_for!("avx512f,avx512bw", sin_cos = super::avx2::sin_cos);
 dot_micros_for!("avx512f,avx512bw,avx512vnni");
 
 /// VNNI int8 tiles: 12×32, depth unit 4, u8 activations.
