@@ -4,6 +4,7 @@ use anyhow::{Context, bail, ensure};
 use mf_core::onnx;
 use mf_kernels::Isa;
 use mf_kernels::layout::copy_short;
+use mf_kernels::trig::Wave;
 
 use crate::tensor::{Shape, Value, element_count};
 
@@ -280,30 +281,21 @@ pub fn run_into(
             max
         }
         "Sin" | "Cos" | "Sigmoid" | "Tanh" => {
-            // mf-kernels' sin, cos and tanh: the same bits on every target, the Cortex-M7
-            // included (`mf_kernels::trig`, whose `sin`/`cos` the firmware's embedding calls).
+            // mf-kernels' sin, cos, tanh and sigmoid: the same bits on every target, the
+            // Cortex-M7 included (`mf_kernels::trig`, whose `sin`/`cos` the firmware's embedding
+            // calls); the first three as loops compiled for `isa`.
             let (a, s) = inputs[0].f32(what(0))?;
-            // One monomorphized loop per function, so that each inlines.
-            let out = buffer(a.len());
-            match op {
-                "Sin" | "Cos" => {
-                    let wave = match op {
-                        "Sin" => mf_kernels::trig::Wave::Sin,
-                        _ => mf_kernels::trig::Wave::Cos,
-                    };
-                    let mut out = out;
-                    out.resize(a.len(), 0.0);
-                    mf_kernels::pointwise::sin_cos_slice(isa, a, &mut out, wave)?;
-                    Value::F32(out, s.into())
-                }
-                "Tanh" => {
-                    let mut out = out;
-                    out.resize(a.len(), 0.0);
-                    mf_kernels::pointwise::tanh_slice(isa, a, &mut out)?;
-                    Value::F32(out, s.into())
-                }
-                _ => map_f32(a, s, mf_kernels::norm::sigmoid, out),
+            let mut out = buffer(a.len());
+            if op == "Sigmoid" {
+                return Ok(map_f32(a, s, mf_kernels::norm::sigmoid, out));
             }
+            out.resize(a.len(), 0.0);
+            match op {
+                "Sin" => mf_kernels::pointwise::sin_cos_slice(isa, a, &mut out, Wave::Sin)?,
+                "Cos" => mf_kernels::pointwise::sin_cos_slice(isa, a, &mut out, Wave::Cos)?,
+                _ => mf_kernels::pointwise::tanh_slice(isa, a, &mut out)?,
+            }
+            Value::F32(out, s.into())
         }
         "Concat" => concat(inputs, int_attr(node, "axis", 0), buffer)?,
         "Gather" => {
