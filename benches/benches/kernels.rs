@@ -15,6 +15,10 @@
 //!   1, pixel rows in, planes out) at batch 1 and 16, int8 and fp32, one thread and the default
 //!   team: the one-column tiles of the layers of one or two outputs, the wide tiles of three.
 //!
+//! - `pixel_affine/*`: a U-Net GroupNorm's second pass (each channel's normalization, γ, β and
+//!   SiLU, then the uint8 code for the next convolution) over 28×28 pixel rows of 16 and 48
+//!   channels, every available family, one thread: values per second.
+//!
 //! Run: `cargo bench -p mf-benches --bench kernels` (add `-- gemm_256` to filter).
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use mf_kernels::reference::QuantizedLayer;
@@ -385,5 +389,55 @@ fn last_conv_of(
     }
 }
 
-criterion_group!(benches, peak, gemm_square, layers, team_vs_rayon, last_conv);
+/// GroupNorm's affine + SiLU → uint8 codes pass over the pixel rows of a 28×28 image, as the
+/// native engine runs it between a U-Net's convolutions, for each available family.
+fn pixel_affine(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pixel_affine");
+    let pixels = 28 * 28;
+    for channels in [16, 48] {
+        let x = values(pixels * channels, 3);
+        let coefficient = |seed, base: f32| -> Vec<f32> {
+            values(channels, seed)
+                .iter()
+                .map(|v| base + 0.5 * v)
+                .collect()
+        };
+        let (mean, gain, bias) = (
+            coefficient(4, 0.0),
+            coefficient(5, 2.0),
+            coefficient(6, 0.0),
+        );
+        let (gamma, beta) = (coefficient(7, 1.0), coefficient(8, 0.0));
+        let a = mf_kernels::norm::ChannelAffine {
+            mean: &mean,
+            gain: &gain,
+            bias: &bias,
+            gamma: &gamma,
+            beta: &beta,
+            silu: true,
+        };
+        let params = QuantParams::new(0.03, 10).expect("valid parameters");
+        let mut out = vec![0u8; x.len()];
+        group.throughput(Throughput::Elements(x.len() as u64));
+        for isa in available() {
+            group.bench_function(BenchmarkId::new(format!("codes-{isa}"), channels), |b| {
+                b.iter(|| {
+                    mf_kernels::norm::pixel_affine_codes_into(isa, &x, &mut out, &a, params)
+                        .expect("valid lengths")
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    peak,
+    gemm_square,
+    layers,
+    team_vs_rayon,
+    last_conv,
+    pixel_affine
+);
 criterion_main!(benches);
