@@ -244,11 +244,10 @@ fn pixel_affine_with<S: Store, const SILU: bool>(
                 ys[k] = value(xs[k], [mean[k], gain[k], bias[k], gamma[k], beta[k]]);
             }
         };
-        let rows = x.chunks_exact(channels).zip(out.chunks_exact_mut(channels));
         if !SILU {
             // One pixel at a time: no exp chain to overlap, and one copy of the body less in
             // the device build.
-            for (xs, ys) in rows {
+            for (xs, ys) in x.chunks_exact(channels).zip(out.chunks_exact_mut(channels)) {
                 block(xs, ys);
             }
             continue;
