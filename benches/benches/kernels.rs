@@ -15,6 +15,11 @@
 //!   1, pixel rows in, planes out) at batch 1 and 16, int8 and fp32, one thread and the default
 //!   team: the one-column tiles of the layers of one or two outputs, the wide tiles of three.
 //!
+//! - `unet_convs/*`: the batch-1 U-Net's convolutions (28×28 and 14×14, 1 to 64 channels,
+//!   1×1 and 3×3, stride 1 and 2) as the native engine runs them: codes in, outputs rounded
+//!   to the next layer's grid, the time embedding added where the graph adds it; one thread,
+//!   the detected family (`MF_KERNEL=avx512vnni` against `amx`, say).
+//!
 //! - `pixel_affine/*`: a U-Net GroupNorm's second pass (each channel's normalization, γ, β and
 //!   SiLU, then the uint8 code for the next convolution) over 28×28 pixel rows of 16 and 48
 //!   channels, every available family, one thread: values per second.
@@ -24,8 +29,9 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use mf_kernels::reference::QuantizedLayer;
 use mf_kernels::team::single_threaded;
 use mf_kernels::{
-    Activation, ConvGeometry, ConvScratch, Input, Isa, Layout, Layouts, Output, PackedConvF32,
-    PackedConvI8, PackedF32, PackedI8, QuantParams, conv_f32, conv_i8, gemm_f32, gemm_i8,
+    Activation, Addend, ConvGeometry, ConvScratch, Input, Isa, Layout, Layouts, Output,
+    PackedConvF32, PackedConvI8, PackedF32, PackedI8, QuantParams, conv_f32, conv_i8, gemm_f32,
+    gemm_i8,
 };
 use rten_gemm::{GemmExecutor, GemmInputA, GemmInputB, GemmOptions};
 use rten_tensor::NdTensorView;
@@ -431,6 +437,163 @@ fn pixel_affine(c: &mut Criterion) {
     group.finish();
 }
 
+/// One convolution of the batch-1 U-Net as the native engine runs it: uint8 codes in (pixel
+/// rows, or planes for the first), f32 out rounded to the next layer's grid (pixel rows, or
+/// planes for the last), a per-image addend (the time embedding) where the graph adds one.
+struct UnetConv {
+    name: &'static str,
+    channels: usize,
+    outputs: usize,
+    kernel: usize,
+    stride: usize,
+    side: usize,
+    layouts: Layouts,
+    per_image_addend: bool,
+}
+
+/// The U-Net's convolutions at batch 1, one thread, each on the detected family (the engine's
+/// `mf-edge bench --profile` names the same steps).
+fn unet_convs(c: &mut Criterion) {
+    let isa = Isa::select().expect("MF_KERNEL names an available kernel");
+    let (rows, planes) = (Layout::Nhwc, Layout::Nchw);
+    let with = |input, output| Layouts { input, output };
+    let convs = [
+        UnetConv {
+            name: "3x3-1to16-planes",
+            channels: 1,
+            outputs: 16,
+            kernel: 3,
+            stride: 1,
+            side: 28,
+            layouts: with(planes, rows),
+            per_image_addend: false,
+        },
+        UnetConv {
+            name: "3x3-16to16-add",
+            channels: 16,
+            outputs: 16,
+            kernel: 3,
+            stride: 1,
+            side: 28,
+            layouts: with(rows, rows),
+            per_image_addend: true,
+        },
+        UnetConv {
+            name: "3x3-16to16-s2",
+            channels: 16,
+            outputs: 16,
+            kernel: 3,
+            stride: 2,
+            side: 28,
+            layouts: with(rows, rows),
+            per_image_addend: false,
+        },
+        UnetConv {
+            name: "3x3-32to32-add",
+            channels: 32,
+            outputs: 32,
+            kernel: 3,
+            stride: 1,
+            side: 14,
+            layouts: with(rows, rows),
+            per_image_addend: true,
+        },
+        UnetConv {
+            name: "3x3-48to16-add",
+            channels: 48,
+            outputs: 16,
+            kernel: 3,
+            stride: 1,
+            side: 28,
+            layouts: with(rows, rows),
+            per_image_addend: true,
+        },
+        UnetConv {
+            name: "1x1-48to16",
+            channels: 48,
+            outputs: 16,
+            kernel: 1,
+            stride: 1,
+            side: 28,
+            layouts: with(rows, rows),
+            per_image_addend: false,
+        },
+        UnetConv {
+            name: "1x1-64to32",
+            channels: 64,
+            outputs: 32,
+            kernel: 1,
+            stride: 1,
+            side: 14,
+            layouts: with(rows, rows),
+            per_image_addend: false,
+        },
+        UnetConv {
+            name: "3x3-16to1-planes",
+            channels: 16,
+            outputs: 1,
+            kernel: 3,
+            stride: 1,
+            side: 28,
+            layouts: with(rows, planes),
+            per_image_addend: false,
+        },
+    ];
+    let mut group = c.benchmark_group("unet_convs");
+    for conv in convs {
+        let pad = conv.kernel / 2;
+        let geometry = ConvGeometry {
+            channels: conv.channels,
+            kernel: [conv.kernel; 2],
+            pads: [pad; 4],
+            strides: [conv.stride; 2],
+            dilations: [1, 1],
+        };
+        let depth = geometry.depth();
+        let w = values(conv.outputs * depth, 11);
+        let codes: Vec<i8> = w.iter().map(|&v| (v * 127.0) as i8).collect();
+        let (scales, bias) = (vec![0.01f32; conv.outputs], vec![0.1f32; conv.outputs]);
+        let input = QuantParams::new(0.02, 128).expect("valid parameters");
+        let next = QuantParams::new(0.05, 120).expect("valid parameters");
+        let layer = QuantizedLayer {
+            weights: &codes,
+            weight_scales: &scales,
+            bias: &bias,
+            input,
+            activation: Activation::None,
+            n: conv.outputs,
+            k: depth,
+        };
+        let int8 = PackedConvI8::new(isa, &layer, geometry).expect("valid int8 convolution");
+        let size = [1, conv.side, conv.side];
+        let [oh, ow] = geometry.output_size(conv.side, conv.side).expect("fits");
+        let x = values(conv.side * conv.side * conv.channels, 5);
+        let x_codes: Vec<u8> = x.iter().map(|&v| input.quantize(v)).collect();
+        let mut out = vec![0f32; oh * ow * conv.outputs];
+        let addend = values(conv.outputs, 9);
+        let mut scratch = ConvScratch::default();
+        group.throughput(Throughput::Elements((2 * out.len() * depth) as u64));
+        group.bench_function(BenchmarkId::new(format!("int8-{isa}"), conv.name), |b| {
+            b.iter(|| {
+                single_threaded(&mut || {
+                    let add = conv.per_image_addend.then_some(Addend::PerImage(&addend));
+                    let out = (Output::Requantized(&mut out, next), add);
+                    conv_i8(
+                        &int8,
+                        Input::U8(&x_codes),
+                        size,
+                        out,
+                        conv.layouts,
+                        &mut scratch,
+                    )
+                    .expect("valid shapes")
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     peak,
@@ -438,6 +601,7 @@ criterion_group!(
     layers,
     team_vs_rayon,
     last_conv,
-    pixel_affine
+    pixel_affine,
+    unet_convs
 );
 criterion_main!(benches);

@@ -3,7 +3,7 @@
 //! them across threads, and finishes each tile with the epilogue.
 use alloc::vec::Vec;
 
-use crate::arch::{Depth, MAX_TILE};
+use crate::arch::{Bracket, Depth, MAX_TILE};
 use crate::epilogue::{ColumnsI8, RowAddend, RowMap, Sink, TileAt};
 use crate::error::{KernelError, check_len};
 pub use crate::pack::Input;
@@ -122,6 +122,7 @@ pub(crate) fn gemm_i8_rows(
         weight_bytes: w.panels.len(),
         share,
         parallel_macs: PARALLEL_MACS_I8,
+        bracket: micro.bracket.map(|b| (b, depth)),
     };
     let sink = Sink::new(out, (n, m), map, addend)?;
     grid.run(
@@ -205,6 +206,7 @@ pub(crate) fn gemm_f32_rows(
         weight_bytes: core::mem::size_of_val(&w.panels[..]),
         share,
         parallel_macs: PARALLEL_MACS_F32,
+        bracket: None,
     };
     let sink = Sink::new(Output::F32(out), (n, m), map, addend)?;
     grid.run(depth.total(), [0f32; MAX_TILE], |tile, row0, rows, col0| {
@@ -249,6 +251,8 @@ struct Grid {
     /// The multiply-adds from which the product is shared out ([`PARALLEL_MACS_I8`] or
     /// [`PARALLEL_MACS_F32`]).
     parallel_macs: usize,
+    /// The kernel's per-thread set-up around its tiles, with the product's depth.
+    bracket: Option<(&'static Bracket, Depth)>,
 }
 
 /// Below this many int8 multiply-adds, counted over whole tiles (the padding of a narrow
@@ -316,10 +320,19 @@ impl Grid {
         f: &(impl Fn(&mut T, usize, usize, usize) + Sync),
     ) {
         let blocks = self.m.div_ceil(self.mr);
+        if let Some((bracket, depth)) = self.bracket {
+            // SAFETY: the kernel's features were checked available when its weights were
+            // packed; `end` follows on this thread with only this product's tiles between.
+            unsafe { (bracket.begin)(depth) };
+        }
         for t in range {
             let (panel, block) = (t / blocks, t % blocks);
             let row0 = block * self.mr;
             f(&mut tile, row0, self.mr.min(self.m - row0), panel * self.nr);
+        }
+        if let Some((bracket, _)) = self.bracket {
+            // SAFETY: as for `begin` above.
+            unsafe { (bracket.end)() };
         }
     }
 

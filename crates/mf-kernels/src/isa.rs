@@ -5,7 +5,7 @@ use crate::error::KernelError;
 
 /// A kernel family, named by the instruction set it is built on. The int8 kernel is the
 /// family's own; the fp32 kernel is the best float kernel of the same ISA level
-/// (AVX-512 for `Avx512Vnni`, NEON for the three ARM levels).
+/// (AVX-512 for `Avx512Vnni` and `Amx`, NEON for the three ARM levels).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Isa {
     /// Portable Rust, the twin every SIMD kernel is tested against; the Cortex-M path.
@@ -14,6 +14,10 @@ pub enum Isa {
     Avx2,
     /// x86_64 AVX-512 VNNI: `vpdpbusd` (u8 × s8, four products per 32-bit lane).
     Avx512Vnni,
+    /// x86_64 AMX (Sapphire Rapids and later, Linux): `tdpbusd` on 16-row tiles (u8 × s8,
+    /// 16 × 16 sums of 64 products per instruction); short tiles, fp32 and the element-wise
+    /// loops are AVX-512's.
+    Amx,
     /// aarch64 NEON: `smull`/`smlal` + `sadalp` widening multiply-accumulate.
     Neon,
     /// aarch64 dot product extension: `sdot` (Cortex-A76/A78, Jetson Orin).
@@ -24,10 +28,11 @@ pub enum Isa {
 
 impl Isa {
     /// Every family, from the most portable to the most specialised.
-    pub const ALL: [Isa; 6] = [
+    pub const ALL: [Isa; 7] = [
         Isa::Scalar,
         Isa::Avx2,
         Isa::Avx512Vnni,
+        Isa::Amx,
         Isa::Neon,
         Isa::NeonDotprod,
         Isa::NeonI8mm,
@@ -39,6 +44,7 @@ impl Isa {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512Vnni => "avx512vnni",
+            Isa::Amx => "amx",
             Isa::Neon => "neon",
             Isa::NeonDotprod => "dotprod",
             Isa::NeonI8mm => "i8mm",
@@ -60,6 +66,7 @@ impl Isa {
             Isa::Scalar => true,
             Isa::Avx2 => has_avx2(),
             Isa::Avx512Vnni => has_avx512vnni(),
+            Isa::Amx => has_avx512vnni() && has_amx(),
             Isa::Neon => has_neon(),
             Isa::NeonDotprod => has_neon() && has_dotprod(),
             Isa::NeonI8mm => has_neon() && has_i8mm(),
@@ -68,7 +75,8 @@ impl Isa {
 
     /// The fastest available family.
     pub fn detect() -> Isa {
-        const PREFERENCE: [Isa; 6] = [
+        const PREFERENCE: [Isa; 7] = [
+            Isa::Amx,
             Isa::Avx512Vnni,
             Isa::Avx2,
             Isa::NeonI8mm,
@@ -158,6 +166,15 @@ fn has_avx512vnni() -> bool {
         target_feature = "avx512bw",
         target_feature = "avx512vnni"
     ))
+}
+/// AMX needs Linux's permission for the tile state, asked for at run time (so with `std`).
+#[cfg(all(target_arch = "x86_64", target_os = "linux", feature = "std"))]
+fn has_amx() -> bool {
+    crate::arch::x86_64::amx::enable()
+}
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux", feature = "std")))]
+fn has_amx() -> bool {
+    false
 }
 #[cfg(not(target_arch = "x86_64"))]
 fn has_avx2() -> bool {

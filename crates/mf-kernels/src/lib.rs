@@ -28,11 +28,12 @@
 //! # Kernels and dispatch
 //! [`Isa`] names each kernel family; [`Isa::detect`] picks the best one the CPU has and
 //! [`Isa::select`] honours the `MF_KERNEL` environment variable (`scalar`, `avx2`,
-//! `avx512vnni`, `neon`, `dotprod`, `i8mm`). Every SIMD kernel has the scalar kernel as its twin
-//! and [`reference`](mod@reference) as the truth the tests hold it to. The AVX-512, AVX2 and
-//! NEON fp32 tiles are one generic body (`arch/broadcast.rs`) over each family's handful of
+//! `avx512vnni`, `amx`, `neon`, `dotprod`, `i8mm`). Every SIMD kernel has the scalar kernel as
+//! its twin and [`reference`](mod@reference) as the truth the tests hold it to. The AVX-512, AVX2
+//! and NEON fp32 tiles are one generic body (`arch/broadcast.rs`) over each family's handful of
 //! vector operations; NEON int8, dotprod and i8mm, which read their activations otherwise,
-//! have bodies of their own.
+//! have bodies of their own, and AMX (`arch/x86_64/amx.rs`) runs its 16-row int8 tiles on the
+//! tile registers with VNNI's packing, epilogue and short tiles.
 #![no_std]
 #![deny(clippy::undocumented_unsafe_blocks)]
 

@@ -24,7 +24,7 @@ pub struct PackedI8 {
     pub(crate) n: usize,
     pub(crate) k: usize,
     pub(crate) steps: usize,
-    pub(crate) panels: Vec<i8>,
+    pub(crate) panels: LinePanels,
     pub(crate) corr: Vec<i32>,
     pub(crate) scale: Vec<f32>,
     pub(crate) bias: Vec<f32>,
@@ -56,7 +56,7 @@ impl PackedI8 {
             n,
             k,
             steps,
-            panels: pack_panels(layer.weights, n, k, micro.nr, micro.ku),
+            panels: LinePanels::new(&pack_panels(layer.weights, n, k, micro.nr, micro.ku)),
             corr,
             scale: (0..n).map(|col| layer.combined_scale(col)).collect(),
             bias: layer.bias.to_vec(),
@@ -163,6 +163,37 @@ impl PackedF32 {
     /// Bytes of packed weights (padding included).
     pub fn weight_bytes(&self) -> usize {
         self.panels.len() * 4
+    }
+}
+
+/// Packed int8 panels that start on a cache line (64 bytes), so that each 64-byte step row of a
+/// 16- or 32-column panel lies in one line: AMX loads a weight tile's 16 rows at once, and a
+/// tile whose rows cross lines takes ~5× as long to load (3 → 15 ns on Sapphire Rapids).
+pub(crate) struct LinePanels {
+    storage: Vec<i8>,
+    start: usize,
+    len: usize,
+}
+
+impl LinePanels {
+    /// A copy of `panels` starting on a cache line.
+    fn new(panels: &[i8]) -> Self {
+        let mut storage = vec![0i8; panels.len() + 63];
+        // Bytes can always be aligned; the bound keeps the copy in the buffer regardless.
+        let start = storage.as_ptr().align_offset(64).min(63);
+        storage[start..start + panels.len()].copy_from_slice(panels);
+        LinePanels {
+            storage,
+            start,
+            len: panels.len(),
+        }
+    }
+}
+
+impl core::ops::Deref for LinePanels {
+    type Target = [i8];
+    fn deref(&self) -> &[i8] {
+        &self.storage[self.start..self.start + self.len]
     }
 }
 

@@ -14,6 +14,9 @@ pub fn i8_ops(isa: Isa, iters: u64) -> Option<u64> {
         // SAFETY: availability was checked above.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => Some(unsafe { crate::arch::x86_64::avx512::peak_i8(iters) }),
+        // SAFETY: availability (which includes the tiles' permission) was checked above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Amx => Some(unsafe { crate::arch::x86_64::amx::peak_i8(iters) }),
         // SAFETY: availability was checked above.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => Some(unsafe { crate::arch::x86_64::avx2::peak_i8(iters) }),
@@ -32,7 +35,7 @@ pub fn f32_flops(isa: Isa, iters: u64) -> Option<u64> {
     match isa {
         // SAFETY: availability was checked above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => Some(unsafe { crate::arch::x86_64::avx512::peak_f32(iters) }),
+        Isa::Avx512Vnni | Isa::Amx => Some(unsafe { crate::arch::x86_64::avx512::peak_f32(iters) }),
         // SAFETY: availability was checked above.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => Some(unsafe { crate::arch::x86_64::avx2::peak_f32(iters) }),

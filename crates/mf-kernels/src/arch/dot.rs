@@ -124,6 +124,7 @@ macro_rules! dot_micros_for {
             a_form: $crate::arch::AForm::U8,
             tile: i8_dot_tile,
             epilogue: &EPILOGUE,
+            bracket: None,
         };
 
         /// One-column fp32 tiles for layers of very few outputs ([`crate::arch::dot`]).

@@ -86,6 +86,19 @@ pub(crate) struct I8Micro {
     pub tile:
         unsafe fn(rows: usize, depth: Depth, a: *const u8, lda: usize, b: *const i8, c: *mut i32),
     pub epilogue: &'static Epilogue,
+    /// What each thread sets up before its tiles of a product and undoes after, if anything.
+    pub bracket: Option<&'static Bracket>,
+}
+
+/// Per-thread state a kernel needs around its tiles (AMX's tile shapes): the driver calls
+/// `begin` with the product's depth before a thread's first tile of a product, and `end`
+/// after its last, on the same thread, with no other code's tiles in between.
+///
+/// # Safety of `begin` and `end`
+/// The CPU has the kernel's features.
+pub(crate) struct Bracket {
+    pub begin: unsafe fn(depth: Depth),
+    pub end: unsafe fn(),
 }
 
 /// An fp32 tile kernel (`ku` = 1, `row_align` = 1, `lda` in elements); `tile`'s contract as
@@ -99,7 +112,7 @@ pub(crate) struct F32Micro {
 }
 
 /// The largest `mr · nr` of any kernel (the driver's tile buffer).
-pub(crate) const MAX_TILE: usize = 12 * crate::epilogue::MAX_NR;
+pub(crate) const MAX_TILE: usize = 16 * crate::epilogue::MAX_NR;
 
 /// Layers of at most this many outputs run one-column tiles ([`dot`]) on the vector families:
 /// an 8- to 32-wide tile spends as many columns' multiply-adds on each of them, a one-column
@@ -135,6 +148,11 @@ pub(crate) fn i8_micro(isa: Isa, n: usize) -> &'static I8Micro {
         Isa::Avx2 => &x86_64::avx2::I8,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni if n <= VNNI_DOT_OUTPUTS => &x86_64::avx512::I8_DOT,
+        // AMX keeps its 16-wide tile down to one output: its multiply-adds are the cheap part.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Amx if n <= x86_64::amx::I8_NARROW.nr => &x86_64::amx::I8_NARROW,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Amx => &x86_64::amx::I8,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni if n <= x86_64::avx512::I8_NARROW.nr => &x86_64::avx512::I8_NARROW,
         #[cfg(target_arch = "x86_64")]
@@ -170,8 +188,8 @@ pub(crate) fn f32_gemm_micro(isa: Isa, n: usize) -> &'static F32Micro {
     #[cfg(target_arch = "x86_64")]
     match isa {
         Isa::Avx2 if n <= DOT_OUTPUTS => return &x86_64::avx2::F32_DOT,
-        Isa::Avx512Vnni if n <= DOT_OUTPUTS => return &x86_64::avx512::F32_DOT,
-        Isa::Avx512Vnni if n <= x86_64::avx512::F32_NARROW.nr => {
+        Isa::Avx512Vnni | Isa::Amx if n <= DOT_OUTPUTS => return &x86_64::avx512::F32_DOT,
+        Isa::Avx512Vnni | Isa::Amx if n <= x86_64::avx512::F32_NARROW.nr => {
             return &x86_64::avx512::F32_NARROW;
         }
         _ => {}
@@ -186,7 +204,7 @@ pub(crate) fn f32_micro(isa: Isa) -> &'static F32Micro {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => &x86_64::avx2::F32,
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => &x86_64::avx512::F32,
+        Isa::Avx512Vnni | Isa::Amx => &x86_64::avx512::F32,
         #[cfg(target_arch = "aarch64")]
         Isa::Neon | Isa::NeonDotprod | Isa::NeonI8mm => &aarch64::neon::F32,
         _ => &scalar::F32,

@@ -15,6 +15,7 @@ pub(crate) static I8: I8Micro = I8Micro {
     a_form: AForm::U8,
     tile: i8_tile,
     epilogue: &EPILOGUE,
+    bracket: None,
 };
 
 /// Scalar fp32 tiles: 4×4.

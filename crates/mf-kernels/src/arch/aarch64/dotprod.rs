@@ -19,6 +19,7 @@ pub(crate) static I8: I8Micro = I8Micro {
     a_form: AForm::S8,
     tile: i8_tile,
     epilogue: &EPILOGUE,
+    bracket: None,
 };
 
 /// `acc += sdot(w, x)`: lane l gains Σ_{u<4} w[4l+u]·x[4l+u].

@@ -17,6 +17,7 @@ pub(crate) static I8: I8Micro = I8Micro {
     a_form: AForm::S8,
     tile: i8_tile,
     epilogue: &EPILOGUE,
+    bracket: None,
 };
 
 /// `acc += smmla(x, w)`: a 2×8 by 8×2 product.

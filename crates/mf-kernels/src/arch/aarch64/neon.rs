@@ -22,6 +22,7 @@ pub(crate) static I8: I8Micro = I8Micro {
     a_form: AForm::S8,
     tile: i8_tile,
     epilogue: &EPILOGUE,
+    bracket: None,
 };
 
 /// NEON fp32 tiles: 8×8.

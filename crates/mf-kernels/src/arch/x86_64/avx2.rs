@@ -22,6 +22,7 @@ pub(crate) static I8: I8Micro = I8Micro {
     a_form: AForm::I16,
     tile: i8_tile,
     epilogue: &EPILOGUE,
+    bracket: None,
 };
 
 /// AVX2 + FMA fp32 tiles: 6×16.

@@ -24,6 +24,7 @@ pub(crate) static I8: I8Micro = I8Micro {
     a_form: AForm::U8,
     tile: i8_tile,
     epilogue: &EPILOGUE,
+    bracket: None,
 };
 
 /// VNNI int8 tiles one vector wide, 12×16, for layers of at most 16 outputs (a U-Net's first
@@ -36,6 +37,7 @@ pub(crate) static I8_NARROW: I8Micro = I8Micro {
     a_form: AForm::U8,
     tile: i8_tile_narrow,
     epilogue: &EPILOGUE,
+    bracket: None,
 };
 
 /// AVX-512F fp32 tiles: 12×32.
@@ -54,7 +56,14 @@ pub(crate) static F32_NARROW: F32Micro = F32Micro {
     epilogue: &EPILOGUE,
 };
 
-unsafe fn i8_tile(rows: usize, depth: Depth, a: *const u8, lda: usize, b: *const i8, c: *mut i32) {
+pub(crate) unsafe fn i8_tile(
+    rows: usize,
+    depth: Depth,
+    a: *const u8,
+    lda: usize,
+    b: *const i8,
+    c: *mut i32,
+) {
     // SAFETY: the caller holds `I8Micro`'s tile contract; `by_rows!` passes it on unchanged to the
     // kernel instance for exactly `rows` rows, and every row count up to `mr` has an instance.
     unsafe {
@@ -63,7 +72,7 @@ unsafe fn i8_tile(rows: usize, depth: Depth, a: *const u8, lda: usize, b: *const
     }
 }
 
-unsafe fn i8_tile_narrow(
+pub(crate) unsafe fn i8_tile_narrow(
     rows: usize,
     depth: Depth,
     a: *const u8,
