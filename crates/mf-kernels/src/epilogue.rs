@@ -46,45 +46,6 @@ impl RowMap {
             RowMap::Lines { width, kept } => m / width * kept + (m % width).min(kept),
         }
     }
-
-    /// The output rows of GEMM rows `r0, r0 + 1, …` in turn (`None` for a dropped one),
-    /// dividing once for the first instead of once per row.
-    #[inline(always)]
-    fn targets_from(self, r0: usize) -> Targets {
-        let (width, kept) = match self {
-            // One line that never ends: every row kept, at its own index.
-            RowMap::All => (usize::MAX, usize::MAX),
-            RowMap::Lines { width, kept } => (width, kept),
-        };
-        Targets {
-            width,
-            kept,
-            line: r0 / width,
-            x: r0 % width,
-        }
-    }
-}
-
-/// [`RowMap::targets_from`]'s walk: the position in the current line and the line.
-struct Targets {
-    width: usize,
-    kept: usize,
-    line: usize,
-    x: usize,
-}
-
-impl Iterator for Targets {
-    type Item = Option<usize>;
-
-    #[inline(always)]
-    fn next(&mut self) -> Option<Option<usize>> {
-        let target = (self.x < self.kept).then(|| self.line * self.kept + self.x);
-        self.x += 1;
-        if self.x == self.width {
-            (self.line, self.x) = (self.line + 1, 0);
-        }
-        Some(target)
-    }
 }
 
 /// The whole `[m, n]` output as raw parts, so threads can write their disjoint tiles.
@@ -173,45 +134,67 @@ impl Sink {
         self.u8.wrapping_add(row * self.ldc + col)
     }
 
-    /// The `len` addend values of output row `row` from column `col`, if there is an addend.
-    ///
-    /// # Safety
-    /// The row and columns are in bounds of the output.
+    /// Where output row `row`'s addend values from column `col` start, and the step to the
+    /// next output row's (0 when rows share one), if there is an addend; the step holds
+    /// within one [`Segment`].
     #[inline(always)]
-    unsafe fn addend_row(&self, row: usize, col: usize, len: usize) -> Option<&[f32]> {
+    fn addend_at(&self, row: usize, col: usize) -> Option<(*const f32, usize)> {
         let (addend, step, run) = self.addend;
         if addend.is_null() {
             return None;
         }
-        let row = if run == 1 { row } else { row / run };
-        // SAFETY: `new` checked that the addend has a row of `ldc` values for every `run`
-        // output rows (or one for all when `step` is 0), so the segment of an output row in
-        // bounds is in bounds too; it is only read.
-        Some(unsafe { core::slice::from_raw_parts(addend.add(row * step + col), len) })
+        let (row, next) = match run {
+            1 => (row, step),
+            run => (row / run, 0),
+        };
+        Some((addend.wrapping_add(row * step + col), next))
+    }
+
+    /// The `rows` GEMM rows from `r0` as segments of consecutive output rows that share an
+    /// addend run (the rows a [`RowMap::Lines`] drops left out): the bookkeeping of a row is
+    /// then done once per segment, not per row.
+    #[inline(always)]
+    fn segments(&self, r0: usize, rows: usize) -> Segments {
+        let (width, kept) = match self.map {
+            // One line that never ends: every row kept, at its own index.
+            RowMap::All => (usize::MAX, usize::MAX),
+            RowMap::Lines { width, kept } => (width, kept),
+        };
+        Segments {
+            rows,
+            from: 0,
+            width,
+            kept,
+            run: self.addend.2,
+            line: r0 / width,
+            x: r0 % width,
+        }
     }
 }
 
 /// Finishes each row of a tile whose sums are `acc`, as its sink's output kind says, the
 /// kind's store made once per tile: `$finish` computes a row given `$sums` (the row's sums),
 /// `$dst` (its outputs) and `$store`; the addend's row, if any, is added to float rows after.
-/// `$cols` is the tile's width (`at.cols`), a constant where the caller matched one.
+/// `$cols` is the tile's width (`at.cols`), a constant where the caller matched one. The rows
+/// go by [`Segment`]s, so that within one a row's outputs and addend are a pointer step on.
 macro_rules! finish_rows {
-    // The loop over float rows, for the store `$new` makes.
-    (@floats $new:expr, $targets:ident, $sink:ident, $at:ident, $cols:expr,
+    // The loop over one segment's float rows, for the store `$new` makes.
+    (@floats $new:expr, $seg:ident, $acc:expr, $sink:ident, $at:ident, $cols:expr,
         |$sums:ident, $dst:ident, $store:ident| $finish:expr) => {{
         let $store = $new;
-        for (row, sums) in $targets {
-            let $sums = &sums[..$cols];
-            // SAFETY: rows row0..row0+rows and columns col0..col0+cols lie inside the output
-            // (the caller's contract), and this thread alone writes this tile; the addend's
-            // row is in bounds with them.
-            let ($dst, add) = unsafe {
-                let add = $sink.addend_row(row, $at.col0, $cols);
-                let dst = $sink.f32_at(row, $at.col0);
-                (core::slice::from_raw_parts_mut(dst, $cols), add)
-            };
+        let dst0 = $sink.f32_at($seg.first, $at.col0);
+        let add0 = $sink.addend_at($seg.first, $at.col0);
+        for i in 0..$seg.len {
+            let $sums = &$acc[($seg.from + i) * $at.nr..][..$cols];
+            // SAFETY: the segment's output rows and columns col0..col0+cols lie inside the
+            // output (the caller's contract), `ldc` apart, and this thread alone writes this
+            // tile.
+            let $dst = unsafe { core::slice::from_raw_parts_mut(dst0.add(i * $sink.ldc), $cols) };
             $finish;
-            if let Some(add) = add {
+            if let Some((add, step)) = add0 {
+                // SAFETY: the segment's output rows share an addend run, so their addend rows
+                // are `step` apart (0 for one row) and in bounds with them.
+                let add = unsafe { core::slice::from_raw_parts(add.add(i * step), $cols) };
                 add_row($dst, add);
             }
         }
@@ -219,28 +202,79 @@ macro_rules! finish_rows {
     ($divide:ty, $acc:expr, $at:expr, $cols:expr, |$sums:ident, $dst:ident, $store:ident| $finish:expr) => {{
         let at: &TileAt<'_> = $at;
         let sink = at.sink;
-        let rows = sink
-            .map
-            .targets_from(at.row0)
-            .zip($acc.chunks_exact(at.nr).take(at.rows));
-        let targets = rows.filter_map(|(row, sums)| Some((row?, sums)));
-        if !sink.u8.is_null() {
-            let $store = Coded::<$divide>::new(sink.params);
-            for (row, sums) in targets {
-                let $sums = &sums[..$cols];
-                let dst = sink.u8_at(row, at.col0);
-                // SAFETY: rows row0..row0+rows and columns col0..col0+cols lie inside the
-                // output (the caller's contract), and this thread alone writes this tile.
-                let $dst = unsafe { core::slice::from_raw_parts_mut(dst, $cols) };
-                $finish;
+        for seg in sink.segments(at.row0, at.rows) {
+            if !sink.u8.is_null() {
+                let $store = Coded::<$divide>::new(sink.params);
+                let dst0 = sink.u8_at(seg.first, at.col0);
+                for i in 0..seg.len {
+                    let $sums = &$acc[(seg.from + i) * at.nr..][..$cols];
+                    let row = dst0.wrapping_add(i * sink.ldc);
+                    // SAFETY: as in the float loop.
+                    let $dst = unsafe { core::slice::from_raw_parts_mut(row, $cols) };
+                    $finish;
+                }
+            } else if sink.requantized {
+                let grid = OnGrid::<$divide>::new(sink.params);
+                finish_rows!(@floats grid, seg, $acc, sink, at, $cols, |$sums, $dst, $store| $finish)
+            } else {
+                finish_rows!(@floats AsIs, seg, $acc, sink, at, $cols, |$sums, $dst, $store| $finish)
             }
-        } else if sink.requantized {
-            let grid = OnGrid::<$divide>::new(sink.params);
-            finish_rows!(@floats grid, targets, sink, at, $cols, |$sums, $dst, $store| $finish)
-        } else {
-            finish_rows!(@floats AsIs, targets, sink, at, $cols, |$sums, $dst, $store| $finish)
         }
     }};
+}
+
+/// Consecutive GEMM rows of a tile that go to consecutive output rows sharing an addend run:
+/// `len` rows from the tile's row `from`, written from output row `first`.
+struct Segment {
+    from: usize,
+    len: usize,
+    first: usize,
+}
+
+/// [`Sink::segments`]' walk over a tile's rows.
+struct Segments {
+    /// The tile's rows, and the next one to place.
+    rows: usize,
+    from: usize,
+    /// The row map's line width and kept rows, the addend's run, and where the next row is.
+    width: usize,
+    kept: usize,
+    run: usize,
+    line: usize,
+    x: usize,
+}
+
+impl Iterator for Segments {
+    type Item = Segment;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<Segment> {
+        loop {
+            if self.from == self.rows {
+                return None;
+            }
+            let left = self.rows - self.from;
+            let (len, kept) = match self.x < self.kept {
+                true => ((self.kept - self.x).min(left), true),
+                // The rows past a line's kept ones, dropped.
+                false => ((self.width - self.x).min(left), false),
+            };
+            let first = self.line * self.kept + self.x;
+            let len = match (kept, self.run) {
+                (true, 1) | (false, _) => len,
+                (true, run) => len.min(run - first % run),
+            };
+            let from = self.from;
+            self.from += len;
+            self.x += len;
+            if self.x == self.width {
+                (self.line, self.x) = (self.line + 1, 0);
+            }
+            if kept {
+                return Some(Segment { from, len, first });
+            }
+        }
+    }
 }
 
 /// Where a finished tile goes: `rows × cols` outputs from `(row0, col0)`; its sums are
