@@ -122,7 +122,8 @@ pub(crate) fn gemm_i8_rows(
         weight_bytes: w.panels.len(),
         share,
         parallel_macs: PARALLEL_MACS_I8,
-        bracket: micro.bracket.map(|b| (b, depth)),
+        // A product of fewer rows than a tile runs no full tile: nothing to set up.
+        bracket: micro.bracket.filter(|_| m >= micro.mr).map(|b| (b, depth)),
     };
     let sink = Sink::new(out, (n, m), map, addend)?;
     grid.run(
