@@ -673,7 +673,7 @@ impl PackedConvI8 {
             weight_count(layer.n, layer.k)?,
             layer.weights.len(),
         )?;
-        let ku = crate::arch::i8_micro(isa.require()?, layer.n).ku;
+        let ku = crate::arch::i8_micro(isa.require()?, layer.n, layer.activation).ku;
         let staged = staged_channels(&geometry, ku).unwrap_or(geometry.channels);
         let weights = tap_major(layer.weights, &geometry, staged);
         let layer = QuantizedLayer {
