@@ -47,6 +47,7 @@ mod gelu;
 mod join;
 mod pixel_rows;
 mod profile;
+mod team_choice;
 mod upsample;
 
 pub use profile::StepTime;
@@ -415,6 +416,8 @@ pub struct NativeEngine {
     last_use: Vec<usize>,
     /// Each step's time, while [`NativeEngine::time_steps`] has it on.
     clock: Option<profile::StepClock>,
+    /// Whether runs of each input size share their products across the thread team.
+    team: team_choice::TeamChoice,
 }
 
 /// Fused GEMM steps (dense layers and convolutions) of each kind, for reports.
@@ -642,6 +645,7 @@ impl NativeEngine {
             buffers: Mutex::default(),
             last_use,
             clock: None,
+            team: team_choice::TeamChoice::default(),
         })
     }
 
@@ -701,6 +705,17 @@ impl NativeEngine {
 
     /// Runs the graph on named inputs and returns the output.
     pub fn run(&self, inputs: Vec<(&str, Value)>) -> anyhow::Result<Value> {
+        // Runs of a size share their products across the thread team or not, as timing the
+        // first runs both ways chose on this machine (the outputs are the same either way).
+        let size = inputs
+            .iter()
+            .map(|(_, v)| v.shape().iter().product::<usize>())
+            .sum();
+        self.team.run(size, || self.run_steps(inputs))
+    }
+
+    /// [`NativeEngine::run`] on the calling thread's team setting.
+    fn run_steps(&self, inputs: Vec<(&str, Value)>) -> anyhow::Result<Value> {
         // The kept buffers, or (while another thread's run of this engine holds them) buffers
         // of this run's own; a panic in an earlier run leaves the kept ones as valid as before.
         let mut kept = match self.buffers.try_lock() {
@@ -2526,6 +2541,39 @@ mod tests {
             };
             assert_eq!(got.shape(), want.shape());
             assert_eq!(bits(&got), bits(&want), "{n} {t} {h} {d} step {step}");
+        }
+    }
+
+    #[test]
+    fn runs_shared_and_alone_give_the_same_bits_and_a_choice_is_made() {
+        let isa = Isa::select().expect("a kernel family");
+        // A GroupNorm large enough to be shared out, and convolutions between pixel rows.
+        let size = [5, 6, 40, 33];
+        let group_norm = group_norm_graph(&[6, 1, 1], size.map(|d| d as i64));
+        let x = Value::F32(
+            values(size.iter().product(), 9),
+            smallvec::smallvec![5, 6, 40, 33],
+        );
+        let convs = pixel_rows_graph();
+        let xc = Value::F32(values(3 * 6 * 5, 17), smallvec::smallvec![1, 3, 6, 5]);
+        let v = Value::F32(values(6, 18), smallvec::smallvec![1, 6, 1, 1]);
+        let cases = [
+            (group_norm, vec![("x", x)]),
+            (convs, vec![("x", xc), ("v", v)]),
+        ];
+        for (graph, inputs) in cases {
+            let engine = NativeEngine::from_graph(&graph, isa).unwrap();
+            let size: usize = inputs
+                .iter()
+                .map(|(_, v)| v.shape().iter().product::<usize>())
+                .sum();
+            let first = engine.run(inputs.clone()).unwrap();
+            // Each way TRIALS times, then the chosen one.
+            for _ in 0..2 * team_choice::TRIALS + 1 {
+                assert_eq!(engine.run(inputs.clone()).unwrap(), first);
+            }
+            let shared = mf_kernels::team::threads() > 1;
+            assert_eq!(engine.team.chosen(size).is_some(), shared);
         }
     }
 
