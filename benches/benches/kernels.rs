@@ -437,122 +437,65 @@ fn pixel_affine(c: &mut Criterion) {
     group.finish();
 }
 
-/// One convolution of the batch-1 U-Net as the native engine runs it: uint8 codes in (pixel
-/// rows, or planes for the first), f32 out rounded to the next layer's grid (pixel rows, or
-/// planes for the last), a per-image addend (the time embedding) where the graph adds one.
-struct UnetConv {
-    name: &'static str,
-    channels: usize,
-    outputs: usize,
-    kernel: usize,
-    stride: usize,
-    side: usize,
-    layouts: Layouts,
-    per_image_addend: bool,
-}
+/// One of the U-Net's convolutions: its name, `[channels, outputs]`, `[kernel, stride]`, the
+/// input's side, the `[input, output]` layouts, and whether the time embedding is added (codes
+/// in, outputs rounded to the next layer's grid, as the engine runs it).
+type UnetConv = (
+    &'static str,
+    [usize; 2],
+    [usize; 2],
+    usize,
+    [Layout; 2],
+    bool,
+);
 
 /// The U-Net's convolutions at batch 1, one thread, each on the detected family (the engine's
 /// `mf-edge bench --profile` names the same steps).
 fn unet_convs(c: &mut Criterion) {
     let isa = Isa::select().expect("MF_KERNEL names an available kernel");
     let (rows, planes) = (Layout::Nhwc, Layout::Nchw);
-    let with = |input, output| Layouts { input, output };
-    let convs = [
-        UnetConv {
-            name: "3x3-1to16-planes",
-            channels: 1,
-            outputs: 16,
-            kernel: 3,
-            stride: 1,
-            side: 28,
-            layouts: with(planes, rows),
-            per_image_addend: false,
-        },
-        UnetConv {
-            name: "3x3-16to16-add",
-            channels: 16,
-            outputs: 16,
-            kernel: 3,
-            stride: 1,
-            side: 28,
-            layouts: with(rows, rows),
-            per_image_addend: true,
-        },
-        UnetConv {
-            name: "3x3-16to16-s2",
-            channels: 16,
-            outputs: 16,
-            kernel: 3,
-            stride: 2,
-            side: 28,
-            layouts: with(rows, rows),
-            per_image_addend: false,
-        },
-        UnetConv {
-            name: "3x3-32to32-add",
-            channels: 32,
-            outputs: 32,
-            kernel: 3,
-            stride: 1,
-            side: 14,
-            layouts: with(rows, rows),
-            per_image_addend: true,
-        },
-        UnetConv {
-            name: "3x3-48to16-add",
-            channels: 48,
-            outputs: 16,
-            kernel: 3,
-            stride: 1,
-            side: 28,
-            layouts: with(rows, rows),
-            per_image_addend: true,
-        },
-        UnetConv {
-            name: "1x1-48to16",
-            channels: 48,
-            outputs: 16,
-            kernel: 1,
-            stride: 1,
-            side: 28,
-            layouts: with(rows, rows),
-            per_image_addend: false,
-        },
-        UnetConv {
-            name: "1x1-64to32",
-            channels: 64,
-            outputs: 32,
-            kernel: 1,
-            stride: 1,
-            side: 14,
-            layouts: with(rows, rows),
-            per_image_addend: false,
-        },
-        UnetConv {
-            name: "3x3-16to1-planes",
-            channels: 16,
-            outputs: 1,
-            kernel: 3,
-            stride: 1,
-            side: 28,
-            layouts: with(rows, planes),
-            per_image_addend: false,
-        },
+    let convs: [UnetConv; 8] = [
+        (
+            "3x3-1to16-planes",
+            [1, 16],
+            [3, 1],
+            28,
+            [planes, rows],
+            false,
+        ),
+        ("3x3-16to16-add", [16, 16], [3, 1], 28, [rows, rows], true),
+        ("3x3-16to16-s2", [16, 16], [3, 2], 28, [rows, rows], false),
+        ("3x3-32to32-add", [32, 32], [3, 1], 14, [rows, rows], true),
+        ("3x3-48to16-add", [48, 16], [3, 1], 28, [rows, rows], true),
+        ("1x1-48to16", [48, 16], [1, 1], 28, [rows, rows], false),
+        ("1x1-64to32", [64, 32], [1, 1], 14, [rows, rows], false),
+        (
+            "3x3-16to1-planes",
+            [16, 1],
+            [3, 1],
+            28,
+            [rows, planes],
+            false,
+        ),
     ];
     let mut group = c.benchmark_group("unet_convs");
-    for conv in convs {
-        let pad = conv.kernel / 2;
+    for (name, [channels, outputs], [kernel, stride], side, [from, to], per_image_addend) in convs {
+        let layouts = Layouts {
+            input: from,
+            output: to,
+        };
+        let pad = kernel / 2;
         let geometry = ConvGeometry {
-            channels: conv.channels,
-            kernel: [conv.kernel; 2],
+            channels,
+            kernel: [kernel; 2],
             pads: [pad; 4],
-            strides: [conv.stride; 2],
+            strides: [stride; 2],
             dilations: [1, 1],
         };
         let depth = geometry.depth();
-        let w = values(conv.outputs * depth, 11);
+        let w = values(outputs * depth, 11);
         let codes: Vec<i8> = w.iter().map(|&v| (v * 127.0) as i8).collect();
-        let (scales, bias) = (vec![0.01f32; conv.outputs], vec![0.1f32; conv.outputs]);
+        let (scales, bias) = (vec![0.01f32; outputs], vec![0.1f32; outputs]);
         let input = QuantParams::new(0.02, 128).expect("valid parameters");
         let next = QuantParams::new(0.05, 120).expect("valid parameters");
         let layer = QuantizedLayer {
@@ -561,32 +504,25 @@ fn unet_convs(c: &mut Criterion) {
             bias: &bias,
             input,
             activation: Activation::None,
-            n: conv.outputs,
+            n: outputs,
             k: depth,
         };
         let int8 = PackedConvI8::new(isa, &layer, geometry).expect("valid int8 convolution");
-        let size = [1, conv.side, conv.side];
-        let [oh, ow] = geometry.output_size(conv.side, conv.side).expect("fits");
-        let x = values(conv.side * conv.side * conv.channels, 5);
+        let size = [1, side, side];
+        let [oh, ow] = geometry.output_size(side, side).expect("fits");
+        let x = values(side * side * channels, 5);
         let x_codes: Vec<u8> = x.iter().map(|&v| input.quantize(v)).collect();
-        let mut out = vec![0f32; oh * ow * conv.outputs];
-        let addend = values(conv.outputs, 9);
+        let mut out = vec![0f32; oh * ow * outputs];
+        let addend = values(outputs, 9);
         let mut scratch = ConvScratch::default();
         group.throughput(Throughput::Elements((2 * out.len() * depth) as u64));
-        group.bench_function(BenchmarkId::new(format!("int8-{isa}"), conv.name), |b| {
+        group.bench_function(BenchmarkId::new(format!("int8-{isa}"), name), |b| {
             b.iter(|| {
                 single_threaded(&mut || {
-                    let add = conv.per_image_addend.then_some(Addend::PerImage(&addend));
+                    let add = per_image_addend.then_some(Addend::PerImage(&addend));
                     let out = (Output::Requantized(&mut out, next), add);
-                    conv_i8(
-                        &int8,
-                        Input::U8(&x_codes),
-                        size,
-                        out,
-                        conv.layouts,
-                        &mut scratch,
-                    )
-                    .expect("valid shapes")
+                    conv_i8(&int8, Input::U8(&x_codes), size, out, layouts, &mut scratch)
+                        .expect("valid shapes")
                 })
             })
         });
