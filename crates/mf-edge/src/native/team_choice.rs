@@ -3,7 +3,8 @@
 //! on the machine itself. Sharing a batch-1 product pays where the cores exchange cache lines
 //! cheaply and loses where they do not: the batch-1 int8 U-Net on two Sapphire Rapids vCPUs ran
 //! 0.308 ms shared against 0.273 alone, where an AMD EPYC had gained 12% shared. Either way
-//! the outputs are the same bits (a product's rows are cut across threads, never its sums).
+//! the outputs are the same bits: the team cuts a step's outputs across threads, each computed
+//! as one thread would (held by the tests of shared and unshared runs).
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
