@@ -326,6 +326,33 @@ fn last_conv(c: &mut Criterion) {
     group.finish();
 }
 
+/// The bias of every output of the benches' convolutions.
+const CONV_BIAS: f32 = 0.1;
+
+/// An int8 convolution of `outputs` channels for `isa` from float weights `w` (codes `w · 127`,
+/// scale 0.01, bias [`CONV_BIAS`]), and its input's quantization (scale 0.02, zero point 128).
+fn packed_int8_conv(
+    isa: Isa,
+    geometry: ConvGeometry,
+    outputs: usize,
+    w: &[f32],
+) -> (PackedConvI8, QuantParams) {
+    let codes: Vec<i8> = w.iter().map(|&v| (v * 127.0) as i8).collect();
+    let (scales, bias) = (vec![0.01f32; outputs], vec![CONV_BIAS; outputs]);
+    let input = QuantParams::new(0.02, 128).expect("valid parameters");
+    let layer = QuantizedLayer {
+        weights: &codes,
+        weight_scales: &scales,
+        bias: &bias,
+        input,
+        activation: Activation::None,
+        n: outputs,
+        k: geometry.depth(),
+    };
+    let packed = PackedConvI8::new(isa, &layer, geometry).expect("valid int8 convolution");
+    (packed, input)
+}
+
 /// [`last_conv`] to `outputs` channels.
 fn last_conv_of(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
@@ -340,21 +367,10 @@ fn last_conv_of(
         strides: [1, 1],
         dilations: [1, 1],
     };
-    let depth = channels * 9;
+    let depth = geometry.depth();
     let w = values(outputs * depth, 11);
-    let codes: Vec<i8> = w.iter().map(|&v| (v * 127.0) as i8).collect();
-    let (scales, bias) = (vec![0.01f32; outputs], vec![0.1f32; outputs]);
-    let input = QuantParams::new(0.02, 128).expect("valid parameters");
-    let layer = QuantizedLayer {
-        weights: &codes,
-        weight_scales: &scales,
-        bias: &bias,
-        input,
-        activation: Activation::None,
-        n: outputs,
-        k: depth,
-    };
-    let int8 = PackedConvI8::new(isa, &layer, geometry).expect("valid int8 convolution");
+    let (int8, input) = packed_int8_conv(isa, geometry, outputs, &w);
+    let bias = vec![CONV_BIAS; outputs];
     let fp32 = PackedConvF32::new(isa, &w, &bias, outputs, geometry, Activation::None)
         .expect("valid fp32 convolution");
     let layouts = Layouts {
@@ -494,20 +510,8 @@ fn unet_convs(c: &mut Criterion) {
         };
         let depth = geometry.depth();
         let w = values(outputs * depth, 11);
-        let codes: Vec<i8> = w.iter().map(|&v| (v * 127.0) as i8).collect();
-        let (scales, bias) = (vec![0.01f32; outputs], vec![0.1f32; outputs]);
-        let input = QuantParams::new(0.02, 128).expect("valid parameters");
+        let (int8, input) = packed_int8_conv(isa, geometry, outputs, &w);
         let next = QuantParams::new(0.05, 120).expect("valid parameters");
-        let layer = QuantizedLayer {
-            weights: &codes,
-            weight_scales: &scales,
-            bias: &bias,
-            input,
-            activation: Activation::None,
-            n: outputs,
-            k: depth,
-        };
-        let int8 = PackedConvI8::new(isa, &layer, geometry).expect("valid int8 convolution");
         let size = [1, side, side];
         let [oh, ow] = geometry.output_size(side, side).expect("fits");
         let x = values(side * side * channels, 5);
