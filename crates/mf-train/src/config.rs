@@ -110,6 +110,10 @@ pub struct ObjectiveConfig {
     pub guidance_interval: [f64; 2],
     /// Probability of dropping a label to the null class.
     pub label_drop: f64,
+    /// The JVP's tangent in z (see [`Tangent`]); left out of the config hash when it is the
+    /// default, so older runs keep theirs.
+    #[serde(skip_serializing_if = "Tangent::is_conditional")]
+    pub tangent: Tangent,
 }
 
 impl Default for ObjectiveConfig {
@@ -128,7 +132,27 @@ impl Default for ObjectiveConfig {
             kappa: 0.0,
             guidance_interval: [0.0, 1.0],
             label_drop: 0.1,
+            tangent: Tangent::Conditional,
         }
+    }
+}
+
+/// The direction in z along which the JVP differentiates u.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tangent {
+    /// The guided conditional velocity v_g (MeanFlow as published).
+    #[default]
+    Conditional,
+    /// The network's own velocity u(z_t, t, t | c) under stop-gradient (improved MeanFlow, iMF,
+    /// arXiv 2512.02012: a deterministic estimate of the marginal velocity instead of the
+    /// per-sample ε − x, so the JVP term no longer multiplies that sample's noise).
+    Model,
+}
+
+impl Tangent {
+    fn is_conditional(&self) -> bool {
+        *self == Tangent::Conditional
     }
 }
 
@@ -450,6 +474,21 @@ mod tests {
         // Off, it stays out of the config's JSON, so the hashes of older runs hold.
         let json = serde_json::to_string(&OptimConfig::default()).unwrap();
         assert!(!json.contains("cooldown"), "{json}");
+    }
+
+    #[test]
+    fn the_tangent_is_read_named_when_wrong_and_left_out_when_default() {
+        let json = serde_json::to_string(&ObjectiveConfig::default()).unwrap();
+        assert!(!json.contains("tangent"), "{json}");
+        let text = format!("{MINIMAL}\n[objective]\ntangent = \"model\"\n");
+        let objective = Config::parse(&text).unwrap().objective;
+        assert_eq!(objective.tangent, Tangent::Model);
+        let text = format!("{MINIMAL}\n[objective]\ntangent = \"marginal\"\n");
+        let err = format!("{:#}", Config::parse(&text).unwrap_err());
+        assert!(
+            err.contains("conditional") && err.contains("model"),
+            "{err}"
+        );
     }
 
     #[test]

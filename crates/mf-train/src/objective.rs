@@ -1,15 +1,15 @@
 //! The training objectives. MeanFlow, step by step as the reference implementations run it:
 //! (t, r) from a sorted logit-normal pair (or py-meanflow's samplers: r from its own
 //! logit-normal, t kept and r clipped below it) with a fraction forced to r = t; z_t = (1 − t)x + tε,
-//! v = ε − x; classifier-free guidance folded into the target; the JVP of u along (v_g, 0, 1);
-//! u_tgt = v_g − clip(t − r, 0, 1)·du/dt under stop-gradient; per-sample squared error summed
+//! v = ε − x; classifier-free guidance folded into the target; the JVP of u along (v_g, 0, 1)
+//! (or, as improved MeanFlow does, along the network's own velocity: [`Tangent`]); u_tgt = v_g − clip(t − r, 0, 1)·du/dt under stop-gradient; per-sample squared error summed
 //! over dimensions and divided by sg((L + c)^p). Flow matching (the baseline) regresses
 //! u(z_t, t, t) onto v with the same weighting.
 use burn::prelude::*;
 use rand::RngExt;
 use rand_distr::StandardNormal;
 
-use crate::config::{ObjectiveConfig, ObjectiveKind, TimeSampler};
+use crate::config::{ObjectiveConfig, ObjectiveKind, Tangent, TimeSampler};
 use crate::datasets::{Batch, Dataset};
 use crate::model::{Dual, VelocityNet};
 use crate::rng::Rng;
@@ -166,13 +166,14 @@ pub fn loss(model: &VelocityNet, draws: &Draws, obj: &ObjectiveConfig) -> StepLo
     let inputs = Inputs::new(draws, &device);
     let (u, target) = match obj.kind {
         ObjectiveKind::MeanFlow => {
-            let vg = if guided(obj) {
+            let (vg, tangent) = if guided(obj) || obj.tangent == Tangent::Model {
                 let inner = Inputs::new(draws, &device.clone().inner());
-                Tensor::from_inner(guided_velocity(&model.valid(), draws, obj, &inner))
+                let (vg, tangent) = velocity_and_tangent(&model.valid(), draws, obj, &inner);
+                (Tensor::from_inner(vg), Tensor::from_inner(tangent))
             } else {
-                inputs.v.clone()
+                (inputs.v.clone(), inputs.v.clone())
             };
-            u_and_target(model, &inputs, vg)
+            u_and_target(model, &inputs, vg, tangent)
         }
         ObjectiveKind::FlowMatching => {
             let u = model.u(inputs.z, inputs.t.clone(), inputs.t, inputs.labels);
@@ -189,12 +190,17 @@ pub fn loss(model: &VelocityNet, draws: &Draws, obj: &ObjectiveConfig) -> StepLo
     }
 }
 
-/// One dual forward of `model` at (z, r, t) along (v_g, 0, 1): u (with its gradient graph on an
-/// autodiff device) and the target u_tgt = v_g − clip(t − r, 0, 1)·du/dt (a constant).
-pub fn u_and_target(model: &VelocityNet, inputs: &Inputs, vg: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+/// One dual forward of `model` at (z, r, t) along (`tangent`, 0, 1): u (with its gradient graph
+/// on an autodiff device) and the target u_tgt = v_g − clip(t − r, 0, 1)·du/dt (a constant).
+pub fn u_and_target(
+    model: &VelocityNet,
+    inputs: &Inputs,
+    vg: Tensor<2>,
+    tangent: Tensor<2>,
+) -> (Tensor<2>, Tensor<2>) {
     let (t, r) = (inputs.t.clone(), inputs.r.clone());
     let out = model.forward(
-        Dual::new(inputs.z.clone(), vg.clone()),
+        Dual::new(inputs.z.clone(), tangent),
         Dual::new(t.clone(), t.ones_like()),
         Dual::new(r.clone(), r.zeros_like()),
         inputs.labels.clone(),
@@ -206,15 +212,35 @@ pub fn u_and_target(model: &VelocityNet, inputs: &Inputs, vg: Tensor<2>) -> (Ten
 }
 
 /// The MeanFlow target for a model without autodiff (what the tests check against finite
-/// differences): guidance, then [`u_and_target`].
+/// differences): guidance and the tangent, then [`u_and_target`].
 pub fn target(net: &VelocityNet, draws: &Draws, obj: &ObjectiveConfig) -> Tensor<2> {
     let inputs = Inputs::new(draws, &net.device());
+    let (vg, tangent) = velocity_and_tangent(net, draws, obj, &inputs);
+    u_and_target(net, &inputs, vg, tangent).1
+}
+
+/// The target velocity v_g (guided where the config guides) and the JVP's tangent in z: v_g
+/// itself, or the network's own u(z, t, t | c) ([`Tangent::Model`]); computed by `net` without
+/// gradients.
+fn velocity_and_tangent(
+    net: &VelocityNet,
+    draws: &Draws,
+    obj: &ObjectiveConfig,
+    inputs: &Inputs,
+) -> (Tensor<2>, Tensor<2>) {
     let vg = if guided(obj) {
-        guided_velocity(net, draws, obj, &inputs)
+        guided_velocity(net, draws, obj, inputs)
     } else {
         inputs.v.clone()
     };
-    u_and_target(net, &inputs, vg).1
+    let tangent = match obj.tangent {
+        Tangent::Conditional => vg.clone(),
+        Tangent::Model => {
+            let Inputs { z, t, labels, .. } = inputs;
+            net.u(z.clone(), t.clone(), t.clone(), labels.clone())
+        }
+    };
+    (vg, tangent)
 }
 
 /// Whether the config folds guidance into the target.

@@ -410,13 +410,19 @@ fn whole_network_matches_reverse_mode_jacobian_rows() {
 }
 
 /// The objective's target, u_tgt = v_g − (t − r)·du/dt, against a finite difference of u along
-/// (z + s·v_g, r, t + s): the JVP is taken along the right tangent with the right inputs.
+/// (z + s·w, r, t + s), where w is v_g or (improved MeanFlow's tangent) the network's own
+/// u(z, t, t | c): the JVP is taken along the right tangent with the right inputs.
 #[test]
 fn meanflow_target_matches_finite_differences_along_the_flow() {
-    use mf_train::config::ObjectiveConfig;
+    use mf_train::config::{ObjectiveConfig, Tangent};
     use mf_train::objective::{Draws, target};
     let dev = device();
-    for omega in [1.0, 2.0] {
+    for (omega, tangent) in [
+        (1.0, Tangent::Conditional),
+        (2.0, Tangent::Conditional),
+        (1.0, Tangent::Model),
+        (2.0, Tangent::Model),
+    ] {
         let net = small_net(Prediction::U, &dev);
         let draws = Draws {
             x: values(randn([4, 6], &dev))
@@ -434,6 +440,7 @@ fn meanflow_target_matches_finite_differences_along_the_flow() {
         };
         let obj = ObjectiveConfig {
             omega,
+            tangent,
             ..ObjectiveConfig::default()
         };
         let got = values(target(&net, &draws, &obj));
@@ -468,9 +475,13 @@ fn meanflow_target_matches_finite_differences_along_the_flow() {
                 Tensor::<2>::from_data(TensorData::from([[1.0f64], [0.0], [1.0], [1.0]]), &dev);
             guided * keep.clone() + v * (keep.neg() + 1.0)
         };
+        let direction = match tangent {
+            Tangent::Conditional => vg.clone(),
+            Tangent::Model => net.u(z.clone(), t.clone(), t.clone(), class.clone()),
+        };
         let at = |s: f64| {
             net.u(
-                z.clone() + vg.clone() * s,
+                z.clone() + direction.clone() * s,
                 t.clone() + s,
                 r.clone(),
                 class.clone(),
@@ -479,16 +490,19 @@ fn meanflow_target_matches_finite_differences_along_the_flow() {
         let dudt = (at(EPS) - at(-EPS)) / (2.0 * EPS);
         let want = vg - (t - r).reshape([4, 1]) * dudt;
         let err = rel_err(&got, &values(want));
-        assert!(err <= 1e-7, "omega {omega}: relative error {err:e}");
+        assert!(
+            err <= 1e-7,
+            "omega {omega}, {tangent:?} tangent: relative error {err:e}"
+        );
     }
 }
 
 /// The training loss shares one dual forward between u and the JVP on the autodiff device:
 /// its gradient must equal that of the same loss with the target computed separately as a
-/// constant (the reference formulation with a stop-gradient target).
+/// constant (the reference formulation with a stop-gradient target), for either tangent.
 #[test]
 fn shared_forward_loss_has_the_stop_gradient_gradient() {
-    use mf_train::config::ObjectiveConfig;
+    use mf_train::config::{ObjectiveConfig, Tangent};
     use mf_train::objective::{Draws, Inputs, loss, target};
     let dev = device();
     let ad = dev.clone().autodiff();
@@ -507,10 +521,6 @@ fn shared_forward_loss_has_the_stop_gradient_gradient() {
         t: vec![0.9, 0.6, 0.35, 0.12],
         r: vec![0.1, 0.6, 0.2, 0.01],
     };
-    let obj = ObjectiveConfig {
-        omega: 1.5,
-        ..ObjectiveConfig::default()
-    };
     let first_layer_grad = |l: Tensor<1>| {
         let grads = l.backward();
         values(
@@ -521,16 +531,30 @@ fn shared_forward_loss_has_the_stop_gradient_gradient() {
                 .unwrap(),
         )
     };
-    let shared = first_layer_grad(loss(&net, &draws, &obj).loss);
+    for (omega, tangent) in [
+        (1.5, Tangent::Conditional),
+        (1.0, Tangent::Model),
+        (1.5, Tangent::Model),
+    ] {
+        let obj = ObjectiveConfig {
+            omega,
+            tangent,
+            ..ObjectiveConfig::default()
+        };
+        let shared = first_layer_grad(loss(&net, &draws, &obj).loss);
 
-    let constant = Tensor::<2>::from_inner(target(&net.valid(), &draws, &obj));
-    let inputs = Inputs::new(&draws, &ad);
-    let u = net.u(inputs.z, inputs.t, inputs.r, inputs.labels);
-    let err = (u - constant).square().sum_dim(1).reshape([4]);
-    let weight = (err.clone().detach() + obj.c).powf_scalar(-obj.p);
-    let reference = first_layer_grad((err * weight).mean());
-    let diff = rel_err(&shared, &reference);
-    assert!(diff <= 1e-10, "gradients differ: relative {diff:e}");
+        let constant = Tensor::<2>::from_inner(target(&net.valid(), &draws, &obj));
+        let inputs = Inputs::new(&draws, &ad);
+        let u = net.u(inputs.z, inputs.t, inputs.r, inputs.labels);
+        let err = (u - constant).square().sum_dim(1).reshape([4]);
+        let weight = (err.clone().detach() + obj.c).powf_scalar(-obj.p);
+        let reference = first_layer_grad((err * weight).mean());
+        let diff = rel_err(&shared, &reference);
+        assert!(
+            diff <= 1e-10,
+            "omega {omega}, {tangent:?} tangent: gradients differ: relative {diff:e}"
+        );
+    }
 }
 
 /// Every float parameter's gradient in `grads`, flattened in the module's order.
