@@ -114,6 +114,29 @@ pub struct ObjectiveConfig {
     /// default, so older runs keep theirs.
     #[serde(skip_serializing_if = "Tangent::is_conditional")]
     pub tangent: Tangent,
+    /// Steps over which the longest interval t − r trained grows linearly from 0 to 1 (a
+    /// short-to-long curriculum: instantaneous velocity first, then ever longer jumps; Kim et
+    /// al., arXiv 2511.19065). Counted in steps, not as a share of the run, so that extending a
+    /// run does not restart it. 0, the default, trains every interval from the start and stays
+    /// out of the config hash.
+    #[serde(skip_serializing_if = "is_zero_steps")]
+    pub gap_ramp_steps: u64,
+}
+
+impl ObjectiveConfig {
+    /// The longest t − r that step `step` (0-based) trains (see
+    /// [`ObjectiveConfig::gap_ramp_steps`]).
+    pub fn max_gap_at(&self, step: u64) -> f64 {
+        if step < self.gap_ramp_steps {
+            step as f64 / self.gap_ramp_steps as f64
+        } else {
+            1.0
+        }
+    }
+}
+
+fn is_zero_steps(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Default for ObjectiveConfig {
@@ -133,6 +156,7 @@ impl Default for ObjectiveConfig {
             guidance_interval: [0.0, 1.0],
             label_drop: 0.1,
             tangent: Tangent::Conditional,
+            gap_ramp_steps: 0,
         }
     }
 }
@@ -474,6 +498,24 @@ mod tests {
         // Off, it stays out of the config's JSON, so the hashes of older runs hold.
         let json = serde_json::to_string(&OptimConfig::default()).unwrap();
         assert!(!json.contains("cooldown"), "{json}");
+    }
+
+    #[test]
+    fn the_gap_ramp_grows_the_longest_interval_from_zero_and_is_off_by_default() {
+        let mut objective = ObjectiveConfig::default();
+        assert_eq!(objective.max_gap_at(0), 1.0);
+        objective.gap_ramp_steps = 400;
+        assert_eq!(objective.max_gap_at(0), 0.0);
+        assert_eq!(objective.max_gap_at(100), 0.25);
+        assert_eq!(objective.max_gap_at(400), 1.0);
+        assert_eq!(objective.max_gap_at(9999), 1.0);
+        let json = serde_json::to_string(&ObjectiveConfig::default()).unwrap();
+        assert!(!json.contains("gap_ramp"), "{json}");
+        let text = format!("{MINIMAL}\n[objective]\ngap_ramp_steps = 2000\n");
+        assert_eq!(Config::parse(&text).unwrap().objective.gap_ramp_steps, 2000);
+        let text = format!("{MINIMAL}\n[objective]\ngap_ramp_steps = -1\n");
+        let err = format!("{:#}", Config::parse(&text).unwrap_err());
+        assert!(err.contains("gap_ramp_steps"), "{err}");
     }
 
     #[test]

@@ -42,6 +42,14 @@ impl Draws {
         self.t.is_empty()
     }
 
+    /// Shortens every interval to at most `max_gap`: r = max(r, t − max_gap) (the curriculum
+    /// of [`ObjectiveConfig::gap_ramp_steps`]; with 0 every sample gets r = t).
+    pub fn cap_gaps(&mut self, max_gap: f64) {
+        for (r, &t) in self.r.iter_mut().zip(&self.t) {
+            *r = r.max(t - max_gap as f32);
+        }
+    }
+
     /// The `part`-th of `parts` equal contiguous slices of the samples (what one device of a
     /// data-parallel group trains on). `parts` must divide the sample count.
     pub fn shard(&self, part: usize, parts: usize) -> Draws {
@@ -297,6 +305,25 @@ mod tests {
             &config.objective,
             0,
         )
+    }
+
+    /// Capping keeps t, lifts r to at most `max_gap` below it, and leaves r = t and short
+    /// intervals alone.
+    #[test]
+    fn capped_gaps_keep_t_and_shorten_only_the_long_intervals() {
+        let mut draws = draws_of("", 256);
+        let before = draws.clone();
+        assert!(before.t.iter().zip(&before.r).any(|(t, r)| t - r > 0.2));
+        draws.cap_gaps(0.2);
+        assert_eq!(draws.t, before.t);
+        for ((&t, &r), &r0) in draws.t.iter().zip(&draws.r).zip(&before.r) {
+            assert!(t - r <= 0.2 + 1e-6 && r >= r0, "t {t} r {r} was {r0}");
+            if t - r0 <= 0.2 {
+                assert_eq!(r, r0);
+            }
+        }
+        draws.cap_gaps(0.0);
+        assert_eq!(draws.r, draws.t);
     }
 
     fn median(mut v: Vec<f32>) -> f32 {

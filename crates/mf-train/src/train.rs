@@ -252,7 +252,8 @@ pub fn fit(opts: &FitOptions) -> anyhow::Result<FitReport> {
         {
             break;
         }
-        let Drawn { draws, after } = batches.next()?;
+        let Drawn { mut draws, after } = batches.next()?;
+        draws.cap_gaps(config.objective.max_gap_at(state.step));
         let stats;
         let lr = config.optim.lr_at(state.step, train.steps);
         (model, stats) = match &group {

@@ -52,51 +52,60 @@ fn tensors(run: &Path, file: &str) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn resumed_run_is_bit_identical_to_an_uninterrupted_one() {
-    let config = Config::parse(TOY).unwrap();
-    let whole = tempfile::tempdir().unwrap();
-    fit(&options(&config, whole.path(), false)).unwrap();
+    // The second config's curriculum (the longest t − r growing over 15 steps) is still
+    // under way when the run is split at step 10.
+    let curriculum = format!("{TOY}[objective]\ngap_ramp_steps = 15\n");
+    let mut curves = Vec::new();
+    for text in [TOY, curriculum.as_str()] {
+        let config = Config::parse(text).unwrap();
+        let whole = tempfile::tempdir().unwrap();
+        fit(&options(&config, whole.path(), false)).unwrap();
 
-    let split = tempfile::tempdir().unwrap();
-    let mut half = config.clone();
-    half.train.steps = 10;
-    fit(&options(&half, split.path(), false)).unwrap();
-    assert_eq!(checkpoint::read_state(split.path()).unwrap().step, 10);
-    // Resuming continues with the stored config, extended to the full length (what
-    // `mf-train fit --resume --steps 20` does).
-    fit(&options(&config, split.path(), true)).unwrap();
-    assert_eq!(
-        checkpoint::read_state(split.path())
-            .unwrap()
-            .config
-            .train
-            .steps,
-        20
-    );
-
-    // The optimizer state is checked through its effect: any difference in Adam's moments or
-    // step count would change the weights of the second half.
-    for file in ["model.safetensors", "ema.safetensors"] {
-        assert!(
-            tensors(whole.path(), file) == tensors(split.path(), file),
-            "{file} differs after resume"
+        let split = tempfile::tempdir().unwrap();
+        let mut half = config.clone();
+        half.train.steps = 10;
+        fit(&options(&half, split.path(), false)).unwrap();
+        assert_eq!(checkpoint::read_state(split.path()).unwrap().step, 10);
+        // Resuming continues with the stored config, extended to the full length (what
+        // `mf-train fit --resume --steps 20` does).
+        fit(&options(&config, split.path(), true)).unwrap();
+        assert_eq!(
+            checkpoint::read_state(split.path())
+                .unwrap()
+                .config
+                .train
+                .steps,
+            20
         );
+
+        // The optimizer state is checked through its effect: any difference in Adam's moments or
+        // step count would change the weights of the second half.
+        for file in ["model.safetensors", "ema.safetensors"] {
+            assert!(
+                tensors(whole.path(), file) == tensors(split.path(), file),
+                "{file} differs after resume"
+            );
+        }
+        let (a, b) = (
+            checkpoint::read_state(whole.path()).unwrap(),
+            checkpoint::read_state(split.path()).unwrap(),
+        );
+        assert_eq!((a.step, a.rng), (b.step, b.rng));
+        let loss = |run: &Path| std::fs::read_to_string(run.join("loss.csv")).unwrap();
+        let rows = |text: String| {
+            text.lines()
+                .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            rows(loss(whole.path())),
+            rows(loss(split.path())),
+            "loss curves differ"
+        );
+        curves.push(rows(loss(whole.path())));
     }
-    let (a, b) = (
-        checkpoint::read_state(whole.path()).unwrap(),
-        checkpoint::read_state(split.path()).unwrap(),
-    );
-    assert_eq!((a.step, a.rng), (b.step, b.rng));
-    let loss = |run: &Path| std::fs::read_to_string(run.join("loss.csv")).unwrap();
-    let rows = |text: String| {
-        text.lines()
-            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(
-        rows(loss(whole.path())),
-        rows(loss(split.path())),
-        "loss curves differ"
-    );
+    // The curriculum reaches training: its capped intervals change the losses logged.
+    assert_ne!(curves[0], curves[1], "the gap ramp changed nothing");
 }
 
 #[test]
