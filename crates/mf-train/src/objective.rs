@@ -2,7 +2,8 @@
 //! (t, r) from a sorted logit-normal pair (or py-meanflow's samplers: r from its own
 //! logit-normal, t kept and r clipped below it) with a fraction forced to r = t; z_t = (1 − t)x + tε,
 //! v = ε − x; classifier-free guidance folded into the target; the JVP of u along (v_g, 0, 1)
-//! (or, as improved MeanFlow does, along the network's own velocity: [`Tangent`]); u_tgt = v_g − clip(t − r, 0, 1)·du/dt under stop-gradient; per-sample squared error summed
+//! (or, as improved MeanFlow does, along the network's own velocity: [`Tangent`]);
+//! u_tgt = v_g − clip(t − r, 0, 1)·du/dt under stop-gradient; per-sample squared error summed
 //! over dimensions and divided by sg((L + c)^p). Flow matching (the baseline) regresses
 //! u(z_t, t, t) onto v with the same weighting.
 use burn::prelude::*;
