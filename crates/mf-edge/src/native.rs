@@ -707,11 +707,8 @@ impl NativeEngine {
     pub fn run(&self, inputs: Vec<(&str, Value)>) -> anyhow::Result<Value> {
         // Runs of a size share their products across the thread team or not, as timing the
         // first runs both ways chose on this machine (the outputs are the same either way).
-        let size = inputs
-            .iter()
-            .map(|(_, v)| v.shape().iter().product::<usize>())
-            .sum();
-        self.team.run(size, || self.run_steps(inputs))
+        self.team
+            .run(input_elements(&inputs), || self.run_steps(inputs))
     }
 
     /// [`NativeEngine::run`] on the calling thread's team setting.
@@ -1852,6 +1849,14 @@ fn transpose<T: Copy>(w: &[T], k: usize, n: usize) -> Vec<T> {
     (0..k * n).map(|j| w[(j % k) * n + j / k]).collect()
 }
 
+/// The elements of a run's inputs together: the size by which runs choose their team setting.
+fn input_elements(inputs: &[(&str, Value)]) -> usize {
+    inputs
+        .iter()
+        .map(|(_, v)| v.shape().iter().product::<usize>())
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2563,10 +2568,7 @@ mod tests {
         ];
         for (graph, inputs) in cases {
             let engine = NativeEngine::from_graph(&graph, isa).unwrap();
-            let size: usize = inputs
-                .iter()
-                .map(|(_, v)| v.shape().iter().product::<usize>())
-                .sum();
+            let size = input_elements(&inputs);
             let first = engine.run(inputs.clone()).unwrap();
             // Each way TRIALS times, then the chosen one.
             for _ in 0..2 * team_choice::TRIALS + 1 {

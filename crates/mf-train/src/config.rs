@@ -94,7 +94,7 @@ pub struct ObjectiveConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub r_sigma: Option<f64>,
     /// How the two draws become t ≥ r (see [`TimeSampler`]).
-    #[serde(skip_serializing_if = "TimeSampler::is_sorted")]
+    #[serde(skip_serializing_if = "is_default")]
     pub time_sampler: TimeSampler,
     /// Fraction of samples with r ≠ t (the rest get r = t).
     pub ratio_r_neq_t: f64,
@@ -112,14 +112,14 @@ pub struct ObjectiveConfig {
     pub label_drop: f64,
     /// The JVP's tangent in z (see [`Tangent`]); left out of the config hash when it is the
     /// default, so older runs keep theirs.
-    #[serde(skip_serializing_if = "Tangent::is_conditional")]
+    #[serde(skip_serializing_if = "is_default")]
     pub tangent: Tangent,
     /// Steps over which the longest interval t − r trained grows linearly from 0 to 1 (a
     /// short-to-long curriculum: instantaneous velocity first, then ever longer jumps; Kim et
     /// al., arXiv 2511.19065). Counted in steps, not as a share of the run, so that extending a
     /// run does not restart it. 0, the default, trains every interval from the start and stays
     /// out of the config hash.
-    #[serde(skip_serializing_if = "is_zero_steps")]
+    #[serde(skip_serializing_if = "is_default")]
     pub gap_ramp_steps: u64,
 }
 
@@ -133,10 +133,6 @@ impl ObjectiveConfig {
             1.0
         }
     }
-}
-
-fn is_zero_steps(v: &u64) -> bool {
-    *v == 0
 }
 
 impl Default for ObjectiveConfig {
@@ -174,12 +170,6 @@ pub enum Tangent {
     Model,
 }
 
-impl Tangent {
-    fn is_conditional(&self) -> bool {
-        *self == Tangent::Conditional
-    }
-}
-
 /// How a draw `a` from t's logit-normal and a draw `b` from r's become (t, r), as
 /// py-meanflow's two samplers do; a share `1 − ratio_r_neq_t` then gets r = t.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -191,12 +181,6 @@ pub enum TimeSampler {
     Sorted,
     /// t = a, r = min(a, b): t keeps its own distribution (py-meanflow's v1).
     Clipped,
-}
-
-impl TimeSampler {
-    fn is_sorted(&self) -> bool {
-        *self == TimeSampler::Sorted
-    }
 }
 
 /// Which objective a run trains with.
@@ -227,12 +211,13 @@ pub struct OptimConfig {
     pub ema_decay: f64,
     /// Fraction of the run's final steps over which the learning rate falls linearly to 0
     /// (0: constant; left out of the config hash when 0, so older runs keep theirs).
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "is_default")]
     pub cooldown: f64,
 }
 
-fn is_zero(v: &f64) -> bool {
-    *v == 0.0
+/// Whether a key holds its default, which the config's JSON (and so its hash) leaves out.
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 impl OptimConfig {
