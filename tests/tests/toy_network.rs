@@ -138,6 +138,7 @@ fn a_toy_network_exports_in_every_precision_through_the_one_path() {
         root: None,
         image_size: None,
         channels: None,
+        couplings: None,
     })
     .unwrap();
     let settings = Int8Settings {

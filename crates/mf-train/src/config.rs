@@ -39,6 +39,11 @@ pub struct DataConfig {
     /// Channels of a `folder` dataset: 1 (grey), 3 (RGB) or 4 (RGBA).
     #[serde(default)]
     pub channels: Option<usize>,
+    /// Train on a teacher's couplings (`mf-train couple`) instead of the dataset's images:
+    /// each image is paired with the noise the teacher drew it from. `dataset` still names
+    /// what the teacher modelled (the classes, the evaluation's real images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub couplings: Option<PathBuf>,
 }
 
 /// Which network, how big, and what it predicts.
@@ -265,6 +270,10 @@ pub struct TrainConfig {
     /// Steps between checkpoints (0: only at the end).
     #[serde(default)]
     pub checkpoint_every: u64,
+    /// Start from another run's EMA weights instead of a random initialization (the same
+    /// network: a student from the teacher whose couplings it trains on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
 }
 
 fn default_time_dim() -> usize {

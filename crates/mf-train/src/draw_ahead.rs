@@ -91,6 +91,7 @@ mod tests {
             root: None,
             image_size: None,
             channels: None,
+            couplings: None,
         };
         let dataset = Arc::new(Dataset::open(&data).unwrap());
         let objective = ObjectiveConfig {

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod classifier;
 pub mod config;
+pub mod couple;
 pub mod datasets;
 pub mod draw_ahead;
 pub mod ema;

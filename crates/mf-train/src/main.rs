@@ -67,6 +67,32 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Draw a trained run's couplings: images from known noise, for a student to train on
+    /// (`data.couplings`), so that its one step learns the teacher's many-step map.
+    Couple {
+        /// The teacher's run folder.
+        #[arg(long)]
+        run: PathBuf,
+        /// Draws to make, 1 to 5000000 (labels cycle through the classes).
+        #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u32).range(1..=5_000_000))]
+        count: u32,
+        /// Network evaluations per image, 1 to 1000.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        steps: u32,
+        /// Noise seed: draw d starts from the noise seeded with seed + d.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Leave out draws with a value beyond ±this before clipping, 1 or more: the data lie
+        /// in [-1, 1], strokes overshoot to ±2, a diverged solve runs far beyond.
+        #[arg(long, default_value_t = 3.0)]
+        keep_within: f32,
+        /// Images per network call, 1 to 65536.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+        batch: u32,
+        /// The couplings file to write (safetensors).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Train the reference classifier on a dataset's test split (for `mf-edge eval`).
     Classifier {
         /// mnist or fashion-mnist.
@@ -209,6 +235,34 @@ fn run() -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", out.display()))?;
             println!("wrote {}", out.display());
         }
+        Command::Couple {
+            run,
+            count,
+            steps,
+            seed,
+            keep_within,
+            batch,
+            out,
+        } => {
+            let started = std::time::Instant::now();
+            let made = mf_train::couple::couple(&mf_train::couple::CoupleOptions {
+                run,
+                count: count as usize,
+                steps: steps as usize,
+                seed,
+                keep_within,
+                batch: batch as usize,
+                out: out.clone(),
+            })?;
+            println!(
+                "{} of {count} draws of {} ({} steps each) kept within ±{keep_within} in {:.0} s; in {}",
+                made.kept,
+                made.provenance.teacher,
+                made.provenance.steps,
+                started.elapsed().as_secs_f64(),
+                out.display()
+            );
+        }
         Command::Classifier {
             dataset,
             arch,
@@ -221,6 +275,7 @@ fn run() -> anyhow::Result<()> {
                 root: None,
                 image_size: None,
                 channels: None,
+                couplings: None,
             };
             let info = mf_train::classifier::train(&data, arch, epochs as usize, seed, &out)?;
             println!(

@@ -81,7 +81,7 @@ pub fn draw(
     obj: &ObjectiveConfig,
     null_class: usize,
 ) -> Draws {
-    let Batch { x, labels } = dataset.batch(rng, n);
+    let Batch { x, labels, noise } = dataset.batch(rng, n);
     let conditional = dataset.classes() > 0;
     let dropped: Vec<bool> = (0..n)
         .map(|_| !conditional || rng.random::<f64>() < obj.label_drop)
@@ -91,9 +91,12 @@ pub fn draw(
         .zip(&dropped)
         .map(|(&l, &d)| if d { null_class as i64 } else { l })
         .collect();
-    let noise = (0..x.len())
-        .map(|_| rng.sample::<f32, _>(StandardNormal))
-        .collect();
+    // Coupled samples bring their own noise; every other set's is drawn here.
+    let noise = noise.unwrap_or_else(|| {
+        (0..x.len())
+            .map(|_| rng.sample::<f32, _>(StandardNormal))
+            .collect()
+    });
     let (mut t, mut r) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let r_mu = obj.r_mu.unwrap_or(obj.t_mu);
     let r_sigma = obj.r_sigma.unwrap_or(obj.t_sigma);
@@ -306,6 +309,51 @@ mod tests {
             &config.objective,
             0,
         )
+    }
+
+    /// Coupled samples keep the noise their image was drawn from; images drawn twice carry the
+    /// same noise both times.
+    #[test]
+    fn coupled_draws_carry_each_images_own_noise() {
+        use crate::datasets::ImageSet;
+        use crate::datasets::coupled::{Coupled, Provenance};
+        let images = ImageSet {
+            pixels: (0..5u8).flat_map(|i| [i * 50; 4]).collect(),
+            labels: vec![0, 1, 0, 1, 0],
+            channels: 1,
+            size: 2,
+            class_names: vec!["a".into(), "b".into()],
+            class_folders: Vec::new(),
+        };
+        let provenance = Provenance {
+            dataset: "folder".into(),
+            class_names: images.class_names.clone(),
+            noise_seed: 70,
+            teacher: String::new(),
+            teacher_config_hash: String::new(),
+            teacher_step: 0,
+            steps: 1,
+            draws: 6,
+            keep_within: 1.5,
+        };
+        // Draw 3 diverged and was left out: images 3 and 4 are draws 4 and 5.
+        let indices = vec![0, 1, 2, 4, 5];
+        let dataset = Dataset::Coupled(Coupled {
+            images,
+            draws: indices.clone(),
+            provenance,
+        });
+        let obj = ObjectiveConfig::default();
+        let draws = draw(&dataset, &mut Rng::seed_from_u64(2), 40, &obj, 2);
+        let mut seen = [false; 5];
+        for (x, noise) in draws.x.chunks(4).zip(draws.noise.chunks(4)) {
+            let i = ((x[0] + 1.0) * 127.5 / 50.0).round() as usize;
+            let mut own = [0f32; 4];
+            mf_core::noise::Noise::new(70 + indices[i]).fill(&mut own);
+            assert_eq!(noise, own, "image {i}");
+            seen[i] = true;
+        }
+        assert!(seen.iter().all(|&s| s), "40 draws of 5 images: {seen:?}");
     }
 
     /// Capping keeps t, lifts r to at most `max_gap` below it, and leaves r = t and short

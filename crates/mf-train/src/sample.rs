@@ -19,10 +19,22 @@ pub fn sample(
     seed: u64,
     device: &Device,
 ) -> Vec<f32> {
-    let n = labels.len();
-    let dims = net.spec.dims();
-    let mut noise = vec![0f32; n * dims];
+    let mut noise = vec![0f32; labels.len() * net.spec.dims()];
     Noise::new(seed).fill(&mut noise);
+    sample_from(net, noise, labels, steps, device)
+}
+
+/// Draws one sample per label from the given noise (`[n, dims]`, row `i` for `labels[i]`) in
+/// `steps` network evaluations; returns `[n, dims]` values as [`sample`] does.
+pub fn sample_from(
+    net: &VelocityNet,
+    noise: Vec<f32>,
+    labels: &[i64],
+    steps: usize,
+    device: &Device,
+) -> Vec<f32> {
+    let (n, dims) = (labels.len(), net.spec.dims());
+    assert_eq!(noise.len(), n * dims, "one noise row per label");
     let mut z = Tensor::<2>::from_data(TensorData::new(noise, [n, dims]), device);
     let class = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [n]), device);
     let steps = steps.max(1);

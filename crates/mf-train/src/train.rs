@@ -117,6 +117,20 @@ fn library_present(what: &str, names: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Another run's EMA weights as a new run's starting point; its network must be `spec`.
+fn initial_weights(run: &Path, spec: &NetSpec, device: &Device) -> anyhow::Result<VelocityNet> {
+    let state = checkpoint::read_state(run).context("train.init_from")?;
+    ensure!(
+        state.spec == *spec,
+        "train.init_from: {} trained another network ({:?}); this config's is {:?}",
+        run.display(),
+        state.spec,
+        spec
+    );
+    let weights = checkpoint::folder(run)?.join("ema.safetensors");
+    checkpoint::load_safetensors(spec, &weights, device)
+}
+
 /// How to run `fit`.
 #[derive(Debug, Clone)]
 pub struct FitOptions {
@@ -202,7 +216,10 @@ pub fn fit(opts: &FitOptions) -> anyhow::Result<FitReport> {
             dataset.classes(),
         )?;
         base.seed(config.train.seed);
-        let model = VelocityNet::new(&spec, &device);
+        let model = match &config.train.init_from {
+            Some(run) => initial_weights(run, &spec, &device)?,
+            None => VelocityNet::new(&spec, &device),
+        };
         let ema = model.valid();
         let rng = Rng::seed_from_u64(config.train.seed);
         let state = RunState {

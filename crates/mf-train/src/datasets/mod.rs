@@ -1,17 +1,19 @@
-//! Training data: image sets (MNIST, Fashion-MNIST, a folder per class) and toy 2-D sets.
-//! Pixels map to [-1, 1] as `p / 127.5 − 1`.
+//! Training data: image sets (MNIST, Fashion-MNIST, a folder per class), a teacher's
+//! couplings of noise and image, and toy 2-D sets. Pixels map to [-1, 1] as `p / 127.5 − 1`.
+pub mod coupled;
 pub mod folder;
 mod idx;
 mod toy;
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use rand::RngExt;
 
 use crate::config::DataConfig;
 use crate::rng::Rng;
 
+pub use coupled::Coupled;
 pub use toy::Toy;
 
 /// A batch of samples, flattened row-major: `x` is `[n, dims...]`, `labels` has `n` entries.
@@ -21,6 +23,9 @@ pub struct Batch {
     pub x: Vec<f32>,
     /// Class labels (0 for unconditional sets).
     pub labels: Vec<i64>,
+    /// The noise each sample is coupled with, `[n, dims...]` (couplings only: other sets
+    /// pair samples with fresh noise).
+    pub noise: Option<Vec<f32>>,
 }
 
 /// Decoded images of one size with class labels.
@@ -69,6 +74,8 @@ impl ImageSet {
 pub enum Dataset {
     /// Images with labels.
     Images(ImageSet),
+    /// A teacher's images, each with the noise it was drawn from.
+    Coupled(Coupled),
     /// A 2-D distribution sampled afresh for every batch (unconditional).
     Toy(Toy),
 }
@@ -93,11 +100,28 @@ impl Dataset {
         Dataset::open_split(config, Split::Train)
     }
 
-    /// Opens a split of the dataset the config names (toy sets have no split).
+    /// Opens a split of the dataset the config names (toy sets have no split); the training
+    /// split of a config with `data.couplings` is the teacher's couplings.
     pub fn open_split(config: &DataConfig, split: Split) -> anyhow::Result<Dataset> {
         let name = config.dataset.as_str();
         if let Some(toy) = Toy::from_name(name) {
+            ensure!(
+                config.couplings.is_none(),
+                "data.couplings pairs images with noise; {name} is a toy set"
+            );
             return Ok(Dataset::Toy(toy));
+        }
+        if let (Some(path), Split::Train) = (&config.couplings, split) {
+            let coupled = coupled::open(path, name)?;
+            let (names, _) = Dataset::class_list(config)?;
+            ensure!(
+                coupled.images.class_names == names,
+                "couplings file {} has classes {:?}; {name} has {:?}",
+                path.display(),
+                coupled.images.class_names,
+                names
+            );
+            return Ok(Dataset::Coupled(coupled));
         }
         let root = config.root.clone().unwrap_or_else(|| default_root(name));
         match name {
@@ -140,7 +164,9 @@ impl Dataset {
     /// Shape of one sample: `[channels, size, size]` or `[2]`.
     pub fn sample_shape(&self) -> Vec<usize> {
         match self {
-            Dataset::Images(set) => vec![set.channels, set.size, set.size],
+            Dataset::Images(set) | Dataset::Coupled(Coupled { images: set, .. }) => {
+                vec![set.channels, set.size, set.size]
+            }
             Dataset::Toy(_) => vec![2],
         }
     }
@@ -153,7 +179,9 @@ impl Dataset {
     /// Class names (empty for unconditional sets).
     pub fn class_names(&self) -> Vec<String> {
         match self {
-            Dataset::Images(set) => set.class_names.clone(),
+            Dataset::Images(set) | Dataset::Coupled(Coupled { images: set, .. }) => {
+                set.class_names.clone()
+            }
             Dataset::Toy(_) => Vec::new(),
         }
     }
@@ -163,22 +191,34 @@ impl Dataset {
         self.class_names().len()
     }
 
-    /// Draws `n` samples (images with replacement, toy points afresh).
+    /// Draws `n` samples (images and couplings with replacement, toy points afresh).
     pub fn batch(&self, rng: &mut Rng, n: usize) -> Batch {
         match self {
             Dataset::Images(set) => {
-                let mut x = Vec::with_capacity(n * set.dims());
-                let mut labels = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let i = rng.random_range(0..set.len());
-                    x.extend(set.image(i));
-                    labels.push(set.labels[i] as i64);
+                let picks: Vec<usize> = (0..n).map(|_| rng.random_range(0..set.len())).collect();
+                Batch {
+                    x: picks.iter().flat_map(|&i| set.image(i)).collect(),
+                    labels: picks.iter().map(|&i| set.labels[i] as i64).collect(),
+                    noise: None,
                 }
-                Batch { x, labels }
+            }
+            Dataset::Coupled(coupled) => {
+                let set = &coupled.images;
+                let picks: Vec<usize> = (0..n).map(|_| rng.random_range(0..set.len())).collect();
+                let mut noise = vec![0f32; n * set.dims()];
+                for (&i, out) in picks.iter().zip(noise.chunks_exact_mut(set.dims())) {
+                    coupled.noise(i, out);
+                }
+                Batch {
+                    x: picks.iter().flat_map(|&i| set.image(i)).collect(),
+                    labels: picks.iter().map(|&i| set.labels[i] as i64).collect(),
+                    noise: Some(noise),
+                }
             }
             Dataset::Toy(toy) => Batch {
                 x: toy.sample(rng, n),
                 labels: vec![0; n],
+                noise: None,
             },
         }
     }
