@@ -47,6 +47,18 @@ fn run(dir: &Path, args: &[&str]) -> Output {
     out
 }
 
+/// Runs `mf-train` expecting a refusal (exit code 1); returns its error output.
+fn refused(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_mf-train"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "mf-train {args:?}: {err}");
+    err
+}
+
 #[test]
 fn couplings_pair_each_image_with_its_noise_and_train_a_student() {
     let dir = tempfile::tempdir().unwrap();
@@ -146,13 +158,10 @@ fn couplings_pair_each_image_with_its_noise_and_train_a_student() {
     assert_eq!(state.step, 4);
     let wrong = config(couplings, 4).replace("\"folder\"", "\"mnist\"");
     std::fs::write(dir.path().join("wrong.toml"), wrong).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_mf-train"))
-        .args(["fit", "--config", "wrong.toml", "--out", "wrong"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = refused(
+        dir.path(),
+        &["fit", "--config", "wrong.toml", "--out", "wrong"],
+    );
     assert!(err.contains("data.dataset"), "{err}");
 }
 
@@ -221,12 +230,9 @@ fn a_student_starts_from_its_teachers_weights() {
     // Another network is refused by name.
     let wider = still("init_from = \"teacher\"\n").replace("width = 64", "width = 32");
     std::fs::write(dir.path().join("wider.toml"), wider).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_mf-train"))
-        .args(["fit", "--config", "wider.toml", "--out", "wider"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = refused(
+        dir.path(),
+        &["fit", "--config", "wider.toml", "--out", "wider"],
+    );
     assert!(err.contains("train.init_from"), "{err}");
 }

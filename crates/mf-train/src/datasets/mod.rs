@@ -61,6 +61,20 @@ impl ImageSet {
         self.channels * self.size * self.size
     }
 
+    /// `n` image indices drawn with replacement.
+    fn picks(&self, rng: &mut Rng, n: usize) -> Vec<usize> {
+        (0..n).map(|_| rng.random_range(0..self.len())).collect()
+    }
+
+    /// The images `picks` with their labels, paired with `noise` if given.
+    fn batch(&self, picks: &[usize], noise: Option<Vec<f32>>) -> Batch {
+        Batch {
+            x: picks.iter().flat_map(|&i| self.image(i)).collect(),
+            labels: picks.iter().map(|&i| self.labels[i] as i64).collect(),
+            noise,
+        }
+    }
+
     /// Image `i` mapped to [-1, 1].
     pub fn image(&self, i: usize) -> impl Iterator<Item = f32> + '_ {
         self.pixels[i * self.dims()..(i + 1) * self.dims()]
@@ -194,26 +208,15 @@ impl Dataset {
     /// Draws `n` samples (images and couplings with replacement, toy points afresh).
     pub fn batch(&self, rng: &mut Rng, n: usize) -> Batch {
         match self {
-            Dataset::Images(set) => {
-                let picks: Vec<usize> = (0..n).map(|_| rng.random_range(0..set.len())).collect();
-                Batch {
-                    x: picks.iter().flat_map(|&i| set.image(i)).collect(),
-                    labels: picks.iter().map(|&i| set.labels[i] as i64).collect(),
-                    noise: None,
-                }
-            }
+            Dataset::Images(set) => set.batch(&set.picks(rng, n), None),
             Dataset::Coupled(coupled) => {
                 let set = &coupled.images;
-                let picks: Vec<usize> = (0..n).map(|_| rng.random_range(0..set.len())).collect();
+                let picks = set.picks(rng, n);
                 let mut noise = vec![0f32; n * set.dims()];
                 for (&i, out) in picks.iter().zip(noise.chunks_exact_mut(set.dims())) {
                     coupled.noise(i, out);
                 }
-                Batch {
-                    x: picks.iter().flat_map(|&i| set.image(i)).collect(),
-                    labels: picks.iter().map(|&i| set.labels[i] as i64).collect(),
-                    noise: Some(noise),
-                }
+                set.batch(&picks, Some(noise))
             }
             Dataset::Toy(toy) => Batch {
                 x: toy.sample(rng, n),
