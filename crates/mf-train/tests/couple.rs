@@ -59,8 +59,9 @@ fn refused(dir: &Path, args: &[&str]) -> String {
     err
 }
 
-#[test]
-fn couplings_pair_each_image_with_its_noise_and_train_a_student() {
+/// A folder holding the image set (`imgs/`) and a teacher trained on it for 30 steps
+/// (`teacher/`).
+fn teacher_beside_its_images() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     image_folder(&dir.path().join("imgs"));
     std::fs::write(dir.path().join("teacher.toml"), config("", 30)).unwrap();
@@ -68,6 +69,12 @@ fn couplings_pair_each_image_with_its_noise_and_train_a_student() {
         dir.path(),
         &["fit", "--config", "teacher.toml", "--out", "teacher"],
     );
+    dir
+}
+
+#[test]
+fn couplings_pair_each_image_with_its_noise_and_train_a_student() {
+    let dir = teacher_beside_its_images();
     // 23 draws in calls of 5: the last call is short, and every draw keeps its own seed.
     let couple = |keep_within: &str, out: &str| {
         let args = [
@@ -193,13 +200,7 @@ fn largest_difference(a: &Path, b: &Path) -> f32 {
 
 #[test]
 fn a_student_starts_from_its_teachers_weights() {
-    let dir = tempfile::tempdir().unwrap();
-    image_folder(&dir.path().join("imgs"));
-    std::fs::write(dir.path().join("teacher.toml"), config("", 30)).unwrap();
-    run(
-        dir.path(),
-        &["fit", "--config", "teacher.toml", "--out", "teacher"],
-    );
+    let dir = teacher_beside_its_images();
     // One step at a learning rate that moves nothing, from another seed than the teacher's:
     // the student's weights are the teacher's EMA, a fresh run's are not.
     let still = |init: &str| {
