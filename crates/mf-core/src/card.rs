@@ -98,6 +98,30 @@ pub struct Training {
     pub config_hash: String,
     /// Training wall time in seconds.
     pub seconds: f64,
+    /// For a reflow student: the teacher whose couplings it trained on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<Teacher>,
+}
+
+/// The teacher of a reflow student, and how its couplings were drawn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Teacher {
+    /// The teacher's run folder, as given to `mf-train couple`.
+    pub run: String,
+    /// Hash of the teacher's training config.
+    pub config_hash: String,
+    /// The teacher's optimizer steps.
+    pub steps: u64,
+    /// The teacher's training wall time in seconds.
+    pub seconds: f64,
+    /// Network evaluations per coupled image.
+    pub coupling_steps: usize,
+    /// Draws made.
+    pub draws_made: u64,
+    /// Draws kept (those that stayed in range): the pairs the student trained on.
+    pub draws_kept: u64,
+    /// Wall time of drawing the couplings, in seconds.
+    pub coupling_seconds: f64,
 }
 
 /// Up to this many classes, an unknown class is answered with every name.
@@ -260,6 +284,7 @@ mod tests {
                 steps: 1,
                 config_hash: String::new(),
                 seconds: 0.0,
+                teacher: None,
             },
             check_relative_error: None,
         }
@@ -267,9 +292,22 @@ mod tests {
 
     #[test]
     fn a_good_card_round_trips() {
-        let c = card(vec![1, 28, 28], 10, 10);
+        let mut c = card(vec![1, 28, 28], 10, 10);
         assert_eq!(ModelCard::from_json(&c.to_json()).unwrap(), c);
         assert_eq!(c.dims(), 784);
+        // A reflow student's teacher travels with it; a card without one reads as before.
+        assert!(!c.to_json().contains("teacher"));
+        c.training.teacher = Some(Teacher {
+            run: "runs/t".into(),
+            config_hash: "abc".into(),
+            steps: 9000,
+            seconds: 1800.5,
+            coupling_steps: 10,
+            draws_made: 200,
+            draws_kept: 199,
+            coupling_seconds: 150.0,
+        });
+        assert_eq!(ModelCard::from_json(&c.to_json()).unwrap(), c);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail, ensure};
 use mf_core::batch::Batch;
-use mf_core::card::{CARD_KEY, CARD_VERSION, Guidance, ModelCard, Quantization, Training};
+use mf_core::card::{CARD_KEY, CARD_VERSION, Guidance, ModelCard, Quantization, Teacher, Training};
 use mf_core::noise::Noise;
 use mf_core::onnx;
 use mf_core::schedule::Sampler;
@@ -592,7 +592,21 @@ fn card(
             _ => "inputs and outputs float32 (class int64)".into(),
         },
         quantization,
-        training: Training { steps: state.step, config_hash: state.config_hash.clone(), seconds: state.elapsed_s },
+        training: Training {
+            steps: state.step,
+            config_hash: state.config_hash.clone(),
+            seconds: state.elapsed_s,
+            teacher: state.teacher.as_ref().map(|p| Teacher {
+                run: p.teacher.clone(),
+                config_hash: p.teacher_config_hash.clone(),
+                steps: p.teacher_step,
+                seconds: p.teacher_seconds,
+                coupling_steps: p.steps,
+                draws_made: p.draws_made,
+                draws_kept: p.kept,
+                coupling_seconds: p.seconds,
+            }),
+        },
         check_relative_error: None,
     }
 }

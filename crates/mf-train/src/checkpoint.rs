@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use mf_core::atomic;
 
 use crate::config::Config;
+use crate::datasets::coupled::Provenance;
 use crate::model::{NetSpec, VelocityNet};
 use crate::rng::RngState;
 
@@ -39,6 +40,9 @@ pub struct RunState {
     pub config: Config,
     /// [`Config::hash`] of that config.
     pub config_hash: String,
+    /// For a run on couplings (`data.couplings`): how they were made, teacher included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<Provenance>,
 }
 
 /// The checkpoint folder of a run.

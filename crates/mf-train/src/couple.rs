@@ -4,6 +4,7 @@
 //! solve that diverged: a white square from a digit's noise) are left out, so that the student
 //! does not learn to blur them into their neighbours.
 use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::{Context, ensure};
 use burn::prelude::Device;
@@ -35,17 +36,9 @@ pub struct CoupleOptions {
     pub out: PathBuf,
 }
 
-/// What `couple` made.
-#[derive(Debug, Clone)]
-pub struct Couplings {
-    /// How they were made.
-    pub provenance: Provenance,
-    /// Pairs written (the draws that stayed within range).
-    pub kept: usize,
-}
-
-/// Draws the couplings and writes them.
-pub fn couple(opts: &CoupleOptions) -> anyhow::Result<Couplings> {
+/// Draws the couplings and writes them; returns how they were made.
+pub fn couple(opts: &CoupleOptions) -> anyhow::Result<Provenance> {
+    let started = Instant::now();
     ensure!(
         opts.count > 0 && opts.batch > 0,
         "count and batch must be positive"
@@ -113,9 +106,12 @@ pub fn couple(opts: &CoupleOptions) -> anyhow::Result<Couplings> {
         teacher: opts.run.display().to_string(),
         teacher_config_hash: state.config_hash.clone(),
         teacher_step: state.step,
+        teacher_seconds: state.elapsed_s,
         steps: opts.steps,
-        draws: opts.count as u64,
+        draws_made: opts.count as u64,
+        kept: kept.len() as u64,
         keep_within: opts.keep_within,
+        seconds: started.elapsed().as_secs_f64(),
     };
     let images = ImageSet {
         pixels,
@@ -126,10 +122,7 @@ pub fn couple(opts: &CoupleOptions) -> anyhow::Result<Couplings> {
         class_folders: Vec::new(),
     };
     coupled::write(&opts.out, &images, &kept, &provenance)?;
-    Ok(Couplings {
-        provenance,
-        kept: kept.len(),
-    })
+    Ok(provenance)
 }
 
 /// A sample value in [-1, 1] (clipped) as the 8-bit pixel `p` with `p / 127.5 − 1` nearest.

@@ -195,14 +195,24 @@ fn run() -> anyhow::Result<()> {
                 max_minutes,
                 progress: true,
             })?;
-            println!(
-                "{} steps in {:.0} s ({:.0} samples/s this session), last mse {:.4}; run in {}",
-                report.step,
-                report.elapsed_s,
-                report.samples_per_s,
-                report.last_mse,
-                out.display()
-            );
+            if report.samples_per_s == 0.0 {
+                // No step this session: a finished run resumed.
+                println!(
+                    "{} steps in {:.0} s, none more this session; run in {}",
+                    report.step,
+                    report.elapsed_s,
+                    out.display()
+                );
+            } else {
+                println!(
+                    "{} steps in {:.0} s ({:.0} samples/s this session), last mse {:.4}; run in {}",
+                    report.step,
+                    report.elapsed_s,
+                    report.samples_per_s,
+                    report.last_mse,
+                    out.display()
+                );
+            }
         }
         Command::Sample {
             run,
@@ -244,7 +254,6 @@ fn run() -> anyhow::Result<()> {
             batch,
             out,
         } => {
-            let started = std::time::Instant::now();
             let made = mf_train::couple::couple(&mf_train::couple::CoupleOptions {
                 run,
                 count: count as usize,
@@ -257,9 +266,9 @@ fn run() -> anyhow::Result<()> {
             println!(
                 "{} of {count} draws of {} ({} steps each) kept within ±{keep_within} in {:.0} s; in {}",
                 made.kept,
-                made.provenance.teacher,
-                made.provenance.steps,
-                started.elapsed().as_secs_f64(),
+                made.teacher,
+                made.steps,
+                made.seconds,
                 out.display()
             );
         }

@@ -332,9 +332,12 @@ mod tests {
             teacher: String::new(),
             teacher_config_hash: String::new(),
             teacher_step: 0,
+            teacher_seconds: 0.0,
             steps: 1,
-            draws: 6,
+            draws_made: 6,
+            kept: 5,
             keep_within: 1.5,
+            seconds: 0.0,
         };
         // Draw 3 diverged and was left out: images 3 and 4 are draws 4 and 5.
         let indices = vec![0, 1, 2, 4, 5];

@@ -197,6 +197,8 @@ pub fn fit(opts: &FitOptions) -> anyhow::Result<FitReport> {
             .from_bytes(burn::tensor::Bytes::from_bytes_vec(loaded.optimizer))
             .map_err(|e| anyhow::anyhow!("cannot restore the optimizer state: {e:?}"))?;
         let rng = loaded.state.rng.restore();
+        // Runs from before the couplings' provenance was recorded get it on resuming.
+        loaded.state.teacher = dataset.provenance().cloned();
         (
             config,
             dataset,
@@ -229,6 +231,7 @@ pub fn fit(opts: &FitOptions) -> anyhow::Result<FitReport> {
             spec,
             config_hash: config.hash(),
             config: config.clone(),
+            teacher: dataset.provenance().cloned(),
         };
         mf_core::atomic::write(
             &opts.out.join("config.toml"),

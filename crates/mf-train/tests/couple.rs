@@ -149,7 +149,8 @@ fn couplings_pair_each_image_with_its_noise_and_train_a_student() {
         .collect();
     assert!(in_bound.len() < 23, "{sorted:?}");
     assert_eq!(within.draws, in_bound);
-    assert_eq!(within.provenance.draws, 23);
+    assert_eq!(within.provenance.draws_made, 23);
+    assert_eq!(within.provenance.kept, in_bound.len() as u64);
     for (i, &d) in within.draws.iter().enumerate() {
         assert_eq!(within.images.labels[i], pairs.images.labels[d as usize]);
     }
@@ -163,6 +164,19 @@ fn couplings_pair_each_image_with_its_noise_and_train_a_student() {
     );
     let state = checkpoint::read_state(&dir.path().join("student")).unwrap();
     assert_eq!(state.step, 4);
+    // The student's run records how its pairs were made, teacher included (its model card's
+    // `training.teacher`).
+    assert_eq!(state.teacher.as_ref(), Some(&pairs.provenance));
+    let teacher = checkpoint::read_state(&dir.path().join("teacher")).unwrap();
+    assert_eq!(
+        (
+            pairs.provenance.teacher_step,
+            pairs.provenance.teacher_seconds
+        ),
+        (30, teacher.elapsed_s)
+    );
+    assert_eq!(pairs.provenance.kept, 23);
+    assert!(pairs.provenance.seconds > 0.0);
     let wrong = config(couplings, 4).replace("\"folder\"", "\"mnist\"");
     std::fs::write(dir.path().join("wrong.toml"), wrong).unwrap();
     let err = refused(

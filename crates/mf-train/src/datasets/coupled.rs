@@ -37,12 +37,18 @@ pub struct Provenance {
     pub teacher_config_hash: String,
     /// The teacher's training step.
     pub teacher_step: u64,
+    /// The teacher's training wall time in seconds.
+    pub teacher_seconds: f64,
     /// Network evaluations per image.
     pub steps: usize,
     /// Draws made; those with a value beyond ±`keep_within` were left out.
-    pub draws: u64,
+    pub draws_made: u64,
+    /// Draws kept: the file's pairs.
+    pub kept: u64,
     /// The largest magnitude a kept image may reach before clipping.
     pub keep_within: f32,
+    /// Wall time of drawing them, in seconds.
+    pub seconds: f64,
 }
 
 /// Coupled pairs: the teacher's images and the draws whose noise they came from.
@@ -156,6 +162,11 @@ fn decode(bytes: &[u8], dataset: &str) -> anyhow::Result<Coupled> {
         draws.shape()
     );
     ensure!(
+        provenance.kept == count as u64,
+        "{count} images, but the provenance says {} were kept",
+        provenance.kept
+    );
+    ensure!(
         height == width && [1, 3, 4].contains(&channels),
         "images of {channels}x{height}x{width}; square images of 1, 3 or 4 channels expected"
     );
@@ -198,9 +209,12 @@ mod tests {
             teacher: "runs/t".into(),
             teacher_config_hash: "h".into(),
             teacher_step: 5,
+            teacher_seconds: 12.5,
             steps: 10,
-            draws: 4,
+            draws_made: 4,
+            kept: 3,
             keep_within: 1.5,
+            seconds: 0.25,
         }
     }
 

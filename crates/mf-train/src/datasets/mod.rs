@@ -109,6 +109,14 @@ pub const FASHION_CLASSES: [&str; 10] = [
 ];
 
 impl Dataset {
+    /// How the couplings were made, for a set of couplings.
+    pub fn provenance(&self) -> Option<&coupled::Provenance> {
+        match self {
+            Dataset::Coupled(coupled) => Some(&coupled.provenance),
+            _ => None,
+        }
+    }
+
     /// Opens the training split the config names.
     pub fn open(config: &DataConfig) -> anyhow::Result<Dataset> {
         Dataset::open_split(config, Split::Train)
