@@ -263,6 +263,15 @@ mod tests {
             "{err:#}"
         );
 
+        let mut miscounted = provenance();
+        miscounted.kept = 2;
+        write(&path, &images(), &[0, 1, 2], &miscounted).unwrap();
+        let err = open(&path, "mnist").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("provenance says 2 were kept"),
+            "{err:#}"
+        );
+
         std::fs::write(&path, b"not a couplings file").unwrap();
         let err = open(&path, "mnist").unwrap_err();
         assert!(format!("{err:#}").contains("not safetensors"), "{err:#}");
