@@ -33,12 +33,18 @@ fn config(extra_data: &str, steps: u32) -> String {
     )
 }
 
-fn run(dir: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_mf-train"))
+/// Runs `mf-train` with `args` in `dir`.
+fn mf_train(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mf-train"))
         .args(args)
         .current_dir(dir)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs `mf-train` expecting success.
+fn run(dir: &Path, args: &[&str]) -> Output {
+    let out = mf_train(dir, args);
     assert!(
         out.status.success(),
         "mf-train {args:?}: {}",
@@ -49,11 +55,7 @@ fn run(dir: &Path, args: &[&str]) -> Output {
 
 /// Runs `mf-train` expecting a refusal (exit code 1); returns its error output.
 fn refused(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_mf-train"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
+    let out = mf_train(dir, args);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "mf-train {args:?}: {err}");
     err
