@@ -42,6 +42,7 @@ use crate::tensor::{Shape, Value};
 
 mod attention;
 mod chain;
+mod columns;
 mod conv_plus;
 mod gelu;
 mod join;
@@ -627,7 +628,8 @@ impl NativeEngine {
         let slotted = pixel_rows::keep_pixel_rows(slotted, &mut constants, output)?;
         let slotted = join::join_upsampled(slotted, output);
         let slotted = conv_plus::absorb_adds(slotted, output);
-        let mut slotted = chain::fuse_chains(slotted, output);
+        let slotted = chain::fuse_chains(slotted, output);
+        let mut slotted = chain::absorb_columns(slotted, &constants, output);
         chain_int8_inputs(&mut slotted, output);
         let mut last_use = vec![usize::MAX; constants.len()];
         for (i, step) in slotted.iter().enumerate() {
@@ -2043,7 +2045,7 @@ mod tests {
     }
 
     /// An int64 initializer of one dimension.
-    fn ints(name: &str, data: &[i64]) -> onnx::TensorProto {
+    pub(super) fn ints(name: &str, data: &[i64]) -> onnx::TensorProto {
         onnx::TensorProto {
             name: name.into(),
             dims: vec![data.len() as i64],

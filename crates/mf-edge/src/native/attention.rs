@@ -8,8 +8,10 @@
 use std::cell::RefCell;
 
 use mf_core::onnx;
+use mf_kernels::layout::{Layout, copy_short, relayout};
 use mf_kernels::{Isa, team};
 
+use super::columns::Columns;
 use super::{FloatPool, Planner};
 use crate::ops;
 use crate::tensor::{Shape, Value, element_count};
@@ -130,39 +132,16 @@ impl Planner<'_> {
     /// the view.
     fn columns(&self, value: &str) -> Option<([usize; 2], String, Columns)> {
         let r = self.sole_producer(value, "Reshape", 1)?;
-        let reshape = self.node(r);
-        if reshape.input.len() != 2 || ops::int_attr(reshape, "allowzero", 0) != 0 {
-            return None;
-        }
-        let target = self.constant_i64(&reshape.input[1])?;
-        let s = self.sole_producer(&reshape.input[0], "Slice", 1)?;
-        let slice = self.node(s);
-        let bound = |i: usize| match slice.input.get(i).filter(|n| !n.is_empty()) {
-            Some(name) => self.constant_i64(name).map(Some),
-            None => Some(None),
-        };
-        let (starts, ends) = (bound(1)??, bound(2)??);
-        let (axes, steps) = (bound(3)?, bound(4)?);
-        let one = |v: &[i64]| v.len() == 1;
-        if !one(&starts) || !one(&ends) || !axes.as_deref().is_some_and(one) {
-            return None;
-        }
-        if steps.is_some_and(|s| s != [1]) || slice.input.len() > 5 {
-            return None;
-        }
-        let arguments = |node: &onnx::NodeProto| -> Option<Vec<Value>> {
-            node.input[1..]
+        let s = self.sole_producer(&self.node(r).input[0], "Slice", 1)?;
+        let with_constants = |node: &onnx::NodeProto| -> Option<(onnx::NodeProto, Vec<Value>)> {
+            let constants = node.input[1..]
                 .iter()
                 .map(|n| self.constants.get(n).cloned())
-                .collect()
+                .collect::<Option<_>>()?;
+            Some((node.clone(), constants))
         };
-        let columns = Columns {
-            bounds: [starts[0], ends[0]],
-            axis: axes.expect("checked above")[0],
-            target,
-            slice: (slice.clone(), arguments(slice)?),
-            reshape: (reshape.clone(), arguments(reshape)?),
-        };
+        let (slice, reshape) = (self.node(s), self.node(r));
+        let columns = Columns::new(with_constants(slice)?, with_constants(reshape)?)?;
         Some(([r, s], slice.input[0].clone(), columns))
     }
 
@@ -189,61 +168,6 @@ std::thread_local! {
     static PRODUCT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A column range of a wider value split into heads, as `Slice` (one axis, step 1) then
-/// `Reshape` export it: Q, K and V read in place from their one `qkv` product.
-pub(super) struct Columns {
-    /// The Slice's start and end.
-    bounds: [i64; 2],
-    /// The sliced axis.
-    axis: i64,
-    /// The Reshape's target.
-    target: Vec<i64>,
-    /// The Slice and the Reshape with their constant inputs, run as nodes where the view does
-    /// not apply.
-    slice: (onnx::NodeProto, Vec<Value>),
-    reshape: (onnx::NodeProto, Vec<Value>),
-}
-
-impl Columns {
-    /// The shape, strides and first value of the columns of a value of `shape`, when the
-    /// slice is of its last axis and the reshape splits that axis alone (else `None`).
-    fn view(&self, shape: &[usize]) -> Option<(Shape, Shape, usize)> {
-        let last = shape.len().checked_sub(1)?;
-        let dim = i64::try_from(shape[last]).ok()?;
-        let rank = i64::try_from(shape.len()).ok()?;
-        let axis = if self.axis < 0 {
-            self.axis + rank
-        } else {
-            self.axis
-        };
-        if axis != last as i64 {
-            return None;
-        }
-        let wrap = |x: i64| if x < 0 { x.saturating_add(dim) } else { x };
-        let [start, end] = self.bounds.map(|b| wrap(b).clamp(0, dim));
-        let mut sliced = Shape::from_slice(shape);
-        sliced[last] = usize::try_from(end - start).ok()?;
-        let target = ops::reshape(&sliced, &self.target).ok()?;
-        if target.len() < last || target[..last] != sliced[..last] {
-            return None;
-        }
-        let mut strides = Shape::from_slice(&ops::strides(shape)[..last]);
-        strides.extend(ops::strides(&target[last..]));
-        Some((target, strides, usize::try_from(start).ok()?))
-    }
-
-    /// The Slice and the Reshape run as nodes on `value`.
-    fn run_nodes(&self, isa: Isa, value: &Value) -> anyhow::Result<Value> {
-        let mut value = value.clone();
-        for (node, constants) in [&self.slice, &self.reshape] {
-            let mut args = vec![&value];
-            args.extend(constants);
-            value = ops::run_on(isa, node, &args)?;
-        }
-        Ok(value)
-    }
-}
-
 /// A tensor read through a permutation: logical axis `a` is the source's axis `perm[a]`,
 /// starting at value `offset`.
 struct View<'a> {
@@ -264,7 +188,10 @@ impl<'a> View<'a> {
     ) -> Option<View<'a>> {
         let (shape, strides, offset) = match columns {
             None => (Shape::from_slice(shape), ops::strides(shape), 0),
-            Some(c) => c.view(shape)?,
+            Some(c) => {
+                let view = c.view(shape)?;
+                (view.shape, view.strides, view.offset)
+            }
         };
         match perm {
             None => Some(View {
@@ -283,8 +210,10 @@ impl<'a> View<'a> {
         }
     }
 
-    /// The `[rows, cols]` matrix at batch index `batch` (its leading axes) copied into `out`.
-    fn matrix_into(&self, batch: &[usize], out: &mut [f32]) {
+    /// The `[rows, cols]` matrix at batch index `batch` (its leading axes) copied into `out`;
+    /// a transposed one (Kᵀ: its columns contiguous in `data`) copied column by column into
+    /// `temp` (as long as `out`) and transposed from there.
+    fn matrix_into(&self, batch: &[usize], out: &mut [f32], temp: &mut [f32]) {
         let rank = self.shape.len();
         let start: usize = self.offset
             + batch
@@ -294,10 +223,20 @@ impl<'a> View<'a> {
                 .sum::<usize>();
         let (rows, cols) = (self.shape[rank - 2], self.shape[rank - 1]);
         let (row_step, col_step) = (self.strides[rank - 2], self.strides[rank - 1]);
-        for (r, line) in out.chunks_exact_mut(cols).take(rows).enumerate() {
+        let out = &mut out[..rows * cols];
+        if col_step != 1 && row_step == 1 && rows > 1 {
+            let columns = &mut temp[..rows * cols];
+            for (c, column) in columns.chunks_exact_mut(rows).enumerate() {
+                let at = start + c * col_step;
+                copy_short(column, &self.data[at..at + rows]);
+            }
+            relayout(columns, [1, cols, rows], Layout::Nchw, out);
+            return;
+        }
+        for (r, line) in out.chunks_exact_mut(cols).enumerate() {
             let at = start + r * row_step;
             if col_step == 1 {
-                line.copy_from_slice(&self.data[at..at + cols]);
+                copy_short(line, &self.data[at..at + cols]);
             } else {
                 for (c, y) in line.iter_mut().enumerate() {
                     *y = self.data[at + c * col_step];
@@ -398,15 +337,17 @@ impl Attention {
         product: &mut [f32],
     ) -> bool {
         SCRATCH.with_borrow_mut(|scratch| {
+            let largest = (g.t * g.d).max(g.d * g.s).max(g.s * g.e);
             let sizes = [g.t * g.d, g.d * g.s, g.s * g.e, g.t * g.s, g.t * g.s];
-            scratch.resize(sizes.iter().sum(), 0.0);
+            scratch.resize(sizes.iter().sum::<usize>() + largest, 0.0);
             let (qm, rest) = scratch.split_at_mut(sizes[0]);
             let (km, rest) = rest.split_at_mut(sizes[1]);
             let (vm, rest) = rest.split_at_mut(sizes[2]);
-            let (scores, weights) = rest.split_at_mut(sizes[3]);
-            q.matrix_into(index, qm);
-            kt.matrix_into(index, km);
-            v.matrix_into(index, vm);
+            let (scores, rest) = rest.split_at_mut(sizes[3]);
+            let (weights, temp) = rest.split_at_mut(sizes[4]);
+            q.matrix_into(index, qm, temp);
+            kt.matrix_into(index, km, temp);
+            v.matrix_into(index, vm, temp);
             let ok = mf_kernels::pointwise::matmul(isa, qm, km, scores, [g.t, g.d, g.s]).is_ok();
             if let Some(c) = self.scale {
                 scores.iter_mut().for_each(|x| *x *= c);
@@ -555,7 +496,7 @@ impl Placement {
         for (r, line) in product.chunks_exact(cols).enumerate() {
             let at = start + r * row_step;
             if col_step == 1 {
-                out[at..at + cols].copy_from_slice(line);
+                copy_short(&mut out[at..at + cols], line);
             } else {
                 for (c, &y) in line.iter().enumerate() {
                     out[at + c * col_step] = y;

@@ -3,10 +3,12 @@
 //! gated residuals, three and two nodes each). Each operation runs over the whole output (in
 //! units of the rows that share a broadcast operand's row, that row tiled along the unit)
 //! through mf-kernels' [`RowOps`], the first into a fresh buffer and every later one in place
-//! in that buffer, which holds the previous result: one buffer per chain and one dispatch instead of a step per node. Each
-//! value goes through the nodes' own operations in their order, so the step gives the same
-//! bits as the nodes. Anything else (an operand that is not f32, shapes that do not
-//! broadcast) runs the nodes one by one, with their errors.
+//! in that buffer, which holds the previous result: one buffer per chain and one dispatch
+//! instead of a step per node. An operand that is a Slice of a wider value, unsqueezed (the
+//! adaLN rows of one modulation product), is read in place through [`Columns`], those two
+//! steps gone too. Each value goes through the nodes' own operations in their order, so the
+//! step gives the same bits as the nodes. Anything else (an operand that is not f32, shapes
+//! that do not broadcast) runs the nodes one by one, with their errors.
 use std::collections::HashMap;
 
 use anyhow::Context;
@@ -14,6 +16,7 @@ use mf_core::onnx;
 use mf_kernels::pointwise::{RowOp, RowOperand, RowOps};
 use mf_kernels::{Isa, team};
 
+use super::columns::{Columns, View};
 use super::{FloatPool, Slotted};
 use crate::ops;
 use crate::tensor::{Shape, Value, element_count};
@@ -53,6 +56,9 @@ struct Operation {
 /// A fused element-wise chain.
 pub(super) struct Chain {
     operations: Vec<Operation>,
+    /// Per input, the columns of it that the operations read, if absorbed (else the input
+    /// itself); empty when none is.
+    columns: Vec<Option<Columns>>,
 }
 
 impl Chain {
@@ -73,7 +79,32 @@ impl Chain {
         inputs: &[&Value],
         floats: &mut FloatPool,
     ) -> anyhow::Result<Value> {
-        let Some((data, shape)) = fusable(inputs) else {
+        // Absorbed columns read through strides, or (where strides cannot read them row by
+        // row) sliced out by their nodes.
+        // (None of this for a chain without columns: `columns` is empty.)
+        let views: smallvec::SmallVec<[Option<View>; 4]> = (self.columns.iter().zip(inputs))
+            .map(|(c, &input)| row_view(c.as_ref()?, input))
+            .collect();
+        let sliced: smallvec::SmallVec<[Option<Value>; 4]> = (self.columns.iter().zip(inputs))
+            .zip(&views)
+            .map(|((c, &input), view)| match c {
+                Some(c) if view.is_none() => c.run_nodes(isa, input).map(Some),
+                _ => Ok(None),
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let reads: Option<Reads<'_>> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, &input)| {
+                let view = views.get(i).and_then(Option::as_ref);
+                match (view, sliced.get(i).and_then(Option::as_ref), input) {
+                    (Some(view), _, Value::F32(data, _)) => Some(Read::through(data, view)),
+                    (_, Some(value), _) => Read::whole(value),
+                    (_, None, input) => Read::whole(input),
+                }
+            })
+            .collect();
+        let Some((reads, shape)) = reads.and_then(fusable) else {
             return self.node_by_node(isa, inputs);
         };
         let total = element_count(&shape)?;
@@ -83,7 +114,7 @@ impl Chain {
         let mut out = floats.take(total);
         for op in &self.operations {
             let source = |position: usize| match op.operands.get(position) {
-                Some(Operand::Input(i)) => Source::of(data[*i], inputs[*i].shape(), &shape),
+                Some(Operand::Input(i)) => Source::of(&reads[*i], &shape),
                 // Sigmoid reads its one operand.
                 Some(Operand::Previous) | None => Source::Output,
             };
@@ -92,8 +123,26 @@ impl Chain {
         Ok(Value::F32(out, shape))
     }
 
-    /// The nodes one after the other on the step's inputs.
+    /// The columns input `i` is read through, if any.
+    fn columns_of(&self, i: usize) -> Option<&Columns> {
+        self.columns.get(i).and_then(Option::as_ref)
+    }
+
+    /// The nodes one after the other on the step's inputs (absorbed columns sliced out by
+    /// their own nodes first).
     fn node_by_node(&self, isa: Isa, inputs: &[&Value]) -> anyhow::Result<Value> {
+        let sliced: Vec<Option<Value>> = (0..inputs.len())
+            .map(|i| {
+                self.columns_of(i)
+                    .map(|c| c.run_nodes(isa, inputs[i]))
+                    .transpose()
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let inputs: Vec<&Value> = inputs
+            .iter()
+            .zip(&sliced)
+            .map(|(&input, sliced)| sliced.as_ref().unwrap_or(input))
+            .collect();
         let mut previous: Option<Value> = None;
         for op in &self.operations {
             let args: Vec<&Value> = op
@@ -113,16 +162,64 @@ impl Chain {
     }
 }
 
-/// The inputs' data and the shape they broadcast to, when every input is f32 and they do.
-fn fusable<'v>(inputs: &[&'v Value]) -> Option<(smallvec::SmallVec<[&'v [f32]; 4]>, Shape)> {
+/// Reads as one step keeps them.
+type Reads<'v> = smallvec::SmallVec<[Read<'v>; 4]>;
+
+/// The reads and the shape they broadcast to, when they do.
+fn fusable(reads: Reads<'_>) -> Option<(Reads<'_>, Shape)> {
     let mut shape = Shape::new();
-    let mut data = smallvec::SmallVec::new();
-    for v in inputs {
-        let Value::F32(d, s) = v else { return None };
-        shape = ops::broadcast_shapes(&shape, s).ok()?.2;
-        data.push(&d[..]);
+    for r in &reads {
+        shape = ops::broadcast_shapes(&shape, r.shape).ok()?.2;
     }
-    Some((data, shape))
+    Some((reads, shape))
+}
+
+/// An f32 input as the operations read it: its data, and its shape, strides (row-major when
+/// none) and first element there.
+struct Read<'v> {
+    data: &'v [f32],
+    shape: &'v [usize],
+    strides: Option<&'v [usize]>,
+    offset: usize,
+}
+
+impl<'v> Read<'v> {
+    /// A whole f32 value; `None` for another type.
+    fn whole(value: &'v Value) -> Option<Read<'v>> {
+        let Value::F32(data, shape) = value else {
+            return None;
+        };
+        Some(Read {
+            data,
+            shape,
+            strides: None,
+            offset: 0,
+        })
+    }
+
+    /// `data` through `view`.
+    fn through(data: &'v [f32], view: &'v View) -> Read<'v> {
+        Read {
+            data,
+            shape: &view.shape,
+            strides: Some(&view.strides),
+            offset: view.offset,
+        }
+    }
+}
+
+/// `value`'s view through `columns` when it is f32 and the view's rows are contiguous (its
+/// last axis of stride 1, or of one value), as the row kernels read them.
+fn row_view(columns: &Columns, value: &Value) -> Option<View> {
+    let Value::F32(_, shape) = value else {
+        return None;
+    };
+    let view = columns.view(shape)?;
+    let rows = match (view.shape.last(), view.strides.last()) {
+        (Some(&d), Some(&s)) => d == 1 || s == 1,
+        _ => true,
+    };
+    rows.then_some(view)
 }
 
 /// How an operation reads an operand across the output.
@@ -132,21 +229,22 @@ enum Source<'a> {
     Full(&'a [f32]),
     /// One value for every output.
     Repeated(f32),
-    /// A value of another shape broadcast to the output.
-    Broadcast(&'a [f32], &'a [usize]),
+    /// A value of another shape (or read through strides) broadcast to the output: its data,
+    /// shape, strides (row-major when none) and first element.
+    Broadcast(&'a [f32], &'a [usize], Option<&'a [usize]>, usize),
     /// The output's own values (the operation runs in place).
     Output,
 }
 
 impl<'a> Source<'a> {
-    /// How `data` of `shape` is read across an output of shape `out`.
-    fn of(data: &'a [f32], shape: &'a [usize], out: &[usize]) -> Source<'a> {
-        if data.len() == 1 {
-            Source::Repeated(data[0])
-        } else if shape == out {
-            Source::Full(data)
+    /// How `read` is read across an output of shape `out`.
+    fn of(read: &Read<'a>, out: &[usize]) -> Source<'a> {
+        if read.shape.iter().product::<usize>() == 1 {
+            Source::Repeated(read.data[read.offset])
+        } else if read.strides.is_none() && read.shape == out {
+            Source::Full(read.data)
         } else {
-            Source::Broadcast(data, shape)
+            Source::Broadcast(read.data, read.shape, read.strides, read.offset)
         }
     }
 
@@ -242,6 +340,8 @@ fn apply(
 struct Walk<'a> {
     source: Source<'a>,
     strides: Shape,
+    /// The operand's first element.
+    base: usize,
     /// Whether a broadcast operand's rows hold a value per column (else one per row).
     columns: bool,
 }
@@ -249,30 +349,43 @@ struct Walk<'a> {
 impl<'a> Walk<'a> {
     /// The walk of `source` over an output with leading axes `outer` and rows of `cols`.
     fn of(source: Source<'a>, outer: &[usize], cols: usize) -> Walk<'a> {
-        let Source::Broadcast(_, shape) = source else {
+        let Source::Broadcast(_, shape, strides, base) = source else {
             return Walk {
                 source,
                 strides: Shape::new(),
+                base: 0,
                 columns: true,
             };
         };
         let rank = outer.len() + 1;
-        let padded: Shape = std::iter::repeat_n(1, rank.saturating_sub(shape.len()))
+        let pad = rank.saturating_sub(shape.len());
+        let padded: Shape = std::iter::repeat_n(1, pad)
             .chain(shape.iter().copied())
             .collect();
-        let contiguous = ops::strides(&padded);
+        let padded_strides: Shape = match strides {
+            Some(strides) => std::iter::repeat_n(0, pad)
+                .chain(strides.iter().copied())
+                .collect(),
+            None => ops::strides(&padded),
+        };
         Walk {
             source,
             strides: (0..outer.len())
-                .map(|a| if padded[a] == 1 { 0 } else { contiguous[a] })
+                .map(|a| if padded[a] == 1 { 0 } else { padded_strides[a] })
                 .collect(),
+            base,
             columns: padded.last() == Some(&cols) && cols != 1,
         }
     }
 
     /// The operand's offset at the leading index `index`.
     fn offset(&self, index: &[usize]) -> usize {
-        index.iter().zip(&self.strides).map(|(i, s)| i * s).sum()
+        self.base
+            + index
+                .iter()
+                .zip(&self.strides)
+                .map(|(i, s)| i * s)
+                .sum::<usize>()
     }
 
     /// Whether the operand reads the same row at every index along leading `axis` (true for
@@ -288,11 +401,11 @@ impl<'a> Walk<'a> {
             Source::Full(d) => RowOperand::Values(&d[start..start + unit]),
             Source::Repeated(v) => RowOperand::Repeated(v),
             Source::Output => RowOperand::Output,
-            Source::Broadcast(d, _) if self.columns && unit == cols => {
+            Source::Broadcast(d, ..) if self.columns && unit == cols => {
                 RowOperand::Values(&d[at..at + cols])
             }
-            Source::Broadcast(d, _) if self.columns => RowOperand::Tiled(&d[at..at + cols]),
-            Source::Broadcast(d, _) => RowOperand::Repeated(d[at]),
+            Source::Broadcast(d, ..) if self.columns => RowOperand::Tiled(&d[at..at + cols]),
+            Source::Broadcast(d, ..) => RowOperand::Repeated(d[at]),
         }
     }
 }
@@ -373,16 +486,98 @@ pub(super) fn fuse_chains(steps: Vec<Slotted>, graph_output: usize) -> Vec<Slott
         steps[last] = Some(Slotted::Chain {
             inputs,
             output: value,
-            chain: Box::new(Chain { operations }),
+            chain: Box::new(Chain {
+                operations,
+                columns: Vec::new(),
+            }),
         });
     }
     steps.into_iter().flatten().collect()
 }
+
+/// `steps` with every chain input that is a Reshape or Unsqueeze of a Slice of one axis
+/// (their other operands constants, each read by the next step alone, neither the graph's
+/// output) read by the chain through [`Columns`] from the sliced value: the two steps gone.
+pub(super) fn absorb_columns(
+    steps: Vec<Slotted>,
+    constants: &[Option<Value>],
+    graph_output: usize,
+) -> Vec<Slotted> {
+    let mut readers: HashMap<usize, usize> = HashMap::new();
+    let mut producer: HashMap<usize, usize> = HashMap::new();
+    for (i, step) in steps.iter().enumerate() {
+        let mut read: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
+        for &slot in step.inputs() {
+            if !read.contains(&slot) {
+                read.push(slot);
+                *readers.entry(slot).or_default() += 1;
+            }
+        }
+        if let Slotted::Op { output, .. } = step {
+            producer.insert(*output, i);
+        }
+    }
+    // The Op step writing `slot` with `op_type`, read by one step alone, and its node with
+    // its constant operands (every input but the first).
+    let sole_op = |steps: &[Option<Slotted>], slot: usize, op_type: &str| {
+        if slot == graph_output || readers.get(&slot) != Some(&1) {
+            return None;
+        }
+        let at = *producer.get(&slot)?;
+        let Some(Slotted::Op { node, inputs, .. }) = &steps[at] else {
+            return None;
+        };
+        if node.op_type != op_type || inputs.len() != node.input.len() {
+            return None;
+        }
+        let operands = inputs[1..]
+            .iter()
+            .map(|&c| constants[c].clone())
+            .collect::<Option<Vec<Value>>>()?;
+        Some((at, inputs[0], (node.clone(), operands)))
+    };
+    let mut steps: Vec<Option<Slotted>> = steps.into_iter().map(Some).collect();
+    for c in 0..steps.len() {
+        let Some(Slotted::Chain { inputs, .. }) = &steps[c] else {
+            continue;
+        };
+        let mut found = Vec::new();
+        for (position, &slot) in inputs.iter().enumerate() {
+            let then = ["Unsqueeze", "Reshape"]
+                .into_iter()
+                .find_map(|op| sole_op(&steps, slot, op));
+            let Some((then_at, sliced, then)) = then else {
+                continue;
+            };
+            let Some((slice_at, wide, slice)) = sole_op(&steps, sliced, "Slice") else {
+                continue;
+            };
+            if let Some(columns) = Columns::new(slice, then) {
+                found.push((position, [then_at, slice_at], wide, columns));
+            }
+        }
+        let Some(Slotted::Chain { inputs, chain, .. }) = &mut steps[c] else {
+            unreachable!("step {c} is a chain")
+        };
+        let mut gone = Vec::new();
+        for (position, absorbed, wide, columns) in found {
+            inputs[position] = wide;
+            chain.columns.resize_with(inputs.len(), || None);
+            chain.columns[position] = Some(columns);
+            gone.extend(absorbed);
+        }
+        for at in gone {
+            steps[at] = None;
+        }
+    }
+    steps.into_iter().flatten().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::native::NativeEngine;
-    use crate::native::tests::{floats, info, op, run_nodes};
+    use crate::native::tests::{floats, info, ints, op, run_nodes};
 
     /// `x · (1 + s)`-like steps and more: every kind of operand (the output's shape, a row
     /// broadcast over rows, a value per row, a scalar constant, an earlier result twice),
@@ -482,5 +677,81 @@ mod tests {
             .run(inputs.iter().map(|(n, v)| (*n, (*v).clone())).collect())
             .unwrap();
         assert_eq!(got, run_nodes(&graph, &inputs));
+    }
+
+    /// The DiT's adaLN: `x · (1 + scale) + shift` with the scale and shift each a Slice of
+    /// columns of one modulation row `m`, unsqueezed to broadcast over the tokens.
+    fn modulation_graph(unsqueeze_axis: i64) -> onnx::GraphProto {
+        let slice = |name: &str, [start, end]: [i64; 2]| {
+            let mut node = op(
+                "Slice",
+                &[
+                    "m",
+                    &format!("{name}.start"),
+                    &format!("{name}.end"),
+                    "last",
+                ],
+                name,
+            );
+            node.name = name.into();
+            (
+                node,
+                [
+                    ints(&format!("{name}.start"), &[start]),
+                    ints(&format!("{name}.end"), &[end]),
+                ],
+            )
+        };
+        let (shift, shift_bounds) = slice("shift", [0, 8]);
+        let (scale, scale_bounds) = slice("scale", [8, 16]);
+        let mut initializer = vec![ints("last", &[-1]), ints("axis", &[unsqueeze_axis])];
+        initializer.extend(shift_bounds);
+        initializer.extend(scale_bounds);
+        onnx::GraphProto {
+            node: vec![
+                shift,
+                scale,
+                op("Unsqueeze", &["scale", "axis"], "scale_row"),
+                op("Mul", &["x", "scale_row"], "t0"),
+                op("Add", &["x", "t0"], "t1"),
+                op("Unsqueeze", &["shift", "axis"], "shift_row"),
+                op("Add", &["t1", "shift_row"], "y"),
+            ],
+            initializer,
+            input: ["x", "m"].map(info).to_vec(),
+            output: vec![info("y")],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn columns_of_a_modulation_row_are_read_in_place_with_the_nodes_bits() {
+        let graph = modulation_graph(1);
+        let engine = NativeEngine::from_graph(&graph, Isa::detect()).unwrap();
+        let labels: Vec<String> = engine.steps.iter().map(|s| s.label()).collect();
+        assert_eq!(labels, ["Element-wise chain (Mul, Add, Add)"], "{labels:?}");
+        // One image, several (their rows 24 apart in `m`), and tokens over the threads' share.
+        for [n, tokens] in [[1, 5], [3, 4], [2, 2048]] {
+            let (x, m) = (tensor(&[n, tokens, 8], 1), tensor(&[n, 24], 2));
+            let inputs = [("x", &x), ("m", &m)];
+            let got = engine
+                .run(inputs.iter().map(|(n, v)| (*n, (*v).clone())).collect())
+                .unwrap();
+            let want = run_nodes(&graph, &inputs);
+            let (Value::F32(g, gs), Value::F32(w, ws)) = (&got, &want) else {
+                panic!("float outputs expected")
+            };
+            assert_eq!(gs, ws);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(g), bits(w), "{n} images of {tokens} tokens");
+        }
+        // An Unsqueeze axis out of range: the node's own error, naming it.
+        let engine = NativeEngine::from_graph(&modulation_graph(7), Isa::detect()).unwrap();
+        let inputs = vec![("x", tensor(&[1, 5, 8], 1)), ("m", tensor(&[1, 24], 2))];
+        let err = format!("{:#}", engine.run(inputs).unwrap_err());
+        assert!(
+            err.contains("Unsqueeze node") && err.contains("axis 7 out of range"),
+            "{err}"
+        );
     }
 }

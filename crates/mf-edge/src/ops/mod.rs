@@ -477,27 +477,36 @@ pub fn view_shape(node: &onnx::NodeProto, inputs: &[&Value]) -> anyhow::Result<O
         "Unsqueeze" => {
             need(2)?;
             let (axes, _) = inputs[1].i64(what(1))?;
-            let mut shape = Shape::from_slice(inputs[0].shape());
-            let rank = shape.len() + axes.len();
-            let mut axes: Shape = axes
-                .iter()
-                .map(|&a| {
-                    if a < 0 {
-                        (a + rank as i64) as usize
-                    } else {
-                        a as usize
-                    }
-                })
-                .collect();
-            axes.sort();
-            for a in axes {
-                ensure!(a <= shape.len(), "Unsqueeze axis {a} out of range");
-                shape.insert(a, 1);
-            }
-            shape
+            unsqueeze(inputs[0].shape(), axes)?
         }
         _ => return Ok(None),
     }))
+}
+
+/// ONNX Unsqueeze: `shape` with a dimension of 1 inserted at each of `axes` (of the output;
+/// negative counts from its end).
+pub(crate) fn unsqueeze(shape: &[usize], axes: &[i64]) -> anyhow::Result<Shape> {
+    let rank = shape.len() + axes.len();
+    let mut positions: Shape = axes
+        .iter()
+        .map(|&a| {
+            let at = if a < 0 { a + rank as i64 } else { a };
+            usize::try_from(at)
+                .ok()
+                .filter(|&at| at < rank)
+                .ok_or_else(|| anyhow::anyhow!("Unsqueeze axis {a} out of range for rank {rank}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    positions.sort_unstable();
+    ensure!(
+        positions.windows(2).all(|w| w[0] != w[1]),
+        "Unsqueeze axes {axes:?} repeat an axis"
+    );
+    let mut out = Shape::from_slice(shape);
+    for at in positions {
+        out.insert(at, 1);
+    }
+    Ok(out)
 }
 
 /// A Constant node's value: a tensor, or one float or integer (list).
