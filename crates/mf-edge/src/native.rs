@@ -44,6 +44,7 @@ mod attention;
 mod chain;
 mod columns;
 mod conv_plus;
+mod dedupe;
 mod gelu;
 mod join;
 mod pixel_rows;
@@ -440,6 +441,8 @@ impl NativeEngine {
 
     /// Compiles any graph made of the ops mf-export writes (the reference classifier, say).
     pub fn from_graph(graph: &onnx::GraphProto, isa: Isa) -> anyhow::Result<NativeEngine> {
+        let merged = dedupe::merge_duplicates(graph);
+        let graph = merged.as_ref().unwrap_or(graph);
         ensure!(
             graph.output.len() == 1,
             "the native engine runs graphs with one output"
