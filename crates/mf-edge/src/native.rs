@@ -2406,6 +2406,25 @@ mod tests {
     }
 
     /// The graph's nodes one by one on `inputs`; its value `y`.
+    /// Runs `engine` on `inputs` and asserts that its float output has the shape and the bits
+    /// of `graph`'s nodes run one by one; `case` names the inputs in a failure.
+    pub(super) fn assert_bits_of_nodes(
+        engine: &NativeEngine,
+        graph: &onnx::GraphProto,
+        inputs: &[(&str, &Value)],
+        case: &str,
+    ) {
+        let owned = inputs.iter().map(|(n, v)| (*n, (*v).clone())).collect();
+        let got = engine.run(owned).unwrap();
+        let want = run_nodes(graph, inputs);
+        let (Value::F32(g, gs), Value::F32(w, ws)) = (&got, &want) else {
+            panic!("float outputs expected")
+        };
+        assert_eq!(gs, ws, "{case}");
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(g), bits(w), "{case}");
+    }
+
     pub(super) fn run_nodes(graph: &onnx::GraphProto, inputs: &[(&str, &Value)]) -> Value {
         let mut env: HashMap<String, Value> = graph
             .initializer
@@ -2455,17 +2474,8 @@ mod tests {
                     let engine = NativeEngine::from_graph(&graph, isa).unwrap();
                     assert_eq!(engine.summary().other_ops, 1, "one fused step");
                     let inputs = [("q", &q), ("kt", &kt), ("v", &v)];
-                    let got = engine
-                        .run(inputs.iter().map(|(n, v)| (*n, (*v).clone())).collect())
-                        .unwrap();
-                    let want = run_nodes(&graph, &inputs);
-                    let (Value::F32(g, gs), Value::F32(w, ws)) = (&got, &want) else {
-                        panic!("float outputs expected")
-                    };
-                    assert_eq!(gs, ws);
-                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     let case = format!("{batch:?} {t} {d} {s} {e} heads {heads} scaled {scaled}");
-                    assert_eq!(bits(g), bits(w), "{case}");
+                    assert_bits_of_nodes(&engine, &graph, &inputs, &case);
                 }
             }
         }

@@ -577,7 +577,7 @@ pub(super) fn absorb_columns(
 mod tests {
     use super::*;
     use crate::native::NativeEngine;
-    use crate::native::tests::{floats, info, ints, op, run_nodes};
+    use crate::native::tests::{assert_bits_of_nodes, floats, info, ints, op, run_nodes};
 
     /// `x · (1 + s)`-like steps and more: every kind of operand (the output's shape, a row
     /// broadcast over rows, a value per row, a scalar constant, an earlier result twice),
@@ -627,16 +627,7 @@ mod tests {
         for [sx, ss, sr] in cases {
             let (x, s, r) = (tensor(sx, 1), tensor(ss, 2), tensor(sr, 3));
             let inputs = [("x", &x), ("s", &s), ("r", &r)];
-            let got = engine
-                .run(inputs.iter().map(|(n, v)| (*n, (*v).clone())).collect())
-                .unwrap();
-            let want = run_nodes(&graph, &inputs);
-            let (Value::F32(g, gs), Value::F32(w, ws)) = (&got, &want) else {
-                panic!("float outputs expected")
-            };
-            assert_eq!(gs, ws, "{sx:?}");
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(g), bits(w), "{sx:?} {ss:?} {sr:?}");
+            assert_bits_of_nodes(&engine, &graph, &inputs, &format!("{sx:?} {ss:?} {sr:?}"));
         }
         // Shapes that do not broadcast: the nodes' own error, naming the node.
         let inputs = vec![
@@ -734,16 +725,7 @@ mod tests {
         for [n, tokens] in [[1, 5], [3, 4], [2, 2048]] {
             let (x, m) = (tensor(&[n, tokens, 8], 1), tensor(&[n, 24], 2));
             let inputs = [("x", &x), ("m", &m)];
-            let got = engine
-                .run(inputs.iter().map(|(n, v)| (*n, (*v).clone())).collect())
-                .unwrap();
-            let want = run_nodes(&graph, &inputs);
-            let (Value::F32(g, gs), Value::F32(w, ws)) = (&got, &want) else {
-                panic!("float outputs expected")
-            };
-            assert_eq!(gs, ws);
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(g), bits(w), "{n} images of {tokens} tokens");
+            assert_bits_of_nodes(&engine, &graph, &inputs, &format!("{n} images of {tokens}"));
         }
         // An Unsqueeze axis out of range: the node's own error, naming it.
         let engine = NativeEngine::from_graph(&modulation_graph(7), Isa::detect()).unwrap();
