@@ -418,10 +418,8 @@ fn unravel(mut m: usize, shape: &[usize], index: &mut [usize]) {
     }
 }
 
-/// `steps` with every run of element-wise steps (two or more, each one's output read by the
-/// next alone and not the graph's output) fused into one [`Slotted::Chain`], placed where its
-/// last step was: each step's other operands are computed by then.
-pub(super) fn fuse_chains(steps: Vec<Slotted>, graph_output: usize) -> Vec<Slotted> {
+/// The steps reading each slot, each step once, in order.
+fn readers(steps: &[Slotted]) -> HashMap<usize, Vec<usize>> {
     let mut readers: HashMap<usize, Vec<usize>> = HashMap::new();
     for (i, step) in steps.iter().enumerate() {
         for &slot in step.inputs() {
@@ -431,6 +429,14 @@ pub(super) fn fuse_chains(steps: Vec<Slotted>, graph_output: usize) -> Vec<Slott
             }
         }
     }
+    readers
+}
+
+/// `steps` with every run of element-wise steps (two or more, each one's output read by the
+/// next alone and not the graph's output) fused into one [`Slotted::Chain`], placed where its
+/// last step was: each step's other operands are computed by then.
+pub(super) fn fuse_chains(steps: Vec<Slotted>, graph_output: usize) -> Vec<Slotted> {
+    let readers = readers(&steps);
     let arith = |step: &Slotted| match step {
         Slotted::Op {
             node,
@@ -503,24 +509,17 @@ pub(super) fn absorb_columns(
     constants: &[Option<Value>],
     graph_output: usize,
 ) -> Vec<Slotted> {
-    let mut readers: HashMap<usize, usize> = HashMap::new();
-    let mut producer: HashMap<usize, usize> = HashMap::new();
-    for (i, step) in steps.iter().enumerate() {
-        let mut read: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
-        for &slot in step.inputs() {
-            if !read.contains(&slot) {
-                read.push(slot);
-                *readers.entry(slot).or_default() += 1;
-            }
-        }
-        if let Slotted::Op { output, .. } = step {
-            producer.insert(*output, i);
-        }
-    }
+    let readers = readers(&steps);
+    let producer: HashMap<usize, usize> = (steps.iter().enumerate())
+        .filter_map(|(i, step)| match step {
+            Slotted::Op { output, .. } => Some((*output, i)),
+            _ => None,
+        })
+        .collect();
     // The Op step writing `slot` with `op_type`, read by one step alone, and its node with
     // its constant operands (every input but the first).
     let sole_op = |steps: &[Option<Slotted>], slot: usize, op_type: &str| {
-        if slot == graph_output || readers.get(&slot) != Some(&1) {
+        if slot == graph_output || readers.get(&slot).map(Vec::len) != Some(1) {
             return None;
         }
         let at = *producer.get(&slot)?;

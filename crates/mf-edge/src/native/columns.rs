@@ -3,9 +3,9 @@
 //! columns of their one `qkv` product (Slice → Reshape into heads), and its adaLN shift,
 //! scale and gate rows of one modulation product (Slice → Unsqueeze). Where strides cannot
 //! describe the result, the two nodes run as they are.
-use anyhow::Context;
 use std::sync::Mutex;
 
+use anyhow::Context;
 use mf_core::onnx;
 use mf_kernels::Isa;
 
@@ -85,8 +85,8 @@ impl Columns {
         })
     }
 
-    /// `data`'s view when it has `shape` (row-major): `None` when the axis is out of range
-    /// or the second node's shape cannot be read through strides (the nodes then run).
+    /// The view of a (row-major) value of `shape`: `None` when the axis is out of range or the
+    /// second node's shape cannot be read through strides (the nodes then run).
     pub(super) fn view(&self, shape: &[usize]) -> Option<View> {
         if let Ok(last) = self.last.try_lock()
             && let Some((seen, view)) = last.as_ref()
