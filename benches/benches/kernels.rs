@@ -24,6 +24,10 @@
 //!   SiLU, then the uint8 code for the next convolution) over 28×28 pixel rows of 16 and 48
 //!   channels, every available family, one thread: values per second.
 //!
+//! - `attention_matmul/*`: the DiT's per-head products of two activations at batch 1 (16 tokens,
+//!   head size 32: scores Q·Kᵀ `16×32×16` and weighted values `16×16×32`), fp32 without
+//!   fused multiply-adds, every available family, one thread.
+//!
 //! Run: `cargo bench -p mf-benches --bench kernels` (add `-- gemm_256` to filter).
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use mf_kernels::reference::QuantizedLayer;
@@ -534,8 +538,29 @@ fn unet_convs(c: &mut Criterion) {
     group.finish();
 }
 
+/// The DiT's per-head attention products (`pointwise::matmul`), every family.
+fn attention_matmul(c: &mut Criterion) {
+    let mut group = c.benchmark_group("attention_matmul");
+    for [m, k, n] in [[16, 32, 16], [16, 16, 32]] {
+        let (a, b) = (values(m * k, 1), values(k * n, 2));
+        let mut out = vec![0f32; m * n];
+        group.throughput(Throughput::Elements(2 * (m * k * n) as u64));
+        for isa in available() {
+            let id = format!("{m}x{k}x{n}");
+            group.bench_function(BenchmarkId::new(isa.name(), id), |bench| {
+                bench.iter(|| {
+                    mf_kernels::pointwise::matmul(isa, black_box(&a), &b, &mut out, [m, k, n])
+                        .expect("operands of the product's sizes")
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    attention_matmul,
     peak,
     gemm_square,
     layers,

@@ -691,7 +691,7 @@ macro_rules! epilogue_for {
 
         #[target_feature(enable = $features)]
         fn matmul(a: &[f32], b: &[f32], c: &mut [f32], dims: [usize; 3]) {
-            $crate::pointwise::matmul_into(a, b, c, dims)
+            $crate::pointwise::matmul_into::<{ $crate::pointwise::PANEL_ROWS }>(a, b, c, dims)
         }
 
         /// This family's element-wise loops, vectorized for its features.

@@ -234,24 +234,94 @@ fn combine(mut lanes: [f32; ROW_LANES]) -> f32 {
 /// starts at 0 and adds `a[i, p] · b[p, :]` for `p` in order, each product and sum rounded
 /// (no fused multiply-add).
 ///
-/// Rows of 16, 32 or 64 outputs (attention's head sizes and token counts) are summed in a
-/// fixed-size row that stays in registers across the depth; other widths through `c` itself.
+/// Rows whose length is a multiple of [`PANEL`] (attention's head sizes and token counts) are
+/// summed in registers across the depth: in the vector families a panel of columns at a time,
+/// `ROWS` ([`PANEL_ROWS`]) rows at once, so that each row's chain of additions overlaps the
+/// others' instead of waiting on its own latency; in the scalar family (`ROWS` 1), whose
+/// registers four rows' sums would overflow, rows of 16, 32 or 64 whole, one at a time. Other
+/// widths through `c` itself. Each sum is taken in the same order every way.
 #[inline(always)]
-pub(crate) fn matmul_into(a: &[f32], b: &[f32], c: &mut [f32], [m, k, n]: [usize; 3]) {
-    match n {
-        16 => fixed_rows::<16>(a, b, c, [m, k]),
-        32 => fixed_rows::<32>(a, b, c, [m, k]),
-        64 => fixed_rows::<64>(a, b, c, [m, k]),
+pub(crate) fn matmul_into<const ROWS: usize>(
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    [m, k, n]: [usize; 3],
+) {
+    match (ROWS, n) {
+        (1, 16) => whole_rows::<16>(a, b, c, [m, k]),
+        (1, 32) => whole_rows::<32>(a, b, c, [m, k]),
+        (1, 64) => whole_rows::<64>(a, b, c, [m, k]),
+        (2.., n) if n.is_multiple_of(PANEL) => {
+            for col0 in (0..n).step_by(PANEL) {
+                panel::<ROWS>(a, b, c, [m, k, n], col0);
+            }
+        }
         _ => any_rows(a, b, c, [m, k, n]),
     }
 }
 
-/// [`matmul_into`] for rows of `N` outputs, summed in a local row.
+/// [`matmul_into`] one row at a time for rows of `N` outputs, summed in a local row (the
+/// scalar family: a whole row's sums in its registers, one pass over the row's operands).
 #[inline(always)]
-fn fixed_rows<const N: usize>(a: &[f32], b: &[f32], c: &mut [f32], [m, k]: [usize; 2]) {
+fn whole_rows<const N: usize>(a: &[f32], b: &[f32], c: &mut [f32], [m, k]: [usize; 2]) {
     for (row, out) in a.chunks_exact(k).zip(c.chunks_exact_mut(N)).take(m) {
         let mut sums = [0f32; N];
         for (&x, line) in row.iter().zip(b.chunks_exact(N)) {
+            for (y, &w) in sums.iter_mut().zip(line) {
+                *y += x * w;
+            }
+        }
+        out.copy_from_slice(&sums);
+    }
+}
+
+/// Columns of the product summed together in registers (one AVX-512 vector, two AVX2 or four
+/// NEON ones).
+const PANEL: usize = 16;
+
+/// Rows of the product the vector families sum together (four chains of additions in flight).
+pub(crate) const PANEL_ROWS: usize = 4;
+
+/// [`matmul_into`]'s columns `col0..col0 + PANEL`, `ROWS` rows at a time (the rows left over
+/// one at a time).
+#[inline(always)]
+fn panel<const ROWS: usize>(
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    [m, k, n]: [usize; 3],
+    col0: usize,
+) {
+    let lines = || {
+        b[..k * n]
+            .chunks_exact(n)
+            .map(|line| &line[col0..][..PANEL])
+    };
+    let (a, c) = (&a[..m * k], &mut c[..m * n]);
+    let blocks = a.chunks_exact(ROWS * k);
+    let left = blocks.remainder();
+    let mut outs = c
+        .chunks_exact_mut(n)
+        .map(|row| &mut row[col0..col0 + PANEL]);
+    for block in blocks {
+        let rows: [&[f32]; ROWS] = core::array::from_fn(|r| &block[r * k..][..k]);
+        let mut sums = [[0f32; PANEL]; ROWS];
+        for (p, line) in lines().enumerate() {
+            for (row_sums, row) in sums.iter_mut().zip(rows) {
+                let x = row[p];
+                for (y, &w) in row_sums.iter_mut().zip(line) {
+                    *y += x * w;
+                }
+            }
+        }
+        // The block's sums first: zip then stops before it takes a row past them from `outs`.
+        for (row_sums, out) in sums.iter().zip(&mut outs) {
+            out.copy_from_slice(row_sums);
+        }
+    }
+    for (row, out) in left.chunks_exact(k).zip(outs) {
+        let mut sums = [0f32; PANEL];
+        for (&x, line) in row.iter().zip(lines()) {
             for (y, &w) in sums.iter_mut().zip(line) {
                 *y += x * w;
             }
@@ -360,11 +430,22 @@ mod tests {
             [3, 64, 17],
             [4, 16, 32],
             [3, 9, 64],
+            // Blocks of four rows with rows left over, over one, two and four panels.
+            [7, 5, 16],
+            [5, 3, 32],
+            [2, 40, 64],
         ];
         for [m, k, n] in shapes {
             let (a, b) = (values(m * k, 1), values(k * n, 2));
             let mut want = alloc::vec![0f32; m * n];
             any_rows(&a, &b, &mut want, [m, k, n]);
+            let mut one_row = alloc::vec![f32::NAN; m * n];
+            matmul_into::<1>(&a, &b, &mut one_row, [m, k, n]);
+            let same = one_row
+                .iter()
+                .zip(&want)
+                .all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "one row at a time, {m}x{k}x{n}");
             // Against f64 sums too: a wrong index would be far off.
             for i in 0..m {
                 for j in 0..n {

@@ -42,7 +42,7 @@ static EPILOGUE: Epilogue = Epilogue {
     sin_cos: crate::trig::sin_cos_into,
     softmax: crate::pointwise::softmax_into,
     row_op: crate::pointwise::row_op_into,
-    matmul: crate::pointwise::matmul_into,
+    matmul: crate::pointwise::matmul_into::<1>,
 };
 
 unsafe fn quantize(x: &[f32], params: QuantParams, codes: &mut [u8]) {
