@@ -99,7 +99,9 @@ fn piece_op_into(op: RowOp, a: RowOperand<'_>, b: RowOperand<'_>, dst: &mut [f32
     let b_apart = op == RowOp::Sigmoid || !matches!(b, Output);
     let a = match a {
         Values(v) if b_apart => {
-            dst.copy_from_slice(v);
+            // A piece is often a short row (an adaLN row of 128 tiled over the tokens): a
+            // `memcpy` call per piece cost more than the copy.
+            crate::layout::copy_short(dst, v);
             Output
         }
         Repeated(x) if b_apart => {
