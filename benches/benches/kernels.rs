@@ -27,6 +27,7 @@
 //! - `attention_matmul/*`: the DiT's per-head products of two activations at batch 1 (16 tokens,
 //!   head size 32: scores Q·Kᵀ `16×32×16` and weighted values `16×16×32`), fp32 without
 //!   fused multiply-adds, every available family, one thread.
+//! - `attention_softmax/*`: the same heads' softmax over 16 rows of 16 scores, every family.
 //!
 //! Run: `cargo bench -p mf-benches --bench kernels` (add `-- gemm_256` to filter).
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -558,9 +559,27 @@ fn attention_matmul(c: &mut Criterion) {
     group.finish();
 }
 
+/// The DiT's per-head softmax (`pointwise::softmax_rows`), every family.
+fn attention_softmax(c: &mut Criterion) {
+    let mut group = c.benchmark_group("attention_softmax");
+    let scores: Vec<f32> = values(16 * 16, 3).iter().map(|v| v * 8.0).collect();
+    let mut weights = vec![0f32; scores.len()];
+    group.throughput(Throughput::Elements(scores.len() as u64));
+    for isa in available() {
+        group.bench_function(BenchmarkId::new(isa.name(), "16x16"), |bench| {
+            bench.iter(|| {
+                mf_kernels::pointwise::softmax_rows(isa, black_box(&scores), &mut weights, 16)
+                    .expect("rows of 16")
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     attention_matmul,
+    attention_softmax,
     peak,
     gemm_square,
     layers,

@@ -184,8 +184,24 @@ const ROW_LANES: usize = 16;
 
 /// Softmax of each `cols`-value row of `x` into `y`: `exp(v − max)` ([`exp`]), summed in f32
 /// over [`ROW_LANES`] lanes then a fixed tree of pairs, each value divided by the sum.
+///
+/// Rows of at most [`ROW_LANES`] values (attention's scores over a few tokens) go
+/// [`SHORT_ROWS`] at a time ([`short_rows`]): a short row is one chain of dependent steps
+/// (maximum, exponential, sum, division), and a group's chains overlap.
 #[inline(always)]
 pub(crate) fn softmax_into(x: &[f32], y: &mut [f32], cols: usize) {
+    let (x, y) = if cols <= ROW_LANES {
+        let grouped = x.len() / (SHORT_ROWS * cols) * (SHORT_ROWS * cols);
+        let (xs, x_left) = x.split_at(grouped);
+        let (ys, y_left) = y.split_at_mut(grouped);
+        let groups = xs.chunks_exact(SHORT_ROWS * cols);
+        for (rows, outs) in groups.zip(ys.chunks_exact_mut(SHORT_ROWS * cols)) {
+            short_rows(rows, outs, cols);
+        }
+        (x_left, y_left)
+    } else {
+        (x, y)
+    };
     for (row, out) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)) {
         let max = row_max(row);
         let mut lanes = [0f32; ROW_LANES];
@@ -198,6 +214,30 @@ pub(crate) fn softmax_into(x: &[f32], y: &mut [f32], cols: usize) {
         let sum = combine(lanes);
         for e in out.iter_mut() {
             *e /= sum;
+        }
+    }
+}
+
+/// Rows of at most [`ROW_LANES`] values softmaxed together.
+const SHORT_ROWS: usize = 4;
+
+/// [`softmax_into`] over [`SHORT_ROWS`] rows of `cols` (at most [`ROW_LANES`]) values, each
+/// step done for every row before the next: value `j` is lane `j`, so each row's operations
+/// are those of the loop over one row.
+#[inline(always)]
+fn short_rows(x: &[f32], y: &mut [f32], cols: usize) {
+    let rows: [&[f32]; SHORT_ROWS] = core::array::from_fn(|r| &x[r * cols..][..cols]);
+    let maxes = rows.map(row_max);
+    let mut lanes = [[0f32; ROW_LANES]; SHORT_ROWS];
+    for ((row_lanes, row), max) in lanes.iter_mut().zip(rows).zip(maxes) {
+        for (lane, &v) in row_lanes.iter_mut().zip(row) {
+            *lane = exp(v - max);
+        }
+    }
+    let sums = lanes.map(combine);
+    for ((out, row_lanes), sum) in y.chunks_exact_mut(cols).zip(&lanes).zip(sums) {
+        for (e, &lane) in out.iter_mut().zip(row_lanes) {
+            *e = lane / sum;
         }
     }
 }
@@ -282,6 +322,7 @@ fn whole_rows<const N: usize>(a: &[f32], b: &[f32], c: &mut [f32], [m, k]: [usiz
 const PANEL: usize = 16;
 
 /// Rows of the product the vector families sum together (four chains of additions in flight).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) const PANEL_ROWS: usize = 4;
 
 /// [`matmul_into`]'s columns `col0..col0 + PANEL`, `ROWS` rows at a time (the rows left over
@@ -500,6 +541,13 @@ mod tests {
                 .collect();
             let mut want = alloc::vec![f32::NAN; x.len()];
             softmax_into(&x, &mut want, cols);
+            // Rows grouped or not, the same bits as the loop over one row at a time.
+            let mut one_by_one = alloc::vec![f32::NAN; x.len()];
+            for (row, out) in x.chunks(cols).zip(one_by_one.chunks_mut(cols)) {
+                softmax_into(row, out, cols);
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&want), bits(&one_by_one), "rows of {cols}, grouped");
             for (row, y) in x.chunks(cols).zip(want.chunks(cols)) {
                 let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
                 let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
@@ -516,7 +564,6 @@ mod tests {
             for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
                 let mut got = alloc::vec![f32::NAN; x.len()];
                 softmax_rows(isa, &x, &mut got, cols).unwrap();
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got), bits(&want), "{isa} softmax of rows of {cols}");
             }
         }
