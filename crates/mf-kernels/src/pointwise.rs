@@ -303,7 +303,7 @@ pub(crate) fn matmul_into<const ROWS: usize>(
 }
 
 /// [`matmul_into`] one row at a time for rows of `N` outputs, summed in a local row (the
-/// scalar family: a whole row's sums in its registers, one pass over the row's operands).
+/// scalar and NEON families: a whole row's sums in registers, one pass over its operands).
 #[inline(always)]
 fn whole_rows<const N: usize>(a: &[f32], b: &[f32], c: &mut [f32], [m, k]: [usize; 2]) {
     for (row, out) in a.chunks_exact(k).zip(c.chunks_exact_mut(N)).take(m) {
