@@ -10,6 +10,7 @@
 //! step gives the same bits as the nodes. Anything else (an operand that is not f32, shapes
 //! that do not broadcast) runs the nodes one by one, with their errors.
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use anyhow::Context;
 use mf_core::onnx;
@@ -59,6 +60,9 @@ pub(super) struct Chain {
     /// Per input, the columns of it that the operations read, if absorbed (else the input
     /// itself); empty when none is.
     columns: Vec<Option<Columns>>,
+    /// The last run's plan: a run's shapes repeat, and working out how each operation walks
+    /// its operands costs more than the operations on a DiT's few thousand values.
+    last: Mutex<Option<Plan>>,
 }
 
 impl Chain {
@@ -79,48 +83,118 @@ impl Chain {
         inputs: &[&Value],
         floats: &mut FloatPool,
     ) -> anyhow::Result<Value> {
-        // Absorbed columns read through strides, or (where strides cannot read them row by
-        // row) sliced out by their nodes.
-        // (None of this for a chain without columns: `columns` is empty.)
-        let views: smallvec::SmallVec<[Option<View>; 4]> = (self.columns.iter().zip(inputs))
-            .map(|(c, &input)| row_view(c.as_ref()?, input))
-            .collect();
-        let sliced: smallvec::SmallVec<[Option<Value>; 4]> = (self.columns.iter().zip(inputs))
-            .zip(&views)
-            .map(|((c, &input), view)| match c {
-                Some(c) if view.is_none() => c.run_nodes(isa, input).map(Some),
-                _ => Ok(None),
-            })
-            .collect::<anyhow::Result<_>>()?;
-        let reads: Option<Reads<'_>> = inputs
-            .iter()
-            .enumerate()
-            .map(|(i, &input)| {
-                let view = views.get(i).and_then(Option::as_ref);
-                match (view, sliced.get(i).and_then(Option::as_ref), input) {
-                    (Some(view), _, Value::F32(data, _)) => Some(Read::through(data, view)),
-                    (_, Some(value), _) => Read::whole(value),
-                    (_, None, input) => Read::whole(input),
-                }
-            })
-            .collect();
-        let Some((reads, shape)) = reads.and_then(fusable) else {
+        // The last run's plan, when its shapes are these (a concurrent run holding it works
+        // out a plan of its own).
+        let mut kept = self.last.try_lock();
+        let mut own = None;
+        let slot: &mut Option<Plan> = match kept.as_deref_mut() {
+            Ok(slot) => slot,
+            Err(_) => &mut own,
+        };
+        let plan = match slot {
+            Some(plan) if plan.made_for(inputs) => plan,
+            _ => slot.insert(self.plan(isa, inputs)?),
+        };
+        let Some((shape, walks)) = &plan.walks else {
             return self.node_by_node(isa, inputs);
         };
-        let total = element_count(&shape)?;
+        // Columns that strides cannot read row by row, sliced out by their nodes.
+        let sliced: Vec<Option<Value>> = match plan.vias.iter().any(|v| matches!(v, Via::Sliced)) {
+            true => (plan.vias.iter().zip(inputs).enumerate())
+                .map(|(i, (via, &input))| match (via, self.columns_of(i)) {
+                    (Via::Sliced, Some(c)) => c.run_nodes(isa, input).map(Some),
+                    _ => Ok(None),
+                })
+                .collect::<anyhow::Result<_>>()?,
+            false => Vec::new(),
+        };
+        let data: Option<smallvec::SmallVec<[&[f32]; 4]>> = (inputs.iter().enumerate())
+            .map(
+                |(i, &input)| match sliced.get(i).and_then(Option::as_ref).unwrap_or(input) {
+                    Value::F32(data, _) => Some(data.as_slice()),
+                    _ => None,
+                },
+            )
+            .collect();
+        let Some(data) = data else {
+            return self.node_by_node(isa, inputs);
+        };
+        let total = element_count(shape)?;
         let row_ops = RowOps::new(isa)?;
         // The first operation writes a fresh buffer; each later one runs in it, where the
         // previous result is.
         let mut out = floats.take(total);
-        for op in &self.operations {
-            let source = |position: usize| match op.operands.get(position) {
-                Some(Operand::Input(i)) => Source::of(&reads[*i], &shape),
-                // Sigmoid reads its one operand.
-                Some(Operand::Previous) | None => Source::Output,
-            };
-            apply(row_ops, op.op, [source(0), source(1)], &shape, &mut out)?;
+        for (op, walk) in self.operations.iter().zip(walks) {
+            apply(row_ops, op.op, walk, &data, &mut out)?;
         }
-        Ok(Value::F32(out, shape))
+        Ok(Value::F32(out, shape.clone()))
+    }
+
+    /// How a run on `inputs` reads them and walks its output: absorbed columns through
+    /// strides (or sliced out by their nodes where strides cannot read them row by row), and
+    /// each operation's operands over the shape the reads broadcast to.
+    fn plan(&self, isa: Isa, inputs: &[&Value]) -> anyhow::Result<Plan> {
+        let mut vias = smallvec::SmallVec::new();
+        // Per input: how it is read; `None` when it is not f32.
+        let mut reads: smallvec::SmallVec<[Option<Placed>; 4]> = smallvec::SmallVec::new();
+        for (i, &input) in inputs.iter().enumerate() {
+            let float = |value: &Value| matches!(value, Value::F32(..));
+            let (via, read) = match self.columns_of(i) {
+                None => (Via::Whole, float(input).then(|| Placed::whole(input))),
+                Some(c) => match row_view(c, input) {
+                    Some(view) => {
+                        let read = Placed {
+                            shape: view.shape,
+                            strides: Some(view.strides),
+                            offset: view.offset,
+                        };
+                        (Via::Through, Some(read))
+                    }
+                    None => {
+                        let value = c.run_nodes(isa, input)?;
+                        (Via::Sliced, float(&value).then(|| Placed::whole(&value)))
+                    }
+                },
+            };
+            vias.push(via);
+            reads.push(read);
+        }
+        let walks = reads
+            .iter()
+            .map(Option::as_ref)
+            .collect::<Option<smallvec::SmallVec<[_; 4]>>>()
+            .and_then(|reads| self.walks(&reads));
+        Ok(Plan {
+            shapes: inputs.iter().map(|v| v.shape().into()).collect(),
+            vias,
+            walks,
+        })
+    }
+
+    /// The shape `reads` broadcast to and each operation's walk over it; `None` when they do
+    /// not broadcast to one shape.
+    fn walks(&self, reads: &[&Placed]) -> Option<(Shape, Vec<OpWalk>)> {
+        let mut shape = Shape::new();
+        for read in reads {
+            shape = ops::broadcast_shapes(&shape, &read.shape).ok()?.2;
+        }
+        let walks = self
+            .operations
+            .iter()
+            .map(|op| {
+                let reading = |position: usize| match op.operands.get(position) {
+                    Some(Operand::Input(i)) => {
+                        let read = reads[*i];
+                        let geometry = (&read.shape[..], read.strides.as_deref(), read.offset);
+                        Reading::of(*i, geometry, &shape)
+                    }
+                    // Sigmoid reads its one operand.
+                    Some(Operand::Previous) | None => (Reading::Output, None),
+                };
+                OpWalk::of([reading(0), reading(1)], &shape)
+            })
+            .collect();
+        Some((shape, walks))
     }
 
     /// The columns input `i` is read through, if any.
@@ -162,132 +236,130 @@ impl Chain {
     }
 }
 
-/// Reads as one step keeps them.
-type Reads<'v> = smallvec::SmallVec<[Read<'v>; 4]>;
-
-/// The reads and the shape they broadcast to, when they do.
-fn fusable(reads: Reads<'_>) -> Option<(Reads<'_>, Shape)> {
-    let mut shape = Shape::new();
-    for r in &reads {
-        shape = ops::broadcast_shapes(&shape, r.shape).ok()?.2;
-    }
-    Some((reads, shape))
+/// How a run reads its inputs and walks its output, worked out from the inputs' shapes and
+/// kept for the next run on the same shapes.
+struct Plan {
+    /// The inputs' shapes it was made for.
+    shapes: smallvec::SmallVec<[Shape; 4]>,
+    /// Per input, where its values are read.
+    vias: smallvec::SmallVec<[Via; 4]>,
+    /// The output's shape and each operation's walk; `None` when the reads are not all f32 or
+    /// do not broadcast to one shape (the nodes then run one by one, with their errors).
+    walks: Option<(Shape, Vec<OpWalk>)>,
 }
 
-/// An f32 input as the operations read it: its data, and its shape, strides (row-major when
-/// none) and first element there.
-struct Read<'v> {
-    data: &'v [f32],
-    shape: &'v [usize],
-    strides: Option<&'v [usize]>,
-    offset: usize,
-}
-
-impl<'v> Read<'v> {
-    /// A whole f32 value; `None` for another type.
-    fn whole(value: &'v Value) -> Option<Read<'v>> {
-        let Value::F32(data, shape) = value else {
-            return None;
-        };
-        Some(Read {
-            data,
-            shape,
-            strides: None,
-            offset: 0,
-        })
-    }
-
-    /// `data` through `view`.
-    fn through(data: &'v [f32], view: &'v View) -> Read<'v> {
-        Read {
-            data,
-            shape: &view.shape,
-            strides: Some(&view.strides),
-            offset: view.offset,
-        }
+impl Plan {
+    /// Whether it was made for inputs of these shapes.
+    fn made_for(&self, inputs: &[&Value]) -> bool {
+        self.shapes.len() == inputs.len()
+            && (self.shapes.iter().zip(inputs)).all(|(s, v)| s[..] == *v.shape())
     }
 }
 
-/// `value`'s view through `columns` when it is f32 and the view's rows are contiguous (its
-/// last axis of stride 1, or of one value), as the row kernels read them.
-fn row_view(columns: &Columns, value: &Value) -> Option<View> {
-    let Value::F32(_, shape) = value else {
-        return None;
-    };
-    let view = columns.view(shape)?;
-    let rows = match (view.shape.last(), view.strides.last()) {
-        (Some(&d), Some(&s)) => d == 1 || s == 1,
-        _ => true,
-    };
-    rows.then_some(view)
+/// Where an input's values are read.
+enum Via {
+    /// The input itself.
+    Whole,
+    /// The input (a wider value) through its columns' strides.
+    Through,
+    /// The value its columns' nodes slice out.
+    Sliced,
 }
 
-/// How an operation reads an operand across the output.
+/// How an operation reads one operand across the output, given each input's data.
 #[derive(Clone, Copy)]
-enum Source<'a> {
-    /// One value per output, in the output's order.
-    Full(&'a [f32]),
-    /// One value for every output.
-    Repeated(f32),
-    /// A value of another shape (or read through strides) broadcast to the output: its data,
-    /// shape, strides (row-major when none) and first element.
-    Broadcast(&'a [f32], &'a [usize], Option<&'a [usize]>, usize),
+enum Reading {
+    /// Input `i`, one value per output, in the output's order.
+    Full(usize),
+    /// Input `i`'s value at this index, for every output.
+    Repeated(usize, usize),
+    /// Input `i` broadcast to the output (or read through strides): see its [`Walk`].
+    Broadcast(usize),
     /// The output's own values (the operation runs in place).
     Output,
 }
 
-impl<'a> Source<'a> {
-    /// How `read` is read across an output of shape `out`.
-    fn of(read: &Read<'a>, out: &[usize]) -> Source<'a> {
-        if read.shape.iter().product::<usize>() == 1 {
-            Source::Repeated(read.data[read.offset])
-        } else if read.strides.is_none() && read.shape == out {
-            Source::Full(read.data)
-        } else {
-            Source::Broadcast(read.data, read.shape, read.strides, read.offset)
-        }
-    }
+/// An f32 input as the operations read it: its shape, its strides (row-major when none) and
+/// its first element.
+struct Placed {
+    shape: Shape,
+    strides: Option<Shape>,
+    offset: usize,
+}
 
-    /// The operand over outputs `range` when it is not broadcast.
-    fn whole(self, range: core::ops::Range<usize>) -> Option<RowOperand<'a>> {
-        match self {
-            Source::Full(d) => Some(RowOperand::Values(&d[range])),
-            Source::Repeated(v) => Some(RowOperand::Repeated(v)),
-            Source::Output => Some(RowOperand::Output),
-            Source::Broadcast(..) => None,
+impl Placed {
+    /// A whole value, row-major from its first element.
+    fn whole(value: &Value) -> Placed {
+        Placed {
+            shape: value.shape().into(),
+            strides: None,
+            offset: 0,
         }
     }
 }
 
-/// `dst = op(a, b)` over the output `shape`: in one pass when no operand is broadcast, else in
-/// units of rows along the last axis (as many rows as share each broadcast operand's row or
-/// value), each unit's found by an odometer over the leading axes.
-fn apply(
-    row_ops: RowOps,
-    op: RowOp,
-    [a, b]: [Source<'_>; 2],
-    shape: &[usize],
-    dst: &mut [f32],
-) -> Result<(), mf_kernels::KernelError> {
-    let parallel = dst.len() >= PARALLEL_ELEMENTS;
-    let failed = std::sync::atomic::AtomicBool::new(false);
-    let fail = || failed.store(true, std::sync::atomic::Ordering::Relaxed);
-    if a.whole(0..0).is_some() && b.whole(0..0).is_some() {
-        let chunk = dst.len().div_ceil(team::threads()).max(1);
-        team::for_each_chunk(dst, chunk, parallel, &|i, part| {
-            let range = i * chunk..i * chunk + part.len();
-            let (x, y) = (a.whole(range.clone()), b.whole(range));
-            if let (Some(x), Some(y)) = (x, y)
-                && row_ops.apply(op, x, y, part).is_ok()
-            {
-                return;
-            }
-            fail();
-        });
-    } else {
+/// A [`Placed`] input borrowed: shape, strides (row-major when none), first element.
+type Geometry<'a> = (&'a [usize], Option<&'a [usize]>, usize);
+
+impl Reading {
+    /// How input `i` of `geometry` is read across an output of shape `out`, with that
+    /// geometry when it is broadcast.
+    fn of<'g>(i: usize, geometry: Geometry<'g>, out: &[usize]) -> (Reading, Option<Geometry<'g>>) {
+        let (shape, strides, offset) = geometry;
+        if shape.iter().product::<usize>() == 1 {
+            (Reading::Repeated(i, offset), None)
+        } else if strides.is_none() && shape == out {
+            (Reading::Full(i), None)
+        } else {
+            (Reading::Broadcast(i), Some(geometry))
+        }
+    }
+
+    /// The operand over outputs `range` when it is not broadcast.
+    fn whole<'a>(
+        self,
+        data: &[&'a [f32]],
+        range: core::ops::Range<usize>,
+    ) -> Option<RowOperand<'a>> {
+        match self {
+            Reading::Full(i) => Some(RowOperand::Values(&data[i][range])),
+            Reading::Repeated(i, at) => Some(RowOperand::Repeated(data[i][at])),
+            Reading::Output => Some(RowOperand::Output),
+            Reading::Broadcast(_) => None,
+        }
+    }
+}
+
+/// How one operation walks the output.
+enum OpWalk {
+    /// No operand broadcast: the whole output in one pass (in chunks across the team).
+    Whole([Reading; 2]),
+    /// In units of rows along the last axis (as many rows as share each broadcast operand's
+    /// row or value).
+    Units(Box<Units>),
+}
+
+/// An operation's walk over units of rows, each unit's found by an odometer over the leading
+/// axes `outer`.
+struct Units {
+    walks: [Walk; 2],
+    outer: Shape,
+    cols: usize,
+    unit: usize,
+}
+
+impl OpWalk {
+    /// The walk of an operation reading `operands` over an output of `shape`.
+    fn of(operands: [(Reading, Option<Geometry<'_>>); 2], shape: &[usize]) -> OpWalk {
+        if operands
+            .iter()
+            .all(|(r, _)| !matches!(r, Reading::Broadcast(_)))
+        {
+            return OpWalk::Whole(operands.map(|(r, _)| r));
+        }
         let cols = shape.last().copied().unwrap_or(1).max(1);
         let outer = &shape[..shape.len().saturating_sub(1)];
-        let walks = [a, b].map(|s| Walk::of(s, outer, cols));
+        let walks = operands.map(|(reading, geometry)| Walk::of(reading, geometry, outer, cols));
         // The trailing leading axes along which no broadcast operand moves (a sample's tokens
         // under its adaLN scale): their rows form one unit, each such operand's row tiled
         // along it, so that a unit is one call of the row kernel, not one per row.
@@ -298,34 +370,76 @@ fn apply(
             .take_while(|&(axis, _)| walks.iter().all(|w| w.still_along(axis)))
             .count();
         let (outer, grouped) = outer.split_at(outer.len() - still);
-        let unit = (cols * grouped.iter().product::<usize>()).max(1);
-        team::for_each_run(dst, unit, parallel, &|first, run| {
-            let mut index = Shape::from_elem(0, outer.len());
-            unravel(first, outer, &mut index);
-            let mut at = walks.each_ref().map(|w| w.offset(&index));
-            for (r, out_row) in run.chunks_exact_mut(unit).enumerate() {
-                let start = (first + r) * unit;
-                let x = walks[0].row(at[0], start, [cols, unit]);
-                let y = walks[1].row(at[1], start, [cols, unit]);
-                if row_ops.apply(op, x, y, out_row).is_err() {
-                    fail();
+        OpWalk::Units(Box::new(Units {
+            walks,
+            outer: outer.into(),
+            cols,
+            unit: (cols * grouped.iter().product::<usize>()).max(1),
+        }))
+    }
+}
+
+/// `dst = op(a, b)` over the output as `walk` reads the operands from `data` (each input's).
+fn apply(
+    row_ops: RowOps,
+    op: RowOp,
+    walk: &OpWalk,
+    data: &[&[f32]],
+    dst: &mut [f32],
+) -> Result<(), mf_kernels::KernelError> {
+    let parallel = dst.len() >= PARALLEL_ELEMENTS;
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let fail = || failed.store(true, std::sync::atomic::Ordering::Relaxed);
+    match walk {
+        OpWalk::Whole([a, b]) => {
+            let chunk = dst.len().div_ceil(team::threads()).max(1);
+            team::for_each_chunk(dst, chunk, parallel, &|i, part| {
+                let range = i * chunk..i * chunk + part.len();
+                let (x, y) = (a.whole(data, range.clone()), b.whole(data, range));
+                if let (Some(x), Some(y)) = (x, y)
+                    && row_ops.apply(op, x, y, part).is_ok()
+                {
+                    return;
                 }
-                // The next unit: an odometer over the leading axes left.
-                for axis in (0..outer.len()).rev() {
-                    index[axis] += 1;
-                    for (a, w) in at.iter_mut().zip(&walks) {
-                        *a += w.strides.get(axis).copied().unwrap_or(0);
+                fail();
+            });
+        }
+        OpWalk::Units(units) => {
+            let Units {
+                walks,
+                outer,
+                cols,
+                unit,
+            } = units.as_ref();
+            let (cols, unit) = (*cols, *unit);
+            team::for_each_run(dst, unit, parallel, &|first, run| {
+                let mut index = Shape::from_elem(0, outer.len());
+                unravel(first, outer, &mut index);
+                let mut at = walks.each_ref().map(|w| w.offset(&index));
+                for (r, out_row) in run.chunks_exact_mut(unit).enumerate() {
+                    let start = (first + r) * unit;
+                    let x = walks[0].row(data, at[0], start, [cols, unit]);
+                    let y = walks[1].row(data, at[1], start, [cols, unit]);
+                    if row_ops.apply(op, x, y, out_row).is_err() {
+                        fail();
                     }
-                    if index[axis] < outer[axis] {
-                        break;
+                    // The next unit: an odometer over the leading axes left.
+                    for axis in (0..outer.len()).rev() {
+                        index[axis] += 1;
+                        for (a, w) in at.iter_mut().zip(walks) {
+                            *a += w.strides.get(axis).copied().unwrap_or(0);
+                        }
+                        if index[axis] < outer[axis] {
+                            break;
+                        }
+                        for (a, w) in at.iter_mut().zip(walks) {
+                            *a -= w.strides.get(axis).copied().unwrap_or(0) * outer[axis];
+                        }
+                        index[axis] = 0;
                     }
-                    for (a, w) in at.iter_mut().zip(&walks) {
-                        *a -= w.strides.get(axis).copied().unwrap_or(0) * outer[axis];
-                    }
-                    index[axis] = 0;
                 }
-            }
-        });
+            });
+        }
     }
     match failed.into_inner() {
         true => Err(mf_kernels::KernelError::Operands(
@@ -337,8 +451,8 @@ fn apply(
 
 /// An operand read row by row: an unbroadcast one at the output's own row, a broadcast one at
 /// its own offset (`strides` along the output's leading axes, 0 where it is broadcast).
-struct Walk<'a> {
-    source: Source<'a>,
+struct Walk {
+    reading: Reading,
     strides: Shape,
     /// The operand's first element.
     base: usize,
@@ -346,12 +460,13 @@ struct Walk<'a> {
     columns: bool,
 }
 
-impl<'a> Walk<'a> {
-    /// The walk of `source` over an output with leading axes `outer` and rows of `cols`.
-    fn of(source: Source<'a>, outer: &[usize], cols: usize) -> Walk<'a> {
-        let Source::Broadcast(_, shape, strides, base) = source else {
+impl Walk {
+    /// The walk of `reading` (of `geometry` when broadcast) over an output with leading axes
+    /// `outer` and rows of `cols`.
+    fn of(reading: Reading, geometry: Option<Geometry<'_>>, outer: &[usize], cols: usize) -> Walk {
+        let Some((shape, strides, base)) = geometry else {
             return Walk {
-                source,
+                reading,
                 strides: Shape::new(),
                 base: 0,
                 columns: true,
@@ -369,7 +484,7 @@ impl<'a> Walk<'a> {
             None => ops::strides(&padded),
         };
         Walk {
-            source,
+            reading,
             strides: (0..outer.len())
                 .map(|a| if padded[a] == 1 { 0 } else { padded_strides[a] })
                 .collect(),
@@ -391,23 +506,43 @@ impl<'a> Walk<'a> {
     /// Whether the operand reads the same row at every index along leading `axis` (true for
     /// every operand but a broadcast one that moves along it).
     fn still_along(&self, axis: usize) -> bool {
-        !matches!(self.source, Source::Broadcast(..)) || self.strides[axis] == 0
+        !matches!(self.reading, Reading::Broadcast(_)) || self.strides[axis] == 0
     }
 
     /// The operand over the `unit` outputs starting at value `start` (rows of `cols`, along
-    /// which a broadcast operand is still), its own at `at`.
-    fn row(&self, at: usize, start: usize, [cols, unit]: [usize; 2]) -> RowOperand<'a> {
-        match self.source {
-            Source::Full(d) => RowOperand::Values(&d[start..start + unit]),
-            Source::Repeated(v) => RowOperand::Repeated(v),
-            Source::Output => RowOperand::Output,
-            Source::Broadcast(d, ..) if self.columns && unit == cols => {
-                RowOperand::Values(&d[at..at + cols])
+    /// which a broadcast operand is still), its own at `at`, from `data` (each input's).
+    fn row<'a>(
+        &self,
+        data: &[&'a [f32]],
+        at: usize,
+        start: usize,
+        [cols, unit]: [usize; 2],
+    ) -> RowOperand<'a> {
+        match self.reading {
+            Reading::Full(i) => RowOperand::Values(&data[i][start..start + unit]),
+            Reading::Repeated(i, v) => RowOperand::Repeated(data[i][v]),
+            Reading::Output => RowOperand::Output,
+            Reading::Broadcast(i) if self.columns && unit == cols => {
+                RowOperand::Values(&data[i][at..at + cols])
             }
-            Source::Broadcast(d, ..) if self.columns => RowOperand::Tiled(&d[at..at + cols]),
-            Source::Broadcast(d, ..) => RowOperand::Repeated(d[at]),
+            Reading::Broadcast(i) if self.columns => RowOperand::Tiled(&data[i][at..at + cols]),
+            Reading::Broadcast(i) => RowOperand::Repeated(data[i][at]),
         }
     }
+}
+
+/// `value`'s view through `columns` when it is f32 and the view's rows are contiguous (its
+/// last axis of stride 1, or of one value), as the row kernels read them.
+fn row_view(columns: &Columns, value: &Value) -> Option<View> {
+    let Value::F32(_, shape) = value else {
+        return None;
+    };
+    let view = columns.view(shape)?;
+    let rows = match (view.shape.last(), view.strides.last()) {
+        (Some(&d), Some(&s)) => d == 1 || s == 1,
+        _ => true,
+    };
+    rows.then_some(view)
 }
 
 /// `m`'s index in row-major `shape`.
@@ -495,6 +630,7 @@ pub(super) fn fuse_chains(steps: Vec<Slotted>, graph_output: usize) -> Vec<Slott
             chain: Box::new(Chain {
                 operations,
                 columns: Vec::new(),
+                last: Mutex::default(),
             }),
         });
     }
@@ -623,7 +759,8 @@ mod tests {
             [&[2, 3, 1], &[1, 1, 1], &[2, 1, 1]],
             [&[2, 3, 4, 8], &[1, 3, 1, 8], &[2, 1, 4, 1]],
         ];
-        for [sx, ss, sr] in cases {
+        // Each case twice: the second run reads through the plan the first one kept.
+        for [sx, ss, sr] in cases.into_iter().flat_map(|case| [case, case]) {
             let (x, s, r) = (tensor(sx, 1), tensor(ss, 2), tensor(sr, 3));
             let inputs = [("x", &x), ("s", &s), ("r", &r)];
             assert_bits_of_nodes(&engine, &graph, &inputs, &format!("{sx:?} {ss:?} {sr:?}"));
@@ -720,8 +857,9 @@ mod tests {
         let engine = NativeEngine::from_graph(&graph, Isa::detect()).unwrap();
         let labels: Vec<String> = engine.steps.iter().map(|s| s.label()).collect();
         assert_eq!(labels, ["Element-wise chain (Mul, Add, Add)"], "{labels:?}");
-        // One image, several (their rows 24 apart in `m`), and tokens over the threads' share.
-        for [n, tokens] in [[1, 5], [3, 4], [2, 2048]] {
+        // One image, several (their rows 24 apart in `m`), tokens over the threads' share, and
+        // shapes again (a kept plan) and back (a new one).
+        for [n, tokens] in [[1, 5], [3, 4], [3, 4], [2, 2048], [1, 5]] {
             let (x, m) = (tensor(&[n, tokens, 8], 1), tensor(&[n, 24], 2));
             let inputs = [("x", &x), ("m", &m)];
             assert_bits_of_nodes(&engine, &graph, &inputs, &format!("{n} images of {tokens}"));
