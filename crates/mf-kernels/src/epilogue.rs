@@ -519,9 +519,10 @@ pub(crate) fn quantize_slice<D: Divide>(x: &[f32], params: QuantParams, codes: &
     }
 }
 
-/// [`crate::norm::layer_norm_row_into`]'s signature: row, output, `(mean, inv)`, scale, bias.
-pub(crate) type LayerNormRow =
-    unsafe fn(&[f32], &mut [f32], (f32, f32), Option<&[f32]>, Option<&[f32]>);
+/// [`crate::norm::layer_norm_rows_into`]'s signature: rows, output, `(row length, ε)`, scale,
+/// bias.
+pub(crate) type LayerNormRows =
+    unsafe fn(&[f32], &mut [f32], (usize, f32), Option<&[f32]>, Option<&[f32]>);
 
 /// The element-wise entry points a kernel family provides, compiled for its features.
 pub(crate) struct Epilogue {
@@ -533,8 +534,8 @@ pub(crate) struct Epilogue {
     pub f32: unsafe fn(&[f32], &TileAt<'_>, &[f32], Activation),
     /// A normalization plane's moments ([`crate::norm::moments`]).
     pub moments: unsafe fn(&[f32]) -> (f64, f64),
-    /// A LayerNormalization row from its statistics ([`crate::norm::layer_norm_row_into`]).
-    pub layer_norm_row: LayerNormRow,
+    /// LayerNormalization rows ([`crate::norm::layer_norm_rows_into`]).
+    pub layer_norm_rows: LayerNormRows,
     /// A normalization plane's affine + SiLU pass ([`crate::norm::affine`]).
     pub affine: unsafe fn(&[f32], &mut [f32], &crate::norm::PlaneAffine),
     /// The same pass writing uint8 codes ([`crate::norm::affine_codes`]).
@@ -624,14 +625,14 @@ macro_rules! epilogue_for {
         }
 
         #[target_feature(enable = $features)]
-        fn layer_norm_row(
-            row: &[f32],
+        fn layer_norm_rows(
+            x: &[f32],
             out: &mut [f32],
-            stats: (f32, f32),
+            rows: (usize, f32),
             scale: Option<&[f32]>,
             bias: Option<&[f32]>,
         ) {
-            $crate::norm::layer_norm_row_into(row, out, stats, scale, bias)
+            $crate::norm::layer_norm_rows_into(x, out, rows, scale, bias)
         }
 
         #[target_feature(enable = $features)]
@@ -700,7 +701,7 @@ macro_rules! epilogue_for {
             i8: finish_i8_tile,
             f32: finish_f32_tile,
             moments,
-            layer_norm_row,
+            layer_norm_rows,
             affine,
             affine_codes,
             shifted_sums,

@@ -65,20 +65,14 @@ pub fn layer_norm(
     };
     out.resize(x.len(), 0.0);
     // Rows are independent: runs of them are shared out across the team when there are many
-    // values. Each row's moments and pass run on the kernels of `isa` (the portable bits).
+    // values. Each run's rows go through the kernels of `isa` (the portable bits), their
+    // moments a few rows at a time.
     let parallel = x.len() >= PARALLEL_VALUES;
     let failed = std::sync::atomic::AtomicBool::new(false);
     mf_kernels::team::for_each_run(&mut out, len, parallel, &|first, ys| {
-        for (i, y) in ys.chunks_mut(len).enumerate() {
-            let o = first + i;
-            let row = &x[o * len..(o + 1) * len];
-            let done = norm::plane_moments(isa, row).and_then(|(mean, var)| {
-                let stats = (mean as f32, (1.0 / (var + epsilon as f64).sqrt()) as f32);
-                norm::layer_norm_row(isa, row, y, stats, row_scale, row_bias)
-            });
-            if done.is_err() {
-                failed.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
+        let rows = &x[first * len..][..ys.len()];
+        if norm::layer_norm_rows(isa, rows, ys, (len, epsilon), row_scale, row_bias).is_err() {
+            failed.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     });
     if failed.into_inner() {

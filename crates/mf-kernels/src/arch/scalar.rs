@@ -32,7 +32,7 @@ static EPILOGUE: Epilogue = Epilogue {
     i8: finish_i8,
     f32: finish_f32,
     moments: crate::norm::moments,
-    layer_norm_row: crate::norm::layer_norm_row_into,
+    layer_norm_rows: crate::norm::layer_norm_rows_into,
     affine: crate::norm::affine,
     affine_codes: crate::norm::affine_codes::<Divided>,
     shifted_sums: crate::norm::shifted_sums,
