@@ -38,7 +38,7 @@ impl PackedI8 {
         let isa = isa.require()?;
         layer.check()?;
         let (n, k) = (layer.n, layer.k);
-        let micro = i8_micro(isa, n, layer.activation);
+        let micro = crate::arch::for_weights(i8_micro(isa, n, layer.activation), layer.weights);
         let steps = k.div_ceil(micro.ku);
         let offset = micro.a_form.offset() - layer.input.zero_point as i32;
         let corr = (0..n)

@@ -176,6 +176,17 @@ pub(crate) fn i8_micro(isa: Isa, n: usize, act: Activation) -> &'static I8Micro 
     }
 }
 
+/// `micro`, or its twin that sums two products in one i16 lane where `weights` allow it:
+/// plain NEON's [`aarch64::neon::I8_PAIRED`] for weights without −128 (elsewhere `micro`).
+#[cfg_attr(not(target_arch = "aarch64"), allow(unused_variables))]
+pub(crate) fn for_weights(micro: &'static I8Micro, weights: &[i8]) -> &'static I8Micro {
+    #[cfg(target_arch = "aarch64")]
+    if core::ptr::eq(micro, &aarch64::neon::I8) && !weights.contains(&i8::MIN) {
+        return &aarch64::neon::I8_PAIRED;
+    }
+    micro
+}
+
 /// The fp32 kernel of a family for a layer of `n` outputs (AVX-512 has a narrower tile for
 /// `n ≤ 16`, the vector families one-column tiles for the fewest outputs). The caller has
 /// checked availability.
@@ -239,6 +250,23 @@ pub(crate) use by_rows;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Plain NEON's int8 layers sum two products in one i16 lane only when no weight is −128
+    /// (the sum of two (−128)·(−128) overflows it); other families keep their kernel.
+    #[test]
+    fn only_weights_without_minus_128_pair_their_products() {
+        let neon = i8_micro(Isa::Neon, 64, Activation::None);
+        #[cfg(target_arch = "aarch64")]
+        assert!(core::ptr::eq(
+            for_weights(neon, &[-127, 0, 127]),
+            &aarch64::neon::I8_PAIRED
+        ));
+        assert!(core::ptr::eq(for_weights(neon, &[3, -128, 127]), neon));
+        for isa in Isa::ALL.into_iter().filter(|&i| i != Isa::Neon) {
+            let micro = i8_micro(isa, 64, Activation::None);
+            assert!(core::ptr::eq(for_weights(micro, &[1, 2]), micro), "{isa}");
+        }
+    }
 
     /// The driver hands every kernel a buffer of MAX_TILE sums and the epilogue a row of
     /// MAX_NR: each kernel's tile must fit both.

@@ -1,8 +1,11 @@
 //! Plain NEON kernels. int8: `smull` and `smull2` multiply 16 s8 pairs into two vectors of i16
 //! products (each |product| ≤ 128·128 = 16384, exact for every code, −128 included), and a
 //! `sadalp` per vector accumulates them into four i32 lanes; each of the 4×4 tile's sums is
-//! reduced across lanes at the end. (Adding two products in one i16 lane first, `smlal2`,
-//! would overflow at (−128)·(−128) + (−128)·(−128) = 32768.) fp32: `fmla` on 8×8 tiles.
+//! reduced across lanes at the end. Adding two products in one i16 lane first (`smlal2`, then
+//! one `sadalp`: three instructions for 16 multiply-adds instead of four) would overflow at
+//! (−128)·(−128) + (−128)·(−128) = 32768; weights without −128 (every symmetric quantizer's,
+//! mf-export's among them) bound two products by 2·128·127 = 32512, so their layers get that
+//! kernel ([`I8_PAIRED`]). fp32: `fmla` on 8×8 tiles.
 use core::arch::aarch64::*;
 
 use crate::arch::broadcast::{BroadcastOps, broadcast_rows};
@@ -25,6 +28,12 @@ pub(crate) static I8: I8Micro = I8Micro {
     bracket: None,
 };
 
+/// [`I8`] for weights without −128: two products summed in an i16 lane before `sadalp`.
+pub(crate) static I8_PAIRED: I8Micro = I8Micro {
+    tile: i8_tile_paired,
+    ..I8
+};
+
 /// NEON fp32 tiles: 8×8.
 pub(crate) static F32: F32Micro = F32Micro {
     mr: 8,
@@ -39,6 +48,18 @@ unsafe fn i8_tile(rows: usize, depth: Depth, a: *const u8, lda: usize, b: *const
     unsafe { by_rows!(rows, i8_rows, (depth, a, lda, b, c), [1, 2, 3, 4]) }
 }
 
+unsafe fn i8_tile_paired(
+    rows: usize,
+    depth: Depth,
+    a: *const u8,
+    lda: usize,
+    b: *const i8,
+    c: *mut i32,
+) {
+    // SAFETY: as for `i8_tile`; `I8_PAIRED` packs only weights without −128.
+    unsafe { by_rows!(rows, i8_rows_paired, (depth, a, lda, b, c), [1, 2, 3, 4]) }
+}
+
 #[target_feature(enable = "neon")]
 unsafe fn i8_rows<const R: usize>(
     depth: Depth,
@@ -47,7 +68,39 @@ unsafe fn i8_rows<const R: usize>(
     b: *const i8,
     c: *mut i32,
 ) {
-    let mut acc = [[vdupq_n_s32(0); 4]; R];
+    // SAFETY: the caller's tile contract; NEON is enabled here.
+    unsafe { i8_body::<R, false>(depth, a, lda, b, c) }
+}
+
+/// [`i8_rows`] for weights without −128.
+#[target_feature(enable = "neon")]
+unsafe fn i8_rows_paired<const R: usize>(
+    depth: Depth,
+    a: *const u8,
+    lda: usize,
+    b: *const i8,
+    c: *mut i32,
+) {
+    // SAFETY: the caller's tile contract, with weights above −128; NEON is enabled here.
+    unsafe { i8_body::<R, true>(depth, a, lda, b, c) }
+}
+
+/// The int8 tile of `R` rows: with `PAIRED`, each lane's two products summed in i16 before
+/// `sadalp` (exact only when no weight is −128), else each product accumulated alone.
+///
+/// # Safety
+/// The tile contract of [`I8Micro`]; with `PAIRED`, no packed weight is −128; the CPU has NEON.
+#[inline(always)]
+unsafe fn i8_body<const R: usize, const PAIRED: bool>(
+    depth: Depth,
+    a: *const u8,
+    lda: usize,
+    b: *const i8,
+    c: *mut i32,
+) {
+    // SAFETY: the CPU has NEON (the caller's contract).
+    let zero = unsafe { vdupq_n_s32(0) };
+    let mut acc = [[zero; 4]; R];
     let mut bp = b;
     for run in 0..depth.runs {
         // SAFETY: run `run` starts `run · stride` bytes into each row (the tile contract).
@@ -65,8 +118,11 @@ unsafe fn i8_rows<const R: usize>(
                     let x = vld1q_s8(ap.add(i * lda));
                     for (j, sum) in row.iter_mut().enumerate() {
                         let lo = vmull_s8(vget_low_s8(x), vget_low_s8(w[j]));
-                        let hi = vmull_high_s8(x, w[j]);
-                        *sum = vpadalq_s16(vpadalq_s16(*sum, lo), hi);
+                        *sum = if PAIRED {
+                            vpadalq_s16(*sum, vmlal_high_s8(lo, x, w[j]))
+                        } else {
+                            vpadalq_s16(vpadalq_s16(*sum, lo), vmull_high_s8(x, w[j]))
+                        };
                     }
                 }
                 ap = ap.add(16);
