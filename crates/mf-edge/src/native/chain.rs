@@ -864,6 +864,20 @@ mod tests {
             let inputs = [("x", &x), ("m", &m)];
             assert_bits_of_nodes(&engine, &graph, &inputs, &format!("{n} images of {tokens}"));
         }
+        // Runs at once on one engine, each of its own shapes: one holds the kept plan, the
+        // others work out their own, and every run gets the nodes' bits.
+        std::thread::scope(|scope| {
+            for (n, tokens) in [(1, 5), (3, 4), (2, 7), (1, 5)] {
+                let (engine, graph) = (&engine, &graph);
+                scope.spawn(move || {
+                    for _ in 0..20 {
+                        let (x, m) = (tensor(&[n, tokens, 8], 1), tensor(&[n, 24], 2));
+                        let inputs = [("x", &x), ("m", &m)];
+                        assert_bits_of_nodes(engine, graph, &inputs, "a concurrent run");
+                    }
+                });
+            }
+        });
         // An Unsqueeze axis out of range: the node's own error, naming it.
         let engine = NativeEngine::from_graph(&modulation_graph(7), Isa::detect()).unwrap();
         let inputs = vec![("x", tensor(&[1, 5, 8], 1)), ("m", tensor(&[1, 24], 2))];
