@@ -99,12 +99,14 @@ impl Chain {
             return self.node_by_node(isa, inputs);
         };
         // Columns that strides cannot read row by row, sliced out by their nodes.
-        let sliced: Vec<Option<Value>> = match plan.vias.iter().any(|v| matches!(v, Via::Sliced)) {
-            true => (plan.vias.iter().zip(inputs).enumerate())
-                .map(|(i, (via, &input))| match (via, self.columns_of(i)) {
-                    (Via::Sliced, Some(c)) => c.run_nodes(isa, input).map(Some),
-                    _ => Ok(None),
-                })
+        let sliced: Vec<Option<Value>> = match plan.sliced.contains(&true) {
+            true => (plan.sliced.iter().zip(inputs).enumerate())
+                .map(
+                    |(i, (&sliced, &input))| match (sliced, self.columns_of(i)) {
+                        (true, Some(c)) => c.run_nodes(isa, input).map(Some),
+                        _ => Ok(None),
+                    },
+                )
                 .collect::<anyhow::Result<_>>()?,
             false => Vec::new(),
         };
@@ -134,13 +136,13 @@ impl Chain {
     /// strides (or sliced out by their nodes where strides cannot read them row by row), and
     /// each operation's operands over the shape the reads broadcast to.
     fn plan(&self, isa: Isa, inputs: &[&Value]) -> anyhow::Result<Plan> {
-        let mut vias = smallvec::SmallVec::new();
+        let mut sliced = smallvec::SmallVec::new();
         // Per input: how it is read; `None` when it is not f32.
         let mut reads: smallvec::SmallVec<[Option<Placed>; 4]> = smallvec::SmallVec::new();
         for (i, &input) in inputs.iter().enumerate() {
             let float = |value: &Value| matches!(value, Value::F32(..));
-            let (via, read) = match self.columns_of(i) {
-                None => (Via::Whole, float(input).then(|| Placed::whole(input))),
+            let (slice, read) = match self.columns_of(i) {
+                None => (false, float(input).then(|| Placed::whole(input))),
                 Some(c) => match row_view(c, input) {
                     Some(view) => {
                         let read = Placed {
@@ -148,15 +150,15 @@ impl Chain {
                             strides: Some(view.strides),
                             offset: view.offset,
                         };
-                        (Via::Through, Some(read))
+                        (false, Some(read))
                     }
                     None => {
                         let value = c.run_nodes(isa, input)?;
-                        (Via::Sliced, float(&value).then(|| Placed::whole(&value)))
+                        (true, float(&value).then(|| Placed::whole(&value)))
                     }
                 },
             };
-            vias.push(via);
+            sliced.push(slice);
             reads.push(read);
         }
         let walks = reads
@@ -166,7 +168,7 @@ impl Chain {
             .and_then(|reads| self.walks(&reads));
         Ok(Plan {
             shapes: inputs.iter().map(|v| v.shape().into()).collect(),
-            vias,
+            sliced,
             walks,
         })
     }
@@ -241,8 +243,9 @@ impl Chain {
 struct Plan {
     /// The inputs' shapes it was made for.
     shapes: smallvec::SmallVec<[Shape; 4]>,
-    /// Per input, where its values are read.
-    vias: smallvec::SmallVec<[Via; 4]>,
+    /// Per input, whether its absorbed columns are sliced out by their nodes (strides cannot
+    /// read them row by row); else it is read in place, through its columns' strides if any.
+    sliced: smallvec::SmallVec<[bool; 4]>,
     /// The output's shape and each operation's walk; `None` when the reads are not all f32 or
     /// do not broadcast to one shape (the nodes then run one by one, with their errors).
     walks: Option<(Shape, Vec<OpWalk>)>,
@@ -254,16 +257,6 @@ impl Plan {
         self.shapes.len() == inputs.len()
             && (self.shapes.iter().zip(inputs)).all(|(s, v)| s[..] == *v.shape())
     }
-}
-
-/// Where an input's values are read.
-enum Via {
-    /// The input itself.
-    Whole,
-    /// The input (a wider value) through its columns' strides.
-    Through,
-    /// The value its columns' nodes slice out.
-    Sliced,
 }
 
 /// How an operation reads one operand across the output, given each input's data.
@@ -886,5 +879,38 @@ mod tests {
             err.contains("Unsqueeze node") && err.contains("axis 7 out of range"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn columns_strides_cannot_read_are_sliced_out_by_their_nodes() {
+        // The scale is columns 8..16 of each of m's rows, flattened: for one row a contiguous
+        // run (read in place), for several rows runs 24 apart that a flat Reshape cannot view
+        // (sliced out by the two nodes, then read as a whole).
+        let initializer = vec![
+            ints("start", &[8]),
+            ints("end", &[16]),
+            ints("last", &[-1]),
+            ints("flat", &[-1]),
+        ];
+        let graph = onnx::GraphProto {
+            node: vec![
+                op("Slice", &["m", "start", "end", "last"], "sliced"),
+                op("Reshape", &["sliced", "flat"], "scale"),
+                op("Mul", &["x", "scale"], "t0"),
+                op("Add", &["x", "t0"], "y"),
+            ],
+            initializer,
+            input: ["x", "m"].map(info).to_vec(),
+            output: vec![info("y")],
+            ..Default::default()
+        };
+        let engine = NativeEngine::from_graph(&graph, Isa::detect()).unwrap();
+        let labels: Vec<String> = engine.steps.iter().map(|s| s.label()).collect();
+        assert_eq!(labels, ["Element-wise chain (Mul, Add)"], "{labels:?}");
+        for rows in [1, 3, 1, 3] {
+            let (x, m) = (tensor(&[rows * 8], 1), tensor(&[rows, 24], 2));
+            let inputs = [("x", &x), ("m", &m)];
+            assert_bits_of_nodes(&engine, &graph, &inputs, &format!("{rows} rows"));
+        }
     }
 }
