@@ -10,7 +10,7 @@
 //! step gives the same bits as the nodes. Anything else (an operand that is not f32, shapes
 //! that do not broadcast) runs the nodes one by one, with their errors.
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, TryLockError};
 
 use anyhow::Context;
 use mf_core::onnx;
@@ -84,13 +84,15 @@ impl Chain {
         floats: &mut FloatPool,
     ) -> anyhow::Result<Value> {
         // The last run's plan, when its shapes are these (a concurrent run holding it works
-        // out a plan of its own).
-        let mut kept = self.last.try_lock();
-        let mut own = None;
-        let slot: &mut Option<Plan> = match kept.as_deref_mut() {
-            Ok(slot) => slot,
-            Err(_) => &mut own,
+        // out a plan of its own; a panic in an earlier run left it whole: a plan is stored
+        // only once made).
+        let mut kept = match self.last.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
         };
+        let mut own = None;
+        let slot: &mut Option<Plan> = kept.as_deref_mut().unwrap_or(&mut own);
         let plan = match slot {
             Some(plan) if plan.made_for(inputs) => plan,
             _ => slot.insert(self.plan(isa, inputs)?),
