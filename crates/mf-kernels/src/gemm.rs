@@ -199,12 +199,17 @@ pub(crate) fn gemm_f32_rows(
         return Ok(());
     }
     let micro = w.micro;
+    let weight_bytes = core::mem::size_of_val(&w.panels[..]);
+    let kernel = match crate::arch::streams(micro, m, weight_bytes) {
+        true => micro.stream_tile,
+        false => micro.tile,
+    };
     let grid = Grid {
         m,
         n,
         mr: micro.mr,
         nr: micro.nr,
-        weight_bytes: core::mem::size_of_val(&w.panels[..]),
+        weight_bytes,
         share,
         parallel_macs: PARALLEL_MACS_F32,
         bracket: None,
@@ -215,7 +220,7 @@ pub(crate) fn gemm_f32_rows(
         let panel = &w.panels[col0 / micro.nr * k * micro.nr..];
         // SAFETY: as in gemm_i8_rows, with rows of f32 and steps of one value.
         unsafe {
-            (micro.tile)(
+            kernel(
                 rows,
                 depth,
                 block.as_ptr(),

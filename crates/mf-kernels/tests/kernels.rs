@@ -8,6 +8,7 @@ use mf_kernels::{
     gemm_f32, gemm_i8, gemm_i8_reusing,
 };
 use proptest::prelude::*;
+use std::ops::RangeInclusive;
 
 /// One int8 problem: shapes, codes, scales and epilogue.
 #[derive(Debug, Clone)]
@@ -174,7 +175,16 @@ type F32Case = (
 );
 
 fn f32_case(max_m: usize, max_n: usize, max_k: usize) -> impl Strategy<Value = F32Case> {
-    (1..=max_m, 1..=max_n, 1..=max_k).prop_flat_map(|(m, n, k)| {
+    f32_case_in(1..=max_m, 1..=max_n, 1..=max_k)
+}
+
+/// [`f32_case`] with each dimension drawn from its range.
+fn f32_case_in(
+    m: RangeInclusive<usize>,
+    n: RangeInclusive<usize>,
+    k: RangeInclusive<usize>,
+) -> impl Strategy<Value = F32Case> {
+    (m, n, k).prop_flat_map(|(m, n, k)| {
         (
             Just(m),
             Just(n),
@@ -250,6 +260,20 @@ proptest! {
 
     #[test]
     fn fp32_layers_of_few_outputs_are_within_rounding(case in f32_case(70, 5, 300)) {
+        check_f32(case)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, ..config() })]
+
+    // Products of more rows than one tile (8 on AVX-512, 6 on AVX2) over weights of 1 MiB and
+    // more run the x86 families' streaming tiles (the next panel fetched into L2 as they go):
+    // the same sums, the last panel's fetches past the weights' end.
+    #[test]
+    fn fp32_layers_past_l2_are_within_rounding(
+        case in f32_case_in(9..=20, 512..=545, 512..=530)
+    ) {
         check_f32(case)?;
     }
 }

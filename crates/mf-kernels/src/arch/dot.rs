@@ -132,6 +132,7 @@ macro_rules! dot_micros_for {
             mr: $crate::arch::dot::ROWS,
             nr: 1,
             tile: f32_dot_tile,
+            stream_tile: f32_dot_tile,
             epilogue: &EPILOGUE,
         };
 

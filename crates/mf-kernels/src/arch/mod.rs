@@ -107,10 +107,17 @@ pub(crate) struct Bracket {
 pub(crate) struct F32Micro {
     pub mr: usize,
     pub nr: usize,
-    pub tile:
-        unsafe fn(rows: usize, depth: Depth, a: *const f32, lda: usize, b: *const f32, c: *mut f32),
+    pub tile: F32Tile,
+    /// `tile` that also fetches the next panel's weights into L2 as it goes, for products
+    /// whose weights stream from beyond L2 ([`streams`]); `tile` itself where the family has
+    /// no such hint.
+    pub stream_tile: F32Tile,
     pub epilogue: &'static Epilogue,
 }
+
+/// An fp32 tile function, as [`F32Micro::tile`].
+pub(crate) type F32Tile =
+    unsafe fn(rows: usize, depth: Depth, a: *const f32, lda: usize, b: *const f32, c: *mut f32);
 
 /// The largest `mr · nr` of any kernel (the driver's tile buffer).
 pub(crate) const MAX_TILE: usize = 16 * crate::epilogue::MAX_NR;
@@ -185,6 +192,21 @@ pub(crate) fn for_weights(micro: &'static I8Micro, weights: &[i8]) -> &'static I
         return &aarch64::neon::I8_PAIRED;
     }
     micro
+}
+
+/// From this many bytes of packed fp32 weights on, a product of more rows than one tile runs
+/// [`F32Micro::stream_tile`]: such weights come from L3 or memory on every call, and while a
+/// later block of rows reads a panel again from L2, the hints fetch the next one (1 MiB, an
+/// AMD Zen 4 core's L2; the DiT's layers and every convolution here are smaller). The
+/// batch-16 fp32 MLP (1024-wide layers of 3-4 MB, Zen 4, two threads, alternated medians):
+/// AVX-512 1338 → 1031 µs, AVX2 1572 → 1047 µs. With one block of rows (batch 1) nothing is
+/// read again and the hints only add a second stream: 8-18% slower there, so not used.
+pub(crate) const STREAM_WEIGHT_BYTES: usize = 1 << 20;
+
+/// Whether a product of `m` rows over `weight_bytes` of packed weights runs `micro`'s
+/// [`F32Micro::stream_tile`] ([`STREAM_WEIGHT_BYTES`]).
+pub(crate) fn streams(micro: &F32Micro, m: usize, weight_bytes: usize) -> bool {
+    m > micro.mr && weight_bytes >= STREAM_WEIGHT_BYTES
 }
 
 /// The fp32 kernel of a family for a layer of `n` outputs (AVX-512 has a narrower tile for
@@ -266,6 +288,15 @@ mod tests {
             let micro = i8_micro(isa, 64, Activation::None);
             assert!(core::ptr::eq(for_weights(micro, &[1, 2]), micro), "{isa}");
         }
+    }
+
+    /// Only products of several blocks of rows over weights past L2 stream.
+    #[test]
+    fn only_several_row_blocks_over_weights_past_l2_stream() {
+        let micro = f32_micro(Isa::Scalar);
+        assert!(streams(micro, micro.mr + 1, STREAM_WEIGHT_BYTES));
+        assert!(!streams(micro, micro.mr, STREAM_WEIGHT_BYTES));
+        assert!(!streams(micro, micro.mr + 1, STREAM_WEIGHT_BYTES - 1));
     }
 
     /// The driver hands every kernel a buffer of MAX_TILE sums and the epilogue a row of

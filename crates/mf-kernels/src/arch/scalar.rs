@@ -23,6 +23,7 @@ pub(crate) static F32: F32Micro = F32Micro {
     mr: 4,
     nr: 4,
     tile: f32_tile,
+    stream_tile: f32_tile,
     epilogue: &EPILOGUE,
 };
 

@@ -39,6 +39,7 @@ pub(crate) static F32: F32Micro = F32Micro {
     mr: 8,
     nr: 8,
     tile: f32_tile,
+    stream_tile: f32_tile,
     epilogue: &EPILOGUE,
 };
 
@@ -164,7 +165,7 @@ unsafe fn f32_rows<const R: usize, const S: usize>(
     c: *mut f32,
 ) {
     // SAFETY: the caller's tile contract, for panels of two vectors; NEON is enabled here.
-    unsafe { broadcast_rows::<Fmla, R, S, 2>(depth, a, lda, b, c) }
+    unsafe { broadcast_rows::<Fmla, R, S, 2, false>(depth, a, lda, b, c) }
 }
 
 /// NEON fp32: a step is one activation of a row (`ld1r`) against 4 columns' weights, `fmla`

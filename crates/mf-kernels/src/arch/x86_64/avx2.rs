@@ -30,6 +30,7 @@ pub(crate) static F32: F32Micro = F32Micro {
     mr: 6,
     nr: 16,
     tile: f32_tile,
+    stream_tile: f32_tile_streaming,
     epilogue: &EPILOGUE,
 };
 
@@ -51,7 +52,7 @@ unsafe fn i8_rows<const R: usize, const S: usize>(
     c: *mut i32,
 ) {
     // SAFETY: the caller's tile contract, for panels of two vectors; AVX2 is enabled here.
-    unsafe { broadcast_rows::<Madd16, R, S, 2>(depth, a, lda, b, c) }
+    unsafe { broadcast_rows::<Madd16, R, S, 2, false>(depth, a, lda, b, c) }
 }
 
 /// AVX2 int8: a step is two activations of a row as i16 (one dword, broadcast) against 8
@@ -124,6 +125,33 @@ unsafe fn f32_tile(
     }
 }
 
+unsafe fn f32_tile_streaming(
+    rows: usize,
+    depth: Depth,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    c: *mut f32,
+) {
+    // SAFETY: as for `f32_tile`.
+    unsafe {
+        by_rows!(rows, f32_rows_streaming, (depth, a, lda, b, c), [1 => 4, 2 => 2, 3 => 2, 4 => 1, 5 => 1, 6 => 1])
+    }
+}
+
+/// [`f32_rows`] fetching the next panel into L2 as it goes.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn f32_rows_streaming<const R: usize, const S: usize>(
+    depth: Depth,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    c: *mut f32,
+) {
+    // SAFETY: as for `f32_rows`.
+    unsafe { broadcast_rows::<Fma256, R, S, 2, true>(depth, a, lda, b, c) }
+}
+
 /// [`broadcast_rows`] for fp32 panels of 16 columns.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn f32_rows<const R: usize, const S: usize>(
@@ -134,7 +162,7 @@ unsafe fn f32_rows<const R: usize, const S: usize>(
     c: *mut f32,
 ) {
     // SAFETY: the caller's tile contract, for panels of two vectors; AVX2 and FMA are enabled.
-    unsafe { broadcast_rows::<Fma256, R, S, 2>(depth, a, lda, b, c) }
+    unsafe { broadcast_rows::<Fma256, R, S, 2, false>(depth, a, lda, b, c) }
 }
 
 /// AVX2 + FMA fp32: a step is one activation of a row (broadcast) against 8 columns' weights,
@@ -188,6 +216,12 @@ unsafe impl BroadcastOps for Fma256 {
     unsafe fn store(p: *mut f32, acc: __m256) {
         // SAFETY: room for 8 f32 (the trait's contract); an unaligned store.
         unsafe { _mm256_storeu_ps(p, acc) }
+    }
+
+    #[inline(always)]
+    unsafe fn prefetch(p: *const u8) {
+        // SAFETY: a prefetch is a hint: it reads nothing the program sees and cannot fault.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(p.cast::<i8>()) }
     }
 }
 

@@ -48,6 +48,7 @@ pub(crate) static F32: F32Micro = F32Micro {
     mr: 8,
     nr: 32,
     tile: f32_tile,
+    stream_tile: f32_tile_streaming,
     epilogue: &EPILOGUE,
 };
 
@@ -56,6 +57,7 @@ pub(crate) static F32_NARROW: F32Micro = F32Micro {
     mr: 12,
     nr: 16,
     tile: f32_tile_narrow,
+    stream_tile: f32_tile_narrow,
     epilogue: &EPILOGUE,
 };
 
@@ -100,7 +102,7 @@ unsafe fn i8_rows<const R: usize, const S: usize>(
     c: *mut i32,
 ) {
     // SAFETY: the caller's tile contract, for panels of two vectors; VNNI is enabled here.
-    unsafe { broadcast_rows::<Vnni, R, S, 2>(depth, a, lda, b, c) }
+    unsafe { broadcast_rows::<Vnni, R, S, 2, false>(depth, a, lda, b, c) }
 }
 
 /// [`broadcast_rows`] for 16-wide int8 panels.
@@ -113,7 +115,7 @@ unsafe fn i8_rows_narrow<const R: usize, const S: usize>(
     c: *mut i32,
 ) {
     // SAFETY: the caller's tile contract, for panels of one vector; VNNI is enabled here.
-    unsafe { broadcast_rows::<Vnni, R, S, 1>(depth, a, lda, b, c) }
+    unsafe { broadcast_rows::<Vnni, R, S, 1, false>(depth, a, lda, b, c) }
 }
 
 /// VNNI int8: a step is four u8 codes of a row (one dword, broadcast) against 16 columns of
@@ -186,6 +188,21 @@ unsafe fn f32_tile(
     }
 }
 
+unsafe fn f32_tile_streaming(
+    rows: usize,
+    depth: Depth,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    c: *mut f32,
+) {
+    // SAFETY: as for `f32_tile`.
+    unsafe {
+        by_rows!(rows, f32_rows_streaming, (depth, a, lda, b, c),
+            [1 => 6, 2 => 3, 3 => 2, 4 => 2, 5 => 1, 6 => 1, 7 => 1, 8 => 1])
+    }
+}
+
 unsafe fn f32_tile_narrow(
     rows: usize,
     depth: Depth,
@@ -211,7 +228,20 @@ unsafe fn f32_rows<const R: usize, const S: usize>(
     c: *mut f32,
 ) {
     // SAFETY: the caller's tile contract, for panels of two vectors; AVX-512F is enabled here.
-    unsafe { broadcast_rows::<Fma512, R, S, 2>(depth, a, lda, b, c) }
+    unsafe { broadcast_rows::<Fma512, R, S, 2, false>(depth, a, lda, b, c) }
+}
+
+/// [`f32_rows`] fetching the next panel into L2 as it goes.
+#[target_feature(enable = "avx512f")]
+unsafe fn f32_rows_streaming<const R: usize, const S: usize>(
+    depth: Depth,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    c: *mut f32,
+) {
+    // SAFETY: as for `f32_rows`.
+    unsafe { broadcast_rows::<Fma512, R, S, 2, true>(depth, a, lda, b, c) }
 }
 
 /// [`broadcast_rows`] for 16-wide fp32 panels.
@@ -224,7 +254,7 @@ unsafe fn f32_rows_narrow<const R: usize, const S: usize>(
     c: *mut f32,
 ) {
     // SAFETY: the caller's tile contract, for panels of one vector; AVX-512F is enabled here.
-    unsafe { broadcast_rows::<Fma512, R, S, 1>(depth, a, lda, b, c) }
+    unsafe { broadcast_rows::<Fma512, R, S, 1, false>(depth, a, lda, b, c) }
 }
 
 /// AVX-512F fp32: a step is one activation of a row (broadcast) against 16 columns' weights,
@@ -278,6 +308,12 @@ unsafe impl BroadcastOps for Fma512 {
     unsafe fn store(p: *mut f32, acc: __m512) {
         // SAFETY: room for 16 f32 (the trait's contract); an unaligned store.
         unsafe { _mm512_storeu_ps(p, acc) }
+    }
+
+    #[inline(always)]
+    unsafe fn prefetch(p: *const u8) {
+        // SAFETY: a prefetch is a hint: it reads nothing the program sees and cannot fault.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(p.cast::<i8>()) }
     }
 }
 
