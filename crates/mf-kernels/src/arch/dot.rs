@@ -112,9 +112,13 @@ fn lanes_into<'a, A: Copy, B: Copy, S: Copy, const L: usize>(
 }
 
 /// A family's one-column tiles (`I8_DOT`, `F32_DOT`) compiled with `$features`, finished by
-/// the family's `EPILOGUE`.
+/// the family's `EPILOGUE`; the int8 rows [`i8_rows`] unless the family names its own (with
+/// [`i8_rows`]' contract).
 macro_rules! dot_micros_for {
     ($features:literal) => {
+        $crate::arch::dot::dot_micros_for!($features, i8_rows = $crate::arch::dot::i8_rows);
+    };
+    ($features:literal, i8_rows = $i8_rows:path) => {
         /// One-column int8 tiles for layers of very few outputs ([`crate::arch::dot`]).
         pub(crate) static I8_DOT: $crate::arch::I8Micro = $crate::arch::I8Micro {
             mr: $crate::arch::dot::ROWS,
@@ -146,7 +150,7 @@ macro_rules! dot_micros_for {
             c: *mut i32,
         ) {
             // SAFETY: the caller holds the tile contract, which is `i8_rows`'s for nr = 1.
-            unsafe { $crate::arch::dot::i8_rows(rows, depth, a, lda, b, c) }
+            unsafe { $i8_rows(rows, depth, a, lda, b, c) }
         }
 
         #[target_feature(enable = $features)]
