@@ -40,9 +40,9 @@ unsafe fn vnni_dot_rows(
         t => (1u64 << t) - 1,
     };
     for r in 0..rows {
-        // SAFETY (the loads): row `r` holds `run · stride + steps` codes from its start and
-        // `b` `runs · steps` weights (the contract); a masked load reads only its mask's bytes.
-        // The CPU has AVX-512F, BW and VNNI (the contract).
+        // SAFETY: row `r` holds `run · stride + steps` codes from its start and `b` holds
+        // `runs · steps` weights (the contract), so every load stays inside them (a masked load
+        // reads only its mask's bytes); the CPU has AVX-512F, BW and VNNI (the contract).
         unsafe {
             let mut acc = _mm512_setzero_si512();
             for run in 0..depth.runs {
