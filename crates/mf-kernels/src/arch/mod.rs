@@ -253,6 +253,13 @@ pub(crate) fn f32_micro(isa: Isa) -> &'static F32Micro {
 /// with the `R => S` pairs listed: `S` is how many independent accumulator sets the kernel interleaves over depth, so
 /// that short tiles (a matrix-vector product) are not bound by the accumulate latency.
 macro_rules! by_rows {
+    // `$kernel<$flag>`: one more const argument after `R` and `S` (a streaming tile's `STREAM`).
+    ($rows:expr, $kernel:ident<$flag:tt>, $args:tt, [$($r:literal => $s:literal),*]) => {
+        match $rows {
+            $( $r => $kernel::<$r, $s, $flag> $args, )*
+            rows => unreachable!("tile of {rows} rows"),
+        }
+    };
     ($rows:expr, $kernel:ident, $args:tt, [$($r:literal => $s:literal),*]) => {
         match $rows {
             $( $r => $kernel::<$r, $s> $args, )*

@@ -29,8 +29,8 @@ pub(crate) static I8: I8Micro = I8Micro {
 pub(crate) static F32: F32Micro = F32Micro {
     mr: 6,
     nr: 16,
-    tile: f32_tile,
-    stream_tile: f32_tile_streaming,
+    tile: f32_tile::<false>,
+    stream_tile: f32_tile::<true>,
     epilogue: &EPILOGUE,
 };
 
@@ -110,7 +110,9 @@ unsafe impl BroadcastOps for Madd16 {
     }
 }
 
-unsafe fn f32_tile(
+/// The fp32 tile; with `STREAM`, hinting the next panel into L2 as it goes
+/// ([`F32Micro::stream_tile`]).
+unsafe fn f32_tile<const STREAM: bool>(
     rows: usize,
     depth: Depth,
     a: *const f32,
@@ -121,40 +123,13 @@ unsafe fn f32_tile(
     // SAFETY: the caller holds `F32Micro`'s tile contract; `by_rows!` passes it on unchanged to the
     // kernel instance for exactly `rows` rows, and every row count up to `mr` has an instance.
     unsafe {
-        by_rows!(rows, f32_rows, (depth, a, lda, b, c), [1 => 4, 2 => 2, 3 => 2, 4 => 1, 5 => 1, 6 => 1])
+        by_rows!(rows, f32_rows<STREAM>, (depth, a, lda, b, c), [1 => 4, 2 => 2, 3 => 2, 4 => 1, 5 => 1, 6 => 1])
     }
-}
-
-unsafe fn f32_tile_streaming(
-    rows: usize,
-    depth: Depth,
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    c: *mut f32,
-) {
-    // SAFETY: as for `f32_tile`.
-    unsafe {
-        by_rows!(rows, f32_rows_streaming, (depth, a, lda, b, c), [1 => 4, 2 => 2, 3 => 2, 4 => 1, 5 => 1, 6 => 1])
-    }
-}
-
-/// [`f32_rows`] fetching the next panel into L2 as it goes.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn f32_rows_streaming<const R: usize, const S: usize>(
-    depth: Depth,
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    c: *mut f32,
-) {
-    // SAFETY: as for `f32_rows`.
-    unsafe { broadcast_rows::<Fma256, R, S, 2, true>(depth, a, lda, b, c) }
 }
 
 /// [`broadcast_rows`] for fp32 panels of 16 columns.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn f32_rows<const R: usize, const S: usize>(
+unsafe fn f32_rows<const R: usize, const S: usize, const STREAM: bool>(
     depth: Depth,
     a: *const f32,
     lda: usize,
@@ -162,7 +137,7 @@ unsafe fn f32_rows<const R: usize, const S: usize>(
     c: *mut f32,
 ) {
     // SAFETY: the caller's tile contract, for panels of two vectors; AVX2 and FMA are enabled.
-    unsafe { broadcast_rows::<Fma256, R, S, 2, false>(depth, a, lda, b, c) }
+    unsafe { broadcast_rows::<Fma256, R, S, 2, STREAM>(depth, a, lda, b, c) }
 }
 
 /// AVX2 + FMA fp32: a step is one activation of a row (broadcast) against 8 columns' weights,
