@@ -198,9 +198,11 @@ pub(crate) fn for_weights(micro: &'static I8Micro, weights: &[i8]) -> &'static I
 /// [`F32Micro::stream_tile`]: such weights come from L3 or memory on every call, and while a
 /// later block of rows reads a panel again from L2, the hints fetch the next one (1 MiB, an
 /// AMD Zen 4 core's L2; the DiT's layers and every convolution here are smaller). The
-/// batch-16 fp32 MLP (1024-wide layers of 3-4 MB, Zen 4, two threads, alternated medians):
-/// AVX-512 1338 → 1031 µs, AVX2 1572 → 1047 µs. With one block of rows (batch 1) nothing is
-/// read again and the hints only add a second stream: 8-18% slower there, so not used.
+/// batch-16 fp32 MLP (1024-wide layers of 3-4 MB, Zen 4, two threads, alternated medians of
+/// `mf-edge bench-case`): AVX-512 1441 → 1003 µs and AVX2 1700 → 1150 µs in a noisy phase of
+/// the host, 819 → 756 and 964 → 808 µs in a quiet one. With one block of rows (batch 1)
+/// nothing is read again and the hints only add a second stream: 8-18% slower there on
+/// AVX-512, level on AVX2 at two threads, so not used.
 pub(crate) const STREAM_WEIGHT_BYTES: usize = 1 << 20;
 
 /// Whether a product of `m` rows over `weight_bytes` of packed weights runs `micro`'s

@@ -1,6 +1,7 @@
 //! AVX-512 kernels: int8 with VNNI `vpdpbusd` (u8 activations × s8 weights, four products per
-//! i32 lane) and fp32 with `vfmadd231ps`. Tiles are 12 rows × 32 columns: 24 zmm accumulators,
-//! two weight vectors per depth step and one broadcast per row. Short tiles interleave several
+//! i32 lane) and fp32 with `vfmadd231ps`. Tiles are 32 columns wide (two weight vectors per
+//! depth step, one broadcast per row) and 12 rows for int8 (24 zmm accumulators), 8 for fp32;
+//! layers of at most 16 outputs get tiles one vector wide. Short tiles interleave several
 //! accumulator sets over depth so that a matrix-vector product is not latency-bound. The loop
 //! is the shared broadcast body (`arch/broadcast.rs`) over this family's vector operations.
 use core::arch::asm;
