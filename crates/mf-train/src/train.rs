@@ -117,11 +117,16 @@ fn library_present(what: &str, names: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Another run's EMA weights as a new run's starting point; its network must be `spec`.
+/// Another run's EMA weights as a new run's starting point; its network must be `spec`'s,
+/// trained with any objective (a flow-matching teacher starts a MeanFlow student).
 fn initial_weights(run: &Path, spec: &NetSpec, device: &Device) -> anyhow::Result<VelocityNet> {
     let state = checkpoint::read_state(run).context("train.init_from")?;
+    let network = NetSpec {
+        objective: spec.objective,
+        ..state.spec.clone()
+    };
     ensure!(
-        state.spec == *spec,
+        network == *spec,
         "train.init_from: {} trained another network ({:?}); this config's is {:?}",
         run.display(),
         state.spec,

@@ -244,6 +244,18 @@ fn a_student_starts_from_its_teachers_weights() {
     assert!(largest_difference(&teacher, &student) < 1e-6);
     assert!(largest_difference(&teacher, &fresh) > 1e-2);
 
+    // The same network under another objective starts from the teacher too: a flow-matching
+    // run as the teacher of a MeanFlow student, or here the other way round.
+    let flow = still("init_from = \"teacher\"\n")
+        .replace("omega = 1.5", "kind = \"flow-matching\"\nomega = 1.0");
+    std::fs::write(dir.path().join("flow.toml"), flow).unwrap();
+    run(
+        dir.path(),
+        &["fit", "--config", "flow.toml", "--out", "flow"],
+    );
+    let flow = dir.path().join("flow/checkpoint/model.safetensors");
+    assert!(largest_difference(&teacher, &flow) < 1e-6);
+
     // Another network is refused by name.
     let wider = still("init_from = \"teacher\"\n").replace("width = 64", "width = 32");
     std::fs::write(dir.path().join("wider.toml"), wider).unwrap();
