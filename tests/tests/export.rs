@@ -36,7 +36,12 @@ fn every_precision_runs_in_onnx_runtime_and_agrees_with_tract() {
         ort_lib: Some(common::ort_library()),
         ..Default::default()
     };
-    for (path, tol) in [(&f.fp32, 1e-5), (&f.fp16, 1e-2), (&f.int8, 1e-3)] {
+    for (path, tol) in [
+        (&f.fp32, 1e-5),
+        (&f.fp16, 1e-2),
+        (&f.int8, 1e-3),
+        (&f.int8_w7, 1e-3),
+    ] {
         let model = Model::open(path).unwrap();
         let inputs = batch(&model);
         let tract = backends::open(BackendKind::Tract, &model, &opts)
@@ -99,6 +104,37 @@ fn int8_file_keeps_the_qdq_pattern_and_its_card() {
     assert_eq!(card.guidance.omega, 1.5);
     let q = card.quantization.unwrap();
     assert!(q.psnr_db.is_some_and(f64::is_finite) && q.float_layers.is_empty());
+}
+
+/// `--weight-bits 7`: every weight code within ±64, each output channel's largest at the edge,
+/// and the card says so; the 8-bit file spans ±127.
+#[test]
+fn seven_bit_weights_span_64_and_the_card_says_so() {
+    let f = common::fixture();
+    let largest = |path: &std::path::Path| {
+        let proto = pb::ModelProto::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
+        let graph = proto.graph.unwrap();
+        let codes = graph
+            .initializer
+            .iter()
+            .filter(|t| t.data_type == pb::tensor_proto::DataType::Int8 as i32)
+            .flat_map(|t| t.raw_data.iter().map(|&b| (b as i8).unsigned_abs()))
+            .max()
+            .unwrap();
+        let card = proto.metadata_props.iter().find(|p| p.key == CARD_KEY);
+        let scheme = ModelCard::from_json(&card.unwrap().value)
+            .unwrap()
+            .quantization
+            .unwrap()
+            .scheme;
+        (codes, scheme)
+    };
+    let (seven, scheme) = largest(&f.int8_w7);
+    assert_eq!(seven, 64);
+    assert!(scheme.contains("[-64, 64]: 7-bit weights"), "{scheme}");
+    let (eight, scheme) = largest(&f.int8);
+    assert_eq!(eight, 127);
+    assert!(scheme.contains("[-127, 127])"), "{scheme}");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use mf_core::onnx;
 use mf_edge::backends::{self, BackendKind, BackendOptions};
 use mf_edge::model::Model;
 use mf_export::calibrate::Rule;
-use mf_export::{FloatLayers, Int8Settings, Network, Target, lower};
+use mf_export::{FloatLayers, Int8Settings, Network, Target, WeightBits, lower};
 use mf_train::burn;
 use mf_train::burn::module::Module;
 use mf_train::burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -148,6 +148,7 @@ fn a_toy_network_exports_in_every_precision_through_the_one_path() {
         seed: 1,
         float_layers: FloatLayers::None,
         min_psnr_db: 20.0,
+        weight_bits: WeightBits::Eight,
     };
     // The fixture's card fits the toy's inputs (MNIST, 10 classes); the runtimes need one.
     let fixture = std::fs::read(&common::fixture().fp32).unwrap();

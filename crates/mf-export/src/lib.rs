@@ -22,6 +22,8 @@ use mf_core::noise::Noise;
 use mf_core::onnx;
 use mf_core::schedule::Sampler;
 use mf_kernels::QuantParams;
+/// The span of an int8 export's weight codes (`--weight-bits`).
+pub use mf_kernels::quant::WeightBits;
 use mf_train::burn::prelude::*;
 use mf_train::checkpoint::{self, RunState};
 use mf_train::config::ObjectiveKind;
@@ -98,6 +100,8 @@ pub struct ExportOptions {
     pub float_layers: FloatLayers,
     /// The floor on int8 one-step PSNR against fp32 (dB).
     pub min_psnr_db: f64,
+    /// The span of int8 weight codes (int8).
+    pub weight_bits: WeightBits,
     /// The ONNX file to write.
     pub out: PathBuf,
 }
@@ -156,6 +160,8 @@ pub struct Int8Settings<'a> {
     pub float_layers: FloatLayers,
     /// The PSNR floor (dB).
     pub min_psnr_db: f64,
+    /// The span of the weight codes.
+    pub weight_bits: WeightBits,
 }
 
 /// A graph lowered to a precision and checked.
@@ -296,7 +302,7 @@ fn int8_plan(
             }
         }
         let mut m = float.clone();
-        passes::int8(&mut m, &chosen)?;
+        passes::int8(&mut m, &chosen, s.weight_bits)?;
         Ok(m)
     };
     let noise = noise_batch(net.spec(), PSNR_SAMPLES);
@@ -387,8 +393,14 @@ fn int8_plan(
         .map(|l| format!("{} ({why})", l.name))
         .collect();
     let q = Quantization {
-        scheme: "QDQ on every MatMul and Conv with constant weights: activations uint8 per tensor (asymmetric, round half to even), weights int8 per output channel (symmetric, zero point 0, codes in [-127, 127]), MatMul bias f32; Conv output uint8 per tensor and bias int32 at input x weight scale; mf-kernels convention"
-            .into(),
+        scheme: format!(
+            "QDQ on every MatMul and Conv with constant weights: activations uint8 per tensor (asymmetric, round half to even), weights int8 per output channel (symmetric, zero point 0, codes in [-{m}, {m}]{bits}), MatMul bias f32; Conv output uint8 per tensor and bias int32 at input x weight scale; mf-kernels convention",
+            m = s.weight_bits.max_code(),
+            bits = match s.weight_bits {
+                WeightBits::Eight => "",
+                WeightBits::Seven => ": 7-bit weights",
+            },
+        ),
         calibration: s.rule.name(),
         calibration_samples: s.samples,
         float_layers,
@@ -442,6 +454,12 @@ pub fn export(opts: &ExportOptions) -> anyhow::Result<ExportReport> {
                 opts.float_layers.clone()
             },
             min_psnr_db: opts.min_psnr_db,
+            // The firmware's compact format keeps the full int8 range.
+            weight_bits: if opts.target == Target::Compact {
+                WeightBits::Eight
+            } else {
+                opts.weight_bits
+            },
         })
     } else {
         None

@@ -4,8 +4,8 @@
 //! initializer; its name is the node's output name, which the trace sets to the layer's module
 //! path. [`fp16`] stores those weights as float16 behind a `Cast`; [`int8`] wraps the chosen
 //! layers in QuantizeLinear/DequantizeLinear: activations uint8 per tensor (calibrated),
-//! weights int8 per output channel, symmetric (zero point 0, codes in [−127, 127]), the
-//! convention of `mf-kernels`. A MatMul keeps its float bias (`Add`), the form the native
+//! weights int8 per output channel, symmetric (zero point 0, codes in [−127, 127], or [−64, 64]
+//! for 7-bit weights), the convention of `mf-kernels`. A MatMul keeps its float bias (`Add`), the form the native
 //! engine fuses into its int8 GEMM. A Conv also gets its output quantized (calibrated) and its
 //! bias in int32 at the scale input × weight, the full QDQ form that ONNX Runtime turns into
 //! `QLinearConv`.
@@ -15,7 +15,7 @@ use anyhow::{Context, bail, ensure};
 use half::f16;
 use mf_core::onnx::{self, AttributeType, DataType};
 use mf_kernels::QuantParams;
-use mf_kernels::quant::quantize_weights_symmetric;
+use mf_kernels::quant::{WeightBits, quantize_weights_in};
 
 /// A layer of the graph: a MatMul or Conv with constant float32 weights.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,10 +113,12 @@ pub fn fp16(model: &mut onnx::ModelProto, only: Option<&HashSet<String>>) -> Vec
 }
 
 /// Wraps every layer named in `activations` in QDQ, with that layer's input quantization
-/// (key: the layer's name) and, for a Conv, its output quantization (key: `<name>.output`).
+/// (key: the layer's name) and, for a Conv, its output quantization (key: `<name>.output`);
+/// weight codes span `bits`.
 pub fn int8(
     model: &mut onnx::ModelProto,
     activations: &HashMap<String, QuantParams>,
+    bits: WeightBits,
 ) -> anyhow::Result<()> {
     let chosen: Vec<Layer> = layers(model)
         .into_iter()
@@ -135,7 +137,7 @@ pub fn int8(
             .iter()
             .find(|t| t.name == layer.weight)
             .context("a layer's weight")?;
-        let (codes, scales, axis) = quantize(&layer, weight)?;
+        let (codes, scales, axis) = quantize(&layer, weight, bits)?;
         let dims = weight.dims.clone();
         let name = &layer.name;
         let channels = vec![scales.len() as i64];
@@ -344,6 +346,7 @@ fn bytes(values: &[f32]) -> Vec<u8> {
 pub fn quantize(
     layer: &Layer,
     weight: &onnx::TensorProto,
+    bits: WeightBits,
 ) -> anyhow::Result<(Vec<i8>, Vec<f32>, i64)> {
     let values = f32s(weight);
     let dims: Vec<usize> = weight.dims.iter().map(|&d| d as usize).collect();
@@ -351,13 +354,13 @@ pub fn quantize(
         ("MatMul", &[k, n]) => {
             // Rows per output channel for the kernels' rule, then back to [in, out].
             let rows: Vec<f32> = (0..n * k).map(|i| values[(i % k) * n + i / k]).collect();
-            let (codes, scales) = per_row(&rows, n, k)?;
+            let (codes, scales) = per_row(&rows, n, k, bits)?;
             let codes = (0..k * n).map(|i| codes[(i % n) * k + i / n]).collect();
             Ok((codes, scales, 1))
         }
         ("Conv", &[o, ..]) => {
             let k = values.len() / o.max(1);
-            let (codes, scales) = per_row(&values, o, k)?;
+            let (codes, scales) = per_row(&values, o, k, bits)?;
             Ok((codes, scales, 0))
         }
         (op, d) => bail!(
@@ -367,10 +370,15 @@ pub fn quantize(
     }
 }
 
-fn per_row(rows: &[f32], n: usize, k: usize) -> anyhow::Result<(Vec<i8>, Vec<f32>)> {
+fn per_row(
+    rows: &[f32],
+    n: usize,
+    k: usize,
+    bits: WeightBits,
+) -> anyhow::Result<(Vec<i8>, Vec<f32>)> {
     let mut codes = vec![0i8; n * k];
     let mut scales = vec![0f32; n];
-    quantize_weights_symmetric(rows, n, k, &mut codes, &mut scales)
+    quantize_weights_in(bits, rows, n, k, &mut codes, &mut scales)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok((codes, scales))
 }

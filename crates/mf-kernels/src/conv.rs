@@ -673,7 +673,8 @@ impl PackedConvI8 {
             weight_count(layer.n, layer.k)?,
             layer.weights.len(),
         )?;
-        let ku = crate::arch::i8_micro(isa.require()?, layer.n, layer.activation).ku;
+        let micro = crate::arch::i8_micro(isa.require()?, layer.n, layer.activation);
+        let ku = crate::arch::for_weights(micro, layer.weights).ku;
         let staged = staged_channels(&geometry, ku).unwrap_or(geometry.channels);
         let weights = tap_major(layer.weights, &geometry, staged);
         let layer = QuantizedLayer {

@@ -128,6 +128,35 @@ impl Divide for Fused {
     }
 }
 
+/// How many bits an int8 layer's weight codes span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightBits {
+    /// Codes in `[-127, 127]`: the full int8 range of a symmetric quantizer.
+    #[default]
+    Eight,
+    /// Codes in `[-64, 64]` (ONNX Runtime's `reduce_range`): half the resolution, and AVX2
+    /// multiplies such layers two products at a time in i16 (`vpmaddubsw`), exactly.
+    Seven,
+}
+
+impl WeightBits {
+    /// The largest code magnitude.
+    pub fn max_code(self) -> i8 {
+        match self {
+            WeightBits::Eight => 127,
+            WeightBits::Seven => 64,
+        }
+    }
+
+    /// 7 or 8.
+    pub fn bits(self) -> u8 {
+        match self {
+            WeightBits::Eight => 8,
+            WeightBits::Seven => 7,
+        }
+    }
+}
+
 /// Symmetric per-output-channel int8 quantization of a `[N, K]` weight matrix: the scale of
 /// row `n` is `max|W[n, :]| / 127` (1.0 for an all-zero row), codes in `[-127, 127]`.
 /// Writes the codes into `q` and the scales into `scales`.
@@ -138,6 +167,20 @@ pub fn quantize_weights_symmetric(
     q: &mut [i8],
     scales: &mut [f32],
 ) -> Result<(), KernelError> {
+    quantize_weights_in(WeightBits::Eight, w, n, k, q, scales)
+}
+
+/// [`quantize_weights_symmetric`] with codes in `[-m, m]`, `m` = `bits.max_code()`: the scale
+/// of row `n` is `max|W[n, :]| / m`.
+pub fn quantize_weights_in(
+    bits: WeightBits,
+    w: &[f32],
+    n: usize,
+    k: usize,
+    q: &mut [i8],
+    scales: &mut [f32],
+) -> Result<(), KernelError> {
+    let max_code = bits.max_code() as f32;
     crate::error::check_len("weights", n * k, w.len())?;
     crate::error::check_len("weight codes", n * k, q.len())?;
     crate::error::check_len("weight scales", n, scales.len())?;
@@ -145,14 +188,14 @@ pub fn quantize_weights_symmetric(
         let src = &w[row * k..(row + 1) * k];
         let max = src.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let scale = if max > 0.0 && max.is_finite() {
-            max / 127.0
+            max / max_code
         } else {
             1.0
         };
         scales[row] = scale;
         for (dst, &v) in q[row * k..(row + 1) * k].iter_mut().zip(src) {
             let code = (v / scale + ROUND_MAGIC) - ROUND_MAGIC;
-            *dst = code.clamp(-127.0, 127.0) as i8;
+            *dst = code.clamp(-max_code, max_code) as i8;
         }
     }
     Ok(())
@@ -161,6 +204,18 @@ pub fn quantize_weights_symmetric(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 7-bit codes span ±64, each row's largest weight at the edge, and keep the row's shape.
+    #[test]
+    fn seven_bit_weights_span_64() {
+        let w = [0.5, -1.0, 0.25, 0.0, 2.0, -0.5];
+        let (mut q, mut scales) = ([0i8; 6], [0f32; 2]);
+        quantize_weights_in(WeightBits::Seven, &w, 2, 3, &mut q, &mut scales).unwrap();
+        assert_eq!(q, [32, -64, 16, 0, 64, -16]);
+        assert_eq!(scales, [1.0 / 64.0, 2.0 / 64.0]);
+        quantize_weights_in(WeightBits::Eight, &w, 2, 3, &mut q, &mut scales).unwrap();
+        assert_eq!(q, [64, -127, 32, 0, 127, -32]);
+    }
 
     #[test]
     fn quantize_rounds_half_to_even_and_saturates() {

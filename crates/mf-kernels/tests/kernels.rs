@@ -48,6 +48,10 @@ fn weights(len: usize) -> impl Strategy<Value = Vec<i8>> {
         prop::collection::vec(any::<i8>(), len),
         // A symmetric quantizer's range: plain NEON sums two products in i16 for these.
         prop::collection::vec(-127i8..=127, len),
+        // A 7-bit export's range (`mf-export --weight-bits 7`): AVX2 sums two products in i16.
+        prop::collection::vec(-64i8..=64, len),
+        Just(vec![-64i8; len]),
+        Just(vec![64i8; len]),
         Just(vec![-128i8; len]),
         Just(vec![-127i8; len]),
         Just(vec![127i8; len]),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use mf_export::calibrate::Rule;
-use mf_export::{ExportOptions, FloatLayers, Target, export};
+use mf_export::{ExportOptions, FloatLayers, Target, WeightBits, export};
 use mf_train::config::Config;
 use mf_train::train::{DeviceKind, FitOptions, fit};
 
@@ -88,6 +88,8 @@ pub struct Fixture {
     pub fp16: PathBuf,
     /// The int8 export (every layer int8).
     pub int8: PathBuf,
+    /// The int8 export with 7-bit weights (`--weight-bits 7`).
+    pub int8_w7: PathBuf,
 }
 
 /// Trains and exports once.
@@ -105,10 +107,16 @@ pub fn fixture() -> &'static Fixture {
         ] {
             export(&options(&run, target, &out(name))).unwrap();
         }
+        let seven = ExportOptions {
+            weight_bits: WeightBits::Seven,
+            ..options(&run, Target::Int8, &out("m-int8-w7.onnx"))
+        };
+        export(&seven).unwrap();
         Fixture {
             fp32: out("m-fp32.onnx"),
             fp16: out("m-fp16.onnx"),
             int8: out("m-int8.onnx"),
+            int8_w7: out("m-int8-w7.onnx"),
             run,
             _dir: dir,
         }
@@ -140,6 +148,7 @@ pub fn options(run: &Path, target: Target, out: &Path) -> ExportOptions {
         calibration: Rule::MinMax,
         float_layers: FloatLayers::None,
         min_psnr_db: 20.0,
+        weight_bits: WeightBits::Eight,
         out: out.to_path_buf(),
     }
 }

@@ -184,9 +184,21 @@ pub(crate) fn i8_micro(isa: Isa, n: usize, act: Activation) -> &'static I8Micro 
 }
 
 /// `micro`, or its twin that sums two products in one i16 lane where `weights` allow it:
-/// plain NEON's [`aarch64::neon::I8_PAIRED`] for weights without −128 (elsewhere `micro`).
-#[cfg_attr(not(target_arch = "aarch64"), allow(unused_variables))]
+/// plain NEON's [`aarch64::neon::I8_PAIRED`] for weights without −128, AVX2's
+/// [`x86_64::avx2::I8_SEVEN_BIT`] for weights within ±64 (elsewhere `micro`).
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(unused_variables)
+)]
 pub(crate) fn for_weights(micro: &'static I8Micro, weights: &[i8]) -> &'static I8Micro {
+    #[cfg(target_arch = "x86_64")]
+    if core::ptr::eq(micro, &x86_64::avx2::I8)
+        && weights
+            .iter()
+            .all(|w| w.unsigned_abs() <= x86_64::avx2::SEVEN_BIT_MAX)
+    {
+        return &x86_64::avx2::I8_SEVEN_BIT;
+    }
     #[cfg(target_arch = "aarch64")]
     if core::ptr::eq(micro, &aarch64::neon::I8) && !weights.contains(&i8::MIN) {
         return &aarch64::neon::I8_PAIRED;
@@ -295,8 +307,23 @@ mod tests {
         assert!(core::ptr::eq(for_weights(neon, &[3, -128, 127]), neon));
         for isa in Isa::ALL.into_iter().filter(|&i| i != Isa::Neon) {
             let micro = i8_micro(isa, 64, Activation::None);
-            assert!(core::ptr::eq(for_weights(micro, &[1, 2]), micro), "{isa}");
+            assert!(core::ptr::eq(for_weights(micro, &[1, 100]), micro), "{isa}");
         }
+    }
+
+    /// AVX2's int8 layers take `vpmaddubsw` tiles only when every weight lies within ±64:
+    /// 255·(64 + 64) fits an i16 lane, 255·(65 + 64) does not.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn only_weights_within_64_take_avx2_byte_pairs() {
+        let avx2 = i8_micro(Isa::Avx2, 64, Activation::None);
+        let seven = &x86_64::avx2::I8_SEVEN_BIT;
+        assert!(core::ptr::eq(for_weights(avx2, &[-64, 0, 64]), seven));
+        assert!(core::ptr::eq(for_weights(avx2, &[-64, 65]), avx2));
+        assert!(core::ptr::eq(for_weights(avx2, &[-65, 64]), avx2));
+        assert!(core::ptr::eq(for_weights(avx2, &[-128]), avx2));
+        let vnni = i8_micro(Isa::Avx512Vnni, 64, Activation::None);
+        assert!(core::ptr::eq(for_weights(vnni, &[-64, 64]), vnni));
     }
 
     /// Only products of several blocks of rows over weights past L2 stream.

@@ -1,6 +1,9 @@
 //! AVX2 + FMA kernels. int8 sign-extends both operands to i16 and multiplies with `vpmaddwd`
 //! (pairs of i16 products summed into i32): exact for every code, unlike `vpmaddubsw`, whose
-//! i16 pair sums saturate at 2·255·127 > 32767. Tiles are 6 rows × 16 columns (12 ymm sums),
+//! i16 pair sums saturate at 2·255·127 > 32767. Layers whose weights all lie within ±64 (a
+//! 7-bit export, `mf-export --weight-bits 7`) bound a pair by 2·255·64 = 32640 and get the
+//! `vpmaddubsw` tile instead ([`I8_SEVEN_BIT`]): u8 activations against s8 weights, 32
+//! multiply-adds an instruction, the same sums. Tiles are 6 rows × 16 columns (12 ymm sums),
 //! run by the shared broadcast body (`arch/broadcast.rs`).
 use core::arch::asm;
 use core::arch::x86_64::*;
@@ -24,6 +27,20 @@ pub(crate) static I8: I8Micro = I8Micro {
     epilogue: &EPILOGUE,
     bracket: None,
 };
+
+/// [`I8`] for layers whose weights all lie within ±[`SEVEN_BIT_MAX`]
+/// ([`crate::arch::for_weights`]): 6×16, depth unit 4, u8 activations, `vpmaddubsw`.
+pub(crate) static I8_SEVEN_BIT: I8Micro = I8Micro {
+    mr: 4,
+    ku: 4,
+    a_form: AForm::U8,
+    tile: i8_tile_seven_bit,
+    ..I8
+};
+
+/// The largest weight magnitude [`I8_SEVEN_BIT`] takes: two products of a u8 code and such
+/// weights sum to at most 255·(64 + 64) = 32640, inside `vpmaddubsw`'s i16 lanes.
+pub(crate) const SEVEN_BIT_MAX: u8 = 64;
 
 /// AVX2 + FMA fp32 tiles: 6×16.
 pub(crate) static F32: F32Micro = F32Micro {
@@ -95,6 +112,93 @@ unsafe impl BroadcastOps for Madd16 {
     unsafe fn madd(acc: __m256i, x: __m256i, w: __m256i) -> __m256i {
         // SAFETY: the CPU has AVX2 (the trait's contract).
         unsafe { _mm256_add_epi32(acc, _mm256_madd_epi16(x, w)) }
+    }
+
+    #[inline(always)]
+    unsafe fn add(a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: the CPU has AVX2 (the trait's contract).
+        unsafe { _mm256_add_epi32(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn store(p: *mut i32, acc: __m256i) {
+        // SAFETY: room for 8 i32 (the trait's contract); an unaligned store.
+        unsafe { _mm256_storeu_si256(p.cast(), acc) }
+    }
+}
+
+unsafe fn i8_tile_seven_bit(
+    rows: usize,
+    depth: Depth,
+    a: *const u8,
+    lda: usize,
+    b: *const i8,
+    c: *mut i32,
+) {
+    // SAFETY: as for `i8_tile`; `I8_SEVEN_BIT` packs only weights within ±SEVEN_BIT_MAX, so
+    // no pair of products saturates.
+    unsafe {
+        by_rows!(rows, i8_rows_seven_bit, (depth, a, lda, b, c), [1 => 4, 2 => 2, 3 => 1, 4 => 1])
+    }
+}
+
+/// [`broadcast_rows`] for int8 panels of 16 columns through `vpmaddubsw`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn i8_rows_seven_bit<const R: usize, const S: usize>(
+    depth: Depth,
+    a: *const u8,
+    lda: usize,
+    b: *const i8,
+    c: *mut i32,
+) {
+    // SAFETY: the caller's tile contract, for panels of two vectors; AVX2 is enabled here.
+    unsafe { broadcast_rows::<MaddUbs, R, S, 2, false>(depth, a, lda, b, c) }
+}
+
+/// AVX2 int8 for weights within ±64: a step is four u8 activations of a row (one dword,
+/// broadcast) against 8 columns of four s8 weights, `vpmaddubsw` summing each pair of products
+/// into an i16 (exact for such weights), `vpmaddwd` by ones each two of those into an i32 that
+/// `vpaddd` accumulates: three instructions for 32 multiply-adds where [`Madd16`] takes four.
+struct MaddUbs;
+
+// SAFETY: each operation reads or writes exactly the elements its contract states, and needs
+// no feature beyond AVX2.
+unsafe impl BroadcastOps for MaddUbs {
+    type A = u8;
+    type B = i8;
+    type C = i32;
+    type Acc = __m256i;
+    type W = __m256i;
+    type X = __m256i;
+    const A_STEP: usize = 4;
+    const B_VECTOR: usize = 32;
+    const LANES: usize = 8;
+
+    #[inline(always)]
+    unsafe fn zero() -> __m256i {
+        // SAFETY: the CPU has AVX (the trait's contract).
+        unsafe { _mm256_setzero_si256() }
+    }
+
+    #[inline(always)]
+    unsafe fn load(p: *const i8) -> __m256i {
+        // SAFETY: 32 readable bytes (the trait's contract), loaded unaligned.
+        unsafe { _mm256_loadu_si256(p.cast()) }
+    }
+
+    #[inline(always)]
+    unsafe fn broadcast(p: *const u8) -> __m256i {
+        // SAFETY: 4 readable bytes (the trait's contract), read unaligned.
+        unsafe { _mm256_set1_epi32(p.cast::<i32>().read_unaligned()) }
+    }
+
+    #[inline(always)]
+    unsafe fn madd(acc: __m256i, x: __m256i, w: __m256i) -> __m256i {
+        // SAFETY: the CPU has AVX2 (the trait's contract). `x` is unsigned, `w` signed.
+        unsafe {
+            let pairs = _mm256_maddubs_epi16(x, w);
+            _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+        }
     }
 
     #[inline(always)]
