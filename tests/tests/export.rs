@@ -231,6 +231,19 @@ fn bad_runs_are_clear_errors_and_write_nothing() {
     let err = export(&common::options(&copy, Target::Int8, &out)).unwrap_err();
     assert!(format!("{err:#}").contains("tools/fetch-data"), "{err:#}");
 
+    // 7-bit weights are an int8 export's; the compact format and the float ones refuse them.
+    for target in [Target::Compact, Target::Fp16] {
+        let seven = mf_export::ExportOptions {
+            weight_bits: mf_export::WeightBits::Seven,
+            ..common::options(&f.run, target, &out)
+        };
+        let err = format!("{:#}", export(&seven).unwrap_err());
+        assert!(
+            err.contains("--weight-bits 7 applies to --precision int8"),
+            "{err}"
+        );
+    }
+
     assert!(
         std::fs::read_dir(dir.path()).unwrap().all(|e| !e
             .unwrap()

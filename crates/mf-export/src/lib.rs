@@ -412,6 +412,12 @@ fn int8_plan(
 /// Exports a run; nothing is written unless every check passes. A classifier run (from
 /// `mf-train classifier`) is written as the fp32 classifier graph `mf-edge eval` uses.
 pub fn export(opts: &ExportOptions) -> anyhow::Result<ExportReport> {
+    ensure!(
+        opts.weight_bits == WeightBits::Eight || opts.target == Target::Int8,
+        "--weight-bits 7 applies to --precision int8 only (the firmware's compact format keeps \
+         8-bit weights, fp32 and fp16 have no codes); this export is {:?}",
+        opts.target
+    );
     if opts.run.join("classifier.json").exists() {
         ensure!(
             opts.target == Target::Fp32,
@@ -454,12 +460,7 @@ pub fn export(opts: &ExportOptions) -> anyhow::Result<ExportReport> {
                 opts.float_layers.clone()
             },
             min_psnr_db: opts.min_psnr_db,
-            // The firmware's compact format keeps the full int8 range.
-            weight_bits: if opts.target == Target::Compact {
-                WeightBits::Eight
-            } else {
-                opts.weight_bits
-            },
+            weight_bits: opts.weight_bits,
         })
     } else {
         None
