@@ -72,6 +72,45 @@ unsafe fn i8_rows<const R: usize, const S: usize>(
     unsafe { broadcast_rows::<Madd16, R, S, 2, false>(depth, a, lda, b, c) }
 }
 
+/// The items AVX2's two int8 steps share: i32 sums in ymm registers, each step four bytes of
+/// a row's activations broadcast (two i16 codes for [`Madd16`], four u8 for [`MaddUbs`]).
+macro_rules! int8_steps_of_four_bytes {
+    () => {
+        type A = u8;
+        type B = i8;
+        type C = i32;
+        type Acc = __m256i;
+        type W = __m256i;
+        type X = __m256i;
+        const A_STEP: usize = 4;
+        const LANES: usize = 8;
+
+        #[inline(always)]
+        unsafe fn zero() -> __m256i {
+            // SAFETY: the CPU has AVX (the trait's contract).
+            unsafe { _mm256_setzero_si256() }
+        }
+
+        #[inline(always)]
+        unsafe fn broadcast(p: *const u8) -> __m256i {
+            // SAFETY: 4 readable bytes (the trait's contract), read unaligned.
+            unsafe { _mm256_set1_epi32(p.cast::<i32>().read_unaligned()) }
+        }
+
+        #[inline(always)]
+        unsafe fn add(a: __m256i, b: __m256i) -> __m256i {
+            // SAFETY: the CPU has AVX2 (the trait's contract).
+            unsafe { _mm256_add_epi32(a, b) }
+        }
+
+        #[inline(always)]
+        unsafe fn store(p: *mut i32, acc: __m256i) {
+            // SAFETY: room for 8 i32 (the trait's contract); an unaligned store.
+            unsafe { _mm256_storeu_si256(p.cast(), acc) }
+        }
+    };
+}
+
 /// AVX2 int8: a step is two activations of a row as i16 (one dword, broadcast) against 8
 /// columns of two s8 weights widened to i16 on load, `vpmaddwd` summing each pair of products
 /// into an i32 that `vpaddd` accumulates.
@@ -80,21 +119,8 @@ struct Madd16;
 // SAFETY: each operation reads or writes exactly the elements its contract states, and needs
 // no feature beyond AVX2.
 unsafe impl BroadcastOps for Madd16 {
-    type A = u8;
-    type B = i8;
-    type C = i32;
-    type Acc = __m256i;
-    type W = __m256i;
-    type X = __m256i;
-    const A_STEP: usize = 4;
+    int8_steps_of_four_bytes!();
     const B_VECTOR: usize = 16;
-    const LANES: usize = 8;
-
-    #[inline(always)]
-    unsafe fn zero() -> __m256i {
-        // SAFETY: the CPU has AVX (the trait's contract).
-        unsafe { _mm256_setzero_si256() }
-    }
 
     #[inline(always)]
     unsafe fn load(p: *const i8) -> __m256i {
@@ -103,27 +129,9 @@ unsafe impl BroadcastOps for Madd16 {
     }
 
     #[inline(always)]
-    unsafe fn broadcast(p: *const u8) -> __m256i {
-        // SAFETY: 4 readable bytes (the trait's contract), read unaligned.
-        unsafe { _mm256_set1_epi32(p.cast::<i32>().read_unaligned()) }
-    }
-
-    #[inline(always)]
     unsafe fn madd(acc: __m256i, x: __m256i, w: __m256i) -> __m256i {
         // SAFETY: the CPU has AVX2 (the trait's contract).
         unsafe { _mm256_add_epi32(acc, _mm256_madd_epi16(x, w)) }
-    }
-
-    #[inline(always)]
-    unsafe fn add(a: __m256i, b: __m256i) -> __m256i {
-        // SAFETY: the CPU has AVX2 (the trait's contract).
-        unsafe { _mm256_add_epi32(a, b) }
-    }
-
-    #[inline(always)]
-    unsafe fn store(p: *mut i32, acc: __m256i) {
-        // SAFETY: room for 8 i32 (the trait's contract); an unaligned store.
-        unsafe { _mm256_storeu_si256(p.cast(), acc) }
     }
 }
 
@@ -164,32 +172,13 @@ struct MaddUbs;
 // SAFETY: each operation reads or writes exactly the elements its contract states, and needs
 // no feature beyond AVX2.
 unsafe impl BroadcastOps for MaddUbs {
-    type A = u8;
-    type B = i8;
-    type C = i32;
-    type Acc = __m256i;
-    type W = __m256i;
-    type X = __m256i;
-    const A_STEP: usize = 4;
+    int8_steps_of_four_bytes!();
     const B_VECTOR: usize = 32;
-    const LANES: usize = 8;
-
-    #[inline(always)]
-    unsafe fn zero() -> __m256i {
-        // SAFETY: the CPU has AVX (the trait's contract).
-        unsafe { _mm256_setzero_si256() }
-    }
 
     #[inline(always)]
     unsafe fn load(p: *const i8) -> __m256i {
         // SAFETY: 32 readable bytes (the trait's contract), loaded unaligned.
         unsafe { _mm256_loadu_si256(p.cast()) }
-    }
-
-    #[inline(always)]
-    unsafe fn broadcast(p: *const u8) -> __m256i {
-        // SAFETY: 4 readable bytes (the trait's contract), read unaligned.
-        unsafe { _mm256_set1_epi32(p.cast::<i32>().read_unaligned()) }
     }
 
     #[inline(always)]
@@ -199,18 +188,6 @@ unsafe impl BroadcastOps for MaddUbs {
             let pairs = _mm256_maddubs_epi16(x, w);
             _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
         }
-    }
-
-    #[inline(always)]
-    unsafe fn add(a: __m256i, b: __m256i) -> __m256i {
-        // SAFETY: the CPU has AVX2 (the trait's contract).
-        unsafe { _mm256_add_epi32(a, b) }
-    }
-
-    #[inline(always)]
-    unsafe fn store(p: *mut i32, acc: __m256i) {
-        // SAFETY: room for 8 i32 (the trait's contract); an unaligned store.
-        unsafe { _mm256_storeu_si256(p.cast(), acc) }
     }
 }
 
