@@ -141,18 +141,10 @@ pub enum WeightBits {
 
 impl WeightBits {
     /// The largest code magnitude.
-    pub fn max_code(self) -> i8 {
+    pub const fn max_code(self) -> i8 {
         match self {
             WeightBits::Eight => 127,
             WeightBits::Seven => 64,
-        }
-    }
-
-    /// 7 or 8.
-    pub fn bits(self) -> u8 {
-        match self {
-            WeightBits::Eight => 8,
-            WeightBits::Seven => 7,
         }
     }
 }
@@ -209,12 +201,14 @@ mod tests {
     #[test]
     fn seven_bit_weights_span_64() {
         let w = [0.5, -1.0, 0.25, 0.0, 2.0, -0.5];
-        let (mut q, mut scales) = ([0i8; 6], [0f32; 2]);
-        quantize_weights_in(WeightBits::Seven, &w, 2, 3, &mut q, &mut scales).unwrap();
-        assert_eq!(q, [32, -64, 16, 0, 64, -16]);
-        assert_eq!(scales, [1.0 / 64.0, 2.0 / 64.0]);
-        quantize_weights_in(WeightBits::Eight, &w, 2, 3, &mut q, &mut scales).unwrap();
-        assert_eq!(q, [64, -127, 32, 0, 127, -32]);
+        for (bits, codes, m) in [
+            (WeightBits::Seven, [32, -64, 16, 0, 64, -16], 64.0),
+            (WeightBits::Eight, [64, -127, 32, 0, 127, -32], 127.0),
+        ] {
+            let (mut q, mut scales) = ([0i8; 6], [0f32; 2]);
+            quantize_weights_in(bits, &w, 2, 3, &mut q, &mut scales).unwrap();
+            assert_eq!((q, scales), (codes, [1.0 / m, 2.0 / m]), "{bits:?}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::arch::broadcast::{BroadcastOps, broadcast_rows};
 use crate::arch::dot::dot_micros_for;
 use crate::arch::{AForm, Depth, F32Micro, I8Micro, by_rows};
 use crate::epilogue::epilogue_for;
+use crate::quant::WeightBits;
 
 epilogue_for!("avx2,fma");
 dot_micros_for!("avx2,fma");
@@ -38,9 +39,11 @@ pub(crate) static I8_SEVEN_BIT: I8Micro = I8Micro {
     ..I8
 };
 
-/// The largest weight magnitude [`I8_SEVEN_BIT`] takes: two products of a u8 code and such
-/// weights sum to at most 255·(64 + 64) = 32640, inside `vpmaddubsw`'s i16 lanes.
-pub(crate) const SEVEN_BIT_MAX: u8 = 64;
+/// The largest weight magnitude [`I8_SEVEN_BIT`] takes, a 7-bit export's: two products of a
+/// u8 code and such weights sum to at most 255·(64 + 64) = 32640, inside `vpmaddubsw`'s i16
+/// lanes.
+pub(crate) const SEVEN_BIT_MAX: u8 = WeightBits::Seven.max_code() as u8;
+const _: () = assert!(255 * 2 * SEVEN_BIT_MAX as i32 <= i16::MAX as i32);
 
 /// AVX2 + FMA fp32 tiles: 6×16.
 pub(crate) static F32: F32Micro = F32Micro {
