@@ -49,6 +49,23 @@ pub fn gelu_tanh(x: f32) -> f32 {
     x * (gate * 0.5)
 }
 
+/// [`gelu_tanh`] of each value of `x`, in place, the same bits, through `gate` (as long as `x`)
+/// for tanh's argument: two short loops, so that a core overlaps many values,
+/// where one ~30-operation chain per value (a vector at a time) kept a DiT's short tile rows
+/// at the chain's latency, half of its GELU layers' time on Zen 4.
+#[inline(always)]
+pub fn gelu_tanh_in_place(x: &mut [f32], gate: &mut [f32]) {
+    let gate = &mut gate[..x.len()];
+    for (g, &v) in gate.iter_mut().zip(x.iter()) {
+        *g = (v * v * v * GELU_CUBIC + v) * GELU_SCALE;
+    }
+    // tanh's output feeds the product, not a store of its own: its small-input case then
+    // stays a blend (stored in place, LLVM made it a masked store, slow on AMD cores).
+    for (v, &g) in x.iter_mut().zip(gate.iter()) {
+        *v *= (tanh(g) + 1.0) * 0.5;
+    }
+}
+
 /// 1.5 · 2^23: adding and subtracting it rounds an f32 of magnitude below 2^22 to the nearest
 /// integer, ties to even, under the default rounding mode.
 pub(crate) const ROUND_MAGIC: f32 = 12_582_912.0;
@@ -212,6 +229,42 @@ mod tests {
         assert_eq!(gelu_tanh(0.0), 0.0);
         assert_eq!(gelu_tanh(20.0), 20.0);
         assert_eq!(gelu_tanh(-20.0), 0.0);
+    }
+
+    #[test]
+    fn gelu_in_place_gives_each_value_the_bits_of_gelu_tanh() {
+        extern crate std;
+        // Every sign and region: tanh's linear zone, its rational, its clamp and beyond, the
+        // non-finite values, and a sweep of ordinary values.
+        let special = [
+            0.0,
+            -0.0,
+            1e-30,
+            -3.9e-4,
+            4e-4,
+            -4.1e-4,
+            0.3,
+            -1.7,
+            7.9,
+            -7.907_765_4,
+            8.5,
+            -40.0,
+            1e30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ];
+        let sweep = (-40_000..40_000).map(|i| i as f32 * 2.7e-4);
+        let x: std::vec::Vec<f32> = special.into_iter().chain(sweep).collect();
+        let mut got = x.clone();
+        gelu_tanh_in_place(&mut got, &mut std::vec![0.0; x.len()]);
+        for (&x, got) in x.iter().zip(got) {
+            let want = gelu_tanh(x);
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "gelu({x}): in place {got}, one value {want}"
+            );
+        }
     }
 
     fn libm_exp(x: f32) -> f32 {

@@ -5,7 +5,7 @@
 //! [`crate::reference::finish_i8`], so every kernel's output stays bit-identical; only the
 //! quotient `x / scale` of quantizing may be taken another way that rounds to the same value
 //! ([`crate::quant::FastDivide`] where the family has FMA).
-use crate::activation::Activation;
+use crate::activation::{Activation, gelu_tanh_in_place};
 use crate::error::{KernelError, check_len};
 use core::marker::PhantomData;
 
@@ -306,11 +306,12 @@ pub(crate) struct TileAt<'a> {
     pub nr: usize,
 }
 
-/// Finishes a whole int8 tile, row by row; with `WIDTHS` (the vector families), a full
-/// 16- or 32-wide tile with its width as a constant, so that its rows' loops unroll without
-/// remainders (the per-row bookkeeping of a short row otherwise costs about what it
-/// finishes; 2-5% of a U-Net). The fp32 tiles and the scalar family keep one body: their
-/// copies cost more binary size than they saved time.
+/// Finishes a whole int8 tile, row by row (GELU a block of rows at a time,
+/// [`finish_gelu_tile_i8`]); with `WIDTHS` (the vector families), a full 16- or 32-wide tile
+/// with its width as a constant, so that its rows' loops unroll without remainders (the per-row
+/// bookkeeping of a short row otherwise costs about what it finishes; 2-5% of a U-Net). The
+/// fp32 tiles and the scalar family keep one body: their copies cost more binary size than
+/// they saved time.
 ///
 /// # Safety
 /// The tile's outputs are in bounds and owned by the caller's thread.
@@ -321,20 +322,23 @@ pub(crate) unsafe fn finish_tile_i8<D: Divide, const WIDTHS: bool>(
     cols: &ColumnsI8<'_>,
     act: Activation,
 ) {
-    // GELU (a DiT's dense layers, whose rows are wide) keeps the one body too.
-    let widths = WIDTHS && act != Activation::GeluTanh;
+    if act == Activation::GeluTanh {
+        // SAFETY: this function's contract, which is `finish_gelu_tile_i8`'s.
+        return unsafe { finish_gelu_tile_i8::<D>(acc, at, cols) };
+    }
+    let silu = act == Activation::Silu;
     match at.cols {
-        16 if widths => finish_rows!(D, acc, at, 16, |sums, dst, store, then| finish_values_i8(
+        16 if WIDTHS => finish_rows!(D, acc, at, 16, |sums, dst, store, then| finish_values_i8(
             sums,
             cols,
-            act,
+            silu,
             dst,
             (store, then)
         )),
-        32 if widths => finish_rows!(D, acc, at, 32, |sums, dst, store, then| finish_values_i8(
+        32 if WIDTHS => finish_rows!(D, acc, at, 32, |sums, dst, store, then| finish_values_i8(
             sums,
             cols,
-            act,
+            silu,
             dst,
             (store, then)
         )),
@@ -343,8 +347,67 @@ pub(crate) unsafe fn finish_tile_i8<D: Divide, const WIDTHS: bool>(
             acc,
             at,
             width,
-            |sums, dst, store, then| finish_values_i8(sums, cols, act, dst, (store, then))
+            |sums, dst, store, then| finish_values_i8(sums, cols, silu, dst, (store, then))
         ),
+    }
+}
+
+/// Values of a tile that [`finish_gelu_tile_i8`] takes through GELU at once.
+const GELU_CHUNK: usize = 64;
+const _: () = assert!(GELU_CHUNK >= MAX_NR, "a chunk holds a whole tile row");
+
+/// [`finish_tile_i8`] for GELU: a run of rows at a time, each dequantized into a dense block
+/// (rows × cols), GELU applied over the block in two short loops ([`gelu_tanh_in_place`],
+/// the same bits as a value at a time), then stored. A value at a time, the tile rows of an
+/// AVX2 or AVX-512 kernel (16 or 32 values) left a core waiting on each vector's chain. One
+/// body for every width: copies with the width a constant measured slower on AVX2.
+///
+/// # Safety
+/// As for [`finish_tile_i8`].
+#[inline(always)]
+unsafe fn finish_gelu_tile_i8<D: Divide>(acc: &[i32], at: &TileAt<'_>, cols: &ColumnsI8<'_>) {
+    let n = at.cols;
+    let (corr, scale, bias) = (&cols.corr[..n], &cols.scale[..n], &cols.bias[..n]);
+    let rows_per_chunk = (GELU_CHUNK / n.max(1)).max(1);
+    let mut y = [0.0; GELU_CHUNK];
+    let mut gate = [0.0; GELU_CHUNK];
+    for first in (0..at.rows).step_by(rows_per_chunk) {
+        let rows = rows_per_chunk.min(at.rows - first);
+        let block = &mut y[..rows * n];
+        let sums = acc[first * at.nr..].chunks(at.nr);
+        for (values, sums) in block.chunks_exact_mut(n).zip(sums) {
+            let sums = &sums[..n];
+            for j in 0..n {
+                let sum = sums[j].wrapping_add(corr[j]);
+                values[j] = finish_i8(sum, scale[j], bias[j], Activation::None);
+            }
+        }
+        gelu_tanh_in_place(block, &mut gate);
+        let part = TileAt {
+            sink: at.sink,
+            row0: at.row0 + first,
+            col0: at.col0,
+            rows,
+            cols: n,
+            nr: n,
+        };
+        finish_rows!(D, block, &part, n, |values, dst, store, then| {
+            store_values(values, dst, (store, then))
+        });
+    }
+}
+
+/// Stores finished values as `store` and `then` say.
+#[inline(always)]
+fn store_values<S: Store, T: Then<S::Value>>(
+    values: &[f32],
+    dst: &mut [S::Value],
+    (store, then): (S, T),
+) {
+    let n = dst.len();
+    let (values, then) = (&values[..n], then.row(n));
+    for j in 0..n {
+        dst[j] = then.then(j, store.value(values[j]));
     }
 }
 
@@ -413,12 +476,13 @@ impl Then<f32> for Plus<'_> {
 
 /// One pass over an int8 row: each value finished and stored in the same iteration. (Two passes
 /// through a staging row made the second pass's wide loads wait on the first pass's narrower
-/// stores: the loads could not be forwarded from them.)
+/// stores: the loads could not be forwarded from them.) No activation, or SiLU with `silu`;
+/// GELU tiles go through [`finish_gelu_tile_i8`].
 #[inline(always)]
 fn finish_values_i8<S: Store, T: Then<S::Value>>(
     acc: &[i32],
     cols: &ColumnsI8<'_>,
-    act: Activation,
+    silu: bool,
     dst: &mut [S::Value],
     (store, then): (S, T),
 ) {
@@ -432,8 +496,8 @@ fn finish_values_i8<S: Store, T: Then<S::Value>>(
     );
     // Plain indexed loops with the activation hoisted: closures would not inherit the
     // caller's target features and would block vectorization.
-    match act {
-        Activation::None => {
+    match silu {
+        false => {
             for j in 0..n {
                 let sum = acc[j].wrapping_add(corr[j]);
                 dst[j] = then.then(
@@ -442,21 +506,12 @@ fn finish_values_i8<S: Store, T: Then<S::Value>>(
                 );
             }
         }
-        Activation::Silu => {
+        true => {
             for j in 0..n {
                 let sum = acc[j].wrapping_add(corr[j]);
                 dst[j] = then.then(
                     j,
                     store.value(finish_i8(sum, scale[j], bias[j], Activation::Silu)),
-                );
-            }
-        }
-        Activation::GeluTanh => {
-            for j in 0..n {
-                let sum = acc[j].wrapping_add(corr[j]);
-                dst[j] = then.then(
-                    j,
-                    store.value(finish_i8(sum, scale[j], bias[j], Activation::GeluTanh)),
                 );
             }
         }
