@@ -29,6 +29,10 @@
 //!   fused multiply-adds, every available family, one thread.
 //! - `attention_softmax/*`: the same heads' softmax over 16 rows of 16 scores, every family.
 //!
+//! - `dit_mlp/*`: the DiT's first MLP layer at batch 1 (16 tokens, 128 → 512, 7-bit int8
+//!   weights, uint8 codes out, and fp32) with its tanh GELU and without, every available
+//!   family, one thread: what the GELU epilogue adds to the layer.
+//!
 //! Run: `cargo bench -p mf-benches --bench kernels` (add `-- gemm_256` to filter).
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use mf_kernels::reference::QuantizedLayer;
@@ -576,9 +580,62 @@ fn attention_softmax(c: &mut Criterion) {
     group.finish();
 }
 
+/// The DiT's first MLP layer with and without GELU, int8 (7-bit weights, codes out) and
+/// fp32, every family, one thread.
+fn dit_mlp(c: &mut Criterion) {
+    let mut group = c.benchmark_group("dit_mlp");
+    let (m, n, k) = (16, 512, 128);
+    let p = Problem::new(m, n, k);
+    let mut codes = vec![0i8; n * k];
+    let mut scales = vec![0f32; n];
+    mf_kernels::quant::quantize_weights_in(
+        mf_kernels::quant::WeightBits::Seven,
+        &p.w,
+        n,
+        k,
+        &mut codes,
+        &mut scales,
+    )
+    .expect("valid weights");
+    let mut out_codes = vec![0u8; m * n];
+    let mut out = vec![0f32; m * n];
+    group.throughput(Throughput::Elements(p.ops()));
+    for isa in available() {
+        for (name, activation) in [("none", Activation::None), ("gelu", Activation::GeluTanh)] {
+            let layer = QuantizedLayer {
+                weights: &codes,
+                weight_scales: &scales,
+                bias: &p.bias,
+                input: p.input,
+                activation,
+                n,
+                k,
+            };
+            let int8 = PackedI8::new(isa, &layer).expect("valid int8 layer");
+            let id = format!("{m}x{k}x{n}-{name}");
+            group.bench_function(BenchmarkId::new(format!("int8-{isa}"), &id), |b| {
+                b.iter(|| {
+                    single_threaded(|| {
+                        let out = Output::U8(&mut out_codes, p.input);
+                        gemm_i8(&int8, Input::U8(&p.codes), m, out).expect("valid shapes")
+                    })
+                })
+            });
+            let fp32 =
+                PackedF32::new(isa, &p.w, &p.bias, n, k, activation).expect("valid fp32 layer");
+            group.bench_function(BenchmarkId::new(format!("fp32-{isa}"), &id), |b| {
+                b.iter(|| single_threaded(|| gemm_f32(&fp32, &p.x, m, &mut out)))
+            });
+        }
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     attention_matmul,
+    attention_softmax,
+    dit_mlp,
     attention_softmax,
     peak,
     gemm_square,

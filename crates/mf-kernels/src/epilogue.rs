@@ -306,7 +306,7 @@ pub(crate) struct TileAt<'a> {
     pub nr: usize,
 }
 
-/// Finishes a whole int8 tile, row by row (GELU a block of rows at a time,
+/// Finishes a whole int8 tile, row by row (GELU into codes a block of rows at a time,
 /// [`finish_gelu_tile_i8`]); with `WIDTHS` (the vector families), a full 16- or 32-wide tile
 /// with its width as a constant, so that its rows' loops unroll without remainders (the per-row
 /// bookkeeping of a short row otherwise costs about what it finishes; 2-5% of a U-Net). The
@@ -322,23 +322,24 @@ pub(crate) unsafe fn finish_tile_i8<D: Divide, const WIDTHS: bool>(
     cols: &ColumnsI8<'_>,
     act: Activation,
 ) {
-    if act == Activation::GeluTanh {
+    if act == Activation::GeluTanh && !at.sink.u8.is_null() {
         // SAFETY: this function's contract, which is `finish_gelu_tile_i8`'s.
         return unsafe { finish_gelu_tile_i8::<D>(acc, at, cols) };
     }
-    let silu = act == Activation::Silu;
+    // GELU into floats keeps the one body too.
+    let widths = WIDTHS && act != Activation::GeluTanh;
     match at.cols {
-        16 if WIDTHS => finish_rows!(D, acc, at, 16, |sums, dst, store, then| finish_values_i8(
+        16 if widths => finish_rows!(D, acc, at, 16, |sums, dst, store, then| finish_values_i8(
             sums,
             cols,
-            silu,
+            act,
             dst,
             (store, then)
         )),
-        32 if WIDTHS => finish_rows!(D, acc, at, 32, |sums, dst, store, then| finish_values_i8(
+        32 if widths => finish_rows!(D, acc, at, 32, |sums, dst, store, then| finish_values_i8(
             sums,
             cols,
-            silu,
+            act,
             dst,
             (store, then)
         )),
@@ -347,20 +348,22 @@ pub(crate) unsafe fn finish_tile_i8<D: Divide, const WIDTHS: bool>(
             acc,
             at,
             width,
-            |sums, dst, store, then| finish_values_i8(sums, cols, silu, dst, (store, then))
+            |sums, dst, store, then| finish_values_i8(sums, cols, act, dst, (store, then))
         ),
     }
 }
 
 /// Values of a tile that [`finish_gelu_tile_i8`] takes through GELU at once.
-const GELU_CHUNK: usize = 64;
+const GELU_CHUNK: usize = 128;
 const _: () = assert!(GELU_CHUNK >= MAX_NR, "a chunk holds a whole tile row");
 
-/// [`finish_tile_i8`] for GELU: a run of rows at a time, each dequantized into a dense block
-/// (rows × cols), GELU applied over the block in two short loops ([`gelu_tanh_in_place`],
-/// the same bits as a value at a time), then stored. A value at a time, the tile rows of an
-/// AVX2 or AVX-512 kernel (16 or 32 values) left a core waiting on each vector's chain. One
-/// body for every width: copies with the width a constant measured slower on AVX2.
+/// [`finish_tile_i8`] for GELU into uint8 codes (the next int8 layer's input, a DiT's MLP): a
+/// run of rows at a time, each dequantized into a dense block (rows × cols), GELU applied over
+/// the block in two short loops ([`gelu_tanh_in_place`], the same bits as a value at a time),
+/// then quantized and stored. A value at a time, GELU and the quantizing after it made one
+/// chain too long for a core to overlap many values over a tile row of 16 or 32. Into floats
+/// (no quantizing) a value at a time stays faster. `cargo bench -p mf-benches --bench
+/// kernels -- dit_mlp` measures both.
 ///
 /// # Safety
 /// As for [`finish_tile_i8`].
@@ -476,13 +479,12 @@ impl Then<f32> for Plus<'_> {
 
 /// One pass over an int8 row: each value finished and stored in the same iteration. (Two passes
 /// through a staging row made the second pass's wide loads wait on the first pass's narrower
-/// stores: the loads could not be forwarded from them.) No activation, or SiLU with `silu`;
-/// GELU tiles go through [`finish_gelu_tile_i8`].
+/// stores: the loads could not be forwarded from them.)
 #[inline(always)]
 fn finish_values_i8<S: Store, T: Then<S::Value>>(
     acc: &[i32],
     cols: &ColumnsI8<'_>,
-    silu: bool,
+    act: Activation,
     dst: &mut [S::Value],
     (store, then): (S, T),
 ) {
@@ -496,8 +498,8 @@ fn finish_values_i8<S: Store, T: Then<S::Value>>(
     );
     // Plain indexed loops with the activation hoisted: closures would not inherit the
     // caller's target features and would block vectorization.
-    match silu {
-        false => {
+    match act {
+        Activation::None => {
             for j in 0..n {
                 let sum = acc[j].wrapping_add(corr[j]);
                 dst[j] = then.then(
@@ -506,12 +508,21 @@ fn finish_values_i8<S: Store, T: Then<S::Value>>(
                 );
             }
         }
-        true => {
+        Activation::Silu => {
             for j in 0..n {
                 let sum = acc[j].wrapping_add(corr[j]);
                 dst[j] = then.then(
                     j,
                     store.value(finish_i8(sum, scale[j], bias[j], Activation::Silu)),
+                );
+            }
+        }
+        Activation::GeluTanh => {
+            for j in 0..n {
+                let sum = acc[j].wrapping_add(corr[j]);
+                dst[j] = then.then(
+                    j,
+                    store.value(finish_i8(sum, scale[j], bias[j], Activation::GeluTanh)),
                 );
             }
         }
