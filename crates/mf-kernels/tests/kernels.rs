@@ -280,6 +280,14 @@ proptest! {
     ) {
         check_f32(case)?;
     }
+
+    // One block of rows over such weights: AVX2 streams there too (batch 1).
+    #[test]
+    fn fp32_single_blocks_past_l2_are_within_rounding(
+        case in f32_case_in(1..=6, 512..=545, 512..=530)
+    ) {
+        check_f32(case)?;
+    }
 }
 
 /// One convolution problem: `[n, c, h, w]` input, `m` outputs, a kernel of 1 to 3 taps per

@@ -137,6 +137,7 @@ macro_rules! dot_micros_for {
             nr: 1,
             tile: f32_dot_tile,
             stream_tile: f32_dot_tile,
+            stream_one_block: false,
             epilogue: &EPILOGUE,
         };
 

@@ -112,6 +112,10 @@ pub(crate) struct F32Micro {
     /// whose weights stream from beyond L2 ([`streams`]); `tile` itself where the family has
     /// no such hint.
     pub stream_tile: F32Tile,
+    /// Whether a product of one block of rows also runs `stream_tile` over weights past L2
+    /// ([`streams`]): nothing is read again there, and the hints only add a second stream,
+    /// which pays on AVX2 (its one-row loads leave memory idle) and costs on AVX-512.
+    pub stream_one_block: bool,
     pub epilogue: &'static Epilogue,
 }
 
@@ -212,15 +216,17 @@ pub(crate) fn for_weights(micro: &'static I8Micro, weights: &[i8]) -> &'static I
 /// AMD Zen 4 core's L2; the DiT's layers and every convolution here are smaller). The
 /// batch-16 fp32 MLP (1024-wide layers of 3-4 MB, Zen 4, two threads, alternated medians of
 /// `mf-edge bench-case`): AVX-512 1441 → 1003 µs and AVX2 1700 → 1150 µs in a noisy phase of
-/// the host, 819 → 756 and 964 → 808 µs in a quiet one. With one block of rows (batch 1)
-/// nothing is read again and the hints only add a second stream: 8-18% slower there on
-/// AVX-512, level on AVX2 at two threads, so not used.
+/// the host, 819 → 756 and 964 → 808 µs in a quiet one. With one block of rows (batch 1) nothing is read again and the hints only add a second
+/// stream: 8-18% slower there on AVX-512, so used only where a family asks
+/// ([`F32Micro::stream_one_block`]: AVX2, whose batch-1 fp32 MLP ran 0.492 → 0.431 ms on one
+/// thread and 0.228 → 0.216 on two, medians of six alternated `mf-edge bench` runs, Zen 4
+/// under `tools/avx2-only`, ONNX Runtime fp32 0.452 and 0.245 beside them).
 pub(crate) const STREAM_WEIGHT_BYTES: usize = 1 << 20;
 
 /// Whether a product of `m` rows over `weight_bytes` of packed weights runs `micro`'s
 /// [`F32Micro::stream_tile`] ([`STREAM_WEIGHT_BYTES`]).
 pub(crate) fn streams(micro: &F32Micro, m: usize, weight_bytes: usize) -> bool {
-    m > micro.mr && weight_bytes >= STREAM_WEIGHT_BYTES
+    (m > micro.mr || micro.stream_one_block) && weight_bytes >= STREAM_WEIGHT_BYTES
 }
 
 /// The fp32 kernel of a family for a layer of `n` outputs (AVX-512 has a narrower tile for
@@ -326,13 +332,25 @@ mod tests {
         assert!(core::ptr::eq(for_weights(vnni, &[-64, 64]), vnni));
     }
 
-    /// Only products of several blocks of rows over weights past L2 stream.
+    /// Only products over weights past L2 stream, of several blocks of rows, or of one where
+    /// the family asks.
     #[test]
     fn only_several_row_blocks_over_weights_past_l2_stream() {
         let micro = f32_micro(Isa::Scalar);
         assert!(streams(micro, micro.mr + 1, STREAM_WEIGHT_BYTES));
         assert!(!streams(micro, micro.mr, STREAM_WEIGHT_BYTES));
         assert!(!streams(micro, micro.mr + 1, STREAM_WEIGHT_BYTES - 1));
+        let one_block = F32Micro {
+            stream_one_block: true,
+            ..*micro
+        };
+        assert!(streams(&one_block, 1, STREAM_WEIGHT_BYTES));
+        assert!(!streams(&one_block, 1, STREAM_WEIGHT_BYTES - 1));
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert!(x86_64::avx2::F32.stream_one_block);
+            assert!(!x86_64::avx512::F32.stream_one_block);
+        }
     }
 
     /// The driver hands every kernel a buffer of MAX_TILE sums and the epilogue a row of

@@ -24,6 +24,7 @@ pub(crate) static F32: F32Micro = F32Micro {
     nr: 4,
     tile: f32_tile,
     stream_tile: f32_tile,
+    stream_one_block: false,
     epilogue: &EPILOGUE,
 };
 

@@ -40,6 +40,7 @@ pub(crate) static F32: F32Micro = F32Micro {
     nr: 8,
     tile: f32_tile,
     stream_tile: f32_tile,
+    stream_one_block: false,
     epilogue: &EPILOGUE,
 };
 

@@ -45,12 +45,14 @@ pub(crate) static I8_SEVEN_BIT: I8Micro = I8Micro {
 pub(crate) const SEVEN_BIT_MAX: u8 = WeightBits::Seven.max_code() as u8;
 const _: () = assert!(255 * 2 * SEVEN_BIT_MAX as i32 <= i16::MAX as i32);
 
-/// AVX2 + FMA fp32 tiles: 6×16.
+/// AVX2 + FMA fp32 tiles: 6×16; batch 1 over weights past L2 streams too
+/// ([`crate::arch::STREAM_WEIGHT_BYTES`]).
 pub(crate) static F32: F32Micro = F32Micro {
     mr: 6,
     nr: 16,
     tile: f32_tile::<false>,
     stream_tile: f32_tile::<true>,
+    stream_one_block: true,
     epilogue: &EPILOGUE,
 };
 

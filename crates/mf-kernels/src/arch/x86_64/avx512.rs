@@ -99,6 +99,7 @@ pub(crate) static F32: F32Micro = F32Micro {
     nr: 32,
     tile: f32_tile::<false>,
     stream_tile: f32_tile::<true>,
+    stream_one_block: false,
     epilogue: &EPILOGUE,
 };
 
@@ -108,6 +109,7 @@ pub(crate) static F32_NARROW: F32Micro = F32Micro {
     nr: 16,
     tile: f32_tile_narrow,
     stream_tile: f32_tile_narrow,
+    stream_one_block: false,
     epilogue: &EPILOGUE,
 };
 
