@@ -50,9 +50,9 @@ pub fn gelu_tanh(x: f32) -> f32 {
 }
 
 /// [`gelu_tanh`] of each value of `x`, in place, the same bits, through `gate` (as long as `x`)
-/// for tanh's argument: two short loops, so that a core overlaps many values,
-/// where one ~30-operation chain per value (a vector at a time) kept a DiT's short tile rows
-/// at the chain's latency, half of its GELU layers' time on Zen 4.
+/// for tanh's argument: two short loops whose iterations a core overlaps, where one long chain
+/// per value over a short tile row left it waiting (the int8 epilogue into codes,
+/// `epilogue::finish_gelu_tile_i8`).
 #[inline(always)]
 pub fn gelu_tanh_in_place(x: &mut [f32], gate: &mut [f32]) {
     let gate = &mut gate[..x.len()];
