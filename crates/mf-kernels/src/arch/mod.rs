@@ -216,11 +216,12 @@ pub(crate) fn for_weights(micro: &'static I8Micro, weights: &[i8]) -> &'static I
 /// AMD Zen 4 core's L2; the DiT's layers and every convolution here are smaller). The
 /// batch-16 fp32 MLP (1024-wide layers of 3-4 MB, Zen 4, two threads, alternated medians of
 /// `mf-edge bench-case`): AVX-512 1441 → 1003 µs and AVX2 1700 → 1150 µs in a noisy phase of
-/// the host, 819 → 756 and 964 → 808 µs in a quiet one. With one block of rows (batch 1) nothing is read again and the hints only add a second
-/// stream: 8-18% slower there on AVX-512, so used only where a family asks
-/// ([`F32Micro::stream_one_block`]: AVX2, whose batch-1 fp32 MLP ran 0.492 → 0.431 ms on one
-/// thread and 0.228 → 0.216 on two, medians of six alternated `mf-edge bench` runs, Zen 4
-/// under `tools/avx2-only`, ONNX Runtime fp32 0.452 and 0.245 beside them).
+/// the host, 819 → 756 and 964 → 808 µs in a quiet one. With one block of rows (batch 1)
+/// nothing is read again and the hints only add a second stream: 8-18% slower there on
+/// AVX-512, so used only where a family asks ([`F32Micro::stream_one_block`]: AVX2, whose
+/// batch-1 fp32 MLP ran 0.492 → 0.431 ms on one thread and 0.228 → 0.216 on two, medians of
+/// six alternated `mf-edge bench` runs, Zen 4 under `tools/avx2-only`, ONNX Runtime fp32
+/// 0.452 and 0.245 beside them).
 pub(crate) const STREAM_WEIGHT_BYTES: usize = 1 << 20;
 
 /// Whether a product of `m` rows over `weight_bytes` of packed weights runs `micro`'s
@@ -335,7 +336,7 @@ mod tests {
     /// Only products over weights past L2 stream, of several blocks of rows, or of one where
     /// the family asks.
     #[test]
-    fn only_several_row_blocks_over_weights_past_l2_stream() {
+    fn only_products_over_weights_past_l2_stream() {
         let micro = f32_micro(Isa::Scalar);
         assert!(streams(micro, micro.mr + 1, STREAM_WEIGHT_BYTES));
         assert!(!streams(micro, micro.mr, STREAM_WEIGHT_BYTES));
