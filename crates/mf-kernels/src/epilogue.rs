@@ -370,7 +370,6 @@ const _: () = assert!(GELU_CHUNK >= MAX_NR, "a chunk holds a whole tile row");
 #[inline(always)]
 unsafe fn finish_gelu_tile_i8<D: Divide>(acc: &[i32], at: &TileAt<'_>, cols: &ColumnsI8<'_>) {
     let n = at.cols;
-    let (corr, scale, bias) = (&cols.corr[..n], &cols.scale[..n], &cols.bias[..n]);
     let rows_per_chunk = (GELU_CHUNK / n.max(1)).max(1);
     let mut y = [0.0; GELU_CHUNK];
     let mut gate = [0.0; GELU_CHUNK];
@@ -379,11 +378,7 @@ unsafe fn finish_gelu_tile_i8<D: Divide>(acc: &[i32], at: &TileAt<'_>, cols: &Co
         let block = &mut y[..rows * n];
         let sums = acc[first * at.nr..].chunks(at.nr);
         for (values, sums) in block.chunks_exact_mut(n).zip(sums) {
-            let sums = &sums[..n];
-            for j in 0..n {
-                let sum = sums[j].wrapping_add(corr[j]);
-                values[j] = finish_i8(sum, scale[j], bias[j], Activation::None);
-            }
+            finish_values_i8(sums, cols, Activation::None, values, (AsIs, Stored));
         }
         gelu_tanh_in_place(block, &mut gate);
         let part = TileAt {
