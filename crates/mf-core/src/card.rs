@@ -101,6 +101,22 @@ pub struct Training {
     /// For a reflow student: the teacher whose couplings it trained on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacher: Option<Teacher>,
+    /// For a run started from another run's weights (`train.init_from`): that run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Start>,
+}
+
+/// The run whose EMA weights another run started from, as it stood when that run began.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Start {
+    /// The run folder, as the config gives it.
+    pub run: String,
+    /// Hash of its training config.
+    pub config_hash: String,
+    /// Its optimizer steps.
+    pub steps: u64,
+    /// Its training wall time in seconds.
+    pub seconds: f64,
 }
 
 /// The teacher of a reflow student, and how its couplings were drawn.
@@ -285,6 +301,7 @@ mod tests {
                 config_hash: String::new(),
                 seconds: 0.0,
                 teacher: None,
+                start: None,
             },
             check_relative_error: None,
         }
@@ -307,6 +324,16 @@ mod tests {
             draws_kept: 199,
             coupling_seconds: 150.0,
         });
+        assert_eq!(ModelCard::from_json(&c.to_json()).unwrap(), c);
+        // So does the run a student started from.
+        assert!(!c.to_json().contains("start"));
+        c.training.start = Some(Start {
+            run: "runs/s".into(),
+            config_hash: "def".into(),
+            steps: 16000,
+            seconds: 1565.0,
+        });
+        assert!(c.to_json().contains("runs/s"));
         assert_eq!(ModelCard::from_json(&c.to_json()).unwrap(), c);
     }
 

@@ -625,6 +625,7 @@ fn card(
                 draws_kept: p.kept,
                 coupling_seconds: p.seconds,
             }),
+            start: state.start.clone(),
         },
         check_relative_error: None,
     }

@@ -19,6 +19,7 @@ use burn::store::{
 use serde::{Deserialize, Serialize};
 
 use mf_core::atomic;
+use mf_core::card::Start;
 
 use crate::config::Config;
 use crate::datasets::coupled::Provenance;
@@ -43,6 +44,9 @@ pub struct RunState {
     /// For a run on couplings (`data.couplings`): how they were made, teacher included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacher: Option<Provenance>,
+    /// For a run started from another run's weights (`train.init_from`): that run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Start>,
 }
 
 /// The checkpoint folder of a run.

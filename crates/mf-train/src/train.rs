@@ -9,6 +9,7 @@ use anyhow::{Context, bail, ensure};
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
+use mf_core::card::Start;
 use rand::SeedableRng;
 
 use crate::checkpoint::{self, RunState};
@@ -117,9 +118,13 @@ fn library_present(what: &str, names: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Another run's EMA weights as a new run's starting point; its network must be `spec`'s,
-/// trained with any objective (a flow-matching teacher starts a MeanFlow student).
-fn initial_weights(run: &Path, spec: &NetSpec, device: &Device) -> anyhow::Result<VelocityNet> {
+/// Another run's EMA weights as a new run's starting point, with what that run was; its network
+/// must be `spec`'s, trained with any objective (a flow-matching teacher starts a MeanFlow student).
+fn initial_weights(
+    run: &Path,
+    spec: &NetSpec,
+    device: &Device,
+) -> anyhow::Result<(VelocityNet, Start)> {
     let state = checkpoint::read_state(run).context("train.init_from")?;
     let network = NetSpec {
         objective: spec.objective,
@@ -133,7 +138,13 @@ fn initial_weights(run: &Path, spec: &NetSpec, device: &Device) -> anyhow::Resul
         spec
     );
     let weights = checkpoint::folder(run)?.join("ema.safetensors");
-    checkpoint::load_safetensors(spec, &weights, device)
+    let start = Start {
+        run: run.display().to_string(),
+        config_hash: state.config_hash,
+        steps: state.step,
+        seconds: state.elapsed_s,
+    };
+    Ok((checkpoint::load_safetensors(spec, &weights, device)?, start))
 }
 
 /// How to run `fit`.
@@ -223,9 +234,12 @@ pub fn fit(opts: &FitOptions) -> anyhow::Result<FitReport> {
             dataset.classes(),
         )?;
         base.seed(config.train.seed);
-        let model = match &config.train.init_from {
-            Some(run) => initial_weights(run, &spec, &device)?,
-            None => VelocityNet::new(&spec, &device),
+        let (model, start) = match &config.train.init_from {
+            Some(run) => {
+                let (model, start) = initial_weights(run, &spec, &device)?;
+                (model, Some(start))
+            }
+            None => (VelocityNet::new(&spec, &device), None),
         };
         let ema = model.valid();
         let rng = Rng::seed_from_u64(config.train.seed);
@@ -237,6 +251,7 @@ pub fn fit(opts: &FitOptions) -> anyhow::Result<FitReport> {
             config_hash: config.hash(),
             config: config.clone(),
             teacher: dataset.provenance().cloned(),
+            start,
         };
         mf_core::atomic::write(
             &opts.out.join("config.toml"),

@@ -243,6 +243,19 @@ fn a_student_starts_from_its_teachers_weights() {
     let fresh = dir.path().join("fresh/checkpoint/model.safetensors");
     assert!(largest_difference(&teacher, &student) < 1e-6);
     assert!(largest_difference(&teacher, &fresh) > 1e-2);
+    // The student records the run it started from, as that run stood; a fresh run none.
+    let start = checkpoint::read_state(&dir.path().join("student"))
+        .unwrap()
+        .start
+        .expect("the student's start");
+    let source = checkpoint::read_state(&dir.path().join("teacher")).unwrap();
+    assert_eq!(start.run, "teacher");
+    assert_eq!(start.config_hash, source.config_hash);
+    assert_eq!(start.steps, source.step);
+    assert_eq!(start.seconds, source.elapsed_s);
+    assert!(start.steps > 0 && start.seconds > 0.0);
+    let fresh_state = checkpoint::read_state(&dir.path().join("fresh")).unwrap();
+    assert!(fresh_state.start.is_none());
 
     // The same network under another objective starts from the teacher too: a flow-matching
     // run as the teacher of a MeanFlow student, or here the other way round.
