@@ -132,6 +132,10 @@ pub struct Teacher {
     pub seconds: f64,
     /// Network evaluations per coupled image.
     pub coupling_steps: usize,
+    /// The classifier-free guidance scale of those evaluations, where the teacher sampled with
+    /// guidance (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coupling_guidance: Option<f64>,
     /// Draws made.
     pub draws_made: u64,
     /// Draws kept (those that stayed in range): the pairs the student trained on.
@@ -320,6 +324,7 @@ mod tests {
             steps: 9000,
             seconds: 1800.5,
             coupling_steps: 10,
+            coupling_guidance: Some(1.5),
             draws_made: 200,
             draws_kept: 199,
             coupling_seconds: 150.0,

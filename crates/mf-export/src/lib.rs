@@ -621,6 +621,7 @@ fn card(
                 steps: p.teacher_step,
                 seconds: p.teacher_seconds,
                 coupling_steps: p.steps,
+                coupling_guidance: (p.guidance != 1.0).then_some(p.guidance),
                 draws_made: p.draws_made,
                 draws_kept: p.kept,
                 coupling_seconds: p.seconds,

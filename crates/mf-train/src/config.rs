@@ -126,6 +126,12 @@ pub struct ObjectiveConfig {
     /// out of the config hash.
     #[serde(skip_serializing_if = "is_default")]
     pub gap_ramp_steps: u64,
+    /// Fraction of samples drawn at (r, t) = (0, 1), the whole jump that one-step sampling takes
+    /// (the logit-normal draws almost never reach it: t > 0.95 in 0.04% of them); the rest are
+    /// drawn as above. 0, the default, draws nothing for it and stays out of the config hash,
+    /// so older runs keep their draws and their hash.
+    #[serde(skip_serializing_if = "is_default")]
+    pub full_jump_share: f64,
 }
 
 impl ObjectiveConfig {
@@ -158,6 +164,7 @@ impl Default for ObjectiveConfig {
             label_drop: 0.1,
             tangent: Tangent::Conditional,
             gap_ramp_steps: 0,
+            full_jump_share: 0.0,
         }
     }
 }
@@ -321,6 +328,12 @@ impl Config {
         let o = &self.objective;
         if !(0.0..=1.0).contains(&o.ratio_r_neq_t) || !(0.0..1.0).contains(&o.label_drop) {
             bail!("objective.ratio_r_neq_t must be in [0, 1] and objective.label_drop in [0, 1)");
+        }
+        if !(0.0..=1.0).contains(&o.full_jump_share) {
+            bail!(
+                "objective.full_jump_share must be in [0, 1] (the fraction of samples drawn at r = 0, t = 1), got {}",
+                o.full_jump_share
+            );
         }
         if !(positive(o.t_sigma) && positive(o.c) && o.p >= 0.0 && o.p.is_finite()) {
             bail!(

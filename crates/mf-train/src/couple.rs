@@ -14,7 +14,7 @@ use mf_core::noise::Noise;
 use crate::checkpoint;
 use crate::datasets::coupled::{self, Provenance, noise_seed};
 use crate::datasets::{Dataset, ImageSet};
-use crate::sample::sample_from;
+use crate::sample::sample_guided;
 
 /// What to draw and where to write it.
 #[derive(Debug, Clone)]
@@ -25,6 +25,9 @@ pub struct CoupleOptions {
     pub count: usize,
     /// Network evaluations per image.
     pub steps: usize,
+    /// Classifier-free guidance scale ω of each step (`u(∅) + ω·(u(c) − u(∅))`, two network
+    /// evaluations a step); 1 samples the conditional model alone.
+    pub guidance: f64,
     /// Draw `d` starts from the noise seeded with `seed + d`.
     pub seed: u64,
     /// Keep a draw only if every value stays within ±this before clipping (the data lie in
@@ -47,6 +50,11 @@ pub fn couple(opts: &CoupleOptions) -> anyhow::Result<Provenance> {
         opts.keep_within >= 1.0 && opts.keep_within.is_finite(),
         "keep-within {} would drop real-looking images: the data lie in [-1, 1]; give 1 or more",
         opts.keep_within
+    );
+    ensure!(
+        opts.guidance.is_finite() && opts.guidance >= 0.0,
+        "guidance {} is not a scale: give 0 or more (1 draws without guidance)",
+        opts.guidance
     );
     let device = Device::flex();
     let (state, teacher) = checkpoint::load_ema(&opts.run, &device)?;
@@ -83,7 +91,7 @@ pub fn couple(opts: &CoupleOptions) -> anyhow::Result<Provenance> {
         for (d, row) in (start..).zip(noise.chunks_exact_mut(dims)) {
             Noise::new(noise_seed(opts.seed, d)).fill(row);
         }
-        let x = sample_from(&teacher, noise, chunk, opts.steps, &device);
+        let x = sample_guided(&teacher, noise, chunk, opts.steps, opts.guidance, &device);
         for (d, image) in (start..).zip(x.chunks_exact(dims)) {
             if image.iter().all(|v| v.abs() <= opts.keep_within) {
                 pixels.extend(image.iter().map(|&v| to_pixel(v)));
@@ -108,6 +116,7 @@ pub fn couple(opts: &CoupleOptions) -> anyhow::Result<Provenance> {
         teacher_step: state.step,
         teacher_seconds: state.elapsed_s,
         steps: opts.steps,
+        guidance: opts.guidance,
         draws_made: opts.count as u64,
         kept: kept.len() as u64,
         keep_within: opts.keep_within,

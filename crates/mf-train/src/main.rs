@@ -82,6 +82,10 @@ enum Command {
         /// Noise seed: draw d starts from the noise seeded with seed + d.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Classifier-free guidance scale ω of the teacher's steps, 0 or more (1: none; above 1
+        /// two network evaluations a step).
+        #[arg(long, default_value_t = 1.0)]
+        guidance: f64,
         /// Leave out draws with a value beyond ±this before clipping, 1 or more: the data lie
         /// in [-1, 1], strokes overshoot to ±2, a diverged solve runs far beyond.
         #[arg(long, default_value_t = 3.0)]
@@ -250,6 +254,7 @@ fn run() -> anyhow::Result<()> {
             count,
             steps,
             seed,
+            guidance,
             keep_within,
             batch,
             out,
@@ -258,6 +263,7 @@ fn run() -> anyhow::Result<()> {
                 run,
                 count: count as usize,
                 steps: steps as usize,
+                guidance,
                 seed,
                 keep_within,
                 batch: batch as usize,

@@ -112,8 +112,15 @@ pub fn draw(
             TimeSampler::Clipped => a,
         };
         let equal = rng.random::<f64>() >= obj.ratio_r_neq_t;
+        // Drawn only when asked for, so that runs without it keep their random stream.
+        let full_jump = obj.full_jump_share > 0.0 && rng.random::<f64>() < obj.full_jump_share;
+        let (hi, lo) = match (full_jump, equal) {
+            (true, _) => (1.0, 0.0),
+            (false, true) => (hi, hi),
+            (false, false) => (hi, a.min(b)),
+        };
         t.push(hi as f32);
-        r.push(if equal { hi } else { a.min(b) } as f32);
+        r.push(lo as f32);
     }
     Draws {
         x,
@@ -334,6 +341,7 @@ mod tests {
             teacher_step: 0,
             teacher_seconds: 0.0,
             steps: 1,
+            guidance: 1.0,
             draws_made: 6,
             kept: 5,
             keep_within: 1.5,
@@ -444,5 +452,43 @@ mod tests {
         // Sorted, with the same distributions, t is the larger of the two: its median rises.
         let sorted = draws_of("t_mu = -0.6\nt_sigma = 1.6\nr_mu = 0.6\nr_sigma = 1.6", n);
         assert!(median(sorted.t) > 0.5);
+    }
+
+    /// A full-jump share puts about that fraction of samples at (r, t) = (0, 1) and draws the
+    /// rest as before; the logit-normal alone never gets there.
+    #[test]
+    fn the_full_jump_share_draws_the_one_step_jump() {
+        let n = 20_000;
+        let jumps = |d: &Draws| {
+            d.t.iter()
+                .zip(&d.r)
+                .filter(|&(&t, &r)| t == 1.0 && r == 0.0)
+                .count() as f64
+                / n as f64
+        };
+        assert_eq!(jumps(&draws_of("", n)), 0.0);
+        let d = draws_of("full_jump_share = 0.3", n);
+        assert!((jumps(&d) - 0.3).abs() < 0.015, "share {}", jumps(&d));
+        let rest: Vec<f32> =
+            d.t.iter()
+                .zip(&d.r)
+                .filter(|&(&t, &r)| !(t == 1.0 && r == 0.0))
+                .map(|(&t, _)| t)
+                .collect();
+        // The others keep the sorted pair's t: the larger of two logit-normal(−0.4, 1) draws.
+        let t_median = median(rest);
+        let plain = median(draws_of("", n).t);
+        assert!(
+            (t_median - plain).abs() < 0.02,
+            "median t {t_median} against {plain}"
+        );
+        for bad in ["-0.1", "1.5", "nan"] {
+            let text = format!(
+                "[data]\ndataset = \"moons\"\n[model]\narch = \"mlp\"\nwidth = 8\ndepth = 1\n\
+                 [train]\nsteps = 1\nbatch = 8\nseed = 1\n[objective]\nfull_jump_share = {bad}\n"
+            );
+            let err = Config::parse(&text).unwrap_err().to_string();
+            assert!(err.contains("full_jump_share"), "{bad}: {err}");
+        }
     }
 }

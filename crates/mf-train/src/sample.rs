@@ -33,20 +33,60 @@ pub fn sample_from(
     steps: usize,
     device: &Device,
 ) -> Vec<f32> {
+    sample_guided(net, noise, labels, steps, 1.0, device)
+}
+
+/// [`sample_from`] with classifier-free guidance at each step: the velocity is
+/// `u(∅) + ω·(u(c) − u(∅))`, the class-conditional and the null-class prediction from one
+/// network call on both halves of a doubled batch. ω = 1 is the plain conditional model, one
+/// call of the batch as [`sample_from`] makes it (the same values); so is a model without
+/// classes, which has no null class to guide against.
+pub fn sample_guided(
+    net: &VelocityNet,
+    noise: Vec<f32>,
+    labels: &[i64],
+    steps: usize,
+    omega: f64,
+    device: &Device,
+) -> Vec<f32> {
     let (n, dims) = (labels.len(), net.spec.dims());
     assert_eq!(noise.len(), n * dims, "one noise row per label");
+    let guided = omega != 1.0 && net.spec.classes > 0;
     let mut z = Tensor::<2>::from_data(TensorData::new(noise, [n, dims]), device);
-    let class = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [n]), device);
+    let class_rows: Vec<i64> = if guided {
+        let null = net.spec.null_class() as i64;
+        labels
+            .iter()
+            .copied()
+            .chain(labels.iter().map(|_| null))
+            .collect()
+    } else {
+        labels.to_vec()
+    };
+    let rows = class_rows.len();
+    let class = Tensor::<1, Int>::from_data(TensorData::new(class_rows, [rows]), device);
     let steps = steps.max(1);
     for i in 0..steps {
         let t = 1.0 - i as f64 / steps as f64;
         let r = 1.0 - (i + 1) as f64 / steps as f64;
-        let tt = Tensor::<1>::full([n], t, device);
+        let tt = Tensor::<1>::full([rows], t, device);
         let rr = match net.spec.objective {
-            ObjectiveKind::MeanFlow => Tensor::<1>::full([n], r, device),
+            ObjectiveKind::MeanFlow => Tensor::<1>::full([rows], r, device),
             ObjectiveKind::FlowMatching => tt.clone(),
         };
-        let u = net.u(z.clone(), tt, rr, class.clone());
+        let input = if guided {
+            Tensor::cat(vec![z.clone(), z.clone()], 0)
+        } else {
+            z.clone()
+        };
+        let u = net.u(input, tt, rr, class.clone());
+        let u = if guided {
+            let conditional = u.clone().slice([0..n, 0..dims]);
+            let null = u.slice([n..2 * n, 0..dims]);
+            null.clone() + (conditional - null) * omega
+        } else {
+            u
+        };
         z = z - u * (t - r);
     }
     z.into_data()

@@ -188,6 +188,75 @@ fn couplings_pair_each_image_with_its_noise_and_train_a_student() {
     assert!(err.contains("data.dataset"), "{err}");
 }
 
+/// With `--guidance ω` each step follows `u(∅) + ω·(u(c) − u(∅))`: in one step the image is
+/// `x(∅) + ω·(x(c) − x(∅))` of the two one-step draws, and the file records the scale.
+#[test]
+fn guided_couplings_follow_the_guided_velocity_and_record_the_scale() {
+    // A teacher trained long enough to tell the two corners apart by class.
+    let dir = tempfile::tempdir().unwrap();
+    image_folder(&dir.path().join("imgs"));
+    std::fs::write(dir.path().join("teacher.toml"), config("", 300)).unwrap();
+    run(
+        dir.path(),
+        &["fit", "--config", "teacher.toml", "--out", "teacher"],
+    );
+    let couple = |guidance: &str| {
+        let args = [
+            "couple",
+            "--run",
+            "teacher",
+            "--count",
+            "6",
+            "--steps",
+            "1",
+            "--seed",
+            "40",
+            &format!("--guidance={guidance}"),
+            "--keep-within",
+            "1e6",
+            "--out",
+            "guided.safetensors",
+        ];
+        mf_train(dir.path(), &args)
+    };
+    let out = couple("2.5");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pairs = coupled::open(&dir.path().join("guided.safetensors"), "folder").unwrap();
+    assert_eq!(pairs.provenance.guidance, 2.5);
+    let device = burn::prelude::Device::flex();
+    let (_, teacher) = checkpoint::load_ema(&dir.path().join("teacher"), &device).unwrap();
+    let null = teacher.spec.null_class() as i64;
+    let mut apart_from_unguided = 0f32;
+    for i in 0..6 {
+        let mut noise = vec![0f32; 64];
+        Noise::new(40 + i as u64).fill(&mut noise);
+        let one_step = |label: i64| sample_from(&teacher, noise.clone(), &[label], 1, &device);
+        let (class, none) = (one_step(pairs.images.labels[i] as i64), one_step(null));
+        for ((p, c), n) in pairs.images.image(i).zip(&class).zip(&none) {
+            let guided = (n + 2.5 * (c - n)).clamp(-1.0, 1.0);
+            assert!(
+                (p - guided).abs() <= 1.0 / 127.0,
+                "pair {i}: {p} against {guided}"
+            );
+            apart_from_unguided = apart_from_unguided.max((p - c.clamp(-1.0, 1.0)).abs());
+        }
+    }
+    assert!(
+        apart_from_unguided > 0.05,
+        "guidance changed nothing: {apart_from_unguided}"
+    );
+    for bad in ["-1", "nan", "inf"] {
+        let out = couple(bad);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "--guidance {bad}: {err}");
+        assert!(err.contains("guidance"), "--guidance {bad}: {err}");
+    }
+}
+
 /// Every f32 tensor of a safetensors file, by name.
 fn tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
     let bytes = std::fs::read(path).unwrap();

@@ -41,6 +41,10 @@ pub struct Provenance {
     pub teacher_seconds: f64,
     /// Network evaluations per image.
     pub steps: usize,
+    /// The classifier-free guidance scale ω the teacher sampled with (1: none); left out of
+    /// the metadata when 1, so that files written before it read as unguided.
+    #[serde(default = "unguided", skip_serializing_if = "is_unguided")]
+    pub guidance: f64,
     /// Draws made; those with a value beyond ±`keep_within` were left out.
     pub draws_made: u64,
     /// Draws kept: the file's pairs.
@@ -49,6 +53,16 @@ pub struct Provenance {
     pub keep_within: f32,
     /// Wall time of drawing them, in seconds.
     pub seconds: f64,
+}
+
+/// The guidance scale of a teacher that sampled without guidance.
+fn unguided() -> f64 {
+    1.0
+}
+
+/// Whether `omega` is [`unguided`]'s.
+fn is_unguided(omega: &f64) -> bool {
+    *omega == 1.0
 }
 
 /// Coupled pairs: the teacher's images and the draws whose noise they came from.
@@ -211,6 +225,7 @@ mod tests {
             teacher_step: 5,
             teacher_seconds: 12.5,
             steps: 10,
+            guidance: 1.5,
             draws_made: 4,
             kept: 3,
             keep_within: 1.5,
