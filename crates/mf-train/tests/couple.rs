@@ -61,12 +61,12 @@ fn refused(dir: &Path, args: &[&str]) -> String {
     err
 }
 
-/// A folder holding the image set (`imgs/`) and a teacher trained on it for 30 steps
+/// A folder holding the image set (`imgs/`) and a teacher trained on it for `steps` steps
 /// (`teacher/`).
-fn teacher_beside_its_images() -> tempfile::TempDir {
+fn teacher_beside_its_images(steps: u32) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     image_folder(&dir.path().join("imgs"));
-    std::fs::write(dir.path().join("teacher.toml"), config("", 30)).unwrap();
+    std::fs::write(dir.path().join("teacher.toml"), config("", steps)).unwrap();
     run(
         dir.path(),
         &["fit", "--config", "teacher.toml", "--out", "teacher"],
@@ -76,7 +76,7 @@ fn teacher_beside_its_images() -> tempfile::TempDir {
 
 #[test]
 fn couplings_pair_each_image_with_its_noise_and_train_a_student() {
-    let dir = teacher_beside_its_images();
+    let dir = teacher_beside_its_images(30);
     // 23 draws in calls of 5: the last call is short, and every draw keeps its own seed.
     let couple = |keep_within: &str, out: &str| {
         let args = [
@@ -193,13 +193,7 @@ fn couplings_pair_each_image_with_its_noise_and_train_a_student() {
 #[test]
 fn guided_couplings_follow_the_guided_velocity_and_record_the_scale() {
     // A teacher trained long enough to tell the two corners apart by class.
-    let dir = tempfile::tempdir().unwrap();
-    image_folder(&dir.path().join("imgs"));
-    std::fs::write(dir.path().join("teacher.toml"), config("", 300)).unwrap();
-    run(
-        dir.path(),
-        &["fit", "--config", "teacher.toml", "--out", "teacher"],
-    );
+    let dir = teacher_beside_its_images(300);
     let couple = |guidance: &str| {
         let args = [
             "couple",
@@ -285,7 +279,7 @@ fn largest_difference(a: &Path, b: &Path) -> f32 {
 
 #[test]
 fn a_student_starts_from_its_teachers_weights() {
-    let dir = teacher_beside_its_images();
+    let dir = teacher_beside_its_images(30);
     // One step at a learning rate that moves nothing, from another seed than the teacher's:
     // the student's weights are the teacher's EMA, a fresh run's are not.
     let still = |init: &str| {
