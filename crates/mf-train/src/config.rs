@@ -134,6 +134,10 @@ pub struct ObjectiveConfig {
     /// which the target feeds back at full weight): `models/fashion-mnist.md`.
     #[serde(skip_serializing_if = "is_default")]
     pub full_jump_share: f64,
+    /// What the samples at (r, t) = (0, 1) regress onto (see [`JumpTarget`]); left out of the
+    /// config hash when it is the default, so older runs keep theirs.
+    #[serde(skip_serializing_if = "is_default")]
+    pub full_jump_target: JumpTarget,
 }
 
 impl ObjectiveConfig {
@@ -167,6 +171,7 @@ impl Default for ObjectiveConfig {
             tangent: Tangent::Conditional,
             gap_ramp_steps: 0,
             full_jump_share: 0.0,
+            full_jump_target: JumpTarget::MeanFlow,
         }
     }
 }
@@ -182,6 +187,25 @@ pub enum Tangent {
     /// arXiv 2512.02012: a deterministic estimate of the marginal velocity instead of the
     /// per-sample ε − x, so the JVP term no longer multiplies that sample's noise).
     Model,
+}
+
+/// The target of a sample drawn at (r, t) = (0, 1), the jump one-step sampling takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JumpTarget {
+    /// MeanFlow's own: v_g − (t − r)·du/dt, like every other sample.
+    #[default]
+    #[serde(rename = "meanflow")]
+    MeanFlow,
+    /// The sample's own velocity ε − x, unguided and without the JVP term. On a teacher's
+    /// couplings the straight path from ε to its image x is the teacher's own map, so ε − x is the
+    /// whole jump's average velocity: this regresses the one-step map onto the teacher's images
+    /// directly (rectified flow's distillation step) instead of through du/dt, which nothing near
+    /// t = 1 anchors. Unguided, because at t = 1 the guided v_g extrapolates each image away
+    /// from the unconditional prediction (a guided jump target saturated a Fashion-MNIST
+    /// student's garments: `models/fashion-mnist.md`). On real images with fresh noise it would
+    /// regress onto the data's mean, so it needs `data.couplings`.
+    Velocity,
 }
 
 /// How a draw `a` from t's logit-normal and a draw `b` from r's become (t, r), as
@@ -335,6 +359,18 @@ impl Config {
             bail!(
                 "objective.full_jump_share must be in [0, 1] (the fraction of samples drawn at r = 0, t = 1), got {}",
                 o.full_jump_share
+            );
+        }
+        if o.full_jump_target == JumpTarget::Velocity
+            && (o.full_jump_share == 0.0
+                || self.data.couplings.is_none()
+                || o.kind != ObjectiveKind::MeanFlow)
+        {
+            bail!(
+                "objective.full_jump_target = \"velocity\" needs a MeanFlow objective, \
+                 objective.full_jump_share above 0 and data.couplings (a teacher's couplings: on \
+                 real images with fresh noise the whole jump's velocity target is the data's mean); \
+                 leave it at \"meanflow\" otherwise"
             );
         }
         if !(positive(o.t_sigma) && positive(o.c) && o.p >= 0.0 && o.p.is_finite()) {

@@ -10,7 +10,7 @@ use burn::prelude::*;
 use rand::RngExt;
 use rand_distr::StandardNormal;
 
-use crate::config::{ObjectiveConfig, ObjectiveKind, Tangent, TimeSampler};
+use crate::config::{JumpTarget, ObjectiveConfig, ObjectiveKind, Tangent, TimeSampler};
 use crate::datasets::{Batch, Dataset};
 use crate::model::{Dual, VelocityNet};
 use crate::rng::Rng;
@@ -192,7 +192,7 @@ pub fn loss(model: &VelocityNet, draws: &Draws, obj: &ObjectiveConfig) -> StepLo
             } else {
                 (inputs.v.clone(), inputs.v.clone())
             };
-            u_and_target(model, &inputs, vg, tangent)
+            u_and_target(model, &inputs, vg, tangent, obj.full_jump_target)
         }
         ObjectiveKind::FlowMatching => {
             let u = model.u(inputs.z, inputs.t.clone(), inputs.t, inputs.labels);
@@ -210,12 +210,14 @@ pub fn loss(model: &VelocityNet, draws: &Draws, obj: &ObjectiveConfig) -> StepLo
 }
 
 /// One dual forward of `model` at (z, r, t) along (`tangent`, 0, 1): u (with its gradient graph
-/// on an autodiff device) and the target u_tgt = v_g − clip(t − r, 0, 1)·du/dt (a constant).
+/// on an autodiff device) and the target u_tgt = v_g − clip(t − r, 0, 1)·du/dt (a constant);
+/// with [`JumpTarget::Velocity`] the samples at (r, t) = (0, 1) take their plain v = ε − x.
 pub fn u_and_target(
     model: &VelocityNet,
     inputs: &Inputs,
     vg: Tensor<2>,
     tangent: Tensor<2>,
+    jump_target: JumpTarget,
 ) -> (Tensor<2>, Tensor<2>) {
     let (t, r) = (inputs.t.clone(), inputs.r.clone());
     let out = model.forward(
@@ -227,7 +229,13 @@ pub fn u_and_target(
     let dudt = out.tangent.expect("the JVP carries a tangent");
     let n = inputs.t.dims()[0];
     let span = (t - r).clamp(0.0, 1.0).reshape([n, 1]);
-    (out.value, (vg - span * dudt).detach())
+    let mut target = vg - span.clone() * dudt;
+    if jump_target == JumpTarget::Velocity {
+        // The whole jump is the only interval of length 1.
+        let jump = span.greater_equal_elem(1.0).float();
+        target = target * (jump.clone().neg() + 1.0) + inputs.v.clone() * jump;
+    }
+    (out.value, target.detach())
 }
 
 /// The MeanFlow target for a model without autodiff (what the tests check against finite
@@ -235,7 +243,7 @@ pub fn u_and_target(
 pub fn target(net: &VelocityNet, draws: &Draws, obj: &ObjectiveConfig) -> Tensor<2> {
     let inputs = Inputs::new(draws, &net.device());
     let (vg, tangent) = velocity_and_tangent(net, draws, obj, &inputs);
-    u_and_target(net, &inputs, vg, tangent).1
+    u_and_target(net, &inputs, vg, tangent, obj.full_jump_target).1
 }
 
 /// The target velocity v_g (guided where the config guides) and the JVP's tangent in z: v_g
@@ -489,6 +497,18 @@ mod tests {
             );
             let err = Config::parse(&text).unwrap_err().to_string();
             assert!(err.contains("full_jump_share"), "{bad}: {err}");
+        }
+        // The velocity target needs coupled data and some jumps to apply to.
+        for objective in [
+            "full_jump_target = \"velocity\"",
+            "full_jump_share = 0.25\nfull_jump_target = \"velocity\"",
+        ] {
+            let text = format!(
+                "[data]\ndataset = \"moons\"\n[model]\narch = \"mlp\"\nwidth = 8\ndepth = 1\n\
+                 [train]\nsteps = 1\nbatch = 8\nseed = 1\n[objective]\n{objective}\n"
+            );
+            let err = Config::parse(&text).unwrap_err().to_string();
+            assert!(err.contains("data.couplings"), "{objective}: {err}");
         }
     }
 }

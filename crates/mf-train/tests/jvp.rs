@@ -497,6 +497,57 @@ fn meanflow_target_matches_finite_differences_along_the_flow() {
     }
 }
 
+/// With the whole jump's target set to the velocity, a sample at (r, t) = (0, 1) regresses onto
+/// its plain ε − x, unguided, and every other sample keeps MeanFlow's guided target; MeanFlow's
+/// own target at (0, 1) differs from it.
+#[test]
+fn the_velocity_jump_target_drops_the_jvp_term_at_the_whole_jump_only() {
+    use mf_train::config::{JumpTarget, ObjectiveConfig};
+    use mf_train::objective::{Draws, target};
+    let dev = device();
+    let net = small_net(Prediction::X, &dev);
+    let draws = Draws {
+        x: values(randn([4, 6], &dev))
+            .iter()
+            .map(|&v| v as f32)
+            .collect(),
+        labels: vec![0, 3, 1, 2],
+        dropped: vec![false, true, false, false],
+        noise: values(randn([4, 6], &dev))
+            .iter()
+            .map(|&v| v as f32)
+            .collect(),
+        t: vec![1.0, 0.6, 0.99, 0.12],
+        r: vec![0.0, 0.6, 0.0, 0.01],
+    };
+    let meanflow = ObjectiveConfig {
+        omega: 2.0,
+        ..ObjectiveConfig::default()
+    };
+    let velocity = ObjectiveConfig {
+        full_jump_target: JumpTarget::Velocity,
+        ..meanflow.clone()
+    };
+    let plain = values(target(&net, &draws, &meanflow));
+    let jump = values(target(&net, &draws, &velocity));
+    assert_eq!(plain[6..], jump[6..], "the other samples keep their target");
+
+    let row = |v: &[f32]| {
+        Tensor::<2>::from_data(
+            TensorData::new(v[..6].iter().map(|&x| x as f64).collect::<Vec<_>>(), [1, 6]),
+            &dev,
+        )
+    };
+    let v = values(row(&draws.noise) - row(&draws.x));
+    let err = rel_err(&jump[..6], &v);
+    assert!(
+        err <= 1e-12,
+        "the jump's target is ε − x: relative error {err:e}"
+    );
+    let gap = rel_err(&plain[..6], &v);
+    assert!(gap > 1e-3, "MeanFlow's own target differs: {gap:e}");
+}
+
 /// The training loss shares one dual forward between u and the JVP on the autodiff device:
 /// its gradient must equal that of the same loss with the target computed separately as a
 /// constant (the reference formulation with a stop-gradient target), for either tangent.
