@@ -131,7 +131,8 @@ pub struct ObjectiveConfig {
     /// drawn as above. 0, the default, draws nothing for it and stays out of the config hash,
     /// so older runs keep their draws and their hash. A quarter of them made a Fashion-MNIST
     /// student's error swing by nine orders of magnitude (nothing near t = 1 anchors ∂u/∂t,
-    /// which the target feeds back at full weight): `models/fashion-mnist.md`.
+    /// which the target feeds back at full weight): `models/fashion-mnist.md`. On a teacher's
+    /// couplings, [`JumpTarget::Velocity`] gives these samples a target without ∂u/∂t.
     #[serde(skip_serializing_if = "is_default")]
     pub full_jump_share: f64,
     /// What the samples at (r, t) = (0, 1) regress onto (see [`JumpTarget`]); left out of the
