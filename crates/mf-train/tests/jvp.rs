@@ -415,7 +415,7 @@ fn whole_network_matches_reverse_mode_jacobian_rows() {
 #[test]
 fn meanflow_target_matches_finite_differences_along_the_flow() {
     use mf_train::config::{ObjectiveConfig, Tangent};
-    use mf_train::objective::{Draws, target};
+    use mf_train::objective::target;
     let dev = device();
     for (omega, tangent) in [
         (1.0, Tangent::Conditional),
@@ -424,20 +424,7 @@ fn meanflow_target_matches_finite_differences_along_the_flow() {
         (2.0, Tangent::Model),
     ] {
         let net = small_net(Prediction::U, &dev);
-        let draws = Draws {
-            x: values(randn([4, 6], &dev))
-                .iter()
-                .map(|&v| v as f32)
-                .collect(),
-            labels: vec![0, 3, 1, 2],
-            dropped: vec![false, true, false, false],
-            noise: values(randn([4, 6], &dev))
-                .iter()
-                .map(|&v| v as f32)
-                .collect(),
-            t: vec![0.9, 0.6, 0.35, 0.12],
-            r: vec![0.1, 0.6, 0.2, 0.01],
-        };
+        let draws = four_draws(vec![0.9, 0.6, 0.35, 0.12], vec![0.1, 0.6, 0.2, 0.01], &dev);
         let obj = ObjectiveConfig {
             omega,
             tangent,
@@ -503,23 +490,10 @@ fn meanflow_target_matches_finite_differences_along_the_flow() {
 #[test]
 fn the_velocity_jump_target_drops_the_jvp_term_at_the_whole_jump_only() {
     use mf_train::config::{JumpTarget, ObjectiveConfig};
-    use mf_train::objective::{Draws, target};
+    use mf_train::objective::target;
     let dev = device();
     let net = small_net(Prediction::X, &dev);
-    let draws = Draws {
-        x: values(randn([4, 6], &dev))
-            .iter()
-            .map(|&v| v as f32)
-            .collect(),
-        labels: vec![0, 3, 1, 2],
-        dropped: vec![false, true, false, false],
-        noise: values(randn([4, 6], &dev))
-            .iter()
-            .map(|&v| v as f32)
-            .collect(),
-        t: vec![1.0, 0.6, 0.99, 0.12],
-        r: vec![0.0, 0.6, 0.0, 0.01],
-    };
+    let draws = four_draws(vec![1.0, 0.6, 0.99, 0.12], vec![0.0, 0.6, 0.0, 0.01], &dev);
     let meanflow = ObjectiveConfig {
         omega: 2.0,
         ..ObjectiveConfig::default()
@@ -554,24 +528,11 @@ fn the_velocity_jump_target_drops_the_jvp_term_at_the_whole_jump_only() {
 #[test]
 fn shared_forward_loss_has_the_stop_gradient_gradient() {
     use mf_train::config::{ObjectiveConfig, Tangent};
-    use mf_train::objective::{Draws, Inputs, loss, target};
+    use mf_train::objective::{Inputs, loss, target};
     let dev = device();
     let ad = dev.clone().autodiff();
     let net = small_net(Prediction::X, &dev).fork(&ad).train();
-    let draws = Draws {
-        x: values(randn([4, 6], &dev))
-            .iter()
-            .map(|&v| v as f32)
-            .collect(),
-        labels: vec![0, 3, 1, 2],
-        dropped: vec![false, true, false, false],
-        noise: values(randn([4, 6], &dev))
-            .iter()
-            .map(|&v| v as f32)
-            .collect(),
-        t: vec![0.9, 0.6, 0.35, 0.12],
-        r: vec![0.1, 0.6, 0.2, 0.01],
-    };
+    let draws = four_draws(vec![0.9, 0.6, 0.35, 0.12], vec![0.1, 0.6, 0.2, 0.01], &dev);
     let first_layer_grad = |l: Tensor<1>| {
         let grads = l.backward();
         values(
@@ -632,6 +593,19 @@ fn parameter_grads(net: &VelocityNet, loss: Tensor<1>) -> Vec<f64> {
     };
     net.visit(&mut collect);
     collect.out
+}
+
+/// Four samples of 6 values with labels 0, 3 (dropped), 1, 2 at the given times.
+fn four_draws(t: Vec<f32>, r: Vec<f32>, device: &Device) -> mf_train::objective::Draws {
+    let as_f32 = |t: Tensor<2>| values(t).iter().map(|&v| v as f32).collect();
+    mf_train::objective::Draws {
+        x: as_f32(randn([4, 6], device)),
+        labels: vec![0, 3, 1, 2],
+        dropped: vec![false, true, false, false],
+        noise: as_f32(randn([4, 6], device)),
+        t,
+        r,
+    }
 }
 
 /// Eight samples of `dims` values: labels with drops, r = t for some, r < t for the others.
